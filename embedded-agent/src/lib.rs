@@ -1,0 +1,1 @@
+//! khagent: the agent khactl installs on control-plane nodes.

@@ -1,0 +1,1 @@
+//! TODO(commands): being written.

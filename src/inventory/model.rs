@@ -1,0 +1,319 @@
+//! The inventory document as typed data: what the user wrote, already parsed into
+//! newtypes and enums. Cross-field rules live in `validate.rs`; facts gathered from
+//! hosts live elsewhere (`crate::facts`), never here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::types::{DnsName, NodeName, Port, RouterId};
+
+/// The only `apiVersion` this build understands.
+pub const API_VERSION: &str = "khactl.io/v1alpha1";
+/// The only `kind` of document an inventory file holds.
+pub const KIND: &str = "Inventory";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inventory {
+    pub api_version: String,
+    pub kind: String,
+    pub cluster: Cluster,
+    pub vip: Vip,
+    #[serde(default)]
+    pub ssh: SshDefaults,
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub networking: Networking,
+    /// Registry to pull control-plane images from (guides use regional mirrors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_repository: Option<String>,
+    /// Extra sysctls applied on every node, after khactl's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pki: PkiSettings,
+    #[serde(default)]
+    pub kubeadm: KubeadmExtras,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cluster {
+    /// Names the state directory (`.khactl/<name>/`) and the kubeadm clusterName.
+    pub name: NodeName,
+    /// For example `v1.31.2`.
+    pub kubernetes_version: String,
+}
+
+/// The virtual IP that fronts the API servers, and how the agents elect its holder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Vip {
+    pub address: Ipv4Addr,
+    /// Interface to hold the VIP on; when absent, the one that holds the node's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// VRRP virtual router id, 1..=255, unique on the L2 segment.
+    #[serde(default = "default_router_id")]
+    pub router_id: RouterId,
+    /// Port the load balancer listens on at the VIP (the API endpoint's port).
+    #[serde(default = "default_lb_port")]
+    pub port: Port,
+    /// Optional DNS name for the API endpoint (e.g. `k8s-api.virtual.local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<DnsName>,
+}
+
+fn default_router_id() -> RouterId {
+    RouterId::DEFAULT
+}
+
+fn default_lb_port() -> Port {
+    Port::API_ENDPOINT_DEFAULT
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshDefaults {
+    #[serde(default = "default_ssh_user")]
+    pub user: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: Port,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+    /// Run remote commands through `sudo -n` (needed when `user` is not root).
+    #[serde(default)]
+    pub sudo: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bastion: Option<Bastion>,
+}
+
+impl Default for SshDefaults {
+    fn default() -> Self {
+        Self {
+            user: default_ssh_user(),
+            port: default_ssh_port(),
+            identity_file: None,
+            sudo: false,
+            bastion: None,
+        }
+    }
+}
+
+fn default_ssh_user() -> String {
+    "root".to_owned()
+}
+
+fn default_ssh_port() -> Port {
+    Port::SSH_DEFAULT
+}
+
+/// A jump host (`ssh -J`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bastion {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+}
+
+/// Per-node SSH settings; each field left out falls back to the inventory's `ssh`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sudo: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bastion: Option<Bastion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Node {
+    pub name: NodeName,
+    pub address: IpAddr,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ssh: SshOverrides,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Networking {
+    #[serde(default = "default_pod_subnet")]
+    pub pod_subnet: IpNet,
+    #[serde(default = "default_service_subnet")]
+    pub service_subnet: IpNet,
+    #[serde(default = "default_dns_domain")]
+    pub dns_domain: DnsName,
+}
+
+impl Default for Networking {
+    fn default() -> Self {
+        Self {
+            pod_subnet: default_pod_subnet(),
+            service_subnet: default_service_subnet(),
+            dns_domain: default_dns_domain(),
+        }
+    }
+}
+
+fn default_pod_subnet() -> IpNet {
+    IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16))
+}
+
+fn default_service_subnet() -> IpNet {
+    IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12))
+}
+
+fn default_dns_domain() -> DnsName {
+    DnsName::CLUSTER_LOCAL.clone()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    /// RSA 2048, what kubeadm generates and every consumer accepts.
+    #[default]
+    Rsa2048,
+    EcdsaP256,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PkiSettings {
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// Validity of the CAs, in days (kubeadm: 10 years).
+    #[serde(default = "default_ca_days")]
+    pub ca_validity_days: u32,
+    /// Validity of leaf certificates, in days (kubeadm: 1 year).
+    #[serde(default = "default_leaf_days")]
+    pub cert_validity_days: u32,
+}
+
+impl Default for PkiSettings {
+    fn default() -> Self {
+        Self {
+            key_type: KeyType::default(),
+            ca_validity_days: default_ca_days(),
+            cert_validity_days: default_leaf_days(),
+        }
+    }
+}
+
+fn default_ca_days() -> u32 {
+    3650
+}
+
+fn default_leaf_days() -> u32 {
+    365
+}
+
+/// Free-form kubeadm extra args, passed through to the rendered kubeadm config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeadmExtras {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_server_extra_args: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub controller_manager_extra_args: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scheduler_extra_args: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kubelet_extra_args: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub etcd_extra_args: BTreeMap<String, String>,
+}
+
+impl Inventory {
+    pub fn control_plane(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::ControlPlane)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Worker)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name.as_str() == name)
+    }
+
+    /// The SSH settings for one node: its overrides over the inventory's defaults.
+    pub fn ssh_for(&self, node: &Node) -> SshTarget {
+        let o = &node.ssh;
+        SshTarget {
+            node: node.name.clone(),
+            address: node.address,
+            user: o.user.clone().unwrap_or_else(|| self.ssh.user.clone()),
+            port: o.port.unwrap_or(self.ssh.port),
+            identity_file: o.identity_file.clone().or_else(|| self.ssh.identity_file.clone()),
+            sudo: o.sudo.unwrap_or(self.ssh.sudo),
+            bastion: o.bastion.clone().or_else(|| self.ssh.bastion.clone()),
+        }
+    }
+}
+
+/// Everything needed to reach one node, resolved from overrides and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshTarget {
+    pub node: NodeName,
+    pub address: IpAddr,
+    pub user: String,
+    pub port: Port,
+    pub identity_file: Option<PathBuf>,
+    pub sudo: bool,
+    pub bastion: Option<Bastion>,
+}

@@ -1,0 +1,150 @@
+//! Newtypes that reject bad values while the inventory is deserialized, so every later
+//! layer holds only valid names, ports and router ids.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// A node or cluster name: an RFC 1123 DNS label (lowercase alphanumerics and `-`,
+/// at most 63 characters), as Kubernetes requires for node names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeName(String);
+
+impl NodeName {
+    pub fn new(s: &str) -> Result<Self, String> {
+        if is_dns_label(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid name {s:?}: use 1-63 lowercase letters, digits and '-', \
+                 starting and ending with a letter or digit"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS name: dot-separated RFC 1123 labels, at most 253 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsName(String);
+
+impl DnsName {
+    pub static CLUSTER_LOCAL: LazyLock<DnsName> =
+        LazyLock::new(|| DnsName("cluster.local".to_owned()));
+
+    pub fn new(s: &str) -> Result<Self, String> {
+        let valid = !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label);
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid DNS name {s:?}: use dot-separated labels of lowercase letters, \
+                 digits and '-'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A TCP port, 1..=65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Port(u16);
+
+impl Port {
+    pub const SSH_DEFAULT: Port = Port(22);
+    /// The classic guides put the load balancer on 8443 (or 16443) so it does not clash
+    /// with the apiserver's own 6443 on the same node.
+    pub const API_ENDPOINT_DEFAULT: Port = Port(8443);
+
+    pub fn new(n: u64) -> Result<Self, String> {
+        match u16::try_from(n) {
+            Ok(p) if p != 0 => Ok(Self(p)),
+            _ => Err(format!("invalid port {n}: use 1-65535")),
+        }
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// A VRRP virtual router id, 1..=255 (RFC 5798 §5.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouterId(u8);
+
+impl RouterId {
+    pub const DEFAULT: RouterId = RouterId(51);
+
+    pub fn new(n: u64) -> Result<Self, String> {
+        match u8::try_from(n) {
+            Ok(id) if id != 0 => Ok(Self(id)),
+            _ => Err(format!("invalid VRRP router id {n}: use 1-255")),
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+macro_rules! display_as_inner {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+    )*};
+}
+display_as_inner!(NodeName, DnsName, Port, RouterId);
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NodeName::new(&s).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DnsName::new(&s).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        let n = u64::try_from(n).map_err(|_| de::Error::custom(format!("invalid port {n}: use 1-65535")))?;
+        Port::new(n).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for RouterId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        let n = u64::try_from(n)
+            .map_err(|_| de::Error::custom(format!("invalid VRRP router id {n}: use 1-255")))?;
+        RouterId::new(n).map_err(de::Error::custom)
+    }
+}

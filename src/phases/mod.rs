@@ -1,0 +1,1 @@
+//! TODO(phases): being written.
