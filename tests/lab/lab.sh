@@ -1,0 +1,765 @@
+#!/usr/bin/env bash
+# khalab: a multi-node test lab on this machine, built from network namespaces, overlay roots
+# and real OpenSSH sshd. Every node is a network + mount + UTS + IPC + PID namespace whose PID 1
+# is Debian's tini; nodes share one Linux bridge that has no physical port, and the root
+# namespace keeps ip_forward=0, so no packet from a node can leave the machine.
+# See docs/lab.md for the layout, the safety rules and the pitfalls behind each choice.
+set -euo pipefail
+
+readonly KHALAB_ROOT=/var/lib/khalab
+readonly NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Seconds `up`, `start-sshd` and `regen-hostkey` wait for every sshd to greet.
+readonly SSHD_DEADLINE=${KHALAB_SSHD_DEADLINE:-30}
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+readonly SELF
+
+# kernel/ and fs/ entries that really are per namespace (UTS, IPC, PID): they are bound back
+# from the node's own procfs on top of the snapshot so they keep working.
+readonly NAMESPACED_SYSCTLS=(
+	kernel/hostname kernel/domainname kernel/ns_last_pid
+	kernel/shmmax kernel/shmall kernel/shmmni kernel/shm_rmid_forced kernel/shm_next_id
+	kernel/msgmax kernel/msgmnb kernel/msgmni kernel/msg_next_id kernel/sem kernel/sem_next_id
+	kernel/random/boot_id kernel/random/uuid
+	fs/mqueue
+)
+
+usage() {
+	cat <<'EOF'
+Usage: lab.sh COMMAND [ARGS]   (must run as root)
+
+  up NAME [--index K] [--control-planes C] [--workers W]
+        Create lab NAME: nodes cp1..cpC then w1..wW (defaults C=3, W=2, K=1) on subnet
+        10.99.K.0/24 (bridge .1, nodes .11, .12, ..., VIP .100). Returns once every node's
+        sshd accepts connections. On failure the half-built lab is torn down
+        (set KHALAB_KEEP_FAILED=1 to keep it for debugging).
+  down NAME             Tear lab NAME down (idempotent, also after a failed up).
+  down-all              Tear down every khalab lab and sweep leftovers.
+  status NAME           Print node states; exit 0 iff the bridge and every node are up.
+  list                  Print the names of existing labs.
+  exec NAME NODE -- CMD...
+                        Run CMD inside NODE (net, mount, UTS, IPC and PID namespaces) with a
+                        clean environment; stdin/stdout/stderr and the exit code pass through.
+  inventory NAME        Print a khactl inventory for the lab.
+  upper NAME NODE       Print NODE's overlay upper dir: exactly the files changed in the node.
+  stop-sshd NAME NODE   Kill every sshd process in NODE (listener and sessions).
+  start-sshd NAME NODE  Start sshd in NODE and wait until it accepts connections.
+  regen-hostkey NAME NODE
+                        Give NODE a new ed25519 host key and restart its sshd.
+  ssh NAME NODE [CMD...]
+                        ssh into NODE as root with the lab key (known hosts kept in the lab dir).
+  help                  This text.
+
+Layout: /var/lib/khalab/NAME/{lab.env,inventory.yaml,ssh/id_ed25519,NODE/{base,upper,work,...}}
+EOF
+}
+
+die() {
+	echo "lab.sh: $*" >&2
+	exit 1
+}
+
+require_root() {
+	[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, bridges and mounts need it)"
+}
+
+valid_name() {
+	[[ $1 =~ ^[a-z][a-z0-9-]{0,19}$ ]] || die "invalid lab name '$1': use 1-20 lowercase letters, digits and '-', starting with a letter"
+}
+
+now_ms() {
+	local s ns
+	read -r s ns < <(date '+%s %N')
+	echo $((s * 1000 + 10#$ns / 1000000))
+}
+
+# --- lab state -------------------------------------------------------------------------------
+
+lab_dir() { echo "$KHALAB_ROOT/$1"; }
+netns_of() { echo "khl_${1}_${2}"; } # '_' is not allowed in lab names: no prefix collisions
+bridge_of() { echo "khl${1}br"; }    # index-derived, at most 9 characters
+hostveth_of() { echo "khl${1}n${2}"; }
+
+# Loads lab.env of NAME into LAB_* variables; fails if the lab does not exist.
+load_lab() {
+	local name=$1 env
+	env="$(lab_dir "$name")/lab.env"
+	[[ -f $env ]] || die "no lab named '$name' (no $env); create it with: lab.sh up $name"
+	# shellcheck source=/dev/null
+	source "$env"
+	read -r -a LAB_NODE_LIST <<<"$LAB_NODES"
+}
+
+node_index() {
+	local node=$1 i=0 n
+	for n in "${LAB_NODE_LIST[@]}"; do
+		i=$((i + 1))
+		if [[ $n == "$node" ]]; then
+			echo "$i"
+			return 0
+		fi
+	done
+	die "lab '$LAB_NAME' has no node '$node' (nodes: ${LAB_NODE_LIST[*]})"
+}
+
+node_addr() { echo "10.99.${LAB_INDEX}.$((10 + $(node_index "$1")))"; }
+
+node_pid() {
+	local pidfile pid
+	pidfile="$(lab_dir "$LAB_NAME")/$1/pid"
+	[[ -f $pidfile ]] || return 1
+	pid=$(<"$pidfile")
+	[[ -n $pid && -d /proc/$pid ]] || return 1
+	# The pid file could outlive the node and the pid be reused: the node's PID 1 lives in the
+	# node's network namespace, so compare namespace identities.
+	[[ -e /run/netns/$(netns_of "$LAB_NAME" "$1") ]] || return 1
+	[[ $(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null) == $(stat -L -c %i "/run/netns/$(netns_of "$LAB_NAME" "$1")") ]] || return 1
+	echo "$pid"
+}
+
+# The lab bridge is up and holds the gateway address. Nothing may be sent to a lab address
+# unless this holds: without the bridge's connected route, packets would follow the default
+# route off the machine.
+bridge_up() {
+	local br
+	br=$(bridge_of "$LAB_INDEX")
+	[[ -d /sys/class/net/$br ]] || return 1
+	[[ $(</sys/class/net/"$br"/operstate) == up ]] || return 1
+	ip -4 -o addr show dev "$br" 2>/dev/null | grep -q " 10\.99\.${LAB_INDEX}\.1/24 "
+}
+
+# --- host-side checks ------------------------------------------------------------------------
+
+check_host() {
+	[[ $(</proc/sys/net/ipv4/ip_forward) == 0 ]] ||
+		die "net.ipv4.ip_forward is 1 in the root namespace: a lab bridge could route node traffic off this machine; set it to 0 first"
+	local t
+	for t in ip nsenter unshare tini sshd ssh-keygen python3 pivot_root; do
+		command -v "$t" >/dev/null || die "missing tool '$t' (see .ci/run for the packages)"
+	done
+}
+
+find_systemctl_py() {
+	local py dir cand
+	if [[ -n ${KHALAB_SYSTEMCTL_PY:-} ]]; then
+		echo "$KHALAB_SYSTEMCTL_PY"
+		return
+	fi
+	for py in python3 /usr/bin/python3 /usr/local/bin/python3; do
+		command -v "$py" >/dev/null || continue
+		dir=$("$py" -c 'import importlib.util as u; s = u.find_spec("systemctl2"); print(list(s.submodule_search_locations)[0] if s else "")' 2>/dev/null) || continue
+		if [[ -n $dir && -f $dir/systemctl3.py ]]; then
+			echo "$dir/systemctl3.py"
+			return
+		fi
+	done
+	for cand in $(command -v systemctl3.py 2>/dev/null) /usr/local/bin/systemctl3.py; do
+		[[ -f $cand ]] && {
+			echo "$cand"
+			return
+		}
+	done
+	die "systemctl3.py not found: pip install docker-systemctl-replacement (or set KHALAB_SYSTEMCTL_PY)"
+}
+
+# --- up ----------------------------------------------------------------------------------------
+
+# One Python process for the work that would otherwise be hundreds of forks: snapshot the
+# global sysctl trees (vm, fs, kernel) as regular files, and mark base-layer dirs opaque.
+py_snapshot_sysctls() {
+	python3 - "$1" <<'PY'
+import os, sys
+dest = sys.argv[1]
+for top in ("vm", "fs", "kernel"):
+    for root, dirs, files in os.walk("/proc/sys/" + top):
+        rel = os.path.relpath(root, "/proc/sys")
+        os.makedirs(os.path.join(dest, rel), exist_ok=True)
+        for f in files:
+            try:
+                with open(os.path.join(root, f), "rb") as src:
+                    data = src.read()
+            except OSError:
+                data = b""  # write-only or restricted entries: an empty, writable stand-in
+            with open(os.path.join(dest, rel, f), "wb") as out:
+                out.write(data)
+PY
+}
+
+py_make_opaque() {
+	python3 - "$@" <<'PY'
+import os, sys
+for d in sys.argv[1:]:
+    os.setxattr(d, "trusted.overlay.opaque", b"y")
+PY
+}
+
+write_sshd_config() {
+	local addr=$1
+	cat <<EOF
+# khalab node sshd: key-only root login, bound to the node's lab address.
+ListenAddress $addr
+Port 22
+HostKey /etc/ssh/ssh_host_ed25519_key
+PidFile /run/sshd.pid
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile .ssh/authorized_keys
+# PAM would try session/loginuid modules that have nothing to talk to in a node.
+UsePAM no
+UseDNS no
+MaxSessions 64
+MaxStartups 100:30:200
+X11Forwarding no
+PrintMotd no
+PrintLastLog no
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+LogLevel INFO
+EOF
+}
+
+# The node's base layer: the lab's own files, between the node's upper dir and the host's /,
+# so the upper dir holds only what changed after boot.
+prepare_base() {
+	local name=$1 node=$2 addr=$3 systemctl_py=$4
+	local d base
+	d="$(lab_dir "$name")/$node"
+	base=$(lab_dir "$name")/base/$node
+	mkdir -p "$d/upper" "$d/work" "$d/merged" "$base/root/.ssh" "$base/etc/ssh" \
+		"$base/usr/bin" "$base/usr/sbin" "$base/var/lib/khalab" "$base/var/log"
+	chmod 0700 "$base/root" "$base/root/.ssh"
+	install -m 0600 "$(lab_dir "$name")/ssh/id_ed25519.pub" "$base/root/.ssh/authorized_keys"
+
+	ssh-keygen -q -t ed25519 -N '' -C "root@$node" -f "$base/etc/ssh/ssh_host_ed25519_key"
+	local k
+	for k in /etc/ssh/ssh_host_*; do
+		# Whiteouts hide the host's other host keys: a node must never present the host's key.
+		[[ -e $base/etc/ssh/${k##*/} ]] || mknod "$base/etc/ssh/${k##*/}" c 0 0
+	done
+	write_sshd_config "$addr" >"$base/etc/ssh/sshd_config"
+
+	echo "$node" >"$base/etc/hostname"
+	printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n' "$addr" "$node" >"$base/etc/hosts"
+	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$base/etc/machine-id"
+	echo >>"$base/etc/machine-id"
+
+	{
+		echo '#!/usr/bin/python3'
+		tail -n +2 "$systemctl_py"
+	} >"$base/usr/bin/systemctl"
+	chmod 0755 "$base/usr/bin/systemctl"
+	printf '#!/bin/sh\n# khalab: package scripts must not start services\nexit 101\n' >"$base/usr/sbin/policy-rc.d"
+	chmod 0755 "$base/usr/sbin/policy-rc.d"
+
+	# Login records are written by sshd on every login; they get tmpfs files bound over them
+	# at boot, and must exist here so the bind has a target.
+	: >"$base/var/log/wtmp"
+	: >"$base/var/log/btmp"
+	: >"$base/var/log/lastlog"
+
+	cp -a "$(lab_dir "$name")/sysctl-template" "$d/sysctl"
+}
+
+opaque_dirs_of() {
+	local base=$1 w r
+	echo "$base/root"
+	echo "$base/var/lib/khalab"
+	for w in /etc/systemd/system/*.wants; do
+		[[ -d $w ]] || continue
+		mkdir -p "$base$w"
+		echo "$base$w"
+	done
+	for r in /etc/rc?.d; do
+		[[ -d $r ]] || continue
+		mkdir -p "$base$r"
+		echo "$base$r"
+	done
+}
+
+setup_network() {
+	local name=$1 idx=$2
+	shift 2
+	local br i=0 node ns hv
+	br=$(bridge_of "$idx")
+	ip link add "$br" type bridge mcast_snooping 0
+	# No IPv6 on the host side of the lab: the host must not take part in node traffic.
+	echo 1 >"/proc/sys/net/ipv6/conf/$br/disable_ipv6"
+	ip addr add "10.99.$idx.1/24" dev "$br"
+	ip link set "$br" up
+	for node in "$@"; do
+		i=$((i + 1))
+		ns=$(netns_of "$name" "$node")
+		hv=$(hostveth_of "$idx" "$i")
+		ip netns add "$ns"
+		ip link add "$hv" type veth peer name eth0 netns "$ns"
+		echo 1 >"/proc/sys/net/ipv6/conf/$hv/disable_ipv6"
+		ip link set "$hv" master "$br" up
+		ip -n "$ns" -batch - <<EOF
+link set lo up
+addr add 10.99.$idx.$((10 + i))/24 dev eth0
+link set eth0 up
+route add 224.0.0.0/4 dev eth0
+EOF
+	done
+}
+
+launch_node() {
+	local name=$1 node=$2 d
+	d="$(lab_dir "$name")/$node"
+	# setsid + no inherited stdio: the node must not keep the caller's pipes open (a test
+	# harness waiting for lab.sh's output would otherwise wait for the node to die).
+	setsid nsenter --net="/run/netns/$(netns_of "$name" "$node")" -- \
+		unshare --mount --uts --ipc --pid --fork --propagation private -- \
+		env -i PATH="$NODE_PATH" /bin/bash "$SELF" __boot "$name" "$node" \
+		</dev/null >"$d/boot.log" 2>&1 &
+}
+
+# Runs inside the node's fresh namespaces as its PID 1 (the host's /proc is still mounted):
+# builds the node's root, pivots into it and execs tini.
+cmd_boot() {
+	local name=$1 node=$2
+	local d m hostpid e f
+	d="$(lab_dir "$name")/$node"
+	m=$d/merged
+	# /proc is still the host's procfs here, so /proc/self names our pid in the host's view.
+	read -r hostpid _ </proc/self/stat
+	echo "$hostpid" >"$d/pid.tmp"
+	mv "$d/pid.tmp" "$d/pid"
+
+	mount -t overlay "khalab-$name-$node" \
+		-o "lowerdir=$(lab_dir "$name")/base/$node:/,upperdir=$d/upper,workdir=$d/work" "$m"
+	mount --rbind /dev "$m/dev"
+	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$m/dev/pts"
+	mount --bind "$m/dev/pts/ptmx" "$m/dev/ptmx"
+	mount -t tmpfs -o mode=1777 shm "$m/dev/shm"
+	[[ -d $m/dev/mqueue ]] && mount -t mqueue mqueue "$m/dev/mqueue"
+	mount -t proc proc "$m/proc"
+	mount -t sysfs sysfs "$m/sys"
+	mount -t tmpfs -o mode=0755 run "$m/run"
+	mount -t tmpfs -o mode=1777 tmp "$m/tmp"
+
+	# Global sysctls: the node writes into its own snapshot; the namespaced entries are bound
+	# back from the node's own procfs first so they stay live.
+	for e in "${NAMESPACED_SYSCTLS[@]}"; do
+		[[ -e $m/proc/sys/$e && -e $d/sysctl/$e ]] || continue
+		mount --bind "$m/proc/sys/$e" "$d/sysctl/$e"
+	done
+	for e in vm fs kernel; do
+		mount --rbind "$d/sysctl/$e" "$m/proc/sys/$e"
+	done
+
+	mkdir -p "$m/run/khalab" "$m/run/sshd"
+	for f in wtmp btmp lastlog; do
+		: >"$m/run/khalab/$f"
+		mount --bind "$m/run/khalab/$f" "$m/var/log/$f"
+	done
+
+	hostname "$node"
+	cd "$m"
+	pivot_root . .
+	umount -l .
+	cd /
+	exec env -i PATH="$NODE_PATH" HOME=/root LANG=C.UTF-8 \
+		tini -- /bin/sh -c '/usr/sbin/sshd -E /run/khalab/sshd.log; exec sleep infinity'
+}
+
+# Polls until NODE's sshd sends its banner, or the deadline passes.
+wait_sshd() {
+	local node=$1 addr deadline
+	addr=$(node_addr "$node")
+	deadline=$(($(now_ms) + SSHD_DEADLINE * 1000))
+	while (($(now_ms) < deadline)); do
+		bridge_up || die "bridge of lab '$LAB_NAME' is down: not contacting $addr"
+		if timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/22" && read -r -t 2 l <&3 && [[ $l == SSH-2.0-* ]]' _ "$addr" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "lab.sh: sshd of $LAB_NAME/$node ($addr) did not accept connections within ${SSHD_DEADLINE}s" >&2
+	node_log "$node" >&2 || true
+	return 1
+}
+
+node_log() {
+	local node=$1 pid d
+	d="$(lab_dir "$LAB_NAME")/$node"
+	echo "--- $node boot.log:"
+	cat "$d/boot.log" 2>/dev/null || true
+	if pid=$(node_pid "$node"); then
+		echo "--- $node /run/khalab/sshd.log:"
+		cat "/proc/$pid/root/run/khalab/sshd.log" 2>/dev/null || true
+	fi
+}
+
+wait_node_pid() {
+	local node=$1 deadline
+	deadline=$(($(now_ms) + 10000))
+	while (($(now_ms) < deadline)); do
+		node_pid "$node" >/dev/null && return 0
+		sleep 0.02
+	done
+	echo "lab.sh: node $LAB_NAME/$node did not start" >&2
+	node_log "$node" >&2
+	return 1
+}
+
+cmd_up() {
+	local name=${1:-}
+	[[ -n $name ]] || die "usage: lab.sh up NAME [--index K] [--control-planes C] [--workers W]"
+	shift
+	valid_name "$name"
+	local idx=1 cps=3 workers=2
+	while (($#)); do
+		case $1 in
+		--index) idx=${2:?--index needs a value}; shift 2 ;;
+		--control-planes) cps=${2:?--control-planes needs a value}; shift 2 ;;
+		--workers) workers=${2:?--workers needs a value}; shift 2 ;;
+		*) die "up: unknown option '$1'" ;;
+		esac
+	done
+	[[ $idx =~ ^[0-9]+$ ]] && ((idx >= 1 && idx <= 200)) || die "--index must be 1..200, got '$idx'"
+	[[ $cps =~ ^[0-9]+$ && $workers =~ ^[0-9]+$ ]] || die "--control-planes and --workers take numbers"
+	((cps + workers >= 1 && cps + workers <= 80)) || die "a lab has 1..80 nodes, asked for $((cps + workers))"
+	check_host
+
+	local dir
+	dir=$(lab_dir "$name")
+	[[ ! -e $dir ]] || die "lab '$name' already exists ($dir); tear it down first: lab.sh down $name"
+	[[ ! -e /sys/class/net/$(bridge_of "$idx") ]] || die "index $idx is taken by another lab (bridge $(bridge_of "$idx") exists); pick another --index"
+	[[ -z $(ip -4 route show 10.99."$idx".0/24) ]] || die "subnet 10.99.$idx.0/24 is already routed on this machine; pick another --index"
+	local systemctl_py
+	systemctl_py=$(find_systemctl_py)
+
+	local nodes=() i
+	for ((i = 1; i <= cps; i++)); do nodes+=("cp$i"); done
+	for ((i = 1; i <= workers; i++)); do nodes+=("w$i"); done
+
+	# lab.env first: from here on `down` can always find and remove what exists.
+	mkdir -p "$dir/ssh"
+	chmod 0700 "$dir" "$dir/ssh"
+	cat >"$dir/lab.env" <<EOF
+LAB_NAME=$name
+LAB_INDEX=$idx
+LAB_CONTROL_PLANES=$cps
+LAB_WORKERS=$workers
+LAB_NODES="${nodes[*]}"
+EOF
+	if [[ -z ${KHALAB_KEEP_FAILED:-} ]]; then
+		UP_NAME=$name # the trap runs after cmd_up's locals are gone
+		trap 'echo "lab.sh: up $UP_NAME failed; tearing the half-built lab down" >&2; cmd_down "$UP_NAME" >&2 || true' EXIT
+	fi
+	load_lab "$name"
+	local t0
+	t0=$(now_ms)
+
+	ssh-keygen -q -t ed25519 -N '' -C "khalab-$name" -f "$dir/ssh/id_ed25519"
+	# Base layers live on a tmpfs: overlayfs refuses (ELOOP) a lower layer that sits below
+	# another lower layer ("/") on the same filesystem.
+	mkdir -p "$dir/base"
+	mount -t tmpfs -o mode=0700,size=256m "khalab-$name-base" "$dir/base"
+	py_snapshot_sysctls "$dir/sysctl-template"
+
+	local pids=() node addr
+	i=0
+	for node in "${nodes[@]}"; do
+		i=$((i + 1))
+		addr="10.99.$idx.$((10 + i))"
+		prepare_base "$name" "$node" "$addr" "$systemctl_py" &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do wait "$i"; done
+	local opaque=() dirs=()
+	for node in "${nodes[@]}"; do
+		mapfile -t dirs < <(opaque_dirs_of "$dir/base/$node")
+		opaque+=("${dirs[@]}")
+	done
+	py_make_opaque "${opaque[@]}"
+
+	setup_network "$name" "$idx" "${nodes[@]}"
+	for node in "${nodes[@]}"; do launch_node "$name" "$node"; done
+
+	pids=()
+	for node in "${nodes[@]}"; do
+		(wait_node_pid "$node" && wait_sshd "$node") &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do wait "$i"; done
+
+	cmd_inventory "$name" >"$dir/inventory.yaml"
+	trap - EXIT
+	echo "lab $name up: ${#nodes[@]} nodes on 10.99.$idx.0/24 in $(($(now_ms) - t0)) ms; inventory: $dir/inventory.yaml"
+}
+
+# --- down --------------------------------------------------------------------------------------
+
+# Mount points under DIR in the root namespace, deepest first.
+mounts_under() {
+	local dir=$1
+	awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
+}
+
+cmd_down() {
+	local name=${1:-}
+	[[ -n $name ]] || die "usage: lab.sh down NAME"
+	valid_name "$name"
+	local dir
+	dir=$(lab_dir "$name")
+	local nodes=() idx=""
+	if [[ -f $dir/lab.env ]]; then
+		load_lab "$name"
+		nodes=("${LAB_NODE_LIST[@]}")
+		idx=$LAB_INDEX
+	fi
+	# Namespaces that exist even if lab.env does not list them (belt and braces).
+	local ns
+	while read -r ns _; do
+		[[ $ns == "khl_${name}_"* ]] || continue
+		local n=${ns#"khl_${name}_"}
+		[[ " ${nodes[*]} " == *" $n "* ]] || nodes+=("$n")
+	done < <(ip netns list 2>/dev/null)
+
+	# 1. Kill every process of every node: PID 1 first (the kernel then kills its PID
+	# namespace), then anything else still in the node's network namespace.
+	local node pid victims=()
+	for node in "${nodes[@]}"; do
+		if [[ -f $dir/$node/pid ]]; then
+			pid=$(<"$dir/$node/pid")
+			ns=$(netns_of "$name" "$node")
+			if [[ -n $pid && -e /run/netns/$ns && -d /proc/$pid ]] &&
+				[[ $(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null) == $(stat -L -c %i "/run/netns/$ns") ]]; then
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
+		fi
+	done
+	local deadline
+	deadline=$(($(now_ms) + 10000))
+	while :; do
+		victims=()
+		for node in "${nodes[@]}"; do
+			ns=$(netns_of "$name" "$node")
+			[[ -e /run/netns/$ns ]] || continue
+			while read -r pid; do victims+=("$pid"); done < <(ip netns pids "$ns" 2>/dev/null)
+		done
+		((${#victims[@]} == 0)) && break
+		(($(now_ms) < deadline)) || die "down $name: processes ${victims[*]} survive SIGKILL"
+		kill -KILL "${victims[@]}" 2>/dev/null || true
+		sleep 0.02
+	done
+
+	# 2. Host-side veths first: deleting them is synchronous, `ip netns del` is not.
+	if [[ -n $idx ]]; then
+		local l
+		for l in /sys/class/net/"$(hostveth_of "$idx" "")"*; do
+			[[ -e $l ]] || continue
+			[[ ${l##*/} =~ ^khl${idx}n[0-9]+$ ]] || continue
+			ip link del "${l##*/}" 2>/dev/null || [[ ! -e $l ]] || die "down $name: cannot delete ${l##*/}"
+		done
+	fi
+	for node in "${nodes[@]}"; do
+		ns=$(netns_of "$name" "$node")
+		[[ -e /run/netns/$ns ]] && ip netns del "$ns"
+	done
+	if [[ -n $idx && -e /sys/class/net/$(bridge_of "$idx") ]]; then
+		ip link del "$(bridge_of "$idx")"
+	fi
+
+	# 3. Mounts left in the root namespace (none in normal operation: node mounts live in the
+	# nodes' own mount namespaces and die with them).
+	if [[ -d $dir ]]; then
+		local mp
+		while read -r mp; do
+			umount -l "$mp" || true
+		done < <(mounts_under "$dir")
+		[[ -z $(mounts_under "$dir") ]] || die "down $name: mounts remain under $dir; not removing it"
+		rm -rf --one-file-system "$dir"
+	fi
+}
+
+cmd_down_all() {
+	local d name
+	for d in "$KHALAB_ROOT"/*/; do
+		[[ -d $d ]] || continue
+		name=$(basename "$d")
+		[[ $name =~ ^[a-z][a-z0-9-]{0,19}$ ]] || continue
+		(cmd_down "$name")
+	done
+	# Sweep leftovers that no lab dir claims any more.
+	local ns
+	while read -r ns _; do
+		[[ $ns =~ ^khl_([a-z][a-z0-9-]{0,19})_ ]] || continue
+		(cmd_down "${BASH_REMATCH[1]}")
+	done < <(ip netns list 2>/dev/null)
+	local l
+	for l in /sys/class/net/khl*; do
+		[[ -e $l ]] || continue
+		[[ ${l##*/} =~ ^khl[0-9]+n[0-9]+$ ]] && ip link del "${l##*/}" 2>/dev/null
+	done
+	for l in /sys/class/net/khl*; do
+		[[ -e $l ]] || continue
+		[[ ${l##*/} =~ ^khl[0-9]+br$ ]] && ip link del "${l##*/}"
+	done
+	return 0
+}
+
+# --- queries and node operations ---------------------------------------------------------------
+
+cmd_status() {
+	local name=${1:?usage: lab.sh status NAME}
+	load_lab "$name"
+	local ok=0 node pid sshd
+	if bridge_up; then
+		echo "bridge $(bridge_of "$LAB_INDEX") 10.99.$LAB_INDEX.1/24 up"
+	else
+		echo "bridge $(bridge_of "$LAB_INDEX") DOWN"
+		ok=1
+	fi
+	for node in "${LAB_NODE_LIST[@]}"; do
+		if pid=$(node_pid "$node"); then
+			sshd=stopped
+			if [[ -f /proc/$pid/root/run/sshd.pid ]] && kill -0 "$(<"/proc/$pid/root/run/sshd.pid")" 2>/dev/null; then
+				sshd=running
+			fi
+			echo "$node $(node_addr "$node") up pid=$pid sshd=$sshd"
+		else
+			echo "$node $(node_addr "$node") DOWN"
+			ok=1
+		fi
+	done
+	return $ok
+}
+
+cmd_list() {
+	local d
+	for d in "$KHALAB_ROOT"/*/lab.env; do
+		[[ -f $d ]] || continue
+		basename "$(dirname "$d")"
+	done
+}
+
+running_pid() {
+	local pid
+	pid=$(node_pid "$1") || die "node $LAB_NAME/$1 is not running (lab.sh status $LAB_NAME)"
+	echo "$pid"
+}
+
+cmd_exec() {
+	local name=${1:?usage: lab.sh exec NAME NODE -- CMD...} node=${2:?usage: lab.sh exec NAME NODE -- CMD...}
+	shift 2
+	[[ ${1:-} == -- ]] && shift
+	(($#)) || die "usage: lab.sh exec NAME NODE -- CMD..."
+	load_lab "$name"
+	local pid
+	pid=$(running_pid "$node")
+	exec nsenter -t "$pid" -m -u -i -n -p -r -w -- \
+		env -i PATH="$NODE_PATH" HOME=/root LANG=C.UTF-8 "$@"
+}
+
+cmd_inventory() {
+	local name=${1:?usage: lab.sh inventory NAME}
+	load_lab "$name"
+	local node i=0 role
+	cat <<EOF
+apiVersion: khactl.io/v1alpha1
+kind: Inventory
+cluster: { name: $name, kubernetesVersion: v1.31.2 }
+vip: { address: 10.99.$LAB_INDEX.100, routerId: $((50 + LAB_INDEX)), port: 8443, dnsName: k8s-api.$name.local }
+ssh: { user: root, port: 22, identityFile: $(lab_dir "$name")/ssh/id_ed25519 }
+nodes:
+EOF
+	for node in "${LAB_NODE_LIST[@]}"; do
+		i=$((i + 1))
+		role=worker
+		((i <= LAB_CONTROL_PLANES)) && role=control-plane
+		echo "  - { name: $node, address: 10.99.$LAB_INDEX.$((10 + i)), role: $role }"
+	done
+}
+
+cmd_upper() {
+	local name=${1:?usage: lab.sh upper NAME NODE} node=${2:?usage: lab.sh upper NAME NODE}
+	load_lab "$name"
+	node_index "$node" >/dev/null
+	echo "$(lab_dir "$name")/$node/upper"
+}
+
+# Runs a lab-authored script (never user input) inside NODE.
+node_sh() {
+	local node=$1 script=$2 pid
+	pid=$(running_pid "$node")
+	nsenter -t "$pid" -m -u -i -n -p -r -w -- env -i PATH="$NODE_PATH" HOME=/root /bin/sh -c "$script"
+}
+
+cmd_stop_sshd() {
+	local name=${1:?usage: lab.sh stop-sshd NAME NODE} node=${2:?usage: lab.sh stop-sshd NAME NODE}
+	load_lab "$name"
+	node_sh "$node" '
+		pkill -KILL -x sshd || true
+		i=0
+		while pgrep -x sshd >/dev/null; do
+			i=$((i + 1)); [ $i -lt 500 ] || { echo "sshd survives SIGKILL" >&2; exit 1; }
+			sleep 0.01
+		done
+		rm -f /run/sshd.pid'
+}
+
+cmd_start_sshd() {
+	local name=${1:?usage: lab.sh start-sshd NAME NODE} node=${2:?usage: lab.sh start-sshd NAME NODE}
+	load_lab "$name"
+	node_sh "$node" 'pgrep -x sshd >/dev/null || /usr/sbin/sshd -E /run/khalab/sshd.log'
+	wait_sshd "$node"
+}
+
+cmd_regen_hostkey() {
+	local name=${1:?usage: lab.sh regen-hostkey NAME NODE} node=${2:?usage: lab.sh regen-hostkey NAME NODE}
+	load_lab "$name"
+	cmd_stop_sshd "$name" "$node"
+	node_sh "$node" "rm -f /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub &&
+		ssh-keygen -q -t ed25519 -N '' -C root@$node -f /etc/ssh/ssh_host_ed25519_key"
+	cmd_start_sshd "$name" "$node"
+}
+
+cmd_ssh() {
+	local name=${1:?usage: lab.sh ssh NAME NODE [CMD...]} node=${2:?usage: lab.sh ssh NAME NODE [CMD...]}
+	shift 2
+	[[ ${1:-} == -- ]] && shift
+	load_lab "$name"
+	bridge_up || die "bridge of lab '$name' is down: not contacting $(node_addr "$node")"
+	local dir
+	dir=$(lab_dir "$name")
+	exec ssh -i "$dir/ssh/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
+		-o UserKnownHostsFile="$dir/ssh/known_hosts" -o StrictHostKeyChecking=accept-new \
+		"root@$(node_addr "$node")" "$@"
+}
+
+main() {
+	local cmd=${1:-help}
+	(($#)) && shift
+	case $cmd in
+	help | -h | --help) usage ;;
+	__boot) cmd_boot "$@" ;;
+	*)
+		require_root
+		mkdir -p "$KHALAB_ROOT"
+		case $cmd in
+		up) cmd_up "$@" ;;
+		down) cmd_down "$@" ;;
+		down-all) cmd_down_all ;;
+		status) cmd_status "$@" ;;
+		list) cmd_list ;;
+		exec) cmd_exec "$@" ;;
+		inventory) cmd_inventory "$@" ;;
+		upper) cmd_upper "$@" ;;
+		stop-sshd) cmd_stop_sshd "$@" ;;
+		start-sshd) cmd_start_sshd "$@" ;;
+		regen-hostkey) cmd_regen_hostkey "$@" ;;
+		ssh) cmd_ssh "$@" ;;
+		*)
+			usage >&2
+			exit 2
+			;;
+		esac
+		;;
+	esac
+}
+
+main "$@"
