@@ -49,7 +49,8 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
                         ssh into NODE as root with the lab key (known hosts kept in the lab dir).
   help                  This text.
 
-Layout: /var/lib/khalab/NAME/{lab.env,inventory.yaml,ssh/id_ed25519,NODE/{base,upper,work,...}}
+Layout: /var/lib/khalab/NAME/{lab.env,inventory.yaml,ssh/id_ed25519,NODE/{upper,work,pid,boot.log},
+        run/ (tmpfs: layers/NODE = base layers, sysctl/NODE = global sysctl snapshots)}
 EOF
 }
 
@@ -75,6 +76,9 @@ now_ms() {
 # --- lab state -------------------------------------------------------------------------------
 
 lab_dir() { echo "$KHALAB_ROOT/$1"; }
+# The lab's tmpfs: node base layers and sysctl snapshots (volatile by nature).
+layer_of() { echo "$KHALAB_ROOT/$1/run/layers/$2"; }
+sysctl_of() { echo "$KHALAB_ROOT/$1/run/sysctl/$2"; }
 netns_of() { echo "khl_${1}_${2}"; } # '_' is not allowed in lab names: no prefix collisions
 bridge_of() { echo "khl${1}br"; }    # index-derived, at most 9 characters
 hostveth_of() { echo "khl${1}n${2}"; }
@@ -133,9 +137,12 @@ check_host() {
 	[[ $(</proc/sys/net/ipv4/ip_forward) == 0 ]] ||
 		die "net.ipv4.ip_forward is 1 in the root namespace: a lab bridge could route node traffic off this machine; set it to 0 first"
 	local t
-	for t in ip nsenter unshare tini sshd ssh-keygen python3 pivot_root; do
+	for t in ip nsenter unshare setsid tini sshd ssh-keygen pivot_root; do
 		command -v "$t" >/dev/null || die "missing tool '$t' (see .ci/run for the packages)"
 	done
+	# Nodes run systemctl3.py with the distribution's python3 (a pyenv/venv python is behind
+	# the node's opaque /root or not in its PATH); the lab's helpers use it too.
+	[[ -x /usr/bin/python3 ]] || die "missing /usr/bin/python3 (apt-get install python3)"
 }
 
 find_systemctl_py() {
@@ -144,7 +151,7 @@ find_systemctl_py() {
 		echo "$KHALAB_SYSTEMCTL_PY"
 		return
 	fi
-	for py in python3 /usr/bin/python3 /usr/local/bin/python3; do
+	for py in /usr/bin/python3 python3; do
 		command -v "$py" >/dev/null || continue
 		dir=$("$py" -c 'import importlib.util as u; s = u.find_spec("systemctl2"); print(list(s.submodule_search_locations)[0] if s else "")' 2>/dev/null) || continue
 		if [[ -n $dir && -f $dir/systemctl3.py ]]; then
@@ -166,7 +173,7 @@ find_systemctl_py() {
 # One Python process for the work that would otherwise be hundreds of forks: snapshot the
 # global sysctl trees (vm, fs, kernel) as regular files, and mark base-layer dirs opaque.
 py_snapshot_sysctls() {
-	python3 - "$1" <<'PY'
+	/usr/bin/python3 - "$1" <<'PY'
 import os, sys
 dest = sys.argv[1]
 for top in ("vm", "fs", "kernel"):
@@ -185,7 +192,7 @@ PY
 }
 
 py_make_opaque() {
-	python3 - "$@" <<'PY'
+	/usr/bin/python3 - "$@" <<'PY'
 import os, sys
 for d in sys.argv[1:]:
     os.setxattr(d, "trusted.overlay.opaque", b"y")
@@ -225,7 +232,7 @@ prepare_base() {
 	local name=$1 node=$2 addr=$3 systemctl_py=$4
 	local d base
 	d="$(lab_dir "$name")/$node"
-	base=$(lab_dir "$name")/base/$node
+	base=$(layer_of "$name" "$node")
 	mkdir -p "$d/upper" "$d/work" "$d/merged" "$base/root/.ssh" "$base/etc/ssh" \
 		"$base/usr/bin" "$base/usr/sbin" "$base/var/lib/khalab" "$base/var/log"
 	chmod 0700 "$base/root" "$base/root/.ssh"
@@ -258,7 +265,7 @@ prepare_base() {
 	: >"$base/var/log/btmp"
 	: >"$base/var/log/lastlog"
 
-	cp -a "$(lab_dir "$name")/sysctl-template" "$d/sysctl"
+	cp -a "$(lab_dir "$name")/run/sysctl-template" "$(sysctl_of "$name" "$node")"
 }
 
 opaque_dirs_of() {
@@ -319,16 +326,19 @@ launch_node() {
 # builds the node's root, pivots into it and execs tini.
 cmd_boot() {
 	local name=$1 node=$2
-	local d m hostpid e f
+	local d m hostpid e f sys
 	d="$(lab_dir "$name")/$node"
+	sys=$(sysctl_of "$name" "$node")
 	m=$d/merged
 	# /proc is still the host's procfs here, so /proc/self names our pid in the host's view.
 	read -r hostpid _ </proc/self/stat
 	echo "$hostpid" >"$d/pid.tmp"
 	mv "$d/pid.tmp" "$d/pid"
 
+	# volatile: no syncs of the upper fs (the machine's root disk); without it every node's
+	# teardown flushes the whole disk, which made `down` take seconds.
 	mount -t overlay "khalab-$name-$node" \
-		-o "lowerdir=$(lab_dir "$name")/base/$node:/,upperdir=$d/upper,workdir=$d/work" "$m"
+		-o "lowerdir=$(layer_of "$name" "$node"):/,upperdir=$d/upper,workdir=$d/work,volatile" "$m"
 	mount --rbind /dev "$m/dev"
 	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$m/dev/pts"
 	mount --bind "$m/dev/pts/ptmx" "$m/dev/ptmx"
@@ -342,11 +352,11 @@ cmd_boot() {
 	# Global sysctls: the node writes into its own snapshot; the namespaced entries are bound
 	# back from the node's own procfs first so they stay live.
 	for e in "${NAMESPACED_SYSCTLS[@]}"; do
-		[[ -e $m/proc/sys/$e && -e $d/sysctl/$e ]] || continue
-		mount --bind "$m/proc/sys/$e" "$d/sysctl/$e"
+		[[ -e $m/proc/sys/$e && -e $sys/$e ]] || continue
+		mount --bind "$m/proc/sys/$e" "$sys/$e"
 	done
 	for e in vm fs kernel; do
-		mount --rbind "$d/sysctl/$e" "$m/proc/sys/$e"
+		mount --rbind "$sys/$e" "$m/proc/sys/$e"
 	done
 
 	mkdir -p "$m/run/khalab" "$m/run/sshd"
@@ -456,9 +466,10 @@ EOF
 	ssh-keygen -q -t ed25519 -N '' -C "khalab-$name" -f "$dir/ssh/id_ed25519"
 	# Base layers live on a tmpfs: overlayfs refuses (ELOOP) a lower layer that sits below
 	# another lower layer ("/") on the same filesystem.
-	mkdir -p "$dir/base"
-	mount -t tmpfs -o mode=0700,size=256m "khalab-$name-base" "$dir/base"
-	py_snapshot_sysctls "$dir/sysctl-template"
+	mkdir -p "$dir/run"
+	mount -t tmpfs -o mode=0700,size=512m "khalab-$name" "$dir/run"
+	mkdir -p "$dir/run/layers" "$dir/run/sysctl"
+	py_snapshot_sysctls "$dir/run/sysctl-template"
 
 	local pids=() node addr
 	i=0
@@ -471,7 +482,7 @@ EOF
 	for i in "${pids[@]}"; do wait "$i"; done
 	local opaque=() dirs=()
 	for node in "${nodes[@]}"; do
-		mapfile -t dirs < <(opaque_dirs_of "$dir/base/$node")
+		mapfile -t dirs < <(opaque_dirs_of "$(layer_of "$name" "$node")")
 		opaque+=("${dirs[@]}")
 	done
 	py_make_opaque "${opaque[@]}"
@@ -715,6 +726,11 @@ cmd_regen_hostkey() {
 	cmd_stop_sshd "$name" "$node"
 	node_sh "$node" "rm -f /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub &&
 		ssh-keygen -q -t ed25519 -N '' -C root@$node -f /etc/ssh/ssh_host_ed25519_key"
+	# Only the convenience known_hosts of `lab.sh ssh` forgets the key; clients with their own
+	# known_hosts see the change, which is the point.
+	if [[ -f $(lab_dir "$name")/ssh/known_hosts ]]; then
+		ssh-keygen -q -R "$(node_addr "$node")" -f "$(lab_dir "$name")/ssh/known_hosts" >/dev/null 2>&1
+	fi
 	cmd_start_sshd "$name" "$node"
 }
 
