@@ -127,7 +127,11 @@ bridge_up() {
 	local br
 	br=$(bridge_of "$LAB_INDEX")
 	[[ -d /sys/class/net/$br ]] || return 1
-	[[ $(</sys/class/net/"$br"/operstate) == up ]] || return 1
+	# Administratively up (IFF_UP) is what installs the connected route; operstate lags
+	# behind by up to a second (linkwatch), so it is not the test.
+	local flags
+	flags=$(<"/sys/class/net/$br/flags")
+	(((flags & 1) == 1)) || return 1
 	ip -4 -o addr show dev "$br" 2>/dev/null | grep -q " 10\.99\.${LAB_INDEX}\.1/24 "
 }
 
@@ -380,12 +384,12 @@ wait_sshd() {
 	addr=$(node_addr "$node")
 	deadline=$(($(now_ms) + SSHD_DEADLINE * 1000))
 	while (($(now_ms) < deadline)); do
-		bridge_up || die "bridge of lab '$LAB_NAME' is down: not contacting $addr"
-		if timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/22" && read -r -t 2 l <&3 && [[ $l == SSH-2.0-* ]]' _ "$addr" 2>/dev/null; then
+		if bridge_up && timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/22" && read -r -t 2 l <&3 && [[ $l == SSH-2.0-* ]]' _ "$addr" 2>/dev/null; then
 			return 0
 		fi
 		sleep 0.05
 	done
+	bridge_up || echo "lab.sh: bridge of lab '$LAB_NAME' is down: never contacted $addr" >&2
 	echo "lab.sh: sshd of $LAB_NAME/$node ($addr) did not accept connections within ${SSHD_DEADLINE}s" >&2
 	node_log "$node" >&2 || true
 	return 1
