@@ -1,1 +1,2 @@
 //! khagent: the agent khactl installs on control-plane nodes.
+pub mod vrrp;
