@@ -39,7 +39,9 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
   exec NAME NODE -- CMD...
                         Run CMD inside NODE (net, mount, UTS, IPC and PID namespaces) with a
                         clean environment; stdin/stdout/stderr and the exit code pass through.
-  inventory NAME        Print a khactl inventory for the lab.
+  inventory NAME [--index K --control-planes C --workers W]
+                        Print a khactl inventory for the lab (with options: for a lab of
+                        that shape, which need not exist).
   upper NAME NODE       Print NODE's overlay upper dir: exactly the files changed in the node.
   stop-sshd NAME NODE   Kill every sshd process in NODE (listener and sessions).
   start-sshd NAME NODE  Start sshd in NODE and wait until it accepts connections.
@@ -418,23 +420,37 @@ wait_node_pid() {
 	return 1
 }
 
+# Parses --index/--control-planes/--workers into SHAPE_* (defaults: the default lab's).
+parse_shape() {
+	SHAPE_INDEX=1 SHAPE_CPS=3 SHAPE_WORKERS=2
+	while (($#)); do
+		case $1 in
+		--index) SHAPE_INDEX=${2:?--index needs a value}; shift 2 ;;
+		--control-planes) SHAPE_CPS=${2:?--control-planes needs a value}; shift 2 ;;
+		--workers) SHAPE_WORKERS=${2:?--workers needs a value}; shift 2 ;;
+		*) die "unknown option '$1' (expected --index, --control-planes, --workers)" ;;
+		esac
+	done
+	[[ $SHAPE_INDEX =~ ^[0-9]+$ ]] && ((SHAPE_INDEX >= 1 && SHAPE_INDEX <= 200)) ||
+		die "--index must be 1..200, got '$SHAPE_INDEX'"
+	[[ $SHAPE_CPS =~ ^[0-9]+$ && $SHAPE_WORKERS =~ ^[0-9]+$ ]] || die "--control-planes and --workers take numbers"
+	((SHAPE_CPS + SHAPE_WORKERS >= 1 && SHAPE_CPS + SHAPE_WORKERS <= 80)) ||
+		die "a lab has 1..80 nodes, asked for $((SHAPE_CPS + SHAPE_WORKERS))"
+}
+
+shape_nodes() {
+	local i
+	for ((i = 1; i <= $1; i++)); do echo "cp$i"; done
+	for ((i = 1; i <= $2; i++)); do echo "w$i"; done
+}
+
 cmd_up() {
 	local name=${1:-}
 	[[ -n $name ]] || die "usage: lab.sh up NAME [--index K] [--control-planes C] [--workers W]"
 	shift
 	valid_name "$name"
-	local idx=1 cps=3 workers=2
-	while (($#)); do
-		case $1 in
-		--index) idx=${2:?--index needs a value}; shift 2 ;;
-		--control-planes) cps=${2:?--control-planes needs a value}; shift 2 ;;
-		--workers) workers=${2:?--workers needs a value}; shift 2 ;;
-		*) die "up: unknown option '$1'" ;;
-		esac
-	done
-	[[ $idx =~ ^[0-9]+$ ]] && ((idx >= 1 && idx <= 200)) || die "--index must be 1..200, got '$idx'"
-	[[ $cps =~ ^[0-9]+$ && $workers =~ ^[0-9]+$ ]] || die "--control-planes and --workers take numbers"
-	((cps + workers >= 1 && cps + workers <= 80)) || die "a lab has 1..80 nodes, asked for $((cps + workers))"
+	parse_shape "$@"
+	local idx=$SHAPE_INDEX cps=$SHAPE_CPS workers=$SHAPE_WORKERS
 	check_host
 
 	local dir
@@ -446,8 +462,7 @@ cmd_up() {
 	systemctl_py=$(find_systemctl_py)
 
 	local nodes=() i
-	for ((i = 1; i <= cps; i++)); do nodes+=("cp$i"); done
-	for ((i = 1; i <= workers; i++)); do nodes+=("w$i"); done
+	mapfile -t nodes < <(shape_nodes "$cps" "$workers")
 
 	# lab.env first: from here on `down` can always find and remove what exists.
 	mkdir -p "$dir/ssh"
@@ -671,8 +686,17 @@ cmd_exec() {
 }
 
 cmd_inventory() {
-	local name=${1:?usage: lab.sh inventory NAME}
-	load_lab "$name"
+	local name=${1:?usage: lab.sh inventory NAME [--index K --control-planes C --workers W]}
+	shift
+	if (($#)); then
+		# Render for a lab that need not exist (how inventories/lab.yaml is checked).
+		valid_name "$name"
+		parse_shape "$@"
+		LAB_NAME=$name LAB_INDEX=$SHAPE_INDEX LAB_CONTROL_PLANES=$SHAPE_CPS
+		mapfile -t LAB_NODE_LIST < <(shape_nodes "$SHAPE_CPS" "$SHAPE_WORKERS")
+	else
+		load_lab "$name"
+	fi
 	local node i=0 role
 	cat <<EOF
 apiVersion: khactl.io/v1alpha1

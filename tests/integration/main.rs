@@ -1,0 +1,8 @@
+//! khactl's one integration test binary. Modules are appended here, one per area; the shared
+//! harness (the lab of real nodes, the khactl binary, polling helpers) lives in `support`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail by panicking")]
+
+mod support;
+
+mod lab_smoke;

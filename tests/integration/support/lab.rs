@@ -1,0 +1,481 @@
+//! [`Lab`]: real nodes on this machine (network namespaces, overlay roots, real sshd), built and
+//! torn down by `tests/lab/lab.sh` (see `docs/lab.md`). A `Lab` value owns its lab: dropping it
+//! runs `lab.sh down`.
+//!
+//! Network safety: nothing may be sent to a lab address unless the lab's bridge is up with its
+//! connected route, otherwise the packet would follow the default route off the machine. Every
+//! helper here that contacts a node address checks [`Lab::bridge_up`] first; tests that open
+//! their own connections must call [`Lab::assert_up`] before doing so.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+
+/// Where lab.sh keeps every lab's state (`/var/lib/khalab/<name>/`).
+pub const KHALAB_ROOT: &str = "/var/lib/khalab";
+
+/// Labs alive at once in this test process unless `KHALAB_MAX_LABS` says otherwise: each lab
+/// costs a burst of CPU to build and its nodes run real daemons, on a 2-core machine.
+const DEFAULT_MAX_LABS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    ControlPlane,
+    Worker,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabNode {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub role: NodeRole,
+}
+
+/// A running lab. Built by [`Lab::up`], torn down on drop.
+#[derive(Debug)]
+pub struct Lab {
+    name: String,
+    index: u8,
+    nodes: Vec<LabNode>,
+    // Dropped after `Drop::drop` has torn the lab down: only then may the index be reused.
+    _slot: Slot,
+}
+
+impl Lab {
+    /// Builds lab `name` on subnet `10.99.<index>.0/24` with nodes `cp1..cpN` then `w1..wM`,
+    /// and returns once every node's sshd accepts connections. Take `index` from
+    /// [`super::indexes`]. Panics with lab.sh's output if the lab cannot be built.
+    pub fn up(name: &str, index: u8, control_planes: usize, workers: usize) -> Lab {
+        super::require_root();
+        let slot = Slot::acquire(index);
+        // A lab of this name left behind by an earlier, killed test run would make `up` refuse.
+        run_ok(
+            lab_sh().args(["down", name]),
+            &format!("lab.sh down {name} (stale lab)"),
+        );
+        run_ok(
+            lab_sh().args([
+                "up",
+                name,
+                "--index",
+                &index.to_string(),
+                "--control-planes",
+                &control_planes.to_string(),
+                "--workers",
+                &workers.to_string(),
+            ]),
+            &format!("lab.sh up {name}"),
+        );
+        let names = (1..=control_planes)
+            .map(|i| (format!("cp{i}"), NodeRole::ControlPlane))
+            .chain((1..=workers).map(|i| (format!("w{i}"), NodeRole::Worker)));
+        let nodes = names
+            .zip(11u8..)
+            .map(|((name, role), host)| LabNode {
+                name,
+                address: Ipv4Addr::new(10, 99, index, host),
+                role,
+            })
+            .collect();
+        let lab = Lab {
+            name: name.to_owned(),
+            index,
+            nodes,
+            _slot: slot,
+        };
+        lab.assert_up();
+        lab
+    }
+
+    /// A lab shared by the tests that ask for the same `name` while any of them holds it: the
+    /// first caller builds it, the last one to drop its `Arc` tears it down. Only for tests
+    /// that leave the lab as they found it (no sshd stops, no host-key changes).
+    pub fn shared(name: &str, index: u8, control_planes: usize, workers: usize) -> Arc<Lab> {
+        static SHARED: Mutex<BTreeMap<String, Weak<Lab>>> = Mutex::new(BTreeMap::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lab) = shared.get(name).and_then(Weak::upgrade) {
+            return lab;
+        }
+        let lab = Arc::new(Lab::up(name, index, control_planes, workers));
+        shared.insert(name.to_owned(), Arc::downgrade(&lab));
+        lab
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// All nodes, control planes first, in address order.
+    pub fn nodes(&self) -> &[LabNode] {
+        &self.nodes
+    }
+
+    pub fn node(&self, node: &str) -> &LabNode {
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .unwrap_or_else(|| panic!("lab {} has no node {node:?}", self.name))
+    }
+
+    pub fn node_address(&self, node: &str) -> Ipv4Addr {
+        self.node(node).address
+    }
+
+    /// The lab inventory's virtual IP (`10.99.<index>.100`); no node holds it at start.
+    pub fn vip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 99, self.index, 100)
+    }
+
+    /// The bridge's own address in the lab subnet (the root namespace's side).
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 99, self.index, 1)
+    }
+
+    pub fn bridge_name(&self) -> String {
+        format!("khl{}br", self.index)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        Path::new(KHALAB_ROOT).join(&self.name)
+    }
+
+    /// The lab's inventory, as `lab.sh inventory` prints it, written by `lab.sh up`.
+    pub fn inventory_path(&self) -> PathBuf {
+        self.dir().join("inventory.yaml")
+    }
+
+    /// The lab's client key, authorised for root on every node (mode 0600).
+    pub fn ssh_key_path(&self) -> PathBuf {
+        self.dir().join("ssh/id_ed25519")
+    }
+
+    /// The node's overlay upper dir: exactly the files created, changed or deleted in the node
+    /// since it booted (the lab's own files live in a layer below it).
+    pub fn upper_dir(&self, node: &str) -> PathBuf {
+        self.node(node);
+        self.dir().join(node).join("upper")
+    }
+
+    /// Every non-directory entry of the node's upper dir, as absolute paths inside the node:
+    /// files written, symlinks made, and whiteouts (files deleted). `sshd` writes nothing there.
+    pub fn changed_paths(&self, node: &str) -> BTreeSet<PathBuf> {
+        let upper = self.upper_dir(node);
+        let mut found = BTreeSet::new();
+        let mut stack = vec![upper.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+            for entry in entries {
+                let entry = entry.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+                let kind = entry.file_type().expect("file type of an upper-dir entry");
+                if kind.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    let rel = entry
+                        .path()
+                        .strip_prefix(&upper)
+                        .expect("under upper")
+                        .to_owned();
+                    found.insert(Path::new("/").join(rel));
+                }
+            }
+        }
+        found
+    }
+
+    /// The host pid of the node's PID 1 (tini), if the node is running.
+    pub fn node_pid(&self, node: &str) -> Option<u32> {
+        self.node(node);
+        let pid: u32 = std::fs::read_to_string(self.dir().join(node).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        // A stale pid file could name a reused pid: the node's PID 1 is in the node's netns.
+        let netns = std::fs::metadata(format!("/run/netns/khl_{}_{node}", self.name)).ok()?;
+        let its = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+        (netns.ino() == its.ino() && netns.dev() == its.dev()).then_some(pid)
+    }
+
+    /// The bridge exists, is administratively up and the root namespace has the lab subnet's
+    /// connected route through it: packets to lab addresses stay on this machine.
+    pub fn bridge_up(&self) -> bool {
+        let flags = std::fs::read_to_string(format!("/sys/class/net/{}/flags", self.bridge_name()));
+        let Some(flags) = flags
+            .ok()
+            .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+        else {
+            return false;
+        };
+        flags & 1 == 1 && has_connected_route(&self.bridge_name(), [10, 99, self.index, 0])
+    }
+
+    /// Bridge up and every node's PID 1 alive.
+    pub fn is_up(&self) -> bool {
+        self.bridge_up() && self.nodes.iter().all(|n| self.node_pid(&n.name).is_some())
+    }
+
+    /// Panics unless [`Lab::is_up`]: call before contacting a lab address yourself.
+    pub fn assert_up(&self) {
+        assert!(
+            self.is_up(),
+            "lab {} is not up (bridge or a node is down): refusing to contact its addresses; \
+             see `tests/lab/lab.sh status {}`",
+            self.name,
+            self.name
+        );
+    }
+
+    /// Runs `argv` inside the node (its network, mount, UTS, IPC and PID namespaces) with a
+    /// clean environment and no stdin. Does not judge the exit status: that is the caller's.
+    pub fn exec<S: AsRef<OsStr>>(&self, node: &str, argv: &[S]) -> Output {
+        self.exec_with_input(node, argv, &[])
+    }
+
+    /// [`Lab::exec`] with `input` on the command's stdin.
+    pub fn exec_with_input<S: AsRef<OsStr>>(&self, node: &str, argv: &[S], input: &[u8]) -> Output {
+        self.node(node);
+        let mut cmd = lab_sh();
+        cmd.args(["exec", &self.name, node, "--"]).args(argv);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning lab.sh exec");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // A command that never reads its stdin closes the pipe: that is not the test's failure.
+        let _ignored_epipe = stdin.write_all(input);
+        drop(stdin);
+        child.wait_with_output().expect("waiting for lab.sh exec")
+    }
+
+    /// Runs `argv` in the node and panics (with its output) unless it exits 0; returns stdout.
+    pub fn exec_ok<S: AsRef<OsStr>>(&self, node: &str, argv: &[S]) -> String {
+        let out = self.exec(node, argv);
+        assert!(
+            out.status.success(),
+            "{:?} in {}/{node} failed ({}):\nstdout: {}\nstderr: {}",
+            argv.iter()
+                .map(|a| a.as_ref().to_string_lossy())
+                .collect::<Vec<_>>(),
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// The file's content as the node sees it, or `None` if it does not exist there.
+    pub fn read_file(&self, node: &str, path: &str) -> Option<String> {
+        let out = self.exec(
+            node,
+            &[
+                "sh",
+                "-c",
+                r#"if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi"#,
+                "read_file",
+                path,
+            ],
+        );
+        match out.status.code() {
+            Some(0) => Some(String::from_utf8(out.stdout).expect("utf-8 file content")),
+            Some(3) => None,
+            _ => panic!(
+                "reading {path} in {}/{node}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// Writes `content` to `path` inside the node (parent directories must exist).
+    pub fn write_file(&self, node: &str, path: &str, content: &str) {
+        let out = self.exec_with_input(
+            node,
+            &["sh", "-c", r#"cat > "$1""#, "write_file", path],
+            content.as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "writing {path} in {}/{node}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Kills every sshd process in the node (listener and sessions): ssh to it is refused.
+    pub fn stop_sshd(&self, node: &str) {
+        self.node(node);
+        run_ok(
+            lab_sh().args(["stop-sshd", &self.name, node]),
+            "lab.sh stop-sshd",
+        );
+    }
+
+    /// Starts the node's sshd and returns once it accepts connections.
+    pub fn start_sshd(&self, node: &str) {
+        self.node(node);
+        run_ok(
+            lab_sh().args(["start-sshd", &self.name, node]),
+            "lab.sh start-sshd",
+        );
+    }
+
+    /// Gives the node a new host key and restarts its sshd (for changed-host-key tests).
+    pub fn regen_hostkey(&self, node: &str) {
+        self.node(node);
+        run_ok(
+            lab_sh().args(["regen-hostkey", &self.name, node]),
+            "lab.sh regen-hostkey",
+        );
+    }
+
+    /// A system `ssh` command to root@node with the lab key, host keys checked against (and
+    /// first-seen keys added to) `known_hosts`; append the remote command. Checks the lab is
+    /// up first.
+    pub fn ssh_command(&self, node: &str, known_hosts: &Path) -> Command {
+        self.assert_up();
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F")
+            .arg("/dev/null")
+            .arg("-i")
+            .arg(self.ssh_key_path())
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+                "22",
+            ])
+            .arg(format!("root@{}", self.node_address(node)))
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = lab_sh().args(["down", &self.name]).output();
+        let failure = match out {
+            Ok(out) if out.status.success() => return,
+            Ok(out) => format!(
+                "{}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => e.to_string(),
+        };
+        let message = format!("lab.sh down {} failed: {failure}", self.name);
+        if std::thread::panicking() {
+            // A second panic would abort the test binary and hide the first failure.
+            let _best_effort = writeln!(std::io::stderr(), "{message}");
+        } else {
+            panic!("{message}");
+        }
+    }
+}
+
+/// `tests/lab/lab.sh` as a command.
+pub fn lab_sh() -> Command {
+    Command::new(super::repo_root().join("tests/lab/lab.sh"))
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Whether the root namespace routes `subnet`/24 through `iface` (`/proc/net/route` prints
+/// addresses as the hex of the in-memory big-endian word, i.e. little-endian on x86).
+fn has_connected_route(iface: &str, subnet: [u8; 4]) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/route") else {
+        return false;
+    };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let hex = |i: usize| f.get(i).and_then(|v| u32::from_str_radix(v, 16).ok());
+        f.first() == Some(&iface)
+            && hex(1).map(u32::to_ne_bytes) == Some(subnet)
+            && hex(7).map(u32::to_ne_bytes) == Some([255, 255, 255, 0])
+            && hex(3).is_some_and(|flags| flags & 1 == 1)
+    })
+}
+
+/// A claim on a lab index and on one of the process's lab slots.
+#[derive(Debug)]
+struct Slot {
+    index: u8,
+}
+
+struct Slots {
+    indexes: BTreeSet<u8>,
+    live: usize,
+}
+
+static SLOTS: Mutex<Slots> = Mutex::new(Slots {
+    indexes: BTreeSet::new(),
+    live: 0,
+});
+static SLOT_FREED: Condvar = Condvar::new();
+
+impl Slot {
+    fn acquire(index: u8) -> Slot {
+        assert!(
+            (1..=200).contains(&index),
+            "lab index {index} out of range 1..=200"
+        );
+        let max = std::env::var("KHALAB_MAX_LABS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_MAX_LABS);
+        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        // Waiting (not failing) on a busy index serialises a shared lab that is being torn
+        // down and rebuilt; distinct tests still take distinct indexes.
+        while slots.live >= max || slots.indexes.contains(&index) {
+            slots = SLOT_FREED.wait(slots).unwrap_or_else(|p| p.into_inner());
+        }
+        slots.indexes.insert(index);
+        slots.live += 1;
+        Slot { index }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        slots.indexes.remove(&self.index);
+        slots.live -= 1;
+        SLOT_FREED.notify_all();
+    }
+}
