@@ -1,8 +1,9 @@
 //! The one place lab indexes are handed out. A lab's index picks its subnet
 //! (`10.99.<index>.0/24`) and its interface names (`khl<index>br`, `khl<index>n<i>`), so two labs
 //! alive at once must never share one. Each test that builds its own lab takes a constant from
-//! here (append a line; never reuse a number) and a lab name of its own. [`super::Lab::up`] also
-//! refuses an index that is in use in this process.
+//! here (append a line; never reuse a number) and a lab name of its own. [`super::Lab::up`] waits
+//! while another lab of this process holds the index, so a clash serialises tests, never breaks
+//! them; `tests/lab/lab.sh` refuses an index whose bridge exists.
 //!
 //! Index 1 is the default lab of `tests/lab/lab.sh up lab` and `inventories/lab.yaml`; tests
 //! start at 10 so a hand-made lab never collides with them. Valid range: 1..=200.
@@ -11,6 +12,8 @@
 pub const LAB_SMOKE: u8 = 10;
 /// `lab_smoke`: the teardown test's own short-lived lab.
 pub const LAB_SMOKE_TEARDOWN: u8 = 11;
+/// `lab_smoke`: stops sshd and changes host keys, so it has a lab of its own.
+pub const LAB_SMOKE_SSHD: u8 = 12;
 /// `up`: the main 3+2 install, idempotency and isolation.
 pub const UP_MAIN: u8 = 20;
 /// `up`: dry run on a fresh lab.
@@ -23,5 +26,3 @@ pub const UP_HOSTKEY: u8 = 23;
 pub const ETCD: u8 = 24;
 /// `pki_consumers`: openssl verification of the distributed chains.
 pub const PKI_OPENSSL: u8 = 25;
-/// `lab_smoke`: stops sshd and changes host keys, so it has a lab of its own.
-pub const LAB_SMOKE_SSHD: u8 = 12;

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what the lab and the integration tests need on a Debian 12 machine that has only
+# Rust: the Debian packages below and PyPI's docker-systemctl-replacement (systemctl inside
+# lab nodes). Idempotent; must run as root. Used by .ci/run and tests/lab/demo.sh.
+set -euo pipefail
+
+[[ $(id -u) -eq 0 ]] || {
+	echo "install-deps.sh: must run as root" >&2
+	exit 1
+}
+
+# One line per need, so a missing tool maps to the package that brings it.
+readonly PACKAGES=(
+	openssh-server openssh-client # sshd in every node, ssh for khactl and tests
+	tini                          # PID 1 of every node
+	iproute2 util-linux procps    # ip/bridge/veth/netns; nsenter/unshare/pivot_root; sysctl/pgrep
+	python3 python3-pip           # systemctl3.py in nodes; pip for it
+	iptables nftables arping tcpdump
+	keepalived haproxy nginx libnginx-mod-stream # baselines and VRRP peers
+	etcd-server etcd-client                      # PKI consumers
+	openssl                                      # certificate chain checks
+	wrk iperf3 hyperfine                         # benchmarks
+)
+
+export DEBIAN_FRONTEND=noninteractive
+# Package scripts would start keepalived, haproxy, nginx, etcd and sshd on this machine
+# (etcd on 127.0.0.1:2379 and sshd on :22 would then collide with the tests): forbid that
+# while installing, as lab nodes do.
+created_policy=""
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+	chmod 0755 /usr/sbin/policy-rc.d
+	created_policy=1
+fi
+cleanup() { [[ -z $created_policy ]] || rm -f /usr/sbin/policy-rc.d; }
+trap cleanup EXIT
+
+apt-get update
+apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+
+if ! /usr/bin/python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("systemctl2") is None)' 2>/dev/null; then
+	# Debian 12 marks its python as externally managed (PEP 668): this one tool goes into
+	# /usr/local, where the lab looks for it.
+	/usr/bin/python3 -m pip install --break-system-packages docker-systemctl-replacement
+fi
