@@ -22,6 +22,20 @@ readonly PACKAGES=(
 	wrk iperf3 hyperfine                         # benchmarks
 )
 
+have_packages() {
+	local status
+	status=$(dpkg-query -W -f='${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null) || return 1
+	[[ $(grep -cx installed <<<"$status") -eq ${#PACKAGES[@]} ]]
+}
+have_systemctl_py() {
+	/usr/bin/python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("systemctl2") is None)' 2>/dev/null
+}
+
+if have_packages && have_systemctl_py; then
+	echo "install-deps.sh: everything is installed"
+	exit 0
+fi
+
 export DEBIAN_FRONTEND=noninteractive
 # Package scripts would start keepalived, haproxy, nginx, etcd and sshd on this machine
 # (etcd on 127.0.0.1:2379 and sshd on :22 would then collide with the tests): forbid that
@@ -38,7 +52,7 @@ trap cleanup EXIT
 apt-get update
 apt-get install -y --no-install-recommends "${PACKAGES[@]}"
 
-if ! /usr/bin/python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("systemctl2") is None)' 2>/dev/null; then
+if ! have_systemctl_py; then
 	# Debian 12 marks its python as externally managed (PEP 668): this one tool goes into
 	# /usr/local, where the lab looks for it.
 	/usr/bin/python3 -m pip install --break-system-packages docker-systemctl-replacement

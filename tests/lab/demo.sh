@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Fresh machine → the default 5-node lab (3 control planes + 2 workers, index 1) and
+# `khactl up` on it. Root. The lab stays up afterwards for exploring:
+#   tests/lab/lab.sh status lab | exec lab cp1 -- … | ssh lab cp1 | upper lab cp1 | down lab
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
+
+tests/lab/install-deps.sh
+cargo build --bin khactl
+tests/lab/lab.sh down lab
+tests/lab/lab.sh up lab --index 1 --control-planes 3 --workers 2
+cargo run --quiet --bin khactl -- up -i /var/lib/khalab/lab/inventory.yaml
+echo
+echo "The lab is still up. Look around: tests/lab/lab.sh status lab; tear down: tests/lab/lab.sh down lab"
