@@ -85,6 +85,8 @@ pub struct VrrpStatus {
     pub master_advert_interval_ms: u32,
     pub holds_vip: bool,
     pub counters: VrrpCounters,
+    /// The most recent kernel-side failure (send, VIP add/refresh/remove), for operators.
+    pub last_error: Option<String>,
 }
 
 /// Why VRRP could not start or stopped abnormally.

@@ -1,18 +1,486 @@
-//! Runs one VRRP instance on its own thread (in progress).
-use super::{TrackState, VrrpError, VrrpSettings, VrrpStatus};
+//! Runs one VRRP instance: its own OS thread and current-thread tokio runtime, real timers,
+//! the kernel edge, and the pure [`Instance`] in between. Publishes [`VrrpStatus`] on every
+//! change and stops (priority-0 advert, VIP removed) when `shutdown` turns true.
+
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::mpsc;
+use std::time::Duration;
+
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::instance::{Action, Config, Event, Instance, Timer};
+use super::io::arp::GratuitousArp;
+use super::io::interface_index;
+use super::io::netlink::Netlink;
+use super::io::socket::VrrpSocket;
+use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
+use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
 
 type Started = (
     watch::Receiver<VrrpStatus>,
     std::thread::JoinHandle<Result<(), VrrpError>>,
 );
 
+/// Big enough for any IPv4 datagram; larger ones are reported truncated.
+const RECV_BUFFER: usize = 65_535;
+
 pub(super) fn start(
-    _settings: VrrpSettings,
-    _track: watch::Receiver<TrackState>,
-    _shutdown: watch::Receiver<bool>,
-    _peers: watch::Receiver<Vec<Ipv4Addr>>,
+    settings: VrrpSettings,
+    track: watch::Receiver<TrackState>,
+    shutdown: watch::Receiver<bool>,
+    peers: watch::Receiver<Vec<Ipv4Addr>>,
 ) -> Result<Started, VrrpError> {
-    Err(VrrpError::Thread("the VRRP runner is not built yet".into()))
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("khagent-vrrp".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| VrrpError::io("starting the VRRP runtime", e))?;
+            runtime.block_on(async move {
+                let runner = match Runner::open(settings, track, shutdown, peers) {
+                    Ok((runner, status)) => {
+                        // The receiver only disappears if spawn() itself is gone.
+                        let _ = ready_tx.send(Ok(status));
+                        runner
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                runner.run().await
+            })
+        })
+        .map_err(|e| VrrpError::io("starting the VRRP thread", e))?;
+    match ready_rx.recv() {
+        Ok(Ok(status)) => Ok((status, thread)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(match thread.join() {
+            Ok(Err(e)) => e,
+            _ => VrrpError::Thread("the VRRP thread exited during setup".into()),
+        }),
+    }
+}
+
+/// Sockets and the interface they live on.
+struct Edge {
+    ifindex: u32,
+    source: Ipv4Addr,
+    socket: VrrpSocket,
+    netlink: Netlink,
+    arp: GratuitousArp,
+}
+
+impl Edge {
+    fn open(settings: &VrrpSettings) -> Result<Self, VrrpError> {
+        let interface = &settings.interface;
+        let ifindex = interface_index(interface)
+            .map_err(|_| VrrpError::NoSuchInterface(interface.clone()))?;
+        let mut netlink = Netlink::open().map_err(|e| VrrpError::io("opening rtnetlink", e))?;
+        let source = match settings.source_address {
+            Some(source) => source,
+            None => netlink
+                .addresses(ifindex)
+                .map_err(|e| VrrpError::io(format!("listing the addresses of {interface}"), e))?
+                .into_iter()
+                .find(|a| !a.secondary && a.address != settings.vip)
+                .map(|a| a.address)
+                .ok_or_else(|| VrrpError::NoSourceAddress(interface.clone()))?,
+        };
+        let socket =
+            VrrpSocket::open(interface, ifindex, source, !settings.unicast()).map_err(|e| {
+                VrrpError::io(
+                    format!("opening the VRRP socket on {interface} from {source}"),
+                    e,
+                )
+            })?;
+        let arp = GratuitousArp::open(interface, ifindex)
+            .map_err(|e| VrrpError::io(format!("opening the ARP socket on {interface}"), e))?;
+        // A VIP left by an earlier khagent that died before its lifetime ran out (or by a
+        // keepalived) must not make two holders: we start as backup, holding nothing.
+        netlink
+            .delete_address(ifindex, settings.vip, settings.vip_prefix_len)
+            .map_err(|e| {
+                VrrpError::io(
+                    format!("removing a stale {} from {interface}", settings.vip),
+                    e,
+                )
+            })?;
+        Ok(Self {
+            ifindex,
+            source,
+            socket,
+            netlink,
+            arp,
+        })
+    }
+}
+
+struct Runner {
+    settings: VrrpSettings,
+    edge: Edge,
+    instance: Instance,
+    track: watch::Receiver<TrackState>,
+    shutdown: watch::Receiver<bool>,
+    peers: watch::Receiver<Vec<Ipv4Addr>>,
+    unicast_peers: Vec<Ipv4Addr>,
+    status: watch::Sender<VrrpStatus>,
+    timers: HashMap<Timer, Instant>,
+    holds_vip: bool,
+    next_vip_refresh: Option<Instant>,
+    next_garp_repeat: Option<Instant>,
+    counters: VrrpCounters,
+    last_error: Option<String>,
+}
+
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    Datagram(std::io::Result<usize>),
+    Track,
+    TrackGone,
+    Peers,
+    PeersGone,
+    Deadline,
+}
+
+impl Runner {
+    fn open(
+        settings: VrrpSettings,
+        track: watch::Receiver<TrackState>,
+        shutdown: watch::Receiver<bool>,
+        peers: watch::Receiver<Vec<Ipv4Addr>>,
+    ) -> Result<(Self, watch::Receiver<VrrpStatus>), VrrpError> {
+        let edge = Edge::open(&settings)?;
+        let instance = Instance::new(Config {
+            priority: settings.priority,
+            advert_interval_cs: settings.advert_interval_cs(),
+            local_address: edge.source,
+            preempt: settings.preempt,
+            preempt_delay: Duration::from_millis(u64::from(settings.preempt_delay_ms)),
+        });
+        let (status, status_rx) = watch::channel(VrrpStatus::default());
+        let runner = Self {
+            unicast_peers: settings.peers.clone(),
+            settings,
+            edge,
+            instance,
+            track,
+            shutdown,
+            peers,
+            status,
+            timers: HashMap::new(),
+            holds_vip: false,
+            next_vip_refresh: None,
+            next_garp_repeat: None,
+            counters: VrrpCounters::default(),
+            last_error: None,
+        };
+        runner.publish();
+        Ok((runner, status_rx))
+    }
+
+    async fn run(mut self) -> Result<(), VrrpError> {
+        let initial_track = self.track.borrow_and_update().clone();
+        self.feed(Event::Track(initial_track), Instant::now());
+        self.feed(Event::Startup, Instant::now());
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let (mut track_open, mut peers_open) = (true, true);
+        loop {
+            if *self.shutdown.borrow_and_update() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            let wake = tokio::select! {
+                biased;
+                changed = self.shutdown.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => Wake::Shutdown,
+                },
+                () = sleep_until(deadline) => Wake::Deadline,
+                received = self.edge.socket.recv(&mut buf) => Wake::Datagram(received),
+                changed = self.track.changed(), if track_open => {
+                    if changed.is_ok() { Wake::Track } else { Wake::TrackGone }
+                }
+                changed = self.peers.changed(), if peers_open => {
+                    if changed.is_ok() { Wake::Peers } else { Wake::PeersGone }
+                }
+            };
+            let now = Instant::now();
+            match wake {
+                Wake::Shutdown => break,
+                Wake::Deadline => self.fire_due(now),
+                Wake::Datagram(Ok(len)) => self.on_datagram(&buf[..len.min(buf.len())], len, now),
+                Wake::Datagram(Err(e)) => {
+                    self.last_error = Some(format!("receiving adverts: {e}"));
+                    // A broken socket must not spin the thread; the next wake retries.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Wake::Track => {
+                    let track = self.track.borrow_and_update().clone();
+                    self.feed(Event::Track(track), now);
+                }
+                Wake::TrackGone => track_open = false,
+                Wake::Peers => {
+                    let peers = self.peers.borrow_and_update().clone();
+                    // Unicast ↔ multicast changes the sockets; only a restart does that.
+                    if self.settings.unicast() && !peers.is_empty() {
+                        self.unicast_peers = peers;
+                    }
+                }
+                Wake::PeersGone => peers_open = false,
+            }
+            self.publish();
+        }
+        self.feed(Event::Shutdown, Instant::now());
+        if self.holds_vip {
+            self.remove_vip();
+        }
+        self.publish();
+        if self.holds_vip {
+            let s = &self.settings;
+            let cause = self.last_error.take().unwrap_or_default();
+            return Err(VrrpError::io(
+                format!("removing {} from {} at shutdown", s.vip, s.interface),
+                std::io::Error::other(format!("{cause}; it disappears when its lifetime ends")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.timers
+            .values()
+            .copied()
+            .chain(self.next_vip_refresh)
+            .chain(self.next_garp_repeat)
+            .min()
+    }
+
+    /// Fires every timer that is due, earliest first.
+    fn fire_due(&mut self, now: Instant) {
+        while let Some((timer, _)) = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .min_by_key(|(_, at)| **at)
+            .map(|(t, at)| (*t, *at))
+        {
+            self.timers.remove(&timer);
+            let event = match timer {
+                Timer::Advert => Event::AdvertTimer,
+                Timer::MasterDown => Event::MasterDownTimer,
+                Timer::PreemptDelay => Event::PreemptDelayExpired,
+            };
+            self.feed(event, now);
+        }
+        if self.next_vip_refresh.is_some_and(|at| at <= now) {
+            self.add_vip(now);
+        }
+        if self.next_garp_repeat.is_some_and(|at| at <= now) {
+            self.next_garp_repeat = None;
+            self.send_garps();
+        }
+    }
+
+    /// RFC 5798 §7.1 receive checks that need configuration, then the state machine.
+    fn on_datagram(&mut self, datagram: &[u8], real_len: usize, now: Instant) {
+        let c = &mut self.counters;
+        if real_len > datagram.len() {
+            c.dropped_truncated += 1;
+            return;
+        }
+        let received = match packet::decode_ipv4(datagram) {
+            Ok(received) => received,
+            Err(e) => {
+                *match e {
+                    DecodeError::Truncated { .. } | DecodeError::NotVrrp => {
+                        &mut c.dropped_truncated
+                    }
+                    DecodeError::BadTtl(_) => &mut c.dropped_bad_ttl,
+                    DecodeError::BadVersion(_) => &mut c.dropped_bad_version,
+                    DecodeError::BadType(_) => &mut c.dropped_bad_type,
+                    DecodeError::BadChecksum => &mut c.dropped_bad_checksum,
+                    DecodeError::CountMismatch { .. } => &mut c.dropped_count_mismatch,
+                    DecodeError::BadInterval => &mut c.dropped_bad_interval,
+                } += 1;
+                return;
+            }
+        };
+        if received.src == self.edge.source {
+            return;
+        }
+        let advert = received.advert;
+        if advert.vrid != self.settings.router_id {
+            c.dropped_other_vrid += 1;
+            return;
+        }
+        if self.settings.unicast() && !self.unicast_peers.contains(&received.src) {
+            c.dropped_unknown_peer += 1;
+            return;
+        }
+        // §7.1: a sender that is not the address owner (255) and disagrees on the address
+        // list is misconfigured; its adverts are dropped.
+        if advert.priority != 255 && !advert.addresses.contains(&self.settings.vip) {
+            c.dropped_address_mismatch += 1;
+            return;
+        }
+        c.adverts_rx += 1;
+        if advert.priority == 0 {
+            c.priority_zero_rx += 1;
+        }
+        let event = Event::Advert {
+            src: received.src,
+            priority: advert.priority,
+            max_advert_int_cs: advert.max_advert_int_cs,
+        };
+        self.feed(event, now);
+    }
+
+    fn feed(&mut self, event: Event, now: Instant) {
+        let before = self.instance.state();
+        for action in self.instance.handle(event) {
+            match action {
+                Action::SendAdvert { priority } => self.send_advert(priority),
+                Action::AddVip => self.add_vip(now),
+                Action::RemoveVip => self.remove_vip(),
+                Action::SendGratuitousArp => {
+                    self.send_garps();
+                    let repeat = self.settings.gratuitous_arp_repeat_ms;
+                    self.next_garp_repeat =
+                        (repeat > 0).then(|| now + Duration::from_millis(u64::from(repeat)));
+                }
+                Action::Arm(timer, after) => {
+                    self.timers.insert(timer, now + after);
+                }
+                Action::Cancel(timer) => {
+                    self.timers.remove(&timer);
+                }
+            }
+        }
+        let after = self.instance.state();
+        if after != before {
+            match after {
+                VrrpState::Master => self.counters.transitions_to_master += 1,
+                VrrpState::Backup => self.counters.transitions_to_backup += 1,
+                VrrpState::Fault => self.counters.transitions_to_fault += 1,
+                VrrpState::Init => {}
+            }
+        }
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        let advert = Advert {
+            vrid: self.settings.router_id,
+            priority,
+            max_advert_int_cs: self.settings.advert_interval_cs(),
+            addresses: vec![self.settings.vip],
+        };
+        let destinations = if self.settings.unicast() {
+            self.unicast_peers.clone()
+        } else {
+            vec![VRRP_MULTICAST]
+        };
+        for dst in destinations {
+            match self
+                .edge
+                .socket
+                .send(&advert.encode(self.edge.source, dst), dst)
+            {
+                Ok(()) => {
+                    self.counters.adverts_tx += 1;
+                    if priority == 0 {
+                        self.counters.priority_zero_tx += 1;
+                    }
+                }
+                Err(e) => {
+                    self.counters.send_errors += 1;
+                    self.last_error = Some(format!("sending an advert to {dst}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Adds the VIP, or refreshes its kernel lifetime if present.
+    fn add_vip(&mut self, now: Instant) {
+        let s = &self.settings;
+        match self.edge.netlink.add_address(
+            self.edge.ifindex,
+            s.vip,
+            s.vip_prefix_len,
+            s.vip_lifetime(),
+        ) {
+            Ok(()) => self.holds_vip = true,
+            Err(e) => {
+                self.counters.vip_refresh_errors += 1;
+                self.last_error = Some(format!("adding {} to {}: {e}", s.vip, s.interface));
+            }
+        }
+        // Retry on failure too: a master must not silently stop holding the VIP.
+        self.next_vip_refresh = Some(now + s.vip_refresh_interval());
+    }
+
+    fn remove_vip(&mut self) {
+        self.next_vip_refresh = None;
+        self.next_garp_repeat = None;
+        let s = &self.settings;
+        match self
+            .edge
+            .netlink
+            .delete_address(self.edge.ifindex, s.vip, s.vip_prefix_len)
+        {
+            Ok(_) => self.holds_vip = false,
+            Err(e) => {
+                self.last_error = Some(format!("removing {} from {}: {e}", s.vip, s.interface))
+            }
+        }
+    }
+
+    fn send_garps(&mut self) {
+        for _ in 0..self.settings.gratuitous_arp_count {
+            if let Err(e) = self.edge.arp.send(self.settings.vip) {
+                self.counters.send_errors += 1;
+                self.last_error = Some(format!("sending a gratuitous ARP: {e}"));
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let status = VrrpStatus {
+            state: self.instance.state(),
+            router_id: self.settings.router_id,
+            vip: Some(self.settings.vip),
+            base_priority: self.settings.priority,
+            effective_priority: self.instance.effective_priority(),
+            track: self.instance.track().clone(),
+            master_address: self.instance.master_address(),
+            master_advert_interval_ms: u32::try_from(
+                self.instance.master_adver_interval().as_millis(),
+            )
+            .unwrap_or(u32::MAX),
+            holds_vip: self.holds_vip,
+            counters: self.counters.clone(),
+            last_error: self.last_error.clone(),
+        };
+        self.status.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -117,7 +117,9 @@ impl VrrpSettings {
                 ),
             );
         }
-        if !(10..=40950).contains(&self.advert_interval_ms) || self.advert_interval_ms % 10 != 0 {
+        if !(10..=40950).contains(&self.advert_interval_ms)
+            || !self.advert_interval_ms.is_multiple_of(10)
+        {
             bad(
                 "vrrp.advert_interval_ms",
                 format!(
@@ -141,15 +143,15 @@ impl VrrpSettings {
                 format!("{} is not a prefix length; use 1..=32", self.vip_prefix_len),
             );
         }
-        if let Some(src) = self.source_address {
-            if src == self.vip || src.is_unspecified() || src.is_multicast() {
-                bad(
-                    "vrrp.source_address",
-                    format!(
-                        "{src} cannot be the advert source; use this node's own address on the interface"
-                    ),
-                );
-            }
+        if let Some(src) = self.source_address
+            && (src == self.vip || src.is_unspecified() || src.is_multicast())
+        {
+            bad(
+                "vrrp.source_address",
+                format!(
+                    "{src} cannot be the advert source; use this node's own address on the interface"
+                ),
+            );
         }
         for peer in &self.peers {
             if peer.is_multicast()
