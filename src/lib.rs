@@ -16,6 +16,7 @@
 //! - [`state`] is the local state directory per cluster (PKI, known_hosts, run logs).
 //! - [`commands`] are the CLI's verbs; thin, they resolve settings and run phases.
 
+pub mod cli;
 pub mod commands;
 pub mod facts;
 pub mod inventory;

@@ -1,8 +1,15 @@
 //! khactl's one integration test binary. Modules are appended here, one per area; the shared
 //! harness (the lab of real nodes, the khactl binary, polling helpers) lives in `support`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
 
 mod support;
 
+mod cli;
 mod lab_smoke;
+mod pki_consumers;
+mod up;

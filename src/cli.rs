@@ -1,0 +1,113 @@
+//! Command-line arguments (clap derive). Resolved once into each command's options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::up::UpOptions;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  the operation failed on one or more nodes (the log in the state directory has details)
+  2  bad usage, an invalid inventory or a local problem; no node was contacted";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "khactl",
+    version,
+    about = "Turn a few Linux machines into a highly available Kubernetes control plane",
+    long_about = "khactl builds a highly available Kubernetes control plane from one inventory \
+        file: it prepares the hosts, generates the cluster PKI, installs its own agent for the \
+        virtual IP and load balancer, and drives kubeadm. No cloud load balancer, no \
+        hand-written keepalived or haproxy configuration.",
+    after_long_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Show every remote command and per-node step as plain lines.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the cluster to the state the inventory describes.
+    #[command(after_long_help = UP_HELP)]
+    Up(UpArgs),
+    /// Check an inventory file and report every problem in it, without contacting any node.
+    #[command(after_long_help = VALIDATE_HELP)]
+    Validate(ValidateArgs),
+}
+
+const UP_HELP: &str = "\
+What it does, in order:
+  1. validates the inventory (nothing is contacted if it is invalid)
+  2. generates or loads the cluster PKI in the state directory
+  3. connects to every node over SSH, in parallel (host keys are trusted on first use
+     into the cluster's own known_hosts; a changed key stops the run)
+  4. gathers facts and runs preflight checks
+  5. prepares hosts: sysctls (drop-in + applied + read back), kernel modules, swap off,
+     /etc/hosts entry for the API DNS name
+  6. copies each node the certificates it needs, at kubeadm's paths
+Every step compares with what is already there: a second run changes nothing.
+
+Examples:
+  khactl up -i inventory.yaml
+  khactl up -i inventory.yaml --dry-run        # show what would change, change nothing
+  khactl up -i inventory.yaml -v --parallel 20 # plain output with every remote command";
+
+const VALIDATE_HELP: &str = "\
+Examples:
+  khactl validate -i inventory.yaml";
+
+#[derive(Debug, Args)]
+pub struct InventoryArg {
+    /// The inventory file (YAML, apiVersion khactl.io/v1alpha1).
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+
+    /// Connect read-only and print, per node, what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How many nodes to work on at once.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+
+    /// Seconds to wait for an SSH connection to a node.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub connect_timeout: u64,
+
+    /// Where the cluster's state (PKI, known_hosts, logs) lives
+    /// [default: $XDG_STATE_HOME/khactl or ~/.local/state/khactl].
+    #[arg(long, value_name = "DIR", env = "KHACTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+}
+
+impl UpArgs {
+    pub fn options(&self) -> UpOptions {
+        UpOptions {
+            inventory: self.inventory.inventory.clone(),
+            dry_run: self.dry_run,
+            parallelism: usize::from(self.parallel),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+}

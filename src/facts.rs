@@ -1,2 +1,0 @@
-//! Facts gathered from hosts (OS, init system, architecture, current sysctls…), kept
-//! apart from the inventory, which only says what the user asked for.

@@ -1,0 +1,289 @@
+//! Facts gathered from hosts (OS, init system, architecture, modules, current sysctls,
+//! managed files), kept apart from the inventory, which says only what the user asked
+//! for. One read-only probe per node gathers them in a single round trip.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use crate::remote::{RemoteCommand, RemoteError, SshHost};
+
+const PROBE: &str = include_str!("probe.sh");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitSystem {
+    Systemd,
+    OpenRc,
+    Unknown,
+}
+
+/// A remote file's digest and mode, for files whose content must not be read back (keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    pub sha256: String,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub os_id: String,
+    pub os_version: String,
+    pub arch: String,
+    pub init: InitSystem,
+    pub uid: Option<u32>,
+    pub swap_active: u32,
+    pub can_modprobe: bool,
+    /// Kernel features by module name: present (built in or loaded) or not.
+    pub modules: BTreeMap<String, bool>,
+    pub addresses: Vec<(String, Ipv4Net)>,
+    /// Current value of each asked-for sysctl; `None` when the key does not exist.
+    pub sysctls: BTreeMap<String, Option<String>>,
+    /// Content of each asked-for text file; `None` when absent.
+    pub files: BTreeMap<PathBuf, Option<Vec<u8>>>,
+    pub digests: BTreeMap<PathBuf, Option<FileDigest>>,
+}
+
+/// What to read besides the fixed facts.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeRequest {
+    pub sysctls: Vec<String>,
+    pub files: Vec<PathBuf>,
+    pub digests: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("{node}: unexpected probe output line {line:?}")]
+    Parse { node: String, line: String },
+}
+
+impl HostFacts {
+    pub async fn gather(host: &SshHost, req: &ProbeRequest) -> Result<Self, FactsError> {
+        let mut args = Vec::new();
+        args.extend(req.sysctls.iter().map(|k| format!("sysctl:{k}")));
+        args.extend(req.files.iter().map(|p| format!("file:{}", p.display())));
+        args.extend(req.digests.iter().map(|p| format!("hash:{}", p.display())));
+        let cmd = RemoteCommand::script("khactl-probe", PROBE, args).read_only();
+        let out = host.run(&cmd).await?;
+        parse(host.node(), &out.stdout_str(), req)
+    }
+
+    pub fn sysctl(&self, key: &str) -> Option<&str> {
+        self.sysctls.get(key).and_then(|v| v.as_deref())
+    }
+
+    pub fn file(&self, path: &Path) -> Option<&[u8]> {
+        self.files.get(path).and_then(|v| v.as_deref())
+    }
+
+    pub fn digest(&self, path: &Path) -> Option<&FileDigest> {
+        self.digests.get(path).and_then(Option::as_ref)
+    }
+
+    pub fn has_module(&self, name: &str) -> bool {
+        self.modules.get(name).copied().unwrap_or(false)
+    }
+}
+
+fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsError> {
+    let bad = |line: &str| FactsError::Parse {
+        node: node.to_owned(),
+        line: line.to_owned(),
+    };
+    let mut f = HostFacts {
+        os_id: "unknown".into(),
+        os_version: "unknown".into(),
+        arch: "unknown".into(),
+        init: InitSystem::Unknown,
+        uid: None,
+        swap_active: 0,
+        can_modprobe: false,
+        modules: BTreeMap::new(),
+        addresses: Vec::new(),
+        sysctls: BTreeMap::new(),
+        files: BTreeMap::new(),
+        digests: BTreeMap::new(),
+    };
+    for line in text.lines() {
+        let (kind, rest) = line.split_once(' ').ok_or_else(|| bad(line))?;
+        match kind {
+            "os" | "swap" | "module" | "addr" => {
+                let (key, value) = rest.split_once(' ').ok_or_else(|| bad(line))?;
+                match (kind, key) {
+                    ("os", "id") => f.os_id = value.to_owned(),
+                    ("os", "version") => f.os_version = value.to_owned(),
+                    ("os", "arch") => f.arch = value.to_owned(),
+                    ("os", "uid") => f.uid = value.parse().ok(),
+                    ("os", "modprobe") => f.can_modprobe = value == "yes",
+                    ("os", "init") => {
+                        f.init = match value {
+                            "systemd" => InitSystem::Systemd,
+                            "openrc" => InitSystem::OpenRc,
+                            _ => InitSystem::Unknown,
+                        }
+                    }
+                    ("swap", "active") => f.swap_active = value.parse().map_err(|_| bad(line))?,
+                    ("module", name) => {
+                        f.modules.insert(name.to_owned(), value == "present");
+                    }
+                    ("addr", dev) => {
+                        if let Ok(net) = value.parse() {
+                            f.addresses.push((dev.to_owned(), net));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Values may contain spaces (sysctls) and paths may too: match on the
+            // requested names instead of splitting blindly.
+            "sysctl" => {
+                let key = req
+                    .sysctls
+                    .iter()
+                    .find(|k| rest.starts_with(k.as_str()) && rest[k.len()..].starts_with(' '))
+                    .ok_or_else(|| bad(line))?;
+                let value = &rest[key.len() + 1..];
+                f.sysctls
+                    .insert(key.clone(), (value != "-").then(|| value.to_owned()));
+            }
+            "file" => {
+                let (path, value) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
+                let content = match value.strip_prefix('=') {
+                    Some(b64) => Some(decode_base64(b64).ok_or_else(|| bad(line))?),
+                    None => None,
+                };
+                f.files.insert(PathBuf::from(path), content);
+            }
+            "hash" => {
+                let digest = match rest.rsplitn(3, ' ').collect::<Vec<_>>().as_slice() {
+                    [mode, sha, path] => {
+                        let mode = u32::from_str_radix(mode, 8).map_err(|_| bad(line))?;
+                        (
+                            PathBuf::from(path),
+                            Some(FileDigest {
+                                sha256: (*sha).to_owned(),
+                                mode,
+                            }),
+                        )
+                    }
+                    _ => {
+                        let (path, _) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
+                        (PathBuf::from(path), None)
+                    }
+                };
+                f.digests.insert(digest.0, digest.1);
+            }
+            _ => return Err(bad(line)),
+        }
+    }
+    Ok(f)
+}
+
+/// Standard base64 (what coreutils `base64` prints). Small enough to keep local.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let s = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend_from_slice(&bytes[1..4]),
+            3 => out.extend_from_slice(&bytes[1..3]),
+            2 => out.push(bytes[1]),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+impl std::fmt::Display for InitSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InitSystem::Systemd => "systemd",
+            InitSystem::OpenRc => "openrc",
+            InitSystem::Unknown => "unknown init",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> ProbeRequest {
+        ProbeRequest {
+            sysctls: vec![
+                "net.ipv4.ip_forward".into(),
+                "net.bridge.bridge-nf-call-iptables".into(),
+            ],
+            files: vec!["/etc/my file.conf".into(), "/etc/hosts".into()],
+            digests: vec![
+                "/etc/kubernetes/pki/ca.key".into(),
+                "/etc/kubernetes/pki/x.crt".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn parses_every_kind_of_fact() {
+        let text = "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
+            swap active 0\nmodule overlay present\nmodule br_netfilter absent\nos modprobe no\n\
+            addr eth0 10.99.1.11/24\n\
+            sysctl net.ipv4.ip_forward 0\nsysctl net.bridge.bridge-nf-call-iptables -\n\
+            file /etc/my file.conf =aGVsbG8gd29ybGQK\nfile /etc/hosts -\n\
+            hash /etc/kubernetes/pki/ca.key abc123 600\nhash /etc/kubernetes/pki/x.crt -\n";
+        let f = parse("cp1", text, &req()).unwrap();
+        assert_eq!(f.os_id, "debian");
+        assert_eq!(f.init, InitSystem::Systemd);
+        assert!(f.has_module("overlay"));
+        assert!(!f.has_module("br_netfilter"));
+        assert_eq!(f.sysctl("net.ipv4.ip_forward"), Some("0"));
+        assert_eq!(f.sysctl("net.bridge.bridge-nf-call-iptables"), None);
+        assert_eq!(
+            f.file(Path::new("/etc/my file.conf")),
+            Some(&b"hello world\n"[..])
+        );
+        assert_eq!(f.file(Path::new("/etc/hosts")), None);
+        let d = f.digest(Path::new("/etc/kubernetes/pki/ca.key")).unwrap();
+        assert_eq!((d.sha256.as_str(), d.mode), ("abc123", 0o600));
+        assert!(f.digest(Path::new("/etc/kubernetes/pki/x.crt")).is_none());
+        assert_eq!(f.addresses[0].1.prefix_len(), 24);
+    }
+
+    #[test]
+    fn empty_file_is_present_and_empty() {
+        let f = parse("n", "file /etc/hosts =\n", &req()).unwrap();
+        assert_eq!(f.file(Path::new("/etc/hosts")), Some(&b""[..]));
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_node() {
+        let err = parse("cp2", "what is this\n", &req()).unwrap_err();
+        assert!(err.to_string().starts_with("cp2:"), "{err}");
+    }
+
+    #[test]
+    fn base64_round_trips_all_lengths() {
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
+        assert_eq!(decode_base64("YWI=").unwrap(), b"ab");
+        assert_eq!(decode_base64("YWJj").unwrap(), b"abc");
+        assert!(decode_base64("a$==").is_none());
+    }
+}

@@ -1,0 +1,29 @@
+# khactl host probe: read-only. Prints one fact per line: "<kind> <key> <value>".
+# Values arrive as positional arguments ("sysctl:KEY", "file:PATH", "hash:PATH");
+# nothing from the inventory is ever spliced into this text.
+set -u
+if [ -r /etc/os-release ]; then . /etc/os-release; fi
+echo "os id ${ID:-unknown}"
+echo "os version ${VERSION_ID:-unknown}"
+echo "os arch $(uname -m)"
+if command -v systemctl >/dev/null 2>&1; then echo "os init systemd"
+elif command -v openrc-run >/dev/null 2>&1 || command -v rc-service >/dev/null 2>&1; then echo "os init openrc"
+else echo "os init unknown"; fi
+echo "os uid $(id -u)"
+echo "swap active $(($(wc -l < /proc/swaps) - 1))"
+if grep -qw overlay /proc/filesystems; then echo "module overlay present"; else echo "module overlay absent"; fi
+if [ -d /proc/sys/net/bridge ]; then echo "module br_netfilter present"; else echo "module br_netfilter absent"; fi
+if command -v modprobe >/dev/null 2>&1 && [ -e /proc/modules ]; then echo "os modprobe yes"; else echo "os modprobe no"; fi
+ip -o -4 addr show 2>/dev/null | while read -r _ dev _ addr _; do echo "addr $dev $addr"; done
+for a in "$@"; do
+  kind=${a%%:*}; val=${a#*:}
+  case $kind in
+    sysctl)
+      p=/proc/sys/$(printf '%s' "$val" | tr . /)
+      if [ -r "$p" ]; then echo "sysctl $val $(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else echo "sysctl $val -"; fi ;;
+    file)
+      if [ -f "$val" ]; then echo "file $val =$(base64 -w0 < "$val")"; else echo "file $val -"; fi ;;
+    hash)
+      if [ -f "$val" ]; then echo "hash $val $(sha256sum < "$val" | cut -d' ' -f1) $(stat -c '%a' "$val")"; else echo "hash $val -"; fi ;;
+  esac
+done

@@ -1,0 +1,324 @@
+//! The one gate for remote changes. A phase describes a change as data; in plan mode
+//! the gate shows it (files with a diff, secrets by size only, sysctls old → new), in
+//! apply mode it makes it and checks it took.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use similar::TextDiff;
+
+use crate::remote::{RemoteCommand, SshHost};
+use crate::report::{Event, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--dry-run`: read-only commands run, changes are shown, nothing is changed.
+    Plan,
+    Apply,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Write a file atomically (temp file + rename), owned by root, with `mode`.
+    WriteFile {
+        path: PathBuf,
+        contents: Vec<u8>,
+        mode: u32,
+        /// Never shown, never logged: only its size.
+        secret: bool,
+        /// Show a line diff in the plan (text files; not certificates).
+        diff: bool,
+        /// What is there now, for the plan's diff; `None` when absent.
+        current: Option<Vec<u8>>,
+        /// Copy the current file here first, once (e.g. `/etc/fstab`).
+        backup: Option<PathBuf>,
+    },
+    /// Set runtime sysctls, then read each back from `/proc/sys`.
+    SetSysctls { values: Vec<SysctlChange> },
+    /// `swapoff -a`.
+    SwapOff,
+    /// Load a kernel module now.
+    LoadModule { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SysctlChange {
+    pub key: String,
+    pub from: Option<String>,
+    pub to: String,
+}
+
+impl Change {
+    /// One line saying what this change does.
+    pub fn headline(&self) -> String {
+        match self {
+            Change::WriteFile {
+                path,
+                contents,
+                mode,
+                secret,
+                current,
+                ..
+            } => {
+                let verb = match current {
+                    None => "create",
+                    Some(c) if c == contents => "set mode of",
+                    Some(_) => "update",
+                };
+                let mut s = format!("{verb} {} ({mode:04o}", path.display());
+                if *secret {
+                    let _ = write!(s, ", secret, {} bytes", contents.len());
+                }
+                s.push(')');
+                s
+            }
+            Change::SetSysctls { values } => {
+                let keys: Vec<&str> = values.iter().map(|v| v.key.as_str()).collect();
+                format!("set sysctl {}", keys.join(", "))
+            }
+            Change::SwapOff => "turn swap off (swapoff -a)".to_owned(),
+            Change::LoadModule { name } => format!("load kernel module {name}"),
+        }
+    }
+
+    /// The plan's view: the headline and, where useful, details (diff, old → new).
+    pub fn plan_text(&self) -> String {
+        let mut s = self.headline();
+        match self {
+            Change::WriteFile {
+                contents,
+                secret: false,
+                diff: true,
+                current,
+                ..
+            } => {
+                let old = current
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let new = String::from_utf8_lossy(contents);
+                if old != new {
+                    let diff = TextDiff::from_lines(old.as_ref(), new.as_ref());
+                    for line in diff.unified_diff().context_radius(2).to_string().lines() {
+                        let _ = write!(s, "\n      {line}");
+                    }
+                }
+            }
+            Change::SetSysctls { values } => {
+                for v in values {
+                    let from = v.from.as_deref().unwrap_or("(absent)");
+                    let _ = write!(s, "\n      {}: {} -> {}", v.key, from, v.to);
+                }
+            }
+            _ => {}
+        }
+        s
+    }
+}
+
+/// Shows or makes `changes` on one host; returns how many there were.
+pub(super) async fn apply_all(
+    mode: Mode,
+    report: &Report,
+    host: &SshHost,
+    changes: &[Change],
+) -> anyhow::Result<usize> {
+    for change in changes {
+        match mode {
+            Mode::Plan => {
+                let text = change.plan_text();
+                report.event(Event::Planned {
+                    node: host.node(),
+                    change: &text,
+                });
+            }
+            Mode::Apply => {
+                let headline = change.headline();
+                report.event(Event::NodeStep {
+                    node: host.node(),
+                    message: &headline,
+                });
+                apply_one(report, host, change)
+                    .await
+                    .with_context(|| headline.clone())?;
+            }
+        }
+    }
+    Ok(changes.len())
+}
+
+const WRITE_FILE: &str = r#"set -eu
+path=$1; mode=$2; backup=$3
+if [ -n "$backup" ] && [ -e "$path" ] && [ ! -e "$backup" ]; then cp -p "$path" "$backup"; fi
+mkdir -p "$(dirname "$path")"
+tmp=$(mktemp "$path.khactl.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+chmod "$mode" "$tmp"
+cat > "$tmp"
+chown 0:0 "$tmp"
+mv -f "$tmp" "$path"
+trap - EXIT
+"#;
+
+const SYSCTL_READ_BACK: &str = r#"for key in "$@"; do
+  p=/proc/sys/$(printf '%s' "$key" | tr . /)
+  if [ -r "$p" ]; then printf '%s=%s\n' "$key" "$(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else printf '%s\n' "$key"; fi
+done
+"#;
+
+async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::Result<()> {
+    match change {
+        Change::WriteFile {
+            path,
+            contents,
+            mode,
+            secret,
+            backup,
+            ..
+        } => {
+            let args = [
+                path.display().to_string(),
+                format!("{mode:04o}"),
+                backup
+                    .as_ref()
+                    .map(|b| b.display().to_string())
+                    .unwrap_or_default(),
+            ];
+            let cmd = RemoteCommand::script("write-file", WRITE_FILE, args);
+            let cmd = if *secret {
+                cmd.secret_stdin(contents.clone())
+            } else {
+                cmd.stdin(contents.clone())
+            };
+            run(report, host, &cmd).await?;
+        }
+        Change::SetSysctls { values } => {
+            let mut argv = vec!["sysctl".to_owned(), "-w".to_owned()];
+            argv.extend(values.iter().map(|v| format!("{}={}", v.key, v.to)));
+            run(report, host, &RemoteCommand::new(argv)).await?;
+            // procps `sysctl -w` exits 0 even when a write fails: trust only a read-back.
+            let keys = values.iter().map(|v| v.key.clone());
+            let cmd = RemoteCommand::script("sysctl-read-back", SYSCTL_READ_BACK, keys).read_only();
+            let out = run(report, host, &cmd).await?.stdout_str();
+            for v in values {
+                let now = out.lines().find_map(|l| {
+                    l.strip_prefix(v.key.as_str())
+                        .and_then(|r| r.strip_prefix('='))
+                });
+                if now.map(normalise) != Some(normalise(&v.to)) {
+                    bail!(
+                        "sysctl {} is {} after writing {}: the kernel refused it (read-only in \
+                         this namespace or an invalid value)",
+                        v.key,
+                        now.unwrap_or("absent"),
+                        v.to
+                    );
+                }
+            }
+        }
+        Change::SwapOff => {
+            run(report, host, &RemoteCommand::new(["swapoff", "-a"])).await?;
+        }
+        Change::LoadModule { name } => {
+            run(
+                report,
+                host,
+                &RemoteCommand::new(["modprobe", "--", name.as_str()]),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Multi-value sysctls read back with single spaces (`net.ipv4.ip_local_port_range`).
+pub(crate) fn normalise(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs a command on a host with the report told about it and its output logged.
+pub(crate) async fn run(
+    report: &Report,
+    host: &SshHost,
+    cmd: &RemoteCommand,
+) -> anyhow::Result<crate::remote::CommandOutput> {
+    let shown = cmd.to_string();
+    report.event(Event::Command {
+        node: host.node(),
+        command: &shown,
+    });
+    let out = host.run_unchecked(cmd).await?;
+    report.command_output(
+        host.node(),
+        &out.stdout,
+        if cmd.is_read_only() { &[] } else { &out.stderr },
+    );
+    if out.success() {
+        Ok(out)
+    } else {
+        Err(crate::remote::RemoteError::Failed {
+            node: host.node().to_owned(),
+            command: cmd.label(),
+            status: out
+                .status
+                .map_or_else(|| "by signal".to_owned(), |s| s.to_string()),
+            tail: out.tail(10),
+        }
+        .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_shows_a_diff_for_text_files() {
+        let c = Change::WriteFile {
+            path: "/etc/hosts".into(),
+            contents: b"127.0.0.1 localhost\n10.0.0.100 api.local # khactl\n".to_vec(),
+            mode: 0o644,
+            secret: false,
+            diff: true,
+            current: Some(b"127.0.0.1 localhost\n".to_vec()),
+            backup: None,
+        };
+        let text = c.plan_text();
+        assert!(text.starts_with("update /etc/hosts (0644)"), "{text}");
+        assert!(text.contains("+10.0.0.100 api.local # khactl"), "{text}");
+    }
+
+    #[test]
+    fn plan_never_shows_secret_contents() {
+        let c = Change::WriteFile {
+            path: "/etc/kubernetes/pki/ca.key".into(),
+            contents: b"-----BEGIN PRIVATE KEY-----\nSECRET\n".to_vec(),
+            mode: 0o600,
+            secret: true,
+            diff: false,
+            current: None,
+            backup: None,
+        };
+        let text = c.plan_text();
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("secret, 35 bytes"), "{text}");
+    }
+
+    #[test]
+    fn plan_shows_sysctls_old_to_new() {
+        let c = Change::SetSysctls {
+            values: vec![SysctlChange {
+                key: "net.ipv4.ip_forward".into(),
+                from: Some("0".into()),
+                to: "1".into(),
+            }],
+        };
+        assert!(c.plan_text().contains("net.ipv4.ip_forward: 0 -> 1"));
+    }
+
+    #[test]
+    fn sysctl_values_compare_ignoring_whitespace() {
+        assert_eq!(normalise("32768\t60999"), normalise("32768 60999"));
+    }
+}

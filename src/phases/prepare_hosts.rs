@@ -1,0 +1,254 @@
+//! Prepare hosts for Kubernetes: kernel settings in a sysctl drop-in (applied and read
+//! back), the `overlay` and `br_netfilter` modules loaded and persisted where the kernel
+//! can, swap off now and in fstab (with a backup), and an `/etc/hosts` entry for the API
+//! DNS name pointing at the VIP. Each item is compared with the node's facts first, so a
+//! second run changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+
+use super::changes::{Change, SysctlChange, normalise};
+use super::{Context, Phase, PhaseFuture};
+use crate::facts::HostFacts;
+use crate::inventory::Inventory;
+use crate::report::Event;
+
+pub const SYSCTL_DROP_IN: &str = "/etc/sysctl.d/99-khactl.conf";
+pub const MODULES_LOAD: &str = "/etc/modules-load.d/khactl.conf";
+pub const HOSTS: &str = "/etc/hosts";
+pub const FSTAB: &str = "/etc/fstab";
+pub const FSTAB_BACKUP: &str = "/etc/fstab.khactl.bak";
+/// Marks the lines khactl owns in shared files such as /etc/hosts.
+const MARK: &str = "# khactl";
+
+/// Modules Kubernetes networking needs, and the sysctls that exist only with them.
+const MODULES: [&str; 2] = ["overlay", "br_netfilter"];
+
+/// The sysctls every node gets, before the inventory's extras.
+/// `ip_nonlocal_bind` lets the agent listen on the VIP on nodes that do not hold it.
+const BASE_SYSCTLS: [(&str, &str); 4] = [
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv4.ip_nonlocal_bind", "1"),
+];
+
+/// The module a sysctl key depends on, if any.
+fn needs_module(key: &str) -> Option<&'static str> {
+    key.starts_with("net.bridge.").then_some("br_netfilter")
+}
+
+/// Every sysctl khactl wants on a node: the base set, then the inventory's (which win).
+pub fn wanted_sysctls(inv: &Inventory) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = BASE_SYSCTLS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    for (k, v) in &inv.sysctls {
+        m.insert(k.replace('/', "."), v.clone());
+    }
+    m
+}
+
+/// Files this phase reads to decide what to change.
+pub fn files_read() -> Vec<PathBuf> {
+    [SYSCTL_DROP_IN, MODULES_LOAD, HOSTS, FSTAB]
+        .iter()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The drop-in file. Keys that need a module are written with a leading `-`, which
+/// tells `sysctl --system` at boot to ignore them if the module is not there.
+pub fn render_sysctl_drop_in(wanted: &BTreeMap<String, String>) -> String {
+    let mut s = String::from(
+        "# Managed by khactl: kernel settings for Kubernetes. Edits here are overwritten;\n\
+         # change `sysctls` in the inventory instead.\n",
+    );
+    for (k, v) in wanted {
+        let dash = if needs_module(k).is_some() { "-" } else { "" };
+        s.push_str(&format!("{dash}{k} = {v}\n"));
+    }
+    s
+}
+
+pub fn render_modules_load() -> String {
+    let mut s = String::from("# Managed by khactl: modules Kubernetes networking needs.\n");
+    for m in MODULES {
+        s.push_str(m);
+        s.push('\n');
+    }
+    s
+}
+
+/// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`).
+pub fn render_hosts(current: &str, entry: Option<&str>) -> String {
+    let mut out: String = current
+        .lines()
+        .filter(|l| !l.trim_end().ends_with(MARK))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Some(e) = entry {
+        out.push_str(&format!("{e} {MARK}\n"));
+    }
+    out
+}
+
+/// `/etc/fstab` with active swap entries commented out; `None` when there are none.
+pub fn render_fstab_without_swap(current: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::new();
+    for line in current.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let is_swap = !line.trim_start().starts_with('#') && fields.get(2) == Some(&"swap");
+        if is_swap {
+            changed = true;
+            out.push_str(&format!("# {line} {MARK}: swap off for the kubelet\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    changed.then_some(out)
+}
+
+pub struct PrepareHosts;
+
+impl Phase for PrepareHosts {
+    fn title(&self) -> &'static str {
+        "Prepare hosts"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let c = &*ctx;
+            let results = c
+                .fleet()?
+                .each(
+                    |_| true,
+                    async |host| {
+                        let facts = c.facts_of(host.node())?;
+                        let (changes, warnings) = plan_node(&c.inventory, facts)?;
+                        for w in &warnings {
+                            c.report.event(Event::Warning {
+                                node: Some(host.node()),
+                                message: w,
+                            });
+                        }
+                        c.apply(host, &changes).await
+                    },
+                )
+                .await;
+            ctx.settle_changes(self.title(), results)
+        })
+    }
+}
+
+fn file_change(facts: &HostFacts, path: &str, contents: String, mode: u32) -> Option<Change> {
+    let current = facts.file(Path::new(path)).map(<[u8]>::to_vec);
+    (current.as_deref() != Some(contents.as_bytes())).then(|| Change::WriteFile {
+        path: path.into(),
+        contents: contents.into_bytes(),
+        mode,
+        secret: false,
+        diff: true,
+        current,
+        backup: None,
+    })
+}
+
+/// Decides a node's changes from its facts. Pure: unit-tested without a node.
+pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
+    let mut changes = Vec::new();
+    let mut warnings = Vec::new();
+
+    // Modules first: the bridge sysctls only exist once br_netfilter is in.
+    let mut missing_modules = Vec::new();
+    for m in MODULES {
+        if !facts.has_module(m) {
+            if facts.can_modprobe {
+                changes.push(Change::LoadModule { name: m.to_owned() });
+            } else {
+                missing_modules.push(m);
+                warnings.push(format!(
+                    "the kernel has no {m} and cannot load modules; skipping what depends on it"
+                ));
+            }
+        }
+    }
+    changes.extend(file_change(
+        facts,
+        MODULES_LOAD,
+        render_modules_load(),
+        0o644,
+    ));
+
+    let wanted = wanted_sysctls(inv);
+    changes.extend(file_change(
+        facts,
+        SYSCTL_DROP_IN,
+        render_sysctl_drop_in(&wanted),
+        0o644,
+    ));
+    let mut sysctls = Vec::new();
+    for (key, to) in &wanted {
+        let from = facts.sysctl(key);
+        if let Some(m) = needs_module(key) {
+            if missing_modules.contains(&m) {
+                continue;
+            }
+        } else if from.is_none() && inv.sysctls.contains_key(key) {
+            bail!(
+                "sysctl {key} (from the inventory's `sysctls`) does not exist on this kernel; \
+                 check its spelling or remove it"
+            );
+        }
+        if from.map(normalise) != Some(normalise(to)) {
+            sysctls.push(SysctlChange {
+                key: key.clone(),
+                from: from.map(str::to_owned),
+                to: to.clone(),
+            });
+        }
+    }
+    if !sysctls.is_empty() {
+        changes.push(Change::SetSysctls { values: sysctls });
+    }
+
+    if facts.swap_active > 0 {
+        changes.push(Change::SwapOff);
+    }
+    if let Some(fstab) = facts.file(Path::new(FSTAB))
+        && let Some(new) = render_fstab_without_swap(&String::from_utf8_lossy(fstab))
+    {
+        changes.push(Change::WriteFile {
+            path: FSTAB.into(),
+            contents: new.into_bytes(),
+            mode: 0o644,
+            secret: false,
+            diff: true,
+            current: Some(fstab.to_vec()),
+            backup: Some(FSTAB_BACKUP.into()),
+        });
+    }
+
+    let current_hosts = facts
+        .file(Path::new(HOSTS))
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let entry = inv
+        .vip
+        .dns_name
+        .as_ref()
+        .map(|d| format!("{} {}", inv.vip.address, d));
+    let hosts = render_hosts(&current_hosts, entry.as_deref());
+    if hosts != current_hosts {
+        changes.extend(file_change(facts, HOSTS, hosts, 0o644));
+    }
+    Ok((changes, warnings))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+//! All nodes of a run, connected, with bounded parallelism over them.
+
+use futures_util::stream::{self, StreamExt};
+
+use super::error::RemoteError;
+use super::ssh::{ConnectOptions, SshHost};
+use crate::inventory::SshTarget;
+
+/// A node that failed a step, with the error that says why.
+#[derive(Debug)]
+pub struct NodeFailure<E> {
+    pub node: String,
+    pub error: E,
+}
+
+pub struct Fleet {
+    hosts: Vec<SshHost>,
+    parallelism: usize,
+}
+
+impl Fleet {
+    /// Connects to every target, `parallelism` at a time. All or nothing: when any node
+    /// cannot be reached, the others are disconnected and every failure is returned.
+    pub async fn connect(
+        targets: &[SshTarget],
+        opts: &ConnectOptions,
+        parallelism: usize,
+    ) -> Result<Self, Vec<NodeFailure<RemoteError>>> {
+        let parallelism = parallelism.max(1);
+        let results: Vec<Result<SshHost, RemoteError>> = stream::iter(targets)
+            .map(|t| SshHost::connect(t, opts))
+            .buffered(parallelism)
+            .collect()
+            .await;
+        let mut hosts = Vec::new();
+        let mut failures = Vec::new();
+        for (target, r) in targets.iter().zip(results) {
+            match r {
+                Ok(h) => hosts.push(h),
+                Err(error) => failures.push(NodeFailure {
+                    node: target.node.to_string(),
+                    error,
+                }),
+            }
+        }
+        if failures.is_empty() {
+            Ok(Self { hosts, parallelism })
+        } else {
+            for h in hosts {
+                h.close().await;
+            }
+            Err(failures)
+        }
+    }
+
+    pub fn hosts(&self) -> &[SshHost] {
+        &self.hosts
+    }
+
+    pub fn host(&self, node: &str) -> Option<&SshHost> {
+        self.hosts.iter().find(|h| h.node() == node)
+    }
+
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    /// Runs `f` on each selected host, `parallelism` at a time, and returns every
+    /// result in host order. A failing node does not cancel the others: each node's
+    /// step runs to its end, so nothing is left half-done.
+    pub async fn each<'a, T, E, F>(
+        &'a self,
+        select: impl Fn(&SshHost) -> bool,
+        f: F,
+    ) -> Vec<(String, Result<T, E>)>
+    where
+        F: AsyncFn(&'a SshHost) -> Result<T, E>,
+    {
+        let selected: Vec<&SshHost> = self.hosts.iter().filter(|h| select(h)).collect();
+        let f = &f;
+        stream::iter(selected)
+            .map(|h| async move { (h.node().to_owned(), f(h).await) })
+            .buffered(self.parallelism)
+            .collect()
+            .await
+    }
+
+    pub async fn close(self) {
+        for h in self.hosts {
+            h.close().await;
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The run log: every event and every remote command's full output, one file per run
+//! in the state directory (0600: it may hold command output a user would not share).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Event, plain};
+
+pub struct RunLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl RunLog {
+    /// Creates `<dir>/<unix-seconds>-<verb>.log`.
+    pub fn create(dir: &Path, verb: &str) -> std::io::Result<Self> {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = dir.join(format!("{secs}-{verb}.log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn event(&self, event: &Event<'_>) {
+        if let Some(l) = plain::line(event, true) {
+            self.write(&l);
+        }
+    }
+
+    pub(super) fn output(&self, node: &str, stdout: &[u8], stderr: &[u8]) {
+        for (name, bytes) in [("stdout", stdout), ("stderr", stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            for l in text.lines() {
+                self.write(&format!("    {node}: {name}| {l}"));
+            }
+        }
+    }
+
+    fn write(&self, line: &str) {
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // A log write failing (disk full) must not fail the install itself.
+        if writeln!(f, "{line}").is_err() {}
+    }
+}

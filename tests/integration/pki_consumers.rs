@@ -1,0 +1,217 @@
+//! The certificates khactl distributes, proven by their real consumers: `openssl verify`
+//! on the nodes, and a three-member etcd (Debian's etcd-server) with client- and
+//! peer-certificate authentication, answering `etcdctl endpoint health` over TLS with
+//! our client certificate and refusing one from another CA.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
+
+const PKI: &str = "/etc/kubernetes/pki";
+
+fn ok(o: &Output) -> bool {
+    o.status.success()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn install(lab: &Lab, state: &Path) {
+    assert!(lab.is_up());
+    let out = Command::new(khactl_bin())
+        .args(["up", "-i"])
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(ok(&out), "khactl up failed: {}", show(&out));
+}
+
+fn etcd_args(lab: &Lab, node: &str, cluster: &str) -> Vec<String> {
+    let ip = lab.node_address(node);
+    let e = format!("{PKI}/etcd");
+    [
+        format!("--name={node}"),
+        "--data-dir=/var/lib/etcd".into(),
+        format!("--listen-client-urls=https://{ip}:2379"),
+        format!("--advertise-client-urls=https://{ip}:2379"),
+        format!("--listen-peer-urls=https://{ip}:2380"),
+        format!("--initial-advertise-peer-urls=https://{ip}:2380"),
+        format!("--initial-cluster={cluster}"),
+        "--initial-cluster-state=new".into(),
+        format!("--cert-file={e}/server.crt"),
+        format!("--key-file={e}/server.key"),
+        format!("--trusted-ca-file={e}/ca.crt"),
+        "--client-cert-auth=true".into(),
+        format!("--peer-cert-file={e}/peer.crt"),
+        format!("--peer-key-file={e}/peer.key"),
+        format!("--peer-trusted-ca-file={e}/ca.crt"),
+        "--peer-client-cert-auth=true".into(),
+    ]
+    .into()
+}
+
+fn etcdctl_health(endpoints: &str, ca: &Path, cert: &Path, key: &Path) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", ca.display()))
+        .arg(format!("--cert={}", cert.display()))
+        .arg(format!("--key={}", key.display()))
+        .args([
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "endpoint",
+            "health",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn distributed_chains_verify_with_openssl_on_every_control_plane_node() {
+    require_root();
+    let lab = Lab::up("pki-openssl", indexes::PKI_OPENSSL, 3, 0);
+    let state = tempfile::tempdir().unwrap();
+    install(&lab, state.path());
+    for node in ["cp1", "cp2", "cp3"] {
+        for (ca, leaves) in [
+            (
+                "etcd/ca.crt",
+                "etcd/server.crt etcd/peer.crt etcd/healthcheck-client.crt apiserver-etcd-client.crt",
+            ),
+            ("ca.crt", "apiserver.crt apiserver-kubelet-client.crt"),
+            ("front-proxy-ca.crt", "front-proxy-client.crt"),
+        ] {
+            let script = format!("cd {PKI} && openssl verify -CAfile {ca} {leaves}");
+            let out = lab.exec(node, &["sh", "-c", &script]);
+            assert!(ok(&out), "{node}: {script}: {}", show(&out));
+        }
+        // A leaf does not verify against another of the cluster's CAs.
+        let out = lab.exec(
+            node,
+            &[
+                "sh",
+                "-c",
+                &format!("cd {PKI} && openssl verify -CAfile ca.crt etcd/server.crt"),
+            ],
+        );
+        assert!(
+            !ok(&out),
+            "{node}: etcd server cert verified against the Kubernetes CA"
+        );
+
+        let sans = lab.exec(
+            node,
+            &[
+                "openssl",
+                "x509",
+                "-noout",
+                "-ext",
+                "subjectAltName",
+                "-in",
+                &format!("{PKI}/apiserver.crt"),
+            ],
+        );
+        let sans = show(&sans);
+        let vip = lab.vip();
+        for want in [
+            format!("IP Address:{vip}"),
+            "DNS:kubernetes.default.svc.cluster.local".into(),
+            format!("IP Address:{}", lab.node_address("cp3")),
+        ] {
+            assert!(
+                sans.contains(&want),
+                "{node}: apiserver SANs lack {want}: {sans}"
+            );
+        }
+    }
+}
+
+#[test]
+fn three_member_etcd_runs_on_our_certificates_and_refuses_a_foreign_client() {
+    require_root();
+    let lab = Lab::up("pki-etcd", indexes::ETCD, 3, 0);
+    let state = tempfile::tempdir().unwrap();
+    install(&lab, state.path());
+
+    let nodes = ["cp1", "cp2", "cp3"];
+    let cluster: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{n}=https://{}:2380", lab.node_address(n)))
+        .collect();
+    let cluster = cluster.join(",");
+    for node in nodes {
+        let args = etcd_args(&lab, node, &cluster).join(" ");
+        let script = format!("nohup etcd {args} >/var/log/etcd.log 2>&1 &");
+        let out = lab.exec(node, &["sh", "-c", &script]);
+        assert!(ok(&out), "{node}: starting etcd: {}", show(&out));
+    }
+
+    // The client cert and CA as distributed to cp1, copied out to the test's side.
+    let local = tempfile::tempdir().unwrap();
+    for f in [
+        "etcd/ca.crt",
+        "etcd/healthcheck-client.crt",
+        "etcd/healthcheck-client.key",
+    ] {
+        let body = lab.read_file("cp1", &format!("{PKI}/{f}")).unwrap();
+        std::fs::write(local.path().join(f.replace('/', "_")), body).unwrap();
+    }
+    let ca = local.path().join("etcd_ca.crt");
+    let cert = local.path().join("etcd_healthcheck-client.crt");
+    let key = local.path().join("etcd_healthcheck-client.key");
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("https://{}:2379", lab.node_address(n)))
+        .collect();
+    let endpoints = endpoints.join(",");
+
+    assert!(lab.is_up());
+    let mut last = String::new();
+    wait_for(
+        "a healthy three-member etcd",
+        Duration::from_secs(60),
+        || {
+            let out = etcdctl_health(&endpoints, &ca, &cert, &key);
+            last = show(&out);
+            ok(&out) && last.matches("is healthy").count() == 3
+        },
+    );
+
+    // A client certificate from a different CA is refused.
+    let foreign = local.path();
+    let made = Command::new("sh")
+        .current_dir(foreign)
+        .arg("-c")
+        .arg(
+            "set -e
+             openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 1 -subj /CN=other-ca 2>/dev/null
+             openssl req -newkey rsa:2048 -nodes -keyout other.key -out other.csr -subj /CN=intruder 2>/dev/null
+             printf 'extendedKeyUsage=clientAuth\\n' > ext
+             openssl x509 -req -in other.csr -CA other-ca.crt -CAkey other-ca.key -CAcreateserial -out other.crt -days 1 -extfile ext 2>/dev/null",
+        )
+        .output()
+        .unwrap();
+    assert!(ok(&made), "{}", show(&made));
+    let out = etcdctl_health(
+        &endpoints,
+        &ca,
+        &foreign.join("other.crt"),
+        &foreign.join("other.key"),
+    );
+    assert!(
+        !ok(&out),
+        "etcd accepted a client certificate from a foreign CA: {}",
+        show(&out)
+    );
+    assert!(!show(&out).contains("is healthy"), "{}", show(&out));
+}

@@ -1,0 +1,304 @@
+//! `khactl up` against a real lab of 3 control-plane and 2 worker nodes: what each node
+//! ends up with, read from the node's own namespaces; idempotency; dry runs; faults.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::{Lab, indexes, khactl_bin, require_root};
+
+/// Runs `khactl up` (plus `extra` flags) with the lab's inventory and its own state dir.
+fn up(lab: &Lab, state: &Path, extra: &[&str]) -> Output {
+    assert!(
+        lab.is_up(),
+        "the lab must be up before khactl may connect to it"
+    );
+    Command::new(khactl_bin())
+        .arg("up")
+        .arg("-i")
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env_remove("KHACTL_STATE_DIR")
+        .output()
+        .expect("run khactl")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn sh(lab: &Lab, node: &str, script: &str) -> String {
+    let out = lab.exec(node, &["sh", "-c", script]);
+    assert!(out.status.success(), "{node}: {script}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The one cluster directory khactl made under `--state-dir` (named after the cluster).
+fn cluster_state(base: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(base)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+}
+
+const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
+const WORKERS: [&str; 2] = ["w1", "w2"];
+const PKI: &str = "/etc/kubernetes/pki";
+
+/// Every file below a node's upper dir that khactl could have written (sshd and the lab's
+/// own runtime files excluded), as relative paths.
+fn written_files(lab: &Lab, node: &str) -> BTreeSet<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                walk(root, &p, out);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.insert(rel.to_path_buf());
+            }
+        }
+    }
+    let upper = lab.upper_dir(node);
+    let mut files = BTreeSet::new();
+    for sub in [
+        "etc/sysctl.d",
+        "etc/modules-load.d",
+        "etc/kubernetes",
+        "etc/hosts",
+        "etc/fstab",
+    ] {
+        let p = upper.join(sub);
+        if p.is_file() {
+            files.insert(PathBuf::from(sub));
+        } else {
+            walk(&upper, &p, &mut files);
+        }
+    }
+    files
+}
+
+#[test]
+fn up_prepares_every_node_and_gives_each_only_its_own_certificates() {
+    require_root();
+    let lab = Lab::up("up-main", indexes::UP_MAIN, 3, 2);
+    let state = tempfile::tempdir().unwrap();
+    let out = up(&lab, state.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    for node in CONTROL_PLANES.iter().chain(&WORKERS) {
+        // Sysctls, read from the node's own /proc/sys (net.* is per network namespace).
+        for (path, want) in [
+            ("/proc/sys/net/ipv4/ip_forward", "1"),
+            ("/proc/sys/net/ipv4/ip_nonlocal_bind", "1"),
+            ("/proc/sys/net/bridge/bridge-nf-call-iptables", "1"),
+            ("/proc/sys/net/bridge/bridge-nf-call-ip6tables", "1"),
+        ] {
+            assert_eq!(
+                sh(&lab, node, &format!("cat {path}")),
+                want,
+                "{node}: {path}"
+            );
+        }
+        let drop_in = lab
+            .read_file(node, "/etc/sysctl.d/99-khactl.conf")
+            .expect("drop-in");
+        assert!(
+            drop_in.contains("net.ipv4.ip_nonlocal_bind = 1"),
+            "{node}: {drop_in}"
+        );
+        let hosts = lab.read_file(node, "/etc/hosts").unwrap();
+        assert!(
+            hosts.contains("10.99.") && hosts.contains("# khactl"),
+            "{node}: {hosts}"
+        );
+        let modules = lab
+            .read_file(node, "/etc/modules-load.d/khactl.conf")
+            .unwrap();
+        assert!(modules.contains("br_netfilter"), "{node}: {modules}");
+    }
+    // The machine itself is untouched: only the nodes' own views changed.
+    assert!(!Path::new("/etc/sysctl.d/99-khactl.conf").exists());
+
+    // Control-plane nodes: the CAs, shared client certs, and their own serving certs, with
+    // keys 0600. Each node's etcd server cert is its own (not visible on another node).
+    let mut serving = BTreeSet::new();
+    for node in CONTROL_PLANES {
+        for (file, mode) in [
+            ("ca.crt", "644"),
+            ("ca.key", "600"),
+            ("sa.key", "600"),
+            ("sa.pub", "644"),
+            ("front-proxy-ca.crt", "644"),
+            ("apiserver.crt", "644"),
+            ("apiserver.key", "600"),
+            ("etcd/ca.crt", "644"),
+            ("etcd/server.crt", "644"),
+            ("etcd/server.key", "600"),
+            ("etcd/peer.key", "600"),
+            ("apiserver-etcd-client.key", "600"),
+        ] {
+            let got = sh(&lab, node, &format!("stat -c %a {PKI}/{file}"));
+            assert_eq!(got, mode, "{node}: mode of {file}");
+        }
+        let cert = lab
+            .read_file(node, &format!("{PKI}/etcd/server.crt"))
+            .unwrap();
+        let subject = sh(
+            &lab,
+            node,
+            &format!("openssl x509 -noout -subject -in {PKI}/etcd/server.crt"),
+        );
+        assert!(
+            subject.contains(node),
+            "{node}: etcd server cert subject {subject}"
+        );
+        assert!(
+            serving.insert(cert),
+            "{node} got another node's etcd server certificate"
+        );
+    }
+    for node in WORKERS {
+        assert!(
+            lab.read_file(node, &format!("{PKI}/ca.key")).is_none(),
+            "{node} must not get CA keys"
+        );
+        assert!(
+            lab.read_file(node, &format!("{PKI}/etcd/server.key"))
+                .is_none()
+        );
+    }
+
+    // Node isolation: what khactl wrote on cp1 is in cp1's upper dir and nowhere else.
+    let cp1 = written_files(&lab, "cp1");
+    let w1 = written_files(&lab, "w1");
+    assert!(
+        cp1.contains(Path::new("etc/kubernetes/pki/etcd/server.key")),
+        "{cp1:?}"
+    );
+    assert!(
+        !w1.contains(Path::new("etc/kubernetes/pki/etcd/server.key")),
+        "{w1:?}"
+    );
+
+    // State dir: private, with the PKI and the cluster's own known_hosts.
+    use std::os::unix::fs::PermissionsExt;
+    let root = cluster_state(state.path()).expect("khactl made the cluster's state dir");
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let known = std::fs::read_to_string(root.join("known_hosts")).unwrap();
+    assert!(
+        known.lines().filter(|l| !l.trim().is_empty()).count() >= 5,
+        "{known}"
+    );
+
+    // A second run changes nothing and says so.
+    let again = up(&lab, state.path(), &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing to change"), "{}", text(&again));
+}
+
+#[test]
+fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
+    require_root();
+    let lab = Lab::up("up-plan", indexes::UP_DRY_RUN, 3, 2);
+    let state = tempfile::tempdir().unwrap();
+    // Every file each node has changed since boot: sshd and our read-only probe add none.
+    let before: Vec<_> = CONTROL_PLANES
+        .iter()
+        .chain(&WORKERS)
+        .map(|n| lab.changed_paths(n))
+        .collect();
+    let sysctl_before = sh(&lab, "cp1", "cat /proc/sys/net/ipv4/ip_nonlocal_bind");
+
+    let out = up(&lab, state.path(), &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "cp1: create /etc/sysctl.d/99-khactl.conf",
+        "net.ipv4.ip_nonlocal_bind: 0 -> 1",
+        "w2: create /etc/modules-load.d/khactl.conf",
+        "cp2: create /etc/kubernetes/pki/etcd/server.key (0600, secret",
+        "nothing was changed",
+    ] {
+        assert!(
+            err.contains(expected),
+            "missing {expected:?} in\n{}",
+            text(&out)
+        );
+    }
+    assert!(
+        !err.contains("BEGIN"),
+        "a dry run must never print key material"
+    );
+
+    let after: Vec<_> = CONTROL_PLANES
+        .iter()
+        .chain(&WORKERS)
+        .map(|n| lab.changed_paths(n))
+        .collect();
+    assert_eq!(before, after, "a dry run wrote files on nodes");
+    assert_eq!(
+        sh(&lab, "cp1", "cat /proc/sys/net/ipv4/ip_nonlocal_bind"),
+        sysctl_before
+    );
+    // Nor did it create the PKI in the state directory.
+    let root = cluster_state(state.path());
+    assert!(root.is_none_or(|r| !r.join("pki/ca.key").exists()));
+}
+
+#[test]
+fn unreachable_node_is_named_and_a_rerun_completes_once_it_is_back() {
+    require_root();
+    let lab = Lab::up("up-fault", indexes::UP_FAULT, 3, 2);
+    let state = tempfile::tempdir().unwrap();
+    lab.stop_sshd("cp2");
+
+    let out = up(&lab, state.path(), &["--connect-timeout", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cp2"), "{}", text(&out));
+    assert!(err.contains("cannot connect"), "{}", text(&out));
+    assert!(err.contains("hint:"), "{}", text(&out));
+    // Nothing was changed on the reachable nodes: connecting is all-or-nothing.
+    assert!(
+        lab.read_file("cp1", "/etc/sysctl.d/99-khactl.conf")
+            .is_none()
+    );
+
+    lab.start_sshd("cp2");
+    let out = up(&lab, state.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sh(&lab, "cp2", "cat /proc/sys/net/ipv4/ip_forward"), "1");
+}
+
+#[test]
+fn changed_host_key_is_refused_with_a_clear_message() {
+    require_root();
+    let lab = Lab::up("up-hostkey", indexes::UP_HOSTKEY, 1, 1);
+    let state = tempfile::tempdir().unwrap();
+    let out = up(&lab, state.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    lab.regen_hostkey("w1");
+    let out = up(&lab, state.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("w1") && err.contains("host key"),
+        "{}",
+        text(&out)
+    );
+    assert!(err.contains("ssh-keygen -R"), "{}", text(&out));
+}
