@@ -1,1 +1,285 @@
-fn main() {}
+//! khagent: the node agent khactl installs (L4 load balancer for the API servers, health
+//! checks, VRRP virtual IP, status page).
+//!
+//! ```text
+//! khagent --config PATH          run
+//! khagent check --config PATH    validate the config and the files it names, then exit
+//! ```
+//! Exit codes: 0 clean stop or valid config; 1 the agent could not start or failed while
+//! running (port taken, no CAP_NET_RAW…); 2 usage or config error (nothing was bound).
+//!
+//! Lifecycle, following linkerd2-proxy: the config is loaded and validated completely before
+//! anything binds; then the listeners bind, VRRP starts on its own thread, and the health,
+//! track, status and accept tasks run on one current-thread runtime (on 2 cores a
+//! work-stealing runtime only added cross-core wakeups). Signals feed one shutdown channel:
+//! SIGTERM/SIGINT stop accepting, stop VRRP cleanly (priority-0 advert, VIP removed) and drain
+//! connections for `drain_timeout`; SIGHUP reloads the config.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, watch};
+
+use khagent::config::{Config, Loaded};
+use khagent::health::{self, Plan};
+use khagent::lb::Lb;
+use khagent::status::{self, log};
+use khagent::vrrp::{self, TrackState};
+
+const USAGE: &str = "usage: khagent --config PATH\n       khagent check --config PATH\n";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Help,
+    Version,
+}
+
+fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Command, String> {
+    let mut check = false;
+    let mut config = None;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("check") if !check && config.is_none() => check = true,
+            Some("--config" | "-c") => {
+                let path = args.next().ok_or("--config needs a path")?;
+                config = Some(PathBuf::from(path));
+            }
+            Some(s) if s.starts_with("--config=") => {
+                config = Some(PathBuf::from(&s["--config=".len()..]));
+            }
+            Some("--help" | "-h") => return Ok(Command::Help),
+            Some("--version" | "-V") => return Ok(Command::Version),
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    let path = config.ok_or("--config PATH is required")?;
+    Ok(if check {
+        Command::Check(path)
+    } else {
+        Command::Run(path)
+    })
+}
+
+fn main() -> ExitCode {
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let command = match parse_args(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(msg) => {
+            let _ = write!(err, "khagent: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let check_only = matches!(command, Command::Check(_));
+    let path = match command {
+        Command::Help => {
+            let _ = out.write_all(USAGE.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            let _ = writeln!(out, "khagent {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Check(path) | Command::Run(path) => path,
+    };
+    let loaded = match Config::load(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(err, "khagent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        let _ = writeln!(out, "{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error(format_args!("cannot start the runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(path, loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error(format_args!("{e}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
+    let Loaded {
+        config,
+        material,
+        tls,
+    } = loaded;
+    let started = Instant::now();
+    // Signal handlers first, so a SIGTERM during start-up is not lost.
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| io("SIGTERM handler", e))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| io("SIGINT handler", e))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| io("SIGHUP handler", e))?;
+
+    let lb = Lb::new(&config);
+    let listener = Lb::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {} (listen): {e}", config.listen))?;
+    let status_listener = match &config.status {
+        Some(s) => Some(
+            status::bind(s.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {} (status.listen): {e}", s.listen))?,
+        ),
+        None => None,
+    };
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (track_tx, track_rx) = watch::channel(TrackState::default());
+    let vrrp_handle = match config.vrrp.clone() {
+        Some(settings) => Some(
+            vrrp::spawn(settings, track_rx.clone(), shutdown.clone()).map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+
+    let changed = Arc::new(Notify::new());
+    let plan = |generation, config: &Config, tls| {
+        Arc::new(Plan {
+            generation,
+            health: config.health.clone(),
+            tls,
+        })
+    };
+    let (plans_tx, plans_rx) = watch::channel(plan(lb.current(), &config, tls));
+    let (tracks_tx, tracks_rx) = watch::channel(Arc::new(config.track.clone()));
+    let health_task = health::spawn(plans_rx, Arc::clone(&changed), shutdown.clone());
+    let track_task =
+        health::track::spawn(lb.clone(), tracks_rx, track_tx, changed, shutdown.clone());
+    let reloads = Arc::new(AtomicU64::new(0));
+    let status_task = status_listener.map(|listener| {
+        let ctx = status::Context {
+            lb: lb.clone(),
+            listen: config.listen,
+            vrrp: vrrp_handle.as_ref().map(vrrp::VrrpHandle::status),
+            track: track_rx.clone(),
+            auth: config
+                .status
+                .as_ref()
+                .and_then(|s| s.basic_auth.as_ref())
+                .and_then(|a| {
+                    let password = material.status_password.clone()?;
+                    Some(Arc::new(status::Auth {
+                        user: a.user.clone(),
+                        password,
+                    }))
+                }),
+            started,
+            reloads: Arc::clone(&reloads),
+        };
+        tokio::spawn(status::run(listener, ctx, shutdown.clone()))
+    });
+    let accept_task = {
+        let lb = lb.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { lb.run(listener, shutdown).await })
+    };
+    log::info(format_args!(
+        "listening on {} for {} backends ({}), vrrp {}",
+        config.listen,
+        config.backends.len(),
+        config.balance.as_str(),
+        if vrrp_handle.is_some() { "on" } else { "off" }
+    ));
+
+    let mut running = config;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                match Config::load(&path) {
+                    Ok(next) => {
+                        warn_restart_only(&running, &next.config);
+                        lb.swap(&next.config);
+                        plans_tx.send_replace(plan(lb.current(), &next.config, next.tls));
+                        tracks_tx.send_replace(Arc::new(next.config.track.clone()));
+                        if let (Some(h), Some(v)) = (&vrrp_handle, &next.config.vrrp) {
+                            h.update_peers(v.peers.clone());
+                        }
+                        reloads.fetch_add(1, Ordering::Relaxed);
+                        log::info(format_args!(
+                            "reloaded {}: {} backends",
+                            path.display(),
+                            next.config.backends.len()
+                        ));
+                        running = next.config;
+                    }
+                    Err(e) => log::error(format_args!("reload failed, still running the previous config: {e}")),
+                }
+            }
+        }
+    }
+
+    log::info(format_args!(
+        "stopping: {} connections to drain (up to {:?})",
+        lb.active(),
+        running.drain_timeout.0
+    ));
+    shutdown_tx.send_replace(true);
+    let _accept_done = accept_task.await;
+    let forced = lb.drain(running.drain_timeout.0).await;
+    if forced > 0 {
+        log::warn(format_args!("drain timeout: closed {forced} connections"));
+    }
+    let _health_done = health_task.await;
+    let _track_done = track_task.await;
+    if let Some(task) = status_task {
+        let _status_done = task.await;
+    }
+    if let Some(handle) = vrrp_handle {
+        match tokio::task::spawn_blocking(move || handle.join()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("vrrp stopped with an error: {e}")),
+            Err(e) => return Err(format!("vrrp thread: {e}")),
+        }
+    }
+    log::info(format_args!("stopped"));
+    Ok(())
+}
+
+/// Settings a reload cannot apply without re-binding sockets or restarting VRRP.
+fn warn_restart_only(old: &Config, new: &Config) {
+    let vrrp_differs = match (&old.vrrp, &new.vrrp) {
+        (Some(a), Some(b)) => {
+            let mut b = b.clone();
+            b.peers.clone_from(&a.peers);
+            *a != b
+        }
+        (a, b) => a.is_some() != b.is_some(),
+    };
+    for (field, differs) in [
+        ("listen", old.listen != new.listen),
+        ("status", old.status != new.status),
+        (
+            "max_connections",
+            old.max_connections != new.max_connections,
+        ),
+        ("vrrp (other than peers)", vrrp_differs),
+    ] {
+        if differs {
+            log::warn(format_args!(
+                "reload: {field} changed; it takes effect after a restart"
+            ));
+        }
+    }
+}

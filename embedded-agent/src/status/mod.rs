@@ -1,0 +1,285 @@
+//! The status server: a deliberately tiny HTTP/1.1 server (one request per connection, no
+//! keep-alive, bounded request head and time) on the address `status.listen` names.
+//!
+//! Routes: `/healthz` (200 when the listener is up and a backend is healthy, else 503; never
+//! behind auth, so probes need no password), `/status` (JSON), `/metrics` (Prometheus text),
+//! `/` (an HTML page like haproxy's stats page). With `basic_auth` configured every route but
+//! `/healthz` needs the user and password; the password is compared in constant time.
+//! What is shown is assembled in [`render`]; [`log`] is the agent's log output.
+
+pub mod log;
+pub mod render;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::lb::Lb;
+use crate::vrrp::{TrackState, VrrpStatus};
+
+/// Largest request head we read; anything longer is answered 431 and closed.
+const MAX_HEAD: usize = 8 * 1024;
+/// A client gets this long to send its request head (slowloris guard).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the pages show; cheap to clone into each request task.
+#[derive(Clone)]
+pub struct Context {
+    pub lb: Lb,
+    pub listen: SocketAddr,
+    pub vrrp: Option<watch::Receiver<VrrpStatus>>,
+    pub track: watch::Receiver<TrackState>,
+    pub auth: Option<Arc<Auth>>,
+    pub started: Instant,
+    pub reloads: Arc<AtomicU64>,
+}
+
+/// Basic-auth credentials.
+pub struct Auth {
+    pub user: String,
+    pub password: Vec<u8>,
+}
+
+impl Auth {
+    /// Checks an `Authorization` header value. The comparison touches every byte of the
+    /// expected credentials whatever the input, so timing does not reveal how much matched.
+    pub fn allows(&self, header: Option<&str>) -> bool {
+        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+            return false;
+        };
+        let Some(given) = base64_decode(encoded.trim()) else {
+            return false;
+        };
+        let mut expected = self.user.as_bytes().to_vec();
+        expected.push(b':');
+        expected.extend_from_slice(&self.password);
+        constant_time_eq(&given, &expected)
+    }
+}
+
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Binds the status listener (before any other work starts, so a taken port fails the start).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn run(listener: TcpListener, ctx: Context, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let _ignored =
+                        tokio::time::timeout(READ_TIMEOUT * 2, serve(stream, &ctx)).await;
+                });
+            }
+            // Out of descriptors: the LB's accept loop logs it; just don't spin.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A parsed request head: only what routing needs.
+struct Request {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+}
+
+fn parse_head(head: &str) -> Option<Request> {
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_owned();
+    let target = first.next()?;
+    if !first.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let authorization = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim().to_owned());
+    Some(Request {
+        method,
+        path,
+        authorization,
+    })
+}
+
+async fn read_head(stream: &mut TcpStream) -> Result<String, u16> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(0),
+            Ok(Ok(n)) => n,
+            Err(_) => return Err(408),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.truncate(end);
+            return String::from_utf8(buf).map_err(|_| 400);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(431);
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, ctx: &Context) {
+    let response = match read_head(&mut stream).await {
+        Ok(head) => match parse_head(&head) {
+            Some(req) => route(&req, ctx),
+            None => Response::text(400, "bad request\n"),
+        },
+        Err(0) => return,
+        Err(code) => Response::text(code, "bad request\n"),
+    };
+    let _ignored = stream.write_all(&response.into_bytes()).await;
+    let _ignored = stream.shutdown().await;
+}
+
+fn route(req: &Request, ctx: &Context) -> Response {
+    if req.method != "GET" && req.method != "HEAD" {
+        return Response::text(405, "only GET\n");
+    }
+    if req.path == "/healthz" {
+        return match render::healthz(ctx) {
+            Ok(()) => Response::text(200, "ok\n"),
+            Err(why) => Response::text(503, &format!("{why}\n")),
+        };
+    }
+    if let Some(auth) = &ctx.auth
+        && !auth.allows(req.authorization.as_deref())
+    {
+        let mut r = Response::text(401, "authentication required\n");
+        r.extra = "WWW-Authenticate: Basic realm=\"khagent\", charset=\"UTF-8\"\r\n";
+        return r;
+    }
+    let snapshot = render::Snapshot::take(ctx);
+    match req.path.as_str() {
+        "/status" => Response::new(200, "application/json", snapshot.json()),
+        "/metrics" => Response::new(200, "text/plain; version=0.0.4", snapshot.metrics()),
+        "/" => Response::new(200, "text/html; charset=utf-8", snapshot.html()),
+        _ => Response::text(404, "not found; try /, /status, /metrics or /healthz\n"),
+    }
+}
+
+struct Response {
+    code: u16,
+    content_type: &'static str,
+    extra: &'static str,
+    body: String,
+}
+
+impl Response {
+    fn new(code: u16, content_type: &'static str, body: String) -> Response {
+        Response {
+            code,
+            content_type,
+            extra: "",
+            body,
+        }
+    }
+
+    fn text(code: u16, body: &str) -> Response {
+        Response::new(code, "text/plain; charset=utf-8", body.to_owned())
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        let reason = match self.code {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            _ => "Status",
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{}\r\n",
+            self.code,
+            self.content_type,
+            self.body.len(),
+            self.extra
+        )
+        .into_bytes();
+        out.extend_from_slice(self.body.as_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth {
+            user: "admin".into(),
+            password: b"s3cret".to_vec(),
+        }
+    }
+
+    #[test]
+    fn basic_auth_accepts_only_the_exact_credentials() {
+        // base64("admin:s3cret") = YWRtaW46czNjcmV0
+        assert!(auth().allows(Some("Basic YWRtaW46czNjcmV0")));
+        // base64("admin:s3cre") and ("admin:s3cretX")
+        assert!(!auth().allows(Some("Basic YWRtaW46czNjcmU=")));
+        assert!(!auth().allows(Some("Basic YWRtaW46czNjcmV0WA==")));
+        assert!(!auth().allows(Some("Bearer YWRtaW46czNjcmV0")));
+        assert!(!auth().allows(Some("Basic !!!")));
+        assert!(!auth().allows(None));
+    }
+
+    #[test]
+    fn parses_the_request_line_and_authorization() {
+        let r =
+            parse_head("GET /status?x=1 HTTP/1.1\r\nHost: a\r\nauthorization: Basic Zm9v").unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/status"));
+        assert_eq!(r.authorization.as_deref(), Some("Basic Zm9v"));
+        assert!(parse_head("GARBAGE").is_none());
+    }
+}

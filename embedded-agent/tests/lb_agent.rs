@@ -1,0 +1,991 @@
+//! The khagent binary as a load balancer, end to end on loopback (127.0.0.0/8 only): real
+//! backends, real client sockets, the real binary, its status server and signals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `cond` until it holds or the deadline passes.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "khagent-lb-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A TCP backend that greets each connection with `NAME\n`, then echoes until EOF and
+/// half-closes back. `stop()` closes its listener (health checks fail) while established
+/// connections keep echoing, so only the agent can close them.
+struct Backend {
+    name: String,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (stop2, open2, greeting) = (stop.clone(), open.clone(), format!("{name}\n"));
+        thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let (open, greeting) = (open2.clone(), greeting.clone());
+                        open.fetch_add(1, Ordering::SeqCst);
+                        thread::spawn(move || {
+                            let _ = s.write_all(greeting.as_bytes());
+                            let mut buf = [0u8; 16384];
+                            loop {
+                                match s.read(&mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        if s.write_all(&buf[..n]).is_err() {
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                            let _ = s.shutdown(Shutdown::Write);
+                            open.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                    // The accept loop of a test helper, not a test synchronisation.
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Backend {
+            name: name.into(),
+            addr,
+            stop,
+            open,
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // The listener closes once the accept loop sees the flag.
+        wait_for("backend listener closed", || {
+            TcpStream::connect(self.addr).is_err()
+        });
+    }
+
+    fn yaml(&self) -> String {
+        format!("  - {{name: {}, address: {}}}\n", self.name, self.addr)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The real khagent binary with a config written to a temp dir.
+struct Agent {
+    child: Child,
+    dir: PathBuf,
+    listen: SocketAddr,
+    status: SocketAddr,
+}
+
+impl Agent {
+    /// `body` is the config without `listen` and `status`, which the harness fills in.
+    fn start(body: &str) -> Agent {
+        Agent::start_with_status(body, "")
+    }
+
+    fn start_with_status(body: &str, status_extra: &str) -> Agent {
+        let dir = temp_dir("agent");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!("listen: {listen}\nstatus:\n  listen: {status}\n{status_extra}{body}");
+        std::fs::write(dir.join("agent.yaml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_khagent"))
+            .arg("--config")
+            .arg(dir.join("agent.yaml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut agent = Agent {
+            child,
+            dir,
+            listen,
+            status,
+        };
+        wait_for("agent status server up", || {
+            assert!(
+                agent.child.try_wait().unwrap().is_none(),
+                "agent exited: {}",
+                agent.log()
+            );
+            TcpStream::connect(agent.status).is_ok()
+        });
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn rewrite(&self, body: &str) {
+        let config = format!(
+            "listen: {}\nstatus:\n  listen: {}\n{body}",
+            self.listen, self.status
+        );
+        let tmp = self.dir.join("agent.yaml.new");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::rename(tmp, self.dir.join("agent.yaml")).unwrap();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn get(&self, path: &str, auth: Option<&str>) -> (u16, String, String) {
+        http_get(self.status, path, auth)
+    }
+
+    fn status_json(&self) -> Value {
+        let (code, _, body) = self.get("/status", None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn backend(&self, name: &str) -> Value {
+        let status = self.status_json();
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn wait_backend_health(&self, name: &str, healthy: bool) {
+        wait_for(&format!("backend {name} healthy={healthy}"), || {
+            self.backend(name)["healthy"] == healthy
+        });
+    }
+
+    /// A client connection through the load balancer and the backend name it reached.
+    fn connect(&self) -> (Conn, String) {
+        let stream = TcpStream::connect(self.listen).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut conn = Conn {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        };
+        let mut line = String::new();
+        conn.reader.read_line(&mut line).unwrap();
+        assert!(
+            line.ends_with('\n'),
+            "no greeting through the proxy: {line:?}"
+        );
+        (conn, line.trim().to_owned())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    /// Sends `msg` and reads it back: the connection is alive end to end.
+    fn echo(&mut self, msg: &str) -> bool {
+        if self
+            .stream
+            .write_all(format!("{msg}\n").as_bytes())
+            .is_err()
+        {
+            return false;
+        }
+        let mut line = String::new();
+        matches!(self.reader.read_line(&mut line), Ok(n) if n > 0) && line.trim() == msg
+    }
+
+    /// Whether the proxy closed the connection (EOF or reset) within the deadline.
+    fn closed_by_peer(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: Basic {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: khagent\r\n{auth}\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, head.to_owned(), body.to_owned())
+}
+
+fn backends_yaml(backends: &[&Backend]) -> String {
+    let mut y = "backends:\n".to_owned();
+    for b in backends {
+        y.push_str(&b.yaml());
+    }
+    y
+}
+
+fn counts(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for n in names {
+        *m.entry(n).or_default() += 1;
+    }
+    m
+}
+
+// ---------------------------------------------------------------------------------------------
+// Balancing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn round_robin_spreads_connections_evenly_across_backends() {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let agent = Agent::start(&backends_yaml(&[&a, &b, &c]));
+    let reached = counts((0..9).map(|_| agent.connect().1));
+    assert_eq!(
+        reached,
+        HashMap::from([("a".into(), 3), ("b".into(), 3), ("c".into(), 3)])
+    );
+}
+
+#[test]
+fn least_connections_sends_new_connections_to_the_idlest_backend() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let agent = Agent::start(&format!(
+        "{}balance: least-connections\n",
+        backends_yaml(&[&a, &b])
+    ));
+    let (_first, busy) = agent.connect();
+    let (second, idle) = agent.connect();
+    assert_ne!(
+        busy, idle,
+        "second connection must go to the backend with none"
+    );
+    drop(second);
+    wait_for("second connection closed", || {
+        agent.backend(&idle)["active_connections"] == 0
+    });
+    // `busy` still holds one connection and `idle` none: the next one goes to `idle`.
+    let (_c3, third) = agent.connect();
+    assert_eq!(third, idle);
+}
+
+#[test]
+fn unhealthy_backend_gets_no_connections() {
+    let (up, down) = (Backend::start("up"), Backend::start("down"));
+    let agent = Agent::start(&format!(
+        "{}health: {{interval: 50ms, timeout: 50ms, rise: 2, fall: 2}}\n",
+        backends_yaml(&[&up, &down])
+    ));
+    down.stop();
+    agent.wait_backend_health("down", false);
+    let tries_before = agent.backend("down")["connect_failures_total"].clone();
+    let reached = counts((0..6).map(|_| agent.connect().1));
+    assert_eq!(reached, HashMap::from([("up".into(), 6)]));
+    // Not even tried: a marked-down backend is skipped, not connected to and retried.
+    assert_eq!(
+        agent.backend("down")["connect_failures_total"],
+        tries_before
+    );
+}
+
+#[test]
+fn connect_failure_retries_the_next_backend() {
+    let live = Backend::start("live");
+    let dead_port = free_port();
+    // Health checks every hour: the dead backend still counts as up, so only the retry saves
+    // the connections that pick it first.
+    let agent = Agent::start(&format!(
+        "{}  - {{name: dead, address: 127.0.0.1:{dead_port}}}\nhealth: {{interval: 1h, timeout: 1s}}\n",
+        backends_yaml(&[&live])
+    ));
+    // The first check runs at start and fails once; fall 2 keeps the backend up.
+    let reached = counts((0..6).map(|_| agent.connect().1));
+    assert_eq!(reached, HashMap::from([("live".into(), 6)]));
+    let dead = agent.backend("dead");
+    assert_eq!(dead["healthy"], true);
+    assert!(
+        dead["connect_failures_total"].as_u64().unwrap() >= 3,
+        "{dead}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection lifecycle
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn connections_to_a_backend_are_closed_when_it_is_marked_down() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let agent = Agent::start(&format!(
+        "{}health: {{interval: 50ms, timeout: 50ms}}\n",
+        backends_yaml(&[&a, &b])
+    ));
+    let (mut to_a, name) = agent.connect();
+    let (mut to_b, other) = agent.connect();
+    assert_eq!((name.as_str(), other.as_str()), ("a", "b"));
+    assert!(to_a.echo("before"));
+    a.stop();
+    // The backend's side of the connection is still open and echoing; only the agent closes it.
+    assert!(
+        to_a.closed_by_peer(),
+        "connection to the dead backend must be closed"
+    );
+    wait_for("backend side closed too", || {
+        a.open.load(Ordering::SeqCst) == 0
+    });
+    assert_eq!(agent.backend("a")["closed_on_down_total"], 1);
+    assert!(
+        to_b.echo("still here"),
+        "connections to healthy backends are untouched"
+    );
+}
+
+#[test]
+fn half_close_forwards_all_data_then_the_fin() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&backends_yaml(&[&a]));
+    let (mut conn, _) = agent.connect();
+    let payload: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let mut s = conn.stream.try_clone().unwrap();
+        let payload = payload.clone();
+        thread::spawn(move || {
+            s.write_all(&payload).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut echoed = Vec::new();
+    conn.reader.read_to_end(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "bytes changed on the way");
+    wait_for("connection counted as done", || {
+        agent.status_json()["listener"]["closed_done_total"] == 1
+    });
+}
+
+#[test]
+fn sighup_with_changed_backends_drops_no_established_connection() {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let agent = Agent::start(&backends_yaml(&[&a, &b]));
+    let mut conns: Vec<(Conn, String)> = (0..4).map(|_| agent.connect()).collect();
+    assert_eq!(counts(conns.iter().map(|c| c.1.clone())).len(), 2);
+    agent.rewrite(&backends_yaml(&[&b, &c]));
+    agent.signal("-HUP");
+    wait_for("reload applied", || {
+        agent.status_json()["reloads_total"] == 1
+    });
+    for (conn, name) in &mut conns {
+        assert!(
+            conn.echo("after reload"),
+            "connection to {name} dropped by the reload"
+        );
+    }
+    let reached = counts((0..4).map(|_| agent.connect().1));
+    assert_eq!(reached, HashMap::from([("b".into(), 2), ("c".into(), 2)]));
+    assert!(agent.log().contains("reloaded"), "{}", agent.log());
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&backends_yaml(&[&a]));
+    agent.rewrite("backends: []\n");
+    agent.signal("-HUP");
+    wait_for("reload failure logged", || {
+        agent.log().contains("reload failed")
+    });
+    assert!(
+        agent.log().contains("backends: list at least one backend"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(agent.connect().1, "a");
+}
+
+#[test]
+fn sigterm_drains_established_connections_then_exits_cleanly() {
+    let a = Backend::start("a");
+    let mut agent = Agent::start(&format!("{}drain_timeout: 20s\n", backends_yaml(&[&a])));
+    let (mut conn, _) = agent.connect();
+    agent.signal("-TERM");
+    wait_for("listener closed", || {
+        TcpStream::connect(agent.listen).is_err()
+    });
+    assert!(
+        conn.echo("during drain"),
+        "established connection keeps working while draining"
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "agent waits for the connection"
+    );
+    drop(conn);
+    let mut exit = None;
+    wait_for("agent exits after the last connection", || {
+        exit = agent.child.try_wait().unwrap();
+        exit.is_some()
+    });
+    assert!(exit.unwrap().success(), "{}", agent.log());
+}
+
+#[test]
+fn drain_timeout_closes_lingering_connections() {
+    let a = Backend::start("a");
+    let mut agent = Agent::start(&format!("{}drain_timeout: 200ms\n", backends_yaml(&[&a])));
+    let (mut conn, _) = agent.connect();
+    agent.signal("-TERM");
+    assert!(conn.closed_by_peer());
+    let mut exit = None;
+    wait_for("agent exits", || {
+        exit = agent.child.try_wait().unwrap();
+        exit.is_some()
+    });
+    assert!(exit.unwrap().success());
+    assert!(
+        agent.log().contains("closed 1 connections"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&format!(
+        "{}timeouts: {{idle: 300ms}}\n",
+        backends_yaml(&[&a])
+    ));
+    let (mut conn, _) = agent.connect();
+    let opened = Instant::now();
+    assert!(conn.closed_by_peer());
+    assert!(
+        opened.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+    wait_for("counted as idle", || {
+        agent.status_json()["listener"]["closed_idle_total"] == 1
+    });
+}
+
+#[test]
+fn max_connections_holds_extra_clients_until_a_slot_frees() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&format!("{}max_connections: 1\n", backends_yaml(&[&a])));
+    let (first, _) = agent.connect();
+    // The kernel completes the handshake from the backlog, but the agent does not accept it.
+    let waiting = TcpStream::connect(agent.listen).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        (&waiting).read(&mut buf).is_err(),
+        "second client served beyond max_connections"
+    );
+    drop(first);
+    waiting.set_read_timeout(Some(DEADLINE)).unwrap();
+    let n = (&waiting).read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"a\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config errors and `check`
+// ---------------------------------------------------------------------------------------------
+
+fn run_khagent(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_khagent"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_errors_name_the_field_and_exit_2_before_binding() {
+    let dir = temp_dir("bad");
+    // We hold the listen port: had the agent bound before validating, it would fail with a
+    // bind error and exit 1 instead.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap();
+    let path = dir.join("agent.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: {listen}\nbackends:\n  - {{name: a, address: 127.0.0.1:1}}\n  - {{name: b, address: 127.0.0.1:99999}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_khagent(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("backends[1].address"), "{err}");
+
+    std::fs::write(
+        &path,
+        format!(
+            "listen: {listen}\nbackends:\n  - {{name: a, address: 127.0.0.1:1}}\nhealth: {{kind: https, ca_file: {}}}\n",
+            dir.join("missing-ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_khagent(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("health.ca_file: cannot read"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn check_validates_without_running() {
+    let dir = temp_dir("check");
+    let path = dir.join("agent.yaml");
+    let p = path.to_str().unwrap();
+    std::fs::write(
+        &path,
+        "listen: 127.0.0.1:7443\nbackends:\n  - {name: a, address: 127.0.0.1:6443}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_khagent(&["check", "--config", p]);
+    assert_eq!(
+        (code, out.trim_end()),
+        (0, format!("{p}: ok").as_str()),
+        "{err}"
+    );
+    std::fs::write(&path, "listen: 127.0.0.1:7443\nbackends: []\nbogus: 1\n").unwrap();
+    let (code, _, err) = run_khagent(&["check", "--config", p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown field `bogus`"), "{err}");
+    let (code, _, err) = run_khagent(&["--conf", p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("usage"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status server
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn status_and_metrics_report_real_numbers() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let agent = Agent::start(&backends_yaml(&[&a, &b]));
+    for _ in 0..4 {
+        let (mut c, _) = agent.connect();
+        assert!(c.echo("0123456789"));
+    }
+    wait_for("all four connections closed", || {
+        agent.status_json()["listener"]["closed_done_total"] == 4
+    });
+    let st = agent.status_json();
+    assert_eq!(st["listener"]["accepted_total"], 4);
+    assert_eq!(st["listener"]["active_connections"], 0);
+    for name in ["a", "b"] {
+        let be = agent.backend(name);
+        assert_eq!(be["connections_total"], 2, "{be}");
+        assert_eq!(be["bytes_up_total"], 2 * 11, "{be}");
+        assert_eq!(be["bytes_down_total"], 2 * (11 + 2), "{be}");
+    }
+    assert_eq!(st["vrrp"], Value::Null);
+
+    let (code, head, metrics) = agent.get("/metrics", None);
+    assert_eq!(code, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(
+        metrics.contains("khagent_connections_accepted_total 4\n"),
+        "{metrics}"
+    );
+    let up_a = format!(
+        "khagent_backend_up{{backend=\"a\",address=\"{}\"}} 1\n",
+        a.addr
+    );
+    assert!(metrics.contains(&up_a), "{metrics}");
+    let bytes = format!(
+        "khagent_backend_bytes_total{{backend=\"b\",address=\"{}\",direction=\"down\"}} 26\n",
+        b.addr
+    );
+    assert!(metrics.contains(&bytes), "{metrics}");
+
+    let (code, _, html) = agent.get("/", None);
+    assert_eq!(code, 200);
+    assert!(
+        html.contains(&a.addr.to_string()) && html.contains("<table"),
+        "{html}"
+    );
+    assert_eq!(agent.get("/healthz", None).0, 200);
+    assert_eq!(agent.get("/nope", None).0, 404);
+}
+
+#[test]
+fn healthz_fails_when_no_backend_is_healthy() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&format!(
+        "{}health: {{interval: 50ms, timeout: 50ms}}\n",
+        backends_yaml(&[&a])
+    ));
+    assert_eq!(agent.get("/healthz", None).0, 200);
+    a.stop();
+    wait_for("healthz turns 503", || agent.get("/healthz", None).0 == 503);
+    let (_, _, body) = agent.get("/healthz", None);
+    assert_eq!(body, "no healthy backend\n");
+}
+
+#[test]
+fn basic_auth_guards_every_page_but_healthz() {
+    let a = Backend::start("a");
+    let dir = temp_dir("auth");
+    let pw = dir.join("password");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let auth = format!(
+        "  basic_auth: {{user: admin, password_file: {}}}\n",
+        pw.display()
+    );
+    let agent = Agent::start_with_status(&backends_yaml(&[&a]), &auth);
+    // base64("admin:s3cret"), base64("admin:wrong")
+    let (good, bad) = ("YWRtaW46czNjcmV0", "YWRtaW46d3Jvbmc=");
+    for path in ["/", "/status", "/metrics"] {
+        let (code, head, _) = agent.get(path, None);
+        assert_eq!(code, 401, "{path}");
+        assert!(head.contains("WWW-Authenticate: Basic"), "{head}");
+        assert_eq!(agent.get(path, Some(bad)).0, 401, "{path}");
+        assert_eq!(agent.get(path, Some(good)).0, 200, "{path}");
+    }
+    assert_eq!(agent.get("/healthz", None).0, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPS health checks against a real TLS server (openssl s_server), certificates made with the
+// openssl CLI.
+// ---------------------------------------------------------------------------------------------
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two CAs; a server certificate for IP 127.0.0.1 signed by the first.
+fn make_pki(dir: &Path) {
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "1",
+                "-subj",
+                &format!("/CN={ca}"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=kube-apiserver",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:kubernetes\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// `openssl s_server -WWW` serves files from its directory (and answers 200 to every path).
+struct TlsServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl TlsServer {
+    fn start(pki: &Path) -> TlsServer {
+        let root = temp_dir("www");
+        std::fs::write(root.join("readyz"), "ok").unwrap();
+        let port = free_port();
+        let child = Command::new("openssl")
+            .current_dir(&root)
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(pki.join("server.pem"))
+            .arg("-key")
+            .arg(pki.join("server.key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for("s_server listening", || TcpStream::connect(addr).is_ok());
+        TlsServer { child, addr }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn https_agent(pki: &Path, ca: &str, server: &TlsServer, extra: &str) -> Agent {
+    Agent::start(&format!(
+        "backends:\n  - {{name: api, address: {}}}\nhealth:\n  kind: https\n  interval: 300ms\n  timeout: 300ms\n  ca_file: {}\n{extra}",
+        server.addr,
+        pki.join(ca).display()
+    ))
+}
+
+#[test]
+fn https_check_passes_against_the_cluster_ca() {
+    let pki = temp_dir("pki");
+    make_pki(&pki);
+    let server = TlsServer::start(&pki);
+    let agent = https_agent(&pki, "ca.pem", &server, "");
+    wait_for("three passed checks", || {
+        agent.backend("api")["checks_ok_total"].as_u64().unwrap() >= 3
+    });
+    let be = agent.backend("api");
+    // A probe may time out on a loaded machine; verification itself never fails here.
+    assert!(
+        !be["last_error"].as_str().unwrap_or("").contains("TLS"),
+        "{be}"
+    );
+    assert_eq!(be["healthy"], true);
+}
+
+#[test]
+fn https_check_with_a_server_name_verifies_that_name() {
+    let pki = temp_dir("pki");
+    make_pki(&pki);
+    let server = TlsServer::start(&pki);
+    let good = https_agent(&pki, "ca.pem", &server, "  server_name: kubernetes\n");
+    let bad = https_agent(&pki, "ca.pem", &server, "  server_name: etcd\n");
+    wait_for("checks ran", || {
+        good.backend("api")["checks_ok_total"].as_u64().unwrap() >= 2
+    });
+    bad.wait_backend_health("api", false);
+    let err = bad.backend("api")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        err.contains("TLS") && err.contains("not valid for name \"etcd\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn https_check_fails_against_another_ca() {
+    let pki = temp_dir("pki");
+    make_pki(&pki);
+    let server = TlsServer::start(&pki);
+    let agent = https_agent(&pki, "other-ca.pem", &server, "");
+    agent.wait_backend_health("api", false);
+    let be = agent.backend("api");
+    assert_eq!(be["checks_ok_total"], 0, "{be}");
+    let err = be["last_error"].as_str().unwrap();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}
+
+/// A TLS server (rustls) that answers every request with `503 Service Unavailable`, as a
+/// starting apiserver answers /readyz; it accepts TCP and completes TLS like a healthy one.
+fn start_not_ready_server(pki: &Path) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = CertificateDer::pem_file_iter(pki.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                    let body = "[-]etcd failed: reason withheld\nreadyz check failed\n";
+                    let resp = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[test]
+fn https_backend_not_ready_gets_no_traffic_though_it_accepts_tcp() {
+    let pki = temp_dir("pki");
+    make_pki(&pki);
+    let addr = start_not_ready_server(&pki);
+    let agent = Agent::start(&format!(
+        "backends:\n  - {{name: api, address: {addr}}}\nhealth:\n  kind: https\n  interval: 300ms\n  timeout: 300ms\n  ca_file: {}\n",
+        pki.join("ca.pem").display()
+    ));
+    agent.wait_backend_health("api", false);
+    let err = agent.backend("api")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(err.contains("503"), "{err}");
+    let total_before = agent.backend("api")["connections_total"].clone();
+    let mut c = TcpStream::connect(agent.listen).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        matches!(c.read(&mut buf), Ok(0) | Err(_)),
+        "closed without a backend"
+    );
+    assert_eq!(agent.backend("api")["connections_total"], total_before);
+    wait_for("counted", || {
+        agent.status_json()["listener"]["no_backend_total"] == 1
+    });
+}
