@@ -244,7 +244,7 @@ mod tests {
     fn parses_every_kind_of_fact() {
         let text = "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
             swap active 0\nmodule overlay present\nmodule br_netfilter absent\nos modprobe no\n\
-            addr eth0 10.99.1.11/24\n\
+            addr eth0 10.200.1.11/24\n\
             sysctl net.ipv4.ip_forward 0\nsysctl net.bridge.bridge-nf-call-iptables -\n\
             file /etc/my file.conf =aGVsbG8gd29ybGQK\nfile /etc/hosts -\n\
             hash /etc/kubernetes/pki/ca.key abc123 600\nhash /etc/kubernetes/pki/x.crt -\n";

@@ -119,7 +119,7 @@ fn up_prepares_every_node_and_gives_each_only_its_own_certificates() {
         );
         let hosts = lab.read_file(node, "/etc/hosts").unwrap();
         assert!(
-            hosts.contains("10.99.") && hosts.contains("# khactl"),
+            hosts.contains("10.200.") && hosts.contains("# khactl"),
             "{node}: {hosts}"
         );
         let modules = lab

@@ -29,7 +29,7 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
 
   up NAME [--index K] [--control-planes C] [--workers W]
         Create lab NAME: nodes cp1..cpC then w1..wW (defaults C=3, W=2, K=1) on subnet
-        10.99.K.0/24 (bridge .1, nodes .11, .12, ..., VIP .100). Returns once every node's
+        10.200.K.0/24 (bridge .1, nodes .11, .12, ..., VIP .100). Returns once every node's
         sshd accepts connections. On failure the half-built lab is torn down
         (set KHALAB_KEEP_FAILED=1 to keep it for debugging).
   down NAME             Tear lab NAME down (idempotent, also after a failed up).
@@ -107,7 +107,7 @@ node_index() {
 	die "lab '$LAB_NAME' has no node '$node' (nodes: ${LAB_NODE_LIST[*]})"
 }
 
-node_addr() { echo "10.99.${LAB_INDEX}.$((10 + $(node_index "$1")))"; }
+node_addr() { echo "10.200.${LAB_INDEX}.$((10 + $(node_index "$1")))"; }
 
 node_pid() {
 	local pidfile pid
@@ -298,7 +298,7 @@ setup_network() {
 	ip link add "$br" type bridge mcast_snooping 0
 	# No IPv6 on the host side of the lab: the host must not take part in node traffic.
 	echo 1 >"/proc/sys/net/ipv6/conf/$br/disable_ipv6"
-	ip addr add "10.99.$idx.1/24" dev "$br"
+	ip addr add "10.200.$idx.1/24" dev "$br"
 	ip link set "$br" up
 	for node in "$@"; do
 		i=$((i + 1))
@@ -310,7 +310,7 @@ setup_network() {
 		ip link set "$hv" master "$br" up
 		ip -n "$ns" -batch - <<EOF
 link set lo up
-addr add 10.99.$idx.$((10 + i))/24 dev eth0
+addr add 10.200.$idx.$((10 + i))/24 dev eth0
 link set eth0 up
 route add 224.0.0.0/4 dev eth0
 EOF
@@ -457,7 +457,7 @@ cmd_up() {
 	dir=$(lab_dir "$name")
 	[[ ! -e $dir ]] || die "lab '$name' already exists ($dir); tear it down first: lab.sh down $name"
 	[[ ! -e /sys/class/net/$(bridge_of "$idx") ]] || die "index $idx is taken by another lab (bridge $(bridge_of "$idx") exists); pick another --index"
-	[[ -z $(ip -4 route show 10.99."$idx".0/24) ]] || die "subnet 10.99.$idx.0/24 is already routed on this machine; pick another --index"
+	[[ -z $(ip -4 route show 10.200."$idx".0/24) ]] || die "subnet 10.200.$idx.0/24 is already routed on this machine; pick another --index"
 	local systemctl_py
 	systemctl_py=$(find_systemctl_py)
 
@@ -494,7 +494,7 @@ EOF
 	i=0
 	for node in "${nodes[@]}"; do
 		i=$((i + 1))
-		addr="10.99.$idx.$((10 + i))"
+		addr="10.200.$idx.$((10 + i))"
 		prepare_base "$name" "$node" "$addr" "$systemctl_py" &
 		pids+=($!)
 	done
@@ -518,7 +518,7 @@ EOF
 
 	cmd_inventory "$name" >"$dir/inventory.yaml"
 	trap - EXIT
-	echo "lab $name up: ${#nodes[@]} nodes on 10.99.$idx.0/24 in $(($(now_ms) - t0)) ms; inventory: $dir/inventory.yaml"
+	echo "lab $name up: ${#nodes[@]} nodes on 10.200.$idx.0/24 in $(($(now_ms) - t0)) ms; inventory: $dir/inventory.yaml"
 }
 
 # --- down --------------------------------------------------------------------------------------
@@ -639,7 +639,7 @@ cmd_status() {
 	load_lab "$name"
 	local ok=0 node pid sshd
 	if bridge_up; then
-		echo "bridge $(bridge_of "$LAB_INDEX") 10.99.$LAB_INDEX.1/24 up"
+		echo "bridge $(bridge_of "$LAB_INDEX") 10.200.$LAB_INDEX.1/24 up"
 	else
 		echo "bridge $(bridge_of "$LAB_INDEX") DOWN"
 		ok=1
@@ -702,7 +702,7 @@ cmd_inventory() {
 apiVersion: khactl.io/v1alpha1
 kind: Inventory
 cluster: { name: $name, kubernetesVersion: v1.31.2 }
-vip: { address: 10.99.$LAB_INDEX.100, routerId: $((50 + LAB_INDEX)), port: 8443, dnsName: k8s-api.$name.local }
+vip: { address: 10.200.$LAB_INDEX.100, routerId: $((50 + LAB_INDEX)), port: 8443, dnsName: k8s-api.$name.local }
 ssh: { user: root, port: 22, identityFile: $(lab_dir "$name")/ssh/id_ed25519 }
 nodes:
 EOF
@@ -710,7 +710,7 @@ EOF
 		i=$((i + 1))
 		role=worker
 		((i <= LAB_CONTROL_PLANES)) && role=control-plane
-		echo "  - { name: $node, address: 10.99.$LAB_INDEX.$((10 + i)), role: $role }"
+		echo "  - { name: $node, address: 10.200.$LAB_INDEX.$((10 + i)), role: $role }"
 	done
 }
 

@@ -1,5 +1,5 @@
 //! The one place lab indexes are handed out. A lab's index picks its subnet
-//! (`10.99.<index>.0/24`) and its interface names (`khl<index>br`, `khl<index>n<i>`), so two labs
+//! (`10.200.<index>.0/24`) and its interface names (`khl<index>br`, `khl<index>n<i>`), so two labs
 //! alive at once must never share one. Each test that builds its own lab takes a constant from
 //! here (append a line; never reuse a number) and a lab name of its own. [`super::Lab::up`] waits
 //! while another lab of this process holds the index, so a clash serialises tests, never breaks

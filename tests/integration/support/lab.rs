@@ -48,7 +48,7 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Builds lab `name` on subnet `10.99.<index>.0/24` with nodes `cp1..cpN` then `w1..wM`,
+    /// Builds lab `name` on subnet `10.200.<index>.0/24` with nodes `cp1..cpN` then `w1..wM`,
     /// and returns once every node's sshd accepts connections. Take `index` from
     /// [`super::indexes`]. Panics with lab.sh's output if the lab cannot be built.
     pub fn up(name: &str, index: u8, control_planes: usize, workers: usize) -> Lab {
@@ -79,7 +79,7 @@ impl Lab {
             .zip(11u8..)
             .map(|((name, role), host)| LabNode {
                 name,
-                address: Ipv4Addr::new(10, 99, index, host),
+                address: Ipv4Addr::new(10, 200, index, host),
                 role,
             })
             .collect();
@@ -131,14 +131,14 @@ impl Lab {
         self.node(node).address
     }
 
-    /// The lab inventory's virtual IP (`10.99.<index>.100`); no node holds it at start.
+    /// The lab inventory's virtual IP (`10.200.<index>.100`); no node holds it at start.
     pub fn vip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, self.index, 100)
+        Ipv4Addr::new(10, 200, self.index, 100)
     }
 
     /// The bridge's own address in the lab subnet (the root namespace's side).
     pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, self.index, 1)
+        Ipv4Addr::new(10, 200, self.index, 1)
     }
 
     pub fn bridge_name(&self) -> String {
@@ -217,7 +217,7 @@ impl Lab {
         else {
             return false;
         };
-        flags & 1 == 1 && has_connected_route(&self.bridge_name(), [10, 99, self.index, 0])
+        flags & 1 == 1 && has_connected_route(&self.bridge_name(), [10, 200, self.index, 0])
     }
 
     /// Bridge up and every node's PID 1 alive.
