@@ -1,1 +1,306 @@
-//! TODO(pki): being written.
+//! The cluster PKI, generated locally with rcgen and laid out exactly as kubeadm
+//! expects under `/etc/kubernetes/pki`, so kubeadm finds every file and generates
+//! nothing. See `docs/pki.md` for the certificate list and the distribution rule.
+//!
+//! Data flows: inventory → [`catalog`] (which certificates, with which names; pure)
+//! → [`lifecycle`] (load from the state directory or create, via [`issue`] for the
+//! crypto, [`inspect`] to judge what is on disk, [`store`] for the files) →
+//! [`ClusterPki`], from which phases take each node's [`PkiFile`]s.
+//!
+//! Nothing here touches the network or the terminal; progress is the returned
+//! [`PkiReport`].
+
+pub mod catalog;
+mod error;
+mod inspect;
+mod issue;
+mod lifecycle;
+mod store;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::inventory::{Inventory, Node, NodeName, Role};
+pub use catalog::Authority;
+pub use error::PkiError;
+pub use inspect::Reissue;
+use lifecycle::Pair;
+
+/// Where kubeadm looks for the PKI on a node.
+pub const REMOTE_DIR: &str = "/etc/kubernetes/pki";
+
+/// One file to place on a node.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PkiFile {
+    pub remote_path: PathBuf,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+    /// A private key: upload by stdin, never show contents or diffs.
+    pub secret: bool,
+}
+
+impl fmt::Debug for PkiFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PkiFile")
+            .field("remote_path", &self.remote_path)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("secret", &self.secret)
+            .field("len", &self.contents.len())
+            .finish()
+    }
+}
+
+/// When one certificate expires, for `khactl certs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertExpiry {
+    /// kubeadm's name (`apiserver`, `etcd/ca`), with the node for per-node certs.
+    pub name: String,
+    pub node: Option<NodeName>,
+    pub is_authority: bool,
+    pub not_after: OffsetDateTime,
+}
+
+/// What `ensure` did with one piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Reused,
+    Reissued(Reissue),
+}
+
+/// What `ensure` generated and what it reused, for progress output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PkiReport {
+    /// In order: the three CAs, `sa`, then every leaf.
+    pub entries: Vec<(String, Outcome)>,
+    /// Things the user should act on that are not errors (a CA expiring soon).
+    pub warnings: Vec<String>,
+}
+
+impl PkiReport {
+    fn push(&mut self, name: &str, outcome: Outcome) {
+        self.entries.push((name.to_owned(), outcome));
+    }
+
+    /// Whether anything on disk changed.
+    pub fn changed(&self) -> bool {
+        self.entries.iter().any(|(_, o)| *o != Outcome::Reused)
+    }
+
+    pub fn outcome(&self, name: &str) -> Option<&Outcome> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, o)| o)
+    }
+}
+
+impl fmt::Display for PkiReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count =
+            |want: fn(&Outcome) -> bool| self.entries.iter().filter(|(_, o)| want(o)).count();
+        let created = count(|o| *o == Outcome::Created);
+        let reused = count(|o| *o == Outcome::Reused);
+        let mut parts = Vec::new();
+        if created > 0 {
+            parts.push(format!("created {created}"));
+        }
+        let reissued: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|(n, o)| match o {
+                Outcome::Reissued(why) => Some(format!("{n} ({why})")),
+                _ => None,
+            })
+            .collect();
+        if !reissued.is_empty() {
+            parts.push(format!("re-issued {}", reissued.join(", ")));
+        }
+        if reused > 0 {
+            parts.push(format!("reused {reused}"));
+        }
+        write!(f, "certificates and keys: {}", parts.join("; "))?;
+        for w in &self.warnings {
+            write!(f, "\nwarning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The loaded PKI: every CA, the service-account keys and every leaf, as the bytes
+/// on disk. Debug output never shows key material.
+pub struct ClusterPki {
+    authorities: PerAuthority<Pair>,
+    service_account: (Vec<u8>, Vec<u8>),
+    leaves: Vec<(catalog::LeafSpec, Pair)>,
+    discovery_hash: String,
+}
+
+impl fmt::Debug for ClusterPki {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterPki")
+            .field("authorities", &Authority::ALL)
+            .field(
+                "leaves",
+                &self
+                    .leaves
+                    .iter()
+                    .map(|(s, _)| s.display_name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("discovery_hash", &self.discovery_hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Load the PKI from `dir` (the cluster's `<state>/pki`), creating what is missing
+/// and re-issuing leaves that no longer match the inventory. CAs and the
+/// service-account key are never replaced. Idempotent: a second call with the same
+/// inventory changes no byte.
+pub fn ensure(dir: &Path, inventory: &Inventory) -> Result<(ClusterPki, PkiReport), PkiError> {
+    ensure_at(dir, inventory, OffsetDateTime::now_utc())
+}
+
+/// [`ensure`] as if the time were `now` (tests age certificates this way).
+pub(crate) fn ensure_at(
+    dir: &Path,
+    inventory: &Inventory,
+    now: OffsetDateTime,
+) -> Result<(ClusterPki, PkiReport), PkiError> {
+    // Inventory-derived problems surface before anything is written.
+    let specs = catalog::leaf_specs(inventory)?;
+    crate::state::private_dir(dir)?;
+    let settings = &inventory.pki;
+    let mut report = PkiReport::default();
+    let mut load = |a| lifecycle::authority(dir, a, settings, now, &mut report);
+    let loaded = PerAuthority {
+        kubernetes: load(Authority::Kubernetes)?,
+        front_proxy: load(Authority::FrontProxy)?,
+        etcd: load(Authority::Etcd)?,
+    };
+    let service_account = lifecycle::service_account(dir, &mut report)?;
+    let mut leaves = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let ca = loaded.get(spec.authority);
+        let pair = lifecycle::leaf(dir, &spec, ca, settings, now, &mut report)?;
+        leaves.push((spec, pair));
+    }
+    let discovery_hash = loaded.kubernetes.spki_pin.clone();
+    let authorities = PerAuthority {
+        kubernetes: loaded.kubernetes.pair,
+        front_proxy: loaded.front_proxy.pair,
+        etcd: loaded.etcd.pair,
+    };
+    Ok((
+        ClusterPki {
+            authorities,
+            service_account,
+            leaves,
+            discovery_hash,
+        },
+        report,
+    ))
+}
+
+/// One value per CA, so no lookup can miss.
+struct PerAuthority<T> {
+    kubernetes: T,
+    front_proxy: T,
+    etcd: T,
+}
+
+impl<T> PerAuthority<T> {
+    fn get(&self, authority: Authority) -> &T {
+        match authority {
+            Authority::Kubernetes => &self.kubernetes,
+            Authority::FrontProxy => &self.front_proxy,
+            Authority::Etcd => &self.etcd,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Authority, &T)> {
+        Authority::ALL.into_iter().map(|a| (a, self.get(a)))
+    }
+}
+
+impl ClusterPki {
+    /// Exactly the files `node` needs, at kubeadm's paths with their modes.
+    ///
+    /// A control-plane node gets the three CAs with their keys (kubeadm signs the
+    /// kubelet's and the kubeconfigs' client certs on every control-plane node), the
+    /// service-account pair, the shared client certs, and its own apiserver and etcd
+    /// certs, never another node's. A worker gets `ca.crt` only: `kubeadm join`
+    /// fetches the rest through discovery. A control-plane node this PKI was not
+    /// built for gets only the shared files; `ensure` with the same inventory always
+    /// covers every control-plane node.
+    pub fn files_for(&self, node: &Node) -> Vec<PkiFile> {
+        let mut files = Vec::new();
+        if node.role == Role::Worker {
+            let ca = &self.authorities.kubernetes;
+            files.push(public(Authority::Kubernetes.base(), ".crt", &ca.cert));
+            return files;
+        }
+        for (a, pair) in self.authorities.iter() {
+            push_pair(&mut files, a.base(), pair);
+        }
+        files.push(secret("sa", ".key", &self.service_account.0));
+        files.push(public("sa", ".pub", &self.service_account.1));
+        for (spec, pair) in &self.leaves {
+            if spec.node.as_ref().is_none_or(|n| *n == node.name) {
+                push_pair(&mut files, spec.base, pair);
+            }
+        }
+        files
+    }
+
+    /// `sha256:<hex>` of the cluster CA's public key, for `kubeadm join
+    /// --discovery-token-ca-cert-hash`.
+    pub fn discovery_hash(&self) -> String {
+        self.discovery_hash.clone()
+    }
+
+    /// The PEM certificate of a CA (for kubeconfigs and clients of etcd).
+    pub fn authority_cert(&self, authority: Authority) -> &[u8] {
+        &self.authorities.get(authority).cert
+    }
+
+    /// Every certificate with its expiry: the CAs first, then the leaves.
+    pub fn expiries(&self) -> Vec<CertExpiry> {
+        let cas = self.authorities.iter().map(|(a, p)| CertExpiry {
+            name: a.base().to_owned(),
+            node: None,
+            is_authority: true,
+            not_after: p.not_after,
+        });
+        let leaves = self.leaves.iter().map(|(s, p)| CertExpiry {
+            name: s.base.to_owned(),
+            node: s.node.clone(),
+            is_authority: false,
+            not_after: p.not_after,
+        });
+        cas.chain(leaves).collect()
+    }
+}
+
+fn push_pair(files: &mut Vec<PkiFile>, base: &str, pair: &Pair) {
+    files.push(public(base, ".crt", &pair.cert));
+    files.push(secret(base, ".key", &pair.key));
+}
+
+fn public(base: &str, ext: &str, contents: &[u8]) -> PkiFile {
+    PkiFile {
+        remote_path: Path::new(REMOTE_DIR).join(format!("{base}{ext}")),
+        contents: contents.to_vec(),
+        mode: store::CERT_MODE,
+        secret: false,
+    }
+}
+
+fn secret(base: &str, ext: &str, contents: &[u8]) -> PkiFile {
+    PkiFile {
+        mode: store::KEY_MODE,
+        secret: true,
+        ..public(base, ext, contents)
+    }
+}

@@ -1,0 +1,431 @@
+//! The certificates a cluster needs, as data: kubeadm's list (`kubeadm certs
+//! check-expiration` shows the same names), with kubeadm's file names, subjects and
+//! subject alternative names, computed from the inventory. No crypto and no I/O here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use super::PkiError;
+use crate::inventory::{Inventory, Node, NodeName};
+
+/// One of the three certificate authorities kubeadm expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Authority {
+    /// `ca`: signs the API server's serving cert, kubelet and user client certs.
+    Kubernetes,
+    /// `front-proxy-ca`: trusted by the aggregation layer only, so a front-proxy client
+    /// cert cannot impersonate a user (kubeadm keeps it separate for that reason).
+    FrontProxy,
+    /// `etcd/ca`: etcd trusts only certs from this CA, so nothing signed by the cluster
+    /// CA (every kubelet holds one) can talk to etcd.
+    Etcd,
+}
+
+impl Authority {
+    pub const ALL: [Authority; 3] = [
+        Authority::Kubernetes,
+        Authority::FrontProxy,
+        Authority::Etcd,
+    ];
+
+    /// kubeadm's base name, relative to the PKI directory (`.crt` / `.key` appended).
+    pub fn base(self) -> &'static str {
+        match self {
+            Authority::Kubernetes => "ca",
+            Authority::FrontProxy => "front-proxy-ca",
+            Authority::Etcd => "etcd/ca",
+        }
+    }
+
+    pub fn common_name(self) -> &'static str {
+        match self {
+            Authority::Kubernetes => "kubernetes",
+            Authority::FrontProxy => "front-proxy-ca",
+            Authority::Etcd => "etcd-ca",
+        }
+    }
+}
+
+/// The cfssl signing profiles of the classic "Kubernetes the hard way"-style guides,
+/// which decide the extended key usages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Server auth + client auth: etcd (since 3.2) also dials out with its serving cert,
+    /// and the guides' server profile always carried both.
+    Server,
+    /// Client auth only.
+    Client,
+    /// Server auth + client auth: etcd members are both ends of every peer connection.
+    Peer,
+}
+
+impl Profile {
+    pub fn server_auth(self) -> bool {
+        matches!(self, Profile::Server | Profile::Peer)
+    }
+
+    pub fn client_auth(self) -> bool {
+        true
+    }
+}
+
+/// Everything that identifies one leaf certificate. Two specs that compare equal
+/// describe interchangeable certificates; that is what makes a leaf reusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafSpec {
+    /// kubeadm's base name relative to the PKI directory (`apiserver`, `etcd/peer`).
+    pub base: &'static str,
+    /// The node a per-node certificate belongs to; `None` for shared ones.
+    pub node: Option<NodeName>,
+    pub authority: Authority,
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    pub profile: Profile,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+impl LeafSpec {
+    /// Where the pair lives in the local state, without extension: shared certs at
+    /// kubeadm's place, per-node certs under `nodes/<node>/` with the same layout.
+    pub fn local_base(&self) -> PathBuf {
+        match &self.node {
+            Some(node) => PathBuf::from("nodes").join(node.as_str()).join(self.base),
+            None => PathBuf::from(self.base),
+        }
+    }
+
+    /// How progress output and `khactl certs` name it: `etcd/peer (cp-1)`.
+    pub fn display_name(&self) -> String {
+        match &self.node {
+            Some(node) => format!("{} ({node})", self.base),
+            None => self.base.to_owned(),
+        }
+    }
+}
+
+/// Every leaf certificate of the cluster, shared ones first, then per control-plane
+/// node in inventory order.
+pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
+    let service_ip = first_service_ip(inventory.networking.service_subnet)?;
+    let mut specs = vec![
+        client(
+            "apiserver-kubelet-client",
+            Authority::Kubernetes,
+            "kube-apiserver-kubelet-client",
+            vec![kubelet_client_group(&inventory.cluster.kubernetes_version).to_owned()],
+        ),
+        client(
+            "front-proxy-client",
+            Authority::FrontProxy,
+            "front-proxy-client",
+            vec![],
+        ),
+        client(
+            "apiserver-etcd-client",
+            Authority::Etcd,
+            "kube-apiserver-etcd-client",
+            vec![],
+        ),
+        client(
+            "etcd/healthcheck-client",
+            Authority::Etcd,
+            "kube-etcd-healthcheck-client",
+            vec![],
+        ),
+    ];
+    for node in inventory.control_plane() {
+        specs.push(LeafSpec {
+            base: "apiserver",
+            node: Some(node.name.clone()),
+            authority: Authority::Kubernetes,
+            common_name: "kube-apiserver".to_owned(),
+            organizations: vec![],
+            profile: Profile::Server,
+            dns_names: apiserver_dns_names(inventory, node),
+            ip_addresses: apiserver_ips(inventory, node, service_ip),
+        });
+        for (base, profile) in [
+            ("etcd/server", Profile::Server),
+            ("etcd/peer", Profile::Peer),
+        ] {
+            // kubeadm: CN and first SAN are the node name, plus loopback in every
+            // form so `etcdctl --endpoints https://127.0.0.1:2379` verifies too.
+            specs.push(LeafSpec {
+                base,
+                node: Some(node.name.clone()),
+                authority: Authority::Etcd,
+                common_name: node.name.to_string(),
+                organizations: vec![],
+                profile,
+                dns_names: vec![node.name.to_string(), "localhost".to_owned()],
+                ip_addresses: dedup(vec![
+                    node.address,
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ]),
+            });
+        }
+    }
+    Ok(specs)
+}
+
+fn client(
+    base: &'static str,
+    authority: Authority,
+    common_name: &str,
+    organizations: Vec<String>,
+) -> LeafSpec {
+    LeafSpec {
+        base,
+        node: None,
+        authority,
+        common_name: common_name.to_owned(),
+        organizations,
+        profile: Profile::Client,
+        dns_names: vec![],
+        ip_addresses: vec![],
+    }
+}
+
+/// The group of the API server's kubelet client cert. kubeadm 1.29 moved it from
+/// `system:masters` (which no RBAC rule can restrict) to `kubeadm:cluster-admins`,
+/// bound to cluster-admin by a ClusterRoleBinding kubeadm creates; older kubeadm
+/// versions do not create that binding, so they keep the old group.
+pub fn kubelet_client_group(kubernetes_version: &str) -> &'static str {
+    let minor = kubernetes_version
+        .trim_start_matches('v')
+        .split('.')
+        .collect::<Vec<_>>();
+    match (minor.first(), minor.get(1)) {
+        (Some(&"1"), Some(m)) => match m.parse::<u32>() {
+            Ok(m) if m < 29 => "system:masters",
+            _ => "kubeadm:cluster-admins",
+        },
+        _ => "kubeadm:cluster-admins",
+    }
+}
+
+/// The API server is reached as the in-cluster service, by the VIP (and its DNS
+/// name) through the load balancer, and directly at every control-plane node: the
+/// agents' health checks and `kubeadm join` dial node addresses. Every control-plane
+/// node is named (not only this one) so a client pinned to any member still verifies.
+fn apiserver_dns_names(inventory: &Inventory, node: &Node) -> Vec<String> {
+    let mut names = vec![node.name.to_string()];
+    names.extend(inventory.control_plane().map(|n| n.name.to_string()));
+    names.extend(["kubernetes", "kubernetes.default", "kubernetes.default.svc"].map(str::to_owned));
+    names.push(format!(
+        "kubernetes.default.svc.{}",
+        inventory.networking.dns_domain
+    ));
+    if let Some(dns) = &inventory.vip.dns_name {
+        names.push(dns.to_string());
+    }
+    dedup(names)
+}
+
+fn apiserver_ips(inventory: &Inventory, node: &Node, service_ip: IpAddr) -> Vec<IpAddr> {
+    let mut ips = vec![service_ip, IpAddr::V4(inventory.vip.address), node.address];
+    ips.extend(inventory.control_plane().map(|n| n.address));
+    dedup(ips)
+}
+
+/// The `kubernetes` service's cluster IP: the service subnet's network address + 1,
+/// which the apiserver allocates to itself.
+pub fn first_service_ip(subnet: IpNet) -> Result<IpAddr, PkiError> {
+    let too_small = || PkiError::ServiceSubnetTooSmall { subnet };
+    let ip = match subnet.network() {
+        IpAddr::V4(n) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(n).checked_add(1).ok_or_else(too_small)?,
+        )),
+        IpAddr::V6(n) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(n).checked_add(1).ok_or_else(too_small)?,
+        )),
+    };
+    if subnet.contains(&ip) {
+        Ok(ip)
+    } else {
+        Err(too_small())
+    }
+}
+
+fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::pki::tests::inventory;
+
+    fn spec<'a>(specs: &'a [LeafSpec], base: &str, node: Option<&str>) -> &'a LeafSpec {
+        specs
+            .iter()
+            .find(|s| s.base == base && s.node.as_ref().map(NodeName::as_str) == node)
+            .unwrap()
+    }
+
+    #[test]
+    fn first_service_ip_is_network_plus_one() {
+        assert_eq!(
+            first_service_ip("10.96.0.0/12".parse().unwrap()).unwrap(),
+            "10.96.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            first_service_ip("10.96.5.7/12".parse().unwrap()).unwrap(),
+            "10.96.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            first_service_ip("fd00:10::/108".parse().unwrap()).unwrap(),
+            "fd00:10::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn rejects_a_service_subnet_without_room() {
+        let err = first_service_ip("10.96.0.7/32".parse().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("networking.serviceSubnet 10.96.0.7/32"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn apiserver_names_the_service_the_vip_and_every_control_plane_node() {
+        let specs = leaf_specs(&inventory(3, 1)).unwrap();
+        let api = spec(&specs, "apiserver", Some("cp-2"));
+        assert_eq!(api.common_name, "kube-apiserver");
+        assert_eq!(
+            api.dns_names,
+            [
+                "cp-2",
+                "cp-1",
+                "cp-3",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "k8s-api.lab.test",
+            ]
+        );
+        let ips: Vec<String> = api.ip_addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            ips,
+            [
+                "10.96.0.1",
+                "10.77.0.100",
+                "10.77.0.12",
+                "10.77.0.11",
+                "10.77.0.13"
+            ]
+        );
+    }
+
+    #[test]
+    fn apiserver_has_no_dns_name_san_when_the_vip_has_none() {
+        let mut inv = inventory(1, 0);
+        inv.vip.dns_name = None;
+        let specs = leaf_specs(&inv).unwrap();
+        assert!(
+            !spec(&specs, "apiserver", Some("cp-1"))
+                .dns_names
+                .iter()
+                .any(|n| n.contains("lab.test"))
+        );
+    }
+
+    #[test]
+    fn etcd_certs_are_named_after_their_node_and_loopback() {
+        let specs = leaf_specs(&inventory(2, 0)).unwrap();
+        for base in ["etcd/server", "etcd/peer"] {
+            let s = spec(&specs, base, Some("cp-2"));
+            assert_eq!(s.common_name, "cp-2");
+            assert_eq!(s.authority, Authority::Etcd);
+            assert_eq!(s.dns_names, ["cp-2", "localhost"]);
+            let ips: Vec<String> = s.ip_addresses.iter().map(ToString::to_string).collect();
+            assert_eq!(ips, ["10.77.0.12", "127.0.0.1", "::1"]);
+        }
+    }
+
+    #[test]
+    fn workers_get_no_per_node_certificates() {
+        let specs = leaf_specs(&inventory(1, 2)).unwrap();
+        assert_eq!(specs.len(), 4 + 3);
+        assert!(
+            specs
+                .iter()
+                .all(|s| s.node.as_ref().is_none_or(|n| n.as_str() == "cp-1"))
+        );
+    }
+
+    #[test]
+    fn client_certificates_follow_kubeadm_subjects() {
+        let specs = leaf_specs(&inventory(1, 0)).unwrap();
+        let subject = |base| {
+            let s = spec(&specs, base, None);
+            assert_eq!(s.profile, Profile::Client);
+            (s.common_name.clone(), s.organizations.clone(), s.authority)
+        };
+        assert_eq!(
+            subject("apiserver-kubelet-client"),
+            (
+                "kube-apiserver-kubelet-client".into(),
+                vec!["kubeadm:cluster-admins".into()],
+                Authority::Kubernetes
+            )
+        );
+        assert_eq!(
+            subject("front-proxy-client"),
+            ("front-proxy-client".into(), vec![], Authority::FrontProxy)
+        );
+        assert_eq!(
+            subject("apiserver-etcd-client"),
+            ("kube-apiserver-etcd-client".into(), vec![], Authority::Etcd)
+        );
+        assert_eq!(
+            subject("etcd/healthcheck-client"),
+            (
+                "kube-etcd-healthcheck-client".into(),
+                vec![],
+                Authority::Etcd
+            )
+        );
+    }
+
+    #[test]
+    fn kubelet_client_group_follows_the_kubeadm_version() {
+        assert_eq!(kubelet_client_group("v1.28.9"), "system:masters");
+        assert_eq!(kubelet_client_group("1.27.0"), "system:masters");
+        assert_eq!(kubelet_client_group("v1.29.0"), "kubeadm:cluster-admins");
+        assert_eq!(kubelet_client_group("v1.31.2"), "kubeadm:cluster-admins");
+        assert_eq!(kubelet_client_group("latest"), "kubeadm:cluster-admins");
+    }
+
+    #[test]
+    fn per_node_certificates_live_under_their_node() {
+        let specs = leaf_specs(&inventory(1, 0)).unwrap();
+        assert_eq!(
+            spec(&specs, "etcd/peer", Some("cp-1")).local_base(),
+            PathBuf::from("nodes/cp-1/etcd/peer")
+        );
+        assert_eq!(
+            spec(&specs, "etcd/healthcheck-client", None).local_base(),
+            PathBuf::from("etcd/healthcheck-client")
+        );
+        assert_eq!(
+            spec(&specs, "etcd/peer", Some("cp-1")).display_name(),
+            "etcd/peer (cp-1)"
+        );
+    }
+}
