@@ -134,7 +134,7 @@ bridge_up() {
 	local flags
 	flags=$(<"/sys/class/net/$br/flags")
 	(((flags & 1) == 1)) || return 1
-	ip -4 -o addr show dev "$br" 2>/dev/null | grep -q " 10\.99\.${LAB_INDEX}\.1/24 "
+	ip -4 -o addr show dev "$br" 2>/dev/null | grep -q " 10\.200\.${LAB_INDEX}\.1/24 "
 }
 
 # --- host-side checks ------------------------------------------------------------------------
@@ -450,6 +450,8 @@ cmd_up() {
 	shift
 	valid_name "$name"
 	parse_shape "$@"
+	# Lab subnets are 10.200.K.0/24: clear of Kubernetes' default service (10.96.0.0/12) and
+	# pod (10.244.0.0/16) ranges, which must not contain node addresses.
 	local idx=$SHAPE_INDEX cps=$SHAPE_CPS workers=$SHAPE_WORKERS
 	check_host
 
