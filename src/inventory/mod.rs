@@ -1,16 +1,28 @@
 //! The inventory: one YAML document (`apiVersion: khactl.io/v1alpha1`, `kind: Inventory`)
-//! that describes the cluster. `load` parses it into typed data ([`model`], with
-//! newtypes from [`types`] that reject bad values while deserializing), then
-//! [`validate`] applies the cross-field rules and returns every problem at once.
-//! Nothing here touches the network: a bad inventory stops khactl before any connection.
+//! that describes the cluster. Nothing here touches the network: a bad inventory stops
+//! khactl before any connection.
+//!
+//! Text flows through [`validate`]: the YAML is parsed to a tree, held against the
+//! document's shape (`schema`, with field-local rules in `checks`), compared across
+//! fields (`rules`), and only then deserialized into the typed [`model`], whose
+//! newtypes ([`types`]) make bad values unrepresentable. Every problem carries its
+//! field path and the line `locate` finds for it (`problems`).
 
+mod checks;
+mod locate;
 pub mod model;
+mod problems;
+mod rules;
+mod schema;
 pub mod types;
-pub mod validate;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use model::*;
+pub use problems::{InventoryError, Problem, Severity, Validated};
 pub use types::{DnsName, NodeName, Port, RouterId};
-pub use validate::{InventoryError, Problem, Severity, Validated};
 
 use std::path::Path;
 
@@ -20,10 +32,10 @@ pub fn load(path: &Path) -> Result<Validated, InventoryError> {
         path: path.to_path_buf(),
         source: e,
     })?;
-    parse(&text)
+    validate::parse_and_validate(&text, Some(path))
 }
 
 /// Parse and validate inventory text.
 pub fn parse(text: &str) -> Result<Validated, InventoryError> {
-    validate::parse_and_validate(text)
+    validate::parse_and_validate(text, None)
 }

@@ -32,7 +32,11 @@ pub struct Inventory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_repository: Option<String>,
     /// Extra sysctls applied on every node, after khactl's own.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub sysctls: BTreeMap<String, String>,
     #[serde(default)]
     pub pki: PkiSettings,
@@ -54,6 +58,12 @@ pub struct Cluster {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Vip {
     pub address: Ipv4Addr,
+    /// Prefix length of the VIP's subnet (e.g. 24), when the user states it; then the
+    /// VIP is checked against that subnet's network and broadcast addresses and the
+    /// control-plane addresses. When absent, the agents take the prefix of the
+    /// interface that holds the node's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_length: Option<u8>,
     /// Interface to hold the VIP on; when absent, the one that holds the node's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
@@ -163,7 +173,11 @@ pub struct Node {
     pub role: Role,
     #[serde(default, skip_serializing_if = "is_default")]
     pub ssh: SshOverrides,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<Taint>,
@@ -177,7 +191,11 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Taint {
     pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub value: Option<String>,
     pub effect: TaintEffect,
 }
@@ -219,7 +237,7 @@ fn default_service_subnet() -> IpNet {
 }
 
 fn default_dns_domain() -> DnsName {
-    DnsName::CLUSTER_LOCAL.clone()
+    DnsName::cluster_local()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -227,6 +245,7 @@ fn default_dns_domain() -> DnsName {
 pub enum KeyType {
     /// RSA 2048, what kubeadm generates and every consumer accepts.
     #[default]
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
     EcdsaP256,
 }
@@ -266,16 +285,71 @@ fn default_leaf_days() -> u32 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubeadmExtras {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub api_server_extra_args: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub controller_manager_extra_args: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub scheduler_extra_args: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub kubelet_extra_args: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub etcd_extra_args: BTreeMap<String, String>,
+}
+
+/// Text the user may write as any YAML scalar: `vm.swappiness: 0`, `v: "2"` and
+/// `enabled: true` all mean the string a program on the node receives.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ScalarText(String);
+
+impl<'de> Deserialize<'de> for ScalarText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde_yaml_ng::Value;
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Self(s)),
+            Value::Number(n) => Ok(Self(n.to_string())),
+            Value::Bool(b) => Ok(Self(b.to_string())),
+            _ => Err(serde::de::Error::custom(
+                "expected a single value (text, number or boolean)",
+            )),
+        }
+    }
+}
+
+/// A map of scalars to scalars, empty when written as `~` or left empty.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map: Option<BTreeMap<ScalarText, ScalarText>> = Option::deserialize(d)?;
+    Ok(map
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.0, v.0))
+        .collect())
+}
+
+fn scalar_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<ScalarText>::deserialize(d)?.map(|s| s.0))
 }
 
 impl Inventory {
@@ -299,7 +373,10 @@ impl Inventory {
             address: node.address,
             user: o.user.clone().unwrap_or_else(|| self.ssh.user.clone()),
             port: o.port.unwrap_or(self.ssh.port),
-            identity_file: o.identity_file.clone().or_else(|| self.ssh.identity_file.clone()),
+            identity_file: o
+                .identity_file
+                .clone()
+                .or_else(|| self.ssh.identity_file.clone()),
             sudo: o.sudo.unwrap_or(self.ssh.sudo),
             bastion: o.bastion.clone().or_else(|| self.ssh.bastion.clone()),
         }

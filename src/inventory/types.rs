@@ -2,7 +2,6 @@
 //! layer holds only valid names, ports and router ids.
 
 use std::fmt;
-use std::sync::LazyLock;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
@@ -31,7 +30,8 @@ impl NodeName {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -41,8 +41,10 @@ fn is_dns_label(s: &str) -> bool {
 pub struct DnsName(String);
 
 impl DnsName {
-    pub static CLUSTER_LOCAL: LazyLock<DnsName> =
-        LazyLock::new(|| DnsName("cluster.local".to_owned()));
+    /// Kubernetes' default cluster DNS domain.
+    pub fn cluster_local() -> Self {
+        Self("cluster.local".to_owned())
+    }
 
     pub fn new(s: &str) -> Result<Self, String> {
         let valid = !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label);
@@ -135,7 +137,8 @@ impl<'de> Deserialize<'de> for DnsName {
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(d)?;
-        let n = u64::try_from(n).map_err(|_| de::Error::custom(format!("invalid port {n}: use 1-65535")))?;
+        let n = u64::try_from(n)
+            .map_err(|_| de::Error::custom(format!("invalid port {n}: use 1-65535")))?;
         Port::new(n).map_err(de::Error::custom)
     }
 }

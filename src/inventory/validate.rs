@@ -1,54 +1,110 @@
-//! Cross-field rules over a parsed inventory. Every rule adds to one list of problems,
-//! each with the path of the field it is about, so the user sees everything at once.
+//! The validation pipeline: YAML syntax → the document's shape (`schema.rs`) → the
+//! cross-field rules (`rules.rs`) → the typed [`Inventory`]. Every stage adds to one
+//! list, so the user sees all problems of a file at once, each with its line.
 
-use std::path::PathBuf;
+use std::path::Path;
 
+use serde_yaml_ng::Value;
+
+use super::locate;
 use super::model::Inventory;
+use super::problems::{Findings, InventoryError, Problem, Validated};
+use super::rules::{self, Draft};
+use super::schema;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
+pub(super) fn parse_and_validate(
+    text: &str,
+    file: Option<&Path>,
+) -> Result<Validated, InventoryError> {
+    let mut found = Findings::default();
+    let root: Value = match serde_yaml_ng::from_str(text) {
+        Ok(root) => root,
+        Err(e) => {
+            found.error_at_line(e.location().map(|l| l.line()), yaml_message(&e, text));
+            return Err(invalid(text, found, file));
+        }
+    };
+    schema::check_document(&root, &mut found);
+    let draft = Draft::from_document(&root, &found);
+    rules::check(&draft, &mut found);
+    if found.has_errors() {
+        return Err(invalid(text, found, file));
+    }
+    // The shape check accepted the document, so the model should too; if the two ever
+    // disagree the model's own error is reported rather than lost.
+    match serde_yaml_ng::from_str::<Inventory>(text) {
+        Ok(inventory) => Ok(Validated {
+            inventory,
+            warnings: located(text, found),
+        }),
+        Err(e) => {
+            found.error_at_line(e.location().map(|l| l.line()), yaml_message(&e, text));
+            Err(invalid(text, found, file))
+        }
+    }
 }
 
-/// One thing wrong (or doubtful) in an inventory, located by its field path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub severity: Severity,
-    /// Field path such as `nodes[2].address`; empty for the document as a whole.
-    pub path: String,
-    /// 1-based line in the file, where the parser gave one.
-    pub line: Option<usize>,
-    pub message: String,
+fn invalid(text: &str, found: Findings, file: Option<&Path>) -> InventoryError {
+    InventoryError::Invalid {
+        file: file.map(Path::to_path_buf),
+        problems: located(text, found),
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("cannot read inventory {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the inventory has {} problem(s)", .0.iter().filter(|p| p.severity == Severity::Error).count())]
-    Invalid(Vec<Problem>),
+/// Problems with their lines, in file order (document-wide ones first).
+fn located(text: &str, found: Findings) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = found
+        .into_vec()
+        .into_iter()
+        .map(|f| Problem {
+            severity: f.severity,
+            line: f.line.or_else(|| locate::line_of(text, &f.path)),
+            path: f.path.to_string(),
+            message: f.message,
+        })
+        .collect();
+    problems.sort_by_key(|p| p.line);
+    problems
 }
 
-/// An inventory that passed every rule, with the warnings it raised.
-#[derive(Debug, Clone)]
-pub struct Validated {
-    pub inventory: Inventory,
-    pub warnings: Vec<Problem>,
+/// The parser's message, without the position (the problem carries the line) and with
+/// a hint for the usual causes.
+fn yaml_message(e: &serde_yaml_ng::Error, text: &str) -> String {
+    let message = e.to_string();
+    if message.contains("more than one document") {
+        return "the file holds more than one YAML document (a `---` line between two); an \
+                inventory is a single document"
+            .to_owned();
+    }
+    if message.contains("as u128") || message.contains("as i128") {
+        return "a number in the file is too large for any field".to_owned();
+    }
+    if let Some(key) = message.strip_prefix("duplicate entry with key ") {
+        return format!(
+            "the key {} appears twice in one mapping; keep one",
+            strip_position(key)
+        );
+    }
+    let line_has_tab = e
+        .location()
+        .and_then(|l| text.lines().nth(l.line().saturating_sub(1)))
+        .is_some_and(|line| line.contains('\t'));
+    if line_has_tab && message.contains("cannot start any token") {
+        return "a tab character: YAML indents with spaces only".to_owned();
+    }
+    strip_position(&message).to_owned()
 }
 
-pub(super) fn parse_and_validate(text: &str) -> Result<Validated, InventoryError> {
-    let inventory: Inventory = serde_yaml_ng::from_str(text).map_err(|e| {
-        InventoryError::Invalid(vec![Problem {
-            severity: Severity::Error,
-            path: String::new(),
-            line: e.location().map(|l| l.line()),
-            message: e.to_string(),
-        }])
-    })?;
-    Ok(Validated { inventory, warnings: Vec::new() })
+/// Drops a trailing " at line N column M".
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at)
+            if message[at + 9..]
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            &message[..at]
+        }
+        _ => message,
+    }
 }

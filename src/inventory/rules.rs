@@ -1,0 +1,419 @@
+//! Rules that compare fields: unique node names and addresses, the VIP against the
+//! nodes and subnets, control-plane count and etcd quorum, overlapping ranges, sudo
+//! for non-root users, certificate lifetimes. They run over a [`Draft`]: every section
+//! that parsed on its own, so one typo in `nodes[1]` does not hide a duplicate address
+//! in `nodes[3]`. A rule whose inputs did not parse is skipped, never guessed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use super::model::{KubeadmExtras, Networking, Node, PkiSettings, Role, SshDefaults, Vip};
+use super::problems::{FieldPath, Findings};
+
+/// The parts of the document that parsed cleanly, by section.
+#[derive(Debug, Default)]
+pub(super) struct Draft {
+    pub vip: Option<Vip>,
+    pub ssh: Option<SshDefaults>,
+    /// One entry per item of `nodes`, `None` where that item has errors; `None` as a
+    /// whole when `nodes` is not a list.
+    pub nodes: Option<Vec<Option<Node>>>,
+    pub networking: Option<Networking>,
+    pub pki: Option<PkiSettings>,
+    /// The sysctl names as written.
+    pub sysctls: Vec<String>,
+    pub kubeadm: Option<KubeadmExtras>,
+    /// The `networking` fields the user wrote (the others hold defaults).
+    pub networking_written: Vec<String>,
+}
+
+impl Draft {
+    pub(super) fn from_document(root: &Value, found: &Findings) -> Self {
+        let Value::Mapping(map) = root else {
+            return Self::default();
+        };
+        let root_path = FieldPath::root();
+        // A section left out takes its default, as in the model; one with errors is absent.
+        let section = |key: &str, default: Option<Value>| -> Option<Value> {
+            let path = root_path.key(key);
+            match map.get(key) {
+                None => default,
+                Some(_) if found.has_error_under(&path) => None,
+                Some(v) => Some(v.clone()),
+            }
+        };
+        let empty = || Some(Value::Mapping(Default::default()));
+        let nodes = match map.get("nodes") {
+            Some(Value::Sequence(items)) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let path = root_path.key("nodes").index(i);
+                        if found.has_error_under(&path) {
+                            None
+                        } else {
+                            typed(item.clone())
+                        }
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Self {
+            vip: section("vip", None).and_then(typed),
+            ssh: section("ssh", empty()).and_then(typed),
+            nodes,
+            networking: section("networking", empty()).and_then(typed),
+            pki: section("pki", empty()).and_then(typed),
+            sysctls: match section("sysctls", None) {
+                Some(Value::Mapping(m)) => {
+                    m.keys().filter_map(super::checks::scalar_text).collect()
+                }
+                _ => Vec::new(),
+            },
+            kubeadm: section("kubeadm", empty()).and_then(typed),
+            networking_written: match map.get("networking") {
+                Some(Value::Mapping(m)) => m
+                    .keys()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// The nodes with their index, when every one of them parsed (counting rules would
+    /// mislead otherwise).
+    fn all_nodes(&self) -> Option<Vec<(usize, &Node)>> {
+        self.nodes
+            .as_ref()?
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.as_ref().map(|n| (i, n)))
+            .collect()
+    }
+
+    fn parsed_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.nodes
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+    }
+}
+
+fn typed<T: DeserializeOwned>(v: Value) -> Option<T> {
+    serde_yaml_ng::from_value(v).ok()
+}
+
+fn node_path(i: usize) -> FieldPath {
+    FieldPath::root().key("nodes").index(i)
+}
+
+fn who(i: usize, node: &Node) -> String {
+    format!("nodes[{i}] ({})", node.name)
+}
+
+pub(super) fn check(d: &Draft, out: &mut Findings) {
+    control_plane_count(d, out);
+    unique_nodes(d, out);
+    vip_against_nodes(d, out);
+    subnets(d, out);
+    pod_subnet_room(d, out);
+    sudo_for_non_root(d, out);
+    certificate_lifetimes(d, out);
+    sysctl_spellings(d, out);
+}
+
+/// etcd needs a majority of members to accept writes: with n members it survives
+/// (n-1)/2 failures, so an even n survives no more than n-1 would.
+fn control_plane_count(d: &Draft, out: &mut Findings) {
+    let Some(nodes) = d.all_nodes() else { return };
+    let path = FieldPath::root().key("nodes");
+    if nodes.is_empty() {
+        out.error(
+            &path,
+            "the list of nodes is empty; add at least one node with `role: control-plane`",
+        );
+        return;
+    }
+    let cps = nodes
+        .iter()
+        .filter(|(_, n)| n.role == Role::ControlPlane)
+        .count();
+    if cps == 0 {
+        out.error(
+            &path,
+            "no node has `role: control-plane`; the cluster needs at least one (three to survive \
+             the loss of one)",
+        );
+    } else if cps % 2 == 0 {
+        let tolerated = (cps - 1) / 2;
+        let failures = if tolerated == 0 {
+            "no failure".to_owned()
+        } else {
+            format!("only {tolerated} failure(s), like {}", cps - 1)
+        };
+        out.warning(
+            &path,
+            format!(
+                "{cps} control-plane nodes: etcd needs {} of {cps} members for quorum, so they \
+                 tolerate {failures}; an odd number ({}) is the usual choice",
+                cps / 2 + 1,
+                cps + 1
+            ),
+        );
+    }
+}
+
+fn unique_nodes(d: &Draft, out: &mut Findings) {
+    unique(d, "name", |n| n.name.to_string(), out);
+    unique(d, "address", |n| n.address.to_string(), out);
+}
+
+/// Reports every node whose `field` repeats an earlier node's, naming that node.
+fn unique(d: &Draft, field: &str, value: impl Fn(&Node) -> String, out: &mut Findings) {
+    let mut first: HashMap<String, (usize, &Node)> = HashMap::new();
+    for (i, node) in d.parsed_nodes() {
+        let v = value(node);
+        match first.get(&v) {
+            Some((j, owner)) => out.error(
+                &node_path(i).key(field),
+                format!(
+                    "{v} is also the {field} of {}; give each node its own {field}",
+                    who(*j, owner)
+                ),
+            ),
+            None => {
+                first.insert(v, (i, node));
+            }
+        }
+    }
+}
+
+fn vip_against_nodes(d: &Draft, out: &mut Findings) {
+    let Some(vip) = &d.vip else { return };
+    let vip_path = FieldPath::root().key("vip");
+    for (i, node) in d.parsed_nodes() {
+        if node.address == IpAddr::V4(vip.address) {
+            out.error(
+                &vip_path.key("address"),
+                format!(
+                    "{} is also the address of {}; the VIP must be a free address on the \
+                     control-plane nodes' subnet",
+                    vip.address,
+                    who(i, node)
+                ),
+            );
+        }
+    }
+    // /31 and /32 have no network or broadcast address (RFC 3021).
+    let Some(len) = vip.prefix_length else { return };
+    let Ok(net) = Ipv4Net::new(vip.address, len) else {
+        return;
+    };
+    let special = if vip.address == net.network() {
+        Some("network")
+    } else if vip.address == net.broadcast() {
+        Some("broadcast")
+    } else {
+        None
+    };
+    if let Some(which) = special.filter(|_| len <= 30) {
+        out.error(
+            &vip_path.key("address"),
+            format!(
+                "{} is the {which} address of {}; pick a host address",
+                vip.address,
+                net.trunc()
+            ),
+        );
+    }
+    // VRRP advertisements are link-local multicast: every holder of the VIP must be on it.
+    for (i, node) in d
+        .parsed_nodes()
+        .filter(|(_, n)| n.role == Role::ControlPlane)
+    {
+        let inside = match node.address {
+            IpAddr::V4(a) => net.contains(&a),
+            IpAddr::V6(_) => false,
+        };
+        if !inside {
+            out.error(
+                &node_path(i).key("address"),
+                format!(
+                    "control-plane node {} is outside the VIP's subnet {}; the VIP moves between \
+                     control-plane nodes on one segment (or correct vip.prefixLength)",
+                    node.address,
+                    net.trunc()
+                ),
+            );
+        }
+    }
+}
+
+fn subnets(d: &Draft, out: &mut Findings) {
+    let Some(net) = &d.networking else { return };
+    let path = FieldPath::root().key("networking");
+    let (pods, services) = (net.pod_subnet, net.service_subnet);
+    if matches!(
+        (pods, services),
+        (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))
+    ) {
+        out.error(
+            &path.key("serviceSubnet"),
+            format!("{services} and podSubnet {pods} are of different IP families; khactl builds single-stack clusters"),
+        );
+    } else if pods.contains(&services.network()) || services.contains(&pods.network()) {
+        out.error(
+            &path.key("serviceSubnet"),
+            format!("{services} overlaps podSubnet {pods}; pods and services need separate ranges"),
+        );
+    }
+    for (name, subnet) in [("podSubnet", pods), ("serviceSubnet", services)] {
+        let mut clashes: Vec<String> = d
+            .parsed_nodes()
+            .filter(|(_, n)| subnet.contains(&n.address))
+            .map(|(i, n)| format!("{} {}", who(i, n), n.address))
+            .collect();
+        if let Some(vip) = &d.vip
+            && subnet.contains(&IpAddr::V4(vip.address))
+        {
+            clashes.push(format!("the VIP {}", vip.address));
+        }
+        if !clashes.is_empty() {
+            let default = if d.networking_written.iter().any(|w| w == name) {
+                ""
+            } else {
+                " (the default; set it to a range no machine uses)"
+            };
+            out.error(
+                &path.key(name),
+                format!(
+                    "{subnet}{default} contains {}; cluster ranges must not include machine \
+                     addresses, or traffic to them is routed into the cluster",
+                    clashes.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// kubeadm turns on node CIDR allocation when a pod subnet is set, and the controller
+/// manager carves a /24 (IPv4) or /64 (IPv6) per node out of it unless told otherwise.
+fn pod_subnet_room(d: &Draft, out: &mut Findings) {
+    let (Some(net), Some(kubeadm)) = (&d.networking, &d.kubeadm) else {
+        return;
+    };
+    let cm = &kubeadm.controller_manager_extra_args;
+    if cm.keys().any(|k| k.starts_with("node-cidr-mask-size")) {
+        return;
+    }
+    let pods = net.pod_subnet;
+    let per_node = match pods {
+        IpNet::V4(_) => 24,
+        IpNet::V6(_) => 64,
+    };
+    let path = FieldPath::root().key("networking").key("podSubnet");
+    if pods.prefix_len() > per_node {
+        out.error(
+            &path,
+            format!(
+                "{pods} is smaller than the /{per_node} each node gets; use a /{} or larger range, \
+                 e.g. 10.244.0.0/16",
+                per_node - 8
+            ),
+        );
+        return;
+    }
+    let room = 1u128 << u32::from(per_node - pods.prefix_len()).min(100);
+    let nodes = d.nodes.as_ref().map_or(0, Vec::len) as u128;
+    if room < nodes {
+        out.warning(
+            &path,
+            format!(
+                "{pods} has room for {room} node(s) at a /{per_node} each, but {nodes} are listed"
+            ),
+        );
+    }
+}
+
+/// khactl writes files under /etc and loads sysctls: every node needs root, directly or
+/// through passwordless sudo.
+fn sudo_for_non_root(d: &Draft, out: &mut Findings) {
+    let Some(ssh) = &d.ssh else { return };
+    let mut default_reported = false;
+    for (i, node) in d.parsed_nodes() {
+        let user = node.ssh.user.as_deref().unwrap_or(&ssh.user);
+        let sudo = node.ssh.sudo.unwrap_or(ssh.sudo);
+        if user == "root" || sudo {
+            continue;
+        }
+        if node.ssh.user.is_none() && node.ssh.sudo.is_none() {
+            if !default_reported {
+                default_reported = true;
+                out.error(
+                    &FieldPath::root().key("ssh").key("user"),
+                    format!(
+                        "user {user:?} is not root and ssh.sudo is false; khactl needs root on every \
+                         node: set `ssh.sudo: true` (passwordless sudo) or log in as root"
+                    ),
+                );
+            }
+        } else {
+            out.error(
+                &node_path(i).key("ssh"),
+                format!(
+                    "{} logs in as {user:?}, not root, without sudo; set `sudo: true` in this \
+                     node's ssh (or `ssh.sudo: true`) or log in as root",
+                    node.name
+                ),
+            );
+        }
+    }
+}
+
+fn certificate_lifetimes(d: &Draft, out: &mut Findings) {
+    let Some(pki) = &d.pki else { return };
+    if pki.cert_validity_days > pki.ca_validity_days {
+        out.error(
+            &FieldPath::root().key("pki").key("certValidityDays"),
+            format!(
+                "{} days outlives the CA ({} days, caValidityDays); a certificate is worthless once \
+                 its CA expires",
+                pki.cert_validity_days, pki.ca_validity_days
+            ),
+        );
+    }
+}
+
+/// sysctl(8) reads `a/b.c/d` as `a.b/c.d`: slashes separate, dots are part of a name.
+fn dotted(key: &str) -> String {
+    if !key.contains('/') {
+        return key.to_owned();
+    }
+    key.chars()
+        .map(|c| match c {
+            '/' => '.',
+            '.' => '/',
+            c => c,
+        })
+        .collect()
+}
+
+fn sysctl_spellings(d: &Draft, out: &mut Findings) {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for key in &d.sysctls {
+        if let Some(first) = seen.insert(dotted(key), key) {
+            out.error(
+                &FieldPath::root().key("sysctls").key(key),
+                format!("{key:?} is the same sysctl as {first:?}; write it once"),
+            );
+        }
+    }
+}

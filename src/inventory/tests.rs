@@ -1,0 +1,639 @@
+//! The inventory's specification as tests: the examples in `inventories/` validate,
+//! every broken inventory in `tests/inventories/broken/` is rejected with the problem
+//! its name describes (path, message and line), odd input never panics, and the typed
+//! model resolves defaults and per-node overrides as documented.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn repo_dir(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(sub)
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn problems_of(result: Result<Validated, InventoryError>) -> Vec<Problem> {
+    match result {
+        Err(InventoryError::Invalid { problems, .. }) => problems,
+        Err(other) => panic!("expected an invalid inventory, got {other}"),
+        Ok(v) => panic!(
+            "expected an invalid inventory, it validated (warnings: {:?})",
+            v.warnings
+        ),
+    }
+}
+
+/// Files in `inventories/` that validate with a warning, and a fragment of it.
+const EXPECTED_WARNINGS: &[(&str, &str)] = &[(
+    "keepalived-guide-two-masters.yaml",
+    "2 control-plane nodes: etcd needs 2 of 2 members",
+)];
+
+#[test]
+fn every_example_inventory_validates() {
+    let files = yaml_files(&repo_dir("inventories"));
+    assert!(files.len() >= 3, "examples missing: {files:?}");
+    for file in files {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let validated = load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let expected = EXPECTED_WARNINGS.iter().find(|(f, _)| *f == name);
+        match expected {
+            None => assert!(
+                validated.warnings.is_empty(),
+                "{name}: {:?}",
+                validated.warnings
+            ),
+            Some((_, fragment)) => {
+                assert_eq!(
+                    validated.warnings.len(),
+                    1,
+                    "{name}: {:?}",
+                    validated.warnings
+                );
+                assert!(
+                    validated.warnings[0].message.contains(fragment),
+                    "{:?}",
+                    validated.warnings
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_full_example_reads_as_documented() {
+    let v = load(&repo_dir("inventories/three-masters-two-workers.yaml")).unwrap();
+    let inv = v.inventory;
+    assert_eq!(inv.control_plane().count(), 3);
+    assert_eq!(inv.workers().count(), 2);
+    assert_eq!(inv.vip.prefix_length, Some(24));
+    assert_eq!(inv.pki.key_type, KeyType::EcdsaP256);
+    // Numbers in free-form maps arrive as the text a program on the node receives.
+    assert_eq!(inv.sysctls["vm.swappiness"], "0");
+    assert_eq!(inv.kubeadm.kubelet_extra_args["max-pods"], "150");
+    let w2 = inv.node("w2").unwrap();
+    assert_eq!(w2.taints[0].value.as_deref(), Some("true"));
+    assert_eq!(w2.taints[0].effect, TaintEffect::NoSchedule);
+}
+
+#[test]
+fn left_out_fields_take_their_documented_defaults() {
+    let inv = load(&repo_dir("inventories/minimal.yaml"))
+        .unwrap()
+        .inventory;
+    assert_eq!(inv.vip.router_id, RouterId::DEFAULT);
+    assert_eq!(inv.vip.port.get(), 8443);
+    assert_eq!(
+        (inv.ssh.user.as_str(), inv.ssh.port.get(), inv.ssh.sudo),
+        ("root", 22, false)
+    );
+    assert_eq!(inv.networking.pod_subnet.to_string(), "10.244.0.0/16");
+    assert_eq!(inv.networking.service_subnet.to_string(), "10.96.0.0/12");
+    assert_eq!(inv.networking.dns_domain.as_str(), "cluster.local");
+    assert_eq!(inv.pki, PkiSettings::default());
+    assert_eq!(inv.pki.key_type, KeyType::Rsa2048);
+    assert_eq!(
+        (inv.pki.ca_validity_days, inv.pki.cert_validity_days),
+        (3650, 365)
+    );
+}
+
+#[test]
+fn ssh_for_puts_node_overrides_over_the_defaults() {
+    let inv = load(&repo_dir("inventories/three-masters-two-workers.yaml"))
+        .unwrap()
+        .inventory;
+    let cp1 = inv.ssh_for(inv.node("cp1").unwrap());
+    assert_eq!(
+        (cp1.user.as_str(), cp1.port.get(), cp1.sudo),
+        ("debian", 22, true)
+    );
+    assert_eq!(
+        cp1.identity_file.as_deref(),
+        Some(Path::new("~/.ssh/id_ed25519"))
+    );
+    assert_eq!(cp1.bastion.as_ref().unwrap().address, "bastion.example.com");
+    let cp3 = inv.ssh_for(inv.node("cp3").unwrap());
+    assert_eq!(cp3.port.get(), 2022);
+    assert_eq!(cp3.address.to_string(), "192.168.10.13");
+    assert!(inv.node("nope").is_none());
+}
+
+struct Case {
+    file: &'static str,
+    path: &'static str,
+    fragment: &'static str,
+    line: Option<usize>,
+}
+
+const fn case(
+    file: &'static str,
+    path: &'static str,
+    fragment: &'static str,
+    line: Option<usize>,
+) -> Case {
+    Case {
+        file,
+        path,
+        fragment,
+        line,
+    }
+}
+
+/// Each broken inventory, the problem it must raise (among possibly others): field
+/// path, a distinctive part of the message, and the line where the user finds it.
+const CASES: &[Case] = &[
+    case(
+        "unknown-field-typo",
+        "nodes[0].adress",
+        "did you mean `address`?",
+        Some(8),
+    ),
+    case(
+        "unknown-top-level-field",
+        "node",
+        "did you mean `nodes`?",
+        Some(6),
+    ),
+    case(
+        "snake-case-field",
+        "vip.router_id",
+        "did you mean `routerId`?",
+        Some(5),
+    ),
+    case(
+        "wrong-api-version",
+        "apiVersion",
+        "this khactl reads `apiVersion: khactl.io/v1alpha1`",
+        Some(2),
+    ),
+    case("wrong-kind", "kind", "`kind: Inventory`", Some(3)),
+    case(
+        "duplicate-node-names",
+        "nodes[1].name",
+        "cp1 is also the name of nodes[0] (cp1)",
+        Some(8),
+    ),
+    case(
+        "duplicate-node-addresses",
+        "nodes[2].address",
+        "10.0.0.11 is also the address of nodes[0] (cp1); give each node its own address",
+        Some(14),
+    ),
+    case(
+        "vip-is-a-node-address",
+        "vip.address",
+        "also the address of nodes[1] (cp2)",
+        Some(5),
+    ),
+    case(
+        "vip-is-network-address",
+        "vip.address",
+        "network address of 10.0.0.0/24",
+        Some(5),
+    ),
+    case(
+        "vip-is-broadcast-address",
+        "vip.address",
+        "broadcast address of 10.0.0.0/24",
+        Some(6),
+    ),
+    case(
+        "vip-with-prefix-in-address",
+        "vip.address",
+        "`vip.prefixLength: 24`",
+        Some(5),
+    ),
+    case(
+        "control-plane-outside-vip-subnet",
+        "nodes[2].address",
+        "outside the VIP's subnet",
+        Some(9),
+    ),
+    case(
+        "no-control-plane",
+        "nodes",
+        "no node has `role: control-plane`",
+        Some(6),
+    ),
+    case(
+        "unknown-role",
+        "nodes[0].role",
+        "expected `control-plane` or `worker`",
+        Some(7),
+    ),
+    case(
+        "empty-node-list",
+        "nodes",
+        "the list of nodes is empty",
+        Some(6),
+    ),
+    case("router-id-zero", "vip.routerId", "use 1-255", Some(5)),
+    case(
+        "router-id-too-large",
+        "vip.routerId",
+        "invalid VRRP router id 256",
+        Some(7),
+    ),
+    case(
+        "ssh-port-out-of-range",
+        "ssh.port",
+        "invalid port 70000: use 1-65535",
+        Some(7),
+    ),
+    case(
+        "lb-port-is-apiserver-port",
+        "vip.port",
+        "put the load balancer on 8443 or 16443",
+        Some(5),
+    ),
+    case(
+        "invalid-node-name",
+        "nodes[0].name",
+        "invalid name \"CP_1\"",
+        Some(7),
+    ),
+    case(
+        "invalid-dns-name",
+        "vip.dnsName",
+        "invalid DNS name \"k8s_api.local\"",
+        Some(5),
+    ),
+    case(
+        "invalid-node-address",
+        "nodes[0].address",
+        "not an IP address",
+        Some(7),
+    ),
+    case(
+        "bad-kubernetes-version",
+        "cluster.kubernetesVersion",
+        "e.g. v1.31.2",
+        Some(6),
+    ),
+    case(
+        "pod-and-service-subnets-overlap",
+        "networking.serviceSubnet",
+        "overlaps podSubnet 10.64.0.0/10",
+        Some(12),
+    ),
+    case(
+        "pod-subnet-contains-nodes",
+        "networking.podSubnet",
+        "contains nodes[0] (cp1) 10.0.0.11",
+        Some(11),
+    ),
+    case(
+        "pod-subnet-contains-nodes",
+        "networking.podSubnet",
+        "the VIP 10.0.0.100",
+        Some(11),
+    ),
+    case(
+        "service-subnet-too-small",
+        "networking.serviceSubnet",
+        "tenth for cluster DNS",
+        Some(11),
+    ),
+    case(
+        "subnet-with-host-bits",
+        "networking.serviceSubnet",
+        "write the network itself: 10.96.0.0/12",
+        Some(11),
+    ),
+    case(
+        "pod-subnet-smaller-than-node-range",
+        "networking.podSubnet",
+        "smaller than the /24 each node gets",
+        Some(11),
+    ),
+    case(
+        "bad-sysctl-key",
+        "sysctls[\"net.ipv4.ip_forward=1\"]",
+        "is not a sysctl name",
+        Some(11),
+    ),
+    case(
+        "multiline-sysctl-value",
+        "sysctls[\"vm.swappiness\"]",
+        "write it on one line",
+        Some(11),
+    ),
+    case(
+        "same-sysctl-twice",
+        "sysctls[\"net/ipv4/ip_forward\"]",
+        "the same sysctl as \"net.ipv4.ip_forward\"",
+        Some(12),
+    ),
+    case(
+        "bad-label-key",
+        "nodes[0].labels[\"-team\"]",
+        "is not a valid key",
+        Some(11),
+    ),
+    case(
+        "bad-taint-effect",
+        "nodes[0].taints[0].effect",
+        "`NoSchedule`, `PreferNoSchedule`, `NoExecute`",
+        Some(11),
+    ),
+    case(
+        "empty-bastion-address",
+        "ssh.bastion.address",
+        "the bastion address is empty",
+        Some(8),
+    ),
+    case(
+        "ssh-user-with-host",
+        "ssh.user",
+        "write only the login name",
+        Some(7),
+    ),
+    case(
+        "non-root-without-sudo",
+        "ssh.user",
+        "set `ssh.sudo: true`",
+        Some(7),
+    ),
+    case(
+        "node-override-without-sudo",
+        "nodes[0].ssh",
+        "set `sudo: true` in this node's ssh",
+        Some(7),
+    ),
+    case(
+        "identity-file-is-public-key",
+        "ssh.identityFile",
+        "point at the private key",
+        Some(7),
+    ),
+    case(
+        "extra-arg-with-dashes",
+        "kubeadm.apiServerExtraArgs[\"--audit-log-maxage\"]",
+        "write \"audit-log-maxage\" without the leading dashes",
+        Some(12),
+    ),
+    case(
+        "cert-outlives-ca",
+        "pki.certValidityDays",
+        "outlives the CA",
+        Some(12),
+    ),
+    case(
+        "unknown-key-type",
+        "pki.keyType",
+        "expected `rsa-2048` or `ecdsa-p256`",
+        Some(11),
+    ),
+    case("missing-vip", "vip", "missing field `vip`", None),
+    case("empty-file", "", "the inventory is empty", None),
+    case("list-at-top-level", "", "must be a mapping of fields", None),
+    case(
+        "tab-indentation",
+        "",
+        "YAML indents with spaces only",
+        Some(4),
+    ),
+    case("huge-number", "", "too large", Some(7)),
+    case("two-documents", "", "more than one YAML document", None),
+    case(
+        "duplicate-yaml-key",
+        "",
+        "the key \"vip\" appears twice",
+        Some(2),
+    ),
+    case(
+        "node-is-not-a-mapping",
+        "nodes[1]",
+        "expected a mapping with `name`, `address`, `role`",
+        Some(6),
+    ),
+    // Several independent mistakes in one file: each is reported, in file order.
+    case("many-mistakes", "vip.routerId", "use 1-255", Some(5)),
+    case("many-mistakes", "ssh.user", "set `ssh.sudo: true`", Some(6)),
+    case(
+        "many-mistakes",
+        "nodes[1].adress",
+        "did you mean `address`?",
+        Some(9),
+    ),
+    case(
+        "many-mistakes",
+        "nodes[2].address",
+        "also the address of nodes[0] (cp1)",
+        Some(10),
+    ),
+    case(
+        "many-mistakes",
+        "networking.serviceSubnet",
+        "overlaps podSubnet 10.96.0.0/16",
+        Some(11),
+    ),
+    case(
+        "many-mistakes",
+        "kubeadm.schedulerExtraArgs[\"--v\"]",
+        "without the leading dashes",
+        Some(15),
+    ),
+];
+
+fn broken(name: &str) -> PathBuf {
+    repo_dir("tests/inventories/broken").join(format!("{name}.yaml"))
+}
+
+#[test]
+fn each_broken_inventory_reports_its_problem_at_its_path_and_line() {
+    let mut failures = Vec::new();
+    for c in CASES {
+        let result = load(&broken(c.file));
+        let rendered = match &result {
+            Err(e) => e.render(),
+            Ok(_) => String::new(),
+        };
+        let problems = problems_of(result);
+        let hit = problems.iter().find(|p| {
+            p.severity == Severity::Error && p.path == c.path && p.message.contains(c.fragment)
+        });
+        match hit {
+            None => failures.push(format!(
+                "{}: no error at {:?} with {:?}\n{rendered}",
+                c.file, c.path, c.fragment
+            )),
+            Some(p) if c.line.is_some() && p.line != c.line => failures.push(format!(
+                "{}: {:?} at line {:?}, expected {:?}",
+                c.file, c.path, p.line, c.line
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_file_with_several_mistakes_reports_exactly_those() {
+    let problems = problems_of(load(&broken("many-mistakes")));
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "vip.routerId",
+            "ssh.user",
+            "nodes[1].adress",
+            "nodes[2].address",
+            "networking.serviceSubnet",
+            "kubeadm.schedulerExtraArgs[\"--v\"]",
+        ]
+    );
+}
+
+#[test]
+fn every_broken_file_has_a_case_and_every_case_a_file() {
+    for file in yaml_files(&repo_dir("tests/inventories/broken")) {
+        let stem = file.file_stem().unwrap().to_str().unwrap();
+        assert!(
+            CASES.iter().any(|c| c.file == stem),
+            "{stem}.yaml has no case in CASES"
+        );
+    }
+    for c in CASES {
+        assert!(broken(c.file).is_file(), "{} has no file", c.file);
+    }
+    assert!(CASES.len() >= 20);
+}
+
+#[test]
+fn the_rendered_error_names_the_file_and_lists_each_problem() {
+    let path = broken("duplicate-node-addresses");
+    let text = load(&path).unwrap_err().render();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("{} is not a valid inventory: 1 error", path.display())
+    );
+    assert_eq!(
+        lines.next().unwrap(),
+        "  error: nodes[2].address (line 14): 10.0.0.11 is also the address of nodes[0] (cp1); \
+         give each node its own address"
+    );
+    assert_eq!(lines.next(), None);
+}
+
+#[test]
+fn a_missing_file_says_what_to_do() {
+    let err = load(Path::new("/nonexistent/inventory.yaml")).unwrap_err();
+    assert!(matches!(err, InventoryError::Read { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("/nonexistent/inventory.yaml") && text.contains("hint: check the path"),
+        "{text}"
+    );
+    assert!(err.problems().is_empty());
+}
+
+#[test]
+fn warnings_alone_do_not_reject_an_inventory() {
+    let v = load(&repo_dir("inventories/keepalived-guide-two-masters.yaml")).unwrap();
+    let w = &v.warnings[0];
+    assert_eq!(
+        (w.severity, w.path.as_str(), w.line),
+        (Severity::Warning, "nodes", Some(20))
+    );
+    assert!(w.message.contains("tolerate no failure"), "{}", w.message);
+}
+
+#[test]
+fn four_control_plane_nodes_tolerate_no_more_than_three() {
+    let text = "apiVersion: khactl.io/v1alpha1\nkind: Inventory\ncluster: { name: t, kubernetesVersion: v1.31.2 }\n\
+                vip: { address: 10.0.0.100 }\nnodes:\n\
+                - { name: a, address: 10.0.0.1, role: control-plane }\n\
+                - { name: b, address: 10.0.0.2, role: control-plane }\n\
+                - { name: c, address: 10.0.0.3, role: control-plane }\n\
+                - { name: d, address: 10.0.0.4, role: control-plane }\n";
+    let v = parse(text).unwrap();
+    assert!(
+        v.warnings[0].message.contains("only 1 failure(s), like 3"),
+        "{:?}",
+        v.warnings
+    );
+}
+
+/// Input no inventory should be: each must come back as problems, never a panic.
+#[test]
+fn odd_documents_are_rejected_without_panicking() {
+    let odd = [
+        "",
+        "~",
+        "---\n...\n",
+        "0",
+        "\"\"",
+        "[]",
+        "{}",
+        "\u{feff}",
+        "\t",
+        "{",
+        "]",
+        ": :",
+        "a: &a [*a]",
+        "a: *missing",
+        "apiVersion: !!binary aGVsbG8=",
+        "apiVersion: !custom x\nkind: Inventory",
+        "nodes: {}\nvip: []\ncluster: 1\nssh: ~\npki: [1]\nkubeadm: x\nsysctls: [a]",
+        "nodes: [~, 1, [], {labels: {a: {b: c}}, taints: {}}]",
+        "nodes: [{ssh: {bastion: {address: [1]}}, labels: {[1, 2]: x}}]",
+        "vip: { address: 10.0.0.1, port: 1e400, routerId: -1, prefixLength: 99 }",
+        "vip: { address: 10.0.0.1, port: 99999999999999999999999999999999999999999 }",
+        "sysctls: { 1: 2, true: false, ~: x }",
+        "pki: { caValidityDays: 4294967296, certValidityDays: -5 }",
+        "networking: { podSubnet: 10.0.0.0/33, serviceSubnet: ::/0 }",
+        &"- ".repeat(500),
+        &format!("{}1{}", "[".repeat(300), "]".repeat(300)),
+    ];
+    for text in odd {
+        let problems = problems_of(parse(text));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.severity == Severity::Error && !p.message.is_empty()),
+            "{text:?}: {problems:?}"
+        );
+    }
+}
+
+/// Every prefix of a valid file, and the file with any one line removed, either
+/// validates or is rejected with at least one error: a crude fuzzer over realistic text.
+#[test]
+fn truncated_and_mangled_examples_never_panic() {
+    let text =
+        std::fs::read_to_string(repo_dir("inventories/three-masters-two-workers.yaml")).unwrap();
+    let check = |candidate: &str| match parse(candidate) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            e.problems().iter().any(|p| p.severity == Severity::Error),
+            "{candidate:?}: {e}"
+        ),
+    };
+    for (i, _) in text.char_indices().step_by(7) {
+        check(&text[..i]);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    for skip in 0..lines.len() {
+        let mangled: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, l)| *l)
+            .collect();
+        check(&mangled.join("\n"));
+    }
+}
