@@ -260,6 +260,11 @@ pub(super) fn identity_file(v: &Value) -> Result<(), String> {
             "{s:?} has control characters or surrounding spaces; write the bare path"
         ));
     }
+    if s.starts_with('~') && s != "~" && !s.starts_with("~/") {
+        return Err(format!(
+            "{s:?}: only ~/ is expanded; write the path from ~/ or from /"
+        ));
+    }
     if s.ends_with('/') {
         return Err(format!(
             "{s:?} is a directory; point at the private key file"
@@ -566,7 +571,14 @@ mod tests {
     fn identity_files_are_checked_for_syntax_only() {
         assert_eq!(identity_file(&s("/does/not/exist/id_ed25519")), Ok(()));
         assert_eq!(identity_file(&s("~/.ssh/id_rsa")), Ok(()));
-        for bad in ["", " ", "/keys/", "~/.ssh/id_rsa.pub", "key\n"] {
+        for bad in [
+            "",
+            " ",
+            "/keys/",
+            "~/.ssh/id_rsa.pub",
+            "key\n",
+            "~ops/.ssh/id_rsa",
+        ] {
             assert!(identity_file(&s(bad)).is_err(), "{bad:?}");
         }
     }

@@ -365,7 +365,9 @@ impl Inventory {
         self.nodes.iter().find(|n| n.name.as_str() == name)
     }
 
-    /// The SSH settings for one node: its overrides over the inventory's defaults.
+    /// The SSH settings for one node: its overrides over the inventory's defaults, with a
+    /// leading `~/` in the identity file expanded to `$HOME` (the path is opened locally
+    /// before connecting, where no shell expands it).
     pub fn ssh_for(&self, node: &Node) -> SshTarget {
         let o = &node.ssh;
         SshTarget {
@@ -375,11 +377,20 @@ impl Inventory {
             port: o.port.unwrap_or(self.ssh.port),
             identity_file: o
                 .identity_file
-                .clone()
-                .or_else(|| self.ssh.identity_file.clone()),
+                .as_ref()
+                .or(self.ssh.identity_file.as_ref())
+                .map(|p| expand_home(p, std::env::var_os("HOME").map(PathBuf::from))),
             sudo: o.sudo.unwrap_or(self.ssh.sudo),
             bastion: o.bastion.clone().or_else(|| self.ssh.bastion.clone()),
         }
+    }
+}
+
+/// `~/key` → `$HOME/key`; other paths, or no `HOME`, unchanged.
+pub(super) fn expand_home(path: &std::path::Path, home: Option<PathBuf>) -> PathBuf {
+    match (path.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => path.to_path_buf(),
     }
 }
 

@@ -119,10 +119,9 @@ fn ssh_for_puts_node_overrides_over_the_defaults() {
         (cp1.user.as_str(), cp1.port.get(), cp1.sudo),
         ("debian", 22, true)
     );
-    assert_eq!(
-        cp1.identity_file.as_deref(),
-        Some(Path::new("~/.ssh/id_ed25519"))
-    );
+    // `~/` is expanded: the path is opened locally, where no shell does it.
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+    assert_eq!(cp1.identity_file, Some(home.join(".ssh/id_ed25519")));
     assert_eq!(cp1.bastion.as_ref().unwrap().address, "bastion.example.com");
     let cp3 = inv.ssh_for(inv.node("cp3").unwrap());
     assert_eq!(cp3.port.get(), 2022);
@@ -636,4 +635,20 @@ fn truncated_and_mangled_examples_never_panic() {
             .collect();
         check(&mangled.join("\n"));
     }
+}
+
+#[test]
+fn only_a_leading_tilde_slash_is_expanded() {
+    let home = Some(PathBuf::from("/home/ops"));
+    let expand = |p: &str, h: Option<PathBuf>| model::expand_home(Path::new(p), h);
+    assert_eq!(
+        expand("~/.ssh/k", home.clone()),
+        PathBuf::from("/home/ops/.ssh/k")
+    );
+    assert_eq!(
+        expand("/keys/~/k", home.clone()),
+        PathBuf::from("/keys/~/k")
+    );
+    assert_eq!(expand("keys/k", home), PathBuf::from("keys/k"));
+    assert_eq!(expand("~/.ssh/k", None), PathBuf::from("~/.ssh/k"));
 }
