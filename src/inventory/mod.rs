@@ -28,11 +28,18 @@ use std::path::Path;
 
 /// Read, parse and validate an inventory file.
 pub fn load(path: &Path) -> Result<Validated, InventoryError> {
-    let text = std::fs::read_to_string(path).map_err(|e| InventoryError::Read {
+    let bytes = std::fs::read(path).map_err(|e| InventoryError::Read {
         path: path.to_path_buf(),
         source: e,
     })?;
-    validate::parse_and_validate(&text, Some(path))
+    match String::from_utf8(bytes) {
+        Ok(text) => validate::parse_and_validate(&text, Some(path)),
+        Err(e) => Err(validate::not_utf8(
+            path,
+            e.as_bytes(),
+            e.utf8_error().valid_up_to(),
+        )),
+    }
 }
 
 /// Parse and validate inventory text.

@@ -329,6 +329,8 @@ impl<'de> Deserialize<'de> for ScalarText {
             Value::String(s) => Ok(Self(s)),
             Value::Number(n) => Ok(Self(n.to_string())),
             Value::Bool(b) => Ok(Self(b.to_string())),
+            // `key:` with nothing after it: an empty label value.
+            Value::Null => Ok(Self(String::new())),
             _ => Err(serde::de::Error::custom(
                 "expected a single value (text, number or boolean)",
             )),

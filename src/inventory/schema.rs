@@ -314,6 +314,7 @@ fn check_field(field: &Field, value: &Value, path: &FieldPath, out: &mut Finding
             // An empty `labels:` is an empty map, as in the model.
             Value::Null => {}
             Value::Mapping(map) => {
+                let mut seen: Vec<String> = Vec::new();
                 for (k, v) in map {
                     let Some(k) = checks::scalar_text(k) else {
                         out.error(
@@ -323,12 +324,17 @@ fn check_field(field: &Field, value: &Value, path: &FieldPath, out: &mut Finding
                         continue;
                     };
                     let at = path.key(&k);
+                    // `1:` and `"1":` are different YAML keys but the same text.
+                    if seen.contains(&k) {
+                        out.error(&at, format!("{k:?} appears twice; keep one"));
+                    }
                     if let Err(message) = key_check(&k) {
                         out.error(&at, message);
                     }
                     if let Err(message) = value_check(v) {
                         out.error(&at, message);
                     }
+                    seen.push(k);
                 }
             }
             other => out.error(

@@ -652,3 +652,41 @@ fn only_a_leading_tilde_slash_is_expanded() {
     assert_eq!(expand("keys/k", home), PathBuf::from("keys/k"));
     assert_eq!(expand("~/.ssh/k", None), PathBuf::from("~/.ssh/k"));
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_an_inventory_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.yaml");
+    std::fs::write(
+        &path,
+        b"apiVersion: khactl.io/v1alpha1\nkind: Inventory\ncluster: { name: caf\xe9 }\n",
+    )
+    .unwrap();
+    let problems = problems_of(load(&path));
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, Some(3));
+    assert!(problems[0].message.contains("not UTF-8"), "{problems:?}");
+}
+
+#[test]
+fn map_keys_that_differ_only_in_yaml_type_are_duplicates() {
+    let text = "apiVersion: khactl.io/v1alpha1\nkind: Inventory\ncluster: { name: t, kubernetesVersion: v1.31.2 }\n\
+                vip: { address: 10.0.0.100 }\n\
+                nodes: [{ name: a, address: 10.0.0.1, role: control-plane, labels: { 1: x, \"1\": y } }]\n";
+    let problems = problems_of(parse(text));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == "nodes[0].labels.1" && p.message.contains("twice")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn an_empty_label_value_is_the_empty_string() {
+    let text = "apiVersion: khactl.io/v1alpha1\nkind: Inventory\ncluster: { name: t, kubernetesVersion: v1.31.2 }\n\
+                vip: { address: 10.0.0.100 }\n\
+                nodes: [{ name: a, address: 10.0.0.1, role: control-plane, labels: { example.com/edge: } }]\n";
+    let inv = parse(text).unwrap().inventory;
+    assert_eq!(inv.nodes[0].labels["example.com/edge"], "");
+}

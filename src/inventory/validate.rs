@@ -8,7 +8,7 @@ use serde_yaml_ng::Value;
 
 use super::locate;
 use super::model::Inventory;
-use super::problems::{Findings, InventoryError, Problem, Validated};
+use super::problems::{Findings, InventoryError, Problem, Severity, Validated};
 use super::rules::{self, Draft};
 use super::schema;
 
@@ -41,6 +41,25 @@ pub(super) fn parse_and_validate(
             found.error_at_line(e.location().map(|l| l.line()), yaml_message(&e, text));
             Err(invalid(text, found, file))
         }
+    }
+}
+
+/// A file that is not UTF-8 text, located at its first bad byte.
+pub(super) fn not_utf8(file: &Path, bytes: &[u8], valid_up_to: usize) -> InventoryError {
+    let line = bytes
+        .iter()
+        .take(valid_up_to)
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1;
+    InventoryError::Invalid {
+        file: Some(file.to_path_buf()),
+        problems: vec![Problem {
+            severity: Severity::Error,
+            path: String::new(),
+            line: Some(line),
+            message: "the file is not UTF-8 text; save it as UTF-8".to_owned(),
+        }],
     }
 }
 
