@@ -1,0 +1,168 @@
+//! Who holds the VIP, and how it moves when the holder dies, stops or comes back.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::support::{Lab, Proc, greeter, khagent, wait_for};
+
+/// Asserts, sampling for `span`, that `expected` is the only holder.
+pub fn assert_sole_holder(lab: &Lab, expected: usize, span: Duration) {
+    let start = Instant::now();
+    let mut samples = 0;
+    while start.elapsed() < span {
+        assert_eq!(
+            lab.holders(),
+            [expected],
+            "after {:?} ({samples} samples)",
+            start.elapsed()
+        );
+        samples += 1;
+    }
+    assert!(samples > 10, "only {samples} samples in {span:?}");
+}
+
+/// Starts khagent on every node with the given priorities and waits for node 1 (the highest)
+/// to hold the VIP with every other node following it.
+pub fn start_group(lab: &Lab, priorities: &[u8], extra: &str) -> Vec<Proc> {
+    let agents: Vec<Proc> = priorities
+        .iter()
+        .enumerate()
+        .map(|(i, p)| khagent(lab, i + 1, *p, extra, ""))
+        .collect();
+    wait_for(
+        "node 1 to hold the VIP alone",
+        Duration::from_secs(5),
+        || lab.holders() == [1],
+    );
+    for i in 2..=priorities.len() {
+        wait_for(
+            &format!("node {i} to follow node 1"),
+            Duration::from_secs(5),
+            || lab.vrrp(i)["master_address"] == lab.addr(1).to_string(),
+        );
+    }
+    agents
+}
+
+/// Samples holders until `cond` holds; returns every node seen holding meanwhile.
+fn holders_until(lab: &Lab, limit: Duration, cond: impl Fn(&[usize]) -> bool) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    wait_for("the VIP to move", limit, || {
+        let now = lab.holders();
+        seen.extend(now.iter().copied());
+        cond(&now)
+    });
+    seen
+}
+
+#[test]
+fn sigkilled_holder_is_replaced_once_by_the_next_priority_and_its_vip_expires() {
+    let lab = Lab::new(91, 3);
+    let mut agents = start_group(&lab, &[150, 100, 50], "");
+    let _greeters: Vec<Proc> = (1..=3).map(|i| greeter(&lab, i)).collect();
+    assert_sole_holder(&lab, 1, Duration::from_secs(1));
+    // Node 3 talks to the VIP, so its ARP cache points at node 1.
+    wait_for(
+        "node 1 to answer on the VIP",
+        Duration::from_secs(3),
+        || lab.ask_vip(3) == "node1",
+    );
+    assert_eq!(lab.neighbour_of_vip(3), Some(lab.mac(1)));
+
+    let killed = Instant::now();
+    agents[0].kill(); // SIGKILL: no priority-0 advert, no cleanup
+    let seen = holders_until(&lab, Duration::from_secs(2), |h| h.contains(&2));
+    let takeover = killed.elapsed();
+    // Master_Down_Interval of priority 100 at 100 ms is 361 ms.
+    assert!(
+        takeover < Duration::from_millis(600),
+        "takeover took {takeover:?}"
+    );
+    assert!(
+        !seen.contains(&3),
+        "priority 50 grabbed the VIP before priority 100: {seen:?}"
+    );
+
+    // The new master's gratuitous ARPs move node 3's cache without node 3 asking.
+    wait_for(
+        "node 3's ARP entry for the VIP to move to node 2",
+        Duration::from_secs(1),
+        || lab.neighbour_of_vip(3) == Some(lab.mac(2)),
+    );
+    assert_eq!(
+        lab.ask_vip(3),
+        "node2",
+        "the VIP does not answer from node 2 after takeover"
+    );
+
+    // The dead agent's VIP disappears by itself (valid_lft 1 s), unlike keepalived's.
+    wait_for(
+        "the dead node's VIP to expire",
+        Duration::from_secs(3),
+        || lab.holders() == [2],
+    );
+    let expired = killed.elapsed();
+    assert!(
+        expired < Duration::from_millis(2200),
+        "dead node kept the VIP for {expired:?}"
+    );
+    assert_sole_holder(&lab, 2, Duration::from_millis(500));
+    assert_eq!(lab.state(3), "backup");
+    assert_eq!(lab.counter(3, "transitions_to_master"), 0);
+}
+
+#[test]
+fn sigterm_hands_over_within_skew_time_and_removes_the_vip() {
+    let lab = Lab::new(92, 2);
+    let mut agents = start_group(&lab, &[150, 100], "");
+    let stopped = Instant::now();
+    agents[0].signal("TERM");
+    let seen = holders_until(&lab, Duration::from_secs(1), |h| h == [2]);
+    let takeover = stopped.elapsed();
+    // Priority-0 advert → backup waits Skew_Time (61 ms for priority 100), not 361 ms.
+    assert!(
+        takeover < Duration::from_millis(250),
+        "takeover took {takeover:?}"
+    );
+    assert!(seen.contains(&2));
+    assert!(
+        agents[0].wait_exit(Duration::from_secs(5)),
+        "khagent did not exit 0: {}",
+        agents[0].log_text()
+    );
+    assert_eq!(lab.counter(2, "priority_zero_rx"), 1);
+    assert_sole_holder(&lab, 2, Duration::from_millis(500));
+}
+
+/// Priorities 150 and 100: SIGKILL node 1, wait for node 2 to take over, restart node 1.
+fn kill_and_restart_node_1(lab: &Lab, extra: &str) -> Vec<Proc> {
+    let mut agents = start_group(lab, &[150, 100], extra);
+    agents[0].kill();
+    wait_for("node 2 to take over", Duration::from_secs(3), || {
+        lab.holders() == [2]
+    });
+    agents[0] = khagent(lab, 1, 150, extra, "");
+    agents
+}
+
+#[test]
+fn returning_higher_priority_node_preempts() {
+    let lab = Lab::new(93, 2);
+    let _agents = kill_and_restart_node_1(&lab, "");
+    wait_for("node 1 to preempt", Duration::from_secs(3), || {
+        lab.holders() == [1]
+    });
+    assert_eq!(lab.state(2), "backup");
+    assert_sole_holder(&lab, 1, Duration::from_millis(500));
+}
+
+#[test]
+fn returning_node_without_preempt_stays_backup() {
+    let lab = Lab::new(94, 2);
+    let _agents = kill_and_restart_node_1(&lab, "  preempt: false\n");
+    wait_for("node 1 to follow node 2", Duration::from_secs(3), || {
+        lab.vrrp(1)["master_address"] == lab.addr(2).to_string()
+    });
+    assert_sole_holder(&lab, 2, Duration::from_secs(1));
+    assert_eq!(lab.state(1), "backup");
+}

@@ -1,0 +1,73 @@
+//! khagent and Debian's keepalived (`vrrp_version 3`, same VRID, VIP and 100 ms interval) in
+//! one group: the higher priority wins whichever implementation it is, and each takes over
+//! when the other dies.
+
+use std::time::Duration;
+
+use super::failover::assert_sole_holder;
+use super::support::{Lab, keepalived, khagent, wait_for};
+
+#[test]
+fn keepalived_master_is_followed_by_khagent_which_takes_over_when_it_dies() {
+    let lab = Lab::new(98, 2);
+    let mut keepalived_1 = keepalived(&lab, 1, 150, "0.1");
+    let _node2 = khagent(&lab, 2, 100, "", "");
+    wait_for(
+        "keepalived to hold the VIP, khagent following it",
+        Duration::from_secs(5),
+        || lab.holders() == [1] && lab.vrrp(2)["master_address"] == lab.addr(1).to_string(),
+    );
+    assert_sole_holder(&lab, 1, Duration::from_secs(1));
+    assert_eq!(lab.counter(2, "dropped_bad_checksum"), 0);
+    assert_eq!(lab.vrrp(2)["master_advert_interval_ms"], 100);
+
+    lab.kill_all(1);
+    wait_for(
+        "khagent to take over from the dead keepalived",
+        Duration::from_secs(2),
+        || lab.holders().contains(&2),
+    );
+    // (keepalived killed this way leaves its VIP behind on node 1: the behaviour khagent's
+    // VIP lifetime exists to avoid.)
+
+    // A returning higher-priority keepalived preempts khagent.
+    keepalived_1.kill();
+    let _keepalived = keepalived(&lab, 1, 150, "0.1");
+    wait_for(
+        "keepalived to preempt khagent",
+        Duration::from_secs(5),
+        || lab.state(2) == "backup" && lab.holders() == [1],
+    );
+}
+
+#[test]
+fn khagent_master_is_followed_by_keepalived_which_takes_over_when_it_dies() {
+    let lab = Lab::new(99, 2);
+    let mut node1 = khagent(&lab, 1, 150, "", "");
+    let _keepalived = keepalived(&lab, 2, 100, "0.1");
+    wait_for("khagent to hold the VIP", Duration::from_secs(5), || {
+        lab.holders() == [1]
+    });
+    // keepalived accepts our adverts (checksum, interval, address list): it never claims.
+    assert_sole_holder(&lab, 1, Duration::from_secs(2));
+
+    node1.kill();
+    wait_for(
+        "keepalived to take over from the dead khagent",
+        Duration::from_secs(2),
+        || lab.holders().contains(&2),
+    );
+    wait_for(
+        "the dead khagent's VIP to expire",
+        Duration::from_secs(3),
+        || lab.holders() == [2],
+    );
+
+    let _node1 = khagent(&lab, 1, 150, "", "");
+    wait_for(
+        "khagent to preempt keepalived",
+        Duration::from_secs(5),
+        || lab.holders() == [1],
+    );
+    assert_sole_holder(&lab, 1, Duration::from_millis(500));
+}

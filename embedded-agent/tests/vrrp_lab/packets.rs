@@ -1,0 +1,169 @@
+//! Hostile and broken adverts, injected with a raw socket from a node that runs no agent:
+//! counted per reason, dropped, and harmless. Each case has a control showing that the same
+//! advert without the flaw does take effect.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use khagent::vrrp::packet::{Advert, VRRP_MULTICAST};
+
+use super::failover::{assert_sole_holder, start_group};
+use super::support::{Lab, ROUTER_ID, khagent, wait_for};
+
+/// A priority-254 advert for our VIP: any node that accepted it would give up mastership.
+fn advert(lab: &Lab) -> Advert {
+    Advert {
+        vrid: ROUTER_ID,
+        priority: 254,
+        max_advert_int_cs: 10,
+        addresses: vec![lab.vip()],
+    }
+}
+
+/// The IPv4 datagram around a VRRP message (the kernel fills in checksum and length).
+fn datagram(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, msg: &[u8]) -> Vec<u8> {
+    let mut d = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, ttl, 112, 0, 0];
+    d.extend_from_slice(&src.octets());
+    d.extend_from_slice(&dst.octets());
+    d.extend_from_slice(msg);
+    d
+}
+
+/// Re-checksums a VRRP message after editing it, so exactly one flaw remains.
+fn resum(msg: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
+    msg[6] = 0;
+    msg[7] = 0;
+    let mut sum: u32 = 0;
+    let mut words = src.octets().to_vec();
+    words.extend_from_slice(&dst.octets());
+    words.extend_from_slice(&[0, 112]);
+    words.extend_from_slice(&u16::try_from(msg.len()).unwrap().to_be_bytes());
+    words.extend_from_slice(msg);
+    for pair in words.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let sum = !u16::try_from(sum).unwrap();
+    msg[6..8].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[test]
+fn malformed_adverts_are_counted_per_reason_and_ignored() {
+    let lab = Lab::new(97, 3);
+    let mut agents = start_group(&lab, &[150, 100], "");
+    let (src, dst) = (lab.addr(3), VRRP_MULTICAST);
+    let good = advert(&lab).encode(src, dst);
+
+    let mut bad_checksum = good.clone();
+    bad_checksum[2] = 253;
+    let mut version_2 = good.clone();
+    version_2[0] = 0x21;
+    resum(&mut version_2, src, dst);
+    let mut count_mismatch = good.clone();
+    count_mismatch[3] = 2;
+    resum(&mut count_mismatch, src, dst);
+    let mut zero_interval = good.clone();
+    zero_interval[5] = 0;
+    resum(&mut zero_interval, src, dst);
+    let other_vrid = Advert {
+        vrid: ROUTER_ID + 1,
+        ..advert(&lab)
+    }
+    .encode(src, dst);
+    let cases: [(&str, Vec<u8>); 7] = [
+        (
+            "dropped_bad_checksum",
+            datagram(src, dst, 255, &bad_checksum),
+        ),
+        ("dropped_bad_version", datagram(src, dst, 255, &version_2)),
+        ("dropped_bad_ttl", datagram(src, dst, 254, &good)),
+        ("dropped_truncated", datagram(src, dst, 255, &good[..6])),
+        (
+            "dropped_count_mismatch",
+            datagram(src, dst, 255, &count_mismatch),
+        ),
+        (
+            "dropped_bad_interval",
+            datagram(src, dst, 255, &zero_interval),
+        ),
+        ("dropped_other_vrid", datagram(src, dst, 255, &other_vrid)),
+    ];
+    for (_, bytes) in &cases {
+        for _ in 0..5 {
+            lab.inject(3, dst, bytes);
+        }
+    }
+    for node in [1, 2] {
+        for (counter, _) in &cases {
+            wait_for(
+                &format!("node {node} to count 5 {counter}"),
+                Duration::from_secs(3),
+                || lab.counter(node, counter) == 5,
+            );
+        }
+    }
+    assert!(agents.iter_mut().all(|a| a.alive()));
+    assert_eq!(
+        lab.counter(1, "transitions_to_backup"),
+        1,
+        "only the start-up transition"
+    );
+    assert_sole_holder(&lab, 1, Duration::from_millis(300));
+
+    // Control: the same advert without a flaw makes the master yield.
+    lab.inject(3, dst, &datagram(src, dst, 255, &good));
+    wait_for(
+        "node 1 to yield to a valid priority-254 advert",
+        Duration::from_secs(2),
+        || lab.counter(1, "transitions_to_backup") == 2,
+    );
+}
+
+#[test]
+fn unicast_ignores_adverts_from_unknown_peers() {
+    let lab = Lab::new(96, 3);
+    let peer = |i: usize| format!("  peers: [{}]\n", lab.addr(i));
+    let _node1 = khagent(&lab, 1, 150, &peer(2), "");
+    let _node2 = khagent(&lab, 2, 100, &peer(1), "");
+    wait_for(
+        "node 1 to hold the VIP, followed by node 2",
+        Duration::from_secs(5),
+        || lab.holders() == [1] && lab.vrrp(2)["master_address"] == lab.addr(1).to_string(),
+    );
+    // Node 3 is not a configured peer: its priority-254 adverts must change nothing.
+    let stranger = lab.addr(3);
+    for _ in 0..5 {
+        for target in [1, 2] {
+            let dst = lab.addr(target);
+            lab.inject(
+                3,
+                dst,
+                &datagram(stranger, dst, 255, &advert(&lab).encode(stranger, dst)),
+            );
+        }
+    }
+    for node in [1, 2] {
+        wait_for(
+            &format!("node {node} to drop 5 adverts from the stranger"),
+            Duration::from_secs(3),
+            || lab.counter(node, "dropped_unknown_peer") == 5,
+        );
+    }
+    assert_sole_holder(&lab, 1, Duration::from_millis(300));
+    assert_eq!(lab.counter(1, "transitions_to_backup"), 1);
+
+    // Control: the same advert from the configured peer's address is obeyed.
+    let (peer_addr, dst) = (lab.addr(2), lab.addr(1));
+    lab.inject(
+        3,
+        dst,
+        &datagram(peer_addr, dst, 255, &advert(&lab).encode(peer_addr, dst)),
+    );
+    wait_for(
+        "node 1 to yield to its peer's priority-254 advert",
+        Duration::from_secs(2),
+        || lab.counter(1, "transitions_to_backup") == 2,
+    );
+}
