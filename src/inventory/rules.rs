@@ -261,18 +261,33 @@ fn subnets(d: &Draft, out: &mut Findings) {
     let Some(net) = &d.networking else { return };
     let path = FieldPath::root().key("networking");
     let (pods, services) = (net.pod_subnet, net.service_subnet);
+    // A range the user never wrote is a default they may not know they chose.
+    let shown = |name: &str, subnet: IpNet| {
+        if d.networking_written.iter().any(|w| w == name) {
+            subnet.to_string()
+        } else {
+            format!("{subnet} (the default {name})")
+        }
+    };
+    let (pods_shown, services_shown) = (shown("podSubnet", pods), shown("serviceSubnet", services));
     if matches!(
         (pods, services),
         (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))
     ) {
         out.error(
             &path.key("serviceSubnet"),
-            format!("{services} and podSubnet {pods} are of different IP families; khactl builds single-stack clusters"),
+            format!(
+                "{services_shown} and podSubnet {pods_shown} are of different IP families; \
+                 khactl builds single-stack clusters"
+            ),
         );
     } else if pods.contains(&services.network()) || services.contains(&pods.network()) {
         out.error(
             &path.key("serviceSubnet"),
-            format!("{services} overlaps podSubnet {pods}; pods and services need separate ranges"),
+            format!(
+                "{services_shown} overlaps podSubnet {pods_shown}; pods and services need \
+                 separate ranges"
+            ),
         );
     }
     for (name, subnet) in [("podSubnet", pods), ("serviceSubnet", services)] {
@@ -287,16 +302,13 @@ fn subnets(d: &Draft, out: &mut Findings) {
             clashes.push(format!("the VIP {}", vip.address));
         }
         if !clashes.is_empty() {
-            let default = if d.networking_written.iter().any(|w| w == name) {
-                ""
-            } else {
-                " (the default; set it to a range no machine uses)"
-            };
             out.error(
                 &path.key(name),
                 format!(
-                    "{subnet}{default} contains {}; cluster ranges must not include machine \
-                     addresses, or traffic to them is routed into the cluster",
+                    "{} contains {}; cluster ranges must not include machine addresses, or \
+                     traffic to them is routed into the cluster: set networking.{name} to a \
+                     range no machine uses",
+                    shown(name, subnet),
                     clashes.join(", ")
                 ),
             );

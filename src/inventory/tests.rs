@@ -300,6 +300,12 @@ const CASES: &[Case] = &[
         Some(11),
     ),
     case(
+        "nodes-inside-default-service-subnet",
+        "networking.serviceSubnet",
+        "10.96.0.0/12 (the default serviceSubnet) contains nodes[0] (cp1) 10.99.1.11, the VIP",
+        None,
+    ),
+    case(
         "service-subnet-too-small",
         "networking.serviceSubnet",
         "tenth for cluster DNS",
@@ -436,7 +442,7 @@ const CASES: &[Case] = &[
     case(
         "many-mistakes",
         "networking.serviceSubnet",
-        "overlaps podSubnet 10.96.0.0/16",
+        "10.96.0.0/12 (the default serviceSubnet) overlaps podSubnet 10.96.0.0/16",
         Some(11),
     ),
     case(
