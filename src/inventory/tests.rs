@@ -696,3 +696,15 @@ fn an_empty_label_value_is_the_empty_string() {
     let inv = parse(text).unwrap().inventory;
     assert_eq!(inv.nodes[0].labels["example.com/edge"], "");
 }
+
+/// The typed model written back out is an inventory that reads the same: the
+/// serialized names are the documented ones (a tool can print the effective inventory).
+#[test]
+fn the_model_round_trips_through_yaml() {
+    for file in yaml_files(&repo_dir("inventories")) {
+        let inv = load(&file).unwrap().inventory;
+        let text = serde_yaml_ng::to_string(&inv).unwrap();
+        let again = parse(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", file.display()));
+        assert_eq!(again.inventory, inv, "{}", file.display());
+    }
+}
