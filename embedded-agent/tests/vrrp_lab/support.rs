@@ -269,9 +269,13 @@ impl Lab {
             .map(str::to_owned)
             .collect();
         if !pids.is_empty() {
-            let mut args = vec!["-KILL".to_owned()];
-            args.extend(pids);
-            run_quiet("kill", &args.iter().map(String::as_str).collect::<Vec<_>>());
+            // Stop all first, so none can react to another's death (keepalived's VRRP child
+            // gets SIGTERM when its parent dies and would send a priority-0 advert).
+            for signal in ["-STOP", "-KILL"] {
+                let mut args = vec![signal];
+                args.extend(pids.iter().map(String::as_str));
+                run_quiet("kill", &args);
+            }
         }
     }
 
