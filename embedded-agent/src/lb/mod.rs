@@ -102,6 +102,9 @@ impl Lb {
             TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here
+        // instead of one per connection.
+        socket.set_nodelay(true)?;
         if addr.is_ipv4() {
             sys::set_freebind(socket.as_raw_fd())?;
         }
@@ -168,7 +171,6 @@ impl Lb {
                 Ok((client, _peer)) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
                     stats.active.fetch_add(1, Ordering::Relaxed);
-                    let _ignored = client.set_nodelay(true);
                     tokio::spawn(proxy::serve(client, Arc::clone(&self.shared), permit));
                 }
                 Err(e) if is_exhaustion(&e) => {
@@ -221,4 +223,19 @@ fn is_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = Lb::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }

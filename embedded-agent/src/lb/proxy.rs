@@ -1,12 +1,14 @@
 //! One proxied connection: pick a backend (retrying the next healthy one when a connect fails
-//! or times out), then forward both directions with `splice(2)` and half-close, until both
+//! or times out), then forward both directions (copy for small messages, `splice(2)` for bulk)
+//! with half-close, until both
 //! sides are done, either side errors, the connection idles past `timeouts.idle`, its backend
 //! is marked down, or a drain runs out of time.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -117,11 +119,13 @@ async fn forward(
     last_io: &AtomicU64,
     backend: &Backend,
 ) -> io::Result<()> {
+    let finished = AtomicU8::new(0);
     let up = Pump {
         src: client,
         dst: server,
         started,
         last_io,
+        finished: &finished,
         bytes: &backend.bytes_up,
     };
     let down = Pump {
@@ -129,6 +133,7 @@ async fn forward(
         dst: client,
         started,
         last_io,
+        finished: &finished,
         bytes: &backend.bytes_down,
     };
     tokio::try_join!(up.run(), down.run()).map(|_| ())
@@ -146,52 +151,168 @@ async fn idle(started: Instant, last_io: &AtomicU64, limit: Duration) {
     }
 }
 
+/// Bytes read in one go in copy mode. A read that fills it marks a bulk transfer, and the
+/// direction switches to splice.
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    /// Copy-mode buffer shared by every connection on the thread: it is only used between a
+    /// `recv` and the `send` right after it, never across an await, so one per thread suffices
+    /// and idle connections own no buffer.
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// What one copy-mode step did.
+enum Step {
+    Eof,
+    /// Nothing to read (readiness cleared).
+    Idle,
+    /// `n` bytes forwarded; `more` when the read filled the buffer (bulk data, likely more).
+    Sent {
+        n: usize,
+        more: bool,
+    },
+    /// The destination did not take everything: `left` bytes wait in `pipe`.
+    Parked {
+        n: usize,
+        pipe: sys::Pipe,
+        left: usize,
+    },
+}
+
 /// One direction of a connection.
 struct Pump<'a> {
     src: &'a TcpStream,
     dst: &'a TcpStream,
     started: Instant,
     last_io: &'a AtomicU64,
+    /// How many of the connection's two directions reached end of stream.
+    finished: &'a AtomicU8,
     bytes: &'a AtomicU64,
 }
 
 impl Pump<'_> {
-    /// Forwards until end of stream, then half-closes the destination. The pipe is taken only
-    /// once the source is readable and returned once it is empty and the source has nothing
-    /// more, so an idle direction holds no buffer.
+    /// Forwards until end of stream, then half-closes the destination.
+    ///
+    /// Two modes. Copy mode (`recv` into a per-thread buffer, `send` at once) serves the small
+    /// messages of API traffic in two syscalls, and a short read proves the socket drained, as
+    /// in tokio's own `poll_read`, so no third call has to see EAGAIN. A read that fills the
+    /// buffer switches to splice mode, which moves bulk data through a pipe without copying it
+    /// to user space; the pipe is taken from the pool only then and returned empty when the
+    /// source runs dry, and the direction goes back to copy mode. (Splice cannot use the
+    /// short-read rule: a pipe can run out of slots before the socket is empty.)
     async fn run(self) -> io::Result<()> {
         let (src_fd, dst_fd) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
-        let mut pipe = None;
+        let mut bulk = false;
         loop {
-            if pipe.is_none() {
-                self.src.readable().await?;
-                pipe = Some(sys::take_pipe()?);
+            self.src.readable().await?;
+            if bulk {
+                if self.splice_burst(src_fd, dst_fd).await? {
+                    return self.end_of_stream(dst_fd);
+                }
+                bulk = false;
+                continue;
             }
-            let Some(p) = pipe.as_ref() else { continue };
-            let read = self
-                .src
-                .try_io(Interest::READABLE, || sys::splice_in(src_fd, p, PIPE_SIZE));
+            match self.copy_step(src_fd, dst_fd)? {
+                Step::Eof => return self.end_of_stream(dst_fd),
+                Step::Idle => {}
+                Step::Sent { n, more } => {
+                    self.account(n);
+                    bulk = more;
+                }
+                Step::Parked { n, pipe, left } => {
+                    self.drain(&pipe, dst_fd, left).await?;
+                    sys::give_back(pipe);
+                    self.account(n);
+                }
+            }
+        }
+    }
+
+    /// Forwards the end of stream as a half-close, unless the other direction already ended:
+    /// then both sockets are closed right after this, and close() sends the FIN anyway (their
+    /// receive queues are empty, so no RST), saving a syscall per connection.
+    fn end_of_stream(&self, dst_fd: RawFd) -> io::Result<()> {
+        if self.finished.fetch_add(1, Ordering::Relaxed) == 0 {
+            sys::shutdown_write(dst_fd)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn account(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io.store(now, Ordering::Relaxed);
+    }
+
+    /// One `recv` + `send` through the per-thread buffer; no await inside.
+    fn copy_step(&self, src_fd: RawFd, dst_fd: RawFd) -> io::Result<Step> {
+        SCRATCH_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let mut n = 0;
+            // The syscall runs inside try_io so that readiness is cleared against the state seen
+            // before it: on WouldBlock, and on a short read (the socket is drained).
+            let read = self.src.try_io(Interest::READABLE, || {
+                n = sys::recv(src_fd, &mut buf)?;
+                if n > 0 && n < buf.len() {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(n)
+                }
+            });
+            match read {
+                Ok(0) => return Ok(Step::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n == 0 => return Ok(Step::Idle),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            let sent = match sys::send(dst_fd, &buf[..n]) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if sent == n {
+                return Ok(Step::Sent {
+                    n,
+                    more: n == buf.len(),
+                });
+            }
+            // The destination is full: park the rest in a pipe (the one buffer this
+            // connection owns until the destination takes it).
+            let pipe = sys::take_pipe()?;
+            sys::fill_pipe(&pipe, &buf[sent..n])?;
+            Ok(Step::Parked {
+                n,
+                pipe,
+                left: n - sent,
+            })
+        })
+    }
+
+    /// Splices until the source has nothing more (returns false) or ends (returns true).
+    async fn splice_burst(&self, src_fd: RawFd, dst_fd: RawFd) -> io::Result<bool> {
+        let pipe = sys::take_pipe()?;
+        loop {
+            let read = self.src.try_io(Interest::READABLE, || {
+                sys::splice_in(src_fd, &pipe, PIPE_SIZE)
+            });
             let n = match read {
                 Ok(0) => {
-                    if let Some(p) = pipe.take() {
-                        sys::give_back(p);
-                    }
-                    return sys::shutdown_write(dst_fd);
+                    sys::give_back(pipe);
+                    return Ok(true);
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Some(p) = pipe.take() {
-                        sys::give_back(p);
-                    }
-                    continue;
+                    sys::give_back(pipe);
+                    return Ok(false);
                 }
                 Err(e) => return Err(e),
             };
-            // On error the pipe is dropped with the future, never returned with bytes in it.
-            self.drain(p, dst_fd, n).await?;
-            self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.last_io.store(now, Ordering::Relaxed);
+            // On error the pipe is dropped, never returned to the pool with bytes in it.
+            self.drain(&pipe, dst_fd, n).await?;
+            self.account(n);
         }
     }
 

@@ -15,9 +15,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-/// Pipe capacity. 64 KiB is the kernel default and a good size for one stream's bursts; larger
-/// pipes raised single-stream throughput by only a few percent in `bench/lb` and pin more pages.
-pub const PIPE_SIZE: usize = 64 * 1024;
+/// Pipe capacity requested with F_SETPIPE_SZ (the kernel default is 64 KiB). Bigger pipes move
+/// more per splice pair on bulk streams; a pipe only references pages while bytes are in it,
+/// and only directions with data in flight hold a pipe.
+pub const PIPE_SIZE: usize = 256 * 1024;
 
 /// Pipes kept for reuse. Beyond this, returned pipes are closed; creating one costs two fds and
 /// a syscall, so the pool only needs to cover the directions busy at the same moment.
@@ -40,6 +41,16 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A refused resize (pipe-user-pages-soft reached) leaves the default 64 KiB pipe, which
+        // still works: splice then moves less per call.
+        // SAFETY: F_SETPIPE_SZ takes an int argument; the descriptor is the open pipe.
+        let _size = unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE as libc::c_int,
+            )
+        };
         Ok(Pipe { read, write })
     }
 }
@@ -108,6 +119,40 @@ pub fn splice_out(pipe: &Pipe, dst: RawFd, len: usize) -> io::Result<usize> {
         )
     };
     check(rc)
+}
+
+/// `recv(2)` into `buf`; `Ok(0)` is end of stream.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the whole call.
+    let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    check(rc)
+}
+
+/// `send(2)` of `buf`; MSG_NOSIGNAL turns a peer's reset into EPIPE instead of SIGPIPE.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, readable region of `buf.len()` bytes for the whole call.
+    let rc = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    check(rc)
+}
+
+/// Copies `buf` into an empty pipe (at most [`PIPE_SIZE`] bytes fit without blocking), to
+/// hold bytes a full socket did not take.
+pub fn fill_pipe(pipe: &Pipe, buf: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        // SAFETY: `rest` is valid for reads of `rest.len()` bytes; the pipe's write end is open.
+        let rc = unsafe { libc::write(pipe.write.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        done += check(rc)?;
+    }
+    Ok(())
 }
 
 /// Half-closes a socket for writing (sends FIN) through a shared reference, so the other
