@@ -10,6 +10,7 @@ Runs alternate A B A B so drift in machine load hits both alike; we compare medi
 
     python3 bench/vrrp/takeover.py --runs 20 --interval 0.1
     python3 bench/vrrp/takeover.py --runs 20 --interval 0.01
+    python3 bench/vrrp/takeover.py --runs 20 --interval 0.01 --load 8   # both cores saturated
 
 Needs root, keepalived, and a khagent build (default: $CARGO_TARGET_DIR/release/khagent).
 """
@@ -177,12 +178,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--interval", type=float, default=0.1, help="advert interval in seconds")
+    ap.add_argument("--load", type=int, default=0, help="busy-looping processes to run meanwhile")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root")
     os.makedirs(WORK, exist_ok=True)
     lab_up()
     results = {"khagent": [], "keepalived": []}
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     try:
         for r in range(args.runs):
             for impl in ("khagent", "keepalived") if r % 2 == 0 else ("keepalived", "khagent"):
@@ -192,8 +195,12 @@ def main():
                 print(f"run {r + 1:2} {impl:10} takeover {takeover if takeover is None else f'{takeover:.3f}'} s"
                       f"  {'once' if once else 'MOVED TWICE/NEVER'}  ({detail})", flush=True)
     finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
         lab_down()
-    print(f"\nadvert interval {args.interval} s, {args.runs} runs each, interleaved")
+    print(f"\nadvert interval {args.interval} s, {args.runs} runs each, interleaved, "
+          f"{args.load} busy loops meanwhile")
     print("| implementation | median s | min s | max s | VIP moved exactly once |")
     print("|---|---|---|---|---|")
     medians = {}

@@ -18,7 +18,7 @@ pub fn assert_sole_holder(lab: &Lab, expected: usize, span: Duration) {
         );
         samples += 1;
     }
-    assert!(samples > 10, "only {samples} samples in {span:?}");
+    assert!(samples >= 2, "only {samples} samples in {span:?}");
 }
 
 /// Starts khagent on every node with the given priorities and waits for node 1 (the highest)

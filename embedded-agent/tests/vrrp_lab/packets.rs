@@ -8,7 +8,7 @@ use std::time::Duration;
 use khagent::vrrp::packet::{Advert, VRRP_MULTICAST};
 
 use super::failover::{assert_sole_holder, start_group};
-use super::support::{Lab, ROUTER_ID, khagent, wait_for};
+use super::support::{Lab, ROUTER_ID, khagent, wait_for, write_config};
 
 /// A priority-254 advert for our VIP: any node that accepted it would give up mastership.
 fn advert(lab: &Lab) -> Advert {
@@ -166,4 +166,29 @@ fn unicast_ignores_adverts_from_unknown_peers() {
         Duration::from_secs(2),
         || lab.counter(1, "transitions_to_backup") == 2,
     );
+}
+
+#[test]
+fn sighup_applies_a_new_unicast_peer_list() {
+    let lab = Lab::new(89, 3);
+    let peer = |i: usize| format!("  peers: [{}]\n", lab.addr(i));
+    // Node 1 starts with the wrong peer (node 3, which runs nothing): node 2 never hears it,
+    // and node 1 drops node 2's adverts as coming from an unknown peer.
+    let node1 = khagent(&lab, 1, 150, &peer(3), "");
+    let _node2 = khagent(&lab, 2, 100, &peer(1), "");
+    wait_for(
+        "both nodes to claim the VIP",
+        Duration::from_secs(5),
+        || lab.holders() == [1, 2],
+    );
+
+    write_config(&lab, 1, 150, &peer(2), "");
+    node1.signal("HUP");
+    wait_for(
+        "node 2 to hear node 1 and yield",
+        Duration::from_secs(3),
+        || lab.holders() == [1],
+    );
+    assert_eq!(lab.state(2), "backup");
+    assert_sole_holder(&lab, 1, Duration::from_millis(500));
 }

@@ -225,7 +225,7 @@ impl Lab {
     pub fn status(&self, i: usize) -> Option<Value> {
         self.assert_up();
         let addr = SocketAddr::from((self.addr(i), STATUS_PORT));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         s.write_all(b"GET /status HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
             .ok()?;
@@ -400,18 +400,7 @@ pub fn greeter(lab: &Lab, i: usize) -> Proc {
 /// section and `top` to the file (e.g. `track:`). The LB part is minimal: a loopback listener
 /// with one loopback backend.
 pub fn khagent(lab: &Lab, i: usize, priority: u8, extra: &str, top: &str) -> Proc {
-    let config = format!(
-        "listen: 0.0.0.0:16443\n\
-         backends:\n  - name: local\n    address: 127.0.0.1:6443\n\
-         health:\n  interval: 100ms\n  timeout: 100ms\n  rise: 1\n  fall: 1\n\
-         status:\n  listen: {addr}:{STATUS_PORT}\n\
-         {top}\
-         vrrp:\n  interface: eth0\n  router_id: {ROUTER_ID}\n  priority: {priority}\n  vip: {vip}\n{extra}",
-        addr = lab.addr(i),
-        vip = lab.vip(),
-    );
-    let path = lab.dir.join(format!("khagent-{i}.yaml"));
-    std::fs::write(&path, config).unwrap();
+    let path = write_config(lab, i, priority, extra, top);
     let proc = Proc::spawn(
         lab,
         i,
@@ -426,6 +415,23 @@ pub fn khagent(lab: &Lab, i: usize, priority: u8, extra: &str, top: &str) -> Pro
         || lab.status(i).is_some(),
     );
     proc
+}
+
+/// Writes node i's khagent config (see [`khagent`]) and returns its path.
+pub fn write_config(lab: &Lab, i: usize, priority: u8, extra: &str, top: &str) -> PathBuf {
+    let config = format!(
+        "listen: 0.0.0.0:16443\n\
+         backends:\n  - name: local\n    address: 127.0.0.1:6443\n\
+         health:\n  interval: 100ms\n  timeout: 100ms\n  rise: 1\n  fall: 1\n\
+         status:\n  listen: {addr}:{STATUS_PORT}\n\
+         {top}\
+         vrrp:\n  interface: eth0\n  router_id: {ROUTER_ID}\n  priority: {priority}\n  vip: {vip}\n{extra}",
+        addr = lab.addr(i),
+        vip = lab.vip(),
+    );
+    let path = lab.dir.join(format!("khagent-{i}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    path
 }
 
 /// Starts Debian's keepalived on node i (VRRPv3, same VRID, VIP and interval as khagent).
