@@ -257,3 +257,92 @@ fn parse_address(payload: &[u8], ifindex: u32) -> Option<InterfaceAddress> {
         secondary: header[2] & IFA_F_SECONDARY != 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// One netlink message: header + body, padded to 4 bytes.
+    fn message(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(NLMSG_HDR_LEN + body.len()).unwrap();
+        let mut m = len.to_ne_bytes().to_vec();
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(body);
+        m.resize(m.len().next_multiple_of(4), 0);
+        m
+    }
+
+    /// An RTM_NEWADDR body as the kernel dumps it: ifaddrmsg, IFA_ADDRESS, IFA_LOCAL.
+    fn address(ifindex: u32, addr: [u8; 4], prefix: u8, flags: u8) -> Vec<u8> {
+        let mut b = ifaddrmsg(ifindex, prefix).to_vec();
+        b[2] = flags;
+        for kind in [IFA_ADDRESS, IFA_LOCAL] {
+            b.extend_from_slice(&8u16.to_ne_bytes());
+            b.extend_from_slice(&kind.to_ne_bytes());
+            b.extend_from_slice(&addr);
+        }
+        b
+    }
+
+    #[test]
+    fn splits_a_dump_into_messages_and_parses_addresses_of_one_interface() {
+        let mut dump = message(RTM_NEWADDR, 7, &address(2, [10, 98, 0, 2], 24, 0));
+        dump.extend(message(
+            RTM_NEWADDR,
+            7,
+            &address(2, [10, 98, 0, 100], 24, IFA_F_SECONDARY),
+        ));
+        dump.extend(message(RTM_NEWADDR, 7, &address(1, [127, 0, 0, 1], 8, 0)));
+        dump.extend(message(NLMSG_DONE, 7, &[0; 4]));
+        let msgs = messages(&dump);
+        assert_eq!(msgs.len(), 4);
+        assert_eq!(msgs[3].0, NLMSG_DONE);
+        let found: Vec<_> = msgs
+            .iter()
+            .filter_map(|(_, _, p)| parse_address(p, 2))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                InterfaceAddress {
+                    address: Ipv4Addr::new(10, 98, 0, 2),
+                    prefix_len: 24,
+                    secondary: false
+                },
+                InterfaceAddress {
+                    address: Ipv4Addr::new(10, 98, 0, 100),
+                    prefix_len: 24,
+                    secondary: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn acknowledgement_carries_the_negated_errno() {
+        assert!(ack(&0i32.to_ne_bytes()).is_ok());
+        let err = ack(&(-libc::EEXIST).to_ne_bytes()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+        assert!(
+            ack(&[0, 0]).is_err(),
+            "a short error payload is an error, not an ack"
+        );
+    }
+
+    #[test]
+    fn malformed_lengths_end_parsing_instead_of_panicking() {
+        let mut m = message(RTM_NEWADDR, 1, &address(2, [10, 0, 0, 1], 24, 0));
+        m[0..4].copy_from_slice(&9999u32.to_ne_bytes());
+        assert!(messages(&m).is_empty());
+        m[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert!(messages(&m).is_empty());
+        let mut body = address(2, [10, 0, 0, 1], 24, 0);
+        body[8..10].copy_from_slice(&200u16.to_ne_bytes());
+        assert_eq!(parse_address(&body, 2), None);
+        assert_eq!(parse_address(&body[..5], 2), None);
+    }
+}
