@@ -7,6 +7,9 @@
 set -euo pipefail
 
 readonly KHALAB_ROOT=/var/lib/khalab
+# Lab K lives on $NET.K.0/24: clear of Kubernetes' default service (10.96.0.0/12) and pod
+# (10.244.0.0/16) ranges, which must not contain node addresses.
+readonly NET=10.200
 readonly NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Seconds `up`, `start-sshd` and `regen-hostkey` wait for every sshd to greet.
 readonly SSHD_DEADLINE=${KHALAB_SSHD_DEADLINE:-30}
@@ -107,7 +110,7 @@ node_index() {
 	die "lab '$LAB_NAME' has no node '$node' (nodes: ${LAB_NODE_LIST[*]})"
 }
 
-node_addr() { echo "10.200.${LAB_INDEX}.$((10 + $(node_index "$1")))"; }
+node_addr() { echo "$NET.${LAB_INDEX}.$((10 + $(node_index "$1")))"; }
 
 node_pid() {
 	local pidfile pid
@@ -134,7 +137,7 @@ bridge_up() {
 	local flags
 	flags=$(<"/sys/class/net/$br/flags")
 	(((flags & 1) == 1)) || return 1
-	ip -4 -o addr show dev "$br" 2>/dev/null | grep -q " 10\.200\.${LAB_INDEX}\.1/24 "
+	ip -4 -o addr show dev "$br" 2>/dev/null | grep -qF " $NET.$LAB_INDEX.1/24 "
 }
 
 # --- host-side checks ------------------------------------------------------------------------
@@ -298,7 +301,7 @@ setup_network() {
 	ip link add "$br" type bridge mcast_snooping 0
 	# No IPv6 on the host side of the lab: the host must not take part in node traffic.
 	echo 1 >"/proc/sys/net/ipv6/conf/$br/disable_ipv6"
-	ip addr add "10.200.$idx.1/24" dev "$br"
+	ip addr add "$NET.$idx.1/24" dev "$br"
 	ip link set "$br" up
 	for node in "$@"; do
 		i=$((i + 1))
@@ -310,7 +313,7 @@ setup_network() {
 		ip link set "$hv" master "$br" up
 		ip -n "$ns" -batch - <<EOF
 link set lo up
-addr add 10.200.$idx.$((10 + i))/24 dev eth0
+addr add $NET.$idx.$((10 + i))/24 dev eth0
 link set eth0 up
 route add 224.0.0.0/4 dev eth0
 EOF
@@ -321,11 +324,12 @@ launch_node() {
 	local name=$1 node=$2 d
 	d="$(lab_dir "$name")/$node"
 	# setsid + no inherited stdio: the node must not keep the caller's pipes open (a test
-	# harness waiting for lab.sh's output would otherwise wait for the node to die).
+	# harness waiting for lab.sh's output would otherwise wait for the node to die), nor the
+	# lab lock on fd 9 (every later `down` would wait for the node, which only `down` kills).
 	setsid nsenter --net="/run/netns/$(netns_of "$name" "$node")" -- \
 		unshare --mount --uts --ipc --pid --fork --propagation private -- \
 		env -i PATH="$NODE_PATH" /bin/bash "$SELF" __boot "$name" "$node" \
-		</dev/null >"$d/boot.log" 2>&1 &
+		</dev/null >"$d/boot.log" 2>&1 9>&- &
 }
 
 # Runs inside the node's fresh namespaces as its PID 1 (the host's /proc is still mounted):
@@ -444,14 +448,19 @@ shape_nodes() {
 	for ((i = 1; i <= $2; i++)); do echo "w$i"; done
 }
 
+# Serialises up/down of one lab across processes (fd 9 stays open until lab.sh exits).
+lock_lab() {
+	exec 9>"$KHALAB_ROOT/.$1.lock"
+	flock 9
+}
+
 cmd_up() {
 	local name=${1:-}
 	[[ -n $name ]] || die "usage: lab.sh up NAME [--index K] [--control-planes C] [--workers W]"
 	shift
 	valid_name "$name"
+	lock_lab "$name"
 	parse_shape "$@"
-	# Lab subnets are 10.200.K.0/24: clear of Kubernetes' default service (10.96.0.0/12) and
-	# pod (10.244.0.0/16) ranges, which must not contain node addresses.
 	local idx=$SHAPE_INDEX cps=$SHAPE_CPS workers=$SHAPE_WORKERS
 	check_host
 
@@ -459,7 +468,7 @@ cmd_up() {
 	dir=$(lab_dir "$name")
 	[[ ! -e $dir ]] || die "lab '$name' already exists ($dir); tear it down first: lab.sh down $name"
 	[[ ! -e /sys/class/net/$(bridge_of "$idx") ]] || die "index $idx is taken by another lab (bridge $(bridge_of "$idx") exists); pick another --index"
-	[[ -z $(ip -4 route show 10.200."$idx".0/24) ]] || die "subnet 10.200.$idx.0/24 is already routed on this machine; pick another --index"
+	[[ -z $(ip -4 route show "$NET.$idx.0/24") ]] || die "subnet $NET.$idx.0/24 is already routed on this machine; pick another --index"
 	local systemctl_py
 	systemctl_py=$(find_systemctl_py)
 
@@ -496,7 +505,7 @@ EOF
 	i=0
 	for node in "${nodes[@]}"; do
 		i=$((i + 1))
-		addr="10.200.$idx.$((10 + i))"
+		addr="$NET.$idx.$((10 + i))"
 		prepare_base "$name" "$node" "$addr" "$systemctl_py" &
 		pids+=($!)
 	done
@@ -520,7 +529,7 @@ EOF
 
 	cmd_inventory "$name" >"$dir/inventory.yaml"
 	trap - EXIT
-	echo "lab $name up: ${#nodes[@]} nodes on 10.200.$idx.0/24 in $(($(now_ms) - t0)) ms; inventory: $dir/inventory.yaml"
+	echo "lab $name up: ${#nodes[@]} nodes on $NET.$idx.0/24 in $(($(now_ms) - t0)) ms; inventory: $dir/inventory.yaml"
 }
 
 # --- down --------------------------------------------------------------------------------------
@@ -535,6 +544,7 @@ cmd_down() {
 	local name=${1:-}
 	[[ -n $name ]] || die "usage: lab.sh down NAME"
 	valid_name "$name"
+	lock_lab "$name"
 	local dir
 	dir=$(lab_dir "$name")
 	local nodes=() idx=""
@@ -641,7 +651,7 @@ cmd_status() {
 	load_lab "$name"
 	local ok=0 node pid sshd
 	if bridge_up; then
-		echo "bridge $(bridge_of "$LAB_INDEX") 10.200.$LAB_INDEX.1/24 up"
+		echo "bridge $(bridge_of "$LAB_INDEX") $NET.$LAB_INDEX.1/24 up"
 	else
 		echo "bridge $(bridge_of "$LAB_INDEX") DOWN"
 		ok=1
@@ -704,7 +714,7 @@ cmd_inventory() {
 apiVersion: khactl.io/v1alpha1
 kind: Inventory
 cluster: { name: $name, kubernetesVersion: v1.31.2 }
-vip: { address: 10.200.$LAB_INDEX.100, routerId: $((50 + LAB_INDEX)), port: 8443, dnsName: k8s-api.$name.local }
+vip: { address: $NET.$LAB_INDEX.100, routerId: $((50 + LAB_INDEX)), port: 8443, dnsName: k8s-api.$name.local }
 ssh: { user: root, port: 22, identityFile: $(lab_dir "$name")/ssh/id_ed25519 }
 nodes:
 EOF
@@ -712,7 +722,7 @@ EOF
 		i=$((i + 1))
 		role=worker
 		((i <= LAB_CONTROL_PLANES)) && role=control-plane
-		echo "  - { name: $node, address: 10.200.$LAB_INDEX.$((10 + i)), role: $role }"
+		echo "  - { name: $node, address: $NET.$LAB_INDEX.$((10 + i)), role: $role }"
 	done
 }
 
