@@ -450,8 +450,11 @@ shape_nodes() {
 
 # Serialises up/down of one lab across processes (fd 9 stays open until lab.sh exits).
 lock_lab() {
+	# Re-opening would drop a lock this process already holds (up's failure path runs down).
+	[[ ${LOCKED_LAB:-} == "$1" ]] && return 0
 	exec 9>"$KHALAB_ROOT/.$1.lock"
 	flock 9
+	LOCKED_LAB=$1
 }
 
 cmd_up() {

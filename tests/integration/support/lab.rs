@@ -238,6 +238,8 @@ impl Lab {
 
     /// Runs `argv` inside the node (its network, mount, UTS, IPC and PID namespaces) with a
     /// clean environment and no stdin. Does not judge the exit status: that is the caller's.
+    /// Output is collected until every holder of stdout/stderr exits: a daemon started here
+    /// must redirect its stdio (`systemctl start` does), or the call waits for the daemon.
     pub fn exec<S: AsRef<OsStr>>(&self, node: &str, argv: &[S]) -> Output {
         self.exec_with_input(node, argv, &[])
     }
