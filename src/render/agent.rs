@@ -1,0 +1,88 @@
+//! The agent's files: its config (`khagent.yaml`), a systemd unit and an OpenRC script.
+//! The phase that installs them (`phases::install_agent`) decides the values; this module
+//! only turns them into text.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::Serialize;
+
+use super::{RenderError, Template, render};
+
+const CONFIG: Template = Template {
+    name: "khagent.yaml.tera",
+    text: include_str!("../../templates/khagent.yaml.tera"),
+};
+const SYSTEMD: Template = Template {
+    name: "khagent.service.tera",
+    text: include_str!("../../templates/khagent.service.tera"),
+};
+const OPENRC: Template = Template {
+    name: "khagent.openrc.tera",
+    text: include_str!("../../templates/khagent.openrc.tera"),
+};
+
+/// Context of `templates/khagent.yaml.tera`: one control-plane node's agent config.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentConfig {
+    /// The node the file is for (a comment only).
+    pub node: String,
+    /// VIP:port clients use.
+    pub listen: SocketAddr,
+    pub backends: Vec<AgentBackend>,
+    /// The cluster CA the apiservers' certificates are verified against.
+    pub ca_file: String,
+    pub status_listen: SocketAddr,
+    pub track: AgentTrack,
+    pub vrrp: AgentVrrp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentBackend {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+/// The tracked check: this node's own apiserver moves its priority by `weight` while down.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentTrack {
+    pub backend: String,
+    pub weight: i32,
+}
+
+/// The `vrrp:` section; intervals and lifetimes are left to the agent's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentVrrp {
+    pub interface: String,
+    pub router_id: u8,
+    pub priority: u8,
+    pub vip: Ipv4Addr,
+    pub vip_prefix_len: u8,
+    pub source_address: Ipv4Addr,
+    pub peers: Vec<Ipv4Addr>,
+}
+
+/// Context of the service templates (systemd unit, OpenRC script).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentService {
+    pub binary: String,
+    pub config: String,
+}
+
+impl AgentConfig {
+    pub fn render(&self) -> Result<String, RenderError> {
+        render(&CONFIG, self)
+    }
+}
+
+impl AgentService {
+    pub fn render_systemd(&self) -> Result<String, RenderError> {
+        render(&SYSTEMD, self)
+    }
+
+    pub fn render_openrc(&self) -> Result<String, RenderError> {
+        render(&OPENRC, self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! Snapshot tests: each template rendered from a fixed context, compared with the whole
+//! expected file; plus the escaping contract.
+
+use super::*;
+
+fn config() -> AgentConfig {
+    let cp = |i: u8| Ipv4Addr::new(10, 0, 0, 10 + i);
+    AgentConfig {
+        node: "cp-1".into(),
+        listen: "10.0.0.100:8443".parse().unwrap(),
+        backends: (1..=3)
+            .map(|i| AgentBackend {
+                name: format!("cp-{i}"),
+                address: SocketAddr::new(cp(i).into(), 6443),
+            })
+            .collect(),
+        ca_file: "/etc/kubernetes/pki/ca.crt".into(),
+        status_listen: "127.0.0.1:9901".parse().unwrap(),
+        track: AgentTrack {
+            backend: "cp-1".into(),
+            weight: -30,
+        },
+        vrrp: AgentVrrp {
+            interface: "eth0".into(),
+            router_id: 51,
+            priority: 150,
+            vip: Ipv4Addr::new(10, 0, 0, 100),
+            vip_prefix_len: 24,
+            source_address: cp(1),
+            peers: vec![cp(2), cp(3)],
+        },
+    }
+}
+
+fn service() -> AgentService {
+    AgentService {
+        binary: "/usr/local/bin/khagent".into(),
+        config: "/etc/khagent/khagent.yaml".into(),
+    }
+}
+
+#[test]
+fn agent_config_renders_every_section() {
+    let want = r#"# Managed by khactl: khagent (API load balancer + VRRP virtual IP) on "cp-1".
+# Edits here are overwritten by the next `khactl up`; change the inventory instead.
+# Reference: docs/agent.md and docs/vrrp.md.
+listen: "10.0.0.100:8443"
+backends:
+  - name: "cp-1"
+    address: "10.0.0.11:6443"
+  - name: "cp-2"
+    address: "10.0.0.12:6443"
+  - name: "cp-3"
+    address: "10.0.0.13:6443"
+health:
+  kind: https
+  path: "/readyz"
+  ca_file: "/etc/kubernetes/pki/ca.crt"
+status:
+  listen: "127.0.0.1:9901"
+track:
+  - name: "local-apiserver"
+    backend: "cp-1"
+    weight: -30
+vrrp:
+  interface: "eth0"
+  router_id: 51
+  priority: 150
+  vip: "10.0.0.100"
+  vip_prefix_len: 24
+  source_address: "10.0.0.11"
+  peers: ["10.0.0.12","10.0.0.13"]
+"#;
+    assert_eq!(config().render().unwrap(), want);
+}
+
+#[test]
+fn agent_config_of_a_single_node_has_no_peers() {
+    let mut c = config();
+    c.backends.truncate(1);
+    c.vrrp.peers.clear();
+    let text = c.render().unwrap();
+    assert!(text.contains("\n  peers: []\n"), "{text}");
+}
+
+/// The values khactl puts in the config come from a validated inventory, but the template
+/// must not rely on that: a value with YAML syntax in it stays one string.
+#[test]
+fn hostile_strings_cannot_add_yaml_keys() {
+    let mut c = config();
+    c.node = "x\"\nlisten: 0.0.0.0:1".into();
+    c.backends[0].name = "cp-1\n    evil: true".into();
+    c.vrrp.interface = "eth0\"\n  priority: 254 #".into();
+    let text = c.render().unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(doc["listen"].as_str(), Some("10.0.0.100:8443"), "{text}");
+    assert_eq!(
+        doc["backends"][0]["name"].as_str(),
+        Some("cp-1\n    evil: true")
+    );
+    assert!(doc["backends"][0].get("evil").is_none(), "{text}");
+    assert_eq!(
+        doc["vrrp"]["interface"].as_str(),
+        Some("eth0\"\n  priority: 254 #")
+    );
+    assert_eq!(doc["vrrp"]["priority"].as_u64(), Some(150), "{text}");
+}
+
+#[test]
+fn every_value_in_the_templates_goes_through_an_escaping_filter() {
+    for (name, text, filter) in [
+        (CONFIG.name, CONFIG.text, "json"),
+        (SYSTEMD.name, SYSTEMD.text, "json"),
+        (OPENRC.name, OPENRC.text, "shell"),
+    ] {
+        for expr in text.split("{{").skip(1) {
+            let expr = expr.split("}}").next().unwrap_or_default().trim();
+            assert!(
+                expr.ends_with(&format!("| {filter}")),
+                "{name}: `{{{{ {expr} }}}}` is printed without the {filter} filter"
+            );
+        }
+    }
+}
+
+#[test]
+fn systemd_unit_checks_the_config_then_runs_the_agent() {
+    let want = r#"# Managed by khactl; edits here are overwritten by the next `khactl up`.
+# khagent reference: docs/agent.md in the khactl repository.
+[Unit]
+Description=khagent: Kubernetes API load balancer and virtual IP
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStartPre="/usr/local/bin/khagent" check --config "/etc/khagent/khagent.yaml"
+ExecStart="/usr/local/bin/khagent" --config "/etc/khagent/khagent.yaml"
+ExecReload=/bin/kill -HUP $MAINPID
+# SIGTERM drains connections (drain_timeout, 30 s by default) and hands the VIP over with a
+# priority-0 advert; allow for the drain before systemd resorts to SIGKILL.
+TimeoutStopSec=45
+Restart=always
+RestartSec=1
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+"#;
+    assert_eq!(service().render_systemd().unwrap(), want);
+}
+
+#[test]
+fn openrc_script_is_supervised_and_checks_before_start() {
+    let text = service().render_openrc().unwrap();
+    assert!(text.starts_with("#!/sbin/openrc-run\n"), "{text}");
+    for line in [
+        "command='/usr/local/bin/khagent'",
+        "command_args=\"--config \"'/etc/khagent/khagent.yaml'",
+        "khagent_config='/etc/khagent/khagent.yaml'",
+        "supervisor=supervise-daemon",
+        "\t\"$command\" check --config \"$khagent_config\"",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+/// The OpenRC script is shell: prove with a real `sh` that the quoted values expand to exactly
+/// what was rendered, quotes and `$` included.
+#[test]
+fn openrc_values_survive_a_real_shell() {
+    let s = AgentService {
+        binary: "/opt/it's $(here)/khagent".into(),
+        config: "/etc/k h/agent.yaml".into(),
+    };
+    let text = s.render_openrc().unwrap();
+    let assignments: String = text
+        .lines()
+        .filter(|l| l.starts_with("command=") || l.starts_with("khagent_config="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let script = format!("{assignments}printf '%s\\n' \"$command\" \"$khagent_config\"");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/opt/it's $(here)/khagent\n/etc/k h/agent.yaml\n"
+    );
+}

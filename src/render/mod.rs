@@ -1,0 +1,124 @@
+//! Files khactl writes on nodes, rendered from the templates in `templates/` (embedded at
+//! build time with `include_str!`). Each template has one typed context struct here; nothing
+//! else reaches a template.
+//!
+//! Escaping is the template's contract, not the caller's: every value a template prints goes
+//! through a filter that makes it inert in that file's syntax.
+//! - `json`: a JSON literal. JSON strings are YAML double-quoted scalars, so an inventory
+//!   value with a newline, `:` or `#` stays one scalar and cannot add keys to the agent config.
+//!   systemd's `ExecStart=` takes double-quoted words with C escapes, which JSON strings are
+//!   for the ASCII paths we print.
+//! - `shell`: a single-quoted POSIX shell word (OpenRC scripts are shell).
+//!
+//! Rendering is pure (no I/O); the unit tests compare whole files with expected text.
+
+mod agent;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tera::{Tera, Value};
+
+pub use agent::{AgentBackend, AgentConfig, AgentService, AgentTrack, AgentVrrp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template that does not parse or uses a missing field is a bug in khactl, caught by
+    /// the unit tests; the message keeps tera's whole chain so it can be found.
+    #[error("internal: cannot render template {template}: {detail}")]
+    Template {
+        template: &'static str,
+        detail: String,
+    },
+}
+
+/// One template: its name (for messages) and its text.
+pub(crate) struct Template {
+    pub name: &'static str,
+    pub text: &'static str,
+}
+
+/// Renders `template` with `context`, with khactl's escaping filters registered.
+pub(crate) fn render<C: Serialize>(
+    template: &Template,
+    context: &C,
+) -> Result<String, RenderError> {
+    let fail = |e: tera::Error| RenderError::Template {
+        template: template.name,
+        // `{:#}` shows tera's whole source chain (the line and the missing field).
+        detail: format!("{:#}", anyhow::Error::new(e)),
+    };
+    let mut tera = Tera::default();
+    // Tera escapes HTML by default for .html names only; say it: these are not HTML.
+    tera.autoescape_on(vec![]);
+    tera.register_filter("json", json_filter);
+    tera.register_filter("shell", shell_filter);
+    tera.add_raw_template(template.name, template.text)
+        .map_err(fail)?;
+    let ctx = tera::Context::from_serialize(context).map_err(fail)?;
+    tera.render(template.name, &ctx).map_err(fail)
+}
+
+fn json_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    // `Value`'s Display is serde_json's compact JSON.
+    Ok(Value::String(value.to_string()))
+}
+
+fn shell_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            return Err(tera::Error::msg(format!(
+                "shell filter takes a string or number, got {other}"
+            )));
+        }
+    };
+    Ok(Value::String(shell_quote(&text)))
+}
+
+/// A POSIX shell word that expands to exactly `s`: single quotes, with each `'` written as
+/// `'\''` (nothing is special inside single quotes except the quote itself).
+pub(crate) fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_keeps_quotes_and_dollars_inert() {
+        assert_eq!(
+            shell_quote("/usr/local/bin/khagent"),
+            "'/usr/local/bin/khagent'"
+        );
+        assert_eq!(shell_quote("a'b $(x)"), r"'a'\''b $(x)'");
+    }
+
+    #[test]
+    fn json_filter_quotes_strings_and_leaves_numbers() {
+        let none = HashMap::new();
+        assert_eq!(
+            json_filter(&Value::String("a\n b: c".into()), &none).unwrap(),
+            Value::String(r#""a\n b: c""#.into())
+        );
+        assert_eq!(
+            json_filter(&Value::from(150), &none).unwrap(),
+            Value::String("150".into())
+        );
+    }
+
+    #[test]
+    fn a_broken_template_is_an_error_naming_it() {
+        let t = Template {
+            name: "broken.tera",
+            text: "{{ missing | json }}",
+        };
+        let err = render(&t, &Empty {}).unwrap_err();
+        assert!(err.to_string().contains("broken.tera"), "{err}");
+    }
+
+    #[derive(Serialize)]
+    struct Empty {}
+}
