@@ -200,11 +200,17 @@ for top in ("vm", "fs", "kernel"):
 PY
 }
 
+# py_make_opaque LAYERS_DIR REL...: in every layer under LAYERS_DIR, creates each REL dir
+# and marks it opaque.
 py_make_opaque() {
 	/usr/bin/python3 - "$@" <<'PY'
 import os, sys
-for d in sys.argv[1:]:
-    os.setxattr(d, "trusted.overlay.opaque", b"y")
+layers, rels = sys.argv[1], sys.argv[2:]
+for layer in os.listdir(layers):
+    for rel in rels:
+        d = os.path.join(layers, layer, rel)
+        os.makedirs(d, exist_ok=True)
+        os.setxattr(d, "trusted.overlay.opaque", b"y")
 PY
 }
 
@@ -277,20 +283,17 @@ prepare_base() {
 	cp -a "$(lab_dir "$name")/run/sysctl-template" "$(sysctl_of "$name" "$node")"
 }
 
-opaque_dirs_of() {
-	local base=$1 w r
-	echo "$base/root"
-	echo "$base/var/lib/khalab"
-	for w in /etc/systemd/system/*.wants; do
-		[[ -d $w ]] || continue
-		mkdir -p "$base$w"
-		echo "$base$w"
+# Directories made opaque in every base layer (relative to /): the host's /root and its shell
+# start-up files, every systemd *.wants dir and /etc/rc?.d (nothing from the host boots in a
+# node), and the labs' own state.
+opaque_dirs() {
+	local d
+	echo root
+	echo var/lib/khalab
+	for d in /etc/systemd/system/*.wants /etc/rc?.d; do
+		[[ -d $d ]] && echo "${d#/}"
 	done
-	for r in /etc/rc?.d; do
-		[[ -d $r ]] || continue
-		mkdir -p "$base$r"
-		echo "$base$r"
-	done
+	return 0
 }
 
 setup_network() {
@@ -513,12 +516,9 @@ EOF
 		pids+=($!)
 	done
 	for i in "${pids[@]}"; do wait "$i"; done
-	local opaque=() dirs=()
-	for node in "${nodes[@]}"; do
-		mapfile -t dirs < <(opaque_dirs_of "$(layer_of "$name" "$node")")
-		opaque+=("${dirs[@]}")
-	done
-	py_make_opaque "${opaque[@]}"
+	local opaque=()
+	mapfile -t opaque < <(opaque_dirs)
+	py_make_opaque "$dir/run/layers" "${opaque[@]}"
 
 	setup_network "$name" "$idx" "${nodes[@]}"
 	for node in "${nodes[@]}"; do launch_node "$name" "$node"; done
