@@ -155,7 +155,7 @@ check_host() {
 }
 
 find_systemctl_py() {
-	local py dir cand
+	local py dir
 	if [[ -n ${KHALAB_SYSTEMCTL_PY:-} ]]; then
 		echo "$KHALAB_SYSTEMCTL_PY"
 		return
@@ -168,19 +168,15 @@ find_systemctl_py() {
 			return
 		fi
 	done
-	for cand in $(command -v systemctl3.py 2>/dev/null) /usr/local/bin/systemctl3.py; do
-		[[ -f $cand ]] && {
-			echo "$cand"
-			return
-		}
-	done
+	# Not `command -v systemctl3.py`: pip installs an entry-point wrapper under that name (and
+	# pyenv a shell shim), neither of which runs without the package.
 	die "systemctl3.py not found: pip install docker-systemctl-replacement (or set KHALAB_SYSTEMCTL_PY)"
 }
 
 # --- up ----------------------------------------------------------------------------------------
 
-# One Python process for the work that would otherwise be hundreds of forks: snapshot the
-# global sysctl trees (vm, fs, kernel) as regular files, and mark base-layer dirs opaque.
+# One Python process for what would otherwise be hundreds of forks: snapshot the global sysctl
+# trees (vm, fs, kernel) as regular files.
 py_snapshot_sysctls() {
 	/usr/bin/python3 - "$1" <<'PY'
 import os, sys
@@ -256,6 +252,7 @@ prepare_base() {
 	ssh-keygen -q -t ed25519 -N '' -C "root@$node" -f "$base/etc/ssh/ssh_host_ed25519_key"
 	local k
 	for k in /etc/ssh/ssh_host_*; do
+		[[ -e $k ]] || continue
 		# Whiteouts hide the host's other host keys: a node must never present the host's key.
 		[[ -e $base/etc/ssh/${k##*/} ]] || mknod "$base/etc/ssh/${k##*/}" c 0 0
 	done
