@@ -681,6 +681,7 @@ cmd_list() {
 
 running_pid() {
 	local pid
+	node_index "$1" >/dev/null
 	pid=$(node_pid "$1") || die "node $LAB_NAME/$1 is not running (lab.sh status $LAB_NAME)"
 	echo "$pid"
 }
