@@ -21,6 +21,12 @@ use crate::inventory::KeyType;
 /// now will not have certificates lapse before the next routine run.
 pub const RENEW_BEFORE: Duration = Duration::days(30);
 
+/// The renewal window for leaves valid `validity_days`: [`RENEW_BEFORE`], but at most
+/// half their lifetime, or a 7-day certificate would be renewed on every run.
+pub fn renewal_window(validity_days: u32) -> Duration {
+    RENEW_BEFORE.min(Duration::days(i64::from(validity_days)) / 2)
+}
+
 /// Why a leaf on disk is replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reissue {
@@ -132,17 +138,20 @@ pub fn spki_pin(cert: &X509Certificate<'_>) -> String {
     format!("sha256:{hex}")
 }
 
-/// `None` when the leaf on disk can be reused for `spec`, else why not.
+/// What a leaf on disk is judged against.
 pub struct LeafCheck<'a> {
     pub spec: &'a LeafSpec,
     pub ca: &'a X509Certificate<'a>,
     pub key_type: KeyType,
     pub now: OffsetDateTime,
+    /// Renew when less than this is left.
+    pub renew_before: Duration,
     /// When a freshly issued leaf would expire; renewal only helps if that is later.
     pub fresh_not_after: OffsetDateTime,
 }
 
 impl LeafCheck<'_> {
+    /// `None` when the leaf can be reused as it is, else why not.
     pub fn verdict(&self, cert_pem: &[u8], key_pem: &[u8]) -> Option<Reissue> {
         let der = match cert_der(cert_pem) {
             Ok(der) => der,
@@ -184,7 +193,7 @@ impl LeafCheck<'_> {
             return Some(Reissue::NotYetValid);
         }
         let expiry = not_after(cert);
-        if expiry - self.now < RENEW_BEFORE && self.fresh_not_after > expiry {
+        if expiry - self.now < self.renew_before && self.fresh_not_after > expiry {
             return Some(Reissue::ExpiresSoon {
                 days: (expiry - self.now).whole_days(),
             });

@@ -28,6 +28,7 @@ pub struct Pair {
 /// A CA ready to sign.
 pub struct LoadedAuthority {
     pub pair: Pair,
+    pub cert_path: PathBuf,
     pub der: Vec<u8>,
     pub not_before: OffsetDateTime,
     /// `sha256:<hex>` of its public key (the kubeadm discovery pin).
@@ -134,6 +135,7 @@ pub fn authority(
             key,
             not_after,
         },
+        cert_path,
         der,
         not_before,
         spki_pin,
@@ -222,7 +224,7 @@ pub fn leaf(
     let not_before = (now - super::issue::BACKDATE).max(ca.not_before);
     let ca_cert = inspect::parse(&ca.der).map_err(|reason| PkiError::Unusable {
         what: "a CA",
-        path: cert_path.clone(),
+        path: ca.cert_path.clone(),
         reason,
     })?;
     let check = LeafCheck {
@@ -230,6 +232,7 @@ pub fn leaf(
         ca: &ca_cert,
         key_type: settings.key_type,
         now,
+        renew_before: inspect::renewal_window(settings.cert_validity_days),
         fresh_not_after,
     };
     let existing = (

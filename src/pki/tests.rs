@@ -533,6 +533,22 @@ fn leaves_are_renewed_within_thirty_days_of_expiry_and_cas_are_not() {
 }
 
 #[test]
+fn short_lived_leaves_are_renewed_in_the_last_half_of_their_life_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut inv = inventory(1, 0);
+    inv.pki.cert_validity_days = 7;
+    let now = OffsetDateTime::now_utc();
+    ensure_at(tmp.path(), &inv, now).unwrap();
+    let (_, report) = ensure_at(tmp.path(), &inv, now + Duration::days(3)).unwrap();
+    assert!(!report.changed(), "{report}");
+    let (_, report) = ensure_at(tmp.path(), &inv, now + Duration::days(4)).unwrap();
+    assert_eq!(
+        report.outcome("apiserver (cp-1)"),
+        Some(&Outcome::Reissued(Reissue::ExpiresSoon { days: 2 }))
+    );
+}
+
+#[test]
 fn a_ca_with_its_key_missing_is_an_error_and_nothing_is_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     ensure(tmp.path(), &inventory(1, 0)).unwrap();
