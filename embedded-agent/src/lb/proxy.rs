@@ -332,3 +332,134 @@ impl Pump<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::BackendConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair. With `small` buffers a slow reader pushes back on the proxy at once
+    /// and reads stay below the copy buffer (copy mode, bytes parked in a pipe); with default
+    /// buffers reads fill it (splice mode).
+    async fn pair(small_buffers: bool) -> (TcpStream, TcpStream) {
+        let small = |s: &tokio::net::TcpSocket| {
+            if small_buffers {
+                s.set_send_buffer_size(4096).unwrap();
+                s.set_recv_buffer_size(4096).unwrap();
+            }
+        };
+        let ls = tokio::net::TcpSocket::new_v4().unwrap();
+        small(&ls);
+        ls.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l: TcpListener = ls.listen(8).unwrap();
+        let cs = tokio::net::TcpSocket::new_v4().unwrap();
+        small(&cs);
+        let a = cs.connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// Messages of every size from 1 byte to past the copy buffer, so both modes and the
+    /// switches between them run.
+    fn payload(seed: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut size = 1usize;
+        let mut x = seed;
+        while out.len() < 6_000_000 {
+            for _ in 0..size {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                out.push((x >> 16) as u8);
+            }
+            size = (size * 3 + 7) % 70_000 + 1;
+        }
+        out
+    }
+
+    /// Writes `data` in uneven chunks, then half-closes.
+    async fn send_all(mut s: tokio::net::tcp::OwnedWriteHalf, data: Vec<u8>) {
+        let mut at = 0;
+        let mut chunk = 1;
+        while at < data.len() {
+            let end = (at + chunk).min(data.len());
+            s.write_all(&data[at..end]).await.unwrap();
+            at = end;
+            chunk = (chunk * 7 + 3) % 90_000 + 1;
+        }
+        s.shutdown().await.unwrap();
+    }
+
+    /// Reads to the end in small pieces, yielding often, so the proxy's destination fills up
+    /// and bytes have to wait in a pipe.
+    async fn slow_read(mut s: tokio::net::tcp::OwnedReadHalf) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 3000];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn copy_mode_forwards_both_directions_intact_under_backpressure() {
+        forwards_intact_then_half_closes(true).await;
+    }
+
+    #[tokio::test]
+    async fn splice_mode_forwards_both_directions_intact() {
+        forwards_intact_then_half_closes(false).await;
+    }
+
+    async fn forwards_intact_then_half_closes(small_buffers: bool) {
+        let (client, proxy_client_side) = pair(small_buffers).await;
+        let (proxy_server_side, server) = pair(small_buffers).await;
+        let backend = Backend::new(&BackendConfig {
+            name: "b".into(),
+            address: "127.0.0.1:1".parse().unwrap(),
+        });
+        let (up_data, down_data) = (payload(1), payload(2));
+        let (client_r, client_w) = client.into_split();
+        let (server_r, server_w) = server.into_split();
+        let up_writer = tokio::spawn(send_all(client_w, up_data.clone()));
+        let down_writer = tokio::spawn(send_all(server_w, down_data.clone()));
+        let up_reader = tokio::spawn(slow_read(server_r));
+        let down_reader = tokio::spawn(slow_read(client_r));
+        let last_io = AtomicU64::new(0);
+        forward(
+            &proxy_client_side,
+            &proxy_server_side,
+            Instant::now(),
+            &last_io,
+            &backend,
+        )
+        .await
+        .unwrap();
+        // As in `serve`: the sockets close when forwarding ends (the last FIN rides on close).
+        drop((proxy_client_side, proxy_server_side));
+        up_writer.await.unwrap();
+        down_writer.await.unwrap();
+        assert!(
+            up_reader.await.unwrap() == up_data,
+            "client to server bytes differ"
+        );
+        assert!(
+            down_reader.await.unwrap() == down_data,
+            "server to client bytes differ"
+        );
+        assert_eq!(
+            backend.bytes_up.load(Ordering::Relaxed),
+            up_data.len() as u64
+        );
+        assert_eq!(
+            backend.bytes_down.load(Ordering::Relaxed),
+            down_data.len() as u64
+        );
+        assert!(sys::pooled_pipes() > 0, "pipes went back to the pool");
+    }
+}
