@@ -133,13 +133,28 @@ impl Agent {
     }
 
     fn start_with_status(body: &str, status_extra: &str) -> Agent {
+        Agent::start_limited(body, status_extra, None)
+    }
+
+    /// `max_fds`: run under that RLIMIT_NOFILE (via prlimit).
+    fn start_limited(body: &str, status_extra: &str, max_fds: Option<u32>) -> Agent {
         let dir = temp_dir("agent");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!("listen: {listen}\nstatus:\n  listen: {status}\n{status_extra}{body}");
         std::fs::write(dir.join("agent.yaml"), config).unwrap();
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_khagent"))
+        let mut command = match max_fds {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_khagent"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_khagent")),
+        };
+        let child = command
             .arg("--config")
             .arg(dir.join("agent.yaml"))
             .stdout(Stdio::null())
@@ -558,6 +573,52 @@ fn max_connections_holds_extra_clients_until_a_slot_frees() {
     waiting.set_read_timeout(Some(DEADLINE)).unwrap();
     let n = (&waiting).read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"a\n");
+}
+
+#[test]
+fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
+    let a = Backend::start("a");
+    // Room for the agent's own descriptors and a few proxied connections, no more.
+    let agent = Agent::start_limited(&backends_yaml(&[&a]), "", Some(24));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(TcpStream::connect(agent.listen).unwrap());
+    }
+    wait_for("exhaustion logged", || agent.log().contains("backing off"));
+    let pid = agent.child.id();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let (before, since) = (cpu(), Instant::now());
+    // Sample CPU over a window while still exhausted: a spinning accept loop burns a core.
+    while since.elapsed() < Duration::from_secs(2) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let ticks = cpu() - before;
+    assert!(ticks < 20, "accept loop spun: {ticks} ticks in 2 s");
+    drop(clients);
+    wait_for("status answers again", || {
+        TcpStream::connect(agent.status).is_ok()
+    });
+    let st = agent.status_json();
+    assert!(
+        st["listener"]["accept_exhausted_total"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+    // The dropped clients still sit in the backlog and are accepted (and closed) first.
+    wait_for("serves again once descriptors are free", || {
+        let mut s = TcpStream::connect(agent.listen).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = [0u8; 2];
+        matches!(s.read(&mut buf), Ok(2)) && &buf == b"a\n"
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
