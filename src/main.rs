@@ -41,7 +41,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     let v = inventory::load(path).map_err(|e| UsageError(e.to_string()))?;
     for w in &v.warnings {
-        println!("warning: {}: {}", w.path, w.message);
+        println!("warning: {w}");
     }
     let inv = &v.inventory;
     println!(

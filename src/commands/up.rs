@@ -1,11 +1,12 @@
 //! `khactl up`: validate the inventory, then run the install phases against every node.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::commands::UsageError;
 use crate::inventory;
-use crate::phases::{self, Context, Mode, Settings};
+use crate::phases::{self, AgentBinary, Context, Mode, Settings};
 use crate::remote::find_ssh_client;
 use crate::report::{Event, Report, Reporter, RunLog};
 use crate::state::StateDir;
@@ -18,6 +19,8 @@ pub struct UpOptions {
     pub parallelism: usize,
     pub connect_timeout: Duration,
     pub state_dir: Option<PathBuf>,
+    /// The khagent to install; default: `khagent` next to this executable.
+    pub agent_binary: Option<PathBuf>,
 }
 
 pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Result<()> {
@@ -28,6 +31,9 @@ pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Resul
         .map_err(|e| UsageError(format!("{e}\n  hint: {}", e.hint().unwrap_or_default())))?;
     let inv = validated.inventory;
     check_local_files(&inv)?;
+    let agent_path = AgentBinary::locate(opts.agent_binary.as_deref())
+        .map_err(|e| UsageError(format!("cannot find khactl's own executable: {e}")))?;
+    let agent = AgentBinary::load(&agent_path).map_err(|e| UsageError(e.to_string()))?;
     let state = StateDir::locate(opts.state_dir.as_deref(), inv.cluster.name.as_str())
         .map_err(|e| UsageError(e.to_string()))?;
     state.create().map_err(|e| UsageError(e.to_string()))?;
@@ -35,7 +41,7 @@ pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Resul
     let log = RunLog::create(&state.logs_dir(), verb)?;
     let report = Report::new(reporter, Some(log));
     for w in &validated.warnings {
-        let text = format!("{}: {}", w.path, w.message);
+        let text = w.to_string();
         report.event(Event::Warning {
             node: None,
             message: &text,
@@ -52,6 +58,7 @@ pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Resul
             mode,
             parallelism: opts.parallelism,
             connect_timeout: opts.connect_timeout,
+            agent_binary: Some(Arc::new(agent)),
         },
         inventory: inv,
         state,

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::command::{CommandOutput, RemoteCommand};
 use super::error::RemoteError;
-use crate::inventory::SshTarget;
+use crate::inventory::{Bastion, SshTarget};
 
 /// Settings shared by every connection of one run.
 #[derive(Debug, Clone)]
@@ -45,17 +45,16 @@ impl SshHost {
             b.keyfile(key);
         }
         if let Some(bastion) = &target.bastion {
-            let mut jump = String::new();
-            if let Some(user) = &bastion.user {
-                jump.push_str(user);
-                jump.push('@');
-            }
-            jump.push_str(&bastion.address);
-            if let Some(port) = bastion.port {
-                jump.push(':');
-                jump.push_str(&port.to_string());
-            }
-            b.jump_hosts([jump]);
+            // `ProxyJump` hops do not inherit the builder's options (known_hosts, key), so
+            // the jump host is described in an ssh_config of our own: the same TOFU policy
+            // and the same key apply to it as to the node.
+            let config = jump_config(target, bastion, &opts.known_hosts)
+                .map_err(|detail| connect_failure(target, detail))?;
+            let path = opts.control_dir.join(format!("{}.jump.conf", target.node));
+            write_private(&path, &config)
+                .map_err(|e| connect_failure(target, format!("writing {}: {e}", path.display())))?;
+            b.config_file(&path);
+            b.jump_hosts([JUMP_ALIAS]);
         }
         let destination = target.address.to_string();
         let session = b
@@ -169,6 +168,84 @@ impl SshHost {
     }
 }
 
+const JUMP_ALIAS: &str = "khactl-jump";
+
+/// The ssh_config block for a node's jump host. Values come from the inventory, so
+/// anything that could end a directive (whitespace, quotes, newlines) is refused.
+fn jump_config(
+    target: &SshTarget,
+    bastion: &Bastion,
+    known_hosts: &Path,
+) -> Result<String, String> {
+    let plain = |what: &str, v: &str| -> Result<String, String> {
+        if v.is_empty()
+            || v.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c.is_control())
+        {
+            Err(format!(
+                "bastion {what} {v:?} cannot be used in an ssh configuration"
+            ))
+        } else {
+            Ok(v.to_owned())
+        }
+    };
+    let quoted = |what: &str, p: &Path| -> Result<String, String> {
+        let v = p.display().to_string();
+        if v.chars().any(|c| c == '"' || c.is_control()) {
+            Err(format!(
+                "{what} {v:?} cannot be used in an ssh configuration"
+            ))
+        } else {
+            Ok(format!("\"{v}\""))
+        }
+    };
+    let mut c = format!("Host {JUMP_ALIAS}\n");
+    c.push_str(&format!(
+        "  HostName {}\n",
+        plain("address", &bastion.address)?
+    ));
+    c.push_str(&format!(
+        "  User {}\n",
+        plain("user", bastion.user.as_deref().unwrap_or(&target.user))?
+    ));
+    c.push_str(&format!(
+        "  Port {}\n",
+        bastion.port.map_or(22, |p| p.get())
+    ));
+    if let Some(key) = &target.identity_file {
+        c.push_str(&format!(
+            "  IdentityFile {}\n  IdentitiesOnly yes\n",
+            quoted("identity file", key)?
+        ));
+    }
+    c.push_str(&format!(
+        "  UserKnownHostsFile {}\n",
+        quoted("known_hosts", known_hosts)?
+    ));
+    c.push_str("  StrictHostKeyChecking accept-new\n  BatchMode yes\n");
+    Ok(c)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+fn connect_failure(target: &SshTarget, detail: String) -> RemoteError {
+    RemoteError::Connect {
+        node: target.node.to_string(),
+        address: format!("{}:{}", target.address, target.port),
+        detail,
+    }
+}
+
 fn connect_error(target: &SshTarget, known_hosts: &Path, e: &openssh::Error) -> RemoteError {
     let detail = error_chain(e);
     if detail.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
@@ -180,11 +257,7 @@ fn connect_error(target: &SshTarget, known_hosts: &Path, e: &openssh::Error) -> 
             known_hosts: known_hosts.to_path_buf(),
         };
     }
-    RemoteError::Connect {
-        node: target.node.to_string(),
-        address: format!("{}:{}", target.address, target.port),
-        detail,
-    }
+    connect_failure(target, detail)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -201,4 +274,50 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{NodeName, Port};
+
+    fn target() -> SshTarget {
+        SshTarget {
+            node: NodeName::new("w1").unwrap(),
+            address: "10.0.0.14".parse().unwrap(),
+            user: "root".into(),
+            port: Port::new(22).unwrap(),
+            identity_file: Some("/keys/my key".into()),
+            sudo: false,
+            bastion: None,
+        }
+    }
+
+    #[test]
+    fn jump_host_gets_our_key_and_our_known_hosts() {
+        let b = Bastion {
+            address: "10.0.0.11".into(),
+            user: Some("jump".into()),
+            port: None,
+        };
+        let c = jump_config(&target(), &b, Path::new("/state/known_hosts")).unwrap();
+        assert!(c.contains("HostName 10.0.0.11\n"), "{c}");
+        assert!(c.contains("User jump\n"), "{c}");
+        assert!(c.contains("IdentityFile \"/keys/my key\"\n"), "{c}");
+        assert!(
+            c.contains("UserKnownHostsFile \"/state/known_hosts\"\n"),
+            "{c}"
+        );
+        assert!(c.contains("StrictHostKeyChecking accept-new"), "{c}");
+    }
+
+    #[test]
+    fn jump_host_values_cannot_inject_directives() {
+        let b = Bastion {
+            address: "10.0.0.11\n  ProxyCommand evil".into(),
+            user: None,
+            port: None,
+        };
+        assert!(jump_config(&target(), &b, Path::new("/k")).is_err());
+    }
 }

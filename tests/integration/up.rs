@@ -302,3 +302,47 @@ fn changed_host_key_is_refused_with_a_clear_message() {
     );
     assert!(err.contains("ssh-keygen -R"), "{}", text(&out));
 }
+
+#[test]
+fn a_node_behind_a_bastion_is_reached_through_it_with_the_same_trust_rules() {
+    require_root();
+    let lab = Lab::up("up-bastion", indexes::UP_BASTION, 1, 1);
+    let cp1 = lab.node_address("cp1");
+    let w1 = lab.node_address("w1");
+    // w1 is reached only through cp1.
+    let inventory = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    let line = inventory.lines().find(|l| l.contains("name: w1")).unwrap();
+    let behind = line.replace(
+        "role: worker }",
+        &format!("role: worker, ssh: {{ bastion: {{ address: \"{cp1}\" }} }} }}"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, inventory.replace(line, &behind)).unwrap();
+
+    assert!(lab.is_up());
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(khactl_bin())
+        .args(["up", "-i", path.to_str().unwrap(), "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sh(&lab, "w1", "cat /proc/sys/net/ipv4/ip_forward"), "1");
+    // w1's sshd saw the login come from the bastion, not from the machine khactl runs on.
+    let log = lab.read_file("w1", "/run/khalab/sshd.log").unwrap();
+    let accepted =
+        |from: String| log.contains(&format!("Accepted publickey for root from {from} "));
+    assert!(accepted(cp1.to_string()), "w1 sshd log:\n{log}");
+    assert!(
+        !accepted(lab.gateway().to_string()),
+        "w1 was reached directly:\n{log}"
+    );
+    // The bastion's host key went into the cluster's own known_hosts too.
+    let root = cluster_state(state.path()).unwrap();
+    let known = std::fs::read_to_string(root.join("known_hosts")).unwrap();
+    assert!(
+        known.contains(&cp1.to_string()) && known.contains(&w1.to_string()),
+        "{known}"
+    );
+}

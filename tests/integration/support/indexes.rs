@@ -26,3 +26,5 @@ pub const UP_HOSTKEY: u8 = 23;
 pub const ETCD: u8 = 24;
 /// `pki_consumers`: openssl verification of the distributed chains.
 pub const PKI_OPENSSL: u8 = 25;
+/// `up`: a worker reached through a bastion.
+pub const UP_BASTION: u8 = 26;
