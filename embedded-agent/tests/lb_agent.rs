@@ -691,6 +691,14 @@ fn check_validates_without_running() {
     let (code, _, err) = run_khagent(&["check", "--config", p]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown field `bogus`"), "{err}");
+    std::fs::write(
+        &path,
+        "listen: 127.0.0.1:7443\nbackends:\n  - {name: a, address: 127.0.0.1:6443}\nvrrp: {interface: eth0, router_id: 0, priority: 100, vip: 10.0.0.100}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_khagent(&["check", "--config", p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("vrrp.router_id: 0 is reserved"), "{err}");
     let (code, _, err) = run_khagent(&["--conf", p]);
     assert_eq!(code, 2);
     assert!(err.contains("usage"), "{err}");
