@@ -3,9 +3,12 @@
 //! hostnames), services through `systemctl`, and a teardown that leaves nothing behind.
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::support::{Lab, indexes, lab::lab_sh, repo_root};
+use crate::support::lab::{IndexClaim, KHALAB_ROOT, lab_sh};
+use crate::support::{Lab, indexes, repo_root, require_root, wait_for};
 
 /// Two nodes (cp1, w1) for the read-mostly checks; tests that break sshd build their own.
 fn lab() -> Arc<Lab> {
@@ -73,14 +76,14 @@ fn ssh_without_the_lab_key_is_refused() {
     let lab = lab();
     let tmp = tempfile::tempdir().unwrap();
     let stranger = tmp.path().join("id_ed25519");
-    let keygen = std::process::Command::new("ssh-keygen")
+    let keygen = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(&stranger)
         .status()
         .unwrap();
     assert!(keygen.success());
     lab.assert_up();
-    let out = std::process::Command::new("ssh")
+    let out = Command::new("ssh")
         .args(["-F", "/dev/null", "-i"])
         .arg(&stranger)
         .arg("-o")
@@ -326,7 +329,7 @@ fn lab_inventory_is_what_lab_sh_prints_and_a_valid_khactl_inventory() {
 
 #[test]
 fn committed_lab_inventory_is_the_default_lab_s_inventory() {
-    crate::support::require_root();
+    require_root();
     let printed = lab_sh()
         .args([
             "inventory",
@@ -396,35 +399,80 @@ fn stopped_sshd_refuses_connections_and_a_new_host_key_is_detected() {
 
 #[test]
 fn down_leaves_no_namespace_bridge_link_mount_or_state_behind() {
-    let index = indexes::LAB_SMOKE_TEARDOWN;
-    let lab = Lab::up("smoke-down", index, 1, 1);
-    let dir = lab.dir();
+    let lab = Lab::up("smoke-down", indexes::LAB_SMOKE_TEARDOWN, 1, 1);
     assert!(lab.is_up());
     drop(lab);
+    assert_nothing_left("smoke-down", indexes::LAB_SMOKE_TEARDOWN);
+}
 
-    let netns: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+#[test]
+fn down_removes_a_half_built_lab_and_status_notices_a_dead_node() {
+    let (name, index) = ("smoke-half", indexes::LAB_SMOKE_HALF);
+    let _claim = IndexClaim::acquire(index);
+    require_root();
+    assert!(lab_sh().args(["down", name]).status().unwrap().success());
+    // No time to wait for sshd and no clean-up on failure: up stops with its nodes booted and
+    // nothing else done.
+    let up = lab_sh()
+        .env("KHALAB_KEEP_FAILED", "1")
+        .env("KHALAB_SSHD_DEADLINE", "0")
+        .args(["up", name, "--index", &index.to_string()])
+        .args(["--control-planes", "1", "--workers", "1"])
+        .output()
+        .unwrap();
+    assert!(!up.status.success(), "up was meant to fail");
+    assert!(Path::new(&format!("/run/netns/khl_{name}_w1")).exists());
+
+    let status = || lab_sh().args(["status", name]).output().unwrap();
+    wait_for("both nodes up", Duration::from_secs(20), || {
+        status().status.success()
+    });
+    let pid = std::fs::read_to_string(format!("/var/lib/khalab/{name}/w1/pid")).unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("status to report w1 down", Duration::from_secs(10), || {
+        let out = status();
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("w1 10.200.")
+            && String::from_utf8_lossy(&out.stdout).contains("DOWN")
+    });
+
+    let down = lab_sh().args(["down", name]).output().unwrap();
     assert!(
-        !netns.iter().any(|n| n.starts_with("khl_smoke-down_")),
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_nothing_left(name, index);
+}
+
+/// No network namespace, bridge, veth, mount, state dir or node process of the lab remains.
+fn assert_nothing_left(name: &str, index: u8) {
+    let names_in = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let netns = names_in("/run/netns");
+    let ns_prefix = format!("khl_{name}_");
+    assert!(
+        !netns.iter().any(|n| n.starts_with(&ns_prefix)),
         "netns left: {netns:?}"
     );
-    let links: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let prefix = format!("khl{index}");
+    let links = names_in("/sys/class/net");
+    let (bridge, veth) = (format!("khl{index}br"), format!("khl{index}n"));
     assert!(
-        !links
-            .iter()
-            .any(|l| l == &format!("{prefix}br") || l.starts_with(&format!("{prefix}n"))),
+        !links.iter().any(|l| *l == bridge || l.starts_with(&veth)),
         "links left: {links:?}"
     );
+    let dir = Path::new(KHALAB_ROOT).join(name);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(dir.to_str().unwrap()),
@@ -432,9 +480,9 @@ fn down_leaves_no_namespace_bridge_link_mount_or_state_behind() {
         dir.display()
     );
     assert!(!dir.exists(), "{} left behind", dir.display());
-    let leftover_nodes = std::process::Command::new("pgrep")
-        .args(["-f", "__boot smoke-down "])
+    let nodes = Command::new("pgrep")
+        .args(["-f", &format!("__boot {name} ")])
         .output()
         .unwrap();
-    assert!(!leftover_nodes.status.success(), "node processes left");
+    assert!(!nodes.status.success(), "node processes left");
 }

@@ -14,6 +14,8 @@ pub const LAB_SMOKE: u8 = 10;
 pub const LAB_SMOKE_TEARDOWN: u8 = 11;
 /// `lab_smoke`: stops sshd and changes host keys, so it has a lab of its own.
 pub const LAB_SMOKE_SSHD: u8 = 12;
+/// `lab_smoke`: a deliberately half-built lab, for `down` and `status`.
+pub const LAB_SMOKE_HALF: u8 = 13;
 /// `up`: the main 3+2 install, idempotency and isolation.
 pub const UP_MAIN: u8 = 20;
 /// `up`: dry run on a fresh lab.
@@ -28,3 +30,5 @@ pub const ETCD: u8 = 24;
 pub const PKI_OPENSSL: u8 = 25;
 /// `up`: a worker reached through a bastion.
 pub const UP_BASTION: u8 = 26;
+/// `up`: a non-root ssh user with sudo.
+pub const UP_SUDO: u8 = 27;

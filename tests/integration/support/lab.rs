@@ -44,7 +44,7 @@ pub struct Lab {
     index: u8,
     nodes: Vec<LabNode>,
     // Dropped after `Drop::drop` has torn the lab down: only then may the index be reused.
-    _slot: Slot,
+    _claim: IndexClaim,
 }
 
 impl Lab {
@@ -53,7 +53,7 @@ impl Lab {
     /// [`super::indexes`]. Panics with lab.sh's output if the lab cannot be built.
     pub fn up(name: &str, index: u8, control_planes: usize, workers: usize) -> Lab {
         super::require_root();
-        let slot = Slot::acquire(index);
+        let claim = IndexClaim::acquire(index);
         // A lab of this name left behind by an earlier, killed test run would make `up` refuse.
         run_ok(
             lab_sh().args(["down", name]),
@@ -87,7 +87,7 @@ impl Lab {
             name: name.to_owned(),
             index,
             nodes,
-            _slot: slot,
+            _claim: claim,
         };
         lab.assert_up();
         lab
@@ -433,9 +433,10 @@ fn has_connected_route(iface: &str, subnet: [u8; 4]) -> bool {
     })
 }
 
-/// A claim on a lab index and on one of the process's lab slots.
+/// A claim on a lab index and on one of the process's lab slots, held for a lab's life.
+/// [`Lab::up`] takes one; a test that drives `lab.sh` directly takes its own.
 #[derive(Debug)]
-struct Slot {
+pub struct IndexClaim {
     index: u8,
 }
 
@@ -450,8 +451,10 @@ static SLOTS: Mutex<Slots> = Mutex::new(Slots {
 });
 static SLOT_FREED: Condvar = Condvar::new();
 
-impl Slot {
-    fn acquire(index: u8) -> Slot {
+impl IndexClaim {
+    /// Waits until `index` is free in this process and fewer than `KHALAB_MAX_LABS` labs are
+    /// alive, then claims both.
+    pub fn acquire(index: u8) -> IndexClaim {
         assert!(
             (1..=200).contains(&index),
             "lab index {index} out of range 1..=200"
@@ -469,11 +472,11 @@ impl Slot {
         }
         slots.indexes.insert(index);
         slots.live += 1;
-        Slot { index }
+        IndexClaim { index }
     }
 }
 
-impl Drop for Slot {
+impl Drop for IndexClaim {
     fn drop(&mut self) {
         let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
         slots.indexes.remove(&self.index);
