@@ -53,6 +53,9 @@ What it does, in order:
   5. prepares hosts: sysctls (drop-in + applied + read back), kernel modules, swap off,
      /etc/hosts entry for the API DNS name
   6. copies each node the certificates it needs, at kubeadm's paths
+  7. installs khagent (load balancer + VRRP virtual IP) on the control-plane nodes,
+     restarting them one at a time, the VIP holder last, when something changed
+  8. waits until exactly one node holds the VIP and VIP:port accepts connections
 Every step compares with what is already there: a second run changes nothing.
 
 Examples:
@@ -92,6 +95,11 @@ pub struct UpArgs {
     /// [default: $XDG_STATE_HOME/khactl or ~/.local/state/khactl].
     #[arg(long, value_name = "DIR", env = "KHACTL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// The khagent binary to install on control-plane nodes
+    /// [default: `khagent` next to the khactl executable].
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +116,7 @@ impl UpArgs {
             parallelism: usize::from(self.parallel),
             connect_timeout: Duration::from_secs(self.connect_timeout),
             state_dir: self.state_dir.clone(),
+            agent_binary: self.agent_binary.clone(),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The one gate for remote changes. A phase describes a change as data; in plan mode
 //! the gate shows it (files with a diff, secrets by size only, sysctls old → new), in
-//! apply mode it makes it and checks it took.
+//! apply mode it makes it and checks it took (services: polled until active).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use similar::TextDiff;
 
+use crate::facts::InitSystem;
 use crate::remote::{RemoteCommand, SshHost};
 use crate::report::{Event, Report};
 
@@ -40,7 +42,28 @@ pub enum Change {
     SwapOff,
     /// Load a kernel module now.
     LoadModule { name: String },
+    /// Act on a service through the node's init system. With `check_first`, that command
+    /// (argv) must succeed before the action, so a config the daemon would refuse never
+    /// replaces a running one.
+    Service {
+        name: String,
+        init: InitSystem,
+        action: ServiceAction,
+        check_first: Option<Vec<String>>,
+    },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceAction {
+    /// systemd re-reads unit files (OpenRC reads its scripts at each start: nothing to do).
+    DaemonReload,
+    /// Start at boot from now on, and start now if not running.
+    EnableNow,
+    Restart,
+}
+
+/// How long a started service may take to report itself active.
+const SERVICE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SysctlChange {
@@ -79,6 +102,22 @@ impl Change {
             }
             Change::SwapOff => "turn swap off (swapoff -a)".to_owned(),
             Change::LoadModule { name } => format!("load kernel module {name}"),
+            Change::Service {
+                name,
+                init,
+                action,
+                check_first,
+            } => {
+                let mut s = match action {
+                    ServiceAction::DaemonReload => format!("reload {init} unit files (for {name})"),
+                    ServiceAction::EnableNow => format!("enable and start service {name} ({init})"),
+                    ServiceAction::Restart => format!("restart service {name} ({init})"),
+                };
+                if let Some(argv) = check_first {
+                    let _ = write!(s, ", after `{}` passes", argv.join(" "));
+                }
+                s
+            }
         }
     }
 
@@ -228,8 +267,88 @@ async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::
             )
             .await?;
         }
+        Change::Service {
+            name,
+            init,
+            action,
+            check_first,
+        } => {
+            if let Some(argv) = check_first {
+                run(report, host, &RemoteCommand::new(argv.clone()))
+                    .await
+                    .context("the new configuration was refused; the service was not touched")?;
+            }
+            for argv in service_commands(*init, name, *action)? {
+                run(report, host, &RemoteCommand::new(argv)).await?;
+            }
+            if *action != ServiceAction::DaemonReload {
+                wait_active(host, *init, name).await?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The commands for a service action, in order.
+fn service_commands(
+    init: InitSystem,
+    name: &str,
+    action: ServiceAction,
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    Ok(match (init, action) {
+        (InitSystem::Systemd, ServiceAction::DaemonReload) => {
+            vec![argv(&["systemctl", "daemon-reload"])]
+        }
+        (InitSystem::Systemd, ServiceAction::EnableNow) => {
+            vec![argv(&["systemctl", "enable", "--now", name])]
+        }
+        (InitSystem::Systemd, ServiceAction::Restart) => {
+            vec![argv(&["systemctl", "restart", name])]
+        }
+        (InitSystem::OpenRc, ServiceAction::DaemonReload) => Vec::new(),
+        (InitSystem::OpenRc, ServiceAction::EnableNow) => vec![
+            argv(&["rc-update", "add", name, "default"]),
+            argv(&["rc-service", name, "start"]),
+        ],
+        (InitSystem::OpenRc, ServiceAction::Restart) => {
+            vec![argv(&["rc-service", name, "restart"])]
+        }
+        (InitSystem::Unknown, _) => {
+            bail!("no init system found to manage service {name} (systemd or OpenRC is needed)")
+        }
+    })
+}
+
+/// Polls the init system until the service reports itself running. A daemon that exits at
+/// once (port taken, bad capability) fails here, with the init system's own words.
+async fn wait_active(host: &SshHost, init: InitSystem, name: &str) -> anyhow::Result<()> {
+    let cmd = match init {
+        InitSystem::OpenRc => RemoteCommand::new(["rc-service", name, "status"]),
+        _ => RemoteCommand::new(["systemctl", "is-active", name]),
+    }
+    .read_only();
+    let started = Instant::now();
+    loop {
+        let out = host.run_unchecked(&cmd).await?;
+        if out.success() {
+            return Ok(());
+        }
+        if started.elapsed() > SERVICE_ACTIVE_TIMEOUT {
+            bail!(
+                "service {name} is not active {}s after starting it ({}): see `{}` on the node",
+                SERVICE_ACTIVE_TIMEOUT.as_secs(),
+                out.stdout_str().trim(),
+                match init {
+                    InitSystem::OpenRc => format!("rc-service {name} status"),
+                    _ => format!("journalctl -u {name}"),
+                }
+            );
+        }
+        // A product-side poll, not a test synchronisation: the init system has no "wait
+        // until active" for Type=simple services.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Multi-value sysctls read back with single spaces (`net.ipv4.ip_local_port_range`).
@@ -315,6 +434,40 @@ mod tests {
             }],
         };
         assert!(c.plan_text().contains("net.ipv4.ip_forward: 0 -> 1"));
+    }
+
+    #[test]
+    fn plan_says_which_check_gates_a_restart() {
+        let c = Change::Service {
+            name: "khagent".into(),
+            init: InitSystem::Systemd,
+            action: ServiceAction::Restart,
+            check_first: Some(vec!["khagent".into(), "check".into()]),
+        };
+        assert_eq!(
+            c.plan_text(),
+            "restart service khagent (systemd), after `khagent check` passes"
+        );
+    }
+
+    #[test]
+    fn openrc_enables_in_the_default_runlevel_then_starts() {
+        let cmds =
+            service_commands(InitSystem::OpenRc, "khagent", ServiceAction::EnableNow).unwrap();
+        assert_eq!(
+            cmds,
+            [
+                vec!["rc-update", "add", "khagent", "default"],
+                vec!["rc-service", "khagent", "start"]
+            ]
+        );
+    }
+
+    #[test]
+    fn services_need_a_known_init_system() {
+        let err =
+            service_commands(InitSystem::Unknown, "khagent", ServiceAction::Restart).unwrap_err();
+        assert!(err.to_string().contains("systemd or OpenRC"), "{err}");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::changes::{Change, Mode, apply_all};
+use super::install_agent::AgentBinary;
 use crate::facts::HostFacts;
 use crate::inventory::{Inventory, Node};
 use crate::pki::ClusterPki;
@@ -19,6 +21,8 @@ pub struct Settings {
     pub mode: Mode,
     pub parallelism: usize,
     pub connect_timeout: Duration,
+    /// The khagent binary to install; `None` for commands that do not install the agent.
+    pub agent_binary: Option<Arc<AgentBinary>>,
 }
 
 pub struct Context {

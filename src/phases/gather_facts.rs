@@ -1,8 +1,8 @@
 //! Read each node's facts in one read-only round trip: OS, init system, architecture,
 //! kernel modules, the sysctls and files later phases manage, and digests of the PKI
-//! files (never their contents).
+//! files (never their contents) and of the agent's files.
 
-use super::{Context, Phase, PhaseFuture, prepare_hosts};
+use super::{Context, Phase, PhaseFuture, install_agent, prepare_hosts};
 use crate::facts::{HostFacts, ProbeRequest};
 
 pub struct GatherFacts;
@@ -27,11 +27,13 @@ impl Phase for GatherFacts {
                         let node = c.node(host.node())?;
                         let req = ProbeRequest {
                             sysctls: sysctls.clone(),
-                            files: prepare_hosts::files_read(),
+                            files: [prepare_hosts::files_read(), install_agent::files_read()]
+                                .concat(),
                             digests: pki
                                 .files_for(node)
                                 .into_iter()
                                 .map(|f| f.remote_path)
+                                .chain(install_agent::digests_read())
                                 .collect(),
                         };
                         let facts = HostFacts::gather(host, &req).await?;

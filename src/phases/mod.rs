@@ -13,21 +13,25 @@ mod context;
 mod distribute_pki;
 mod gather_facts;
 mod generate_pki;
+pub mod install_agent;
 mod preflight;
 mod prepare_hosts;
+mod wait_for_vip;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-pub use changes::{Change, Mode};
+pub use changes::{Change, Mode, ServiceAction};
 pub use connect::Connect;
 pub use context::{Context, NodesFailed, Settings};
 pub use distribute_pki::DistributePki;
 pub use gather_facts::GatherFacts;
 pub use generate_pki::GeneratePki;
+pub use install_agent::{AgentBinary, InstallAgent};
 pub use preflight::Preflight;
 pub use prepare_hosts::PrepareHosts;
+pub use wait_for_vip::WaitForVip;
 
 use crate::report::Event;
 
@@ -56,6 +60,8 @@ pub fn up_phases() -> Vec<Box<dyn Phase>> {
         Box::new(Preflight),
         Box::new(PrepareHosts),
         Box::new(DistributePki),
+        Box::new(InstallAgent),
+        Box::new(WaitForVip),
     ]
 }
 

@@ -63,6 +63,7 @@ fn after(mut f: HostFacts, changes: &[Change]) -> HostFacts {
             Change::LoadModule { name } => {
                 f.modules.insert(name.clone(), true);
             }
+            Change::Service { .. } => {}
         }
     }
     f

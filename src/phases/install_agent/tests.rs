@@ -1,0 +1,336 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::facts::FileDigest;
+
+const INVENTORY: &str = r#"
+apiVersion: khactl.io/v1alpha1
+kind: Inventory
+cluster: { name: t, kubernetesVersion: v1.31.2 }
+vip: { address: 10.0.0.100, routerId: 61 }
+nodes:
+  - { name: cp1, address: 10.0.0.11, role: control-plane }
+  - { name: cp2, address: 10.0.0.12, role: control-plane }
+  - { name: cp3, address: 10.0.0.13, role: control-plane }
+  - { name: w1, address: 10.0.0.21, role: worker }
+"#;
+
+fn inventory() -> Inventory {
+    crate::inventory::parse(INVENTORY).unwrap().inventory
+}
+
+fn node<'a>(inv: &'a Inventory, name: &str) -> &'a Node {
+    inv.node(name).unwrap()
+}
+
+/// A fresh Debian host with systemd, its address on eth0, no agent files.
+fn fresh(last_octet: u8) -> HostFacts {
+    HostFacts {
+        os_id: "debian".into(),
+        os_version: "12".into(),
+        arch: "x86_64".into(),
+        init: InitSystem::Systemd,
+        uid: Some(0),
+        swap_active: 0,
+        can_modprobe: false,
+        modules: BTreeMap::new(),
+        addresses: vec![
+            ("lo".into(), "127.0.0.1/8".parse().unwrap()),
+            (
+                "eth0".into(),
+                format!("10.0.0.{last_octet}/24").parse().unwrap(),
+            ),
+        ],
+        sysctls: BTreeMap::new(),
+        files: files_read().into_iter().map(|p| (p, None)).collect(),
+        digests: digests_read().into_iter().map(|p| (p, None)).collect(),
+    }
+}
+
+/// A minimal little-endian ELF64 header for `machine`.
+fn elf(machine: u16) -> Vec<u8> {
+    let mut b = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+    b.resize(18, 0);
+    b.extend_from_slice(&machine.to_le_bytes());
+    b.resize(64, 0);
+    b
+}
+
+fn binary() -> AgentBinary {
+    let contents = elf(62);
+    AgentBinary {
+        path: "/build/khagent".into(),
+        sha256: hex(&Sha256::digest(&contents)),
+        contents,
+        arch: "x86_64".into(),
+    }
+}
+
+/// The facts a host has after `changes` were applied to it.
+fn after(mut f: HostFacts, changes: &[Change]) -> HostFacts {
+    for c in changes {
+        if let Change::WriteFile {
+            path,
+            contents,
+            mode,
+            ..
+        } = c
+        {
+            f.files.insert(path.clone(), Some(contents.clone()));
+            f.digests.insert(
+                path.clone(),
+                Some(FileDigest {
+                    sha256: hex(&Sha256::digest(contents)),
+                    mode: *mode,
+                }),
+            );
+        }
+    }
+    f
+}
+
+/// The facts of a node where a first install of the agent went through.
+fn installed(inv: &Inventory, name: &str, last_octet: u8) -> HostFacts {
+    let first = plan_node(
+        inv,
+        node(inv, name),
+        &fresh(last_octet),
+        &binary(),
+        ServiceState::default(),
+    )
+    .unwrap();
+    after(fresh(last_octet), &first.files)
+}
+
+const RUNNING: ServiceState = ServiceState {
+    enabled: true,
+    active: true,
+};
+
+fn paths(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .map(|c| match c {
+            Change::WriteFile { path, mode, .. } => format!("{} {mode:o}", path.display()),
+            other => other.headline(),
+        })
+        .collect()
+}
+
+#[test]
+fn reads_the_architecture_from_the_elf_header() {
+    assert_eq!(elf_arch(&elf(62)).as_deref(), Some("x86_64"));
+    assert_eq!(elf_arch(&elf(183)).as_deref(), Some("aarch64"));
+    let mut big_endian = elf(0);
+    big_endian[5] = 2;
+    big_endian[18..20].copy_from_slice(&183u16.to_be_bytes());
+    assert_eq!(elf_arch(&big_endian).as_deref(), Some("aarch64"));
+    assert_eq!(elf_arch(b"#!/bin/sh\necho hi\n"), None);
+    assert_eq!(elf_arch(&elf(62)[..10]), None);
+}
+
+#[test]
+fn refuses_a_node_of_another_architecture() {
+    let inv = inventory();
+    let mut facts = fresh(11);
+    facts.arch = "aarch64".into();
+    let err = plan_node(&inv, node(&inv, "cp1"), &facts, &binary(), RUNNING).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("built for x86_64, but this node is aarch64"),
+        "{text}"
+    );
+    assert!(text.contains("--agent-binary"), "{text}");
+}
+
+#[test]
+fn priorities_descend_by_control_plane_order_and_peers_are_the_others() {
+    let inv = inventory();
+    let c1 = agent_config(&inv, node(&inv, "cp1"), &fresh(11)).unwrap();
+    let c3 = agent_config(&inv, node(&inv, "cp3"), &fresh(13)).unwrap();
+    assert_eq!((c1.vrrp.priority, c3.vrrp.priority), (150, 130));
+    assert_eq!(
+        c3.vrrp.peers,
+        [Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)]
+    );
+    assert_eq!(c3.vrrp.source_address, Ipv4Addr::new(10, 0, 0, 13));
+    assert_eq!(c3.vrrp.router_id, 61);
+    assert_eq!(
+        (c3.vrrp.interface.as_str(), c3.vrrp.vip_prefix_len),
+        ("eth0", 24)
+    );
+    assert_eq!(c3.listen.to_string(), "10.0.0.100:8443");
+    // Every control plane is a backend, workers are not; the track follows the own apiserver.
+    let backends: Vec<String> = c3
+        .backends
+        .iter()
+        .map(|b| format!("{}={}", b.name, b.address))
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            "cp1=10.0.0.11:6443",
+            "cp2=10.0.0.12:6443",
+            "cp3=10.0.0.13:6443"
+        ]
+    );
+    assert_eq!(c3.track.backend, "cp3");
+    // A dead apiserver drops even the top node below the lowest healthy one.
+    assert!(i32::from(c1.vrrp.priority) + c1.track.weight < i32::from(c3.vrrp.priority));
+}
+
+#[test]
+fn the_inventory_interface_and_prefix_win_over_facts() {
+    let mut inv = inventory();
+    inv.vip.interface = Some("bond0".into());
+    inv.vip.prefix_length = Some(25);
+    let c = agent_config(&inv, node(&inv, "cp2"), &fresh(12)).unwrap();
+    assert_eq!(
+        (c.vrrp.interface.as_str(), c.vrrp.vip_prefix_len),
+        ("bond0", 25)
+    );
+}
+
+#[test]
+fn a_fresh_node_gets_binary_config_unit_and_a_checked_start() {
+    let inv = inventory();
+    let plan = plan_node(
+        &inv,
+        node(&inv, "cp1"),
+        &fresh(11),
+        &binary(),
+        ServiceState::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        paths(&plan.files),
+        [
+            "/usr/local/bin/khagent 755",
+            "/etc/khagent/khagent.yaml 600",
+            "/etc/systemd/system/khagent.service 644",
+            "reload systemd unit files (for khagent)",
+        ]
+    );
+    assert_eq!(
+        paths(&plan.service),
+        ["enable and start service khagent (systemd), after \
+          `/usr/local/bin/khagent check --config /etc/khagent/khagent.yaml` passes"]
+    );
+    // The binary is large: its plan line names it, never diffs it.
+    assert_eq!(
+        plan.files[0].plan_text(),
+        "create /usr/local/bin/khagent (0755)"
+    );
+}
+
+#[test]
+fn an_installed_running_node_needs_nothing() {
+    let inv = inventory();
+    let facts = installed(&inv, "cp2", 12);
+    let again = plan_node(&inv, node(&inv, "cp2"), &facts, &binary(), RUNNING).unwrap();
+    assert_eq!(again, NodePlan::default());
+}
+
+#[test]
+fn a_config_change_rewrites_the_config_and_restarts_after_a_check() {
+    let inv = inventory();
+    let facts = installed(&inv, "cp2", 12);
+    let mut moved = inv.clone();
+    moved.vip.router_id = crate::inventory::RouterId::new(77).unwrap();
+    let plan = plan_node(&moved, node(&moved, "cp2"), &facts, &binary(), RUNNING).unwrap();
+    assert_eq!(paths(&plan.files), ["/etc/khagent/khagent.yaml 600"]);
+    let diff = plan.files[0].plan_text();
+    assert!(
+        diff.contains("-  router_id: 61") && diff.contains("+  router_id: 77"),
+        "{diff}"
+    );
+    assert_eq!(plan.service.len(), 1);
+    assert!(matches!(
+        &plan.service[0],
+        Change::Service {
+            action: ServiceAction::Restart,
+            check_first: Some(_),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_stopped_agent_is_started_without_touching_files() {
+    let inv = inventory();
+    let facts = installed(&inv, "cp1", 11);
+    let stopped = ServiceState {
+        enabled: true,
+        active: false,
+    };
+    let plan = plan_node(&inv, node(&inv, "cp1"), &facts, &binary(), stopped).unwrap();
+    assert!(plan.files.is_empty());
+    assert!(matches!(
+        plan.service.as_slice(),
+        [Change::Service {
+            action: ServiceAction::EnableNow,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_config_with_the_wrong_mode_is_only_re_moded() {
+    let inv = inventory();
+    let mut facts = installed(&inv, "cp1", 11);
+    if let Some(Some(d)) = facts.digests.get_mut(Path::new(AGENT_CONFIG)) {
+        d.mode = 0o644;
+    }
+    let plan = plan_node(&inv, node(&inv, "cp1"), &facts, &binary(), RUNNING).unwrap();
+    assert_eq!(
+        plan.files[0].headline(),
+        "set mode of /etc/khagent/khagent.yaml (0600)"
+    );
+}
+
+#[test]
+fn openrc_hosts_get_an_executable_init_script_and_no_daemon_reload() {
+    let inv = inventory();
+    let mut facts = fresh(11);
+    facts.init = InitSystem::OpenRc;
+    let plan = plan_node(
+        &inv,
+        node(&inv, "cp1"),
+        &facts,
+        &binary(),
+        ServiceState::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        paths(&plan.files),
+        [
+            "/usr/local/bin/khagent 755",
+            "/etc/khagent/khagent.yaml 600",
+            "/etc/init.d/khagent 755",
+        ]
+    );
+}
+
+#[test]
+fn the_vip_holder_restarts_last() {
+    let inv = inventory();
+    let mut facts: BTreeMap<String, HostFacts> = [("cp1", 11), ("cp2", 12), ("cp3", 13)]
+        .into_iter()
+        .map(|(n, o)| (n.to_owned(), fresh(o)))
+        .collect();
+    assert_eq!(vip_holder(&inv, &facts), None);
+    if let Some(f) = facts.get_mut("cp1") {
+        f.addresses
+            .push(("eth0".into(), "10.0.0.100/24".parse().unwrap()));
+    }
+    let holder = vip_holder(&inv, &facts);
+    assert_eq!(holder, Some("cp1"));
+    assert_eq!(
+        restart_order(["cp1", "cp2", "cp3"].into_iter(), holder),
+        ["cp2", "cp3", "cp1"]
+    );
+    assert_eq!(
+        restart_order(["cp1", "cp2", "cp3"].into_iter(), None),
+        ["cp1", "cp2", "cp3"]
+    );
+}
