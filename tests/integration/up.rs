@@ -346,3 +346,86 @@ fn a_node_behind_a_bastion_is_reached_through_it_with_the_same_trust_rules() {
         "{known}"
     );
 }
+
+/// Adds user `deploy` on `node`, authorised with the lab key, with passwordless sudo.
+fn add_sudo_user(lab: &Lab, node: &str) {
+    sh(
+        lab,
+        node,
+        "set -e
+         useradd -m -s /bin/sh -p '*' deploy
+         mkdir -p /home/deploy/.ssh
+         cp /root/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys
+         chown -R deploy: /home/deploy/.ssh && chmod 700 /home/deploy/.ssh
+         echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy
+         chmod 440 /etc/sudoers.d/deploy",
+    );
+}
+
+#[test]
+fn a_non_root_user_works_through_sudo_and_is_stopped_without_it() {
+    require_root();
+    let lab = Lab::up("up-sudo", indexes::UP_SUDO, 1, 0);
+    add_sudo_user(&lab, "cp1");
+    let inventory = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let with = |ssh: &str| {
+        let path = dir.path().join(format!("{}.yaml", ssh.len()));
+        let text = inventory
+            .lines()
+            .map(|l| {
+                if l.starts_with("ssh:") {
+                    ssh.to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let key = lab.ssh_key_path();
+    let run = |inv: &Path, state: &Path| {
+        assert!(lab.is_up());
+        Command::new(khactl_bin())
+            .args(["up", "-i", inv.to_str().unwrap(), "--state-dir"])
+            .arg(state)
+            .output()
+            .unwrap()
+    };
+
+    // Without sudo the commands would run as `deploy`: preflight says what to do.
+    let no_sudo = with(&format!(
+        "ssh: {{ user: deploy, identityFile: {}, sudo: false }}",
+        key.display()
+    ));
+    let state = tempfile::tempdir().unwrap();
+    let out = run(&no_sudo, state.path());
+    // The inventory itself refuses a non-root user without sudo, before any connection;
+    // either way the message must point at `ssh.sudo`.
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sudo"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        lab.read_file("cp1", "/etc/sysctl.d/99-khactl.conf")
+            .is_none()
+    );
+
+    let sudo = with(&format!(
+        "ssh: {{ user: deploy, identityFile: {}, sudo: true }}",
+        key.display()
+    ));
+    let out = run(&sudo, state.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sh(&lab, "cp1", "cat /proc/sys/net/ipv4/ip_forward"), "1");
+    assert_eq!(
+        sh(&lab, "cp1", "stat -c '%a %U' /etc/kubernetes/pki/ca.key"),
+        "600 root"
+    );
+    let log = lab.read_file("cp1", "/run/khalab/sshd.log").unwrap();
+    assert!(log.contains("Accepted publickey for deploy"), "{log}");
+}

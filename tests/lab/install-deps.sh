@@ -19,6 +19,7 @@ readonly PACKAGES=(
 	keepalived haproxy nginx libnginx-mod-stream # baselines and VRRP peers
 	etcd-server etcd-client                      # PKI consumers
 	openssl                                      # certificate chain checks
+	sudo                                         # khactl as a non-root ssh user
 	wrk iperf3 hyperfine                         # benchmarks
 )
 

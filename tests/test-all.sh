@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# README command 2: the whole test suite, on a fresh Debian 12 machine with only Rust, as
+# root (lab tests build network namespaces). Installs what the tests need, clears labs a
+# previous run may have left, then runs every unit and integration test of the workspace.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+tests/lab/install-deps.sh
+tests/lab/lab.sh down-all
+exec cargo test --workspace
