@@ -105,11 +105,7 @@ pub fn not_before(cert: &X509Certificate<'_>) -> OffsetDateTime {
 }
 
 /// Why a certificate cannot serve as one of our CAs, if it cannot.
-pub fn authority_problem(
-    cert: &X509Certificate<'_>,
-    key: &KeyPair,
-    now: OffsetDateTime,
-) -> Option<String> {
+pub fn authority_problem(cert: &X509Certificate<'_>, now: OffsetDateTime) -> Option<String> {
     if !matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {
         return Some("it is not a CA certificate (basicConstraints CA:TRUE missing)".into());
     }
@@ -119,9 +115,6 @@ pub fn authority_problem(
         return Some(
             "its subject has multi-valued or empty RDNs, which khactl cannot sign under".into(),
         );
-    }
-    if !key_matches(cert, key) {
-        return Some("the key next to it belongs to another certificate".into());
     }
     let expiry = not_after(cert);
     if expiry <= now {

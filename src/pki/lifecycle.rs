@@ -113,7 +113,7 @@ pub fn authority(
             key: key_path,
         });
     }
-    if let Some(reason) = inspect::authority_problem(&parsed, &signing_key, now) {
+    if let Some(reason) = inspect::authority_problem(&parsed, now) {
         return Err(unusable(reason));
     }
     let not_after = inspect::not_after(&parsed);

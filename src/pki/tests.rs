@@ -599,6 +599,32 @@ fn a_garbled_ca_certificate_is_an_error_not_a_new_ca() {
 }
 
 #[test]
+fn a_leaf_in_place_of_a_ca_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    ensure(tmp.path(), &inventory(1, 0)).unwrap();
+    for ext in ["crt", "key"] {
+        let from = tmp.path().join(format!("front-proxy-client.{ext}"));
+        fs::copy(from, tmp.path().join(format!("front-proxy-ca.{ext}"))).unwrap();
+    }
+    let err = ensure(tmp.path(), &inventory(1, 0)).unwrap_err();
+    assert!(err.to_string().contains("not a CA certificate"), "{err}");
+}
+
+#[test]
+fn an_expired_ca_is_an_error_not_a_silent_replacement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    ensure_at(tmp.path(), &inventory(1, 0), now).unwrap();
+    let later = now + Duration::days(3651);
+    let err = ensure_at(tmp.path(), &inventory(1, 0), later).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ca.crt is not usable as a CA: it expired on"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_leaf_from_another_ca_is_reissued() {
     let tmp = tempfile::tempdir().unwrap();
     ensure(tmp.path(), &inventory(1, 0)).unwrap();
