@@ -206,17 +206,34 @@ fn upper_dir_matches_lab_sh_and_sshd_logins_leave_it_unchanged() {
 #[test]
 fn ip_forward_set_in_one_node_changes_that_node_only() {
     let lab = lab();
-    assert_eq!(
-        host_sysctl("net.ipv4.ip_forward"),
-        "0",
-        "the lab requires ip_forward=0 here"
-    );
+    let host_before = host_sysctl("net.ipv4.ip_forward");
+    // Nodes start like fresh hosts, whatever this machine has.
+    assert_eq!(node_sysctl(&lab, "w1", "net.ipv4.ip_forward"), "0");
     lab.exec_ok("cp1", &["sysctl", "-w", "net.ipv4.ip_forward=1"]);
     // procps sysctl exits 0 even when a write fails: read the value back.
     assert_eq!(node_sysctl(&lab, "cp1", "net.ipv4.ip_forward"), "1");
     assert_eq!(node_sysctl(&lab, "w1", "net.ipv4.ip_forward"), "0");
-    assert_eq!(host_sysctl("net.ipv4.ip_forward"), "0");
+    assert_eq!(host_sysctl("net.ipv4.ip_forward"), host_before);
     lab.exec_ok("cp1", &["sysctl", "-w", "net.ipv4.ip_forward=0"]);
+}
+
+#[test]
+fn the_bridge_routes_nothing_from_nodes_off_the_machine() {
+    let lab = lab();
+    // Routing input checks forwarding on the incoming interface: off on the bridge, nothing a
+    // node sends is routed on, even if this machine forwards between its other interfaces.
+    let forwarding = format!("net.ipv4.conf.{}.forwarding", lab.bridge_name());
+    assert_eq!(host_sysctl(&forwarding), "0");
+    let bridge = lab.bridge_name();
+    let ports = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    let veth = format!("khl{}n", lab.index());
+    assert!(
+        !ports.is_empty() && ports.iter().all(|p| p.starts_with(&veth)),
+        "the bridge has a port that is not a lab veth: {ports:?}"
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # khalab: a multi-node test lab on this machine, built from network namespaces, overlay roots
 # and real OpenSSH sshd. Every node is a network + mount + UTS + IPC + PID namespace whose PID 1
-# is Debian's tini; nodes share one Linux bridge that has no physical port, and the root
-# namespace keeps ip_forward=0, so no packet from a node can leave the machine.
+# is Debian's tini; nodes share one Linux bridge that has no physical port and does not
+# forward (net.ipv4.conf.<bridge>.forwarding=0), and nodes have no default route, so no packet
+# from a node can leave the machine.
 # See docs/lab.md for the layout, the safety rules and the pitfalls behind each choice.
 set -euo pipefail
 
@@ -143,8 +144,6 @@ bridge_up() {
 # --- host-side checks ------------------------------------------------------------------------
 
 check_host() {
-	[[ $(</proc/sys/net/ipv4/ip_forward) == 0 ]] ||
-		die "net.ipv4.ip_forward is 1 in the root namespace: a lab bridge could route node traffic off this machine; set it to 0 first"
 	local t
 	for t in ip nsenter unshare setsid tini sshd ssh-keygen pivot_root; do
 		command -v "$t" >/dev/null || die "missing tool '$t' (see .ci/run for the packages)"
@@ -299,6 +298,11 @@ setup_network() {
 	local br i=0 node ns hv
 	br=$(bridge_of "$idx")
 	ip link add "$br" type bridge mcast_snooping 0
+	# The root namespace may have ip_forward=1 (a Docker host, a CI container); routing input
+	# checks forwarding on the *incoming* interface, so with it off on the bridge nothing a
+	# node sends is routed anywhere, whatever the global setting.
+	echo 0 >"/proc/sys/net/ipv4/conf/$br/forwarding"
+	[[ $(<"/proc/sys/net/ipv4/conf/$br/forwarding") == 0 ]] || die "cannot turn forwarding off on $br"
 	# No IPv6 on the host side of the lab: the host must not take part in node traffic.
 	echo 1 >"/proc/sys/net/ipv6/conf/$br/disable_ipv6"
 	ip addr add "$NET.$idx.1/24" dev "$br"
@@ -344,6 +348,9 @@ cmd_boot() {
 	read -r hostpid _ </proc/self/stat
 	echo "$hostpid" >"$d/pid.tmp"
 	mv "$d/pid.tmp" "$d/pid"
+	# A new netns copies IPv4 settings from the root namespace; a node starts like a fresh
+	# host, whose ip_forward is 0. (/proc/sys/net is always the caller's netns.)
+	echo 0 >/proc/sys/net/ipv4/ip_forward
 
 	# volatile: no syncs of the upper fs (the machine's root disk); without it every node's
 	# teardown flushes the whole disk, which made `down` take seconds.
@@ -474,6 +481,11 @@ cmd_up() {
 	[[ -z $(ip -4 route show "$NET.$idx.0/24") ]] || die "subnet $NET.$idx.0/24 is already routed on this machine; pick another --index"
 	local systemctl_py
 	systemctl_py=$(find_systemctl_py)
+	# With br_netfilter on, bridged node-to-node traffic passes this namespace's FORWARD chain.
+	if [[ $(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null) == 1 ]] &&
+		iptables -S FORWARD 2>/dev/null | grep -qx -- '-P FORWARD DROP'; then
+		echo "lab.sh: warning: iptables FORWARD policy is DROP and bridge-nf-call-iptables=1: lab nodes may not reach each other" >&2
+	fi
 
 	local nodes=() i
 	mapfile -t nodes < <(shape_nodes "$cps" "$workers")
@@ -652,6 +664,11 @@ cmd_status() {
 	local ok=0 node pid sshd
 	if bridge_up; then
 		echo "bridge $(bridge_of "$LAB_INDEX") $NET.$LAB_INDEX.1/24 up"
+		# Writing the global ip_forward later propagates to every interface, ours included.
+		if [[ $(<"/proc/sys/net/ipv4/conf/$(bridge_of "$LAB_INDEX")/forwarding") != 0 ]]; then
+			echo "bridge $(bridge_of "$LAB_INDEX") FORWARDS (someone set ip_forward=1 since up): node traffic could be routed off this machine"
+			ok=1
+		fi
 	else
 		echo "bridge $(bridge_of "$LAB_INDEX") DOWN"
 		ok=1
