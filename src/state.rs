@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,17 @@ impl StateDir {
         for dir in [self.root.clone(), self.pki_dir(), self.logs_dir()] {
             private_dir(&dir)?;
         }
+        // ssh appends to known_hosts and keeps the mode it finds: create it private.
+        let known = self.known_hosts();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&known)
+            .map_err(|source| StateError::Io {
+                path: known,
+                source,
+            })?;
         Ok(())
     }
 
