@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::lab::{IndexClaim, KHALAB_ROOT, lab_sh};
+use crate::support::lab::{KHALAB_ROOT, LabClaim, lab_sh};
 use crate::support::{Lab, indexes, repo_root, require_root, wait_for};
 
 /// Two nodes (cp1, w1) for the read-mostly checks; tests that break sshd build their own.
@@ -425,7 +425,7 @@ fn down_leaves_no_namespace_bridge_link_mount_or_state_behind() {
 #[test]
 fn down_removes_a_half_built_lab_and_status_notices_a_dead_node() {
     let (name, index) = ("smoke-half", indexes::LAB_SMOKE_HALF);
-    let _claim = IndexClaim::acquire(index);
+    let _claim = LabClaim::acquire(name, index);
     require_root();
     assert!(lab_sh().args(["down", name]).status().unwrap().success());
     // No time to wait for sshd and no clean-up on failure: up stops with its nodes booted and

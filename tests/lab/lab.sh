@@ -630,28 +630,42 @@ cmd_down() {
 	fi
 }
 
+# True if a test process holds lab NAME (the Rust harness keeps an flock on
+# $KHALAB_ROOT/.hold-NAME for a lab's whole life; the kernel drops it when the process dies).
+lab_held() {
+	local hold="$KHALAB_ROOT/.hold-$1"
+	[[ -e $hold ]] || return 1
+	! flock -n "$hold" true
+}
+
+# Removes every lab not held by a running test process, then sweeps namespaces and links that
+# belong to no remaining lab.
 cmd_down_all() {
-	local d name
+	local d name ns l kept_indexes=" "
 	for d in "$KHALAB_ROOT"/*/; do
 		[[ -d $d ]] || continue
 		name=$(basename "$d")
 		[[ $name =~ ^[a-z][a-z0-9-]{0,19}$ ]] || continue
+		if lab_held "$name"; then
+			echo "lab.sh: keeping lab $name: a running test holds it" >&2
+			kept_indexes+="$(sed -n 's/^LAB_INDEX=//p' "$d/lab.env" 2>/dev/null) "
+			continue
+		fi
 		(cmd_down "$name")
 	done
-	# Sweep leftovers that no lab dir claims any more.
-	local ns
 	while read -r ns _; do
 		[[ $ns =~ ^khl_([a-z][a-z0-9-]{0,19})_ ]] || continue
-		(cmd_down "${BASH_REMATCH[1]}")
+		name=${BASH_REMATCH[1]}
+		[[ -d $KHALAB_ROOT/$name ]] && continue # kept above
+		(cmd_down "$name")
 	done < <(ip netns list 2>/dev/null)
-	local l
 	for l in /sys/class/net/khl*; do
-		[[ -e $l ]] || continue
-		[[ ${l##*/} =~ ^khl[0-9]+n[0-9]+$ ]] && ip link del "${l##*/}" 2>/dev/null
+		[[ -e $l && ${l##*/} =~ ^khl([0-9]+)n[0-9]+$ ]] || continue
+		[[ $kept_indexes == *" ${BASH_REMATCH[1]} "* ]] || ip link del "${l##*/}" 2>/dev/null || true
 	done
 	for l in /sys/class/net/khl*; do
-		[[ -e $l ]] || continue
-		[[ ${l##*/} =~ ^khl[0-9]+br$ ]] && ip link del "${l##*/}"
+		[[ -e $l && ${l##*/} =~ ^khl([0-9]+)br$ ]] || continue
+		[[ $kept_indexes == *" ${BASH_REMATCH[1]} "* ]] || ip link del "${l##*/}"
 	done
 	return 0
 }

@@ -44,7 +44,7 @@ pub struct Lab {
     index: u8,
     nodes: Vec<LabNode>,
     // Dropped after `Drop::drop` has torn the lab down: only then may the index be reused.
-    _claim: IndexClaim,
+    _claim: LabClaim,
 }
 
 impl Lab {
@@ -53,8 +53,9 @@ impl Lab {
     /// [`super::indexes`]. Panics with lab.sh's output if the lab cannot be built.
     pub fn up(name: &str, index: u8, control_planes: usize, workers: usize) -> Lab {
         super::require_root();
-        let claim = IndexClaim::acquire(index);
-        // A lab of this name left behind by an earlier, killed test run would make `up` refuse.
+        let claim = LabClaim::acquire(name, index);
+        // A lab of this name left behind by an earlier, killed test run would make `up` refuse;
+        // with the claim held, no live test owns it.
         run_ok(
             lab_sh().args(["down", name]),
             &format!("lab.sh down {name} (stale lab)"),
@@ -433,11 +434,16 @@ fn has_connected_route(iface: &str, subnet: [u8; 4]) -> bool {
     })
 }
 
-/// A claim on a lab index and on one of the process's lab slots, held for a lab's life.
-/// [`Lab::up`] takes one; a test that drives `lab.sh` directly takes its own.
+/// The right to build lab `name` at `index`, held for the lab's whole life: a slot among this
+/// process's live labs, the index within this process, and host-wide locks on the index and
+/// the name (`/var/lib/khalab/.hold-index-K`, `.hold-NAME`) against other test processes —
+/// several agents or terminals may run the same tests at once. `lab.sh down-all` leaves held
+/// labs alone. [`Lab::up`] takes one; a test that drives `lab.sh` directly takes its own.
 #[derive(Debug)]
-pub struct IndexClaim {
+pub struct LabClaim {
     index: u8,
+    // Closing these releases the host-wide locks (the kernel also does when we die).
+    _host_locks: [std::fs::File; 2],
 }
 
 struct Slots {
@@ -451,10 +457,10 @@ static SLOTS: Mutex<Slots> = Mutex::new(Slots {
 });
 static SLOT_FREED: Condvar = Condvar::new();
 
-impl IndexClaim {
-    /// Waits until `index` is free in this process and fewer than `KHALAB_MAX_LABS` labs are
-    /// alive, then claims both.
-    pub fn acquire(index: u8) -> IndexClaim {
+impl LabClaim {
+    /// Waits until the claim can be had: fewer than `KHALAB_MAX_LABS` labs alive here, `index`
+    /// free here, then the host-wide index and name locks free.
+    pub fn acquire(name: &str, index: u8) -> LabClaim {
         assert!(
             (1..=200).contains(&index),
             "lab index {index} out of range 1..=200"
@@ -464,23 +470,55 @@ impl IndexClaim {
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|&n| n > 0)
             .unwrap_or(DEFAULT_MAX_LABS);
-        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        // Waiting (not failing) on a busy index serialises a shared lab that is being torn
-        // down and rebuilt; distinct tests still take distinct indexes.
-        while slots.live >= max || slots.indexes.contains(&index) {
-            slots = SLOT_FREED.wait(slots).unwrap_or_else(|p| p.into_inner());
+        {
+            let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+            // Waiting (not failing) on a busy index serialises a shared lab that is being
+            // torn down and rebuilt; distinct tests still take distinct indexes.
+            while slots.live >= max || slots.indexes.contains(&index) {
+                slots = SLOT_FREED.wait(slots).unwrap_or_else(|p| p.into_inner());
+            }
+            slots.indexes.insert(index);
+            slots.live += 1;
         }
-        slots.indexes.insert(index);
-        slots.live += 1;
-        IndexClaim { index }
+        let slot = SlotGuard { index };
+        let locks = [format!(".hold-index-{index}"), format!(".hold-{name}")].map(|file| {
+            std::fs::create_dir_all(KHALAB_ROOT).expect("creating /var/lib/khalab");
+            let path = Path::new(KHALAB_ROOT).join(file);
+            let lock = std::fs::File::create(&path)
+                .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            lock.lock()
+                .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+            lock
+        });
+        // From here the LabClaim releases the slot.
+        std::mem::forget(slot);
+        LabClaim {
+            index,
+            _host_locks: locks,
+        }
     }
 }
 
-impl Drop for IndexClaim {
+/// Releases the slot if `LabClaim::acquire` panics between taking it and returning.
+struct SlotGuard {
+    index: u8,
+}
+
+impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        slots.indexes.remove(&self.index);
-        slots.live -= 1;
-        SLOT_FREED.notify_all();
+        release_slot(self.index);
     }
+}
+
+impl Drop for LabClaim {
+    fn drop(&mut self) {
+        release_slot(self.index);
+    }
+}
+
+fn release_slot(index: u8) {
+    let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    slots.indexes.remove(&index);
+    slots.live -= 1;
+    SLOT_FREED.notify_all();
 }
