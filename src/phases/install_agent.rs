@@ -42,6 +42,12 @@ const PRIORITY_STEP: i32 = 10;
 /// Master_Down_Interval at the default 100 ms adverts is under 400 ms (RFC 5798 §6.1), plus
 /// the agent's start.
 const RESTART_SETTLE: Duration = Duration::from_secs(1);
+/// A freshly started agent counts its backends up until `fall` checks failed (about 3 s at
+/// the agent's defaults: fall 2 × interval 1 s + timeout 1 s), so for those seconds its
+/// priority lacks the tracked check's penalty. Tolerating a lower-priority master for longer
+/// than that keeps a starting node from taking the VIP on an inflated priority and giving it
+/// back moments later. Failover after a master dies is not delayed by this.
+const PREEMPT_DELAY_MS: u32 = 5_000;
 
 /// The khagent executable khactl installs, read once before any node is contacted.
 pub struct AgentBinary {
@@ -400,6 +406,7 @@ pub fn agent_config(
             vip: inv.vip.address,
             vip_prefix_len: prefix,
             source_address: own,
+            preempt_delay_ms: PREEMPT_DELAY_MS,
             peers,
         },
     })

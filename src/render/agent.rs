@@ -58,6 +58,8 @@ pub struct AgentVrrp {
     pub vip: Ipv4Addr,
     pub vip_prefix_len: u8,
     pub source_address: Ipv4Addr,
+    /// How long a lower-priority master is tolerated before this node takes over.
+    pub preempt_delay_ms: u32,
     pub peers: Vec<Ipv4Addr>,
 }
 

@@ -6,8 +6,9 @@
 //! through a filter that makes it inert in that file's syntax.
 //! - `json`: a JSON literal. JSON strings are YAML double-quoted scalars, so an inventory
 //!   value with a newline, `:` or `#` stays one scalar and cannot add keys to the agent config.
-//!   systemd's `ExecStart=` takes double-quoted words with C escapes, which JSON strings are
-//!   for the ASCII paths we print.
+//! - `systemd`: one word of a unit's command line: bare when it is plainly a path, else
+//!   double-quoted with backslash, quote and newline escaped and `%` / `$` doubled (systemd
+//!   expands specifiers and variables even inside quotes).
 //! - `shell`: a single-quoted POSIX shell word (OpenRC scripts are shell).
 //!
 //! Rendering is pure (no I/O); the unit tests compare whole files with expected text.
@@ -53,6 +54,7 @@ pub(crate) fn render<C: Serialize>(
     tera.autoescape_on(vec![]);
     tera.register_filter("json", json_filter);
     tera.register_filter("shell", shell_filter);
+    tera.register_filter("systemd", systemd_filter);
     tera.add_raw_template(template.name, template.text)
         .map_err(fail)?;
     let ctx = tera::Context::from_serialize(context).map_err(fail)?;
@@ -77,6 +79,38 @@ fn shell_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value
     Ok(Value::String(shell_quote(&text)))
 }
 
+fn systemd_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    match value {
+        Value::String(s) => Ok(Value::String(systemd_word(s))),
+        other => Err(tera::Error::msg(format!(
+            "systemd filter takes a string, got {other}"
+        ))),
+    }
+}
+
+/// A word of a systemd `Exec*=` line that systemd reads back as exactly `s`.
+pub(crate) fn systemd_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':'));
+    if plain {
+        return s.to_owned();
+    }
+    let mut out = String::from('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str(r#"\""#),
+            '\n' => out.push_str(r"\n"),
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// A POSIX shell word that expands to exactly `s`: single quotes, with each `'` written as
 /// `'\''` (nothing is special inside single quotes except the quote itself).
 pub(crate) fn shell_quote(s: &str) -> String {
@@ -94,6 +128,20 @@ mod tests {
             "'/usr/local/bin/khagent'"
         );
         assert_eq!(shell_quote("a'b $(x)"), r"'a'\''b $(x)'");
+    }
+
+    #[test]
+    fn systemd_words_are_bare_paths_or_quoted_with_specifiers_doubled() {
+        assert_eq!(
+            systemd_word("/usr/local/bin/khagent"),
+            "/usr/local/bin/khagent"
+        );
+        assert_eq!(
+            systemd_word(r#"/etc/k h/%n "$X""#),
+            r#""/etc/k h/%%n \"$$X\"""#
+        );
+        assert_eq!(systemd_word("a\nb"), r#""a\nb""#);
+        assert_eq!(systemd_word(""), r#""""#);
     }
 
     #[test]

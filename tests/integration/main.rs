@@ -13,3 +13,4 @@ mod cli;
 mod lab_smoke;
 mod pki_consumers;
 mod up;
+mod agent_install;

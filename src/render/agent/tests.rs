@@ -27,6 +27,7 @@ fn config() -> AgentConfig {
             vip: Ipv4Addr::new(10, 0, 0, 100),
             vip_prefix_len: 24,
             source_address: cp(1),
+            preempt_delay_ms: 5000,
             peers: vec![cp(2), cp(3)],
         },
     }
@@ -69,6 +70,7 @@ vrrp:
   vip: "10.0.0.100"
   vip_prefix_len: 24
   source_address: "10.0.0.11"
+  preempt_delay_ms: 5000
   peers: ["10.0.0.12","10.0.0.13"]
 "#;
     assert_eq!(config().render().unwrap(), want);
@@ -110,7 +112,7 @@ fn hostile_strings_cannot_add_yaml_keys() {
 fn every_value_in_the_templates_goes_through_an_escaping_filter() {
     for (name, text, filter) in [
         (CONFIG.name, CONFIG.text, "json"),
-        (SYSTEMD.name, SYSTEMD.text, "json"),
+        (SYSTEMD.name, SYSTEMD.text, "systemd"),
         (OPENRC.name, OPENRC.text, "shell"),
     ] {
         for expr in text.split("{{").skip(1) {
@@ -134,8 +136,8 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStartPre="/usr/local/bin/khagent" check --config "/etc/khagent/khagent.yaml"
-ExecStart="/usr/local/bin/khagent" --config "/etc/khagent/khagent.yaml"
+ExecStartPre=/usr/local/bin/khagent check --config /etc/khagent/khagent.yaml
+ExecStart=/usr/local/bin/khagent --config /etc/khagent/khagent.yaml
 ExecReload=/bin/kill -HUP $MAINPID
 # SIGTERM drains connections (drain_timeout, 30 s by default) and hands the VIP over with a
 # priority-0 advert; allow for the drain before systemd resorts to SIGKILL.

@@ -32,3 +32,5 @@ pub const PKI_OPENSSL: u8 = 25;
 pub const UP_BASTION: u8 = 26;
 /// `up`: a non-root ssh user with sudo.
 pub const UP_SUDO: u8 = 27;
+/// `agent_install`: khagent on 3 control planes + 1 worker, VIP election and failover.
+pub const AGENT_INSTALL: u8 = 40;

@@ -1,0 +1,243 @@
+//! `khactl up` installs khagent on the control-plane nodes of a real lab (3 control planes +
+//! 1 worker) and leaves exactly one node holding the VIP, with the load balancer answering on
+//! it; a second run changes nothing; killing the holder's agent moves the VIP. Also: what `up`
+//! does, before contacting anyone, when the agent binary is missing or not an executable.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
+
+const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
+const LB_PORT: &str = "8443";
+
+/// The khagent cargo built beside khactl. `cargo test --workspace` builds both; `cargo test -p
+/// khactl` alone does not, and then this says so instead of testing a stale binary.
+fn agent_bin() -> PathBuf {
+    let path = khactl_bin().with_file_name("khagent");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build \
+         --workspace` first) so the agent is built next to khactl",
+        path.display()
+    );
+    path
+}
+
+fn khactl_up(inventory: &Path, state: &Path, extra: &[&str]) -> Output {
+    Command::new(khactl_bin())
+        .arg("up")
+        .arg("-i")
+        .arg(inventory)
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env_remove("KHACTL_STATE_DIR")
+        .output()
+        .unwrap()
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The control-plane nodes with the VIP on an interface, read in each node's own netns.
+fn vip_holders(lab: &Lab) -> Vec<&'static str> {
+    let vip = lab.vip().to_string();
+    CONTROL_PLANES
+        .into_iter()
+        .filter(|node| {
+            let out = lab.exec_ok(node, &["ip", "-o", "-4", "addr", "show"]);
+            out.split_whitespace()
+                .any(|w| w.split('/').next() == Some(vip.as_str()))
+        })
+        .collect()
+}
+
+/// A TCP connection to VIP:8443 opened from inside `node` (lab traffic only, bridge checked).
+fn vip_answers_from(lab: &Lab, node: &str) -> bool {
+    lab.assert_up();
+    let vip = lab.vip().to_string();
+    let script = "exec 3<>/dev/tcp/$0/$1";
+    lab.exec(node, &["timeout", "2", "bash", "-c", script, &vip, LB_PORT])
+        .status
+        .success()
+}
+
+fn mode_and_sha(lab: &Lab, node: &str, path: &str) -> String {
+    let script = r#"printf '%s %s' "$(stat -c %a "$0")" "$(sha256sum < "$0" | cut -d' ' -f1)""#;
+    lab.exec_ok(node, &["sh", "-c", script, path])
+}
+
+fn local_sha(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
+    require_root();
+    let agent = agent_bin();
+    let lab = Lab::up("agent-install", indexes::AGENT_INSTALL, 3, 1);
+    let state = tempfile::tempdir().unwrap();
+    assert!(lab.is_up(), "the lab must be up before khactl connects");
+    let out = khactl_up(&lab.inventory_path(), state.path(), &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // `up` returned only once the VIP was settled: no polling needed here.
+    let holders = vip_holders(&lab);
+    assert_eq!(
+        holders,
+        ["cp1"],
+        "the first control plane has the top priority"
+    );
+    for from in ["cp2", "w1"] {
+        assert!(
+            vip_answers_from(&lab, from),
+            "{}:{LB_PORT} from {from}",
+            lab.vip()
+        );
+    }
+
+    let binary_sha = local_sha(&agent);
+    for node in CONTROL_PLANES {
+        assert_eq!(
+            mode_and_sha(&lab, node, "/usr/local/bin/khagent"),
+            format!("755 {binary_sha}"),
+            "{node}: the binary cargo built, executable"
+        );
+        let config = mode_and_sha(&lab, node, "/etc/khagent/khagent.yaml");
+        assert!(config.starts_with("600 "), "{node}: config {config}");
+        let unit = mode_and_sha(&lab, node, "/etc/systemd/system/khagent.service");
+        assert!(unit.starts_with("644 "), "{node}: unit {unit}");
+        // The installed config is one the agent itself accepts.
+        lab.exec_ok(
+            node,
+            &[
+                "/usr/local/bin/khagent",
+                "check",
+                "--config",
+                "/etc/khagent/khagent.yaml",
+            ],
+        );
+        assert!(
+            lab.exec(node, &["pgrep", "-x", "khagent"]).status.success(),
+            "{node}: agent running"
+        );
+    }
+    assert_eq!(lab.read_file("w1", "/etc/khagent/khagent.yaml"), None);
+    assert_eq!(
+        lab.read_file("w1", "/etc/systemd/system/khagent.service"),
+        None
+    );
+    assert!(
+        !lab.exec("w1", &["test", "-e", "/usr/local/bin/khagent"])
+            .status
+            .success(),
+        "workers get no agent"
+    );
+
+    let again = khactl_up(&lab.inventory_path(), state.path(), &[]);
+    assert!(again.status.success(), "{}", describe(&again));
+    let text = String::from_utf8_lossy(&again.stdout).into_owned()
+        + &String::from_utf8_lossy(&again.stderr);
+    assert!(
+        text.contains("nothing to change"),
+        "second run: {}",
+        describe(&again)
+    );
+    assert_eq!(
+        vip_holders(&lab),
+        ["cp1"],
+        "a second run must not move the VIP"
+    );
+
+    // A crashed agent: keepalived would leave the VIP behind (two holders); khagent's VIP has a
+    // short kernel lifetime, so it disappears from the dead node while a backup takes over.
+    let kill = lab.exec("cp1", &["pkill", "-9", "-x", "khagent"]);
+    assert!(kill.status.success(), "pkill: {kill:?}");
+    let mut last = Vec::new();
+    wait_for(
+        "one other control plane to hold the VIP, and cp1 to have lost it",
+        Duration::from_secs(10),
+        || {
+            last = vip_holders(&lab);
+            last.len() == 1 && last[0] != "cp1"
+        },
+    );
+    // cp2 outranks cp3, but their Skew_Times differ by only ~4 ms (RFC 5798 §6.1 at 100 ms
+    // adverts), so either may win the first race; which one is not what users rely on.
+    assert!(["cp2", "cp3"].contains(&last[0]), "{last:?}");
+    assert!(
+        vip_answers_from(&lab, "w1"),
+        "the new holder serves the VIP"
+    );
+}
+
+/// An inventory whose nodes are never contacted: `up` must stop before connecting.
+fn unreachable_inventory(dir: &Path) -> PathBuf {
+    let path = dir.join("inventory.yaml");
+    let net = Ipv4Addr::new(10, 200, indexes::AGENT_INSTALL, 0).octets();
+    let addr = |host: u8| format!("{}.{}.{}.{host}", net[0], net[1], net[2]);
+    let text = format!(
+        "apiVersion: khactl.io/v1alpha1\nkind: Inventory\n\
+         cluster: {{ name: t, kubernetesVersion: v1.31.2 }}\n\
+         vip: {{ address: {} }}\n\
+         nodes:\n  - {{ name: cp1, address: {}, role: control-plane }}\n",
+        addr(100),
+        addr(11)
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_missing_agent_binary_stops_up_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = unreachable_inventory(dir.path());
+    let missing = dir.path().join("no-such-khagent");
+    let out = khactl_up(
+        &inventory,
+        &dir.path().join("state"),
+        &["--agent-binary", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-khagent"), "{}", describe(&out));
+    assert!(err.contains("cargo build --release"), "{}", describe(&out));
+    let all = describe(&out);
+    assert!(
+        !all.contains("Connect") && !all.contains("connected"),
+        "nothing may be contacted: {all}"
+    );
+}
+
+#[test]
+fn a_non_executable_agent_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = unreachable_inventory(dir.path());
+    let script = dir.path().join("khagent");
+    std::fs::write(&script, "#!/bin/sh\necho not an agent\n").unwrap();
+    let out = khactl_up(
+        &inventory,
+        &dir.path().join("state"),
+        &["--agent-binary", script.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a Linux executable"),
+        "{}",
+        describe(&out)
+    );
+}
