@@ -461,6 +461,7 @@ impl LabClaim {
     /// Waits until the claim can be had: fewer than `KHALAB_MAX_LABS` labs alive here, `index`
     /// free here, then the host-wide index and name locks free.
     pub fn acquire(name: &str, index: u8) -> LabClaim {
+        super::require_root();
         assert!(
             (1..=200).contains(&index),
             "lab index {index} out of range 1..=200"
