@@ -37,8 +37,9 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
         sshd accepts connections. On failure the half-built lab is torn down
         (set KHALAB_KEEP_FAILED=1 to keep it for debugging).
   down NAME             Tear lab NAME down (idempotent, also after a failed up).
-  down-all              Tear down every khalab lab and sweep leftovers.
-  status NAME           Print node states; exit 0 iff the bridge and every node are up.
+  down-all              Tear down every lab that no running test holds; sweep leftovers.
+  status NAME           Print node states; exit 0 iff the bridge (not forwarding) and every
+                        node are up.
   list                  Print the names of existing labs.
   exec NAME NODE -- CMD...
                         Run CMD inside NODE (net, mount, UTS, IPC and PID namespaces) with a
