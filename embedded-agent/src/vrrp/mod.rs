@@ -84,6 +84,8 @@ pub struct VrrpStatus {
     /// Master_Adver_Interval in milliseconds: learnt from the master while backup (§6.4.2).
     pub master_advert_interval_ms: u32,
     pub holds_vip: bool,
+    /// Whether the VRRP thread runs under `SCHED_RR` (see `realtime_priority`).
+    pub realtime: bool,
     pub counters: VrrpCounters,
     /// The most recent kernel-side failure (send, VIP add/refresh/remove), for operators.
     pub last_error: Option<String>,

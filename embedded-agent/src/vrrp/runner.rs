@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use super::instance::{Action, Config, Event, Instance, Timer};
 use super::io::arp::GratuitousArp;
-use super::io::interface_index;
 use super::io::netlink::Netlink;
 use super::io::socket::VrrpSocket;
+use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
 
@@ -36,12 +36,17 @@ pub(super) fn start(
     let thread = std::thread::Builder::new()
         .name("khagent-vrrp".into())
         .spawn(move || {
+            // Before the runtime exists, so every wake-up of this thread is realtime.
+            let realtime = match settings.realtime_priority {
+                0 => Ok(false),
+                priority => set_realtime(priority).map(|()| true),
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| VrrpError::io("starting the VRRP runtime", e))?;
             runtime.block_on(async move {
-                let runner = match Runner::open(settings, track, shutdown, peers) {
+                let runner = match Runner::open(settings, track, shutdown, peers, realtime) {
                     Ok((runner, status)) => {
                         // The receiver only disappears if spawn() itself is gone.
                         let _ = ready_tx.send(Ok(status));
@@ -131,6 +136,7 @@ struct Runner {
     status: watch::Sender<VrrpStatus>,
     timers: HashMap<Timer, Instant>,
     holds_vip: bool,
+    realtime: bool,
     next_vip_refresh: Option<Instant>,
     next_garp_repeat: Option<Instant>,
     counters: VrrpCounters,
@@ -154,6 +160,7 @@ impl Runner {
         track: watch::Receiver<TrackState>,
         shutdown: watch::Receiver<bool>,
         peers: watch::Receiver<Vec<Ipv4Addr>>,
+        realtime: std::io::Result<bool>,
     ) -> Result<(Self, watch::Receiver<VrrpStatus>), VrrpError> {
         let edge = Edge::open(&settings)?;
         let instance = Instance::new(Config {
@@ -178,7 +185,10 @@ impl Runner {
             next_vip_refresh: None,
             next_garp_repeat: None,
             counters: VrrpCounters::default(),
-            last_error: None,
+            realtime: *realtime.as_ref().unwrap_or(&false),
+            last_error: realtime.err().map(|e| {
+                format!("no realtime priority for the VRRP thread ({e}); adverts may be late under CPU load")
+            }),
         };
         runner.publish();
         Ok((runner, status_rx))
@@ -263,7 +273,7 @@ impl Runner {
 
     /// Fires every timer that is due, earliest first.
     fn fire_due(&mut self, now: Instant) {
-        while let Some((timer, _)) = self
+        while let Some((timer, at)) = self
             .timers
             .iter()
             .filter(|(_, at)| **at <= now)
@@ -276,14 +286,27 @@ impl Runner {
                 Timer::MasterDown => Event::MasterDownTimer,
                 Timer::PreemptDelay => Event::PreemptDelayExpired,
             };
-            self.feed(event, now);
+            self.feed(event, self.schedule_base(at, now));
         }
-        if self.next_vip_refresh.is_some_and(|at| at <= now) {
-            self.add_vip(now);
+        if let Some(at) = self.next_vip_refresh.filter(|at| *at <= now) {
+            self.add_vip(self.schedule_base(at, now));
         }
         if self.next_garp_repeat.is_some_and(|at| at <= now) {
             self.next_garp_repeat = None;
             self.send_garps();
+        }
+    }
+
+    /// What a timer that was due at `at` and ran at `now` re-arms from. Late wake-ups under
+    /// load would otherwise stretch every interval (measured: 6 % fewer adverts than due with
+    /// both cores saturated); but after a stall longer than one interval, catching up with a
+    /// burst of adverts is worse than resuming the cadence from now.
+    fn schedule_base(&self, at: Instant, now: Instant) -> Instant {
+        let interval = Duration::from_millis(u64::from(self.settings.advert_interval_ms));
+        if now.duration_since(at) < interval {
+            at
+        } else {
+            now
         }
     }
 
@@ -463,6 +486,7 @@ impl Runner {
             )
             .unwrap_or(u32::MAX),
             holds_vip: self.holds_vip,
+            realtime: self.realtime,
             counters: self.counters.clone(),
             last_error: self.last_error.clone(),
         };

@@ -45,6 +45,11 @@ pub struct VrrpSettings {
     /// the address several times per lifetime, so a killed agent's VIP disappears by itself.
     #[serde(default = "default_vip_lifetime_s")]
     pub vip_lifetime_s: u32,
+    /// `SCHED_RR` priority of the VRRP thread (1..=99), or 0 for a normal thread. Realtime
+    /// keeps adverts on time when the CPUs are saturated; without CAP_SYS_NICE the agent runs
+    /// on as a normal thread and says so in status.
+    #[serde(default = "default_realtime_priority")]
+    pub realtime_priority: u8,
     /// Gratuitous ARPs sent at once when becoming master (0..=100).
     #[serde(default = "default_garp_count")]
     pub gratuitous_arp_count: u8,
@@ -63,6 +68,9 @@ fn default_true() -> bool {
     true
 }
 fn default_vip_lifetime_s() -> u32 {
+    1
+}
+fn default_realtime_priority() -> u8 {
     1
 }
 fn default_garp_count() -> u8 {
@@ -183,6 +191,15 @@ impl VrrpSettings {
                 format!(
                     "{} is not allowed; use 1..=3600 seconds",
                     self.vip_lifetime_s
+                ),
+            );
+        }
+        if self.realtime_priority > 99 {
+            bad(
+                "vrrp.realtime_priority",
+                format!(
+                    "{} is not a realtime priority; use 1..=99, or 0 for none",
+                    self.realtime_priority
                 ),
             );
         }
@@ -309,6 +326,17 @@ mod tests {
                 "vrrp.vip_lifetime_s"
             ]
         );
+    }
+
+    #[test]
+    fn realtime_priority_defaults_to_the_lowest_and_rejects_above_99() {
+        assert_eq!(parse(MINIMAL).unwrap().realtime_priority, 1);
+        let s = parse(&format!("{MINIMAL}realtime_priority: 100\n")).unwrap();
+        assert_eq!(s.validate().unwrap_err()[0].field, "vrrp.realtime_priority");
+        parse(&format!("{MINIMAL}realtime_priority: 0\n"))
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 
     #[test]

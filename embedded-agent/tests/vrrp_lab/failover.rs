@@ -34,6 +34,13 @@ pub fn start_group(lab: &Lab, priorities: &[u8], extra: &str) -> Vec<Proc> {
         Duration::from_secs(5),
         || lab.holders() == [1],
     );
+    for i in 1..=priorities.len() {
+        assert_eq!(
+            lab.vrrp(i)["realtime"],
+            true,
+            "node {i}'s VRRP thread is not SCHED_RR"
+        );
+    }
     for i in 2..=priorities.len() {
         wait_for(
             &format!("node {i} to follow node 1"),

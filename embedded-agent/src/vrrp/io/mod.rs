@@ -16,4 +16,4 @@ pub mod netlink;
 pub mod socket;
 mod sys;
 
-pub use sys::interface_index;
+pub use sys::{interface_index, set_realtime};

@@ -126,3 +126,17 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
         Ok(index)
     }
 }
+
+/// Puts the calling thread under `SCHED_RR` at `priority` (1..=99): above every normal
+/// process, so adverts and takeovers keep their timing when the CPUs are saturated. Children
+/// do not inherit it (`SCHED_RESET_ON_FORK`). Needs CAP_SYS_NICE.
+pub fn set_realtime(priority: u8) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: libc::c_int::from(priority),
+    };
+    // SAFETY: `param` is a valid sched_param for the call; pid 0 is the calling thread.
+    cvt(unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param)
+    })?;
+    Ok(())
+}
