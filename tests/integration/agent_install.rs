@@ -12,6 +12,8 @@ use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
 const LB_PORT: &str = "8443";
+/// The port a changed inventory moves the load balancer to.
+const NEW_LB_PORT: &str = "9443";
 
 /// The khagent cargo built beside khactl. `cargo test --workspace` builds both; `cargo test -p
 /// khactl` alone does not, and then this says so instead of testing a stale binary.
@@ -61,14 +63,32 @@ fn vip_holders(lab: &Lab) -> Vec<&'static str> {
         .collect()
 }
 
-/// A TCP connection to VIP:8443 opened from inside `node` (lab traffic only, bridge checked).
-fn vip_answers_from(lab: &Lab, node: &str) -> bool {
+/// A TCP connection to VIP:port opened from inside `node` (lab traffic only, bridge checked).
+fn vip_answers_from(lab: &Lab, node: &str, port: &str) -> bool {
     lab.assert_up();
     let vip = lab.vip().to_string();
     let script = "exec 3<>/dev/tcp/$0/$1";
-    lab.exec(node, &["timeout", "2", "bash", "-c", script, &vip, LB_PORT])
+    lab.exec(node, &["timeout", "2", "bash", "-c", script, &vip, port])
         .status
         .success()
+}
+
+/// The run log `up` names on its last line (`log: PATH`).
+fn run_log(out: &Output) -> String {
+    let output = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    let path = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("log: "))
+        .unwrap_or_else(|| panic!("no log path in {}", describe(out)));
+    std::fs::read_to_string(path.trim()).unwrap()
+}
+
+/// The nodes whose agent a run restarted, in the order it did so.
+fn restarts(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(": restart service khagent"))
+        .filter_map(|l| l.trim().split(':').next().map(str::to_owned))
+        .collect()
 }
 
 fn mode_and_sha(lab: &Lab, node: &str, path: &str) -> String {
@@ -104,7 +124,7 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
     );
     for from in ["cp2", "w1"] {
         assert!(
-            vip_answers_from(&lab, from),
+            vip_answers_from(&lab, from, LB_PORT),
             "{}:{LB_PORT} from {from}",
             lab.vip()
         );
@@ -162,6 +182,25 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
         ["cp1"],
         "a second run must not move the VIP"
     );
+    assert!(restarts(&run_log(&again)).is_empty());
+
+    // A changed inventory: every agent gets the new config, restarted one at a time with the
+    // VIP holder last, and `up` again returns with exactly one holder serving the new port.
+    let original = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    let changed = original.replace(&format!("port: {LB_PORT}"), &format!("port: {NEW_LB_PORT}"));
+    assert_ne!(original, changed, "the lab inventory names the LB port");
+    let dir = tempfile::tempdir().unwrap();
+    let moved = dir.path().join("inventory.yaml");
+    std::fs::write(&moved, changed).unwrap();
+    let third = khactl_up(&moved, state.path(), &[]);
+    assert!(third.status.success(), "{}", describe(&third));
+    assert_eq!(restarts(&run_log(&third)), ["cp2", "cp3", "cp1"]);
+    assert_eq!(vip_holders(&lab).len(), 1);
+    assert!(vip_answers_from(&lab, "w1", NEW_LB_PORT));
+    // cp1 came back last and takes its VIP back after the preemption delay (5 s).
+    wait_for("cp1 to hold the VIP again", Duration::from_secs(15), || {
+        vip_holders(&lab) == ["cp1"]
+    });
 
     // A crashed agent: keepalived would leave the VIP behind (two holders); khagent's VIP has a
     // short kernel lifetime, so it disappears from the dead node while a backup takes over.
@@ -180,7 +219,7 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
     // adverts), so either may win the first race; which one is not what users rely on.
     assert!(["cp2", "cp3"].contains(&last[0]), "{last:?}");
     assert!(
-        vip_answers_from(&lab, "w1"),
+        vip_answers_from(&lab, "w1", NEW_LB_PORT),
         "the new holder serves the VIP"
     );
 }
