@@ -144,6 +144,10 @@ class Backends:
         os.makedirs(www)
         with open(os.path.join(www, "t"), "w") as f:
             f.write("hello, world\n")
+        # nginx workers run as www-data: mkdtemp's 0700 would make every answer a 403.
+        for d in (work, self.dir, www):
+            os.chmod(d, 0o755)
+        os.chmod(os.path.join(www, "t"), 0o644)
         cfg = os.path.join(self.dir, "nginx.conf")
         with open(cfg, "w") as f:
             f.write(
@@ -202,6 +206,8 @@ def wrk(seconds, close):
             errors += int(line.split()[-1])
         elif line.startswith("Socket errors"):
             errors += sum(int(w.strip(",")) for w in line.split() if w.strip(",").isdigit())
+    if errors:
+        print(f"wrk reported {errors} errors:\n{out}", file=sys.stderr)
     return rps, total, errors
 
 
