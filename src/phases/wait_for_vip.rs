@@ -66,7 +66,7 @@ impl Phase for WaitForVip {
                                         let s = if h.node() == one.as_str() {
                                             format!("holds {vip}; {vip}:{port} answers")
                                         } else {
-                                            "backup".to_owned()
+                                            "does not hold the VIP".to_owned()
                                         };
                                         (h.node().to_owned(), Ok(s))
                                     })
