@@ -5,8 +5,9 @@ Three nodes (priorities 150 / 100 / 50) on a private bridge (lab.sh, subnet 10.9
 nothing leaves the machine). Per run: start the implementation on all nodes, wait until node 1
 holds the VIP alone and has for 1 s, SIGKILL every process of node 1's namespace (a crash of
 the whole daemon), and time the first RTM_NEWADDR of the VIP seen by `ip -ts monitor address`
-in nodes 2 and 3. A run "moves once" when only node 2 (the next priority) ever gets the VIP.
-Runs alternate A B A B so drift in machine load hits both alike; we compare medians.
+in nodes 2 and 3, and the removal of the dead holder's VIP in node 1 (khagent's expires with
+its kernel lifetime; keepalived's stays). A run "moves once" when only node 2 (the next
+priority) ever gets the VIP. Runs alternate A B A B so drift in machine load hits both alike; we compare medians.
 
     python3 bench/vrrp/takeover.py --runs 20 --interval 0.1
     python3 bench/vrrp/takeover.py --runs 20 --interval 0.01
@@ -127,6 +128,16 @@ def start_keepalived(interval):
 TS = re.compile(r"^\[(\S+)\]")
 
 
+def first_delete(lines):
+    """Wall-clock time of the first VIP address removal in the monitor output."""
+    for line in lines:
+        if f"inet {VIP}/" in line and line.lstrip("[0123456789-T:.] ").startswith("Deleted"):
+            m = TS.match(line)
+            if m:
+                return datetime.datetime.fromisoformat(m.group(1)).timestamp()
+    return None
+
+
 def first_add(lines):
     """Wall-clock time of the first VIP address add in `ip -ts -o monitor address` output."""
     for line in lines:
@@ -155,24 +166,30 @@ def one_run(impl, interval):
                 kill_all(i)
             for p in procs:
                 p.wait()
-            return None, False, {"never stable": 1}
+            return None, False, {"never stable": None}
         time.sleep(0.02)
+    # Node 1's processes, looked up before the monitors start (`ip -n` joins the namespace,
+    # so a monitor of node 1 would count as one of them) and before the timed kill (`ip netns
+    # pids` is slow under load).
+    victims = [int(x) for x in pids(1)]
     # `ip -ts` stamps an event when it prints it: run the monitors realtime so CPU load does
     # not delay the stamps.
     monitors = {i: subprocess.Popen(["chrt", "-r", "50", "ip", "-n", ns(i), "-ts", "-o", "monitor", "address",
                                      "dev", "eth0"],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-                for i in (2, 3)}
+                for i in (1, 2, 3)}
     time.sleep(0.3)  # let the monitors subscribe before the kill (not a synchronisation of results)
-    victims = [int(x) for x in pids(1)]  # looked up first: `ip netns pids` is slow under load
     t0 = time.time()  # kill_all stops node 1's processes within microseconds of this
     kill_all(1, victims)
     time.sleep(2.0 + 3 * interval)
-    adds = {}
+    adds, gone = {}, None
     for i, m in monitors.items():
         m.terminate()
         out, _ = m.communicate()
-        adds[i] = first_add(out.splitlines())
+        if i == 1:
+            gone = first_delete(out.splitlines())
+        else:
+            adds[i] = first_add(out.splitlines())
     for i in range(1, NODES + 1):
         kill_all(i)
     for p in procs:
@@ -180,6 +197,8 @@ def one_run(impl, interval):
     firsts = {i: t - t0 for i, t in adds.items() if t is not None}
     takeover = min(firsts.values()) if firsts else None
     once = 2 in firsts and 3 not in firsts
+    if gone is not None:
+        firsts["old holder's VIP gone"] = gone - t0
     return takeover, once, firsts
 
 
@@ -194,6 +213,7 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     lab_up()
     results = {"khagent": [], "keepalived": []}
+    gone_at = {"khagent": [], "keepalived": []}
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     # The harness itself runs realtime so the kill and its timestamp are not delayed by load;
     # what it starts (agents, keepalived) gets normal scheduling back (RESET_ON_FORK).
@@ -203,7 +223,9 @@ def main():
             for impl in ("khagent", "keepalived") if r % 2 == 0 else ("keepalived", "khagent"):
                 takeover, once, firsts = one_run(impl, args.interval)
                 results[impl].append((takeover, once))
-                detail = " ".join(f"node{i}={t:.3f}" if isinstance(i, int) else i for i, t in sorted(firsts.items(), key=str))
+                detail = " ".join(f"node{i}={t:.3f}" if isinstance(i, int) else i if t is None else f"{i} {t:.3f}"
+                                  for i, t in sorted(firsts.items(), key=str))
+                gone_at[impl].append(firsts.get("old holder's VIP gone"))
                 print(f"run {r + 1:2} {impl:10} takeover {takeover if takeover is None else f'{takeover:.3f}'} s"
                       f"  {'once' if once else 'MOVED TWICE/NEVER'}  ({detail})", flush=True)
     finally:
@@ -213,14 +235,16 @@ def main():
         lab_down()
     print(f"\nadvert interval {args.interval} s, {args.runs} runs each, interleaved, "
           f"{args.load} busy loops meanwhile")
-    print("| implementation | median s | min s | max s | VIP moved exactly once |")
-    print("|---|---|---|---|---|")
+    print("| implementation | median s | min s | max s | VIP moved exactly once | dead holder's VIP gone (median s) |")
+    print("|---|---|---|---|---|---|")
     medians = {}
     for impl, rs in results.items():
         times = [t for t, _ in rs if t is not None] or [float("nan")]
         medians[impl] = statistics.median(times) if times else float("nan")
         once = sum(1 for _, o in rs if o)
-        print(f"| {impl} | {medians[impl]:.3f} | {min(times):.3f} | {max(times):.3f} | {once} of {len(rs)} |")
+        gone = [g for g in gone_at[impl] if g is not None]
+        gone_text = f"{statistics.median(gone):.2f} ({len(gone)} of {len(rs)} runs)" if gone else f"never (0 of {len(rs)})"
+        print(f"| {impl} | {medians[impl]:.3f} | {min(times):.3f} | {max(times):.3f} | {once} of {len(rs)} | {gone_text} |")
     print(f"\nkhagent / keepalived median ratio: {medians['khagent'] / medians['keepalived']:.2f}")
 
 

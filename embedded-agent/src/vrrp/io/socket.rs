@@ -101,6 +101,15 @@ impl VrrpSocket {
         }
     }
 
+    /// Receives a datagram that is already queued, without waiting; `None` if there is none.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match sys::recv(self.rx.get_ref(), buf, libc::MSG_TRUNC | libc::MSG_DONTWAIT) {
+            Ok(len) => Ok(Some(len)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Receives one whole IPv4 datagram (header included); truncated to `buf` if larger, and
     /// the returned length is the datagram's real length so truncation is visible.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
