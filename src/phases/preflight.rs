@@ -23,7 +23,15 @@ impl Phase for Preflight {
             let mut results = Vec::new();
             for node in &ctx.inventory.nodes {
                 let facts = ctx.facts_of(node.name.as_str())?;
-                let r = check_node(&ctx.inventory, node, facts).map(|()| "ok".to_owned());
+                let mut r = check_node(&ctx.inventory, node, facts);
+                // A control plane the agent binary cannot run on is refused now, before
+                // any host is prepared, not halfway through the install.
+                if let (Ok(()), Role::ControlPlane, Some(agent)) =
+                    (&r, node.role, &ctx.settings.agent_binary)
+                {
+                    r = super::install_agent::check_arch(agent, facts);
+                }
+                let r = r.map(|()| "ok".to_owned());
                 results.push((node.name.to_string(), r));
             }
             ctx.settle(self.title(), results)
