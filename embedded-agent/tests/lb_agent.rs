@@ -391,6 +391,41 @@ fn connect_failure_retries_the_next_backend() {
     );
 }
 
+#[test]
+fn connect_timeout_moves_on_to_the_next_backend() {
+    let live = Backend::start("live");
+    // A backend whose accept queue is full: the kernel drops further SYNs, so connects hang
+    // until the agent's connect timeout (a black hole, on loopback).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = socket.listen(1).unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    while let Ok(s) = TcpStream::connect_timeout(&stuck_addr, Duration::from_millis(200)) {
+        fillers.push(s);
+        assert!(fillers.len() < 100, "accept queue never filled");
+    }
+    let agent = Agent::start(&format!(
+        "{}  - {{name: stuck, address: {stuck_addr}}}\ntimeouts: {{connect: 300ms}}\nhealth: {{interval: 1h, timeout: 1s}}\n",
+        backends_yaml(&[&live])
+    ));
+    // Round-robin starts each pick one further: of two connections one tries `stuck` first.
+    for _ in 0..2 {
+        assert_eq!(agent.connect().1, "live");
+    }
+    let stuck_status = agent.backend("stuck");
+    assert!(
+        stuck_status["connect_failures_total"].as_u64().unwrap() >= 1,
+        "{stuck_status}"
+    );
+    assert_eq!(stuck_status["connections_total"], 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connection lifecycle
 // ---------------------------------------------------------------------------------------------
