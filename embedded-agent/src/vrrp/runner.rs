@@ -14,6 +14,7 @@ use super::instance::{Action, Config, Event, Instance, Timer};
 use super::io::arp::GratuitousArp;
 use super::io::netlink::Netlink;
 use super::io::socket::VrrpSocket;
+use super::io::timer::DeadlineTimer;
 use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
@@ -80,6 +81,7 @@ struct Edge {
     socket: VrrpSocket,
     netlink: Netlink,
     arp: GratuitousArp,
+    timer: DeadlineTimer,
 }
 
 impl Edge {
@@ -105,6 +107,8 @@ impl Edge {
                     e,
                 )
             })?;
+        let timer =
+            DeadlineTimer::new().map_err(|e| VrrpError::io("creating the VRRP timer", e))?;
         let arp = GratuitousArp::open(interface, ifindex)
             .map_err(|e| VrrpError::io(format!("opening the ARP socket on {interface}"), e))?;
         // A VIP left by an earlier khagent that died before its lifetime ran out (or by a
@@ -123,6 +127,7 @@ impl Edge {
             socket,
             netlink,
             arp,
+            timer,
         })
     }
 }
@@ -207,13 +212,20 @@ impl Runner {
                 break;
             }
             let deadline = self.next_deadline();
+            let precise = match self.edge.timer.arm(deadline) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.last_error = Some(format!("arming the VRRP timer: {e}"));
+                    false
+                }
+            };
             let wake = tokio::select! {
                 biased;
                 changed = self.shutdown.changed() => match changed {
                     Ok(()) => continue,
                     Err(_) => Wake::Shutdown,
                 },
-                () = sleep_until(deadline) => Wake::Deadline,
+                () = wait_for_deadline(&self.edge.timer, deadline, precise) => Wake::Deadline,
                 received = self.edge.socket.recv(&mut buf) => Wake::Datagram(received),
                 changed = self.track.changed(), if track_open => {
                     if changed.is_ok() { Wake::Track } else { Wake::TrackGone }
@@ -519,10 +531,15 @@ impl Runner {
     }
 }
 
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
+/// Waits for `deadline` (forever without one) on the timerfd, or on tokio's millisecond
+/// timer if the timerfd failed.
+async fn wait_for_deadline(timer: &DeadlineTimer, deadline: Option<Instant>, precise: bool) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+        Some(at) => {
+            if !precise || timer.expired().await.is_err() {
+                tokio::time::sleep_until(at).await;
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`netlink`]: hand-rolled rtnetlink to add, refresh and delete the VIP with a kernel
 //!   lifetime, and to find the interface's own address.
 //! - [`arp`]: gratuitous ARP over `AF_PACKET`.
+//! - [`timer`]: a timerfd, for deadlines exact to the microsecond.
 #![expect(
     unsafe_code,
     reason = "raw, packet and netlink sockets need libc calls"
@@ -15,5 +16,6 @@ pub mod arp;
 pub mod netlink;
 pub mod socket;
 mod sys;
+pub mod timer;
 
 pub use sys::{interface_index, set_realtime};

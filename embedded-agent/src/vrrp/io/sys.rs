@@ -115,6 +115,12 @@ pub(super) fn recv(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Resu
     cvt_size(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) })
 }
 
+/// `read(2)` into `buf`.
+pub(super) fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable slice of `buf.len()` bytes for the whole call.
+    cvt_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
 /// The index of a network interface in this namespace.
 pub fn interface_index(name: &str) -> io::Result<u32> {
     let c_name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
