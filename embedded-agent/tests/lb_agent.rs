@@ -957,7 +957,7 @@ impl Drop for TlsServer {
 
 fn https_agent(pki: &Path, ca: &str, server: &TlsServer, extra: &str) -> Agent {
     Agent::start(&format!(
-        "backends:\n  - {{name: api, address: {}}}\nhealth:\n  kind: https\n  interval: 300ms\n  timeout: 300ms\n  ca_file: {}\n{extra}",
+        "backends:\n  - {{name: api, address: {}}}\nhealth:\n  kind: https\n  interval: 500ms\n  timeout: 500ms\n  ca_file: {}\n{extra}",
         server.addr,
         pki.join(ca).display()
     ))
@@ -1071,7 +1071,7 @@ fn https_backend_not_ready_gets_no_traffic_though_it_accepts_tcp() {
     make_pki(&pki);
     let addr = start_not_ready_server(&pki);
     let agent = Agent::start(&format!(
-        "backends:\n  - {{name: api, address: {addr}}}\nhealth:\n  kind: https\n  interval: 300ms\n  timeout: 300ms\n  ca_file: {}\n",
+        "backends:\n  - {{name: api, address: {addr}}}\nhealth:\n  kind: https\n  interval: 500ms\n  timeout: 500ms\n  ca_file: {}\n",
         pki.join("ca.pem").display()
     ));
     agent.wait_backend_health("api", false);
