@@ -57,6 +57,10 @@ impl fmt::Display for Problem {
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// Longest duration accepted anywhere: far beyond any sane timeout, and far enough below
+    /// the clock's range that deadline arithmetic can never overflow.
+    pub const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
     pub fn parse(text: &str) -> Option<Dur> {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit())?;
@@ -69,7 +73,7 @@ impl Dur {
             "h" => Duration::from_secs(n.checked_mul(3600)?),
             _ => return None,
         };
-        Some(Dur(d))
+        (d <= Self::MAX).then_some(Dur(d))
     }
 }
 
@@ -78,7 +82,7 @@ impl<'de> Deserialize<'de> for Dur {
         let text = String::deserialize(de)?;
         Dur::parse(&text).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "`{text}` is not a duration; write a number with a unit: 500ms, 2s, 5m or 24h"
+                "`{text}` is not a duration up to 30 days; write a number with a unit: 500ms, 2s, 5m or 24h"
             ))
         })
     }
@@ -612,6 +616,9 @@ mod tests {
         assert_eq!(Dur::parse("5"), None);
         assert_eq!(Dur::parse("5 days"), None);
         assert_eq!(Dur::parse("s"), None);
+        assert_eq!(Dur::parse("720h"), Some(Dur(Dur::MAX)));
+        assert_eq!(Dur::parse("721h"), None, "too long for deadline arithmetic");
+        assert_eq!(Dur::parse("99999999999999999999h"), None);
     }
 
     #[test]

@@ -168,7 +168,11 @@ async fn read_head(stream: &mut TcpStream) -> Result<String, u16> {
 async fn serve(mut stream: TcpStream, ctx: &Context) {
     let response = match read_head(&mut stream).await {
         Ok(head) => match parse_head(&head) {
-            Some(req) => route(&req, ctx),
+            Some(req) => {
+                let mut r = route(&req, ctx);
+                r.head_only = req.method == "HEAD";
+                r
+            }
             None => Response::text(400, "bad request\n"),
         },
         Err(0) => return,
@@ -209,6 +213,8 @@ struct Response {
     content_type: &'static str,
     extra: &'static str,
     body: String,
+    /// HEAD: headers (with the body's length) but no body.
+    head_only: bool,
 }
 
 impl Response {
@@ -218,6 +224,7 @@ impl Response {
             content_type,
             extra: "",
             body,
+            head_only: false,
         }
     }
 
@@ -245,7 +252,9 @@ impl Response {
             self.extra
         )
         .into_bytes();
-        out.extend_from_slice(self.body.as_bytes());
+        if !self.head_only {
+            out.extend_from_slice(self.body.as_bytes());
+        }
         out
     }
 }
