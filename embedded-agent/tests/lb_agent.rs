@@ -178,6 +178,16 @@ impl Agent {
         agent
     }
 
+    /// Waits for the agent to exit on its own.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut exit = None;
+        wait_for("agent exits", || {
+            exit = self.child.try_wait().unwrap();
+            exit.is_some()
+        });
+        exit.unwrap()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
@@ -542,12 +552,7 @@ fn sigterm_drains_established_connections_then_exits_cleanly() {
         "agent waits for the connection"
     );
     drop(conn);
-    let mut exit = None;
-    wait_for("agent exits after the last connection", || {
-        exit = agent.child.try_wait().unwrap();
-        exit.is_some()
-    });
-    assert!(exit.unwrap().success(), "{}", agent.log());
+    assert!(agent.wait_exit().success(), "{}", agent.log());
 }
 
 #[test]
@@ -557,12 +562,7 @@ fn drain_timeout_closes_lingering_connections() {
     let (mut conn, _) = agent.connect();
     agent.signal("-TERM");
     assert!(conn.closed_by_peer());
-    let mut exit = None;
-    wait_for("agent exits", || {
-        exit = agent.child.try_wait().unwrap();
-        exit.is_some()
-    });
-    assert!(exit.unwrap().success());
+    assert!(agent.wait_exit().success(), "{}", agent.log());
     assert!(
         agent.log().contains("closed 1 connections"),
         "{}",
