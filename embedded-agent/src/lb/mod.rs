@@ -231,6 +231,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn binds_an_address_this_node_does_not_hold() {
+        // 192.0.2.0/24 is TEST-NET-1 (RFC 5737); binding and listening send no packet.
+        let vip: SocketAddr = "192.0.2.10:7443".parse().unwrap();
+        let nonlocal_bind = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .is_ok_and(|v| v.trim() == "1");
+        if !nonlocal_bind {
+            let plain = std::net::TcpListener::bind(vip).unwrap_err();
+            assert_eq!(plain.kind(), std::io::ErrorKind::AddrNotAvailable);
+        }
+        let listener = Lb::bind(vip).unwrap();
+        assert_eq!(listener.local_addr().unwrap(), vip);
+    }
+
+    #[tokio::test]
     async fn accepted_sockets_inherit_nodelay_from_the_listener() {
         let listener = Lb::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
