@@ -107,6 +107,8 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
         files: BTreeMap::new(),
         digests: BTreeMap::new(),
     };
+    let mut sums = BTreeMap::new();
+    let mut modes = BTreeMap::new();
     for line in text.lines() {
         let (kind, rest) = line.split_once(' ').ok_or_else(|| bad(line))?;
         match kind {
@@ -158,26 +160,26 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
                 f.files.insert(PathBuf::from(path), content);
             }
             "hash" => {
-                let digest = match rest.rsplitn(3, ' ').collect::<Vec<_>>().as_slice() {
-                    [mode, sha, path] => {
-                        let mode = u32::from_str_radix(mode, 8).map_err(|_| bad(line))?;
-                        (
-                            PathBuf::from(path),
-                            Some(FileDigest {
-                                sha256: (*sha).to_owned(),
-                                mode,
-                            }),
-                        )
-                    }
-                    _ => {
-                        let (path, _) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
-                        (PathBuf::from(path), None)
-                    }
-                };
-                f.digests.insert(digest.0, digest.1);
+                let (path, _) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
+                f.digests.insert(PathBuf::from(path), None);
+            }
+            "sum" => {
+                let (sha, path) = rest.split_once("  ").ok_or_else(|| bad(line))?;
+                sums.insert(PathBuf::from(path), sha.to_owned());
+            }
+            "mode" => {
+                let (mode, path) = rest.split_once(' ').ok_or_else(|| bad(line))?;
+                let mode = u32::from_str_radix(mode, 8).map_err(|_| bad(line))?;
+                modes.insert(PathBuf::from(path), mode);
             }
             _ => return Err(bad(line)),
         }
+    }
+    for (path, sha256) in sums {
+        let mode = *modes
+            .get(&path)
+            .ok_or_else(|| bad(&format!("no mode for {}", path.display())))?;
+        f.digests.insert(path, Some(FileDigest { sha256, mode }));
     }
     Ok(f)
 }
@@ -247,7 +249,8 @@ mod tests {
             addr eth0 10.200.1.11/24\n\
             sysctl net.ipv4.ip_forward 0\nsysctl net.bridge.bridge-nf-call-iptables -\n\
             file /etc/my file.conf =aGVsbG8gd29ybGQK\nfile /etc/hosts -\n\
-            hash /etc/kubernetes/pki/ca.key abc123 600\nhash /etc/kubernetes/pki/x.crt -\n";
+            sum abc123  /etc/kubernetes/pki/ca.key\nmode 600 /etc/kubernetes/pki/ca.key\n\
+            hash /etc/kubernetes/pki/x.crt -\n";
         let f = parse("cp1", text, &req()).unwrap();
         assert_eq!(f.os_id, "debian");
         assert_eq!(f.init, InitSystem::Systemd);

@@ -23,7 +23,19 @@ for a in "$@"; do
       if [ -r "$p" ]; then echo "sysctl $val $(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else echo "sysctl $val -"; fi ;;
     file)
       if [ -f "$val" ]; then echo "file $val =$(base64 -w0 < "$val")"; else echo "file $val -"; fi ;;
-    hash)
-      if [ -f "$val" ]; then echo "hash $val $(sha256sum < "$val" | cut -d' ' -f1) $(stat -c '%a' "$val")"; else echo "hash $val -"; fi ;;
   esac
 done
+# Digests: one sha256sum and one stat over every present file ("sum HASH  PATH",
+# "mode MODE PATH"), a "hash PATH -" line for each absent one.
+digests() {
+  for a in "$@"; do
+    shift
+    case $a in
+      hash:*) p=${a#hash:}; if [ -f "$p" ]; then set -- "$@" "$p"; else echo "hash $p -"; fi ;;
+    esac
+  done
+  [ "$#" -gt 0 ] || return 0
+  sha256sum -- "$@" | sed 's/^/sum /'
+  stat -c 'mode %a %n' -- "$@"
+}
+digests "$@"

@@ -163,42 +163,111 @@ pub(super) async fn apply_all(
     host: &SshHost,
     changes: &[Change],
 ) -> anyhow::Result<usize> {
-    for change in changes {
-        match mode {
-            Mode::Plan => {
-                let text = change.plan_text();
-                report.event(Event::Planned {
-                    node: host.node(),
-                    change: &text,
-                });
-            }
-            Mode::Apply => {
-                let headline = change.headline();
-                report.event(Event::NodeStep {
-                    node: host.node(),
-                    message: &headline,
-                });
-                apply_one(report, host, change)
-                    .await
-                    .with_context(|| headline.clone())?;
-            }
+    if mode == Mode::Plan {
+        for change in changes {
+            let text = change.plan_text();
+            report.event(Event::Planned {
+                node: host.node(),
+                change: &text,
+            });
+        }
+        return Ok(changes.len());
+    }
+    // Consecutive file writes go to the node as one command (one round trip instead of
+    // one per file); every other change runs on its own, in order.
+    let mut rest = changes;
+    while let Some(first) = rest.first() {
+        let writes = rest
+            .iter()
+            .take_while(|c| matches!(c, Change::WriteFile { .. }))
+            .count();
+        if writes > 0 {
+            let (batch, tail) = rest.split_at(writes);
+            let heads: Vec<String> = batch.iter().map(Change::headline).collect();
+            let step = if writes == 1 {
+                heads[0].clone()
+            } else {
+                format!("writing {writes} files")
+            };
+            report.event(Event::NodeStep {
+                node: host.node(),
+                message: &step,
+            });
+            write_files(report, host, batch)
+                .await
+                .with_context(|| heads.join("; "))?;
+            rest = tail;
+        } else {
+            let headline = first.headline();
+            report.event(Event::NodeStep {
+                node: host.node(),
+                message: &headline,
+            });
+            apply_one(report, host, first)
+                .await
+                .with_context(|| headline.clone())?;
+            rest = &rest[1..];
         }
     }
     Ok(changes.len())
 }
 
-const WRITE_FILE: &str = r#"set -eu
-path=$1; mode=$2; backup=$3
-if [ -n "$backup" ] && [ -e "$path" ] && [ ! -e "$backup" ]; then cp -p "$path" "$backup"; fi
-mkdir -p "$(dirname "$path")"
-tmp=$(mktemp "$path.khactl.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-chmod "$mode" "$tmp"
-cat > "$tmp"
-chown 0:0 "$tmp"
-mv -f "$tmp" "$path"
-trap - EXIT
+/// Writes files atomically, each with its mode set before any byte lands (a temp file
+/// made by mktemp, then renamed). Arguments come in fours — path, mode, backup, length —
+/// and the contents follow each other on stdin; `head -c` reads exactly that many bytes.
+const WRITE_FILES: &str = r#"set -eu
+tmp=
+trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
+while [ "$#" -ge 4 ]; do
+  path=$1; mode=$2; backup=$3; len=$4; shift 4
+  if [ -n "$backup" ] && [ -e "$path" ] && [ ! -e "$backup" ]; then cp -p "$path" "$backup"; fi
+  mkdir -p "$(dirname "$path")"
+  tmp=$(mktemp "$path.khactl.XXXXXX")
+  chmod "$mode" "$tmp"
+  head -c "$len" > "$tmp"
+  [ "$(wc -c < "$tmp")" -eq "$len" ] || { echo "short write for $path" >&2; exit 1; }
+  chown 0:0 "$tmp"
+  mv -f "$tmp" "$path"
+  tmp=
+done
 "#;
+
+async fn write_files(report: &Report, host: &SshHost, batch: &[Change]) -> anyhow::Result<()> {
+    let mut args = Vec::new();
+    let mut stdin = Vec::new();
+    let mut secret = false;
+    for change in batch {
+        if let Change::WriteFile {
+            path,
+            contents,
+            mode,
+            secret: s,
+            backup,
+            ..
+        } = change
+        {
+            args.push(path.display().to_string());
+            args.push(format!("{mode:04o}"));
+            args.push(
+                backup
+                    .as_ref()
+                    .map(|b| b.display().to_string())
+                    .unwrap_or_default(),
+            );
+            args.push(contents.len().to_string());
+            stdin.extend_from_slice(contents);
+            secret |= *s;
+        }
+    }
+    let cmd = RemoteCommand::script("write-files", WRITE_FILES, args);
+    let cmd = if secret {
+        cmd.secret_stdin(stdin)
+    } else {
+        cmd.stdin(stdin)
+    };
+    run(report, host, &cmd).await?;
+    Ok(())
+}
 
 const SYSCTL_READ_BACK: &str = r#"for key in "$@"; do
   p=/proc/sys/$(printf '%s' "$key" | tr . /)
@@ -208,30 +277,8 @@ done
 
 async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::Result<()> {
     match change {
-        Change::WriteFile {
-            path,
-            contents,
-            mode,
-            secret,
-            backup,
-            ..
-        } => {
-            let args = [
-                path.display().to_string(),
-                format!("{mode:04o}"),
-                backup
-                    .as_ref()
-                    .map(|b| b.display().to_string())
-                    .unwrap_or_default(),
-            ];
-            let cmd = RemoteCommand::script("write-file", WRITE_FILE, args);
-            let cmd = if *secret {
-                cmd.secret_stdin(contents.clone())
-            } else {
-                cmd.stdin(contents.clone())
-            };
-            run(report, host, &cmd).await?;
-        }
+        // Batched by `apply_all`; a lone write is a batch of one.
+        Change::WriteFile { .. } => write_files(report, host, std::slice::from_ref(change)).await?,
         Change::SetSysctls { values } => {
             let mut argv = vec!["sysctl".to_owned(), "-w".to_owned()];
             argv.extend(values.iter().map(|v| format!("{}={}", v.key, v.to)));

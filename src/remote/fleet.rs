@@ -27,11 +27,13 @@ impl Fleet {
         parallelism: usize,
     ) -> Result<Self, Vec<NodeFailure<RemoteError>>> {
         let parallelism = parallelism.max(1);
-        let results: Vec<Result<SshHost, RemoteError>> = stream::iter(targets)
-            .map(|t| SshHost::connect(t, opts))
-            .buffered(parallelism)
-            .collect()
-            .await;
+        let results = in_order(
+            stream::iter(targets.iter().enumerate())
+                .map(|(i, t)| async move { (i, SshHost::connect(t, opts).await) })
+                .buffer_unordered(parallelism)
+                .collect()
+                .await,
+        );
         let mut hosts = Vec::new();
         let mut failures = Vec::new();
         for (target, r) in targets.iter().zip(results) {
@@ -78,11 +80,15 @@ impl Fleet {
     {
         let selected: Vec<&SshHost> = self.hosts.iter().filter(|h| select(h)).collect();
         let f = &f;
-        stream::iter(selected)
-            .map(|h| async move { (h.node().to_owned(), f(h).await) })
-            .buffered(self.parallelism)
-            .collect()
-            .await
+        // Unordered, so a slot freed by a quick node goes to the next one at once (an
+        // ordered buffer would hold it until the slowest node ahead finished).
+        in_order(
+            stream::iter(selected.into_iter().enumerate())
+                .map(|(i, h)| async move { (i, (h.node().to_owned(), f(h).await)) })
+                .buffer_unordered(self.parallelism)
+                .collect()
+                .await,
+        )
     }
 
     pub async fn close(self) {
@@ -90,4 +96,10 @@ impl Fleet {
             h.close().await;
         }
     }
+}
+
+/// Results tagged with their position, back in that order.
+fn in_order<T>(mut tagged: Vec<(usize, T)>) -> Vec<T> {
+    tagged.sort_by_key(|(i, _)| *i);
+    tagged.into_iter().map(|(_, t)| t).collect()
 }

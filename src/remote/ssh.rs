@@ -3,12 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use std::num::NonZeroUsize;
+
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::AsyncWriteExt;
 
 use super::command::{CommandOutput, RemoteCommand};
 use super::error::RemoteError;
 use crate::inventory::{Bastion, SshTarget};
+
+/// A master left behind by a killed khactl exits after this long without sessions.
+const CONTROL_PERSIST_SECS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(299);
 
 /// Settings shared by every connection of one run.
 #[derive(Debug, Clone)]
@@ -40,7 +45,8 @@ impl SshHost {
             .user_known_hosts_file(&opts.known_hosts)
             .control_directory(&opts.control_dir)
             .connect_timeout(opts.connect_timeout)
-            .server_alive_interval(Duration::from_secs(15));
+            .server_alive_interval(Duration::from_secs(15))
+            .control_persist(ControlPersist::IdleFor(CONTROL_PERSIST_SECS));
         if let Some(key) = &target.identity_file {
             b.keyfile(key);
         }
@@ -143,8 +149,9 @@ impl SshHost {
     }
 
     pub async fn close(self) {
-        // Closing only tears down the ControlMaster; a failure leaves a socket in our
-        // private control dir, which the next run's builder cleans up.
+        // Closing only tears down the ControlMaster. If it fails, the master exits by
+        // itself after `CONTROL_PERSIST` idle; its socket dir is left in our private
+        // control dir (not swept: concurrent runs share that dir).
         if self.session.close().await.is_err() {}
     }
 

@@ -9,8 +9,8 @@
 
 mod support;
 
+mod agent_install;
 mod cli;
 mod lab_smoke;
 mod pki_consumers;
 mod up;
-mod agent_install;
