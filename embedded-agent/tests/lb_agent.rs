@@ -33,7 +33,29 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A directory under the system temp dir, removed when dropped (also when a test fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "khagent-lb-{tag}-{}-{}",
@@ -41,7 +63,7 @@ fn temp_dir(tag: &str) -> PathBuf {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// A TCP backend that greets each connection with `NAME\n`, then echoes until EOF and
@@ -121,7 +143,7 @@ impl Drop for Backend {
 /// The real khagent binary with a config written to a temp dir.
 struct Agent {
     child: Child,
-    dir: PathBuf,
+    dir: TempDir,
     listen: SocketAddr,
     status: SocketAddr,
 }
@@ -277,7 +299,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -720,7 +741,6 @@ fn config_errors_name_the_field_and_exit_2_before_binding() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("health.ca_file: cannot read"), "{err}");
     assert!(!err.contains("cannot listen"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -754,7 +774,6 @@ fn check_validates_without_running() {
     let (code, _, err) = run_khagent(&["--conf", p]);
     assert_eq!(code, 2);
     assert!(err.contains("usage"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -846,7 +865,6 @@ fn basic_auth_guards_every_page_but_healthz() {
         assert_eq!(agent.get(path, Some(good)).0, 200, "{path}");
     }
     assert_eq!(agent.get("/healthz", None).0, 200);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -939,6 +957,7 @@ fn make_pki(dir: &Path) {
 struct TlsServer {
     child: Child,
     addr: SocketAddr,
+    _root: TempDir,
 }
 
 impl TlsServer {
@@ -961,7 +980,11 @@ impl TlsServer {
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for("s_server listening", || TcpStream::connect(addr).is_ok());
-        TlsServer { child, addr }
+        TlsServer {
+            child,
+            addr,
+            _root: root,
+        }
     }
 }
 
