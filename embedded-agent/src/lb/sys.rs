@@ -1,6 +1,7 @@
-//! The load balancer's only system calls that std and tokio do not wrap: `splice(2)` through
-//! pipes (zero-copy forwarding), a pool of those pipes, `shutdown(SHUT_WR)` on a shared socket
-//! reference (half-close), and `IP_FREEBIND` (bind the VIP before this node holds it).
+//! The load balancer's only system calls that std and tokio do not wrap for a borrowed socket:
+//! `splice(2)` through pipes (zero-copy forwarding), a pool of those pipes, `recv`/`send` on a
+//! raw descriptor (copy mode, see `proxy`), `shutdown(SHUT_WR)` through a shared reference
+//! (half-close), and `IP_FREEBIND` (bind the VIP before this node holds it).
 //!
 //! Why splice: 86-99% of a proxy's CPU is kernel time, and a userspace copy loop pays two copies
 //! per byte plus a buffer per connection. A pipe holds page references, not a buffer we own; a
@@ -8,7 +9,7 @@
 //! an idle connection holds no buffer at all.
 #![expect(
     unsafe_code,
-    reason = "splice(2), pipe2(2), shutdown(2) and setsockopt(2) via libc"
+    reason = "splice(2), pipe2(2), recv/send(2), shutdown(2), fcntl(2) and setsockopt(2) via libc"
 )]
 
 use std::io;
