@@ -8,6 +8,7 @@
 //! serve the VIP's port.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{Notify, watch};
 
@@ -21,8 +22,13 @@ pub fn evaluate(tracks: &[TrackConfig], set: &BackendSet, listening: bool) -> Tr
     let mut state = TrackState::default();
     for t in tracks {
         let (ok, what) = match &t.backend {
+            // A tracked backend counts as passing only once a check has succeeded: the
+            // load balancer starts backends optimistic (as haproxy does), but a freshly
+            // started agent must not claim a priority its apiserver has not earned, or it
+            // preempts the VIP and hands it back a few seconds later.
             Some(name) => (
-                set.by_name(name).is_some_and(|b| b.is_healthy()),
+                set.by_name(name)
+                    .is_some_and(|b| b.is_healthy() && b.checks_ok.load(Ordering::Relaxed) > 0),
                 format!("backend {name}"),
             ),
             None => (listening && set.healthy_count() > 0, "listener".to_owned()),
@@ -112,9 +118,30 @@ mod tests {
         }
     }
 
+    /// Records one successful check on every backend, as the health loops would.
+    fn checked(s: &BackendSet) {
+        for b in &s.backends {
+            b.checks_ok.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn unchecked_backend_counts_as_failing_until_a_check_succeeds() {
+        let s = set();
+        let tracks = [track("apiserver", Some("local"), Some(-50), false)];
+        assert!(
+            s.backends[0].is_healthy(),
+            "backends start optimistic for traffic"
+        );
+        assert_eq!(evaluate(&tracks, &s, true).priority_delta, -50);
+        checked(&s);
+        assert_eq!(evaluate(&tracks, &s, true), TrackState::default());
+    }
+
     #[test]
     fn failing_apiserver_lowers_priority_by_its_weight() {
         let s = set();
+        checked(&s);
         let tracks = [track("apiserver", Some("local"), Some(-50), false)];
         assert_eq!(evaluate(&tracks, &s, true), TrackState::default());
         s.backends[0].set_healthy(false);
@@ -127,6 +154,7 @@ mod tests {
     #[test]
     fn positive_weight_applies_while_check_succeeds() {
         let s = set();
+        checked(&s);
         let tracks = [track("apiserver", Some("local"), Some(20), false)];
         assert_eq!(evaluate(&tracks, &s, true).priority_delta, 20);
         s.backends[0].set_healthy(false);
