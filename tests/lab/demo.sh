@@ -7,9 +7,12 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
 
 tests/lab/install-deps.sh
-cargo build --bin khactl
+# Both binaries: `up` installs the khagent built beside khactl on the control planes.
+cargo build --workspace --bins
 tests/lab/lab.sh down lab
 tests/lab/lab.sh up lab --index 1 --control-planes 3 --workers 2
-cargo run --quiet --bin khactl -- up -i /var/lib/khalab/lab/inventory.yaml
+# The cluster state lives in the lab's own dir: a recreated lab is a set of reinstalled
+# machines with new host keys, which khactl rightly refuses against an old known_hosts.
+target/debug/khactl up -i /var/lib/khalab/lab/inventory.yaml --state-dir /var/lib/khalab/lab/khactl
 echo
 echo "The lab is still up. Look around: tests/lab/lab.sh status lab; tear down: tests/lab/lab.sh down lab"
