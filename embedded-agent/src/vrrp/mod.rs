@@ -12,6 +12,7 @@ pub mod io;
 pub mod packet;
 mod runner;
 pub mod settings;
+mod vip;
 
 use std::net::Ipv4Addr;
 

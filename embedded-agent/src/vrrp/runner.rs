@@ -17,6 +17,7 @@ use super::io::socket::VrrpSocket;
 use super::io::timer::DeadlineTimer;
 use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
+use super::vip::{Vip, VipWorker};
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
 
 type Started = (
@@ -76,10 +77,9 @@ pub(super) fn start(
 
 /// Sockets and the interface they live on.
 struct Edge {
-    ifindex: u32,
     source: Ipv4Addr,
     socket: VrrpSocket,
-    netlink: Netlink,
+    vip: VipWorker,
     arp: GratuitousArp,
     timer: DeadlineTimer,
 }
@@ -121,11 +121,18 @@ impl Edge {
                     e,
                 )
             })?;
-        Ok(Self {
+        let vip = Vip {
             ifindex,
+            address: settings.vip,
+            prefix_len: settings.vip_prefix_len,
+            lifetime: settings.vip_lifetime(),
+        };
+        let vip = VipWorker::start(netlink, vip, settings.realtime_priority)
+            .map_err(|e| VrrpError::io("starting the VIP worker thread", e))?;
+        Ok(Self {
             source,
             socket,
-            netlink,
+            vip,
             arp,
             timer,
         })
@@ -261,6 +268,7 @@ impl Runner {
                 }
                 Wake::PeersGone => peers_open = false,
             }
+            self.collect_refresh_failures();
             self.publish();
         }
         self.feed(Event::Shutdown, Instant::now());
@@ -458,15 +466,16 @@ impl Runner {
         }
     }
 
-    /// Adds the VIP, or refreshes its kernel lifetime if present.
+    /// Adds the VIP (waiting until it is there), or queues a refresh of its kernel lifetime if
+    /// we already hold it.
     fn add_vip(&mut self, now: Instant) {
         let s = &self.settings;
-        match self.edge.netlink.add_address(
-            self.edge.ifindex,
-            s.vip,
-            s.vip_prefix_len,
-            s.vip_lifetime(),
-        ) {
+        let result = if self.holds_vip {
+            self.edge.vip.refresh()
+        } else {
+            self.edge.vip.add()
+        };
+        match result {
             Ok(()) => self.holds_vip = true,
             Err(e) => {
                 self.counters.vip_refresh_errors += 1;
@@ -480,16 +489,21 @@ impl Runner {
     fn remove_vip(&mut self) {
         self.next_vip_refresh = None;
         self.next_garp_repeat = None;
-        let s = &self.settings;
-        match self
-            .edge
-            .netlink
-            .delete_address(self.edge.ifindex, s.vip, s.vip_prefix_len)
-        {
-            Ok(_) => self.holds_vip = false,
+        match self.edge.vip.remove() {
+            Ok(()) => self.holds_vip = false,
             Err(e) => {
+                let s = &self.settings;
                 self.last_error = Some(format!("removing {} from {}: {e}", s.vip, s.interface))
             }
+        }
+    }
+
+    /// Counts refreshes that failed on the worker since the last look.
+    fn collect_refresh_failures(&mut self) {
+        for e in self.edge.vip.failures() {
+            self.counters.vip_refresh_errors += 1;
+            let s = &self.settings;
+            self.last_error = Some(format!("refreshing {} on {}: {e}", s.vip, s.interface));
         }
     }
 
