@@ -7,4 +7,4 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 tests/lab/install-deps.sh
 tests/lab/lab.sh down-all
-exec cargo test --workspace
+exec cargo test --workspace --no-fail-fast

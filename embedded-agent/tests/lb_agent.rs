@@ -25,6 +25,14 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// `N` distinct free ports: every probe socket stays open until all are chosen.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -161,8 +169,11 @@ impl Agent {
     /// `max_fds`: run under that RLIMIT_NOFILE (via prlimit).
     fn start_limited(body: &str, status_extra: &str, max_fds: Option<u32>) -> Agent {
         let dir = temp_dir("agent");
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Both ports are taken while both probe sockets are open: two free_port() calls in
+        // a row can return the same port once the first socket is closed.
+        let [listen_port, status_port] = free_ports();
+        let listen: SocketAddr = format!("127.0.0.1:{listen_port}").parse().unwrap();
+        let status: SocketAddr = format!("127.0.0.1:{status_port}").parse().unwrap();
         let config = format!("listen: {listen}\nstatus:\n  listen: {status}\n{status_extra}{body}");
         std::fs::write(dir.join("agent.yaml"), config).unwrap();
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
