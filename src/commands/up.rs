@@ -25,8 +25,7 @@ pub struct UpOptions {
 
 pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Result<()> {
     // Everything that can be wrong locally is found before the first connection.
-    let validated =
-        inventory::load(&opts.inventory).map_err(|e| UsageError(render_inventory_error(&e)))?;
+    let validated = inventory::load(&opts.inventory).map_err(|e| UsageError(e.to_string()))?;
     find_ssh_client()
         .map_err(|e| UsageError(format!("{e}\n  hint: {}", e.hint().unwrap_or_default())))?;
     let inv = validated.inventory;
@@ -137,8 +136,4 @@ fn check_local_files(inv: &inventory::Inventory) -> Result<(), UsageError> {
             problems.join("\n")
         )))
     }
-}
-
-fn render_inventory_error(e: &inventory::InventoryError) -> String {
-    e.to_string()
 }

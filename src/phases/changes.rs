@@ -420,19 +420,7 @@ pub(crate) async fn run(
         &out.stdout,
         if cmd.is_read_only() { &[] } else { &out.stderr },
     );
-    if out.success() {
-        Ok(out)
-    } else {
-        Err(crate::remote::RemoteError::Failed {
-            node: host.node().to_owned(),
-            command: cmd.label(),
-            status: out
-                .status
-                .map_or_else(|| "by signal".to_owned(), |s| s.to_string()),
-            tail: out.tail(10),
-        }
-        .into())
-    }
+    Ok(host.check(cmd, out)?)
 }
 
 #[cfg(test)]

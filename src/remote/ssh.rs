@@ -134,18 +134,27 @@ impl SshHost {
     /// Runs a command and turns a non-zero exit into an error carrying its last lines.
     pub async fn run(&self, cmd: &RemoteCommand) -> Result<CommandOutput, RemoteError> {
         let out = self.run_unchecked(cmd).await?;
+        self.check(cmd, out)
+    }
+
+    /// A finished command's output, or the error that names this node, the command, its
+    /// exit status and its last lines.
+    pub fn check(
+        &self,
+        cmd: &RemoteCommand,
+        out: CommandOutput,
+    ) -> Result<CommandOutput, RemoteError> {
         if out.success() {
-            Ok(out)
-        } else {
-            Err(RemoteError::Failed {
-                node: self.node().to_owned(),
-                command: cmd.label(),
-                status: out
-                    .status
-                    .map_or_else(|| "by signal".to_owned(), |s| s.to_string()),
-                tail: out.tail(10),
-            })
+            return Ok(out);
         }
+        Err(RemoteError::Failed {
+            node: self.node().to_owned(),
+            command: cmd.label(),
+            status: out
+                .status
+                .map_or_else(|| "by signal".to_owned(), |s| s.to_string()),
+            tail: out.tail(10),
+        })
     }
 
     pub async fn close(self) {
