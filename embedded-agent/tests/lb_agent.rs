@@ -74,8 +74,8 @@ fn temp_dir(tag: &str) -> TempDir {
     TempDir(dir)
 }
 
-/// A TCP backend that greets each connection with `NAME\n`, then echoes until EOF and
-/// half-closes back. `stop()` closes its listener (health checks fail) while established
+/// A TCP backend that waits for the client's first line (clients speak first, as TLS clients of
+/// an API server do), answers it with `NAME\n`, then echoes until EOF and half-closes back. `stop()` closes its listener (health checks fail) while established
 /// connections keep echoing, so only the agent can close them.
 struct Backend {
     name: String,
@@ -100,6 +100,8 @@ impl Backend {
                         let (open, greeting) = (open2.clone(), greeting.clone());
                         open.fetch_add(1, Ordering::SeqCst);
                         thread::spawn(move || {
+                            let mut hello = [0u8; 1];
+                            while matches!(s.read(&mut hello), Ok(1)) && hello[0] != b'\n' {}
                             let _ = s.write_all(greeting.as_bytes());
                             let mut buf = [0u8; 16384];
                             loop {
@@ -290,8 +292,9 @@ impl Agent {
 
     /// A client connection through the load balancer and the backend name it reached.
     fn connect(&self) -> (Conn, String) {
-        let stream = TcpStream::connect(self.listen).unwrap();
+        let mut stream = TcpStream::connect(self.listen).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(HELLO).unwrap();
         let mut conn = Conn {
             reader: BufReader::new(stream.try_clone().unwrap()),
             stream,
@@ -312,6 +315,9 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+/// What every client sends first; backends answer it with their name.
+const HELLO: &[u8] = b"hello\n";
 
 struct Conn {
     stream: TcpStream,
@@ -541,6 +547,58 @@ fn half_close_forwards_all_data_then_the_fin() {
 }
 
 #[test]
+fn a_server_that_answers_and_closes_first_still_receives_what_the_client_sends_after() {
+    // A backend that answers the client's first line, half-closes at once (its FIN follows
+    // the answer, as an HTTP server with `Connection: close` does), then reads to the end.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        // The agent's start-up health check connects and closes without a word: skip it.
+        let mut s = loop {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut hello = [0u8; HELLO.len()];
+            if s.read_exact(&mut hello).is_ok() {
+                break s;
+            }
+        };
+        s.write_all(b"answer\n").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        rest
+    });
+    let agent = Agent::start(&format!(
+        "backends:\n  - {{name: a, address: {addr}}}\nhealth: {{interval: 1h}}\n"
+    ));
+    let mut c = TcpStream::connect(agent.listen).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    c.write_all(HELLO).unwrap();
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"answer\n", "the answer, then the server's FIN");
+    // The client's direction is still open: what it sends now reaches the server, then its FIN.
+    c.write_all(b"after the server's FIN\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(server.join().unwrap(), b"after the server's FIN\n");
+    wait_for("connection counted as done", || {
+        agent.status_json()["listener"]["closed_done_total"] == 1
+    });
+}
+
+#[test]
+fn a_client_that_sends_nothing_is_still_accepted() {
+    // The listener hands connections over once their first bytes arrive (clients of an API
+    // server speak first); a silent one must still be taken after the kernel's timeout.
+    let a = Backend::start("a");
+    let agent = Agent::start(&backends_yaml(&[&a]));
+    let _silent = TcpStream::connect(agent.listen).unwrap();
+    wait_for("silent client accepted", || {
+        agent.status_json()["listener"]["active_connections"] == 1
+    });
+}
+
+#[test]
 fn sighup_with_changed_backends_drops_no_established_connection() {
     let (a, b, c) = (
         Backend::start("a"),
@@ -644,7 +702,8 @@ fn max_connections_holds_extra_clients_until_a_slot_frees() {
     let agent = Agent::start(&format!("{}max_connections: 1\n", backends_yaml(&[&a])));
     let (first, _) = agent.connect();
     // The kernel completes the handshake from the backlog, but the agent does not accept it.
-    let waiting = TcpStream::connect(agent.listen).unwrap();
+    let mut waiting = TcpStream::connect(agent.listen).unwrap();
+    waiting.write_all(HELLO).unwrap();
     waiting
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -666,7 +725,9 @@ fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
     let agent = Agent::start_limited(&backends_yaml(&[&a]), "", Some(24));
     let mut clients = Vec::new();
     for _ in 0..16 {
-        clients.push(TcpStream::connect(agent.listen).unwrap());
+        let mut c = TcpStream::connect(agent.listen).unwrap();
+        c.write_all(HELLO).unwrap();
+        clients.push(c);
     }
     wait_for("exhaustion logged", || agent.log().contains("backing off"));
     let pid = agent.child.id();
@@ -700,6 +761,7 @@ fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
     wait_for("serves again once descriptors are free", || {
         let mut s = TcpStream::connect(agent.listen).unwrap();
         s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(HELLO).unwrap();
         let mut buf = [0u8; 2];
         matches!(s.read(&mut buf), Ok(2)) && &buf == b"a\n"
     });
@@ -808,8 +870,9 @@ fn status_and_metrics_report_real_numbers() {
     for name in ["a", "b"] {
         let be = agent.backend(name);
         assert_eq!(be["connections_total"], 2, "{be}");
-        assert_eq!(be["bytes_up_total"], 2 * 11, "{be}");
-        assert_eq!(be["bytes_down_total"], 2 * (11 + 2), "{be}");
+        // Up: the hello and the message; down: the backend's name line and the echo.
+        assert_eq!(be["bytes_up_total"], 2 * (HELLO.len() + 11), "{be}");
+        assert_eq!(be["bytes_down_total"], 2 * (2 + 11), "{be}");
     }
     assert_eq!(st["vrrp"], Value::Null);
 
@@ -1125,6 +1188,7 @@ fn https_backend_not_ready_gets_no_traffic_though_it_accepts_tcp() {
     let total_before = agent.backend("api")["connections_total"].clone();
     let mut c = TcpStream::connect(agent.listen).unwrap();
     c.set_read_timeout(Some(DEADLINE)).unwrap();
+    c.write_all(HELLO).unwrap();
     let mut buf = [0u8; 8];
     assert!(
         matches!(c.read(&mut buf), Ok(0) | Err(_)),

@@ -105,6 +105,12 @@ impl Lb {
         // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here
         // instead of one per connection.
         socket.set_nodelay(true)?;
+        // API clients speak first (the TLS ClientHello), so a connection is handed to accept()
+        // only once its first bytes are there: one wake-up of this thread per connection
+        // instead of two, and the request is read right after connecting to the backend. A
+        // silent client is still accepted after about a second (the kernel's first SYN-ACK
+        // retransmission), so nothing waits forever. haproxy calls this `defer-accept`.
+        sys::set_defer_accept(socket.as_raw_fd(), 1)?;
         if addr.is_ipv4() {
             sys::set_freebind(socket.as_raw_fd())?;
         }

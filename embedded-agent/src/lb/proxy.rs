@@ -5,10 +5,12 @@
 //! is marked down, or a drain runs out of time.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -82,6 +84,23 @@ pub(super) async fn serve(client: TcpStream, shared: Arc<Shared>, permit: OwnedS
     drop(permit);
 }
 
+/// Opens a connection to a backend. Small writes (API requests, watch events) go out at once
+/// (`TCP_NODELAY`; bulk throughput does not suffer, splice hands the kernel whole pipe loads).
+/// Delayed ACKs (`TCP_QUICKACK` off) let the handshake's last ACK ride on the request and the
+/// ACK of a response ride on the next segment, two packets fewer per short connection, as
+/// haproxy's `tcp-smart-connect`; the client has always spoken first here (see `Lb::bind`).
+async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    // Only an optimisation: a kernel that refuses it sends the two ACKs, nothing else changes.
+    let _ignored = sys::set_delayed_ack(socket.as_raw_fd());
+    socket.connect(addr).await
+}
+
 /// Connects to a healthy backend, moving on to the next healthy one after a failure, each
 /// backend at most once.
 async fn connect_any(generation: &Generation) -> Option<(Active, TcpStream)> {
@@ -95,13 +114,10 @@ async fn connect_any(generation: &Generation) -> Option<(Active, TcpStream)> {
         let backend = &set.backends[i];
         backend.active.fetch_add(1, Ordering::Relaxed);
         let active = Active(Arc::clone(backend));
-        let connect = TcpStream::connect(backend.address);
+        let connect = connect(backend.address);
         match tokio::time::timeout(generation.timeouts.connect.0, connect).await {
             Ok(Ok(stream)) => {
                 backend.total.fetch_add(1, Ordering::Relaxed);
-                // Small writes (API requests, watch events) go out at once; throughput does
-                // not suffer because splice hands the kernel whole pipe loads.
-                let _ignored = stream.set_nodelay(true);
                 return Some((active, stream));
             }
             Ok(Err(_)) | Err(_) => {
@@ -139,6 +155,16 @@ async fn forward(
     tokio::try_join!(up.run(), down.run()).map(|_| ())
 }
 
+/// Whether the socket's peer has sent its FIN, as the last poll saw it (`EPOLLRDHUP`; tokio keeps
+/// the closed state once seen). No syscall: only the readiness already recorded is looked at.
+fn peer_closed(stream: &TcpStream) -> bool {
+    let ready = std::pin::pin!(stream.ready(Interest::READABLE));
+    matches!(
+        ready.poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Ok(r)) if r.is_read_closed()
+    )
+}
+
 /// Closes the connection once nothing moved either way for `limit`.
 async fn idle(started: Instant, last_io: &AtomicU64, limit: Duration) {
     loop {
@@ -171,6 +197,11 @@ enum Step {
     Sent {
         n: usize,
         more: bool,
+    },
+    /// The last `n` bytes of the stream were handed to the destination with `MSG_MORE`: the
+    /// half-close (or close) that must follow at once sends them in the FIN's segment.
+    Last {
+        n: usize,
     },
     /// The destination did not take everything: `left` bytes wait in `pipe`.
     Parked {
@@ -205,20 +236,24 @@ impl Pump<'_> {
         let (src_fd, dst_fd) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
         let mut bulk = false;
         loop {
-            self.src.readable().await?;
+            let ready = self.src.ready(Interest::READABLE).await?;
             if bulk {
                 if self.splice_burst(src_fd, dst_fd).await? {
-                    return self.end_of_stream(dst_fd);
+                    return self.end_of_stream(dst_fd, false);
                 }
                 bulk = false;
                 continue;
             }
-            match self.copy_step(src_fd, dst_fd)? {
-                Step::Eof => return self.end_of_stream(dst_fd),
+            match self.copy_step(src_fd, dst_fd, ready.is_read_closed())? {
+                Step::Eof => return self.end_of_stream(dst_fd, false),
                 Step::Idle => {}
                 Step::Sent { n, more } => {
                     self.account(n);
                     bulk = more;
+                }
+                Step::Last { n } => {
+                    self.account(n);
+                    return self.end_of_stream(dst_fd, true);
                 }
                 Step::Parked { n, pipe, left } => {
                     self.drain(&pipe, dst_fd, left).await?;
@@ -229,11 +264,15 @@ impl Pump<'_> {
         }
     }
 
-    /// Forwards the end of stream as a half-close, unless the other direction already ended:
-    /// then both sockets are closed right after this, and close() sends the FIN anyway (their
-    /// receive queues are empty, so no RST), saving a syscall per connection.
-    fn end_of_stream(&self, dst_fd: RawFd) -> io::Result<()> {
-        if self.finished.fetch_add(1, Ordering::Relaxed) == 0 {
+    /// Forwards the end of stream as a half-close. Two cases leave that to `close()`, which
+    /// sends the FIN anyway (the receive queues are empty then, so no RST) and saves a syscall
+    /// per connection: the other direction already ended, so both sockets close right after
+    /// this; or the destination's own FIN has arrived, so the other direction only has bytes
+    /// already received left to forward and ends by itself, and the FIN follows then. `corked`
+    /// (bytes just sent with `MSG_MORE`) always half-closes at once, which pushes them out.
+    fn end_of_stream(&self, dst_fd: RawFd, corked: bool) -> io::Result<()> {
+        let first = self.finished.fetch_add(1, Ordering::Relaxed) == 0;
+        if first && (corked || !peer_closed(self.dst)) {
             sys::shutdown_write(dst_fd)
         } else {
             Ok(())
@@ -247,7 +286,12 @@ impl Pump<'_> {
     }
 
     /// One `recv` + `send` through the per-thread buffer; no await inside.
-    fn copy_step(&self, src_fd: RawFd, dst_fd: RawFd) -> io::Result<Step> {
+    ///
+    /// `peer_closed` says the source's FIN has arrived (`EPOLLRDHUP`). A short read then took
+    /// the last bytes there will ever be, so they go out with `MSG_MORE` and the caller ends the
+    /// direction at once: data and FIN leave in one segment and no `recv` has to return 0, as
+    /// haproxy does. (The closed state is final in tokio's readiness, never cleared.)
+    fn copy_step(&self, src_fd: RawFd, dst_fd: RawFd, peer_closed: bool) -> io::Result<Step> {
         SCRATCH_BUF.with(|cell| {
             let mut buf = cell.borrow_mut();
             let mut n = 0;
@@ -268,15 +312,20 @@ impl Pump<'_> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            let sent = match sys::send(dst_fd, &buf[..n]) {
+            let last = peer_closed && n < buf.len();
+            let sent = match sys::send(dst_fd, &buf[..n], last) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(e),
             };
             if sent == n {
-                return Ok(Step::Sent {
-                    n,
-                    more: n == buf.len(),
+                return Ok(if last {
+                    Step::Last { n }
+                } else {
+                    Step::Sent {
+                        n,
+                        more: n == buf.len(),
+                    }
                 });
             }
             // The destination is full: park the rest in a pipe (the one buffer this
