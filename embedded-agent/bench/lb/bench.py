@@ -61,6 +61,14 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy():
+    """CPU seconds the whole machine spent busy (user, nice, system, irq, softirq; not idle,
+    iowait or time stolen by the hypervisor), all cores together."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -136,7 +144,7 @@ class Proxy:
 
 
 class Backends:
-    """nginx (HTTP), iperf3 server and the echo server, all on loopback."""
+    """nginx (HTTP) and the echo server, on loopback, for the whole run."""
 
     def __init__(self, work):
         self.dir = tempfile.mkdtemp(dir=work, prefix="backends-")
@@ -160,11 +168,9 @@ class Backends:
             )
         self.procs = [
             subprocess.Popen(["nginx", "-c", cfg, "-p", self.dir]),
-            subprocess.Popen(["iperf3", "-s", "-B", LOOP, "-p", str(IPERF_PORT)],
-                             stdout=subprocess.DEVNULL),
             subprocess.Popen([PINGPONG, "server", f"{LOOP}:{ECHO_PORT}"]),
         ]
-        for port in (HTTP_PORT, IPERF_PORT, ECHO_PORT):
+        for port in (HTTP_PORT, ECHO_PORT):
             wait_port(port)
 
     def stop(self):
@@ -172,6 +178,35 @@ class Backends:
             p.terminate()
         for p in self.procs:
             p.wait()
+
+
+def listening(port):
+    """Whether something listens on 127.0.0.1:port, read from /proc/net/tcp (no probe)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        return any(line.split()[1] == want and line.split()[3] == "0A"
+                   for line in list(f)[1:])
+
+
+class IperfServer:
+    """An iperf3 server that lives only for one throughput test. It must never see a probe
+    connection: iperf3 3.12 takes any connection for a test's control channel, and one that
+    closes at once ("unable to receive parameters from client") can leave it spinning on a
+    core for the rest of the run, stealing CPU from every later test."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["iperf3", "-s", "-B", LOOP, "-p", str(IPERF_PORT)],
+                                     stdout=subprocess.DEVNULL)
+        end = time.time() + 10
+        while not listening(IPERF_PORT):
+            if time.time() > end:
+                raise RuntimeError("iperf3 -s did not start listening")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait()
 
 
 def iperf(streams, seconds):
@@ -315,7 +350,9 @@ def main():
         for rnd in range(args.rounds):
             for who in CONTENDERS:
                 if "tp1" in only or "tp8" in only:
-                    with Proxy(who, IPERF_PORT, work) as p:
+                    # The proxy starts first: its start-up probes (khagent's health check)
+                    # find no iperf3 to disturb.
+                    with Proxy(who, IPERF_PORT, work) as p, IperfServer():
                         for streams in (1, 8):
                             if f"tp{streams}" not in only:
                                 continue
@@ -327,10 +364,14 @@ def main():
                 if "conn" in only or "req" in only:
                     with Proxy(who, HTTP_PORT, work) as p:
                         if "conn" in only:
-                            c0 = proc_cpu(p.pid)
+                            c0, m0 = proc_cpu(p.pid), machine_busy()
                             rps, total, errors = wrk(args.seconds, close=True)
                             record(who, "conn_per_s", rps)
                             record(who, "cpu_us_per_conn", (proc_cpu(p.pid) - c0) / total * 1e6)
+                            # Client, proxy, backend and kernel together: on a saturated
+                            # machine this, not the proxy's share alone, sets the rate.
+                            record(who, "machine_us_per_conn",
+                                   (machine_busy() - m0) / total * 1e6)
                             record(who, "conn_errors", errors)
                         if "req" in only:
                             rps, _, errors = wrk(args.seconds, close=False)
@@ -377,6 +418,14 @@ def main():
         print(f"{k:<26}" + "".join(f"{v:>12.4g}" for v in row + ratio))
     if "lat" in only:
         print(f"{'direct p50_us':<26}{medians['direct']['p50_us']:>12.4g}")
+    # Rounds are interleaved, so each round's khagent/haproxy ratio pairs runs made a few
+    # seconds apart; its median cancels the drift of a shared machine between rounds.
+    print("median of per-round ratios khagent/haproxy:")
+    for k in keys:
+        kh, hap = res["khagent"].get(k, []), res["haproxy"].get(k, [])
+        pairs = [a / b for a, b in zip(kh, hap) if b]
+        if pairs:
+            print(f"  {k:<24}{median(pairs):>8.3f}  ({', '.join(f'{r:.2f}' for r in pairs)})")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 //!   pingpong server ADDR            echo server, one thread per connection
 //!   pingpong client ADDR N SIZE     N round trips of SIZE bytes on one connection; prints
 //!                                   `p50_us p90_us p99_us`
-//!   pingpong hold ADDR COUNT        opens COUNT idle connections, prints `ready`, holds them
-//!                                   until stdin closes
+//!   pingpong hold ADDR COUNT        opens COUNT connections, sends the start of an HTTP
+//!                                   request on each (so each has carried data, like a watch
+//!                                   that went quiet, and the backend waits for the rest),
+//!                                   prints `ready`, holds them until stdin closes
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -76,7 +78,10 @@ fn client(addr: &str, n: usize, size: usize) {
 fn hold(addr: &str, count: usize) {
     let mut conns = Vec::with_capacity(count);
     for _ in 0..count {
-        conns.push(TcpStream::connect(addr).expect("connect"));
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"GET /t HTTP/1.1\r\nHost: bench\r\n")
+            .expect("write");
+        conns.push(s);
     }
     println!("ready");
     std::io::stdout().flush().expect("flush");
