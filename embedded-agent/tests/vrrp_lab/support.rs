@@ -197,11 +197,11 @@ impl Lab {
     }
 
     /// Connects from node `from` to VIP:16443 (the holder's load balancer in front of its
-    /// [`greeter`]) and returns the greeting: which node answered, or "" if none did.
+    /// [`greeter`]), sends a line and returns the answer: which node answered, or "" if none did.
     pub fn ask_vip(&self, from: usize) -> String {
         let script = "import socket,sys\n\
             s=socket.create_connection((sys.argv[1],16443),1); s.settimeout(1)\n\
-            print(s.recv(64).decode().strip())\n";
+            s.sendall(b'who\\n'); print(s.recv(64).decode().strip())\n";
         let out = self.python(from, script, &[&self.vip().to_string()]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
@@ -374,13 +374,15 @@ impl Drop for Proc {
     }
 }
 
-/// A TCP server on 127.0.0.1:6443 inside node i that greets every connection with `node<i>`:
-/// the "local apiserver" behind khagent's load balancer and its health checks.
+/// A TCP server on 127.0.0.1:6443 inside node i that answers each connection's first message
+/// with `node<i>` (clients speak first, as TLS clients of an apiserver do, which the load
+/// balancer's deferred accept relies on): the "local apiserver" behind khagent's load balancer
+/// and its health checks.
 pub fn greeter(lab: &Lab, i: usize) -> Proc {
     let script = "import socket,sys\n\
         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
         s.bind(('127.0.0.1',6443)); s.listen(64)\n\
-        while True:\n    c,_=s.accept(); c.sendall(sys.argv[1].encode()+b'\\n'); c.close()\n";
+        while True:\n    c,_=s.accept(); c.settimeout(1)\n    try: c.recv(64); c.sendall(sys.argv[1].encode()+b'\\n')\n    except OSError: pass\n    c.close()\n";
     let proc = Proc::spawn(
         lab,
         i,
