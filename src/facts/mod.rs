@@ -18,6 +18,15 @@ pub enum InitSystem {
     Unknown,
 }
 
+/// The digest the probe reports (`sha256sum`'s lowercase hex) for a file holding `contents`.
+pub fn sha256_hex(contents: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(contents)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A remote file's digest and mode, for files whose content must not be read back (keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
@@ -83,6 +92,24 @@ impl HostFacts {
         self.digests.get(path).and_then(Option::as_ref)
     }
 
+    /// What is known of a host before any probe line was read: nothing.
+    pub fn unprobed() -> HostFacts {
+        HostFacts {
+            os_id: "unknown".into(),
+            os_version: "unknown".into(),
+            arch: "unknown".into(),
+            init: InitSystem::Unknown,
+            uid: None,
+            swap_active: 0,
+            can_modprobe: false,
+            modules: BTreeMap::new(),
+            addresses: Vec::new(),
+            sysctls: BTreeMap::new(),
+            files: BTreeMap::new(),
+            digests: BTreeMap::new(),
+        }
+    }
+
     pub fn has_module(&self, name: &str) -> bool {
         self.modules.get(name).copied().unwrap_or(false)
     }
@@ -93,20 +120,7 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
         node: node.to_owned(),
         line: line.to_owned(),
     };
-    let mut f = HostFacts {
-        os_id: "unknown".into(),
-        os_version: "unknown".into(),
-        arch: "unknown".into(),
-        init: InitSystem::Unknown,
-        uid: None,
-        swap_active: 0,
-        can_modprobe: false,
-        modules: BTreeMap::new(),
-        addresses: Vec::new(),
-        sysctls: BTreeMap::new(),
-        files: BTreeMap::new(),
-        digests: BTreeMap::new(),
-    };
+    let mut f = HostFacts::unprobed();
     let mut sums = BTreeMap::new();
     let mut modes = BTreeMap::new();
     for line in text.lines() {

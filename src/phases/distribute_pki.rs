@@ -4,10 +4,8 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use super::{Change, Context, Phase, PhaseFuture};
-use crate::facts::HostFacts;
+use crate::facts::{HostFacts, sha256_hex};
 use crate::pki::PkiFile;
 
 pub struct DistributePki;
@@ -43,7 +41,7 @@ pub fn plan_node(files: &[PkiFile], facts: &HostFacts) -> Vec<Change> {
     files
         .iter()
         .filter_map(|f| {
-            let want = hex(&Sha256::digest(&f.contents));
+            let want = sha256_hex(&f.contents);
             let have = facts.digest(Path::new(&f.remote_path));
             let current = match have {
                 Some(d) if d.sha256 == want && d.mode == f.mode => return None,
@@ -63,8 +61,4 @@ pub fn plan_node(files: &[PkiFile], facts: &HostFacts) -> Vec<Change> {
             })
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use sha2::{Digest, Sha256};
 
 use super::changes::{Change, Mode, ServiceAction};
 use super::{Context, Phase, PhaseFuture};
-use crate::facts::{HostFacts, InitSystem};
+use crate::facts::{HostFacts, InitSystem, sha256_hex};
 use crate::inventory::{Inventory, Node, Role};
 use crate::remote::{RemoteCommand, SshHost};
 use crate::render::{AgentBackend, AgentConfig, AgentService, AgentTrack, AgentVrrp};
@@ -109,7 +108,7 @@ impl AgentBinary {
         })?;
         Ok(Self {
             path: path.to_owned(),
-            sha256: hex(&Sha256::digest(&contents)),
+            sha256: sha256_hex(&contents),
             contents,
             arch,
         })
@@ -468,7 +467,7 @@ pub fn plan_node(
         0o755,
         false,
     ));
-    let sha = hex(&Sha256::digest(&config));
+    let sha = sha256_hex(&config);
     // Not secret (it names no key), but private to root all the same: 0600.
     plan.files.extend(write_if_changed(
         facts,
@@ -479,7 +478,7 @@ pub fn plan_node(
         true,
     ));
     let unit = unit.into_bytes();
-    let sha = hex(&Sha256::digest(&unit));
+    let sha = sha256_hex(&unit);
     let unit_change = write_if_changed(facts, unit_path, unit, &sha, unit_mode, true);
     let unit_changed = unit_change.is_some();
     plan.files.extend(unit_change);
@@ -511,10 +510,6 @@ pub fn plan_node(
         plan.service.push(service(ServiceAction::Restart, true));
     }
     Ok(plan)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ mod preflight;
 mod prepare_hosts;
 mod wait_for_vip;
 
+#[cfg(test)]
+mod test_support;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::facts::FileDigest;
+use crate::phases::test_support::{applied, debian_host};
 
 const INVENTORY: &str = r#"
 apiVersion: khactl.io/v1alpha1
@@ -26,14 +26,6 @@ fn node<'a>(inv: &'a Inventory, name: &str) -> &'a Node {
 /// A fresh Debian host with systemd, its address on eth0, no agent files.
 fn fresh(last_octet: u8) -> HostFacts {
     HostFacts {
-        os_id: "debian".into(),
-        os_version: "12".into(),
-        arch: "x86_64".into(),
-        init: InitSystem::Systemd,
-        uid: Some(0),
-        swap_active: 0,
-        can_modprobe: false,
-        modules: BTreeMap::new(),
         addresses: vec![
             ("lo".into(), "127.0.0.1/8".parse().unwrap()),
             (
@@ -41,9 +33,9 @@ fn fresh(last_octet: u8) -> HostFacts {
                 format!("10.0.0.{last_octet}/24").parse().unwrap(),
             ),
         ],
-        sysctls: BTreeMap::new(),
         files: files_read().into_iter().map(|p| (p, None)).collect(),
         digests: digests_read().into_iter().map(|p| (p, None)).collect(),
+        ..debian_host()
     }
 }
 
@@ -60,33 +52,10 @@ fn binary() -> AgentBinary {
     let contents = elf(62);
     AgentBinary {
         path: "/build/khagent".into(),
-        sha256: hex(&Sha256::digest(&contents)),
+        sha256: sha256_hex(&contents),
         contents,
         arch: "x86_64".into(),
     }
-}
-
-/// The facts a host has after `changes` were applied to it.
-fn after(mut f: HostFacts, changes: &[Change]) -> HostFacts {
-    for c in changes {
-        if let Change::WriteFile {
-            path,
-            contents,
-            mode,
-            ..
-        } = c
-        {
-            f.files.insert(path.clone(), Some(contents.clone()));
-            f.digests.insert(
-                path.clone(),
-                Some(FileDigest {
-                    sha256: hex(&Sha256::digest(contents)),
-                    mode: *mode,
-                }),
-            );
-        }
-    }
-    f
 }
 
 /// The facts of a node where a first install of the agent went through.
@@ -99,7 +68,7 @@ fn installed(inv: &Inventory, name: &str, last_octet: u8) -> HostFacts {
         ServiceState::default(),
     )
     .unwrap();
-    after(fresh(last_octet), &first.files)
+    applied(fresh(last_octet), &first.files)
 }
 
 const RUNNING: ServiceState = ServiceState {

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
-use crate::facts::{HostFacts, InitSystem};
+use crate::facts::HostFacts;
+use crate::phases::test_support::{applied, debian_host};
 
 const INVENTORY: &str = r#"
 apiVersion: khactl.io/v1alpha1
@@ -32,41 +33,11 @@ fn fresh() -> HostFacts {
     files.insert(HOSTS.into(), Some(b"127.0.0.1 localhost\n".to_vec()));
     files.insert(FSTAB.into(), Some(b"UUID=1 / ext4 defaults 0 1\n".to_vec()));
     HostFacts {
-        os_id: "debian".into(),
-        os_version: "12".into(),
-        arch: "x86_64".into(),
-        init: InitSystem::Systemd,
-        uid: Some(0),
-        swap_active: 0,
-        can_modprobe: false,
         modules: MODULES.iter().map(|m| ((*m).to_owned(), true)).collect(),
-        addresses: Vec::new(),
         sysctls,
         files,
-        digests: BTreeMap::new(),
+        ..debian_host()
     }
-}
-
-/// The facts a host has after `changes` were applied to it.
-fn after(mut f: HostFacts, changes: &[Change]) -> HostFacts {
-    for c in changes {
-        match c {
-            Change::WriteFile { path, contents, .. } => {
-                f.files.insert(path.clone(), Some(contents.clone()));
-            }
-            Change::SetSysctls { values } => {
-                for v in values {
-                    f.sysctls.insert(v.key.clone(), Some(v.to.clone()));
-                }
-            }
-            Change::SwapOff => f.swap_active = 0,
-            Change::LoadModule { name } => {
-                f.modules.insert(name.clone(), true);
-            }
-            Change::Service { .. } => {}
-        }
-    }
-    f
 }
 
 #[test]
@@ -103,7 +74,7 @@ fn fresh_host_gets_drop_in_sysctls_modules_file_and_hosts_entry() {
 fn second_run_plans_nothing() {
     let inv = inventory();
     let (changes, _) = plan_node(&inv, &fresh()).unwrap();
-    let (again, _) = plan_node(&inv, &after(fresh(), &changes)).unwrap();
+    let (again, _) = plan_node(&inv, &applied(fresh(), &changes)).unwrap();
     assert!(again.is_empty(), "{again:?}");
 }
 

@@ -1,0 +1,51 @@
+//! Host facts for planning tests: a fresh host, and the facts it reports once a plan's changes
+//! were applied to it (what the next `up` would probe), so a test can plan twice and check that
+//! the second plan is empty.
+
+use super::Change;
+use crate::facts::{FileDigest, HostFacts, InitSystem, sha256_hex};
+
+/// A fresh Debian 12 host on x86_64 with systemd, logged in as root, without swap; no module,
+/// address, sysctl or file known. Tests fill in what their phase reads.
+pub fn debian_host() -> HostFacts {
+    HostFacts {
+        os_id: "debian".into(),
+        os_version: "12".into(),
+        arch: "x86_64".into(),
+        init: InitSystem::Systemd,
+        uid: Some(0),
+        ..HostFacts::unprobed()
+    }
+}
+
+/// The facts `host` reports after `changes` were applied to it.
+pub fn applied(mut host: HostFacts, changes: &[Change]) -> HostFacts {
+    for change in changes {
+        match change {
+            Change::WriteFile {
+                path,
+                contents,
+                mode,
+                ..
+            } => {
+                host.files.insert(path.clone(), Some(contents.clone()));
+                let digest = FileDigest {
+                    sha256: sha256_hex(contents),
+                    mode: *mode,
+                };
+                host.digests.insert(path.clone(), Some(digest));
+            }
+            Change::SetSysctls { values } => {
+                for v in values {
+                    host.sysctls.insert(v.key.clone(), Some(v.to.clone()));
+                }
+            }
+            Change::SwapOff => host.swap_active = 0,
+            Change::LoadModule { name } => {
+                host.modules.insert(name.clone(), true);
+            }
+            Change::Service { .. } => {}
+        }
+    }
+    host
+}
