@@ -55,6 +55,12 @@ done
 
 die() { echo "prepare.sh: $*" >&2; exit 1; }
 
+# A reused directory would mix runs, and its baseline known_hosts files would hold the host
+# keys of an earlier lab: plain ssh then refuses the new ones.
+if [[ -n $out && -e $out && -n $(ls -A "$out") ]]; then
+	die "--out $out already holds a run; give a new or empty directory"
+fi
+
 # summary DIR: the markdown summary of a run — medians per configuration and run, then the
 # scaling with node count.
 summary() {
