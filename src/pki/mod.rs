@@ -15,6 +15,7 @@ mod error;
 mod inspect;
 mod issue;
 mod lifecycle;
+mod parallel;
 mod store;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -84,6 +85,16 @@ pub struct PkiReport {
 impl PkiReport {
     fn push(&mut self, name: &str, outcome: Outcome) {
         self.entries.push((name.to_owned(), outcome));
+    }
+
+    /// Appends what a piece made elsewhere reported, and hands back its result.
+    fn absorb<T>(
+        &mut self,
+        (result, own): (Result<T, PkiError>, PkiReport),
+    ) -> Result<T, PkiError> {
+        self.entries.extend(own.entries);
+        self.warnings.extend(own.warnings);
+        result
     }
 
     /// Whether anything on disk changed.
@@ -173,19 +184,25 @@ pub(crate) fn ensure_at(
     crate::state::private_dir(dir)?;
     let settings = &inventory.pki;
     let mut report = PkiReport::default();
-    let mut load = |a| lifecycle::authority(dir, a, settings, now, &mut report);
+    // The three CAs and the service-account key side by side, then every leaf side by side:
+    // a leaf needs its CA, nothing else needs anything.
+    let (authorities, service_account) = std::thread::scope(|scope| {
+        let sa = scope.spawn(|| parallel::reported(|r| lifecycle::service_account(dir, r)));
+        let cas = PerAuthority::build(|a| {
+            parallel::reported(|r| lifecycle::authority(dir, a, settings, now, r))
+        });
+        (cas, parallel::join(sa))
+    });
     let loaded = PerAuthority {
-        kubernetes: load(Authority::Kubernetes)?,
-        front_proxy: load(Authority::FrontProxy)?,
-        etcd: load(Authority::Etcd)?,
+        kubernetes: report.absorb(authorities.kubernetes)?,
+        front_proxy: report.absorb(authorities.front_proxy)?,
+        etcd: report.absorb(authorities.etcd)?,
     };
-    let service_account = lifecycle::service_account(dir, &mut report)?;
-    let mut leaves = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let ca = loaded.get(spec.authority);
-        let pair = lifecycle::leaf(dir, &spec, ca, settings, now, &mut report)?;
-        leaves.push((spec, pair));
-    }
+    let service_account = report.absorb(service_account)?;
+    let pairs = parallel::each(&specs, &mut report, |spec, report| {
+        lifecycle::leaf(dir, spec, loaded.get(spec.authority), settings, now, report)
+    })?;
+    let leaves: Vec<_> = specs.into_iter().zip(pairs).collect();
     let discovery_hash = loaded.kubernetes.spki_pin.clone();
     let authorities = PerAuthority {
         kubernetes: loaded.kubernetes.pair,
@@ -208,6 +225,22 @@ struct PerAuthority<T> {
     kubernetes: T,
     front_proxy: T,
     etcd: T,
+}
+
+impl<T: Send> PerAuthority<T> {
+    /// One value per CA, the three made side by side.
+    fn build(make: impl Fn(Authority) -> T + Sync) -> PerAuthority<T> {
+        std::thread::scope(|scope| {
+            let front_proxy = scope.spawn(|| make(Authority::FrontProxy));
+            let etcd = scope.spawn(|| make(Authority::Etcd));
+            let kubernetes = make(Authority::Kubernetes);
+            PerAuthority {
+                kubernetes,
+                front_proxy: parallel::join(front_proxy),
+                etcd: parallel::join(etcd),
+            }
+        })
+    }
 }
 
 impl<T> PerAuthority<T> {
