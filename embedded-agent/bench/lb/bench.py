@@ -12,6 +12,9 @@ with a veth pair inside it, so VRRP traffic never leaves that namespace.
 Usage (root, from the repository root, after
 `CARGO_TARGET_DIR=/work/target-agent cargo build --release -p khagent`):
     python3 embedded-agent/bench/lb/bench.py [--rounds 5] [--seconds 5] [--out results.json]
+        [--only tp1,tp8,conn,req,lat,rss,full] [--floor]
+--floor adds floor.rs, a bare epoll proxy, to the connection test: the cost no one-thread
+proxy can go below.
 """
 
 import argparse
@@ -107,6 +110,8 @@ class Proxy:
                     f"backend be\n  server s1 {LOOP}:{backend_port}\n"
                 )
             argv = ["haproxy", "-db", "-f", cfg]
+        elif kind == "floor":
+            argv = [FLOOR, str(PROXY_PORT), str(backend_port)]
         elif kind == "nginx":
             cfg = os.path.join(self.dir, "nginx.conf")
             with open(cfg, "w") as f:
@@ -323,32 +328,58 @@ def full_agent_idle_rss(work):
         subprocess.run(["ip", "netns", "del", NS])
 
 
+def connection_test(who, proxy, seconds, record):
+    """New connections/s through `proxy` and what each costs, in the proxy and machine-wide."""
+    c0, m0 = proc_cpu(proxy.pid), machine_busy()
+    rps, total, errors = wrk(seconds, close=True)
+    record(who, "conn_per_s", rps)
+    record(who, "cpu_us_per_conn", (proc_cpu(proxy.pid) - c0) / total * 1e6)
+    # Client, proxy, backend and kernel together: on a saturated machine this, not the
+    # proxy's share alone, sets the rate.
+    record(who, "machine_us_per_conn", (machine_busy() - m0) / total * 1e6)
+    record(who, "conn_errors", errors)
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
 def main():
-    global PINGPONG
+    global PINGPONG, FLOOR
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--only", default="tp1,tp8,conn,req,lat,rss,full")
     ap.add_argument("--out", default="")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run floor.rs (a bare epoll proxy) in the connection test")
     args = ap.parse_args()
     only = set(args.only.split(","))
     work = tempfile.mkdtemp(prefix="khlb-bench-")
     PINGPONG = os.path.join(work, "pingpong")
     subprocess.run(["rustc", "-O", "-o", PINGPONG, os.path.join(HERE, "pingpong.rs")],
                    check=True)
+    FLOOR = os.path.join(work, "floor")
+    if args.floor:
+        subprocess.run(["rustc", "-O", "--edition", "2021", "-o", FLOOR,
+                        os.path.join(HERE, "floor.rs")], check=True)
     backends = Backends(work)
-    res = {c: {} for c in CONTENDERS + ["direct"]}
+    res = {c: {} for c in CONTENDERS + ["direct", "floor"]}
 
     def record(who, key, value):
         res[who].setdefault(key, []).append(value)
 
     try:
         for rnd in range(args.rounds):
-            for who in CONTENDERS:
+            for who in CONTENDERS + (["floor"] if args.floor else []):
+                if who == "floor":
+                    # Short connections only: floor.rs is a measuring stick, not a proxy.
+                    if "conn" in only:
+                        with Proxy(who, HTTP_PORT, work) as p:
+                            connection_test(who, p, args.seconds, record)
+                        print(f"round {rnd + 1} {who}: " + ", ".join(
+                            f"{k}={v[-1]:.4g}" for k, v in res[who].items()), file=sys.stderr)
+                    continue
                 if "tp1" in only or "tp8" in only:
                     # The proxy starts first: its start-up probes (khagent's health check)
                     # find no iperf3 to disturb.
@@ -364,15 +395,7 @@ def main():
                 if "conn" in only or "req" in only:
                     with Proxy(who, HTTP_PORT, work) as p:
                         if "conn" in only:
-                            c0, m0 = proc_cpu(p.pid), machine_busy()
-                            rps, total, errors = wrk(args.seconds, close=True)
-                            record(who, "conn_per_s", rps)
-                            record(who, "cpu_us_per_conn", (proc_cpu(p.pid) - c0) / total * 1e6)
-                            # Client, proxy, backend and kernel together: on a saturated
-                            # machine this, not the proxy's share alone, sets the rate.
-                            record(who, "machine_us_per_conn",
-                                   (machine_busy() - m0) / total * 1e6)
-                            record(who, "conn_errors", errors)
+                            connection_test(who, p, args.seconds, record)
                         if "req" in only:
                             rps, _, errors = wrk(args.seconds, close=False)
                             record(who, "req_per_s", rps)
@@ -420,6 +443,11 @@ def main():
         print(f"{'direct p50_us':<26}{medians['direct']['p50_us']:>12.4g}")
     # Rounds are interleaved, so each round's khagent/haproxy ratio pairs runs made a few
     # seconds apart; its median cancels the drift of a shared machine between rounds.
+    if res["floor"]:
+        print("floor.rs (bare epoll proxy), medians; khagent/floor:")
+        for k in ("conn_per_s", "cpu_us_per_conn", "machine_us_per_conn"):
+            fl = medians["floor"][k]
+            print(f"  {k:<24}{fl:>12.4g}{medians['khagent'][k] / fl:>10.3f}")
     print("median of per-round ratios khagent/haproxy:")
     for k in keys:
         kh, hap = res["khagent"].get(k, []), res["haproxy"].get(k, [])
