@@ -511,4 +511,48 @@ mod tests {
         );
         assert!(sys::pooled_pipes() > 0, "pipes went back to the pool");
     }
+
+    #[tokio::test]
+    async fn an_answer_and_fin_already_there_go_out_together_and_the_client_may_still_send() {
+        let (client, proxy_client_side) = pair(false).await;
+        let (proxy_server_side, server) = pair(false).await;
+        let backend = Backend::new(&BackendConfig {
+            name: "b".into(),
+            address: "127.0.0.1:1".parse().unwrap(),
+        });
+        let (mut client_r, mut client_w) = client.into_split();
+        let (mut server_r, mut server_w) = server.into_split();
+        // The server answers and half-closes before the proxy looks: the answer and its FIN
+        // wait together, which is the case for sending them in one segment.
+        server_w.write_all(b"answer").await.unwrap();
+        server_w.shutdown().await.unwrap();
+        let backend_ref = &backend;
+        let proxy = async move {
+            let last_io = AtomicU64::new(0);
+            let (a, b) = (proxy_client_side, proxy_server_side);
+            let forwarded = forward(&a, &b, Instant::now(), &last_io, backend_ref).await;
+            // As in `serve`: the sockets close when forwarding ends (the last FIN rides on it).
+            drop((a, b));
+            forwarded
+        };
+        let client = async {
+            let mut answer = Vec::new();
+            client_r.read_to_end(&mut answer).await.unwrap();
+            assert_eq!(answer, b"answer", "the answer, then end of stream");
+            // Half-closed is not closed: the other direction still reaches the server.
+            client_w.write_all(b"after").await.unwrap();
+            client_w.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            server_r.read_to_end(&mut rest).await.unwrap();
+            rest
+        };
+        let both = async { tokio::join!(proxy, client) };
+        let (forwarded, rest) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("the answer, its FIN and the client's bytes all got through");
+        forwarded.unwrap();
+        assert_eq!(rest, b"after");
+        assert_eq!(backend.bytes_down.load(Ordering::Relaxed), 6);
+        assert_eq!(backend.bytes_up.load(Ordering::Relaxed), 5);
+    }
 }
