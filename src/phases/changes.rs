@@ -173,41 +173,25 @@ pub(super) async fn apply_all(
         }
         return Ok(changes.len());
     }
-    // Consecutive file writes go to the node as one command (one round trip instead of
-    // one per file); every other change runs on its own, in order.
-    let mut rest = changes;
-    while let Some(first) = rest.first() {
-        let writes = rest
-            .iter()
-            .take_while(|c| matches!(c, Change::WriteFile { .. }))
-            .count();
-        if writes > 0 {
-            let (batch, tail) = rest.split_at(writes);
-            let heads: Vec<String> = batch.iter().map(Change::headline).collect();
-            let step = if writes == 1 {
-                heads[0].clone()
-            } else {
-                format!("writing {writes} files")
-            };
-            report.event(Event::NodeStep {
-                node: host.node(),
-                message: &step,
-            });
-            write_files(report, host, batch)
-                .await
-                .with_context(|| heads.join("; "))?;
-            rest = tail;
-        } else {
-            let headline = first.headline();
-            report.event(Event::NodeStep {
-                node: host.node(),
-                message: &headline,
-            });
-            apply_one(report, host, first)
-                .await
-                .with_context(|| headline.clone())?;
-            rest = &rest[1..];
-        }
+    // A run of file writes goes to the node as one command (one round trip instead of one
+    // per file); every other change is a step of its own, in order.
+    let steps = changes
+        .chunk_by(|a, b| matches!((a, b), (Change::WriteFile { .. }, Change::WriteFile { .. })));
+    for step in steps {
+        let heads: Vec<String> = step.iter().map(Change::headline).collect();
+        let message = match heads.as_slice() {
+            [one] => one.clone(),
+            _ => format!("writing {} files", step.len()),
+        };
+        report.event(Event::NodeStep {
+            node: host.node(),
+            message: &message,
+        });
+        let applied = match step {
+            [one] => apply_one(report, host, one).await,
+            writes => write_files(report, host, writes).await,
+        };
+        applied.with_context(|| heads.join("; "))?;
     }
     Ok(changes.len())
 }
@@ -277,7 +261,7 @@ done
 
 async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::Result<()> {
     match change {
-        // Batched by `apply_all`; a lone write is a batch of one.
+        // A lone write is a batch of one; `apply_all` sends longer runs to `write_files`.
         Change::WriteFile { .. } => write_files(report, host, std::slice::from_ref(change)).await?,
         Change::SetSysctls { values } => {
             let mut argv = vec!["sysctl".to_owned(), "-w".to_owned()];

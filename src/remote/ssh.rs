@@ -1,9 +1,8 @@
 //! One multiplexed SSH connection per node, through the system `ssh` client.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use std::num::NonZeroUsize;
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::AsyncWriteExt;
@@ -159,7 +158,7 @@ impl SshHost {
 
     pub async fn close(self) {
         // Closing only tears down the ControlMaster. If it fails, the master exits by
-        // itself after `CONTROL_PERSIST` idle; its socket dir is left in our private
+        // itself after `CONTROL_PERSIST_SECS` idle; its socket dir is left in our private
         // control dir (not swept: concurrent runs share that dir).
         if self.session.close().await.is_err() {}
     }
