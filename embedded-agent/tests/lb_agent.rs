@@ -290,11 +290,18 @@ impl Agent {
         }
     }
 
-    /// A client connection through the load balancer and the backend name it reached.
-    fn connect(&self) -> (Conn, String) {
+    /// A raw client of the load balancer that has said its first line (reads time out after
+    /// `DEADLINE`).
+    fn hello(&self) -> TcpStream {
         let mut stream = TcpStream::connect(self.listen).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         stream.write_all(HELLO).unwrap();
+        stream
+    }
+
+    /// A client connection through the load balancer and the backend name it reached.
+    fn connect(&self) -> (Conn, String) {
+        let stream = self.hello();
         let mut conn = Conn {
             reader: BufReader::new(stream.try_clone().unwrap()),
             stream,
@@ -571,9 +578,7 @@ fn a_server_that_answers_and_closes_first_still_receives_what_the_client_sends_a
     let agent = Agent::start(&format!(
         "backends:\n  - {{name: a, address: {addr}}}\nhealth: {{interval: 1h}}\n"
     ));
-    let mut c = TcpStream::connect(agent.listen).unwrap();
-    c.set_read_timeout(Some(DEADLINE)).unwrap();
-    c.write_all(HELLO).unwrap();
+    let mut c = agent.hello();
     let mut answer = Vec::new();
     c.read_to_end(&mut answer).unwrap();
     assert_eq!(answer, b"answer\n", "the answer, then the server's FIN");
@@ -702,8 +707,7 @@ fn max_connections_holds_extra_clients_until_a_slot_frees() {
     let agent = Agent::start(&format!("{}max_connections: 1\n", backends_yaml(&[&a])));
     let (first, _) = agent.connect();
     // The kernel completes the handshake from the backlog, but the agent does not accept it.
-    let mut waiting = TcpStream::connect(agent.listen).unwrap();
-    waiting.write_all(HELLO).unwrap();
+    let waiting = agent.hello();
     waiting
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -725,9 +729,7 @@ fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
     let agent = Agent::start_limited(&backends_yaml(&[&a]), "", Some(24));
     let mut clients = Vec::new();
     for _ in 0..16 {
-        let mut c = TcpStream::connect(agent.listen).unwrap();
-        c.write_all(HELLO).unwrap();
-        clients.push(c);
+        clients.push(agent.hello());
     }
     wait_for("exhaustion logged", || agent.log().contains("backing off"));
     let pid = agent.child.id();
@@ -759,9 +761,7 @@ fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
     );
     // The dropped clients still sit in the backlog and are accepted (and closed) first.
     wait_for("serves again once descriptors are free", || {
-        let mut s = TcpStream::connect(agent.listen).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s.write_all(HELLO).unwrap();
+        let mut s = agent.hello();
         let mut buf = [0u8; 2];
         matches!(s.read(&mut buf), Ok(2)) && &buf == b"a\n"
     });
@@ -1186,9 +1186,7 @@ fn https_backend_not_ready_gets_no_traffic_though_it_accepts_tcp() {
     agent.wait_backend_health("api", false);
     agent.wait_check_error("api", "/readyz answered `HTTP/1.1 503 Service Unavailable`");
     let total_before = agent.backend("api")["connections_total"].clone();
-    let mut c = TcpStream::connect(agent.listen).unwrap();
-    c.set_read_timeout(Some(DEADLINE)).unwrap();
-    c.write_all(HELLO).unwrap();
+    let mut c = agent.hello();
     let mut buf = [0u8; 8];
     assert!(
         matches!(c.read(&mut buf), Ok(0) | Err(_)),

@@ -96,11 +96,7 @@ impl Lb {
     /// it holds it now; SO_REUSEADDR lets a restarted agent bind while old connections linger
     /// in TIME_WAIT.
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
+        let socket = tcp_socket(addr)?;
         socket.set_reuseaddr(true)?;
         // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here
         // instead of one per connection.
@@ -221,6 +217,15 @@ impl Lb {
         // a task that cannot be scheduled.
         let _closed = tokio::time::timeout(Duration::from_secs(1), permits.acquire_many(all)).await;
         left
+    }
+}
+
+/// A TCP socket of `addr`'s family (the listener's, or a backend's).
+fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
     }
 }
 

@@ -90,11 +90,7 @@ pub(super) async fn serve(client: TcpStream, shared: Arc<Shared>, permit: OwnedS
 /// ACK of a response ride on the next segment, two packets fewer per short connection, as
 /// haproxy's `tcp-smart-connect`; the client has always spoken first here (see `Lb::bind`).
 async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = super::tcp_socket(addr)?;
     socket.set_nodelay(true)?;
     // Only an optimisation: a kernel that refuses it sends the two ACKs, nothing else changes.
     let _ignored = sys::set_delayed_ack(socket.as_raw_fd());
@@ -287,11 +283,11 @@ impl Pump<'_> {
 
     /// One `recv` + `send` through the per-thread buffer; no await inside.
     ///
-    /// `peer_closed` says the source's FIN has arrived (`EPOLLRDHUP`). A short read then took
+    /// `src_closed` says the source's FIN has arrived (`EPOLLRDHUP`). A short read then took
     /// the last bytes there will ever be, so they go out with `MSG_MORE` and the caller ends the
     /// direction at once: data and FIN leave in one segment and no `recv` has to return 0, as
     /// haproxy does. (The closed state is final in tokio's readiness, never cleared.)
-    fn copy_step(&self, src_fd: RawFd, dst_fd: RawFd, peer_closed: bool) -> io::Result<Step> {
+    fn copy_step(&self, src_fd: RawFd, dst_fd: RawFd, src_closed: bool) -> io::Result<Step> {
         SCRATCH_BUF.with(|cell| {
             let mut buf = cell.borrow_mut();
             let mut n = 0;
@@ -312,7 +308,7 @@ impl Pump<'_> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            let last = peer_closed && n < buf.len();
+            let last = src_closed && n < buf.len();
             let sent = match sys::send(dst_fd, &buf[..n], last) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
