@@ -20,7 +20,7 @@ readonly PACKAGES=(
 	etcd-server etcd-client                      # PKI consumers
 	openssl                                      # certificate chain checks
 	sudo                                         # khactl as a non-root ssh user
-	wrk iperf3 hyperfine                         # benchmarks
+	wrk iperf3 hyperfine time                    # benchmarks (time: /usr/bin/time in bench/prepare.sh)
 )
 
 have_packages() {
