@@ -76,6 +76,10 @@ fn sigkilled_holder_is_replaced_once_by_the_next_priority_and_its_vip_expires() 
     );
     assert_eq!(lab.neighbour_of_vip(3), Some(lab.mac(1)));
 
+    // Counted from here: agents started one after the other may, on a loaded machine, let the
+    // last one started reach its Master_Down_Timer before node 1 (RFC 5798 §6.4.1), and node 1
+    // then preempts it. Only a takeover by node 3 after the kill is a fault here.
+    let node3_masters_before = lab.counter(3, "transitions_to_master");
     let killed = Instant::now();
     agents[0].kill(); // SIGKILL: no priority-0 advert, no cleanup
     let seen = holders_until(&lab, Duration::from_secs(2), |h| h.contains(&2));
@@ -115,7 +119,11 @@ fn sigkilled_holder_is_replaced_once_by_the_next_priority_and_its_vip_expires() 
     );
     assert_sole_holder(&lab, 2, Duration::from_millis(500));
     assert_eq!(lab.state(3), "backup");
-    assert_eq!(lab.counter(3, "transitions_to_master"), 0);
+    assert_eq!(
+        lab.counter(3, "transitions_to_master"),
+        node3_masters_before,
+        "priority 50 became master during the takeover (too briefly for the sampling to see)"
+    );
 }
 
 #[test]
