@@ -12,9 +12,10 @@ with a veth pair inside it, so VRRP traffic never leaves that namespace.
 Usage (root, from the repository root, after
 `CARGO_TARGET_DIR=/work/target-agent cargo build --release -p khagent`):
     python3 embedded-agent/bench/lb/bench.py [--rounds 5] [--seconds 5] [--out results.json]
-        [--only tp1,tp8,conn,req,lat,rss,full] [--floor]
+        [--only tp1,tp8,conn,req,lat,rss,full] [--floor] [--floor-spin US]
 --floor adds floor.rs, a bare epoll proxy, to the connection test: the cost no one-thread
-proxy can go below.
+proxy can go below. --floor-spin US adds floor.rs again, busy-polling for up to US µs before
+each blocking wait ("floor-spin").
 """
 
 import argparse
@@ -72,6 +73,24 @@ def machine_busy():
     return sum(int(fields[i]) for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_sleeps(pid):
+    """How many times a process has blocked (voluntary context switches, all threads)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def machine_idle():
+    """CPU seconds all cores spent idle (idle + iowait)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -112,6 +131,8 @@ class Proxy:
             argv = ["haproxy", "-db", "-f", cfg]
         elif kind == "floor":
             argv = [FLOOR, str(PROXY_PORT), str(backend_port)]
+        elif kind == "floor-spin":
+            argv = [FLOOR, str(PROXY_PORT), str(backend_port), str(FLOOR_SPIN_US)]
         elif kind == "nginx":
             cfg = os.path.join(self.dir, "nginx.conf")
             with open(cfg, "w") as f:
@@ -330,10 +351,17 @@ def full_agent_idle_rss(work):
 
 def connection_test(who, proxy, seconds, record):
     """New connections/s through `proxy` and what each costs, in the proxy and machine-wide."""
-    c0, m0 = proc_cpu(proxy.pid), machine_busy()
+    c0, m0, s0, i0 = proc_cpu(proxy.pid), machine_busy(), proc_sleeps(proxy.pid), machine_idle()
+    t0 = time.monotonic()
     rps, total, errors = wrk(seconds, close=True)
+    wall = time.monotonic() - t0
     record(who, "conn_per_s", rps)
     record(who, "cpu_us_per_conn", (proc_cpu(proxy.pid) - c0) / total * 1e6)
+    # How often the proxy ran out of work and blocked: each time, a client or backend packet
+    # has to wake it again.
+    record(who, "proxy_sleeps_per_conn", (proc_sleeps(proxy.pid) - s0) / total)
+    # Share of both cores left idle while wrk ran: capacity no contender turned into work.
+    record(who, "idle_share", (machine_idle() - i0) / (wall * os.cpu_count()))
     # Client, proxy, backend and kernel together: on a saturated machine this, not the
     # proxy's share alone, sets the rate.
     record(who, "machine_us_per_conn", (machine_busy() - m0) / total * 1e6)
@@ -345,7 +373,7 @@ def median(xs):
 
 
 def main():
-    global PINGPONG, FLOOR
+    global PINGPONG, FLOOR, FLOOR_SPIN_US
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
@@ -353,6 +381,8 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--floor", action="store_true",
                     help="also run floor.rs (a bare epoll proxy) in the connection test")
+    ap.add_argument("--floor-spin", type=int, default=0, metavar="US",
+                    help="also run floor.rs busy-polling up to US µs before each blocking wait")
     args = ap.parse_args()
     only = set(args.only.split(","))
     work = tempfile.mkdtemp(prefix="khlb-bench-")
@@ -360,19 +390,21 @@ def main():
     subprocess.run(["rustc", "-O", "-o", PINGPONG, os.path.join(HERE, "pingpong.rs")],
                    check=True)
     FLOOR = os.path.join(work, "floor")
-    if args.floor:
+    FLOOR_SPIN_US = args.floor_spin
+    floors = (["floor"] if args.floor else []) + (["floor-spin"] if args.floor_spin else [])
+    if floors:
         subprocess.run(["rustc", "-O", "--edition", "2021", "-o", FLOOR,
                         os.path.join(HERE, "floor.rs")], check=True)
     backends = Backends(work)
-    res = {c: {} for c in CONTENDERS + ["direct", "floor"]}
+    res = {c: {} for c in CONTENDERS + ["direct", "floor", "floor-spin"]}
 
     def record(who, key, value):
         res[who].setdefault(key, []).append(value)
 
     try:
         for rnd in range(args.rounds):
-            for who in CONTENDERS + (["floor"] if args.floor else []):
-                if who == "floor":
+            for who in CONTENDERS + floors:
+                if who in floors:
                     # Short connections only: floor.rs is a measuring stick, not a proxy.
                     if "conn" in only:
                         with Proxy(who, HTTP_PORT, work) as p:
@@ -443,11 +475,14 @@ def main():
         print(f"{'direct p50_us':<26}{medians['direct']['p50_us']:>12.4g}")
     # Rounds are interleaved, so each round's khagent/haproxy ratio pairs runs made a few
     # seconds apart; its median cancels the drift of a shared machine between rounds.
-    if res["floor"]:
-        print("floor.rs (bare epoll proxy), medians; khagent/floor:")
-        for k in ("conn_per_s", "cpu_us_per_conn", "machine_us_per_conn"):
-            fl = medians["floor"][k]
-            print(f"  {k:<24}{fl:>12.4g}{medians['khagent'][k] / fl:>10.3f}")
+    for who in ("floor", "floor-spin"):
+        if res[who]:
+            print(f"{who} (floor.rs, a bare epoll proxy), medians; khagent/{who}:")
+            for k in ("conn_per_s", "cpu_us_per_conn", "machine_us_per_conn",
+                      "proxy_sleeps_per_conn", "idle_share"):
+                fl = medians[who][k]
+                print(f"  {k:<24}{fl:>12.4g}"
+                      f"{medians['khagent'][k] / fl if fl else float('nan'):>10.3f}")
     print("median of per-round ratios khagent/haproxy:")
     for k in keys:
         kh, hap = res["khagent"].get(k, []), res["haproxy"].get(k, [])

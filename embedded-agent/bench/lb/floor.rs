@@ -1,7 +1,12 @@
 //! The floor of a new connection's cost for a one-thread L4 proxy on Linux, for bench/lb's
 //! connection test only (std only, raw syscalls; built by bench.py with `rustc -O`).
 //!
-//!   floor LISTEN_PORT BACKEND_PORT   forwards 127.0.0.1:LISTEN_PORT to 127.0.0.1:BACKEND_PORT
+//!   floor LISTEN_PORT BACKEND_PORT [SPIN_US]
+//!
+//! forwards 127.0.0.1:LISTEN_PORT to 127.0.0.1:BACKEND_PORT. With SPIN_US > 0 it busy-polls
+//! (`epoll_wait` with a zero timeout) for up to SPIN_US µs before it blocks, as haproxy's
+//! `busy-polling` does: a way to test whether the proxy's sleeps and wake-ups, not its work,
+//! hold the connection rate down.
 //!
 //! One epoll loop, no runtime, no timers, no health checks, no counters, and the fewest
 //! syscalls a proxy needs: accept4, socket, two setsockopt, connect, two epoll_ctl ADD, recv
@@ -84,9 +89,10 @@ struct Side {
 fn main() {
     let args: Vec<u16> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().expect("usage: floor LISTEN_PORT BACKEND_PORT"))
+        .map(|a| a.parse().expect("usage: floor LISTEN_PORT BACKEND_PORT [SPIN_US]"))
         .collect();
     let (listen_port, backend_port) = (args[0], args[1]);
+    let spin = std::time::Duration::from_micros(args.get(2).copied().unwrap_or(0).into());
     unsafe {
         let l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
         set(l, SOL_SOCKET, SO_REUSEADDR, 1);
@@ -106,7 +112,16 @@ fn main() {
         let mut events = vec![EpollEvent { events: 0, data: 0 }; 256];
         let mut buf = vec![0u8; 16384];
         loop {
-            let n = epoll_wait(ep, events.as_mut_ptr(), 256, -1);
+            let mut n = 0;
+            if !spin.is_zero() {
+                let start = std::time::Instant::now();
+                while n == 0 && start.elapsed() < spin {
+                    n = epoll_wait(ep, events.as_mut_ptr(), 256, 0);
+                }
+            }
+            if n == 0 {
+                n = epoll_wait(ep, events.as_mut_ptr(), 256, -1);
+            }
             for e in &events[..n.max(0) as usize] {
                 let (fd, what) = (e.data as i32, e.events);
                 if fd == l {
