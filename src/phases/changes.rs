@@ -38,6 +38,8 @@ pub enum Change {
     },
     /// Set runtime sysctls, then read each back from `/proc/sys`.
     SetSysctls { values: Vec<SysctlChange> },
+    /// Remove a file if it is there (`rm -f`).
+    RemoveFile { path: PathBuf },
     /// `swapoff -a`.
     SwapOff,
     /// Load a kernel module now.
@@ -100,6 +102,7 @@ impl Change {
                 let keys: Vec<&str> = values.iter().map(|v| v.key.as_str()).collect();
                 format!("set sysctl {}", keys.join(", "))
             }
+            Change::RemoveFile { path } => format!("remove {}", path.display()),
             Change::SwapOff => "turn swap off (swapoff -a)".to_owned(),
             Change::LoadModule { name } => format!("load kernel module {name}"),
             Change::Service {
@@ -287,6 +290,15 @@ async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::
                 }
             }
         }
+        Change::RemoveFile { path } => {
+            let path = path.display().to_string();
+            run(
+                report,
+                host,
+                &RemoteCommand::new(["rm", "-f", "--", path.as_str()]),
+            )
+            .await?;
+        }
         Change::SwapOff => {
             run(report, host, &RemoteCommand::new(["swapoff", "-a"])).await?;
         }
@@ -307,7 +319,10 @@ async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::
             if let Some(argv) = check_first {
                 run(report, host, &RemoteCommand::new(argv.clone()))
                     .await
-                    .context("the new configuration was refused; the service was not touched")?;
+                    .context(
+                        "the new configuration was refused, so the service was neither started \
+                         nor restarted",
+                    )?;
             }
             for argv in service_commands(*init, name, *action)? {
                 run(report, host, &RemoteCommand::new(argv)).await?;

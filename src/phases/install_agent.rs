@@ -27,6 +27,11 @@ pub const AGENT_BINARY: &str = "/usr/local/bin/khagent";
 pub const AGENT_CONFIG: &str = "/etc/khagent/khagent.yaml";
 pub const SYSTEMD_UNIT: &str = "/etc/systemd/system/khagent.service";
 pub const OPENRC_SCRIPT: &str = "/etc/init.d/khagent";
+/// Written before new files replace a running agent's, removed once the agent restarted on
+/// them: a run cut short in between (a node lost, a restart that failed and stopped the
+/// rolling restart) leaves it behind, and the next `up` restarts that agent even though its
+/// files already match.
+pub const RESTART_PENDING: &str = "/var/lib/khagent/restart-pending";
 /// The cluster CA as DistributePki places it; the agent verifies apiservers against it.
 const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 /// Every kube-apiserver listens here on its node (kubeadm's default bind port).
@@ -145,10 +150,16 @@ pub fn files_read() -> Vec<PathBuf> {
 }
 
 pub fn digests_read() -> Vec<PathBuf> {
-    [AGENT_BINARY, AGENT_CONFIG, SYSTEMD_UNIT, OPENRC_SCRIPT]
-        .iter()
-        .map(PathBuf::from)
-        .collect()
+    [
+        AGENT_BINARY,
+        AGENT_CONFIG,
+        SYSTEMD_UNIT,
+        OPENRC_SCRIPT,
+        RESTART_PENDING,
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
 }
 
 /// Whether the service is enabled at boot and running now, as the init system says.
@@ -216,7 +227,8 @@ impl Phase for InstallAgent {
             let fleet = c.fleet()?;
             let mut results = Vec::new();
             let mut first = true;
-            for name in restart_order(services.iter().map(|(n, _)| n.as_str()), holder) {
+            let order = restart_order(services.iter().map(|(n, _)| n.as_str()), holder);
+            for (at, &name) in order.iter().enumerate() {
                 let Some((_, changes)) = services.iter().find(|(n, _)| n == name) else {
                     continue;
                 };
@@ -249,7 +261,23 @@ impl Phase for InstallAgent {
                 results.push((name.to_owned(), r));
                 if stop {
                     // Restarting the others (and the holder last) after one failed could
-                    // leave no healthy agent at all.
+                    // leave no healthy agent at all. Their new files are in place with the
+                    // pending-restart mark, so the next run restarts them.
+                    for &rest in &order[at + 1..] {
+                        let waiting = services
+                            .iter()
+                            .any(|(n, changes)| n == rest && !changes.is_empty());
+                        if waiting {
+                            results.push((
+                                rest.to_owned(),
+                                Err(anyhow::anyhow!(
+                                    "not restarted or started: the rolling restart stopped at \
+                                     {name}; once {name} is fixed, run `khactl up` again to \
+                                     finish it"
+                                )),
+                            ));
+                        }
+                    }
                     break;
                 }
             }
@@ -482,6 +510,28 @@ pub fn plan_node(
     let unit_change = write_if_changed(facts, unit_path, unit, &sha, unit_mode, true);
     let unit_changed = unit_change.is_some();
     plan.files.extend(unit_change);
+    // New bytes, not only a new mode: the running agent must restart to use them.
+    let new_contents = plan.files.iter().any(|c| {
+        matches!(c, Change::WriteFile { contents, current, .. } if current.as_ref() != Some(contents))
+    });
+    let pending = facts.digest(Path::new(RESTART_PENDING)).is_some();
+    let restart = state.active && (new_contents || pending);
+    if restart && !pending {
+        // First in the batch, so no new file lands without it.
+        plan.files.insert(
+            0,
+            Change::WriteFile {
+                path: RESTART_PENDING.into(),
+                contents: b"khactl replaced khagent's files; the next `khactl up` restarts it\n"
+                    .to_vec(),
+                mode: 0o600,
+                secret: false,
+                diff: false,
+                current: None,
+                backup: None,
+            },
+        );
+    }
 
     let service = |action, check: bool| Change::Service {
         name: SERVICE.to_owned(),
@@ -496,18 +546,24 @@ pub fn plan_node(
             ]
         }),
     };
-    if unit_changed && facts.init == InitSystem::Systemd {
+    // A pending restart may follow a run that wrote the unit but stopped before reloading it.
+    if (unit_changed || pending) && facts.init == InitSystem::Systemd {
         plan.files.push(service(ServiceAction::DaemonReload, false));
     }
-    let changed = !plan.files.is_empty();
     if !state.enabled || !state.active {
         // `enable --now` starts a stopped service with the new files and leaves a running one
         // alone; a running one with new files still needs the restart below.
         plan.service
             .push(service(ServiceAction::EnableNow, !state.active));
     }
-    if changed && state.active {
+    if restart {
         plan.service.push(service(ServiceAction::Restart, true));
+    }
+    if pending || restart {
+        // Only reached once the agent runs on the files now in place.
+        plan.service.push(Change::RemoveFile {
+            path: RESTART_PENDING.into(),
+        });
     }
     Ok(plan)
 }

@@ -40,6 +40,10 @@ pub fn applied(mut host: HostFacts, changes: &[Change]) -> HostFacts {
                     host.sysctls.insert(v.key.clone(), Some(v.to.clone()));
                 }
             }
+            Change::RemoveFile { path } => {
+                host.files.insert(path.clone(), None);
+                host.digests.insert(path.clone(), None);
+            }
             Change::SwapOff => host.swap_active = 0,
             Change::LoadModule { name } => {
                 host.modules.insert(name.clone(), true);

@@ -202,6 +202,32 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
         vip_holders(&lab) == ["cp1"]
     });
 
+    // A run cut short after writing cp3's new files (its node lost, or an earlier restart
+    // failed) leaves the pending-restart mark with the agent still on its old files; the next
+    // run restarts that agent alone, although every file already matches, and clears the mark.
+    lab.exec_ok(
+        "cp3",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /var/lib/khagent && echo cut short > /var/lib/khagent/restart-pending",
+        ],
+    );
+    let fourth = khactl_up(&moved, state.path(), &[]);
+    assert!(fourth.status.success(), "{}", describe(&fourth));
+    assert_eq!(restarts(&run_log(&fourth)), ["cp3"]);
+    assert!(
+        !lab.exec("cp3", &["test", "-e", "/var/lib/khagent/restart-pending"])
+            .status
+            .success(),
+        "the mark is gone once cp3's agent restarted"
+    );
+    assert_eq!(
+        vip_holders(&lab),
+        ["cp1"],
+        "restarting a backup moves no VIP"
+    );
+
     // A crashed agent: keepalived would leave the VIP behind (two holders); khagent's VIP has a
     // short kernel lifetime, so it disappears from the dead node while a backup takes over.
     let kill = lab.exec("cp1", &["pkill", "-9", "-x", "khagent"]);

@@ -76,6 +76,13 @@ const RUNNING: ServiceState = ServiceState {
     active: true,
 };
 
+/// A running agent's new files: a checked restart, then the pending-restart mark cleared.
+const CHECKED_RESTART_THEN_UNMARK: [&str; 2] = [
+    "restart service khagent (systemd), after \
+     `/usr/local/bin/khagent check --config /etc/khagent/khagent.yaml` passes",
+    "remove /var/lib/khagent/restart-pending",
+];
+
 fn paths(changes: &[Change]) -> Vec<String> {
     changes
         .iter()
@@ -207,21 +214,70 @@ fn a_config_change_rewrites_the_config_and_restarts_after_a_check() {
     let mut moved = inv.clone();
     moved.vip.router_id = crate::inventory::RouterId::new(77).unwrap();
     let plan = plan_node(&moved, node(&moved, "cp2"), &facts, &binary(), RUNNING).unwrap();
-    assert_eq!(paths(&plan.files), ["/etc/khagent/khagent.yaml 600"]);
-    let diff = plan.files[0].plan_text();
+    assert_eq!(
+        paths(&plan.files),
+        [
+            "/var/lib/khagent/restart-pending 600",
+            "/etc/khagent/khagent.yaml 600"
+        ]
+    );
+    let diff = plan.files[1].plan_text();
     assert!(
         diff.contains("-  router_id: 61") && diff.contains("+  router_id: 77"),
         "{diff}"
     );
-    assert_eq!(plan.service.len(), 1);
-    assert!(matches!(
-        &plan.service[0],
-        Change::Service {
-            action: ServiceAction::Restart,
-            check_first: Some(_),
-            ..
-        }
-    ));
+    assert_eq!(paths(&plan.service), CHECKED_RESTART_THEN_UNMARK);
+    let done = applied(applied(facts, &plan.files), &plan.service);
+    let again = plan_node(&moved, node(&moved, "cp2"), &done, &binary(), RUNNING).unwrap();
+    assert_eq!(again, NodePlan::default(), "the restart went through");
+}
+
+#[test]
+fn a_run_cut_short_after_writing_the_files_restarts_the_agent_next_time() {
+    let inv = inventory();
+    let facts = installed(&inv, "cp2", 12);
+    let mut moved = inv.clone();
+    moved.vip.router_id = crate::inventory::RouterId::new(77).unwrap();
+    let plan = plan_node(&moved, node(&moved, "cp2"), &facts, &binary(), RUNNING).unwrap();
+    // The files landed, then the run stopped (node lost, or an earlier node's restart failed).
+    let cut_short = applied(facts, &plan.files);
+    let next = plan_node(&moved, node(&moved, "cp2"), &cut_short, &binary(), RUNNING).unwrap();
+    assert_eq!(
+        paths(&next.files),
+        ["reload systemd unit files (for khagent)"],
+        "nothing to write; the unit may have been written without a reload"
+    );
+    assert_eq!(paths(&next.service), CHECKED_RESTART_THEN_UNMARK);
+    let done = applied(applied(cut_short, &next.files), &next.service);
+    let after = plan_node(&moved, node(&moved, "cp2"), &done, &binary(), RUNNING).unwrap();
+    assert_eq!(after, NodePlan::default());
+}
+
+#[test]
+fn a_pending_restart_of_a_stopped_agent_is_a_start() {
+    let inv = inventory();
+    let mut facts = installed(&inv, "cp1", 11);
+    let mark = b"left by an earlier run".to_vec();
+    facts.digests.insert(
+        RESTART_PENDING.into(),
+        Some(crate::facts::FileDigest {
+            sha256: sha256_hex(&mark),
+            mode: 0o600,
+        }),
+    );
+    let stopped = ServiceState {
+        enabled: true,
+        active: false,
+    };
+    let plan = plan_node(&inv, node(&inv, "cp1"), &facts, &binary(), stopped).unwrap();
+    assert_eq!(
+        paths(&plan.service),
+        [
+            "enable and start service khagent (systemd), after \
+             `/usr/local/bin/khagent check --config /etc/khagent/khagent.yaml` passes",
+            "remove /var/lib/khagent/restart-pending",
+        ]
+    );
 }
 
 #[test]
@@ -252,9 +308,15 @@ fn a_config_with_the_wrong_mode_is_only_re_moded() {
     }
     let plan = plan_node(&inv, node(&inv, "cp1"), &facts, &binary(), RUNNING).unwrap();
     assert_eq!(
+        paths(&plan.files),
+        ["/etc/khagent/khagent.yaml 600"],
+        "no pending-restart mark"
+    );
+    assert_eq!(
         plan.files[0].headline(),
         "set mode of /etc/khagent/khagent.yaml (0600)"
     );
+    assert!(plan.service.is_empty(), "same bytes: no restart");
 }
 
 #[test]
