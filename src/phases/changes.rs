@@ -66,6 +66,10 @@ pub enum ServiceAction {
 
 /// How long a started service may take to report itself active.
 const SERVICE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a restarted service must stay active before the restart counts as done. A daemon
+/// that starts and then exits (port taken, a capability missing) reports active for a moment;
+/// a rolling restart must stop at that node, not go on to restart the next one.
+const RESTART_STABLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SysctlChange {
@@ -327,8 +331,10 @@ async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::
             for argv in service_commands(*init, name, *action)? {
                 run(report, host, &RemoteCommand::new(argv)).await?;
             }
-            if *action != ServiceAction::DaemonReload {
-                wait_active(host, *init, name).await?;
+            match action {
+                ServiceAction::DaemonReload => {}
+                ServiceAction::EnableNow => wait_active(host, *init, name, Duration::ZERO).await?,
+                ServiceAction::Restart => wait_active(host, *init, name, RESTART_STABLE).await?,
             }
         }
     }
@@ -366,23 +372,42 @@ fn service_commands(
     })
 }
 
-/// Polls the init system until the service reports itself running. A daemon that exits at
-/// once (port taken, bad capability) fails here, with the init system's own words.
-async fn wait_active(host: &SshHost, init: InitSystem, name: &str) -> anyhow::Result<()> {
+/// Polls the init system until the service reports itself running, without a break, for
+/// `stable`. A daemon that exits at once (port taken, bad capability) fails here, with the
+/// init system's own words.
+async fn wait_active(
+    host: &SshHost,
+    init: InitSystem,
+    name: &str,
+    stable: Duration,
+) -> anyhow::Result<()> {
     let cmd = match init {
         InitSystem::OpenRc => RemoteCommand::new(["rc-service", name, "status"]),
         _ => RemoteCommand::new(["systemctl", "is-active", name]),
     }
     .read_only();
     let started = Instant::now();
+    let mut active_since = None;
+    let mut was_active = false;
     loop {
         let out = host.run_unchecked(&cmd).await?;
         if out.success() {
-            return Ok(());
+            let since = *active_since.get_or_insert_with(Instant::now);
+            was_active = true;
+            if since.elapsed() >= stable {
+                return Ok(());
+            }
+        } else {
+            active_since = None;
         }
         if started.elapsed() > SERVICE_ACTIVE_TIMEOUT {
+            let how = if was_active {
+                "keeps stopping after it starts"
+            } else {
+                "is not active"
+            };
             bail!(
-                "service {name} is not active {}s after starting it ({}): see `{}` on the node",
+                "service {name} {how} {}s after starting it ({}): see `{}` on the node",
                 SERVICE_ACTIVE_TIMEOUT.as_secs(),
                 out.stdout_str().trim(),
                 match init {

@@ -11,11 +11,10 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::changes::{Change, Mode, ServiceAction};
+use super::changes::{Change, ServiceAction};
 use super::{Context, Phase, PhaseFuture};
 use crate::facts::{HostFacts, InitSystem, sha256_hex};
 use crate::inventory::{Inventory, Node, Role};
@@ -42,10 +41,6 @@ const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST
 /// Priorities descend by control-plane order: 150, 140, 130…
 const TOP_PRIORITY: i32 = 150;
 const PRIORITY_STEP: i32 = 10;
-/// After restarting one agent, the time to let it rejoin as backup before the next restart:
-/// Master_Down_Interval at the default 100 ms adverts is under 400 ms (RFC 5798 §6.1), plus
-/// the agent's start.
-const RESTART_SETTLE: Duration = Duration::from_secs(1);
 /// A freshly started agent counts its backends up until `fall` checks failed (about 3 s at
 /// the agent's defaults: fall 2 × interval 1 s + timeout 1 s), so for those seconds its
 /// priority lacks the tracked check's penalty. Tolerating a lower-priority master for longer
@@ -226,7 +221,9 @@ impl Phase for InstallAgent {
             let holder = vip_holder(&c.inventory, &c.facts);
             let fleet = c.fleet()?;
             let mut results = Vec::new();
-            let mut first = true;
+            // One at a time: a restart counts as done once the agent stayed active for a
+            // second, which also lets it rejoin as backup (Master_Down_Interval at the default
+            // 100 ms adverts is under 400 ms, RFC 5798 §6.1) before the next one goes down.
             let order = restart_order(services.iter().map(|(n, _)| n.as_str()), holder);
             for (at, &name) in order.iter().enumerate() {
                 let Some((_, changes)) = services.iter().find(|(n, _)| n == name) else {
@@ -243,19 +240,6 @@ impl Phase for InstallAgent {
                     ));
                     continue;
                 };
-                let restarts = changes.iter().any(|ch| {
-                    matches!(
-                        ch,
-                        Change::Service {
-                            action: ServiceAction::Restart,
-                            ..
-                        }
-                    )
-                });
-                if restarts && !first && c.settings.mode == Mode::Apply {
-                    tokio::time::sleep(RESTART_SETTLE).await;
-                }
-                first &= !restarts;
                 let r = c.apply(host, changes).await.map(|n| n + written);
                 let stop = r.is_err();
                 results.push((name.to_owned(), r));

@@ -73,20 +73,24 @@ fn vip_answers_from(lab: &Lab, node: &str, port: &str) -> bool {
         .success()
 }
 
-/// The run log `up` names on its last line (`log: PATH`).
+/// The run log `up` names on its last line (`log: PATH`, or `… full log: PATH` on failure).
 fn run_log(out: &Output) -> String {
     let output = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     let path = output
         .lines()
-        .find_map(|l| l.trim().strip_prefix("log: "))
+        .find_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("log: ")
+                .or_else(|| l.split_once("full log: ").map(|(_, path)| path))
+        })
         .unwrap_or_else(|| panic!("no log path in {}", describe(out)));
     std::fs::read_to_string(path.trim()).unwrap()
 }
 
-/// The nodes whose agent a run restarted, in the order it did so.
+/// The nodes whose agent a run restarted (or tried to), in the order it did so.
 fn restarts(log: &str) -> Vec<String> {
     log.lines()
-        .filter(|l| l.contains(": restart service khagent"))
+        .filter(|l| l.contains(": restart service khagent") && !l.contains("FAILED"))
         .filter_map(|l| l.trim().split(':').next().map(str::to_owned))
         .collect()
 }
@@ -186,12 +190,7 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
 
     // A changed inventory: every agent gets the new config, restarted one at a time with the
     // VIP holder last, and `up` again returns with exactly one holder serving the new port.
-    let original = std::fs::read_to_string(lab.inventory_path()).unwrap();
-    let changed = original.replace(&format!("port: {LB_PORT}"), &format!("port: {NEW_LB_PORT}"));
-    assert_ne!(original, changed, "the lab inventory names the LB port");
-    let dir = tempfile::tempdir().unwrap();
-    let moved = dir.path().join("inventory.yaml");
-    std::fs::write(&moved, changed).unwrap();
+    let (_dir, moved) = on_new_lb_port(&lab);
     let third = khactl_up(&moved, state.path(), &[]);
     assert!(third.status.success(), "{}", describe(&third));
     assert_eq!(restarts(&run_log(&third)), ["cp2", "cp3", "cp1"]);
@@ -248,6 +247,110 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
         vip_answers_from(&lab, "w1", NEW_LB_PORT),
         "the new holder serves the VIP"
     );
+}
+
+/// The lab's inventory with the load balancer moved to NEW_LB_PORT, in a directory that lives
+/// as long as the returned guard.
+fn on_new_lb_port(lab: &Lab) -> (tempfile::TempDir, PathBuf) {
+    let original = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    let changed = original.replace(&format!("port: {LB_PORT}"), &format!("port: {NEW_LB_PORT}"));
+    assert_ne!(original, changed, "the lab inventory names the LB port");
+    let dir = tempfile::tempdir().unwrap();
+    let moved = dir.path().join("inventory.yaml");
+    std::fs::write(&moved, changed).unwrap();
+    (dir, moved)
+}
+
+fn has_restart_mark(lab: &Lab, node: &str) -> bool {
+    lab.exec(node, &["test", "-e", "/var/lib/khagent/restart-pending"])
+        .status
+        .success()
+}
+
+#[test]
+fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it() {
+    require_root();
+    agent_bin();
+    let lab = Lab::up("agent-restart-fail", indexes::AGENT_RESTART_FAIL, 3, 0);
+    let state = tempfile::tempdir().unwrap();
+    assert!(lab.is_up(), "the lab must be up before khactl connects");
+    let first = khactl_up(&lab.inventory_path(), state.path(), &[]);
+    assert!(first.status.success(), "{}", describe(&first));
+    assert_eq!(vip_holders(&lab), ["cp1"]);
+
+    // On cp2 something else already listens on the port the new inventory moves the load
+    // balancer to: the config passes `khagent check`, but the restarted agent cannot bind and
+    // exits at once.
+    let blocker = lab.exec_ok(
+        "cp2",
+        &[
+            "sh",
+            "-c",
+            "python3 -c 'import socket,sys,time; s=socket.socket(); \
+             s.bind((\"0.0.0.0\", int(sys.argv[1]))); s.listen(); time.sleep(600)' \"$0\" \
+             >/dev/null 2>&1 & echo $!",
+            NEW_LB_PORT,
+        ],
+    );
+    let blocker = blocker.trim().to_owned();
+    wait_for(
+        "the blocker to listen on cp2",
+        Duration::from_secs(5),
+        || {
+            lab.exec_ok("cp2", &["ss", "-Hltn"])
+                .contains(&format!(":{NEW_LB_PORT}"))
+        },
+    );
+    let (_dir, moved) = on_new_lb_port(&lab);
+
+    let failed = khactl_up(&moved, state.path(), &[]);
+    let text = describe(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{text}");
+    // Real systemd reports a Type=simple service active until it exits, which the wait for it
+    // to stay active catches; the lab's systemctl already fails the restart itself.
+    assert!(
+        text.contains("cp2: FAILED: restart service khagent"),
+        "cp2's restart is the failure: {text}"
+    );
+    for skipped in ["cp3", "cp1"] {
+        assert!(
+            text.contains(&format!(
+                "{skipped}: FAILED: not restarted or started: the rolling restart stopped at cp2"
+            )),
+            "{skipped} named as not restarted: {text}"
+        );
+    }
+    assert_eq!(
+        restarts(&run_log(&failed)),
+        ["cp2"],
+        "the rolling restart stopped at the first failure"
+    );
+    // The two agents not restarted still serve the VIP on the old port.
+    assert_eq!(vip_holders(&lab), ["cp1"]);
+    assert!(vip_answers_from(&lab, "cp3", LB_PORT));
+    for node in CONTROL_PLANES {
+        assert!(
+            has_restart_mark(&lab, node),
+            "{node}: new files, restart pending"
+        );
+    }
+
+    // Once the port is free, the next run starts cp2's stopped agent and restarts the two
+    // others (the holder last), although every file already matches the inventory.
+    lab.exec_ok("cp2", &["kill", blocker.as_str()]);
+    let fixed = khactl_up(&moved, state.path(), &[]);
+    assert!(fixed.status.success(), "{}", describe(&fixed));
+    let log = run_log(&fixed);
+    assert!(
+        log.contains("cp2: enable and start service khagent"),
+        "cp2 started: {log}"
+    );
+    assert_eq!(restarts(&log), ["cp3", "cp1"]);
+    for node in CONTROL_PLANES {
+        assert!(!has_restart_mark(&lab, node), "{node}: mark cleared");
+    }
+    assert_eq!(vip_holders(&lab).len(), 1);
+    assert!(vip_answers_from(&lab, "cp3", NEW_LB_PORT));
 }
 
 /// An inventory whose nodes are never contacted: `up` must stop before connecting.

@@ -34,3 +34,5 @@ pub const UP_BASTION: u8 = 26;
 pub const UP_SUDO: u8 = 27;
 /// `agent_install`: khagent on 3 control planes + 1 worker, VIP election and failover.
 pub const AGENT_INSTALL: u8 = 40;
+/// `agent_install`: a restart that fails stops the rolling restart; the next run finishes it.
+pub const AGENT_RESTART_FAIL: u8 = 41;
