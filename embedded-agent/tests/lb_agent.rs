@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -345,25 +345,53 @@ impl Conn {
         matches!(self.reader.read_line(&mut line), Ok(n) if n > 0) && line.trim() == msg
     }
 
-    /// Whether the proxy closed the connection (EOF or reset) within the deadline.
+    /// Whether the proxy closed the connection (EOF or reset) within the deadline. Data, or
+    /// nothing at all until the read deadline, is not a close.
     fn closed_by_peer(&mut self) -> bool {
         let mut buf = [0u8; 64];
-        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+        is_close(self.reader.read(&mut buf))
+    }
+}
+
+/// Whether a read saw the peer close the connection: EOF, or a reset. A read timeout
+/// (`WouldBlock`/`TimedOut` once the read deadline passed) means the connection is still open.
+fn is_close(read: io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => n == 0,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+        ),
     }
 }
 
 fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    try_http_get(addr, path, auth, DEADLINE).unwrap()
+}
+
+/// One GET; an error when the server does not answer (completely) within `timeout`.
+fn try_http_get(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+    timeout: Duration,
+) -> io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
     let auth = auth
         .map(|a| format!("Authorization: Basic {a}\r\n"))
         .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: khagent\r\n{auth}\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: khagent\r\n{auth}\r\n")?;
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, head.to_owned(), body.to_owned())
+    s.read_to_string(&mut text)?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("not HTTP: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((code, head.to_owned(), body.to_owned()))
 }
 
 fn backends_yaml(backends: &[&Backend]) -> String {
@@ -486,10 +514,23 @@ fn connect_timeout_moves_on_to_the_next_backend() {
         "{}  - {{name: stuck, address: {stuck_addr}}}\ntimeouts: {{connect: 300ms}}\nhealth: {{interval: 1h, timeout: 1s}}\n",
         backends_yaml(&[&live])
     ));
-    // Round-robin starts each pick one further: of two connections one tries `stuck` first.
+    // Round-robin starts each pick one further: of two connections one tries `stuck` first
+    // and waits out the connect timeout (300 ms) before moving on; the default (2 s) would not
+    // fit under the bound.
+    let mut slowest = Duration::ZERO;
     for _ in 0..2 {
+        let started = Instant::now();
         assert_eq!(agent.connect().1, "live");
+        slowest = slowest.max(started.elapsed());
     }
+    assert!(
+        slowest >= Duration::from_millis(250),
+        "no connection waited for `stuck`: {slowest:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "the connect timeout is 300 ms, yet a connection took {slowest:?}"
+    );
     let stuck_status = agent.backend("stuck");
     assert!(
         stuck_status["connect_failures_total"].as_u64().unwrap() >= 1,
@@ -672,9 +713,25 @@ fn drain_timeout_closes_lingering_connections() {
     let a = Backend::start("a");
     let mut agent = Agent::start(&format!("{}drain_timeout: 200ms\n", backends_yaml(&[&a])));
     let (mut conn, _) = agent.connect();
+    let signalled = Instant::now();
     agent.signal("-TERM");
-    assert!(conn.closed_by_peer());
+    assert!(conn.closed_by_peer(), "lingering connection not closed");
+    let closed = signalled.elapsed();
+    // Bounds far apart for a loaded machine, yet a drain of 1.5 s or more fails.
+    assert!(
+        closed >= Duration::from_millis(180),
+        "closed before the 200 ms drain ran out: {closed:?}"
+    );
+    assert!(
+        closed < Duration::from_millis(1500),
+        "closed {closed:?} after SIGTERM, the drain is 200 ms"
+    );
     assert!(agent.wait_exit().success(), "{}", agent.log());
+    let exited = signalled.elapsed();
+    assert!(
+        exited < Duration::from_secs(2),
+        "exited {exited:?} after SIGTERM, the drain is 200 ms"
+    );
     assert!(
         agent.log().contains("closed 1 connections"),
         "{}",
@@ -689,12 +746,19 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
         "{}timeouts: {{idle: 300ms}}\n",
         backends_yaml(&[&a])
     ));
-    let (mut conn, _) = agent.connect();
+    // Taken before connecting: the idle clock starts later (with the greeting), never earlier.
     let opened = Instant::now();
-    assert!(conn.closed_by_peer());
+    let (mut conn, _) = agent.connect();
+    assert!(conn.closed_by_peer(), "idle connection not closed");
+    let closed = opened.elapsed();
     assert!(
-        opened.elapsed() >= Duration::from_millis(250),
-        "closed too early"
+        closed >= Duration::from_millis(290),
+        "closed {closed:?} after connecting, before the 300 ms idle timeout"
+    );
+    // Generous for a loaded machine, yet an idle timeout of 1.5 s or more fails.
+    assert!(
+        closed < Duration::from_millis(1500),
+        "closed {closed:?} after connecting, the idle timeout is 300 ms"
     );
     wait_for("counted as idle", || {
         agent.status_json()["listener"]["closed_idle_total"] == 1
@@ -715,6 +779,17 @@ fn max_connections_holds_extra_clients_until_a_slot_frees() {
     assert!(
         (&waiting).read(&mut buf).is_err(),
         "second client served beyond max_connections"
+    );
+    // Still waiting: the agent holds exactly the one connection it may, and took no other.
+    let listener = agent.status_json()["listener"].clone();
+    assert_eq!(
+        (
+            &listener["max_connections"],
+            &listener["active_connections"],
+            &listener["accepted_total"],
+        ),
+        (&Value::from(1), &Value::from(1), &Value::from(1)),
+        "{listener}"
     );
     drop(first);
     waiting.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -751,8 +826,12 @@ fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
     let ticks = cpu() - before;
     assert!(ticks < 20, "accept loop spun: {ticks} ticks in 2 s");
     drop(clients);
+    // A TCP connect alone would succeed from the kernel's backlog; the agent must answer.
     wait_for("status answers again", || {
-        TcpStream::connect(agent.status).is_ok()
+        matches!(
+            try_http_get(agent.status, "/status", None, Duration::from_secs(1)),
+            Ok((200, ..))
+        )
     });
     let st = agent.status_json();
     assert!(
@@ -771,15 +850,45 @@ fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
 // Config errors and `check`
 // ---------------------------------------------------------------------------------------------
 
+/// Runs khagent to completion: exit code, stdout, stderr. Fails (and kills it) if it is still
+/// running after `DEADLINE`, as it would be had it started the daemon instead of exiting.
 fn run_khagent(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_khagent"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_khagent"))
         .args(args)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "khagent {args:?} still running after {DEADLINE:?} (killed): it must exit, not run the daemon; stderr: {}",
+                err.join().unwrap()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        out.join().unwrap(),
+        err.join().unwrap(),
     )
 }
 
@@ -1188,10 +1297,7 @@ fn https_backend_not_ready_gets_no_traffic_though_it_accepts_tcp() {
     let total_before = agent.backend("api")["connections_total"].clone();
     let mut c = agent.hello();
     let mut buf = [0u8; 8];
-    assert!(
-        matches!(c.read(&mut buf), Ok(0) | Err(_)),
-        "closed without a backend"
-    );
+    assert!(is_close(c.read(&mut buf)), "closed without a backend");
     assert_eq!(agent.backend("api")["connections_total"], total_before);
     wait_for("counted", || {
         agent.status_json()["listener"]["no_backend_total"] == 1
