@@ -212,6 +212,22 @@ fn vip_against_nodes(d: &Draft, out: &mut Findings) {
             );
         }
     }
+    // khagent's VRRP is version 3 for IPv4 (RFC 5798 §5.1.1): its adverts leave from, and
+    // its peers are, the control planes' IPv4 addresses.
+    for (i, node) in d
+        .parsed_nodes()
+        .filter(|(_, n)| n.role == Role::ControlPlane && n.address.is_ipv6())
+    {
+        out.error(
+            &node_path(i).key("address"),
+            format!(
+                "control-plane node {} has an IPv6 address, but the VIP and its VRRP \
+                 advertisements are IPv4: give {} its IPv4 address",
+                node.address,
+                who(i, node)
+            ),
+        );
+    }
     // /31 and /32 have no network or broadcast address (RFC 3021).
     let Some(len) = vip.prefix_length else { return };
     let Ok(net) = Ipv4Net::new(vip.address, len) else {
@@ -241,7 +257,7 @@ fn vip_against_nodes(d: &Draft, out: &mut Findings) {
     {
         let inside = match node.address {
             IpAddr::V4(a) => net.contains(&a),
-            IpAddr::V6(_) => false,
+            IpAddr::V6(_) => continue, // reported above
         };
         if !inside {
             out.error(

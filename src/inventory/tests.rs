@@ -221,6 +221,12 @@ const CASES: &[Case] = &[
         Some(9),
     ),
     case(
+        "control-plane-with-ipv6-address",
+        "nodes[1].address",
+        "control-plane node fd00::12 has an IPv6 address",
+        Some(8),
+    ),
+    case(
         "no-control-plane",
         "nodes",
         "no node has `role: control-plane`",

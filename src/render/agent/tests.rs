@@ -133,6 +133,9 @@ fn systemd_unit_checks_the_config_then_runs_the_agent() {
 Description=khagent: Kubernetes API load balancer and virtual IP
 After=network-online.target
 Wants=network-online.target
+# Never give up restarting it: systemd's default stops after 5 failed starts in 10 s,
+# which would leave this node out of the VIP group after a passing fault at boot.
+StartLimitIntervalSec=0
 
 [Service]
 Type=simple
