@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::support::{Lab, Proc, greeter, khagent, wait_for};
+use super::support::{Lab, Proc, greeter, khagent, run, wait_for};
 
 /// Asserts, sampling for `span`, that `expected` is the only holder.
 pub fn assert_sole_holder(lab: &Lab, expected: usize, span: Duration) {
@@ -80,6 +80,7 @@ fn sigkilled_holder_is_replaced_once_by_the_next_priority_and_its_vip_expires() 
     // last one started reach its Master_Down_Timer before node 1 (RFC 5798 §6.4.1), and node 1
     // then preempts it. Only a takeover by node 3 after the kill is a fault here.
     let node3_masters_before = lab.counter(3, "transitions_to_master");
+    let node2_masters_before = lab.counter(2, "transitions_to_master");
     let killed = Instant::now();
     agents[0].kill(); // SIGKILL: no priority-0 advert, no cleanup
     let seen = holders_until(&lab, Duration::from_secs(2), |h| h.contains(&2));
@@ -124,22 +125,31 @@ fn sigkilled_holder_is_replaced_once_by_the_next_priority_and_its_vip_expires() 
         node3_masters_before,
         "priority 50 became master during the takeover (too briefly for the sampling to see)"
     );
+    assert_eq!(
+        lab.counter(2, "transitions_to_master"),
+        node2_masters_before + 1,
+        "node 2 did not take over exactly once"
+    );
 }
 
 #[test]
 fn sigterm_hands_over_within_skew_time_and_removes_the_vip() {
     let lab = Lab::new(92, 2);
     let mut agents = start_group(&lab, &[150, 100], "");
+    let node2_masters_before = lab.counter(2, "transitions_to_master");
     let stopped = Instant::now();
     agents[0].signal("TERM");
-    let seen = holders_until(&lab, Duration::from_secs(1), |h| h == [2]);
+    wait_for(
+        "node 2 to hold the VIP alone",
+        Duration::from_secs(1),
+        || lab.holders() == [2],
+    );
     let takeover = stopped.elapsed();
     // Priority-0 advert → backup waits Skew_Time (61 ms for priority 100), not 361 ms.
     assert!(
         takeover < Duration::from_millis(250),
         "takeover took {takeover:?}"
     );
-    assert!(seen.contains(&2));
     assert!(
         agents[0].wait_exit(Duration::from_secs(5)),
         "khagent did not exit 0: {}",
@@ -147,16 +157,22 @@ fn sigterm_hands_over_within_skew_time_and_removes_the_vip() {
     );
     assert_eq!(lab.counter(2, "priority_zero_rx"), 1);
     assert_sole_holder(&lab, 2, Duration::from_millis(500));
+    assert_eq!(
+        lab.counter(2, "transitions_to_master"),
+        node2_masters_before + 1,
+        "node 2 did not take over exactly once"
+    );
 }
 
-/// Priorities 150 and 100: SIGKILL node 1, wait for node 2 to take over, restart node 1.
-fn kill_and_restart_node_1(lab: &Lab, extra: &str) -> Vec<Proc> {
-    let mut agents = start_group(lab, &[150, 100], extra);
+/// Priorities 150 and 100, both preempting (so node 1 wins the start-up whatever the order):
+/// SIGKILL node 1, wait for node 2 to take over, restart node 1 with `restart_extra`.
+fn kill_and_restart_node_1(lab: &Lab, restart_extra: &str) -> Vec<Proc> {
+    let mut agents = start_group(lab, &[150, 100], "");
     agents[0].kill();
     wait_for("node 2 to take over", Duration::from_secs(3), || {
         lab.holders() == [2]
     });
-    agents[0] = khagent(lab, 1, 150, extra, "");
+    agents[0] = khagent(lab, 1, 150, restart_extra, "");
     agents
 }
 
@@ -175,9 +191,47 @@ fn returning_higher_priority_node_preempts() {
 fn returning_node_without_preempt_stays_backup() {
     let lab = Lab::new(94, 2);
     let _agents = kill_and_restart_node_1(&lab, "  preempt: false\n");
+    let node2_masters = lab.counter(2, "transitions_to_master");
     wait_for("node 1 to follow node 2", Duration::from_secs(3), || {
         lab.vrrp(1)["master_address"] == lab.addr(2).to_string()
     });
+    // Several Master_Down_Intervals (341 ms for priority 150): a preempting node 1 would
+    // have taken over by now.
     assert_sole_holder(&lab, 2, Duration::from_secs(1));
     assert_eq!(lab.state(1), "backup");
+    assert_eq!(lab.state(2), "master");
+    assert_eq!(lab.counter(1, "transitions_to_master"), 0);
+    assert_eq!(lab.counter(2, "transitions_to_master"), node2_masters);
+}
+
+#[test]
+fn agent_starting_as_backup_removes_a_stale_vip_from_its_interface_at_once() {
+    let lab = Lab::new(88, 2);
+    let _node1 = khagent(&lab, 1, 150, "", "");
+    wait_for("node 1 to hold the VIP", Duration::from_secs(5), || {
+        lab.holders() == [1]
+    });
+    // A VIP left on node 2 by someone else (a SIGKILLed keepalived, an admin): no lifetime,
+    // so it never expires by itself, and node 2's agent will never be master to own it.
+    let ns = lab.ns(2);
+    let vip = format!("{}/32", lab.vip());
+    run("ip", &["-n", &ns, "addr", "add", &vip, "dev", "eth0"]);
+    let shown = run("ip", &["-n", &ns, "-4", "-o", "addr", "show", "to", &vip]);
+    assert!(shown.contains("valid_lft forever"), "{shown}");
+    assert_eq!(lab.holders(), [1, 2]);
+
+    let _node2 = khagent(&lab, 2, 100, "", "");
+    // Removed before the agent serves its status; allow a little for a loaded machine, far
+    // less than the 1 s lifetime of a VIP that khagent itself would have added.
+    wait_for(
+        "node 2's agent to remove the stale VIP",
+        Duration::from_millis(300),
+        || lab.holders() == [1],
+    );
+    wait_for("node 2 to follow node 1", Duration::from_secs(3), || {
+        lab.vrrp(2)["master_address"] == lab.addr(1).to_string()
+    });
+    assert_sole_holder(&lab, 1, Duration::from_millis(500));
+    assert_eq!(lab.state(2), "backup");
+    assert_eq!(lab.counter(2, "transitions_to_master"), 0);
 }

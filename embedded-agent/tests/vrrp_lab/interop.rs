@@ -5,7 +5,15 @@
 use std::time::Duration;
 
 use super::failover::assert_sole_holder;
-use super::support::{Lab, keepalived, khagent, wait_for};
+use super::support::{Lab, Proc, keepalived, khagent, wait_for};
+
+const KEEPALIVED_BACKUP: &str = "(VI) Entering BACKUP STATE";
+const KEEPALIVED_MASTER: &str = "(VI) Entering MASTER STATE";
+
+/// How often keepalived's log (its console output, `-l`) says `line`.
+fn logged(keepalived: &Proc, line: &str) -> usize {
+    keepalived.log_text().matches(line).count()
+}
 
 #[test]
 fn keepalived_master_is_followed_by_khagent_which_takes_over_when_it_dies() {
@@ -30,26 +38,46 @@ fn keepalived_master_is_followed_by_khagent_which_takes_over_when_it_dies() {
     // (keepalived killed this way leaves its VIP behind on node 1: the behaviour khagent's
     // VIP lifetime exists to avoid.)
 
-    // A returning higher-priority keepalived preempts khagent.
+    // A returning higher-priority keepalived preempts khagent. (Node 1 may still hold the
+    // dead keepalived's VIP, so only keepalived's log and khagent following it tell.)
     keepalived_1.kill();
-    let _keepalived = keepalived(&lab, 1, 150, "0.1");
+    let keepalived_1 = keepalived(&lab, 1, 150, "0.1");
     wait_for(
         "keepalived to preempt khagent",
         Duration::from_secs(5),
-        || lab.state(2) == "backup" && lab.holders() == [1],
+        || {
+            logged(&keepalived_1, KEEPALIVED_MASTER) == 1
+                && lab.state(2) == "backup"
+                && lab.vrrp(2)["master_address"] == lab.addr(1).to_string()
+                && lab.holders() == [1]
+        },
     );
+    assert_sole_holder(&lab, 1, Duration::from_millis(500));
 }
 
 #[test]
 fn khagent_master_is_followed_by_keepalived_which_takes_over_when_it_dies() {
     let lab = Lab::new(99, 2);
     let mut node1 = khagent(&lab, 1, 150, "", "");
-    let _keepalived = keepalived(&lab, 2, 100, "0.1");
+    let keepalived_2 = keepalived(&lab, 2, 100, "0.1");
     wait_for("khagent to hold the VIP", Duration::from_secs(5), || {
         lab.holders() == [1]
     });
-    // keepalived accepts our adverts (checksum, interval, address list): it never claims.
+    // Holding the VIP says nothing about keepalived, which may not be listening yet.
+    wait_for(
+        "keepalived to start as backup",
+        Duration::from_secs(5),
+        || logged(&keepalived_2, KEEPALIVED_BACKUP) > 0,
+    );
+    // keepalived accepts our adverts (checksum, interval, address list): it never claims,
+    // for far longer than its Master_Down_Interval (about 0.4 s).
     assert_sole_holder(&lab, 1, Duration::from_secs(2));
+    assert_eq!(
+        logged(&keepalived_2, KEEPALIVED_MASTER),
+        0,
+        "keepalived claimed the VIP while khagent was master: {}",
+        keepalived_2.log_text()
+    );
 
     node1.kill();
     wait_for(
@@ -63,11 +91,14 @@ fn khagent_master_is_followed_by_keepalived_which_takes_over_when_it_dies() {
         || lab.holders() == [2],
     );
 
+    assert_eq!(logged(&keepalived_2, KEEPALIVED_MASTER), 1);
+
     let _node1 = khagent(&lab, 1, 150, "", "");
     wait_for(
         "khagent to preempt keepalived",
         Duration::from_secs(5),
-        || lab.holders() == [1],
+        || lab.holders() == [1] && logged(&keepalived_2, KEEPALIVED_BACKUP) == 2,
     );
     assert_sole_holder(&lab, 1, Duration::from_millis(500));
+    assert_eq!(logged(&keepalived_2, KEEPALIVED_MASTER), 1);
 }

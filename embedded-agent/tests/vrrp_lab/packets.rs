@@ -67,17 +67,28 @@ fn malformed_adverts_are_counted_per_reason_and_ignored() {
     let mut zero_interval = good.clone();
     zero_interval[5] = 0;
     resum(&mut zero_interval, src, dst);
+    let mut type_2 = good.clone();
+    type_2[0] = 0x32;
+    resum(&mut type_2, src, dst);
     let other_vrid = Advert {
         vrid: ROUTER_ID + 1,
         ..advert(&lab)
     }
     .encode(src, dst);
-    let cases: [(&str, Vec<u8>); 7] = [
+    // Same VRID, priority 254, but the address list names another address than our VIP.
+    let [a, b, c, d] = lab.vip().octets();
+    let other_address = Advert {
+        addresses: vec![Ipv4Addr::new(a, b, c, d + 1)],
+        ..advert(&lab)
+    }
+    .encode(src, dst);
+    let cases: [(&str, Vec<u8>); 9] = [
         (
             "dropped_bad_checksum",
             datagram(src, dst, 255, &bad_checksum),
         ),
         ("dropped_bad_version", datagram(src, dst, 255, &version_2)),
+        ("dropped_bad_type", datagram(src, dst, 255, &type_2)),
         ("dropped_bad_ttl", datagram(src, dst, 254, &good)),
         ("dropped_truncated", datagram(src, dst, 255, &good[..6])),
         (
@@ -89,7 +100,12 @@ fn malformed_adverts_are_counted_per_reason_and_ignored() {
             datagram(src, dst, 255, &zero_interval),
         ),
         ("dropped_other_vrid", datagram(src, dst, 255, &other_vrid)),
+        (
+            "dropped_address_mismatch",
+            datagram(src, dst, 255, &other_address),
+        ),
     ];
+    let masters_before = [1, 2].map(|node| lab.counter(node, "transitions_to_master"));
     for (_, bytes) in &cases {
         for _ in 0..5 {
             lab.inject(3, dst, bytes);
@@ -111,6 +127,12 @@ fn malformed_adverts_are_counted_per_reason_and_ignored() {
         "only the start-up transition"
     );
     assert_sole_holder(&lab, 1, Duration::from_millis(300));
+    assert_eq!(lab.state(1), "master");
+    assert_eq!(lab.vrrp(2)["master_address"], lab.addr(1).to_string());
+    assert_eq!(
+        [1, 2].map(|node| lab.counter(node, "transitions_to_master")),
+        masters_before
+    );
 
     // Control: the same advert without a flaw makes the master yield.
     lab.inject(3, dst, &datagram(src, dst, 255, &good));
