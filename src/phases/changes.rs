@@ -61,6 +61,8 @@ pub enum ServiceAction {
     DaemonReload,
     /// Start at boot from now on, and start now if not running.
     EnableNow,
+    /// Ask the running daemon to re-read its configuration (khagent: SIGHUP).
+    Reload,
     Restart,
 }
 
@@ -118,6 +120,7 @@ impl Change {
                 let mut s = match action {
                     ServiceAction::DaemonReload => format!("reload {init} unit files (for {name})"),
                     ServiceAction::EnableNow => format!("enable and start service {name} ({init})"),
+                    ServiceAction::Reload => format!("reload service {name} ({init})"),
                     ServiceAction::Restart => format!("restart service {name} ({init})"),
                 };
                 if let Some(argv) = check_first {
@@ -333,7 +336,9 @@ async fn apply_one(report: &Report, host: &SshHost, change: &Change) -> anyhow::
             }
             match action {
                 ServiceAction::DaemonReload => {}
-                ServiceAction::EnableNow => wait_active(host, *init, name, Duration::ZERO).await?,
+                ServiceAction::EnableNow | ServiceAction::Reload => {
+                    wait_active(host, *init, name, Duration::ZERO).await?;
+                }
                 ServiceAction::Restart => wait_active(host, *init, name, RESTART_STABLE).await?,
             }
         }
@@ -355,6 +360,9 @@ fn service_commands(
         (InitSystem::Systemd, ServiceAction::EnableNow) => {
             vec![argv(&["systemctl", "enable", "--now", name])]
         }
+        (InitSystem::Systemd, ServiceAction::Reload) => {
+            vec![argv(&["systemctl", "reload", name])]
+        }
         (InitSystem::Systemd, ServiceAction::Restart) => {
             vec![argv(&["systemctl", "restart", name])]
         }
@@ -363,6 +371,9 @@ fn service_commands(
             argv(&["rc-update", "add", name, "default"]),
             argv(&["rc-service", name, "start"]),
         ],
+        (InitSystem::OpenRc, ServiceAction::Reload) => {
+            vec![argv(&["rc-service", name, "reload"])]
+        }
         (InitSystem::OpenRc, ServiceAction::Restart) => {
             vec![argv(&["rc-service", name, "restart"])]
         }

@@ -463,6 +463,9 @@ pub fn plan_node(
 ) -> anyhow::Result<NodePlan> {
     check_arch(binary, facts)?;
     let config = agent_config(inv, node, facts)?.render()?.into_bytes();
+    let reload_enough = facts
+        .file(Path::new(AGENT_CONFIG))
+        .is_some_and(|old| only_reloadable_differ(old, &config));
     let (unit_path, unit, unit_mode) = match facts.init {
         InitSystem::Systemd => (SYSTEMD_UNIT, service_files().render_systemd()?, 0o644),
         InitSystem::OpenRc => (OPENRC_SCRIPT, service_files().render_openrc()?, 0o755),
@@ -471,14 +474,16 @@ pub fn plan_node(
         }
     };
     let mut plan = NodePlan::default();
-    plan.files.extend(write_if_changed(
+    let binary_change = write_if_changed(
         facts,
         AGENT_BINARY,
         binary.contents.clone(),
         &binary.sha256,
         0o755,
         false,
-    ));
+    );
+    let same_binary = binary_change.is_none();
+    plan.files.extend(binary_change);
     let sha = sha256_hex(&config);
     // Not secret (it names no key), but private to root all the same: 0600.
     plan.files.extend(write_if_changed(
@@ -499,8 +504,13 @@ pub fn plan_node(
         matches!(c, Change::WriteFile { contents, current, .. } if current.as_ref() != Some(contents))
     });
     let pending = facts.digest(Path::new(RESTART_PENDING)).is_some();
-    let restart = state.active && (new_contents || pending);
-    if restart && !pending {
+    // Backends, peers, health and tracked checks reach a running agent by SIGHUP, without
+    // dropping a connection or moving the VIP. After a run cut short the old config is gone,
+    // so a pending mark always means a restart.
+    let reload =
+        state.active && new_contents && !pending && same_binary && !unit_changed && reload_enough;
+    let restart = state.active && (new_contents || pending) && !reload;
+    if (restart || reload) && !pending {
         // First in the batch, so no new file lands without it.
         plan.files.insert(
             0,
@@ -540,16 +550,41 @@ pub fn plan_node(
         plan.service
             .push(service(ServiceAction::EnableNow, !state.active));
     }
+    if reload {
+        plan.service.push(service(ServiceAction::Reload, true));
+    }
     if restart {
         plan.service.push(service(ServiceAction::Restart, true));
     }
-    if pending || restart {
+    if pending || restart || reload {
         // Only reached once the agent runs on the files now in place.
         plan.service.push(Change::RemoveFile {
             path: RESTART_PENDING.into(),
         });
     }
     Ok(plan)
+}
+
+/// Whether two agent configs differ only in what khagent applies on SIGHUP: the backend
+/// list, health checks, tracked checks and VRRP peers (the agent warns that `listen`,
+/// `status`, `max_connections` and the rest of `vrrp` need a restart). Anything unreadable
+/// counts as a difference.
+fn only_reloadable_differ(old: &[u8], new: &[u8]) -> bool {
+    let restart_only = |bytes: &[u8]| {
+        let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_slice(bytes).ok()?;
+        let map = value.as_mapping_mut()?;
+        for key in ["backends", "health", "track"] {
+            map.remove(key);
+        }
+        if let Some(vrrp) = map.get_mut("vrrp") {
+            vrrp.as_mapping_mut()?.remove("peers");
+        }
+        Some(value)
+    };
+    match (restart_only(old), restart_only(new)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -353,6 +353,69 @@ fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it()
     assert!(vip_answers_from(&lab, "cp3", NEW_LB_PORT));
 }
 
+/// The pid of the khagent running on `node`.
+fn agent_pid(lab: &Lab, node: &str) -> String {
+    lab.exec_ok(node, &["pgrep", "-x", "khagent"])
+        .trim()
+        .to_owned()
+}
+
+/// The agent's /status on `node`, fetched inside the node from its loopback status listener.
+fn agent_status(lab: &Lab, node: &str) -> String {
+    let fetch = "import urllib.request; \
+                 print(urllib.request.urlopen('http://127.0.0.1:9901/status', timeout=2).read().decode())";
+    lab.exec_ok(node, &["python3", "-c", fetch])
+}
+
+#[test]
+fn a_control_plane_added_to_the_inventory_reaches_running_agents_by_reload() {
+    require_root();
+    agent_bin();
+    let lab = Lab::up("agent-reload", indexes::AGENT_RELOAD, 4, 0);
+    let state = tempfile::tempdir().unwrap();
+    assert!(lab.is_up(), "the lab must be up before khactl connects");
+    let full = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    let without_cp4: String = full
+        .lines()
+        .filter(|l| !l.contains("name: cp4,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(full, without_cp4, "the lab inventory lists cp4");
+    let dir = tempfile::tempdir().unwrap();
+    let three = dir.path().join("inventory.yaml");
+    std::fs::write(&three, without_cp4).unwrap();
+    let first = khactl_up(&three, state.path(), &[]);
+    assert!(first.status.success(), "{}", describe(&first));
+    assert_eq!(vip_holders(&lab), ["cp1"]);
+    let pids: Vec<String> = CONTROL_PLANES.iter().map(|n| agent_pid(&lab, n)).collect();
+
+    let grown = khactl_up(&lab.inventory_path(), state.path(), &[]);
+    assert!(grown.status.success(), "{}", describe(&grown));
+    let log = run_log(&grown);
+    assert!(restarts(&log).is_empty(), "no agent restarted: {log}");
+    for node in CONTROL_PLANES {
+        assert!(
+            log.contains(&format!("{node}: reload service khagent")),
+            "{node} reloaded: {log}"
+        );
+    }
+    assert!(
+        log.contains("cp4: enable and start service khagent"),
+        "cp4 gets its first agent: {log}"
+    );
+    let now: Vec<String> = CONTROL_PLANES.iter().map(|n| agent_pid(&lab, n)).collect();
+    assert_eq!(pids, now, "the same agent processes, reloaded in place");
+    for node in CONTROL_PLANES {
+        let status = agent_status(&lab, node);
+        assert!(
+            status.contains("\"cp4\""),
+            "{node} balances to cp4 now: {status}"
+        );
+        assert!(!has_restart_mark(&lab, node), "{node}: mark cleared");
+    }
+    assert_eq!(vip_holders(&lab), ["cp1"], "a reload moves no VIP");
+}
+
 /// An inventory whose nodes are never contacted: `up` must stop before connecting.
 fn unreachable_inventory(dir: &Path) -> PathBuf {
     let path = dir.join("inventory.yaml");

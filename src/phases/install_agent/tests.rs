@@ -365,3 +365,58 @@ fn the_vip_holder_restarts_last() {
         ["cp1", "cp2", "cp3"]
     );
 }
+
+#[test]
+fn a_new_control_plane_reaches_running_agents_by_reload_not_restart() {
+    let inv = inventory();
+    let facts = installed(&inv, "cp2", 12);
+    let grown = crate::inventory::parse(&INVENTORY.replace(
+        "  - { name: w1,",
+        "  - { name: cp4, address: 10.0.0.14, role: control-plane }\n  - { name: w1,",
+    ))
+    .unwrap()
+    .inventory;
+    let plan = plan_node(&grown, node(&grown, "cp2"), &facts, &binary(), RUNNING).unwrap();
+    let diff = plan.files[1].plan_text();
+    assert!(
+        diff.contains("+  - name: \"cp4\"") && diff.contains("10.0.0.14"),
+        "new backend and peer: {diff}"
+    );
+    assert_eq!(
+        paths(&plan.service),
+        [
+            "reload service khagent (systemd), after \
+             `/usr/local/bin/khagent check --config /etc/khagent/khagent.yaml` passes",
+            "remove /var/lib/khagent/restart-pending",
+        ]
+    );
+    // cut short before the reload: the old config is gone, so the next run restarts.
+    let cut_short = applied(facts, &plan.files);
+    let next = plan_node(&grown, node(&grown, "cp2"), &cut_short, &binary(), RUNNING).unwrap();
+    assert_eq!(paths(&next.service), CHECKED_RESTART_THEN_UNMARK);
+}
+
+#[test]
+fn only_backends_health_tracks_and_peers_are_reloadable() {
+    let base = "listen: \"10.0.0.100:8443\"\nbackends: [{name: a, address: \"10.0.0.11:6443\"}]\n\
+                track: [{name: t, backend: a, weight: -30}]\n\
+                vrrp: {priority: 150, peers: [\"10.0.0.12\"]}\n";
+    let with = |from: &str, to: &str| {
+        let changed = base.replace(from, to);
+        assert_ne!(changed, base, "{from} is in the base config");
+        only_reloadable_differ(base.as_bytes(), changed.as_bytes())
+    };
+    assert!(only_reloadable_differ(base.as_bytes(), base.as_bytes()));
+    assert!(with("name: a, address", "name: b, address"), "backends");
+    assert!(with("weight: -30", "weight: -40"), "track");
+    assert!(with("peers: [\"10.0.0.12\"]", "peers: []"), "peers");
+    assert!(
+        !with("priority: 150", "priority: 140"),
+        "vrrp other than peers"
+    );
+    assert!(!with("8443", "9443"), "listen");
+    assert!(!only_reloadable_differ(
+        base.as_bytes(),
+        b"listen: [unclosed"
+    ));
+}

@@ -36,3 +36,5 @@ pub const UP_SUDO: u8 = 27;
 pub const AGENT_INSTALL: u8 = 40;
 /// `agent_install`: a restart that fails stops the rolling restart; the next run finishes it.
 pub const AGENT_RESTART_FAIL: u8 = 41;
+/// `agent_install`: a control plane added to the inventory reaches the running agents by reload.
+pub const AGENT_RELOAD: u8 = 42;
