@@ -38,9 +38,16 @@ const APISERVER_PORT: u16 = 6443;
 /// Loopback only: the status page has no password by default, and operators reach it over
 /// the same SSH khactl uses (`curl 127.0.0.1:9901/status`).
 const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
-/// Priorities descend by control-plane order: 150, 140, 130…
-const TOP_PRIORITY: i32 = 150;
-const PRIORITY_STEP: i32 = 10;
+/// Priorities descend by control-plane order: 250, 210, 170, 130, 90, 50, 10 (distinct for
+/// up to seven control planes; more share priority 1). The step does not depend on how many
+/// control planes there are, so adding one changes no running agent's priority (a reload,
+/// not a restart). It is wide because, when the master dies, the backups race to take over
+/// and the next in line wins only by the difference of their Skew_Times, (step / 256) × the
+/// advert interval (RFC 5798 §6.1): 15.6 ms at 100 ms adverts, against 3.9 ms with a step of
+/// 10. A backup delayed by more than that (a vCPU the hypervisor parked, say) lets a lower
+/// node take the VIP first, and the VIP then moves twice.
+const TOP_PRIORITY: i32 = 250;
+const PRIORITY_STEP: i32 = 40;
 /// A freshly started agent counts its backends up until `fall` checks failed (about 3 s at
 /// the agent's defaults: fall 2 × interval 1 s + timeout 1 s), so for those seconds its
 /// priority lacks the tracked check's penalty. Tolerating a lower-priority master for longer

@@ -124,7 +124,7 @@ fn priorities_descend_by_control_plane_order_and_peers_are_the_others() {
     let inv = inventory();
     let c1 = agent_config(&inv, node(&inv, "cp1"), &fresh(11)).unwrap();
     let c3 = agent_config(&inv, node(&inv, "cp3"), &fresh(13)).unwrap();
-    assert_eq!((c1.vrrp.priority, c3.vrrp.priority), (150, 130));
+    assert_eq!((c1.vrrp.priority, c3.vrrp.priority), (250, 170));
     assert_eq!(
         c3.vrrp.peers,
         [Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)]
@@ -419,4 +419,30 @@ fn only_backends_health_tracks_and_peers_are_reloadable() {
         base.as_bytes(),
         b"listen: [unclosed"
     ));
+}
+
+#[test]
+fn seven_control_planes_get_distinct_priorities_and_a_dead_apiserver_sinks_below_them_all() {
+    let mut text = INVENTORY.replace("  - { name: w1, address: 10.0.0.21, role: worker }\n", "");
+    for i in 4..=7 {
+        text.push_str(&format!(
+            "  - {{ name: cp{i}, address: 10.0.0.1{i}, role: control-plane }}\n"
+        ));
+    }
+    let inv = crate::inventory::parse(&text).unwrap().inventory;
+    let configs: Vec<AgentConfig> = (1..=7)
+        .map(|i| {
+            let name = format!("cp{i}");
+            agent_config(&inv, node(&inv, &name), &fresh(10 + i)).unwrap()
+        })
+        .collect();
+    let priorities: Vec<u8> = configs.iter().map(|c| c.vrrp.priority).collect();
+    assert_eq!(priorities, [250, 210, 170, 130, 90, 50, 10]);
+    for c in &configs {
+        assert!(
+            i32::from(c.vrrp.priority) + c.track.weight < 10,
+            "{}: with its apiserver down it must sink below every live node",
+            c.node
+        );
+    }
 }
