@@ -6,6 +6,7 @@ use std::process::ExitCode as ProcessExit;
 use clap::Parser;
 use khactl::cli::{Cli, Command};
 use khactl::commands::{ExitCode, UsageError, up};
+use khactl::remote::RemoteError;
 use khactl::{inventory, report};
 
 fn main() -> ProcessExit {
@@ -64,5 +65,14 @@ fn print_error(e: &anyhow::Error) {
     eprintln!("error: {e}");
     for cause in e.chain().skip(1) {
         eprintln!("  caused by: {cause}");
+    }
+    // A node lost mid-run (not at Connect, which words its own hints) still says what to do.
+    let said = e.chain().any(|c| c.to_string().contains("hint:"));
+    let hint = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<RemoteError>())
+        .and_then(RemoteError::hint);
+    if let Some(hint) = hint.filter(|_| !said) {
+        eprintln!("  hint: {hint}");
     }
 }

@@ -21,8 +21,18 @@ const POLL: Duration = Duration::from_millis(250);
 /// advert intervals (100 ms by default) have passed without either yielding.
 const SPLIT_BRAIN_AFTER: Duration = Duration::from_secs(3);
 
-/// `bash` opens the TCP connection itself; the VIP and port arrive as `$0` and `$1`.
-const TCP_CONNECT: &str = "exec 3<>/dev/tcp/$0/$1";
+/// One poll of one node may not hold up the others or the deadline.
+const POLL_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a TCP connection to `$1:$2` with what the node has: `bash`'s `/dev/tcp` (Debian,
+/// Ubuntu, RHEL), else `nc -z` (Alpine's BusyBox); exit 127 when it has neither.
+const TCP_CONNECT: &str = r#"if command -v bash >/dev/null 2>&1; then
+  exec timeout 2 bash -c 'exec 3<>/dev/tcp/$0/$1' "$1" "$2"
+elif command -v nc >/dev/null 2>&1; then
+  exec nc -z -w 2 "$1" "$2"
+fi
+exit 127
+"#;
 
 pub struct WaitForVip;
 
@@ -58,26 +68,28 @@ impl Phase for WaitForVip {
                             .iter()
                             .find(|h| h.node() != one.as_str())
                             .or_else(|| cps.first());
-                        match from {
-                            Some(h) if answers(h, vip, port).await? => {
-                                let summaries = cps
-                                    .iter()
-                                    .map(|h| {
-                                        let s = if h.node() == one.as_str() {
-                                            format!("holds {vip}; {vip}:{port} answers")
-                                        } else {
-                                            "does not hold the VIP".to_owned()
-                                        };
-                                        (h.node().to_owned(), Ok(s))
-                                    })
-                                    .collect();
-                                return ctx.settle(self.title(), summaries);
-                            }
-                            _ => format!(
-                                "{one} holds {vip}, but {vip}:{port} does not accept connections \
-                                 (khagent's listener on {one})"
-                            ),
+                        let answered = match from {
+                            Some(h) => answers(h, vip, port).await?,
+                            None => false,
+                        };
+                        if answered {
+                            let summaries = cps
+                                .iter()
+                                .map(|h| {
+                                    let s = if h.node() == one.as_str() {
+                                        format!("holds {vip}; {vip}:{port} answers")
+                                    } else {
+                                        "does not hold the VIP".to_owned()
+                                    };
+                                    (h.node().to_owned(), Ok(s))
+                                })
+                                .collect();
+                            return ctx.settle(self.title(), summaries);
                         }
+                        format!(
+                            "{one} holds {vip}, but {vip}:{port} does not accept connections \
+                             (khagent's listener on {one})"
+                        )
                     }
                     [] => format!("no control-plane node holds {vip}"),
                     many => {
@@ -112,13 +124,16 @@ impl Phase for WaitForVip {
     }
 }
 
-/// The control-plane nodes that have the VIP on an interface now, in inventory order.
+/// The control-plane nodes that have the VIP on an interface now, in inventory order, all
+/// asked at once.
 async fn holders(cps: &[&SshHost], vip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
-    let cmd = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"]).read_only();
+    let cmd = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"])
+        .read_only()
+        .timeout(POLL_COMMAND_TIMEOUT);
+    let outputs = futures_util::future::join_all(cps.iter().map(|h| h.run(&cmd))).await;
     let mut out = Vec::new();
-    for host in cps {
-        let text = host.run(&cmd).await?.stdout_str();
-        if holds(&text, vip) {
+    for (host, output) in cps.iter().zip(outputs) {
+        if holds(&output?.stdout_str(), vip) {
             out.push(host.node().to_owned());
         }
     }
@@ -139,17 +154,22 @@ pub fn holds(ip_addr_output: &str, vip: Ipv4Addr) -> bool {
 }
 
 async fn answers(from: &SshHost, vip: Ipv4Addr, port: u16) -> anyhow::Result<bool> {
-    let cmd = RemoteCommand::new([
-        "timeout".to_owned(),
-        "2".to_owned(),
-        "bash".to_owned(),
-        "-c".to_owned(),
-        TCP_CONNECT.to_owned(),
-        vip.to_string(),
-        port.to_string(),
-    ])
-    .read_only();
-    Ok(from.run_unchecked(&cmd).await?.success())
+    let cmd = RemoteCommand::script(
+        "tcp-connect",
+        TCP_CONNECT,
+        [vip.to_string(), port.to_string()],
+    )
+    .read_only()
+    .timeout(POLL_COMMAND_TIMEOUT);
+    let out = from.run_unchecked(&cmd).await?;
+    if out.status == Some(127) {
+        bail!(
+            "{} cannot test a connection to {vip}:{port}: it needs bash (with timeout) or nc; \
+             install one of them (Alpine: apk add bash) and run again",
+            from.node()
+        );
+    }
+    Ok(out.success())
 }
 
 #[cfg(test)]
@@ -164,6 +184,40 @@ mod tests {
     fn finds_the_vip_among_a_nodes_addresses() {
         assert!(holds(IP_OUTPUT, Ipv4Addr::new(10, 200, 40, 100)));
         assert!(holds(IP_OUTPUT, Ipv4Addr::new(10, 200, 40, 11)));
+    }
+
+    /// Runs the connection test as the node would, here on loopback, with `path` as PATH.
+    fn tcp_connect(port: u16, path: &str) -> Option<i32> {
+        std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                TCP_CONNECT,
+                "tcp-connect",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .env("PATH", path)
+            .status()
+            .unwrap()
+            .code()
+    }
+
+    #[test]
+    fn the_connection_test_tells_an_open_port_from_a_closed_one_and_missing_tools() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(tcp_connect(open, &path), Some(0));
+        assert_ne!(tcp_connect(closed, &path), Some(0));
+        assert_eq!(
+            tcp_connect(open, "/nonexistent"),
+            Some(127),
+            "neither bash nor nc"
+        );
     }
 
     #[test]
