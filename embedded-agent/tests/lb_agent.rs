@@ -1050,6 +1050,145 @@ fn basic_auth_guards_every_page_but_healthz() {
     assert_eq!(agent.get("/healthz", None).0, 200);
 }
 
+/// `status::READ_TIMEOUT`: how long the status server waits for a request head.
+const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// `status::MAX_HEAD`: the largest request head the status server reads.
+const STATUS_MAX_HEAD: usize = 8 * 1024;
+
+/// Sends `request` as is to the status server and reads its answer until it closes the
+/// connection: `(code, status line and headers, body)`. Fails the test if a read waits longer
+/// than `deadline` or the answer is not HTTP (for example, the server closed without one).
+fn status_raw(addr: SocketAddr, request: &[u8], deadline: Duration) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(deadline)).unwrap();
+    s.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    if let Err(e) = s.read_to_end(&mut raw) {
+        panic!(
+            "no complete answer within {deadline:?}: {e}; got {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not HTTP: {text:?}"));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status code: {text:?}"));
+    (code, head.to_owned(), body.to_owned())
+}
+
+/// A GET of `/healthz` padded with an `X-Pad` header to exactly `len` bytes, blank line
+/// included when `terminated`.
+fn padded_head(len: usize, terminated: bool) -> Vec<u8> {
+    let start = "GET /healthz HTTP/1.1\r\nHost: khagent\r\nX-Pad: ";
+    let end = if terminated { "\r\n\r\n" } else { "" };
+    let mut head = start.as_bytes().to_vec();
+    head.resize(len - end.len(), b'a');
+    head.extend_from_slice(end.as_bytes());
+    assert_eq!(head.len(), len);
+    head
+}
+
+#[test]
+fn status_refuses_an_oversized_request_head_with_431() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&backends_yaml(&[&a]));
+    // One byte past the limit and no end of head in sight: refused without waiting for more.
+    let (code, head, _) = status_raw(
+        agent.status,
+        &padded_head(STATUS_MAX_HEAD + 1, false),
+        DEADLINE,
+    );
+    assert_eq!(code, 431, "{head}");
+    // A complete head of exactly the limit is still served.
+    let (code, head, _) = status_raw(agent.status, &padded_head(STATUS_MAX_HEAD, true), DEADLINE);
+    assert_eq!(code, 200, "{head}");
+}
+
+#[test]
+fn status_times_out_a_client_too_slow_to_send_its_request_head_with_408() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&backends_yaml(&[&a]));
+    let start = Instant::now();
+    // The head never ends: no blank line follows.
+    let (code, head, _) = status_raw(
+        agent.status,
+        b"GET /status HTTP/1.1\r\nHost: khagent\r\n",
+        STATUS_READ_TIMEOUT + Duration::from_secs(15),
+    );
+    let waited = start.elapsed();
+    assert_eq!(code, 408, "{head}");
+    // The server waited its full read timeout (timers do not fire early; the slack is for
+    // clock granularity) before giving up.
+    assert!(
+        waited >= STATUS_READ_TIMEOUT - Duration::from_millis(250),
+        "answered after {waited:?}"
+    );
+}
+
+#[test]
+fn status_refuses_methods_other_than_get_and_head_with_405() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&backends_yaml(&[&a]));
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+        for path in ["/status", "/healthz"] {
+            let request = format!("{method} {path} HTTP/1.1\r\nHost: khagent\r\n\r\n");
+            let (code, head, body) = status_raw(agent.status, request.as_bytes(), DEADLINE);
+            assert_eq!(code, 405, "{method} {path}: {head}");
+            assert_eq!(body, "only GET\n", "{method} {path}");
+        }
+    }
+}
+
+#[test]
+fn status_answers_head_with_the_headers_of_get_and_no_body() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&backends_yaml(&[&a]));
+    let request = |method: &str, path: &str| {
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: khagent\r\n\r\n");
+        status_raw(agent.status, request.as_bytes(), DEADLINE)
+    };
+    // /healthz answers the same bytes each time, so the heads must match exactly.
+    let (get_code, get_head, get_body) = request("GET", "/healthz");
+    let (head_code, head_head, head_body) = request("HEAD", "/healthz");
+    assert_eq!((get_code, get_body.as_str()), (200, "ok\n"));
+    assert_eq!(head_code, 200);
+    assert_eq!(head_head, get_head);
+    assert!(
+        head_head.contains("\r\nContent-Length: 3\r\n"),
+        "{head_head}"
+    );
+    assert_eq!(head_body, "");
+    // /status changes as health checks count up; the header names and the content type
+    // match GET's and the length is that of a body HEAD does not send.
+    let names = |head: &str| -> Vec<String> {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, _)| k.to_owned())
+            .collect()
+    };
+    let (get_code, get_head, _) = request("GET", "/status");
+    let (head_code, head_head, head_body) = request("HEAD", "/status");
+    assert_eq!((get_code, head_code), (200, 200));
+    assert_eq!(names(&head_head), names(&get_head));
+    assert!(
+        head_head.contains("\r\nContent-Type: application/json\r\n"),
+        "{head_head}"
+    );
+    let length: usize = head_head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {head_head}"));
+    assert!(length > 100, "{head_head}");
+    assert_eq!(head_body, "");
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTPS health checks against a real TLS server (openssl s_server), certificates made with the
 // openssl CLI.

@@ -381,6 +381,111 @@ mod tests {
         }
     }
 
+    /// Datagrams that pass the IPv4 checks (version 4, IHL 5, protocol 112, usually TTL 255)
+    /// and carry VRRP-looking bytes: random address counts, message lengths that match, fall
+    /// short or run over, total-length fields that lie, and usually a correct checksum, so the
+    /// decoder gets past the IP header and the checksum. It must never panic, and whatever it
+    /// accepts must agree with the bytes.
+    #[test]
+    fn never_panics_on_vrrp_shaped_datagrams_and_accepts_only_consistent_ones() {
+        let mut x: u32 = 0x9e37_79b9;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+        for _ in 0..20_000 {
+            let count = if next() % 4 == 0 {
+                next().to_le_bytes()[0]
+            } else {
+                u8::try_from(next() % 6).unwrap()
+            };
+            let exact = HEADER_LEN + 4 * usize::from(count);
+            let len = match next() % 8 {
+                0..=3 => exact,
+                4 => usize::try_from(next()).unwrap() % exact,
+                5 => exact + 1 + usize::try_from(next() % 7).unwrap(),
+                _ => usize::try_from(next() % 64).unwrap(),
+            };
+            let mut msg: Vec<u8> = (0..len).map(|_| next().to_le_bytes()[0]).collect();
+            if let Some(b) = msg.first_mut()
+                && next() % 8 != 0
+            {
+                *b = 0x31;
+            }
+            if let Some(b) = msg.get_mut(3) {
+                *b = count;
+            }
+            if msg.len() >= 6 && next() % 8 == 0 {
+                msg[4] &= 0xf0;
+                msg[5] = 0;
+            }
+            let src = Ipv4Addr::from(next());
+            let dst = Ipv4Addr::from(next());
+            if msg.len() >= HEADER_LEN && next() % 8 != 0 {
+                msg[6..8].copy_from_slice(&[0, 0]);
+                let sum = checksum(&msg, src, dst);
+                msg[6..8].copy_from_slice(&sum.to_be_bytes());
+            }
+            let ttl = if next() % 16 == 0 { 64 } else { VRRP_TTL };
+            let mut d = ip(&msg, ttl, src, dst);
+            match next() % 16 {
+                // The total length claims more or less than the buffer holds.
+                0 => d[2..4].copy_from_slice(&u16::try_from(next() % 96).unwrap().to_be_bytes()),
+                // The buffer is cut short.
+                1 => d.truncate(usize::try_from(next()).unwrap() % d.len()),
+                // Link padding after the datagram.
+                2 => d.extend((0..next() % 8).map(|_| next().to_le_bytes()[0])),
+                _ => {}
+            }
+
+            let outcome = match decode_ipv4(&d) {
+                Ok(r) => {
+                    let total = usize::from(u16::from_be_bytes([d[2], d[3]]));
+                    let m = &d[20..total];
+                    assert_eq!(d[8], VRRP_TTL);
+                    assert_eq!((r.src, r.dst), (src, dst));
+                    assert_eq!(m[0], 0x31);
+                    assert_eq!(checksum(m, src, dst), 0);
+                    assert_eq!(r.advert.addresses.len(), usize::from(m[3]), "{r:?}");
+                    assert_eq!(m.len(), HEADER_LEN + 4 * r.advert.addresses.len());
+                    assert_eq!((r.advert.vrid, r.advert.priority), (m[1], m[2]));
+                    let interval = u16::from_be_bytes([m[4], m[5]]) & MAX_ADVERT_INTERVAL_CS;
+                    assert_eq!(r.advert.max_advert_int_cs, interval);
+                    assert_ne!(interval, 0);
+                    for (a, c) in r.advert.addresses.iter().zip(m[HEADER_LEN..].chunks(4)) {
+                        assert_eq!(&a.octets()[..], c);
+                    }
+                    "Ok".to_owned()
+                }
+                Err(e) => format!("{e:?}")
+                    .split([' ', '(', '{'])
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            };
+            *outcomes.entry(outcome).or_default() += 1;
+        }
+        // Every check of the decoder, and acceptance, was reached.
+        for outcome in [
+            "Ok",
+            "Truncated",
+            "BadTtl",
+            "BadVersion",
+            "BadType",
+            "BadChecksum",
+            "CountMismatch",
+            "BadInterval",
+        ] {
+            assert!(
+                outcomes.get(outcome).copied().unwrap_or(0) >= 20,
+                "{outcome} reached too rarely: {outcomes:?}"
+            );
+        }
+    }
+
     /// IPv4 header + VRRP message of the first advert in `tcpdump -xx` output (Ethernet header
     /// stripped): `IP 10.98.0.2 > 224.0.0.18: VRRPv3, Advertisement, vrid 51, prio 150,
     /// intvl 10cs, length 12`.
