@@ -505,7 +505,9 @@ mod tests {
             backend.bytes_down.load(Ordering::Relaxed),
             down_data.len() as u64
         );
-        assert!(sys::pooled_pipes() > 0, "pipes went back to the pool");
+        let (taken, given_back) = sys::pipes_taken_and_given_back();
+        assert!(taken > 0, "bulk data went through splice");
+        assert_eq!(taken, given_back, "every pipe went back to the pool, empty");
     }
 
     #[tokio::test]

@@ -60,8 +60,24 @@ impl Pipe {
 /// Pipes that are empty and ready for reuse.
 static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
 
+#[cfg(test)]
+thread_local! {
+    /// Pipes this thread took and gave back: the pool is shared by every test running at once,
+    /// so only a count of its own tells a test where its pipes went.
+    static TAKEN_AND_GIVEN_BACK: std::cell::Cell<(usize, usize)> =
+        const { std::cell::Cell::new((0, 0)) };
+}
+
+/// How many pipes this thread has taken and given back so far.
+#[cfg(test)]
+pub fn pipes_taken_and_given_back() -> (usize, usize) {
+    TAKEN_AND_GIVEN_BACK.with(std::cell::Cell::get)
+}
+
 /// Takes an empty pipe from the pool or makes one.
 pub fn take_pipe() -> io::Result<Pipe> {
+    #[cfg(test)]
+    TAKEN_AND_GIVEN_BACK.with(|c| c.set((c.get().0 + 1, c.get().1)));
     let pooled = POOL.lock().ok().and_then(|mut pool| pool.pop());
     match pooled {
         Some(pipe) => Ok(pipe),
@@ -72,6 +88,8 @@ pub fn take_pipe() -> io::Result<Pipe> {
 /// Returns a pipe that is known to be empty. A pipe that may still hold bytes must be dropped
 /// instead, or those bytes would leak into another connection.
 pub fn give_back(pipe: Pipe) {
+    #[cfg(test)]
+    TAKEN_AND_GIVEN_BACK.with(|c| c.set((c.get().0, c.get().1 + 1)));
     if let Ok(mut pool) = POOL.lock()
         && pool.len() < POOL_MAX
     {
@@ -235,8 +253,9 @@ mod tests {
         };
         assert_eq!(n, 5);
         assert_eq!(splice_out(&pipe, c.as_raw_fd(), n).unwrap(), 5);
+        let before = pipes_taken_and_given_back();
         give_back(pipe);
-        assert!(pooled_pipes() >= 1);
+        assert_eq!(pipes_taken_and_given_back().1, before.1 + 1);
         let mut buf = [0u8; 5];
         d.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hello");
