@@ -207,60 +207,51 @@ impl Phase for InstallAgent {
                     anyhow::Ok((written, plan.service))
                 })
                 .await;
-            let mut counts = Vec::new();
-            let mut services = Vec::new();
+            // Per node: how many files were written, and the service changes still to make.
+            let mut written = Vec::new();
             let mut failed = Vec::new();
             for (node, r) in files {
                 match r {
-                    Ok((n, service)) => {
-                        counts.push((node.clone(), n));
-                        services.push((node, service));
-                    }
+                    Ok((n, service)) => written.push((node, n, service)),
                     Err(e) => failed.push((node, Err(e))),
                 }
             }
             if !failed.is_empty() {
                 // Nothing is (re)started unless every node has its files.
-                failed.extend(counts.into_iter().map(|(n, k)| (n, Ok(k))));
+                failed.extend(written.into_iter().map(|(n, k, _)| (n, Ok(k))));
                 return ctx.settle_changes(self.title(), failed);
             }
 
             let holder = vip_holder(&c.inventory, &c.facts);
             let fleet = c.fleet()?;
+            let order = restart_order(written.iter().map(|(n, ..)| n.as_str()), holder);
+            let ordered: Vec<_> = order
+                .iter()
+                .filter_map(|name| written.iter().find(|(n, ..)| n == name))
+                .collect();
             let mut results = Vec::new();
             // One at a time: a restart counts as done once the agent stayed active for a
             // second, which also lets it rejoin as backup (Master_Down_Interval at the default
             // 100 ms adverts is under 400 ms, RFC 5798 §6.1) before the next one goes down.
-            let order = restart_order(services.iter().map(|(n, _)| n.as_str()), holder);
-            for (at, &name) in order.iter().enumerate() {
-                let Some((_, changes)) = services.iter().find(|(n, _)| n == name) else {
-                    continue;
-                };
-                let written = counts
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or(0, |(_, k)| *k);
+            for (at, (name, wrote, changes)) in ordered.iter().enumerate() {
                 let Some(host) = fleet.host(name) else {
                     results.push((
-                        name.to_owned(),
+                        name.clone(),
                         Err(anyhow::anyhow!("internal: not connected")),
                     ));
                     continue;
                 };
-                let r = c.apply(host, changes).await.map(|n| n + written);
+                let r = c.apply(host, changes).await.map(|n| n + wrote);
                 let stop = r.is_err();
-                results.push((name.to_owned(), r));
+                results.push((name.clone(), r));
                 if stop {
                     // Restarting the others (and the holder last) after one failed could
                     // leave no healthy agent at all. Their new files are in place with the
                     // pending-restart mark, so the next run restarts them.
-                    for &rest in &order[at + 1..] {
-                        let waiting = services
-                            .iter()
-                            .any(|(n, changes)| n == rest && !changes.is_empty());
-                        if waiting {
+                    for (rest, _, changes) in &ordered[at + 1..] {
+                        if !changes.is_empty() {
                             results.push((
-                                rest.to_owned(),
+                                rest.clone(),
                                 Err(anyhow::anyhow!(
                                     "not restarted or started: the rolling restart stopped at \
                                      {name}; once {name} is fixed, run `khactl up` again to \
@@ -519,19 +510,10 @@ pub fn plan_node(
     let restart = state.active && (new_contents || pending) && !reload;
     if (restart || reload) && !pending {
         // First in the batch, so no new file lands without it.
-        plan.files.insert(
-            0,
-            Change::WriteFile {
-                path: RESTART_PENDING.into(),
-                contents: b"khactl replaced khagent's files; the next `khactl up` restarts it\n"
-                    .to_vec(),
-                mode: 0o600,
-                secret: false,
-                diff: false,
-                current: None,
-                backup: None,
-            },
-        );
+        let mark = b"khactl replaced khagent's files; the next `khactl up` restarts it\n".to_vec();
+        let sha = sha256_hex(&mark);
+        let mark = write_if_changed(facts, RESTART_PENDING, mark, &sha, 0o600, false);
+        plan.files.splice(0..0, mark);
     }
 
     let service = |action, check: bool| Change::Service {

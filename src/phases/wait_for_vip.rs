@@ -12,7 +12,7 @@ use anyhow::bail;
 
 use super::changes::Mode;
 use super::{Context, Phase, PhaseFuture};
-use crate::remote::{RemoteCommand, SshHost};
+use crate::remote::{Fleet, RemoteCommand, SshHost};
 
 /// How long the agents get to elect a holder and answer on the VIP.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -59,7 +59,7 @@ impl Phase for WaitForVip {
             let started = Instant::now();
             let mut split_since: Option<Instant> = None;
             let last = loop {
-                let seen = holders(&cps, vip).await?;
+                let seen = holders(c.fleet()?, &cps, vip).await?;
                 let outcome = match seen.as_slice() {
                     [one] => {
                         // Connect from another node when there is one: that crosses the
@@ -124,17 +124,16 @@ impl Phase for WaitForVip {
     }
 }
 
-/// The control-plane nodes that have the VIP on an interface now, in inventory order, all
-/// asked at once.
-async fn holders(cps: &[&SshHost], vip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
+/// Which of `cps` have the VIP on an interface now, in host order, asked side by side.
+async fn holders(fleet: &Fleet, cps: &[&SshHost], vip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
     let cmd = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"])
         .read_only()
         .timeout(POLL_COMMAND_TIMEOUT);
-    let outputs = futures_util::future::join_all(cps.iter().map(|h| h.run(&cmd))).await;
+    let is_cp = |h: &SshHost| cps.iter().any(|cp| cp.node() == h.node());
     let mut out = Vec::new();
-    for (host, output) in cps.iter().zip(outputs) {
+    for (node, output) in fleet.each(is_cp, async |h| h.run(&cmd).await).await {
         if holds(&output?.stdout_str(), vip) {
-            out.push(host.node().to_owned());
+            out.push(node);
         }
     }
     Ok(out)
