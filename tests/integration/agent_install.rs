@@ -216,9 +216,7 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
     assert!(fourth.status.success(), "{}", describe(&fourth));
     assert_eq!(restarts(&run_log(&fourth)), ["cp3"]);
     assert!(
-        !lab.exec("cp3", &["test", "-e", "/var/lib/khagent/restart-pending"])
-            .status
-            .success(),
+        !has_restart_mark(&lab, "cp3"),
         "the mark is gone once cp3's agent restarted"
     );
     assert_eq!(
@@ -261,6 +259,16 @@ fn on_new_lb_port(lab: &Lab) -> (tempfile::TempDir, PathBuf) {
     (dir, moved)
 }
 
+/// A new lab of `control_planes` control planes (no workers) and an empty state directory,
+/// once the agent binary is known to be built.
+fn fresh_lab(name: &str, index: u8, control_planes: usize) -> (Lab, tempfile::TempDir) {
+    require_root();
+    agent_bin();
+    let lab = Lab::up(name, index, control_planes, 0);
+    assert!(lab.is_up(), "the lab must be up before khactl connects");
+    (lab, tempfile::tempdir().unwrap())
+}
+
 fn has_restart_mark(lab: &Lab, node: &str) -> bool {
     lab.exec(node, &["test", "-e", "/var/lib/khagent/restart-pending"])
         .status
@@ -269,11 +277,7 @@ fn has_restart_mark(lab: &Lab, node: &str) -> bool {
 
 #[test]
 fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it() {
-    require_root();
-    agent_bin();
-    let lab = Lab::up("agent-restart-fail", indexes::AGENT_RESTART_FAIL, 3, 0);
-    let state = tempfile::tempdir().unwrap();
-    assert!(lab.is_up(), "the lab must be up before khactl connects");
+    let (lab, state) = fresh_lab("agent-restart-fail", indexes::AGENT_RESTART_FAIL, 3);
     let first = khactl_up(&lab.inventory_path(), state.path(), &[]);
     assert!(first.status.success(), "{}", describe(&first));
     assert_eq!(vip_holders(&lab), ["cp1"]);
@@ -369,11 +373,7 @@ fn agent_status(lab: &Lab, node: &str) -> String {
 
 #[test]
 fn a_control_plane_added_to_the_inventory_reaches_running_agents_by_reload() {
-    require_root();
-    agent_bin();
-    let lab = Lab::up("agent-reload", indexes::AGENT_RELOAD, 4, 0);
-    let state = tempfile::tempdir().unwrap();
-    assert!(lab.is_up(), "the lab must be up before khactl connects");
+    let (lab, state) = fresh_lab("agent-reload", indexes::AGENT_RELOAD, 4);
     let full = std::fs::read_to_string(lab.inventory_path()).unwrap();
     let without_cp4: String = full
         .lines()

@@ -76,6 +76,13 @@ const RUNNING: ServiceState = ServiceState {
     active: true,
 };
 
+/// `inv` with another VRRP router id: a change only a restart applies.
+fn with_router_id_77(inv: &Inventory) -> Inventory {
+    let mut moved = inv.clone();
+    moved.vip.router_id = crate::inventory::RouterId::new(77).unwrap();
+    moved
+}
+
 /// A running agent's new files: a checked restart, then the pending-restart mark cleared.
 const CHECKED_RESTART_THEN_UNMARK: [&str; 2] = [
     "restart service khagent (systemd), after \
@@ -211,8 +218,7 @@ fn an_installed_running_node_needs_nothing() {
 fn a_config_change_rewrites_the_config_and_restarts_after_a_check() {
     let inv = inventory();
     let facts = installed(&inv, "cp2", 12);
-    let mut moved = inv.clone();
-    moved.vip.router_id = crate::inventory::RouterId::new(77).unwrap();
+    let moved = with_router_id_77(&inv);
     let plan = plan_node(&moved, node(&moved, "cp2"), &facts, &binary(), RUNNING).unwrap();
     assert_eq!(
         paths(&plan.files),
@@ -236,8 +242,7 @@ fn a_config_change_rewrites_the_config_and_restarts_after_a_check() {
 fn a_run_cut_short_after_writing_the_files_restarts_the_agent_next_time() {
     let inv = inventory();
     let facts = installed(&inv, "cp2", 12);
-    let mut moved = inv.clone();
-    moved.vip.router_id = crate::inventory::RouterId::new(77).unwrap();
+    let moved = with_router_id_77(&inv);
     let plan = plan_node(&moved, node(&moved, "cp2"), &facts, &binary(), RUNNING).unwrap();
     // The files landed, then the run stopped (node lost, or an earlier node's restart failed).
     let cut_short = applied(facts, &plan.files);
