@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::model::{API_VERSION, KIND};
-use super::types::DnsName;
+use super::types::{DnsName, KubernetesVersion};
 
 pub(super) type Check = fn(&Value) -> Result<(), String>;
 pub(super) type KeyCheck = fn(&str) -> Result<(), String>;
@@ -89,31 +89,8 @@ pub(super) fn kubernetes_version(v: &Value) -> Result<(), String> {
             ));
         }
     };
-    let Some(rest) = s.strip_prefix('v') else {
-        return Err(format!("{s:?} lacks the leading v: write it like v1.31.2"));
-    };
-    let (core, pre) = match rest.split_once('-') {
-        Some((core, pre)) => (core, Some(pre)),
-        None => (rest, None),
-    };
-    let numbers: Vec<&str> = core.split('.').collect();
-    let number_ok = |n: &&str| {
-        !n.is_empty()
-            && n.bytes().all(|b| b.is_ascii_digit())
-            && (n.len() == 1 || !n.starts_with('0'))
-    };
-    let pre_ok = pre.is_none_or(|p| {
-        !p.is_empty()
-            && p.split('.')
-                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
-    });
-    if numbers.len() == 3 && numbers.iter().all(number_ok) && pre_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not a Kubernetes version: use vMAJOR.MINOR.PATCH, e.g. v1.31.2"
-        ))
-    }
+    let version = KubernetesVersion::new(&s)?;
+    version.supported()
 }
 
 fn address_use(ip: IpAddr) -> Result<(), String> {
@@ -483,7 +460,7 @@ mod tests {
 
     #[test]
     fn kubernetes_version_needs_v_major_minor_patch() {
-        for ok in ["v1.31.2", "v1.30.0", "v1.31.0-rc.1", "v2.0.10"] {
+        for ok in ["v1.31.2", "v1.30.0", "v1.31.0-rc.1", "v1.29.0", "v1.37.2"] {
             assert_eq!(kubernetes_version(&s(ok)), Ok(()), "{ok}");
         }
         for bad in [
@@ -496,6 +473,14 @@ mod tests {
                 .unwrap_err()
                 .contains("number")
         );
+    }
+
+    #[test]
+    fn kubernetes_versions_outside_the_supported_range_are_refused_naming_it() {
+        for old_or_new in ["v1.28.9", "v1.38.0", "v2.0.10", "v0.31.0"] {
+            let err = kubernetes_version(&s(old_or_new)).unwrap_err();
+            assert!(err.contains("v1.29.x to v1.37.x"), "{old_or_new}: {err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::types::{DnsName, NodeName, Port, RouterId};
+use super::types::{DnsName, KubernetesVersion, NodeName, Port, RouterId};
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "khactl.io/v1alpha1";
@@ -50,7 +50,7 @@ pub struct Cluster {
     /// Names the state directory (`.khactl/<name>/`) and the kubeadm clusterName.
     pub name: NodeName,
     /// For example `v1.31.2`.
-    pub kubernetes_version: String,
+    pub kubernetes_version: KubernetesVersion,
 }
 
 /// The virtual IP that fronts the API servers, and how the agents elect its holder.

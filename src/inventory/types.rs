@@ -104,6 +104,112 @@ impl RouterId {
     }
 }
 
+/// A Kubernetes release, `vMAJOR.MINOR.PATCH` with an optional pre-release suffix
+/// (`v1.31.0-rc.1`): the form kubeadm's `kubernetesVersion` and the release paths use.
+/// Parsing checks the form; whether khactl supports the release is [`Self::supported`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KubernetesVersion {
+    text: String,
+    major: u32,
+    minor: u32,
+    patch: u32,
+}
+
+impl KubernetesVersion {
+    /// The oldest minor khactl drives: 1.29 made `kubeadm:cluster-admins` and
+    /// `super-admin.conf`, which khactl's PKI follows.
+    pub const OLDEST_MINOR: u32 = 29;
+    /// The newest minor whose kubeadm behaviour khactl was checked against.
+    pub const NEWEST_MINOR: u32 = 37;
+
+    pub fn new(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?} is not a Kubernetes version: use vMAJOR.MINOR.PATCH, e.g. v1.31.2");
+        let Some(rest) = s.strip_prefix('v') else {
+            return Err(format!("{s:?} lacks the leading v: write it like v1.31.2"));
+        };
+        let (core, pre) = match rest.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (rest, None),
+        };
+        let number = |n: &str| -> Option<u32> {
+            let canonical = !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (n.len() == 1 || !n.starts_with('0'));
+            if canonical { n.parse().ok() } else { None }
+        };
+        let pre_ok = pre.is_none_or(|p| {
+            !p.is_empty()
+                && p.split('.')
+                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
+        });
+        let parts: Vec<&str> = core.split('.').collect();
+        match (parts.as_slice(), pre_ok) {
+            ([ma, mi, pa], true) => Ok(Self {
+                text: s.to_owned(),
+                major: number(ma).ok_or_else(bad)?,
+                minor: number(mi).ok_or_else(bad)?,
+                patch: number(pa).ok_or_else(bad)?,
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn major(&self) -> u32 {
+        self.major
+    }
+
+    pub fn minor(&self) -> u32 {
+        self.minor
+    }
+
+    pub fn patch(&self) -> u32 {
+        self.patch
+    }
+
+    /// `(major, minor)`, for comparisons such as "1.31 or newer".
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+
+    /// Whether khactl drives this release; the error names the supported range.
+    pub fn supported(&self) -> Result<(), String> {
+        if self.major == 1 && (Self::OLDEST_MINOR..=Self::NEWEST_MINOR).contains(&self.minor) {
+            Ok(())
+        } else {
+            Err(format!(
+                "Kubernetes {} is not supported: khactl drives v1.{}.x to v1.{}.x",
+                self.text,
+                Self::OLDEST_MINOR,
+                Self::NEWEST_MINOR
+            ))
+        }
+    }
+}
+
+impl fmt::Display for KubernetesVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.text.fmt(f)
+    }
+}
+
+impl Serialize for KubernetesVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.text.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for KubernetesVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KubernetesVersion::new(&s).map_err(de::Error::custom)
+    }
+}
+
 macro_rules! display_as_inner {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::PkiError;
-use crate::inventory::{Inventory, Node, NodeName};
+use crate::inventory::{Inventory, KubernetesVersion, Node, NodeName};
 
 /// One of the three certificate authorities kubeadm expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -194,17 +194,11 @@ fn client(
 /// `system:masters` (which no RBAC rule can restrict) to `kubeadm:cluster-admins`,
 /// bound to cluster-admin by a ClusterRoleBinding kubeadm creates; older kubeadm
 /// versions do not create that binding, so they keep the old group.
-pub fn kubelet_client_group(kubernetes_version: &str) -> &'static str {
-    let minor = kubernetes_version
-        .trim_start_matches('v')
-        .split('.')
-        .collect::<Vec<_>>();
-    match (minor.first(), minor.get(1)) {
-        (Some(&"1"), Some(m)) => match m.parse::<u32>() {
-            Ok(m) if m < 29 => "system:masters",
-            _ => "kubeadm:cluster-admins",
-        },
-        _ => "kubeadm:cluster-admins",
+pub fn kubelet_client_group(kubernetes_version: &KubernetesVersion) -> &'static str {
+    if kubernetes_version.at_least(1, 29) {
+        "kubeadm:cluster-admins"
+    } else {
+        "system:masters"
     }
 }
 
@@ -405,11 +399,16 @@ mod tests {
 
     #[test]
     fn kubelet_client_group_follows_the_kubeadm_version() {
-        assert_eq!(kubelet_client_group("v1.28.9"), "system:masters");
-        assert_eq!(kubelet_client_group("1.27.0"), "system:masters");
-        assert_eq!(kubelet_client_group("v1.29.0"), "kubeadm:cluster-admins");
-        assert_eq!(kubelet_client_group("v1.31.2"), "kubeadm:cluster-admins");
-        assert_eq!(kubelet_client_group("latest"), "kubeadm:cluster-admins");
+        let v = |s: &str| KubernetesVersion::new(s).unwrap();
+        assert_eq!(kubelet_client_group(&v("v1.28.9")), "system:masters");
+        assert_eq!(
+            kubelet_client_group(&v("v1.29.0")),
+            "kubeadm:cluster-admins"
+        );
+        assert_eq!(
+            kubelet_client_group(&v("v1.31.2")),
+            "kubeadm:cluster-admins"
+        );
     }
 
     #[test]
