@@ -1,8 +1,12 @@
-//! The lab itself, as the other integration tests rely on it: nodes reachable over real ssh
-//! with the lab key, isolated from each other and from this machine (files, sysctls,
-//! hostnames), services through `systemctl`, and a teardown that leaves nothing behind.
+//! The lab itself, as the other integration tests rely on it: nodes that boot the real systemd
+//! to `running`, reachable over real ssh with the lab key, isolated from each other and from
+//! this machine (files, sysctls, hostnames, the host's enabled services), powered off, booted
+//! again and frozen like machines, and a teardown that leaves nothing behind.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -302,6 +306,56 @@ fn systemctl_starts_and_stops_a_unit_in_a_node() {
 }
 
 #[test]
+fn every_node_runs_systemd_with_ssh_and_none_of_the_services_this_machine_enabled() {
+    let lab = lab();
+    // Services this machine may have enabled (install-deps.sh installs them), plus whatever its
+    // multi-user.target.wants holds: the node's own wants dirs are opaque.
+    let mut host_enabled: Vec<String> = ["keepalived", "haproxy", "nginx", "etcd"]
+        .map(|u| format!("{u}.service"))
+        .into();
+    if let Ok(dir) = std::fs::read_dir("/etc/systemd/system/multi-user.target.wants") {
+        host_enabled.extend(
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|u| u != "ssh.service" && u.ends_with(".service")),
+        );
+    }
+    for node in lab.nodes() {
+        let n = node.name.as_str();
+        let state = lab.exec(n, &["systemctl", "is-system-running"]);
+        assert_eq!(
+            String::from_utf8_lossy(&state.stdout).trim(),
+            "running",
+            "{n}: failed units:\n{}",
+            lab.exec_ok(n, &["systemctl", "--failed", "--no-legend"])
+        );
+        assert_eq!(lab.exec_ok(n, &["cat", "/proc/1/comm"]).trim(), "systemd");
+        // The node's cgroup is the root of its cgroup namespace: systemd manages that subtree
+        // (PID 1 in init.scope), not this machine's cgroups. (On a machine that also mounts
+        // cgroup v1 controllers, their lines come first.)
+        let cgroup = lab.exec_ok(n, &["cat", "/proc/1/cgroup"]);
+        assert_eq!(
+            cgroup.lines().find(|l| l.starts_with("0::")),
+            Some("0::/init.scope"),
+            "{cgroup}"
+        );
+        assert_eq!(
+            lab.exec_ok(n, &["systemctl", "is-active", "ssh.service"])
+                .trim(),
+            "active"
+        );
+        for unit in &host_enabled {
+            let state = lab.exec(n, &["systemctl", "is-active", unit]);
+            assert_ne!(
+                String::from_utf8_lossy(&state.stdout).trim(),
+                "active",
+                "{n} runs {unit}, which only this machine enabled"
+            );
+        }
+    }
+}
+
+#[test]
 fn exec_passes_exit_status_stdin_and_stdout_through() {
     let lab = lab();
     assert_eq!(
@@ -310,9 +364,9 @@ fn exec_passes_exit_status_stdin_and_stdout_through() {
     );
     let out = lab.exec_with_input("cp1", &["tr", "a-z", "A-Z"], b"hello");
     assert_eq!(out.stdout, b"HELLO");
-    // Commands see the node's processes only: its PID 1 is tini.
+    // Commands see the node's processes only: its PID 1 is systemd.
     let comm = lab.exec_ok("cp1", &["cat", "/proc/1/comm"]);
-    assert_eq!(comm.trim(), "tini");
+    assert_eq!(comm.trim(), "systemd");
 }
 
 #[test]
@@ -496,9 +550,201 @@ fn assert_nothing_left(name: &str, index: u8) {
         dir.display()
     );
     assert!(!dir.exists(), "{} left behind", dir.display());
+    // Nor a cgroup, wherever the cgroup2 hierarchy is mounted.
+    for line in mounts.lines() {
+        let (mount, fs) = line.split_once(" - ").unwrap();
+        if fs.starts_with("cgroup2 ") {
+            let cgroup = Path::new(mount.split(' ').nth(4).unwrap())
+                .join("khalab")
+                .join(name);
+            assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+        }
+    }
     let nodes = Command::new("pgrep")
         .args(["-f", &format!("__boot {name} ")])
         .output()
         .unwrap();
     assert!(!nodes.status.success(), "node processes left");
+}
+
+/// `fs.*` and `kernel.*` values of this machine, except counters that change by themselves.
+fn host_fs_and_kernel_sysctls() -> BTreeMap<PathBuf, Option<String>> {
+    const COUNTERS: [&str; 10] = [
+        "fs/dentry-state",
+        "fs/dentry-negative",
+        "fs/file-nr",
+        "fs/inode-nr",
+        "fs/inode-state",
+        "fs/aio-nr",
+        "kernel/ns_last_pid",
+        "kernel/pty/nr",
+        "kernel/random/uuid",
+        "kernel/random/entropy_avail",
+    ];
+    let mut values = BTreeMap::new();
+    let mut dirs = vec![
+        PathBuf::from("/proc/sys/fs"),
+        PathBuf::from("/proc/sys/kernel"),
+    ];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix("/proc/sys").unwrap().to_str().unwrap();
+            if COUNTERS.contains(&rel) || rel.starts_with("fs/quota/") {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            } else {
+                // Write-only entries cannot be read: they still must not become readable.
+                values.insert(path.clone(), std::fs::read_to_string(&path).ok());
+            }
+        }
+    }
+    values
+}
+
+/// Connects to the node's sshd and waits up to `limit` for its banner.
+fn sshd_banner(lab: &Lab, node: &str, limit: Duration) -> (TcpStream, Option<String>) {
+    lab.assert_up();
+    let addr = SocketAddr::from((lab.node_address(node), 22));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 64];
+    let banner = match stream.read(&mut buf) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    };
+    (stream, banner)
+}
+
+#[test]
+fn a_node_powers_off_cleanly_or_by_a_power_cut_boots_again_with_its_files_and_freezes() {
+    require_root();
+    let host_before = host_fs_and_kernel_sysctls();
+    // `up --setup` installs a unit (enabled) and a file of its own before the node boots.
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = tmp.path().join("setup.sh");
+    std::fs::write(
+        &setup,
+        r#"#!/bin/sh
+set -e
+root=$1
+mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
+echo "$2 $3" > "$root/etc/khalab-setup"
+printf '[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n' \
+    > "$root/etc/systemd/system/khalab-setup.service"
+ln -s ../khalab-setup.service "$root/etc/systemd/system/multi-user.target.wants/"
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&setup, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lab = Lab::up_with_setup("smoke-power", indexes::LAB_SMOKE_POWER, 1, 0, Some(&setup));
+    assert_eq!(
+        lab.read_file("cp1", "/etc/khalab-setup").as_deref(),
+        Some("cp1 control-plane\n")
+    );
+    assert_eq!(
+        lab.exec_ok("cp1", &["systemctl", "is-active", "khalab-setup.service"])
+            .trim(),
+        "active",
+        "a unit the setup script enabled starts at boot"
+    );
+    // Booting systemd leaves the upper dir empty (and what the setup script installed is
+    // below it): the upper dir holds only what changes afterwards.
+    assert_eq!(
+        lab.changed_paths("cp1"),
+        Default::default(),
+        "booting wrote into the upper dir"
+    );
+
+    // systemd-sysctl is masked in nodes; run by hand it writes Debian's global values
+    // (fs.protected_*, kernel.pid_max), which the node must keep to itself.
+    lab.exec_ok("cp1", &["/lib/systemd/systemd-sysctl"]);
+    lab.exec_ok("cp1", &["sysctl", "-w", "fs.protected_regular=1"]);
+    assert_eq!(
+        lab.exec_ok("cp1", &["cat", "/proc/sys/fs/protected_regular"])
+            .trim(),
+        "1"
+    );
+
+    // A unit whose ExecStop leaves a mark on disk tells a clean poweroff from a power cut.
+    lab.write_file(
+        "cp1",
+        "/etc/systemd/system/khalab-stopmark.service",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n\
+         ExecStop=/bin/sh -c 'echo stopped > /var/lib/khalab-stopped'\n\
+         [Install]\nWantedBy=multi-user.target\n",
+    );
+    lab.exec_ok(
+        "cp1",
+        &["systemctl", "enable", "--now", "khalab-stopmark.service"],
+    );
+    lab.write_file("cp1", "/run/khalab-volatile", "gone at the next boot\n");
+    let status = || lab_sh().args(["status", lab.name()]).output().unwrap();
+    let stopped = Path::new("/var/lib/khalab-stopped");
+
+    lab.stop_node("cp1", false);
+    assert_eq!(lab.node_pid("cp1"), None);
+    let down = status();
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stdout).contains("cp1 10.200."));
+    assert!(
+        lab.changed_paths("cp1").contains(stopped),
+        "a clean poweroff stops every unit first"
+    );
+
+    lab.start_node("cp1");
+    assert!(status().status.success());
+    assert_eq!(lab.read_file("cp1", "/run/khalab-volatile"), None);
+    assert_eq!(
+        lab.exec_ok(
+            "cp1",
+            &["systemctl", "is-active", "khalab-stopmark.service"]
+        )
+        .trim(),
+        "active",
+        "the unit enabled before the poweroff starts at boot"
+    );
+    lab.exec_ok("cp1", &["rm", "/var/lib/khalab-stopped"]);
+    lab.stop_node("cp1", true);
+    assert!(
+        !lab.changed_paths("cp1").contains(stopped),
+        "a power cut stops nothing"
+    );
+    lab.start_node("cp1");
+
+    // Frozen: the kernel still completes the TCP handshake, but sshd never answers; thawed,
+    // it answers on the same connection.
+    lab.set_frozen("cp1", true);
+    let frozen = status();
+    assert!(!frozen.status.success());
+    assert!(String::from_utf8_lossy(&frozen.stdout).contains("FROZEN"));
+    let (mut stream, banner) = sshd_banner(&lab, "cp1", Duration::from_millis(500));
+    assert_eq!(banner, None, "a frozen node's sshd answered");
+    lab.set_frozen("cp1", false);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    stream.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"SSH-2.0-");
+
+    drop(lab);
+    let host_after = host_fs_and_kernel_sysctls();
+    let changed: Vec<_> = host_before
+        .iter()
+        .filter(|(key, before)| host_after.get(*key) != Some(before))
+        .map(|(key, before)| (key, before, host_after.get(key)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "this machine's sysctls changed while the lab lived (key, before, after): {changed:?}"
+    );
+    assert!(
+        host_before.len() > 50,
+        "only {} sysctls read",
+        host_before.len()
+    );
 }

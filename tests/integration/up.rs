@@ -330,7 +330,7 @@ fn a_node_behind_a_bastion_is_reached_through_it_with_the_same_trust_rules() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sh(&lab, "w1", "cat /proc/sys/net/ipv4/ip_forward"), "1");
     // w1's sshd saw the login come from the bastion, not from the machine khactl runs on.
-    let log = lab.read_file("w1", "/run/khalab/sshd.log").unwrap();
+    let log = lab.unit_log("w1", "ssh.service");
     let accepted =
         |from: String| log.contains(&format!("Accepted publickey for root from {from} "));
     assert!(accepted(cp1.to_string()), "w1 sshd log:\n{log}");
@@ -435,6 +435,6 @@ fn a_non_root_user_works_through_sudo_and_is_stopped_without_it() {
         sh(&lab, "cp1", "stat -c '%a %U' /etc/kubernetes/pki/ca.key"),
         "600 root"
     );
-    let log = lab.read_file("cp1", "/run/khalab/sshd.log").unwrap();
+    let log = lab.unit_log("cp1", "ssh.service");
     assert!(log.contains("Accepted publickey for deploy"), "{log}");
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the lab and the integration tests need on a Debian 12 machine that has only
-# Rust: the Debian packages below and PyPI's docker-systemctl-replacement (systemctl inside
-# lab nodes). Idempotent; must run as root. Used by .ci/run and tests/lab/demo.sh.
+# Rust: the Debian packages below. Idempotent; must run as root. Used by .ci/run and
+# tests/lab/demo.sh.
 set -euo pipefail
 
 [[ $(id -u) -eq 0 ]] || {
@@ -12,9 +12,9 @@ set -euo pipefail
 # One line per need, so a missing tool maps to the package that brings it.
 readonly PACKAGES=(
 	openssh-server openssh-client # sshd in every node, ssh for khactl and tests
-	tini                          # PID 1 of every node
-	iproute2 util-linux procps    # ip/bridge/veth/netns; nsenter/unshare/pivot_root; sysctl/pgrep
-	python3 python3-pip           # systemctl3.py in nodes; pip for it
+	systemd dbus                  # PID 1 of every node (dbus for its logind)
+	iproute2 util-linux procps    # ip/bridge/veth/netns; nsenter/unshare/pivot_root/setpriv; sysctl/pgrep
+	python3                       # the lab's helpers and small test servers in nodes
 	iptables nftables arping tcpdump
 	keepalived haproxy nginx libnginx-mod-stream # baselines and VRRP peers
 	etcd-server etcd-client                      # PKI consumers
@@ -28,11 +28,8 @@ have_packages() {
 	status=$(dpkg-query -W -f='${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null) || return 1
 	[[ $(grep -cx installed <<<"$status") -eq ${#PACKAGES[@]} ]]
 }
-have_systemctl_py() {
-	/usr/bin/python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("systemctl2") is None)' 2>/dev/null
-}
 
-if have_packages && have_systemctl_py; then
+if have_packages; then
 	echo "install-deps.sh: everything is installed"
 	exit 0
 fi
@@ -52,9 +49,3 @@ trap cleanup EXIT
 
 apt-get update
 apt-get install -y --no-install-recommends "${PACKAGES[@]}"
-
-if ! have_systemctl_py; then
-	# Debian 12 marks its python as externally managed (PEP 668): this one tool goes into
-	# /usr/local, where the lab looks for it.
-	/usr/bin/python3 -m pip install --break-system-packages docker-systemctl-replacement
-fi

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# khalab: a multi-node test lab on this machine, built from network namespaces, overlay roots
-# and real OpenSSH sshd. Every node is a network + mount + UTS + IPC + PID namespace whose PID 1
-# is Debian's tini; nodes share one Linux bridge that has no physical port and does not
-# forward (net.ipv4.conf.<bridge>.forwarding=0), and nodes have no default route, so no packet
-# from a node can leave the machine.
+# khalab: a multi-node test lab on this machine, built from network namespaces, overlay roots,
+# Debian's real systemd as each node's PID 1 and real OpenSSH sshd as its ssh.service. Every
+# node is a network + mount + UTS + IPC + PID + cgroup namespace in a cgroup of its own; nodes
+# share one Linux bridge that has no physical port and does not forward
+# (net.ipv4.conf.<bridge>.forwarding=0), and nodes have no default route, so no packet from a
+# node can leave the machine.
 # See docs/lab.md for the layout, the safety rules and the pitfalls behind each choice.
 set -euo pipefail
 
@@ -12,8 +13,27 @@ readonly KHALAB_ROOT=/var/lib/khalab
 # (10.244.0.0/16) ranges, which must not contain node addresses.
 readonly NET=10.200
 readonly NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-# Seconds `up`, `start-sshd` and `regen-hostkey` wait for every sshd to greet.
+# Seconds `up`, `start`, `start-sshd` and `regen-hostkey` wait for every sshd to greet.
 readonly SSHD_DEADLINE=${KHALAB_SSHD_DEADLINE:-30}
+# Seconds a node's systemd may take to finish booting.
+readonly BOOT_DEADLINE=${KHALAB_BOOT_DEADLINE:-60}
+# Seconds a clean poweroff (`stop`) may take: systemd stops every unit first.
+readonly STOP_DEADLINE=${KHALAB_STOP_DEADLINE:-60}
+# Where lab.sh mounts the cgroup2 hierarchy if no mount of it has nsdelegate yet.
+readonly CGROUP2_MOUNT=$KHALAB_ROOT/.cgroup2
+# Capabilities no node gets: loading kernel modules, setting the machine's clock, raw I/O
+# ports and memory, and the LSM's own policy are the machine's, not a node's.
+readonly NODE_DROPPED_CAPS=-sys_module,-sys_time,-sys_rawio,-mac_admin,-mac_override
+# Units masked in every node: udev and module loading (the host's devices and kernel are not
+# the node's), systemd-sysctl (most kernel.*, vm.* and fs.* keys are global: see "Global
+# sysctls" in docs/lab.md), networking (it would reconfigure eth0, which lab.sh set up), the
+# consoles (a node has none) and machine-id-commit (the node's machine id is a read-only bind).
+readonly MASKED_UNITS=(
+	systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket
+	systemd-udev-trigger.service systemd-udev-settle.service systemd-modules-load.service
+	systemd-sysctl.service networking.service console-getty.service getty-static.service
+	systemd-machine-id-commit.service
+)
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 readonly SELF
 
@@ -31,10 +51,13 @@ usage() {
 	cat <<'EOF'
 Usage: lab.sh COMMAND [ARGS]   (must run as root)
 
-  up NAME [--index K] [--control-planes C] [--workers W]
+  up NAME [--index K] [--control-planes C] [--workers W] [--setup SCRIPT]
         Create lab NAME: nodes cp1..cpC then w1..wW (defaults C=3, W=2, K=1) on subnet
-        10.200.K.0/24 (bridge .1, nodes .11, .12, ..., VIP .100). Returns once every node's
-        sshd accepts connections. On failure the half-built lab is torn down
+        10.200.K.0/24 (bridge .1, nodes .11, .12, ..., VIP .100). Each node boots systemd;
+        returns once every node's systemd reports `running` and its sshd accepts connections.
+        --setup SCRIPT runs `SCRIPT ROOT NODE ROLE` for each node before it boots: files it
+        puts under ROOT are in the node as if installed with the OS (units it enables start
+        at boot) and stay out of the upper dir. On failure the half-built lab is torn down
         (set KHALAB_KEEP_FAILED=1 to keep it for debugging).
   down NAME             Tear lab NAME down (idempotent, also after a failed up).
   down-all              Tear down every lab that no running test holds; sweep leftovers.
@@ -42,14 +65,22 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
                         node are up.
   list                  Print the names of existing labs.
   exec NAME NODE -- CMD...
-                        Run CMD inside NODE (net, mount, UTS, IPC and PID namespaces) with a
-                        clean environment; stdin/stdout/stderr and the exit code pass through.
+                        Run CMD inside NODE (its cgroup and its net, mount, UTS, IPC, PID and
+                        cgroup namespaces) with a clean environment; stdin/stdout/stderr and
+                        the exit code pass through.
   inventory NAME [--index K --control-planes C --workers W]
                         Print a khactl inventory for the lab (with options: for a lab of
                         that shape, which need not exist).
   upper NAME NODE       Print NODE's overlay upper dir: exactly the files changed in the node.
-  stop-sshd NAME NODE   Kill every sshd process in NODE (listener and sessions).
-  start-sshd NAME NODE  Start sshd in NODE and wait until it accepts connections.
+  stop NAME NODE [--power-cut]
+                        Power NODE off: a clean systemd poweroff (every unit stopped), or with
+                        --power-cut every process SIGKILLed at once. Its files stay.
+  start NAME NODE       Boot a stopped NODE again (a reboot is stop + start); waits as `up` does.
+  freeze NAME NODE      Freeze every process of NODE (a hung machine: no packet answered).
+  thaw NAME NODE        Let a frozen NODE run on.
+  stop-sshd NAME NODE   Stop NODE's ssh.service and kill every sshd left (listener and
+                        sessions): connections are refused.
+  start-sshd NAME NODE  Start NODE's ssh.service and wait until it accepts connections.
   regen-hostkey NAME NODE
                         Give NODE a new ed25519 host key and restart its sshd.
   ssh NAME NODE [CMD...]
@@ -58,6 +89,7 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
 
 Layout: /var/lib/khalab/NAME/{lab.env,inventory.yaml,ssh/id_ed25519,NODE/{upper,work,pid,boot.log},
         run/ (tmpfs: layers/NODE = base layers, sysctl/NODE = global sysctl snapshots)}
+        cgroup: <cgroup2 mount>/khalab/NAME/NODE
 EOF
 }
 
@@ -146,31 +178,43 @@ bridge_up() {
 
 check_host() {
 	local t
-	for t in ip nsenter unshare setsid tini sshd ssh-keygen pivot_root; do
-		command -v "$t" >/dev/null || die "missing tool '$t' (see .ci/run for the packages)"
+	for t in ip nsenter unshare setsid setpriv sshd ssh-keygen pivot_root; do
+		command -v "$t" >/dev/null || die "missing tool '$t' (tests/lab/install-deps.sh installs what the lab needs)"
 	done
-	# Nodes run systemctl3.py with the distribution's python3 (a pyenv/venv python is behind
-	# the node's opaque /root or not in its PATH); the lab's helpers use it too.
+	[[ -x /lib/systemd/systemd ]] || die "missing /lib/systemd/systemd, every node's PID 1 (apt-get install systemd)"
+	# The lab's helpers use the distribution's python3 (a pyenv shim costs ~250 ms a call).
 	[[ -x /usr/bin/python3 ]] || die "missing /usr/bin/python3 (apt-get install python3)"
 }
 
-find_systemctl_py() {
-	local py dir
-	if [[ -n ${KHALAB_SYSTEMCTL_PY:-} ]]; then
-		echo "$KHALAB_SYSTEMCTL_PY"
-		return
+# --- cgroups -------------------------------------------------------------------------------------
+
+# Prints where the cgroup2 hierarchy is mounted with nsdelegate, mounting it if no mount of it
+# has that option yet. nsdelegate makes each node's cgroup namespace a delegation boundary: the
+# node's systemd manages the subtree below its cgroup and cannot touch the cgroup itself (nor
+# unfreeze it). The option belongs to the hierarchy and only takes effect on a mount made in
+# the host's cgroup namespace, hence here and not inside the node.
+cgroup2_root() {
+	local mp
+	mp=$(awk '{ split($0, half, " - "); split(half[2], f, " ")
+		if (f[1] == "cgroup2" && f[3] ~ /(^|,)nsdelegate(,|$)/) { print $5; exit } }' /proc/self/mountinfo)
+	if [[ -z $mp ]]; then
+		mkdir -p "$CGROUP2_MOUNT"
+		mountpoint -q "$CGROUP2_MOUNT" || mount -t cgroup2 -o nsdelegate khalab-cgroup2 "$CGROUP2_MOUNT"
+		mp=$CGROUP2_MOUNT
 	fi
-	for py in /usr/bin/python3 python3; do
-		command -v "$py" >/dev/null || continue
-		dir=$("$py" -c 'import importlib.util as u; s = u.find_spec("systemctl2"); print(list(s.submodule_search_locations)[0] if s else "")' 2>/dev/null) || continue
-		if [[ -n $dir && -f $dir/systemctl3.py ]]; then
-			echo "$dir/systemctl3.py"
-			return
-		fi
-	done
-	# Not `command -v systemctl3.py`: pip installs an entry-point wrapper under that name (and
-	# pyenv a shell shim), neither of which runs without the package.
-	die "systemctl3.py not found: pip install docker-systemctl-replacement (or set KHALAB_SYSTEMCTL_PY)"
+	echo "$mp"
+}
+
+# The cgroup of lab NAME (and of its NODE): every process of the node lives below it.
+lab_cgroup() { echo "$(cgroup2_root)/khalab/$1"; }
+node_cgroup() { echo "$(lab_cgroup "$1")/$2"; }
+
+node_frozen() {
+	grep -qx 'frozen 1' "$(node_cgroup "$LAB_NAME" "$1")/cgroup.events" 2>/dev/null
+}
+
+node_populated() {
+	grep -qx 'populated 1' "$(node_cgroup "$LAB_NAME" "$1")/cgroup.events" 2>/dev/null
 }
 
 # --- up ----------------------------------------------------------------------------------------
@@ -240,12 +284,14 @@ EOF
 # The node's base layer: the lab's own files, between the node's upper dir and the host's /,
 # so the upper dir holds only what changed after boot.
 prepare_base() {
-	local name=$1 node=$2 addr=$3 systemctl_py=$4
+	local name=$1 node=$2 addr=$3
 	local d base
 	d="$(lab_dir "$name")/$node"
 	base=$(layer_of "$name" "$node")
 	mkdir -p "$d/upper" "$d/work" "$d/merged" "$base/root/.ssh" "$base/etc/ssh" \
-		"$base/usr/bin" "$base/usr/sbin" "$base/var/lib/khalab" "$base/var/log"
+		"$base/usr/sbin" "$base/var/lib/khalab" "$base/var/log/journal" "$base/var/tmp" \
+		"$base/etc/systemd/system/multi-user.target.wants" "$base/etc/systemd/journald.conf.d" \
+		"$base/var/lib/systemd/linger"
 	chmod 0700 "$base/root" "$base/root/.ssh"
 	install -m 0600 "$(lab_dir "$name")/ssh/id_ed25519.pub" "$base/root/.ssh/authorized_keys"
 
@@ -260,14 +306,26 @@ prepare_base() {
 
 	echo "$node" >"$base/etc/hostname"
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n' "$addr" "$node" >"$base/etc/hosts"
+	# A machine id of its own: the journal, D-Bus and systemd's unit ids derive from it.
 	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$base/etc/machine-id"
 	echo >>"$base/etc/machine-id"
 
-	{
-		echo '#!/usr/bin/python3'
-		tail -n +2 "$systemctl_py"
-	} >"$base/usr/bin/systemctl"
-	chmod 0755 "$base/usr/bin/systemctl"
+	# systemd: only ssh.service is enabled here (the wants dirs are opaque, see opaque_dirs);
+	# the units that do not belong in a node are masked; the journal lives in /run, out of
+	# the upper dir.
+	ln -s /lib/systemd/system/ssh.service "$base/etc/systemd/system/multi-user.target.wants/ssh.service"
+	local unit
+	for unit in "${MASKED_UNITS[@]}"; do
+		ln -s /dev/null "$base/etc/systemd/system/$unit"
+	done
+	printf '# khalab: the journal stays in /run, out of the upper dir\n[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n' \
+		>"$base/etc/systemd/journald.conf.d/khalab.conf"
+	# What systemd writes at every boot is here already, so booting leaves the upper dir
+	# empty: /etc/mtab as systemd-tmpfiles makes it; logind's linger dir; and fresh
+	# .updated stamps, so the units that run after an OS update (ConditionNeedsUpdate:
+	# sysusers, hwdb, the journal catalog) see an up-to-date machine and stay off.
+	ln -s ../proc/self/mounts "$base/etc/mtab"
+	touch "$base/etc/.updated" "$base/var/.updated"
 	printf '#!/bin/sh\n# khalab: package scripts must not start services\nexit 101\n' >"$base/usr/sbin/policy-rc.d"
 	chmod 0755 "$base/usr/sbin/policy-rc.d"
 
@@ -280,13 +338,21 @@ prepare_base() {
 	cp -a "$(lab_dir "$name")/run/sysctl-template" "$(sysctl_of "$name" "$node")"
 }
 
+# Runs the `up --setup` script for NODE against its base layer (see usage).
+run_setup() {
+	local name=$1 node=$2 role=$3 script=$4
+	"$script" "$(layer_of "$name" "$node")" "$node" "$role" </dev/null ||
+		die "setup script $script failed for $name/$node"
+}
+
 # Directories made opaque in every base layer (relative to /): the host's /root and its shell
-# start-up files, every systemd *.wants dir and /etc/rc?.d (nothing from the host boots in a
-# node), and the labs' own state.
+# start-up files, every systemd *.wants dir and /etc/rc?.d (nothing the host enabled boots in
+# a node), and the labs' own state.
 opaque_dirs() {
 	local d
 	echo root
 	echo var/lib/khalab
+	echo etc/systemd/system/multi-user.target.wants
 	for d in /etc/systemd/system/*.wants /etc/rc?.d; do
 		[[ -d $d ]] && echo "${d#/}"
 	done
@@ -336,19 +402,33 @@ EOF
 }
 
 launch_node() {
-	local name=$1 node=$2 d
+	local name=$1 node=$2 d cg
 	d="$(lab_dir "$name")/$node"
-	# setsid + no inherited stdio: the node must not keep the caller's pipes open (a test
-	# harness waiting for lab.sh's output would otherwise wait for the node to die), nor the
-	# lab lock on fd 9 (every later `down` would wait for the node, which only `down` kills).
-	setsid nsenter --net="/run/netns/$(netns_of "$name" "$node")" -- \
-		unshare --mount --uts --ipc --pid --fork --propagation private -- \
+	cg=$(node_cgroup "$name" "$node")
+	mkdir -p "$cg"
+	rm -f "$d/pid"
+	# The node's first process enters the node's cgroup *before* `unshare --cgroup`, so that
+	# cgroup becomes the root of the node's cgroup namespace: the node's systemd manages the
+	# subtree below it, never the host's own cgroups.
+	# setsid, no inherited stdio and no other inherited descriptor: the node must not keep the
+	# caller's pipes open (a test harness waiting for lab.sh's output would otherwise wait for
+	# the node to die), nor any lock: not the lab lock on fd 9 (every later `down` would wait
+	# for the node, which only `down` kills), nor the lock of a caller such as `flock LOCK
+	# lab.sh up …`, which the nodes would hold for their whole life.
+	setsid /bin/bash -c '
+		for fd in /proc/self/fd/*; do
+			fd=${fd##*/}
+			((fd > 2)) && eval "exec $fd>&-"
+		done
+		echo $$ >"$1/cgroup.procs" && shift && exec "$@"' _ "$cg" \
+		nsenter --net="/run/netns/$(netns_of "$name" "$node")" -- \
+		unshare --mount --uts --ipc --pid --cgroup --fork --propagation private -- \
 		env -i PATH="$NODE_PATH" /bin/bash "$SELF" __boot "$name" "$node" \
-		</dev/null >"$d/boot.log" 2>&1 9>&- &
+		</dev/null >"$d/boot.log" 2>&1 &
 }
 
 # Runs inside the node's fresh namespaces as its PID 1 (the host's /proc is still mounted):
-# builds the node's root, pivots into it and execs tini.
+# builds the node's root, pivots into it and execs systemd.
 cmd_boot() {
 	local name=$1 node=$2
 	local d m hostpid e f sys
@@ -363,19 +443,48 @@ cmd_boot() {
 	# host, whose ip_forward is 0. (/proc/sys/net is always the caller's netns.)
 	echo 0 >/proc/sys/net/ipv4/ip_forward
 
+	# A volatile overlay leaves a marker in its work dir that refuses the next mount; the
+	# previous boot of this node (`stop`, then `start`) is over, and the machine did not
+	# crash, so its upper dir is complete.
+	rm -rf "$d/work/work/incompat"
 	# volatile: no syncs of the upper fs (the machine's root disk); without it every node's
 	# teardown flushes the whole disk, which made `down` take seconds.
 	mount -t overlay "khalab-$name-$node" \
 		-o "lowerdir=$(layer_of "$name" "$node"):/,upperdir=$d/upper,workdir=$d/work,volatile" "$m"
-	mount --rbind /dev "$m/dev"
+
+	# A private /dev: the few devices a node needs, bound from the host's, and its own pts,
+	# shm and mqueue. Binding the whole host /dev would let journald, tmpfiles and udev in
+	# the node write into the machine's devices.
+	mount -t tmpfs -o mode=0755,nosuid,size=4m khalab-dev "$m/dev"
+	for f in null zero full random urandom tty; do
+		: >"$m/dev/$f"
+		mount --bind "/dev/$f" "$m/dev/$f"
+	done
+	mkdir -p "$m/dev/pts" "$m/dev/shm" "$m/dev/mqueue"
+	ln -s pts/ptmx "$m/dev/ptmx"
+	ln -s /proc/self/fd "$m/dev/fd"
+	ln -s /proc/self/fd/0 "$m/dev/stdin"
+	ln -s /proc/self/fd/1 "$m/dev/stdout"
+	ln -s /proc/self/fd/2 "$m/dev/stderr"
 	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$m/dev/pts"
-	mount --bind "$m/dev/pts/ptmx" "$m/dev/ptmx"
-	mount -t tmpfs -o mode=1777 shm "$m/dev/shm"
-	[[ -d $m/dev/mqueue ]] && mount -t mqueue mqueue "$m/dev/mqueue"
+	mount -t tmpfs -o mode=1777,nosuid,nodev shm "$m/dev/shm"
+	mount -t mqueue mqueue "$m/dev/mqueue"
 	mount -t proc proc "$m/proc"
-	mount -t sysfs sysfs "$m/sys"
+	# sysfs read-only (this netns's devices); the node's cgroup, as the root of its cgroup
+	# namespace, on /sys/fs/cgroup: systemd sees a pure cgroup2 machine.
+	mount -t sysfs -o ro sysfs "$m/sys"
+	mount -t cgroup2 -o nsdelegate cgroup2 "$m/sys/fs/cgroup"
 	mount -t tmpfs -o mode=0755 run "$m/run"
 	mount -t tmpfs -o mode=1777 tmp "$m/tmp"
+	# Also in RAM, so that booting leaves the upper dir untouched: /var/tmp, where systemd
+	# puts services' PrivateTmp dirs, and /var/log/journal, which systemd-tmpfiles gives ACLs
+	# and attributes at every boot (the journal itself is volatile, in /run).
+	mount -t tmpfs -o mode=1777 var-tmp "$m/var/tmp"
+	mount -t tmpfs -o mode=2755,gid="$(getent group systemd-journal | cut -d: -f3)",size=1m var-log-journal "$m/var/log/journal"
+	# The machine id is read-only: systemd opens it for writing at every boot otherwise
+	# (copying it into the upper dir), and commits nothing to a read-only one.
+	mount --bind "$m/etc/machine-id" "$m/etc/machine-id"
+	mount -o remount,bind,ro "$m/etc/machine-id"
 
 	# Global sysctls: the node writes into its own snapshot; the namespaced entries are bound
 	# back from the node's own procfs first so they stay live.
@@ -387,7 +496,7 @@ cmd_boot() {
 		mount --rbind "$sys/$e" "$m/proc/sys/$e"
 	done
 
-	mkdir -p "$m/run/khalab" "$m/run/sshd"
+	mkdir -p "$m/run/khalab"
 	for f in wtmp btmp lastlog; do
 		: >"$m/run/khalab/$f"
 		mount --bind "$m/run/khalab/$f" "$m/var/log/$f"
@@ -398,8 +507,11 @@ cmd_boot() {
 	pivot_root . .
 	umount -l .
 	cd /
-	exec env -i PATH="$NODE_PATH" HOME=/root LANG=C.UTF-8 \
-		tini -- /bin/sh -c '/usr/sbin/sshd -E /run/khalab/sshd.log; exec sleep infinity'
+	# `container=other`: systemd's container mode (no console, no udev, no kernel setup).
+	# From the host, SIGRTMIN+4 to this process is a clean poweroff; SIGTERM would only
+	# make systemd re-execute itself.
+	exec env -i container=other PATH="$NODE_PATH" LANG=C.UTF-8 \
+		setpriv --bounding-set="$NODE_DROPPED_CAPS" /lib/systemd/systemd --system
 }
 
 # Polls until NODE's sshd sends its banner, or the deadline passes.
@@ -419,14 +531,34 @@ wait_sshd() {
 	return 1
 }
 
+# Polls until NODE's systemd has finished booting; fails unless it reports `running` (a
+# `degraded` node has a failed unit: the lab would test something else than a healthy host).
+wait_booted() {
+	local node=$1 deadline state=""
+	deadline=$(($(now_ms) + BOOT_DEADLINE * 1000))
+	while (($(now_ms) < deadline)); do
+		# Before systemd listens on its socket, systemctl fails at once ("offline"); after,
+		# --wait returns when the boot job queue is empty.
+		state=$(node_sh "$node" "timeout $BOOT_DEADLINE systemctl is-system-running --wait 2>/dev/null") || true
+		case $state in
+		running) return 0 ;;
+		initializing | starting | offline | "") sleep 0.05 ;;
+		*) break ;;
+		esac
+	done
+	echo "lab.sh: systemd of $LAB_NAME/$node is '${state:-not answering}', not 'running', after booting" >&2
+	node_log "$node" >&2 || true
+	return 1
+}
+
 node_log() {
-	local node=$1 pid d
+	local node=$1 d
 	d="$(lab_dir "$LAB_NAME")/$node"
 	echo "--- $node boot.log:"
 	cat "$d/boot.log" 2>/dev/null || true
-	if pid=$(node_pid "$node"); then
-		echo "--- $node /run/khalab/sshd.log:"
-		cat "/proc/$pid/root/run/khalab/sshd.log" 2>/dev/null || true
+	if node_pid "$node" >/dev/null && ! node_frozen "$node"; then
+		echo "--- $node: systemctl --failed; journal (last 40 lines):"
+		node_sh "$node" 'systemctl --failed --no-pager --no-legend; journalctl -b --no-pager -n 40' 2>&1 || true
 	fi
 }
 
@@ -440,6 +572,13 @@ wait_node_pid() {
 	echo "lab.sh: node $LAB_NAME/$node did not start" >&2
 	node_log "$node" >&2
 	return 1
+}
+
+# Boots NODE (its base layer and network ready) and waits until systemd is up and sshd greets.
+boot_node() {
+	local node=$1
+	launch_node "$LAB_NAME" "$node"
+	wait_node_pid "$node" && wait_booted "$node" && wait_sshd "$node"
 }
 
 # Parses --index/--control-planes/--workers into SHAPE_* (defaults: the default lab's).
@@ -477,11 +616,22 @@ lock_lab() {
 
 cmd_up() {
 	local name=${1:-}
-	[[ -n $name ]] || die "usage: lab.sh up NAME [--index K] [--control-planes C] [--workers W]"
+	[[ -n $name ]] || die "usage: lab.sh up NAME [--index K] [--control-planes C] [--workers W] [--setup SCRIPT]"
 	shift
 	valid_name "$name"
 	lock_lab "$name"
-	parse_shape "$@"
+	local setup="" shape=()
+	while (($#)); do
+		case $1 in
+		--setup) setup=${2:?--setup needs a script}; shift 2 ;;
+		*) shape+=("$1"); shift ;;
+		esac
+	done
+	if [[ -n $setup ]]; then
+		setup=$(readlink -f "$setup")
+		[[ -f $setup && -x $setup ]] || die "--setup $setup is not an executable file"
+	fi
+	parse_shape "${shape[@]}"
 	local idx=$SHAPE_INDEX cps=$SHAPE_CPS workers=$SHAPE_WORKERS
 	check_host
 
@@ -490,8 +640,6 @@ cmd_up() {
 	[[ ! -e $dir ]] || die "lab '$name' already exists ($dir); tear it down first: lab.sh down $name"
 	[[ ! -e /sys/class/net/$(bridge_of "$idx") ]] || die "index $idx is taken by another lab (bridge $(bridge_of "$idx") exists); pick another --index"
 	[[ -z $(ip -4 route show "$NET.$idx.0/24") ]] || die "subnet $NET.$idx.0/24 is already routed on this machine; pick another --index"
-	local systemctl_py
-	systemctl_py=$(find_systemctl_py)
 	# With br_netfilter on, bridged node-to-node traffic passes this namespace's FORWARD chain.
 	if [[ $(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null) == 1 ]] &&
 		iptables -S FORWARD 2>/dev/null | grep -qx -- '-P FORWARD DROP'; then
@@ -532,20 +680,27 @@ EOF
 	for node in "${nodes[@]}"; do
 		i=$((i + 1))
 		addr="$NET.$idx.$((10 + i))"
-		prepare_base "$name" "$node" "$addr" "$systemctl_py" &
+		prepare_base "$name" "$node" "$addr" &
 		pids+=($!)
 	done
 	for i in "${pids[@]}"; do wait "$i"; done
+	if [[ -n $setup ]]; then
+		i=0
+		for node in "${nodes[@]}"; do
+			i=$((i + 1))
+			local role=worker
+			((i <= cps)) && role=control-plane
+			run_setup "$name" "$node" "$role" "$setup"
+		done
+	fi
 	local opaque=()
 	mapfile -t opaque < <(opaque_dirs)
 	py_make_opaque "$dir/run/layers" "${opaque[@]}"
 
 	setup_network "$name" "$idx" "${nodes[@]}"
-	for node in "${nodes[@]}"; do launch_node "$name" "$node"; done
-
 	pids=()
 	for node in "${nodes[@]}"; do
-		(wait_node_pid "$node" && wait_sshd "$node") &
+		boot_node "$node" &
 		pids+=($!)
 	done
 	for i in "${pids[@]}"; do wait "$i"; done
@@ -584,9 +739,22 @@ cmd_down() {
 		[[ " ${nodes[*]} " == *" $n "* ]] || nodes+=("$n")
 	done < <(ip netns list 2>/dev/null)
 
-	# 1. Kill every process of every node: PID 1 first (the kernel then kills its PID
-	# namespace), then anything else still in the node's network namespace.
-	local node pid victims=()
+	# 1. Kill every process of every node: everything in the lab's cgroup at once (frozen
+	# nodes included: a fatal signal ends a frozen process), PID 1 of any node outside it
+	# (the kernel then kills its PID namespace), then anything else still in a node's network
+	# namespace.
+	local cg node pid victims=() deadline
+	cg=$(lab_cgroup "$name")
+	if [[ -d $cg ]]; then
+		echo 1 >"$cg/cgroup.kill"
+		deadline=$(($(now_ms) + 10000))
+		while grep -qx 'populated 1' "$cg/cgroup.events"; do
+			(($(now_ms) < deadline)) || die "down $name: processes in $cg survive cgroup.kill"
+			sleep 0.01
+		done
+		# Deepest first: the nodes' systemd left their own sub-cgroups behind.
+		find "$cg" -depth -type d -exec rmdir {} + || die "down $name: cannot remove cgroup $cg"
+	fi
 	for node in "${nodes[@]}"; do
 		if [[ -f $dir/$node/pid ]]; then
 			pid=$(<"$dir/$node/pid")
@@ -597,7 +765,6 @@ cmd_down() {
 			fi
 		fi
 	done
-	local deadline
 	deadline=$(($(now_ms) + 10000))
 	while :; do
 		victims=()
@@ -686,7 +853,7 @@ cmd_down_all() {
 cmd_status() {
 	local name=${1:?usage: lab.sh status NAME}
 	load_lab "$name"
-	local ok=0 node pid sshd
+	local ok=0 node pid system sshd
 	if bridge_up; then
 		echo "bridge $(bridge_of "$LAB_INDEX") $NET.$LAB_INDEX.1/24 up"
 		# Writing the global ip_forward later propagates to every interface, ours included.
@@ -699,15 +866,17 @@ cmd_status() {
 		ok=1
 	fi
 	for node in "${LAB_NODE_LIST[@]}"; do
-		if pid=$(node_pid "$node"); then
-			sshd=stopped
-			if [[ -f /proc/$pid/root/run/sshd.pid ]] && kill -0 "$(<"/proc/$pid/root/run/sshd.pid")" 2>/dev/null; then
-				sshd=running
-			fi
-			echo "$node $(node_addr "$node") up pid=$pid sshd=$sshd"
-		else
+		if ! pid=$(node_pid "$node"); then
 			echo "$node $(node_addr "$node") DOWN"
 			ok=1
+		elif node_frozen "$node"; then
+			echo "$node $(node_addr "$node") FROZEN pid=$pid"
+			ok=1
+		else
+			# One entry into the node for both answers; the system state alone decides.
+			read -r system sshd < <(node_sh "$node" 'echo "$(systemctl is-system-running) $(systemctl is-active ssh.service)"' 2>/dev/null || true)
+			echo "$node $(node_addr "$node") up pid=$pid system=${system:-unknown} sshd=${sshd:-unknown}"
+			[[ $system == running ]] || ok=1
 		fi
 	done
 	return $ok
@@ -728,16 +897,24 @@ running_pid() {
 	echo "$pid"
 }
 
+# Replaces this process with CMD inside NODE: in the node's cgroup (so a `freeze` or a `stop`
+# of the node reaches it too) and in all of the node's namespaces, with a clean environment.
+exec_in_node() {
+	local node=$1 pid
+	shift
+	pid=$(running_pid "$node")
+	echo "$BASHPID" >"$(node_cgroup "$LAB_NAME" "$node")/cgroup.procs"
+	exec nsenter -t "$pid" -m -u -i -n -p -C -r -w -- \
+		env -i PATH="$NODE_PATH" HOME=/root LANG=C.UTF-8 "$@"
+}
+
 cmd_exec() {
 	local name=${1:?usage: lab.sh exec NAME NODE -- CMD...} node=${2:?usage: lab.sh exec NAME NODE -- CMD...}
 	shift 2
 	[[ ${1:-} == -- ]] && shift
 	(($#)) || die "usage: lab.sh exec NAME NODE -- CMD..."
 	load_lab "$name"
-	local pid
-	pid=$(running_pid "$node")
-	exec nsenter -t "$pid" -m -u -i -n -p -r -w -- \
-		env -i PATH="$NODE_PATH" HOME=/root LANG=C.UTF-8 "$@"
+	exec_in_node "$node" "$@"
 }
 
 cmd_inventory() {
@@ -778,28 +955,28 @@ cmd_upper() {
 
 # Runs a lab-authored script (never user input) inside NODE.
 node_sh() {
-	local node=$1 script=$2 pid
-	pid=$(running_pid "$node")
-	nsenter -t "$pid" -m -u -i -n -p -r -w -- env -i PATH="$NODE_PATH" HOME=/root /bin/sh -c "$script"
+	(exec_in_node "$1" /bin/sh -c "$2")
 }
 
 cmd_stop_sshd() {
 	local name=${1:?usage: lab.sh stop-sshd NAME NODE} node=${2:?usage: lab.sh stop-sshd NAME NODE}
 	load_lab "$name"
+	# Debian's ssh.service has KillMode=process: stopping it ends the listener only, so the
+	# sessions are killed by hand, as a crashed sshd would lose them.
 	node_sh "$node" '
+		systemctl stop ssh.service
 		pkill -KILL -x sshd || true
 		i=0
 		while pgrep -x sshd >/dev/null; do
 			i=$((i + 1)); [ $i -lt 500 ] || { echo "sshd survives SIGKILL" >&2; exit 1; }
 			sleep 0.01
-		done
-		rm -f /run/sshd.pid'
+		done'
 }
 
 cmd_start_sshd() {
 	local name=${1:?usage: lab.sh start-sshd NAME NODE} node=${2:?usage: lab.sh start-sshd NAME NODE}
 	load_lab "$name"
-	node_sh "$node" 'pgrep -x sshd >/dev/null || /usr/sbin/sshd -E /run/khalab/sshd.log'
+	node_sh "$node" 'systemctl start ssh.service'
 	wait_sshd "$node"
 }
 
@@ -815,6 +992,74 @@ cmd_regen_hostkey() {
 		ssh-keygen -q -R "$(node_addr "$node")" -f "$(lab_dir "$name")/ssh/known_hosts" >/dev/null 2>&1
 	fi
 	cmd_start_sshd "$name" "$node"
+}
+
+# Waits until NODE's cgroup holds no process (its PID 1 and everything else gone).
+wait_node_gone() {
+	local node=$1 deadline=$2
+	deadline=$(($(now_ms) + deadline * 1000))
+	while node_populated "$node"; do
+		(($(now_ms) < deadline)) || return 1
+		sleep 0.02
+	done
+}
+
+cmd_stop() {
+	local usage="usage: lab.sh stop NAME NODE [--power-cut]"
+	local name=${1:?$usage} node=${2:?$usage} cut=${3:-}
+	[[ -z $cut || $cut == --power-cut ]] || die "$usage"
+	load_lab "$name"
+	local pid cg
+	pid=$(running_pid "$node")
+	cg=$(node_cgroup "$name" "$node")
+	if [[ -n $cut ]]; then
+		echo 1 >"$cg/cgroup.kill"
+	else
+		# A frozen node cannot run its own shutdown.
+		node_frozen "$node" && die "$name/$node is frozen: thaw it first, or cut its power (--power-cut)"
+		# SIGRTMIN+4 is systemd's "poweroff" request; the node's PID 1 then stops every unit
+		# and exits, which ends the node.
+		kill -s RTMIN+4 "$pid"
+	fi
+	wait_node_gone "$node" "$STOP_DEADLINE" ||
+		die "$name/$node still has processes ${STOP_DEADLINE}s after ${cut:-poweroff}"
+}
+
+cmd_start() {
+	local name=${1:?usage: lab.sh start NAME NODE} node=${2:?usage: lab.sh start NAME NODE}
+	load_lab "$name"
+	node_index "$node" >/dev/null
+	! node_pid "$node" >/dev/null || die "$name/$node is running; stop it first (lab.sh stop $name $node)"
+	# The previous boot's processes are gone, but the kernel releases its mounts (the overlay
+	# on this upper dir among them) only once nothing holds them: wait for that too.
+	wait_node_gone "$node" 10 || die "$name/$node still has processes; stop it first"
+	bridge_up || die "bridge of lab '$name' is down"
+	boot_node "$node"
+}
+
+# Writes VALUE (1 freeze, 0 thaw) to NODE's cgroup.freeze and waits until the kernel says done.
+set_frozen() {
+	local node=$1 value=$2 cg deadline
+	running_pid "$node" >/dev/null
+	cg=$(node_cgroup "$LAB_NAME" "$node")
+	echo "$value" >"$cg/cgroup.freeze"
+	deadline=$(($(now_ms) + 10000))
+	until grep -qx "frozen $value" "$cg/cgroup.events"; do
+		(($(now_ms) < deadline)) || die "$LAB_NAME/$node: cgroup.events never said frozen $value"
+		sleep 0.01
+	done
+}
+
+cmd_freeze() {
+	local name=${1:?usage: lab.sh freeze NAME NODE} node=${2:?usage: lab.sh freeze NAME NODE}
+	load_lab "$name"
+	set_frozen "$node" 1
+}
+
+cmd_thaw() {
+	local name=${1:?usage: lab.sh thaw NAME NODE} node=${2:?usage: lab.sh thaw NAME NODE}
+	load_lab "$name"
+	set_frozen "$node" 0
 }
 
 cmd_ssh() {
@@ -848,6 +1093,10 @@ main() {
 		exec) cmd_exec "$@" ;;
 		inventory) cmd_inventory "$@" ;;
 		upper) cmd_upper "$@" ;;
+		stop) cmd_stop "$@" ;;
+		start) cmd_start "$@" ;;
+		freeze) cmd_freeze "$@" ;;
+		thaw) cmd_thaw "$@" ;;
 		stop-sshd) cmd_stop_sshd "$@" ;;
 		start-sshd) cmd_start_sshd "$@" ;;
 		regen-hostkey) cmd_regen_hostkey "$@" ;;

@@ -8,7 +8,7 @@
 //! Index 1 is the default lab of `tests/lab/lab.sh up lab` and `inventories/lab.yaml`; tests
 //! start at 10 so a hand-made lab never collides with them. Valid range: 1..=200.
 
-/// `lab_smoke`: the lab itself (isolation, sshd, systemctl, teardown).
+/// `lab_smoke`: the lab itself (systemd, isolation, sshd, teardown).
 pub const LAB_SMOKE: u8 = 10;
 /// `lab_smoke`: the teardown test's own short-lived lab.
 pub const LAB_SMOKE_TEARDOWN: u8 = 11;
@@ -16,6 +16,8 @@ pub const LAB_SMOKE_TEARDOWN: u8 = 11;
 pub const LAB_SMOKE_SSHD: u8 = 12;
 /// `lab_smoke`: a deliberately half-built lab, for `down` and `status`.
 pub const LAB_SMOKE_HALF: u8 = 13;
+/// `lab_smoke`: a node powered off, booted again and frozen; the host's sysctls around it.
+pub const LAB_SMOKE_POWER: u8 = 14;
 /// `up`: the main 3+2 install, idempotency and isolation.
 pub const UP_MAIN: u8 = 20;
 /// `up`: dry run on a fresh lab.

@@ -1,6 +1,6 @@
-//! [`Lab`]: real nodes on this machine (network namespaces, overlay roots, real sshd), built and
-//! torn down by `tests/lab/lab.sh` (see `docs/lab.md`). A `Lab` value owns its lab: dropping it
-//! runs `lab.sh down`.
+//! [`Lab`]: real nodes on this machine (network namespaces, overlay roots, systemd as PID 1, real
+//! sshd), built and torn down by `tests/lab/lab.sh` (see `docs/lab.md`). A `Lab` value owns its
+//! lab: dropping it runs `lab.sh down`.
 //!
 //! Network safety: nothing may be sent to a lab address unless the lab's bridge is up with its
 //! connected route, otherwise the packet would follow the default route off the machine. Every
@@ -49,9 +49,23 @@ pub struct Lab {
 
 impl Lab {
     /// Builds lab `name` on subnet `10.200.<index>.0/24` with nodes `cp1..cpN` then `w1..wM`,
-    /// and returns once every node's sshd accepts connections. Take `index` from
-    /// [`super::indexes`]. Panics with lab.sh's output if the lab cannot be built.
+    /// and returns once every node's systemd is `running` and its sshd accepts connections.
+    /// Take `index` from [`super::indexes`]. Panics with lab.sh's output if the lab cannot be
+    /// built.
     pub fn up(name: &str, index: u8, control_planes: usize, workers: usize) -> Lab {
+        Lab::up_with_setup(name, index, control_planes, workers, None)
+    }
+
+    /// [`Lab::up`] with `lab.sh up --setup SCRIPT`: before each node boots, `SCRIPT ROOT NODE
+    /// ROLE` installs what the node should have as if it came with the OS (binaries, units to
+    /// start at boot) into `ROOT`, a layer below the upper dir (see `docs/lab.md`).
+    pub fn up_with_setup(
+        name: &str,
+        index: u8,
+        control_planes: usize,
+        workers: usize,
+        setup: Option<&Path>,
+    ) -> Lab {
         super::require_root();
         let claim = LabClaim::acquire(name, index);
         // A lab of this name left behind by an earlier, killed test run would make `up` refuse;
@@ -60,19 +74,21 @@ impl Lab {
             lab_sh().args(["down", name]),
             &format!("lab.sh down {name} (stale lab)"),
         );
-        run_ok(
-            lab_sh().args([
-                "up",
-                name,
-                "--index",
-                &index.to_string(),
-                "--control-planes",
-                &control_planes.to_string(),
-                "--workers",
-                &workers.to_string(),
-            ]),
-            &format!("lab.sh up {name}"),
-        );
+        let mut up = lab_sh();
+        up.args([
+            "up",
+            name,
+            "--index",
+            &index.to_string(),
+            "--control-planes",
+            &control_planes.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ]);
+        if let Some(script) = setup {
+            up.arg("--setup").arg(script);
+        }
+        run_ok(&mut up, &format!("lab.sh up {name}"));
         let names = (1..=control_planes)
             .map(|i| (format!("cp{i}"), NodeRole::ControlPlane))
             .chain((1..=workers).map(|i| (format!("w{i}"), NodeRole::Worker)));
@@ -168,7 +184,8 @@ impl Lab {
     }
 
     /// Every non-directory entry of the node's upper dir, as absolute paths inside the node:
-    /// files written, symlinks made, and whiteouts (files deleted). `sshd` writes nothing there.
+    /// files written, symlinks made, and whiteouts (files deleted). Booting and `sshd` logins
+    /// write nothing there.
     pub fn changed_paths(&self, node: &str) -> BTreeSet<PathBuf> {
         let upper = self.upper_dir(node);
         let mut found = BTreeSet::new();
@@ -194,7 +211,7 @@ impl Lab {
         found
     }
 
-    /// The host pid of the node's PID 1 (tini), if the node is running.
+    /// The host pid of the node's PID 1 (systemd), if the node is running.
     pub fn node_pid(&self, node: &str) -> Option<u32> {
         self.node(node);
         let pid: u32 = std::fs::read_to_string(self.dir().join(node).join("pid"))
@@ -237,10 +254,11 @@ impl Lab {
         );
     }
 
-    /// Runs `argv` inside the node (its network, mount, UTS, IPC and PID namespaces) with a
-    /// clean environment and no stdin. Does not judge the exit status: that is the caller's.
-    /// Output is collected until every holder of stdout/stderr exits: a daemon started here
-    /// must redirect its stdio (`systemctl start` does), or the call waits for the daemon.
+    /// Runs `argv` inside the node (its cgroup and its network, mount, UTS, IPC, PID and cgroup
+    /// namespaces) with a clean environment and no stdin. Does not judge the exit status: that
+    /// is the caller's. Output is collected until every holder of stdout/stderr exits: a
+    /// daemon started here must redirect its stdio (`systemctl start` does), or the call waits
+    /// for the daemon.
     pub fn exec<S: AsRef<OsStr>>(&self, node: &str, argv: &[S]) -> Output {
         self.exec_with_input(node, argv, &[])
     }
@@ -316,7 +334,45 @@ impl Lab {
         );
     }
 
-    /// Kills every sshd process in the node (listener and sessions): ssh to it is refused.
+    /// What systemd's journal holds from `unit` in the node since it booted, one message a line.
+    pub fn unit_log(&self, node: &str, unit: &str) -> String {
+        self.exec_ok(
+            node,
+            &["journalctl", "--no-pager", "-b", "-o", "cat", "-u", unit],
+        )
+    }
+
+    /// Powers the node off: a clean systemd poweroff (every unit stopped first), or with
+    /// `power_cut` every process of the node SIGKILLed at once. Its files stay for
+    /// [`Lab::start_node`].
+    pub fn stop_node(&self, node: &str, power_cut: bool) {
+        self.node(node);
+        let mut cmd = lab_sh();
+        cmd.args(["stop", &self.name, node]);
+        if power_cut {
+            cmd.arg("--power-cut");
+        }
+        run_ok(&mut cmd, "lab.sh stop");
+    }
+
+    /// Boots a stopped node again; returns once its systemd is `running` and sshd greets.
+    pub fn start_node(&self, node: &str) {
+        self.node(node);
+        run_ok(lab_sh().args(["start", &self.name, node]), "lab.sh start");
+    }
+
+    /// Freezes every process of the node (a hung machine), or lets it run on again.
+    pub fn set_frozen(&self, node: &str, frozen: bool) {
+        self.node(node);
+        let verb = if frozen { "freeze" } else { "thaw" };
+        run_ok(
+            lab_sh().args([verb, &self.name, node]),
+            "lab.sh freeze/thaw",
+        );
+    }
+
+    /// Stops the node's ssh.service and kills every sshd (listener and sessions): ssh to it
+    /// is refused.
     pub fn stop_sshd(&self, node: &str) {
         self.node(node);
         run_ok(
@@ -325,7 +381,7 @@ impl Lab {
         );
     }
 
-    /// Starts the node's sshd and returns once it accepts connections.
+    /// Starts the node's ssh.service and returns once it accepts connections.
     pub fn start_sshd(&self, node: &str) {
         self.node(node);
         run_ok(
@@ -344,10 +400,14 @@ impl Lab {
     }
 
     /// A system `ssh` command to root@node with the lab key, host keys checked against (and
-    /// first-seen keys added to) `known_hosts`; append the remote command. Checks the lab is
-    /// up first.
+    /// first-seen keys added to) `known_hosts`; append the remote command. Checks the bridge
+    /// is up first (the node itself may be stopped or frozen: that is for the test to see).
     pub fn ssh_command(&self, node: &str, known_hosts: &Path) -> Command {
-        self.assert_up();
+        assert!(
+            self.bridge_up(),
+            "lab {}'s bridge is down: refusing to contact its addresses",
+            self.name
+        );
         let mut cmd = Command::new("ssh");
         cmd.arg("-F")
             .arg("/dev/null")
