@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::claim::LabClaim;
+
 pub const VIP_HOST: u8 = 100;
 pub const STATUS_PORT: u16 = 9100;
 pub const ROUTER_ID: u8 = 51;
@@ -57,20 +59,22 @@ pub struct Lab {
     pub k: u8,
     pub nodes: usize,
     pub dir: PathBuf,
+    // Released after `Drop::drop` has torn the lab down: only then may another run build it.
+    _claim: LabClaim,
 }
 
 impl Lab {
+    /// Claims lab `k` host-wide (waiting while another test process holds it), then builds it.
     pub fn new(k: u8, nodes: usize) -> Lab {
-        assert!(
-            Path::new("/proc/self/ns/net").exists() && run("id", &["-u"]).trim() == "0",
-            "VRRP lab tests need root (network namespaces, raw sockets)"
-        );
+        let claim = LabClaim::acquire_key(&format!("vrrp-{k}"), &format!("subnet-10.98.{k}"));
         let lab = Lab {
             k,
             nodes,
             dir: std::env::temp_dir().join(format!("khagent-vrrp-lab-{k}")),
+            _claim: claim,
         };
-        lab.teardown(); // leftovers of an aborted run
+        // Leftovers of an aborted run: with the claim held, no live test owns them.
+        lab.teardown();
         let _ = std::fs::remove_dir_all(&lab.dir);
         std::fs::create_dir_all(&lab.dir).unwrap();
         let br = lab.bridge();

@@ -15,14 +15,9 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
-/// Where lab.sh keeps every lab's state (`/var/lib/khalab/<name>/`).
-pub const KHALAB_ROOT: &str = "/var/lib/khalab";
-
-/// Labs alive at once in this test process unless `KHALAB_MAX_LABS` says otherwise: each lab
-/// costs a burst of CPU to build and its nodes run real daemons, on a 2-core machine.
-const DEFAULT_MAX_LABS: usize = 3;
+pub use super::claim::{KHALAB_ROOT, LabClaim};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeRole {
@@ -492,94 +487,4 @@ fn has_connected_route(iface: &str, subnet: [u8; 4]) -> bool {
             && hex(7).map(u32::to_ne_bytes) == Some([255, 255, 255, 0])
             && hex(3).is_some_and(|flags| flags & 1 == 1)
     })
-}
-
-/// The right to build lab `name` at `index`, held for the lab's whole life: a slot among this
-/// process's live labs, the index within this process, and host-wide locks on the index and
-/// the name (`/var/lib/khalab/.hold-index-K`, `.hold-NAME`) against other test processes —
-/// several agents or terminals may run the same tests at once. `lab.sh down-all` leaves held
-/// labs alone. [`Lab::up`] takes one; a test that drives `lab.sh` directly takes its own.
-#[derive(Debug)]
-pub struct LabClaim {
-    index: u8,
-    // Closing these releases the host-wide locks (the kernel also does when we die).
-    _host_locks: [std::fs::File; 2],
-}
-
-struct Slots {
-    indexes: BTreeSet<u8>,
-    live: usize,
-}
-
-static SLOTS: Mutex<Slots> = Mutex::new(Slots {
-    indexes: BTreeSet::new(),
-    live: 0,
-});
-static SLOT_FREED: Condvar = Condvar::new();
-
-impl LabClaim {
-    /// Waits until the claim can be had: fewer than `KHALAB_MAX_LABS` labs alive here, `index`
-    /// free here, then the host-wide index and name locks free.
-    pub fn acquire(name: &str, index: u8) -> LabClaim {
-        super::require_root();
-        assert!(
-            (1..=200).contains(&index),
-            "lab index {index} out of range 1..=200"
-        );
-        let max = std::env::var("KHALAB_MAX_LABS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_MAX_LABS);
-        {
-            let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-            // Waiting (not failing) on a busy index serialises a shared lab that is being
-            // torn down and rebuilt; distinct tests still take distinct indexes.
-            while slots.live >= max || slots.indexes.contains(&index) {
-                slots = SLOT_FREED.wait(slots).unwrap_or_else(|p| p.into_inner());
-            }
-            slots.indexes.insert(index);
-            slots.live += 1;
-        }
-        let slot = SlotGuard { index };
-        let locks = [format!(".hold-index-{index}"), format!(".hold-{name}")].map(|file| {
-            std::fs::create_dir_all(KHALAB_ROOT).expect("creating /var/lib/khalab");
-            let path = Path::new(KHALAB_ROOT).join(file);
-            let lock = std::fs::File::create(&path)
-                .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-            lock.lock()
-                .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
-            lock
-        });
-        // From here the LabClaim releases the slot.
-        std::mem::forget(slot);
-        LabClaim {
-            index,
-            _host_locks: locks,
-        }
-    }
-}
-
-/// Releases the slot if `LabClaim::acquire` panics between taking it and returning.
-struct SlotGuard {
-    index: u8,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        release_slot(self.index);
-    }
-}
-
-impl Drop for LabClaim {
-    fn drop(&mut self) {
-        release_slot(self.index);
-    }
-}
-
-fn release_slot(index: u8) {
-    let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-    slots.indexes.remove(&index);
-    slots.live -= 1;
-    SLOT_FREED.notify_all();
 }

@@ -8,12 +8,14 @@
     reason = "each test module uses a different part of the harness"
 )]
 
+pub mod claim;
 pub mod indexes;
 pub mod lab;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use claim::require_root;
 pub use lab::{Lab, LabNode, NodeRole};
 
 /// The khactl binary cargo built for this test run.
@@ -24,23 +26,6 @@ pub fn khactl_bin() -> PathBuf {
 /// The repository root (where `Cargo.toml`, `tests/lab/lab.sh` and `inventories/` live).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Lab tests need root (namespaces, bridges, mounts). Without it they must fail loudly: a lab
-/// test that passes without running would hide every regression. CI runs as root.
-pub fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .map(str::to_owned);
-    assert_eq!(
-        euid.as_deref(),
-        Some("0"),
-        "this test builds a lab of network namespaces and must run as root \
-         (CI does: .ci/run); run the tests with sudo or as root"
-    );
 }
 
 /// Polls `condition` every 20 ms until it holds, panicking with `what` once `timeout` passes.
