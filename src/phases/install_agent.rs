@@ -48,11 +48,12 @@ const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST
 /// node take the VIP first, and the VIP then moves twice.
 const TOP_PRIORITY: i32 = 250;
 const PRIORITY_STEP: i32 = 40;
-/// A freshly started agent counts its backends up until `fall` checks failed (about 3 s at
-/// the agent's defaults: fall 2 × interval 1 s + timeout 1 s), so for those seconds its
-/// priority lacks the tracked check's penalty. Tolerating a lower-priority master for longer
-/// than that keeps a starting node from taking the VIP on an inflated priority and giving it
-/// back moments later. Failover after a master dies is not delayed by this.
+/// A node takes the VIP back from a lower-priority master only once it has outranked that
+/// master for this long without a break. Every move of the VIP cuts the connections through it
+/// (kubelets and controllers re-establish their watches), so a node whose agent crash-loops or
+/// whose apiserver's readiness flaps must not pull the VIP back on every recovery. (A starting
+/// agent's tracked check already counts its apiserver as down until a check succeeds, so the
+/// delay is not about start-up.) Failover after a master dies or stops is not delayed by this.
 const PREEMPT_DELAY_MS: u32 = 5_000;
 
 /// The khagent executable khactl installs, read once before any node is contacted.

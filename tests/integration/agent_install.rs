@@ -1,12 +1,15 @@
 //! `khactl up` installs khagent on the control-plane nodes of a real lab (3 control planes +
-//! 1 worker) and leaves exactly one node holding the VIP, with the load balancer answering on
-//! it; a second run changes nothing; killing the holder's agent moves the VIP. Also: what `up`
-//! does, before contacting anyone, when the agent binary is missing or not an executable.
+//! 1 worker), where systemd runs it inside the unit's sandbox, and leaves exactly one node
+//! holding the VIP, with data through it reaching an apiserver; a second run changes nothing;
+//! a changed config restarts the agents one at a time and stops at one that exits within a
+//! second; a crashed agent is restarted by systemd and its node takes its role back after the
+//! preempt delay. Also: what `up` does, before contacting anyone, when the agent binary is
+//! missing or not an executable.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
 
@@ -14,6 +17,8 @@ const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
 const LB_PORT: &str = "8443";
 /// The port a changed inventory moves the load balancer to.
 const NEW_LB_PORT: &str = "9443";
+/// The cluster CA as khactl distributes it.
+const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 
 /// The khagent cargo built beside khactl. `cargo test --workspace` builds both; `cargo test -p
 /// khactl` alone does not, and then this says so instead of testing a stale binary.
@@ -63,16 +68,6 @@ fn vip_holders(lab: &Lab) -> Vec<&'static str> {
         .collect()
 }
 
-/// A TCP connection to VIP:port opened from inside `node` (lab traffic only, bridge checked).
-fn vip_answers_from(lab: &Lab, node: &str, port: &str) -> bool {
-    lab.assert_up();
-    let vip = lab.vip().to_string();
-    let script = "exec 3<>/dev/tcp/$0/$1";
-    lab.exec(node, &["timeout", "2", "bash", "-c", script, &vip, port])
-        .status
-        .success()
-}
-
 /// The run log `up` names on its last line (`log: PATH`, or `… full log: PATH` on failure).
 fn run_log(out: &Output) -> String {
     let output = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
@@ -109,8 +104,222 @@ fn local_sha(path: &Path) -> String {
         .to_owned()
 }
 
+/// A stand-in for each listed control plane's kube-apiserver: HTTPS on the node's port 6443
+/// with the serving certificate khactl distributed, answering the agents' health check
+/// (`/readyz`) and any other path with the node's name, so that data sent through the VIP
+/// shows which backend served it. A transient systemd unit, gone with the lab.
+fn serve_apiserver_standins(lab: &Lab, nodes: &[&str]) {
+    const SERVER: &str = "import http.server, ssl, sys\n\
+        class H(http.server.BaseHTTPRequestHandler):\n\
+        \x20   def do_GET(self):\n\
+        \x20       body = (b'ok' if self.path == '/readyz' else sys.argv[1].encode())\n\
+        \x20       self.send_response(200)\n\
+        \x20       self.send_header('Content-Length', str(len(body)))\n\
+        \x20       self.end_headers()\n\
+        \x20       self.wfile.write(body)\n\
+        \x20   def log_message(self, *args):\n\
+        \x20       pass\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain('/etc/kubernetes/pki/apiserver.crt', '/etc/kubernetes/pki/apiserver.key')\n\
+        srv = http.server.ThreadingHTTPServer(('0.0.0.0', 6443), H)\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        srv.serve_forever()\n";
+    for node in nodes {
+        lab.exec_ok(
+            node,
+            &[
+                "systemd-run",
+                "--quiet",
+                "--unit=apiserver-standin",
+                "python3",
+                "-c",
+                SERVER,
+                node,
+            ],
+        );
+    }
+}
+
+/// Sends an HTTPS request to VIP:port from inside `from` (lab traffic only, bridge checked),
+/// verifying the server against the cluster CA, and returns what answered: the name of the
+/// control plane whose stand-in apiserver the load balancer chose, or `None`.
+fn vip_serves(lab: &Lab, from: &str, port: &str) -> Option<String> {
+    if lab.read_file(from, "/tmp/cluster-ca.crt").is_none() {
+        let ca = lab
+            .read_file("cp1", CLUSTER_CA)
+            .expect("cp1 has the cluster CA");
+        lab.write_file(from, "/tmp/cluster-ca.crt", &ca);
+    }
+    lab.assert_up();
+    let url = format!("https://{}:{port}/who", lab.vip());
+    let out = lab.exec(
+        from,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+            "--cacert",
+            "/tmp/cluster-ca.crt",
+            &url,
+        ],
+    );
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !answer.is_empty()).then_some(answer)
+}
+
+/// Waits until the VIP serves from `from` on `port`; returns which control plane answered.
+fn wait_vip_serves(lab: &Lab, from: &str, port: &str) -> String {
+    let mut answer = None;
+    wait_for(
+        &format!("{}:{port} to serve from {from}", lab.vip()),
+        Duration::from_secs(15),
+        || {
+            answer = vip_serves(lab, from, port);
+            answer.is_some()
+        },
+    );
+    let answer = answer.unwrap_or_default();
+    assert!(
+        CONTROL_PLANES.contains(&answer.as_str()),
+        "a control plane's apiserver answers through the VIP, not {answer:?}"
+    );
+    answer
+}
+
+/// What systemd says of the khagent unit on `node` (`systemctl show -p NAME --value`).
+fn unit_property(lab: &Lab, node: &str, name: &str) -> String {
+    lab.exec_ok(
+        node,
+        &[
+            "systemctl",
+            "show",
+            "khagent.service",
+            "-p",
+            name,
+            "--value",
+        ],
+    )
+    .trim()
+    .to_owned()
+}
+
+/// When systemd last started khagent on `node`, from its journal (`Started khagent.service`,
+/// wall clock, microseconds).
+fn agent_started_at(lab: &Lab, node: &str) -> SystemTime {
+    let journal = lab.exec_ok(
+        node,
+        &[
+            "journalctl",
+            "--no-pager",
+            "-b",
+            "-o",
+            "short-unix",
+            "-u",
+            "khagent.service",
+        ],
+    );
+    let line = journal
+        .lines()
+        .rev()
+        .find(|l| l.contains("Started khagent.service"))
+        .unwrap_or_else(|| panic!("{node}: no start of khagent in its journal:\n{journal}"));
+    let seconds: f64 = line.split_whitespace().next().unwrap().parse().unwrap();
+    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds)
+}
+
+/// Polls until `node` alone holds the VIP; returns the wall-clock time it was first seen so
+/// (never earlier than the truth: polling only adds delay).
+fn wait_sole_holder(lab: &Lab, node: &'static str, limit: Duration) -> SystemTime {
+    wait_for(&format!("{node} alone to hold the VIP"), limit, || {
+        vip_holders(lab) == [node]
+    });
+    SystemTime::now()
+}
+
+/// A counter from the `vrrp.counters` of the agent's /status on `node`.
+fn vrrp_counter(lab: &Lab, node: &str, name: &str) -> u64 {
+    let status = agent_status(lab, node);
+    let key = format!("\"{name}\":");
+    let at = status
+        .find(&key)
+        .unwrap_or_else(|| panic!("{node}: no {name} in /status: {status}"));
+    status[at + key.len()..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{node}: {name} is not a number in {status}"))
+}
+
+/// Capability bits by name, for the ones the agent's unit may grant (`capability.h`).
+const CAPABILITIES: [(&str, u32); 4] = [
+    ("CAP_NET_BIND_SERVICE", 10),
+    ("CAP_NET_ADMIN", 12),
+    ("CAP_NET_RAW", 13),
+    ("CAP_SYS_NICE", 23),
+];
+
+/// The running agent on `node` holds only the capabilities its installed unit grants, cannot
+/// gain privileges, and cannot write to the machine's files: systemd enforces the unit's
+/// sandbox, it does not merely carry it.
+fn assert_sandboxed(lab: &Lab, node: &str) {
+    let unit = lab
+        .read_file(node, "/etc/systemd/system/khagent.service")
+        .unwrap();
+    let granted = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap_or_else(|| panic!("{node}: the unit grants no bounded capability set:\n{unit}"));
+    let mut mask = 0u64;
+    for name in granted.split_whitespace() {
+        let (_, bit) = CAPABILITIES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("capability {name} missing from the test's table"));
+        mask |= 1 << bit;
+    }
+    let pid = unit_property(lab, node, "MainPID");
+    let status = lab.exec_ok(node, &["cat", &format!("/proc/{pid}/status")]);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{node}: no {name} in /proc/{pid}/status"))
+            .to_owned()
+    };
+    for set in ["CapBnd", "CapEff", "CapPrm"] {
+        assert_eq!(
+            u64::from_str_radix(&field(set), 16).unwrap(),
+            mask,
+            "{node}: the agent's {set} is not what the unit grants ({granted})"
+        );
+    }
+    assert_eq!(field("NoNewPrivs"), "1", "{node}: NoNewPrivileges");
+    // Writes from inside the agent's own mount namespace are refused everywhere but its
+    // private /tmp; the same writes in the node itself succeed, so the refusal is the
+    // sandbox's.
+    let write = "for d in /etc/khagent /usr/local/bin /var/lib /root; do \
+                 if ( echo x > \"$d/khagent-probe\" ) 2>/dev/null; then rm \"$d/khagent-probe\"; \
+                 echo \"wrote $d\"; fi; done; echo x > /tmp/khagent-probe && echo 'wrote /tmp'";
+    let in_node = lab.exec_ok(node, &["sh", "-c", write]);
+    assert_eq!(
+        in_node.lines().count(),
+        5,
+        "{node}: root in the node writes everywhere: {in_node}"
+    );
+    let in_agent = lab.exec_ok(node, &["nsenter", "-t", &pid, "-m", "sh", "-c", write]);
+    assert_eq!(
+        in_agent.trim(),
+        "wrote /tmp",
+        "{node}: the agent's mount namespace lets these writes through"
+    );
+    lab.exec_ok(node, &["rm", "/tmp/khagent-probe"]);
+}
+
 #[test]
-fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
+fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vip() {
     require_root();
     let agent = agent_bin();
     let lab = Lab::up("agent-install", indexes::AGENT_INSTALL, 3, 1);
@@ -126,12 +335,10 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
         ["cp1"],
         "the first control plane has the top priority"
     );
+    // Data through the VIP reaches an apiserver (the load balancer's backends) and back.
+    serve_apiserver_standins(&lab, &CONTROL_PLANES);
     for from in ["cp2", "w1"] {
-        assert!(
-            vip_answers_from(&lab, from, LB_PORT),
-            "{}:{LB_PORT} from {from}",
-            lab.vip()
-        );
+        wait_vip_serves(&lab, from, LB_PORT);
     }
 
     let binary_sha = local_sha(&agent);
@@ -155,10 +362,12 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
                 "/etc/khagent/khagent.yaml",
             ],
         );
-        assert!(
-            lab.exec(node, &["pgrep", "-x", "khagent"]).status.success(),
+        assert_eq!(
+            unit_property(&lab, node, "ActiveState"),
+            "active",
             "{node}: agent running"
         );
+        assert_sandboxed(&lab, node);
     }
     assert_eq!(lab.read_file("w1", "/etc/khagent/khagent.yaml"), None);
     assert_eq!(
@@ -195,11 +404,12 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
     assert!(third.status.success(), "{}", describe(&third));
     assert_eq!(restarts(&run_log(&third)), ["cp2", "cp3", "cp1"]);
     assert_eq!(vip_holders(&lab).len(), 1);
-    assert!(vip_answers_from(&lab, "w1", NEW_LB_PORT));
-    // cp1 came back last and takes its VIP back after the preemption delay (5 s).
-    wait_for("cp1 to hold the VIP again", Duration::from_secs(15), || {
-        vip_holders(&lab) == ["cp1"]
-    });
+    wait_vip_serves(&lab, "w1", NEW_LB_PORT);
+    // cp1's restart handed the VIP over; its new agent outranks the holder at once but takes
+    // the VIP back only once it has done so for the whole preempt delay (5 s).
+    let restarted = agent_started_at(&lab, "cp1");
+    let back = wait_sole_holder(&lab, "cp1", Duration::from_secs(15));
+    assert_preempted_after_the_delay(restarted, back);
 
     // A run cut short after writing cp3's new files (its node lost, or an earlier restart
     // failed) leaves the pending-restart mark with the agent still on its old files; the next
@@ -225,25 +435,56 @@ fn up_installs_the_agent_and_one_node_holds_the_vip_until_its_agent_dies() {
         "restarting a backup moves no VIP"
     );
 
-    // A crashed agent: keepalived would leave the VIP behind (two holders); khagent's VIP has a
-    // short kernel lifetime, so it disappears from the dead node while a backup takes over.
-    let kill = lab.exec("cp1", &["pkill", "-9", "-x", "khagent"]);
-    assert!(kill.status.success(), "pkill: {kill:?}");
-    let mut last = Vec::new();
+    // The holder's agent crashes. Its VIP has a short kernel lifetime, so it leaves the dead
+    // node (keepalived's would stay: two holders) while the VIP moves once, to the
+    // highest-priority survivor; systemd restarts the agent (Restart=always), and the node
+    // takes its role back after the preempt delay.
+    let crashed = unit_property(&lab, "cp1", "MainPID");
+    let restarts_before: u64 = unit_property(&lab, "cp1", "NRestarts").parse().unwrap();
+    let masters = |node| vrrp_counter(&lab, node, "transitions_to_master");
+    let (cp2_before, cp3_before) = (masters("cp2"), masters("cp3"));
+    lab.exec_ok("cp1", &["kill", "-KILL", &crashed]);
+    wait_for("cp2 alone to hold the VIP", Duration::from_secs(10), || {
+        vip_holders(&lab) == ["cp2"]
+    });
+    assert_eq!(
+        (masters("cp2"), masters("cp3")),
+        (cp2_before + 1, cp3_before),
+        "the VIP moved once, to cp2 (transitions to master of cp2, cp3)"
+    );
+    wait_vip_serves(&lab, "w1", NEW_LB_PORT);
     wait_for(
-        "one other control plane to hold the VIP, and cp1 to have lost it",
+        "systemd to restart cp1's agent",
         Duration::from_secs(10),
         || {
-            last = vip_holders(&lab);
-            last.len() == 1 && last[0] != "cp1"
+            let pid = unit_property(&lab, "cp1", "MainPID");
+            pid != "0" && pid != crashed && unit_property(&lab, "cp1", "ActiveState") == "active"
         },
     );
-    // cp2 (priority 210) outranks cp3 (170): its Skew_Time is 15.6 ms shorter at 100 ms
-    // adverts (RFC 5798 §6.1), so it wins the race and the VIP moves once.
-    assert_eq!(last, ["cp2"], "the next in line takes over");
+    assert_eq!(
+        unit_property(&lab, "cp1", "NRestarts")
+            .parse::<u64>()
+            .unwrap(),
+        restarts_before + 1,
+        "systemd restarted the agent once"
+    );
+    let restarted = agent_started_at(&lab, "cp1");
+    let back = wait_sole_holder(&lab, "cp1", Duration::from_secs(15));
+    assert_preempted_after_the_delay(restarted, back);
+    wait_vip_serves(&lab, "w1", NEW_LB_PORT);
+}
+
+/// `preempt_delay_ms` as khactl renders it (src/phases/install_agent.rs).
+const PREEMPT_DELAY: Duration = Duration::from_secs(5);
+
+/// A restarted agent took the VIP back no sooner than the preempt delay after systemd started
+/// it, and not much later: its first health check passes within about a second, then the
+/// delay runs, then one Master_Down_Interval. The slack is for a shared 2-core machine.
+fn assert_preempted_after_the_delay(started: SystemTime, holds: SystemTime) {
+    let after = holds.duration_since(started).unwrap_or_default();
     assert!(
-        vip_answers_from(&lab, "w1", NEW_LB_PORT),
-        "the new holder serves the VIP"
+        (PREEMPT_DELAY..PREEMPT_DELAY + Duration::from_secs(4)).contains(&after),
+        "cp1 took the VIP back {after:?} after its agent started (preempt delay {PREEMPT_DELAY:?})"
     );
 }
 
@@ -276,27 +517,30 @@ fn has_restart_mark(lab: &Lab, node: &str) -> bool {
 }
 
 #[test]
-fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it() {
+fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart() {
     let (lab, state) = fresh_lab("agent-restart-fail", indexes::AGENT_RESTART_FAIL, 3);
     let first = khactl_up(&lab.inventory_path(), state.path(), &[]);
     assert!(first.status.success(), "{}", describe(&first));
     assert_eq!(vip_holders(&lab), ["cp1"]);
+    serve_apiserver_standins(&lab, &CONTROL_PLANES);
+    wait_vip_serves(&lab, "cp3", LB_PORT);
 
     // On cp2 something else already listens on the port the new inventory moves the load
     // balancer to: the config passes `khagent check`, but the restarted agent cannot bind and
-    // exits at once.
-    let blocker = lab.exec_ok(
+    // exits, after systemd has reported it active.
+    lab.exec_ok(
         "cp2",
         &[
-            "sh",
+            "systemd-run",
+            "--quiet",
+            "--unit=port-blocker",
+            "python3",
             "-c",
-            "python3 -c 'import socket,sys,time; s=socket.socket(); \
-             s.bind((\"0.0.0.0\", int(sys.argv[1]))); s.listen(); time.sleep(600)' \"$0\" \
-             >/dev/null 2>&1 & echo $!",
+            "import socket,sys,time; s=socket.socket(); \
+             s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(); time.sleep(600)",
             NEW_LB_PORT,
         ],
     );
-    let blocker = blocker.trim().to_owned();
     wait_for(
         "the blocker to listen on cp2",
         Duration::from_secs(5),
@@ -305,16 +549,30 @@ fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it()
                 .contains(&format!(":{NEW_LB_PORT}"))
         },
     );
+    // Here the agent meets the taken port 2 ms after it starts, before khactl's first look;
+    // an agent with more to do first (a loaded node) exits later. This drop-in makes cp2's
+    // agent start half a second late, so that systemd (and khactl) see it active before it
+    // exits, well within the second a restart must hold: the case the window is for.
+    lab.exec_ok("cp2", &["mkdir", "-p", AGENT_DROP_IN_DIR]);
+    lab.write_file(
+        "cp2",
+        &format!("{AGENT_DROP_IN_DIR}/late.conf"),
+        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 0.5; exec /usr/local/bin/khagent \
+         --config /etc/khagent/khagent.yaml'\n",
+    );
+    lab.exec_ok("cp2", &["systemctl", "daemon-reload"]);
     let (_dir, moved) = on_new_lb_port(&lab);
 
     let failed = khactl_up(&moved, state.path(), &[]);
     let text = describe(&failed);
     assert_eq!(failed.status.code(), Some(1), "{text}");
-    // systemd reports a Type=simple service active once it forked, so `systemctl restart`
-    // succeeds; the wait for the agent to stay active for a second catches its exit.
+    // systemd reported cp2's agent active (Type=simple: once it forked), so `systemctl
+    // restart` succeeded; khactl saw it active, then saw it stop within the second, and did
+    // not count the restart as done.
     assert!(
-        text.contains("cp2: FAILED: restart service khagent"),
-        "cp2's restart is the failure: {text}"
+        text.contains("cp2: FAILED: restart service khagent")
+            && text.contains("keeps stopping after it starts"),
+        "cp2's restart is the failure, seen active and then stopping: {text}"
     );
     for skipped in ["cp3", "cp1"] {
         assert!(
@@ -329,9 +587,20 @@ fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it()
         ["cp2"],
         "the rolling restart stopped at the first failure"
     );
+    // Meanwhile systemd kept restarting it (Restart=always), and it kept exiting.
+    let log = lab.unit_log("cp2", "khagent.service");
+    assert!(
+        log.contains("Address already in use"),
+        "cp2's agent exits on the taken port:\n{log}"
+    );
+    let crash_loops: u64 = unit_property(&lab, "cp2", "NRestarts").parse().unwrap();
+    assert!(
+        crash_loops >= 2,
+        "systemd restarted cp2's agent {crash_loops} times"
+    );
     // The two agents not restarted still serve the VIP on the old port.
     assert_eq!(vip_holders(&lab), ["cp1"]);
-    assert!(vip_answers_from(&lab, "cp3", LB_PORT));
+    wait_vip_serves(&lab, "cp3", LB_PORT);
     for node in CONTROL_PLANES {
         assert!(
             has_restart_mark(&lab, node),
@@ -339,17 +608,17 @@ fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it()
         );
     }
 
-    // Once the port is free, systemd's next restart of cp2's agent (Restart=always) holds;
-    // the next run restarts all three, whose marks are pending although every file already
-    // matches the inventory, the holder last.
-    lab.exec_ok("cp2", &["kill", blocker.as_str()]);
+    // Once the port is free, systemd's next restart of cp2's agent holds by itself; the next
+    // run restarts all three (their marks are pending: cp2's mark cannot tell which config
+    // its agent runs), the holder last.
+    lab.exec_ok("cp2", &["systemctl", "stop", "port-blocker.service"]);
+    lab.exec_ok("cp2", &["rm", "-r", AGENT_DROP_IN_DIR]);
+    lab.exec_ok("cp2", &["systemctl", "daemon-reload"]);
     wait_for(
         "systemd to bring cp2's agent up on the free port",
         Duration::from_secs(10),
         || {
-            lab.exec("cp2", &["systemctl", "is-active", "khagent"])
-                .status
-                .success()
+            unit_property(&lab, "cp2", "ActiveState") == "active"
                 && lab
                     .exec_ok("cp2", &["ss", "-Hltn"])
                     .contains(&format!(":{NEW_LB_PORT}"))
@@ -362,14 +631,15 @@ fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it()
         assert!(!has_restart_mark(&lab, node), "{node}: mark cleared");
     }
     assert_eq!(vip_holders(&lab).len(), 1);
-    assert!(vip_answers_from(&lab, "cp3", NEW_LB_PORT));
+    wait_vip_serves(&lab, "cp3", NEW_LB_PORT);
 }
 
-/// The pid of the khagent running on `node`.
+/// Where a test adds its own drop-ins to the agent's unit (khactl manages only the unit).
+const AGENT_DROP_IN_DIR: &str = "/etc/systemd/system/khagent.service.d";
+
+/// The pid of the khagent running on `node`, as systemd knows it.
 fn agent_pid(lab: &Lab, node: &str) -> String {
-    lab.exec_ok(node, &["pgrep", "-x", "khagent"])
-        .trim()
-        .to_owned()
+    unit_property(lab, node, "MainPID")
 }
 
 /// The agent's /status on `node`, fetched inside the node from its loopback status listener.

@@ -148,6 +148,14 @@ TimeoutStopSec=45
 Restart=always
 RestartSec=1
 LimitNOFILE=65536
+# The agent needs the network and nothing else: raw sockets for VRRP (NET_RAW), the VIP and
+# its lifetime (NET_ADMIN), a listener below port 1024 if the inventory asks for one
+# (NET_BIND_SERVICE) and SCHED_RR for the VRRP thread (SYS_NICE). It writes no file.
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SYS_NICE
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
 
 [Install]
 WantedBy=multi-user.target
