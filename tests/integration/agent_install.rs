@@ -6,7 +6,6 @@
 //! preempt delay. Also: what `up` does, before contacting anyone, when the agent binary is
 //! missing or not an executable.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
@@ -694,56 +693,86 @@ fn a_control_plane_added_to_the_inventory_reaches_running_agents_by_reload() {
     assert_eq!(vip_holders(&lab), ["cp1"], "a reload moves no VIP");
 }
 
-/// An inventory whose nodes are never contacted: `up` must stop before connecting.
-fn unreachable_inventory(dir: &Path) -> PathBuf {
+/// An inventory on TEST-NET-1 (192.0.2.0/24, RFC 5737: never a lab's or anyone's), and a
+/// PATH whose first `ssh` only records that it was run: `up` must stop before connecting,
+/// and would send nothing anywhere if it did not.
+fn unreachable_setup(dir: &Path) -> (PathBuf, String) {
     let path = dir.join("inventory.yaml");
-    let net = Ipv4Addr::new(10, 200, indexes::AGENT_INSTALL, 0).octets();
-    let addr = |host: u8| format!("{}.{}.{}.{host}", net[0], net[1], net[2]);
-    let text = format!(
-        "apiVersion: khactl.io/v1alpha1\nkind: Inventory\n\
-         cluster: {{ name: t, kubernetesVersion: v1.31.2 }}\n\
-         vip: {{ address: {} }}\n\
-         nodes:\n  - {{ name: cp1, address: {}, role: control-plane }}\n",
-        addr(100),
-        addr(11)
-    );
+    let text = "apiVersion: khactl.io/v1alpha1\nkind: Inventory\n\
+                cluster: { name: t, kubernetesVersion: v1.31.2 }\n\
+                vip: { address: 192.0.2.100 }\n\
+                nodes:\n  - { name: cp1, address: 192.0.2.11, role: control-plane }\n";
     std::fs::write(&path, text).unwrap();
-    path
+    let bin = dir.join("tripwire");
+    std::fs::create_dir(&bin).unwrap();
+    let ssh = bin.join("ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\nexit 255\n",
+            dir.join("ssh-ran").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path_var = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (path, path_var)
+}
+
+/// `khactl up` with the tripwire PATH; returns its output and the ssh command lines it ran.
+fn up_with_tripwire(dir: &Path, agent_binary: &Path) -> (Output, String) {
+    let (inventory, path_var) = unreachable_setup(dir);
+    let out = Command::new(khactl_bin())
+        .arg("up")
+        .arg("-i")
+        .arg(&inventory)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--agent-binary")
+        .arg(agent_binary)
+        .env_remove("KHACTL_STATE_DIR")
+        .env("PATH", path_var)
+        .output()
+        .unwrap();
+    let ran = std::fs::read_to_string(dir.join("ssh-ran")).unwrap_or_default();
+    (out, ran)
 }
 
 #[test]
 fn a_missing_agent_binary_stops_up_before_any_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let inventory = unreachable_inventory(dir.path());
-    let missing = dir.path().join("no-such-khagent");
-    let out = khactl_up(
-        &inventory,
-        &dir.path().join("state"),
-        &["--agent-binary", missing.to_str().unwrap()],
-    );
+    let (out, ssh_ran) = up_with_tripwire(dir.path(), &dir.path().join("no-such-khagent"));
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(ssh_ran, "", "ssh ran before the binary was refused");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-khagent"), "{}", describe(&out));
     assert!(err.contains("cargo build --release"), "{}", describe(&out));
-    let all = describe(&out);
+
+    // The tripwire is live: with a real agent binary, `up` goes on to connect, and the only
+    // `ssh` it finds is the tripwire's.
+    let again = tempfile::tempdir().unwrap();
+    let (out, ssh_ran) = up_with_tripwire(again.path(), &agent_bin());
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
-        !all.contains("Connect") && !all.contains("connected"),
-        "nothing may be contacted: {all}"
+        ssh_ran.contains("192.0.2.11"),
+        "{ssh_ran:?}: {}",
+        describe(&out)
     );
 }
 
 #[test]
 fn a_non_executable_agent_binary_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let inventory = unreachable_inventory(dir.path());
     let script = dir.path().join("khagent");
     std::fs::write(&script, "#!/bin/sh\necho not an agent\n").unwrap();
-    let out = khactl_up(
-        &inventory,
-        &dir.path().join("state"),
-        &["--agent-binary", script.to_str().unwrap()],
-    );
+    let (out, ssh_ran) = up_with_tripwire(dir.path(), &script);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(ssh_ran, "", "ssh ran before the binary was refused");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not a Linux executable"),
         "{}",
