@@ -94,3 +94,6 @@ pub fn check_node(inv: &Inventory, node: &Node, facts: &HostFacts) -> anyhow::Re
         bail!(problems.join("; "))
     }
 }
+
+#[cfg(test)]
+mod tests;

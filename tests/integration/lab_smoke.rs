@@ -66,11 +66,41 @@ fn nodes_accept_the_lab_key_over_ssh_and_answer_with_their_own_hostname() {
         "one host key per node:\n{learned}"
     );
     assert_ne!(keys[0], keys[1], "nodes share a host key");
-    if let Ok(host_key) = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub") {
-        let host_key = host_key.split_whitespace().nth(1).unwrap().to_owned();
+    // This machine's own host keys (install-deps.sh installs openssh-server, which makes
+    // them) are neither presented nor even visible in a node: only the node's own pair is.
+    let host_keys: Vec<String> = std::fs::read_dir("/etc/ssh")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("ssh_host_") && name.ends_with("_key.pub")
+        })
+        .map(|p| {
+            let line = std::fs::read_to_string(p).unwrap();
+            line.split_whitespace().nth(1).unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        !host_keys.is_empty(),
+        "this machine has no ssh host key to compare with (tests/lab/install-deps.sh)"
+    );
+    for key in &host_keys {
         assert!(
-            !keys.contains(&host_key.as_str()),
+            !keys.contains(&key.as_str()),
             "a node presents this machine's host key"
+        );
+    }
+    for node in lab.nodes() {
+        let visible = lab.exec_ok(&node.name, &["sh", "-c", "ls /etc/ssh/ssh_host_*"]);
+        assert_eq!(
+            visible.split_whitespace().collect::<Vec<_>>(),
+            [
+                "/etc/ssh/ssh_host_ed25519_key",
+                "/etc/ssh/ssh_host_ed25519_key.pub"
+            ],
+            "{}",
+            node.name
         );
     }
 }

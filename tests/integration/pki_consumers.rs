@@ -59,21 +59,22 @@ fn etcd_args(lab: &Lab, node: &str, cluster: &str) -> Vec<String> {
     .into()
 }
 
-fn etcdctl_health(endpoints: &str, ca: &Path, cert: &Path, key: &Path) -> Output {
+/// `etcdctl` (v3 API) with this client certificate against `endpoints`, run on this machine.
+fn etcdctl(endpoints: &str, ca: &Path, cert: &Path, key: &Path, args: &[&str]) -> Output {
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg(format!("--cacert={}", ca.display()))
         .arg(format!("--cert={}", cert.display()))
         .arg(format!("--key={}", key.display()))
-        .args([
-            "--dial-timeout=2s",
-            "--command-timeout=3s",
-            "endpoint",
-            "health",
-        ])
+        .args(["--dial-timeout=2s", "--command-timeout=3s"])
+        .args(args)
         .output()
         .unwrap()
+}
+
+fn etcdctl_health(endpoints: &str, ca: &Path, cert: &Path, key: &Path) -> Output {
+    etcdctl(endpoints, ca, cert, key, &["endpoint", "health"])
 }
 
 #[test]
@@ -186,6 +187,32 @@ fn three_member_etcd_runs_on_our_certificates_and_refuses_a_foreign_client() {
             ok(&out) && last.matches("is healthy").count() == 3
         },
     );
+    // Three healthy endpoints could be three one-member clusters (a data dir left over from
+    // an earlier etcd would make each ignore --initial-cluster): they must be one cluster,
+    // whose members reached each other over peer TLS and agree on a leader.
+    let status = etcdctl(&endpoints, &ca, &cert, &key, &["endpoint", "status"]);
+    assert!(ok(&status), "{}", show(&status));
+    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&status.stdout)
+        .lines()
+        .map(|l| l.split(", ").map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{}", show(&status));
+    // `endpoint status` columns: endpoint, member id, version, db size, is leader, …
+    let leaders = rows
+        .iter()
+        .filter(|r| r.get(4).map(String::as_str) == Some("true"));
+    assert_eq!(leaders.count(), 1, "exactly one leader: {}", show(&status));
+    let members = etcdctl(&endpoints, &ca, &cert, &key, &["member", "list"]);
+    let list = String::from_utf8_lossy(&members.stdout).into_owned();
+    assert!(ok(&members), "{}", show(&members));
+    for node in nodes {
+        let peer = format!("{node}, https://{}:2380", lab.node_address(node));
+        assert!(
+            list.lines()
+                .any(|l| l.contains("started") && l.contains(&peer)),
+            "{node} is not a started member with a TLS peer URL: {list}"
+        );
+    }
 
     // A client certificate from a different CA is refused.
     let foreign = local.path();
@@ -214,4 +241,7 @@ fn three_member_etcd_runs_on_our_certificates_and_refuses_a_foreign_client() {
         show(&out)
     );
     assert!(!show(&out).contains("is healthy"), "{}", show(&out));
+    // The refusal is the certificate's, not a cluster gone down meanwhile.
+    let ours = etcdctl_health(&endpoints, &ca, &cert, &key);
+    assert!(ok(&ours), "our client is refused too now: {}", show(&ours));
 }

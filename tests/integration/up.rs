@@ -404,18 +404,17 @@ fn a_non_root_user_works_through_sudo_and_is_stopped_without_it() {
             .unwrap()
     };
 
-    // Without sudo the commands would run as `deploy`: preflight says what to do.
+    // A non-root user without sudo: the inventory itself is refused (exit 2), before any
+    // connection, pointing at `ssh.sudo`.
     let no_sudo = with(&format!(
         "ssh: {{ user: deploy, identityFile: {}, sudo: false }}",
         key.display()
     ));
     let state = tempfile::tempdir().unwrap();
     let out = run(&no_sudo, state.path());
-    // The inventory itself refuses a non-root user without sudo, before any connection;
-    // either way the message must point at `ssh.sudo`.
-    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("sudo"),
+        String::from_utf8_lossy(&out.stderr).contains("ssh.sudo"),
         "{}",
         text(&out)
     );
@@ -437,4 +436,29 @@ fn a_non_root_user_works_through_sudo_and_is_stopped_without_it() {
     );
     let log = lab.unit_log("cp1", "ssh.service");
     assert!(log.contains("Accepted publickey for deploy"), "{log}");
+
+    // sudo that runs commands as someone else than root (here: nobody) passes the inventory
+    // and the connection; preflight finds the commands are not root's and stops the run
+    // before any change.
+    sh(
+        &lab,
+        "cp1",
+        "printf 'Defaults:deploy runas_default=nobody\\ndeploy ALL=(nobody) NOPASSWD: ALL\\n' \
+         > /etc/sudoers.d/deploy && rm /etc/sysctl.d/99-khactl.conf",
+    );
+    let before = lab.changed_paths("cp1");
+    let out = run(&sudo, state.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Preflight checks")
+            && err.contains("cp1: FAILED: commands do not run as root"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        lab.changed_paths("cp1"),
+        before,
+        "preflight changed nothing"
+    );
 }
