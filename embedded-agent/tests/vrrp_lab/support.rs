@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -108,7 +108,7 @@ impl Lab {
         lab
     }
 
-    fn bridge(&self) -> String {
+    pub fn bridge(&self) -> String {
         format!("khvbr{}", self.k)
     }
 
@@ -474,4 +474,144 @@ pub fn keepalived(lab: &Lab, i: usize, priority: u8, advert_int: &str) -> Proc {
             vrrp_pid.to_str().unwrap(),
         ],
     )
+}
+
+/// One VRRP advert as it crossed the lab's bridge.
+#[derive(Clone, Copy, Debug)]
+pub struct Advert {
+    /// The kernel's receive timestamp on the bridge (wall clock).
+    pub at: SystemTime,
+    pub src: Ipv4Addr,
+    pub priority: u8,
+}
+
+/// Every VRRP advert on the lab's bridge, timestamped by the kernel as it crossed it
+/// (tcpdump in the root namespace, on the lab's own bridge, whose only ports are the lab's
+/// veths). The agents' timing is read from these, not from samples taken by forking `ip`.
+pub struct AdvertCapture {
+    child: Child,
+    log: PathBuf,
+}
+
+impl AdvertCapture {
+    /// Starts capturing and returns once the first advert has been captured.
+    pub fn start(lab: &Lab) -> AdvertCapture {
+        lab.assert_up();
+        let log = lab.dir.join("adverts.txt");
+        let err = lab.dir.join("adverts.err");
+        let child = Command::new("tcpdump")
+            .args(["-i", &lab.bridge(), "-nn", "-tt", "-l", "--immediate-mode"])
+            .args(["--time-stamp-precision=micro", "ip", "proto", "112"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let capture = AdvertCapture { child, log };
+        wait_for(
+            &format!("tcpdump to capture an advert ({})", err.display()),
+            Duration::from_secs(5),
+            || !capture.adverts().is_empty(),
+        );
+        capture
+    }
+
+    /// The adverts captured so far, in order.
+    pub fn adverts(&self) -> Vec<Advert> {
+        // 1733362812.123456 IP 10.98.91.2 > 224.0.0.18: VRRPv3, Advertisement, vrid 51, prio 150, …
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let at: f64 = words.next()?.parse().ok()?;
+                let src = words.nth(1)?.parse().ok()?;
+                let priority = line
+                    .split("prio ")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some(Advert {
+                    at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at),
+                    src,
+                    priority,
+                })
+            })
+            .collect()
+    }
+
+    /// The last advert from `src` before `before`.
+    pub fn last_from(&self, src: Ipv4Addr, before: SystemTime) -> Advert {
+        *self
+            .adverts()
+            .iter()
+            .rev()
+            .find(|a| a.src == src && a.at < before)
+            .unwrap_or_else(|| panic!("no advert from {src} before {before:?}"))
+    }
+
+    /// The first advert from `src` after `after`.
+    pub fn first_from(&self, src: Ipv4Addr, after: SystemTime) -> Advert {
+        *self
+            .adverts()
+            .iter()
+            .find(|a| a.src == src && a.at > after)
+            .unwrap_or_else(|| panic!("no advert from {src} after {after:?}"))
+    }
+}
+
+impl Drop for AdvertCapture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Address changes in node i's namespace (`ip monitor address`), each stamped with the wall
+/// clock as it was read: one long-lived process, not a fork per sample.
+pub struct AddressMonitor {
+    child: Child,
+    events: std::sync::Arc<std::sync::Mutex<Vec<(SystemTime, String)>>>,
+}
+
+impl AddressMonitor {
+    pub fn start(lab: &Lab, i: usize) -> AddressMonitor {
+        let mut child = Command::new("ip")
+            .args(["-n", &lab.ns(i), "-o", "monitor", "address"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&events);
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push((SystemTime::now(), line));
+            }
+        });
+        AddressMonitor { child, events }
+    }
+
+    /// When `address` was first seen deleted from the namespace.
+    pub fn deleted(&self, address: Ipv4Addr) -> Option<SystemTime> {
+        let needle = format!(" inet {address}/");
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, l)| l.starts_with("Deleted") && l.contains(&needle))
+            .map(|(at, _)| *at)
+    }
+}
+
+impl Drop for AddressMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
