@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use ipnet::Ipv4Net;
 
-use crate::remote::{RemoteCommand, RemoteError, SshHost};
+use crate::remote::{NodeHandle, RemoteCommand, RemoteError};
 
 const PROBE: &str = include_str!("probe.sh");
 
@@ -53,12 +55,29 @@ pub struct HostFacts {
     pub digests: BTreeMap<PathBuf, Option<FileDigest>>,
 }
 
-/// What to read besides the fixed facts.
-#[derive(Debug, Clone, Default)]
+/// What to read besides the fixed facts. Each phase states what it reads; the runner merges
+/// the requests of a command's phases into one probe per node.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProbeRequest {
     pub sysctls: Vec<String>,
     pub files: Vec<PathBuf>,
     pub digests: Vec<PathBuf>,
+}
+
+impl ProbeRequest {
+    /// Adds what `other` asks for, each item once, in first-asked order.
+    pub fn merge(&mut self, other: ProbeRequest) {
+        fn add<T: PartialEq>(into: &mut Vec<T>, items: Vec<T>) {
+            for i in items {
+                if !into.contains(&i) {
+                    into.push(i);
+                }
+            }
+        }
+        add(&mut self.sysctls, other.sysctls);
+        add(&mut self.files, other.files);
+        add(&mut self.digests, other.digests);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +89,7 @@ pub enum FactsError {
 }
 
 impl HostFacts {
-    pub async fn gather(host: &SshHost, req: &ProbeRequest) -> Result<Self, FactsError> {
+    pub async fn gather(host: &NodeHandle, req: &ProbeRequest) -> Result<Self, FactsError> {
         let mut args = Vec::new();
         args.extend(req.sysctls.iter().map(|k| format!("sysctl:{k}")));
         args.extend(req.files.iter().map(|p| format!("file:{}", p.display())));
@@ -168,7 +187,7 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
             "file" => {
                 let (path, value) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
                 let content = match value.strip_prefix('=') {
-                    Some(b64) => Some(decode_base64(b64).ok_or_else(|| bad(line))?),
+                    Some(b64) => Some(STANDARD.decode(b64).map_err(|_| bad(line))?),
                     None => None,
                 };
                 f.files.insert(PathBuf::from(path), content);
@@ -196,36 +215,6 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
         f.digests.insert(path, Some(FileDigest { sha256, mode }));
     }
     Ok(f)
-}
-
-/// Standard base64 (what coreutils `base64` prints). Small enough to keep local.
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        match chunk.len() {
-            4 => out.extend_from_slice(&bytes[1..4]),
-            3 => out.extend_from_slice(&bytes[1..3]),
-            2 => out.push(bytes[1]),
-            _ => return None,
-        }
-    }
-    Some(out)
 }
 
 impl std::fmt::Display for InitSystem {
@@ -296,11 +285,11 @@ mod tests {
     }
 
     #[test]
-    fn base64_round_trips_all_lengths() {
-        assert_eq!(decode_base64("").unwrap(), b"");
-        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
-        assert_eq!(decode_base64("YWI=").unwrap(), b"ab");
-        assert_eq!(decode_base64("YWJj").unwrap(), b"abc");
-        assert!(decode_base64("a$==").is_none());
+    fn file_contents_arrive_as_coreutils_base64_of_any_length() {
+        for (b64, want) in [("", ""), ("YQ==", "a"), ("YWI=", "ab"), ("YWJj", "abc")] {
+            let f = parse("n", &format!("file /etc/hosts ={b64}\n"), &req()).unwrap();
+            assert_eq!(f.file(Path::new("/etc/hosts")), Some(want.as_bytes()));
+        }
+        assert!(parse("n", "file /etc/hosts =a$==\n", &req()).is_err());
     }
 }

@@ -3,8 +3,6 @@
 //! its name describes (path, message and line), odd input never panics, and the typed
 //! model resolves defaults and per-node overrides as documented.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
 use super::*;

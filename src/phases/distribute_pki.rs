@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use super::{Change, Context, Phase, PhaseFuture};
-use crate::facts::{HostFacts, sha256_hex};
+use crate::facts::{HostFacts, ProbeRequest, sha256_hex};
+use crate::inventory::Node;
 use crate::pki::PkiFile;
 
 pub struct DistributePki;
@@ -13,6 +14,23 @@ pub struct DistributePki;
 impl Phase for DistributePki {
     fn title(&self) -> &'static str {
         "Distribute certificates"
+    }
+
+    /// The digests (never the contents) of the files this node should have.
+    fn facts(&self, ctx: &Context, node: &Node) -> ProbeRequest {
+        ProbeRequest {
+            digests: ctx
+                .pki
+                .as_ref()
+                .map(|pki| {
+                    pki.files_for(node)
+                        .into_iter()
+                        .map(|f| f.remote_path)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..ProbeRequest::default()
+        }
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
@@ -27,11 +45,11 @@ impl Phase for DistributePki {
                         let node = c.node(host.node())?;
                         let facts = c.facts_of(host.node())?;
                         let changes = plan_node(&pki.files_for(node), facts);
-                        c.apply(host, &changes).await
+                        c.apply(host, &changes).await.map(drop)
                     },
                 )
                 .await;
-            ctx.settle_changes(self.title(), results)
+            ctx.settle_changes(results)
         })
     }
 }

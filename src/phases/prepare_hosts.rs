@@ -11,8 +11,8 @@ use anyhow::bail;
 
 use super::changes::{Change, SysctlChange, normalise};
 use super::{Context, Phase, PhaseFuture};
-use crate::facts::HostFacts;
-use crate::inventory::Inventory;
+use crate::facts::{HostFacts, ProbeRequest};
+use crate::inventory::{Inventory, Node};
 use crate::report::Event;
 
 pub const SYSCTL_DROP_IN: &str = "/etc/sysctl.d/99-khactl.conf";
@@ -121,6 +121,14 @@ impl Phase for PrepareHosts {
         "Prepare hosts"
     }
 
+    fn facts(&self, ctx: &Context, _node: &Node) -> ProbeRequest {
+        ProbeRequest {
+            sysctls: wanted_sysctls(&ctx.inventory).into_keys().collect(),
+            files: files_read(),
+            digests: Vec::new(),
+        }
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;
@@ -137,11 +145,11 @@ impl Phase for PrepareHosts {
                                 message: w,
                             });
                         }
-                        c.apply(host, &changes).await
+                        c.apply(host, &changes).await.map(drop)
                     },
                 )
                 .await;
-            ctx.settle_changes(self.title(), results)
+            ctx.settle_changes(results)
         })
     }
 }
