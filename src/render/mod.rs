@@ -62,8 +62,35 @@ pub(crate) fn render<C: Serialize>(
 }
 
 fn json_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
-    // `Value`'s Display is serde_json's compact JSON.
-    Ok(Value::String(value.to_string()))
+    Ok(Value::String(yaml_safe_json(value)))
+}
+
+/// `value` as compact JSON that a YAML parser reads back unchanged. serde_json writes
+/// non-ASCII characters raw, but YAML forbids some of them unescaped (DEL, the C1
+/// controls, U+FEFF, U+FFFE, U+FFFF) and YAML 1.1 parsers (libyaml, go-yaml) take NEL,
+/// LS and PS (U+0085, U+2028, U+2029) for line breaks and fold them. JSON's own syntax
+/// is ASCII, so these can only stand inside strings, where `\uXXXX` means the same in
+/// both languages.
+fn yaml_safe_json(value: &Value) -> String {
+    let raw = value.to_string();
+    let unsafe_in_yaml = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+    };
+    if !raw.contains(unsafe_in_yaml) {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if unsafe_in_yaml(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn shell_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
@@ -155,6 +182,29 @@ mod tests {
             json_filter(&Value::from(150), &none).unwrap(),
             Value::String("150".into())
         );
+    }
+
+    /// A YAML 1.1 parser folds NEL, LS and PS as line breaks and refuses DEL and C1
+    /// controls raw; escaped, every one of them reads back as written.
+    #[test]
+    fn json_filter_output_reads_back_unchanged_as_yaml() {
+        let none = HashMap::new();
+        let nasty = "a\u{85}b\u{2028}c\u{2029}d\u{7f}e\u{9b}f\u{feff}g\u{fffe}h\té\"\\\n: #";
+        let rendered = json_filter(&Value::String(nasty.into()), &none).unwrap();
+        let Value::String(text) = rendered else {
+            panic!("{rendered:?}")
+        };
+        assert!(
+            !text.contains(['\u{85}', '\u{2028}', '\u{2029}', '\u{7f}', '\u{feff}']),
+            "{text}"
+        );
+        let back: String = serde_yaml_ng::from_str(&format!("k: {text}"))
+            .map(|m: std::collections::BTreeMap<String, String>| m["k"].clone())
+            .unwrap();
+        assert_eq!(back, nasty);
+        let list = Value::Array(vec![Value::String("x\u{2028}".into()), Value::from(1)]);
+        let list = json_filter(&list, &none).unwrap();
+        assert_eq!(list, Value::String(r#"["x\u2028",1]"#.into()));
     }
 
     #[test]
