@@ -14,6 +14,7 @@
 //! Rendering is pure (no I/O); the unit tests compare whole files with expected text.
 
 mod agent;
+pub mod kubeadm;
 
 use std::collections::HashMap;
 
