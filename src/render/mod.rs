@@ -11,7 +11,12 @@
 //!   expands specifiers and variables even inside quotes).
 //! - `shell`: a single-quoted POSIX shell word (OpenRC scripts are shell).
 //!
-//! Rendering is pure (no I/O); the unit tests compare whole files with expected text.
+//! Rendering is pure (no I/O, except `kubeadm::write_files` for `khactl render --out`);
+//! the unit tests compare whole files with expected text.
+//!
+//! - `agent`: khagent's config, systemd unit and OpenRC script.
+//! - [`kubeadm`]: each node's kubeadm configuration, read back through kubeadm's own types
+//!   before it is used.
 
 mod agent;
 pub mod kubeadm;
@@ -34,7 +39,8 @@ pub enum RenderError {
     },
 }
 
-/// One template: its name (for messages) and its text.
+/// One template: its name (for messages and `{% include %}`) and its text.
+#[derive(Clone, Copy)]
 pub(crate) struct Template {
     pub name: &'static str,
     pub text: &'static str,
@@ -43,6 +49,15 @@ pub(crate) struct Template {
 /// Renders `template` with `context`, with khactl's escaping filters registered.
 pub(crate) fn render<C: Serialize>(
     template: &Template,
+    context: &C,
+) -> Result<String, RenderError> {
+    render_with(template, &[], context)
+}
+
+/// [`render`] for a template that `{% include %}`s `partials`, each by its name.
+pub(crate) fn render_with<C: Serialize>(
+    template: &Template,
+    partials: &[&Template],
     context: &C,
 ) -> Result<String, RenderError> {
     let fail = |e: tera::Error| RenderError::Template {
@@ -56,7 +71,8 @@ pub(crate) fn render<C: Serialize>(
     tera.register_filter("json", json_filter);
     tera.register_filter("shell", shell_filter);
     tera.register_filter("systemd", systemd_filter);
-    tera.add_raw_template(template.name, template.text)
+    let all = partials.iter().copied().chain(std::iter::once(template));
+    tera.add_raw_templates(all.map(|t| (t.name, t.text)))
         .map_err(fail)?;
     let ctx = tera::Context::from_serialize(context).map_err(fail)?;
     tera.render(template.name, &ctx).map_err(fail)
