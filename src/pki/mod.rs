@@ -34,6 +34,16 @@ use lifecycle::Pair;
 /// Where kubeadm looks for the PKI on a node.
 pub const REMOTE_DIR: &str = "/etc/kubernetes/pki";
 
+/// The files khactl up to this version placed on workers (`ca.crt`), which now make
+/// `kubeadm join`'s preflight fail (`FileAvailable--etc-kubernetes-pki-ca.crt`).
+///
+/// A phase removes them from a worker **before its first join only**, that is while
+/// `/etc/kubernetes/kubelet.conf` does not exist: on a worker that has joined,
+/// kubeadm wrote `ca.crt` itself from discovery and the kubelet reads it.
+pub fn stale_worker_paths() -> Vec<PathBuf> {
+    vec![Path::new(REMOTE_DIR).join(format!("{}.crt", Authority::Kubernetes.base()))]
+}
+
 /// One file to place on a node.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PkiFile {
@@ -263,15 +273,14 @@ impl ClusterPki {
     /// A control-plane node gets the three CAs with their keys (kubeadm signs the
     /// kubelet's and the kubeconfigs' client certs on every control-plane node), the
     /// service-account pair, the shared client certs, and its own apiserver and etcd
-    /// certs, never another node's. A worker gets `ca.crt` only: `kubeadm join`
-    /// fetches the rest through discovery. A control-plane node this PKI was not
-    /// built for gets only the shared files; `ensure` with the same inventory always
-    /// covers every control-plane node.
+    /// certs, never another node's. A worker gets nothing: `kubeadm join` learns the
+    /// CA through discovery, and its preflight fails if `ca.crt` is already there
+    /// (`FileAvailable--etc-kubernetes-pki-ca.crt`). A control-plane node this PKI was
+    /// not built for gets only the shared files; `ensure` with the same inventory
+    /// always covers every control-plane node.
     pub fn files_for(&self, node: &Node) -> Vec<PkiFile> {
         let mut files = Vec::new();
         if node.role == Role::Worker {
-            let ca = &self.authorities.kubernetes;
-            files.push(public(Authority::Kubernetes.base(), ".crt", &ca.cert));
             return files;
         }
         for (a, pair) in self.authorities.iter() {

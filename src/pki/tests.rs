@@ -837,21 +837,33 @@ fn a_control_plane_node_gets_its_own_certs_and_never_another_nodes() {
 }
 
 #[test]
-fn a_worker_gets_only_the_cluster_ca_certificate() {
+fn a_worker_gets_nothing_from_the_pki() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inv = inventory(1, 2);
+    let (pki, _) = ensure(tmp.path(), &inv).unwrap();
+    for worker in inv.workers() {
+        assert_eq!(pki.files_for(worker), [], "{}", worker.name);
+    }
+}
+
+#[test]
+fn the_stale_worker_paths_are_what_older_khactl_placed_there() {
+    // Older khactl gave workers exactly the cluster CA certificate; kubeadm join's
+    // preflight refuses a worker that has it.
+    assert_eq!(
+        stale_worker_paths(),
+        [Path::new("/etc/kubernetes/pki/ca.crt")]
+    );
     let tmp = tempfile::tempdir().unwrap();
     let inv = inventory(1, 1);
     let (pki, _) = ensure(tmp.path(), &inv).unwrap();
-    let files = pki.files_for(inv.node("w-1").unwrap());
-    assert_eq!(files.len(), 1);
-    assert_eq!(
-        files[0].remote_path,
-        Path::new("/etc/kubernetes/pki/ca.crt")
+    let cp = pki.files_for(inv.node("cp-1").unwrap());
+    assert!(
+        stale_worker_paths()
+            .iter()
+            .all(|p| cp.iter().any(|f| &f.remote_path == p)),
+        "a stale worker path is one khactl does place on control planes"
     );
-    assert_eq!(
-        files[0].contents,
-        fs::read(tmp.path().join("ca.crt")).unwrap()
-    );
-    assert!(!files[0].secret);
 }
 
 #[test]
