@@ -202,13 +202,16 @@ pub fn kubelet_client_group(kubernetes_version: &KubernetesVersion) -> &'static 
     }
 }
 
-/// The API server is reached as the in-cluster service, by the VIP (and its DNS
-/// name) through the load balancer, and directly at every control-plane node: the
-/// agents' health checks and `kubeadm join` dial node addresses. Every control-plane
-/// node is named (not only this one) so a client pinned to any member still verifies.
+/// kubeadm's required names for a node's API server (`GetAPIServerAltNames`): the
+/// node's name and address, the in-cluster service names and IP, and the
+/// controlPlaneEndpoint host, which is ours: the VIP's DNS name when set, and the VIP
+/// itself either way, so clients that dial the bare VIP verify too.
+///
+/// Only this node: a kubeadm-made cert names no other control plane, and naming them
+/// would re-issue every node's cert whenever one is added or removed. Nothing dials a
+/// node's API server by another node's name or address.
 fn apiserver_dns_names(inventory: &Inventory, node: &Node) -> Vec<String> {
     let mut names = vec![node.name.to_string()];
-    names.extend(inventory.control_plane().map(|n| n.name.to_string()));
     names.extend(["kubernetes", "kubernetes.default", "kubernetes.default.svc"].map(str::to_owned));
     names.push(format!(
         "kubernetes.default.svc.{}",
@@ -221,9 +224,11 @@ fn apiserver_dns_names(inventory: &Inventory, node: &Node) -> Vec<String> {
 }
 
 fn apiserver_ips(inventory: &Inventory, node: &Node, service_ip: IpAddr) -> Vec<IpAddr> {
-    let mut ips = vec![service_ip, IpAddr::V4(inventory.vip.address), node.address];
-    ips.extend(inventory.control_plane().map(|n| n.address));
-    dedup(ips)
+    dedup(vec![
+        service_ip,
+        node.address,
+        IpAddr::V4(inventory.vip.address),
+    ])
 }
 
 /// The `kubernetes` service's cluster IP: the service subnet's network address + 1,
@@ -260,6 +265,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::inventory::DnsName;
     use crate::pki::tests::inventory;
 
     fn spec<'a>(specs: &'a [LeafSpec], base: &str, node: Option<&str>) -> &'a LeafSpec {
@@ -296,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn apiserver_names_the_service_the_vip_and_every_control_plane_node() {
+    fn apiserver_names_kubeadms_required_set_plus_the_vip_and_no_other_node() {
         let specs = leaf_specs(&inventory(3, 1)).unwrap();
         let api = spec(&specs, "apiserver", Some("cp-2"));
         assert_eq!(api.common_name, "kube-apiserver");
@@ -304,8 +310,6 @@ mod tests {
             api.dns_names,
             [
                 "cp-2",
-                "cp-1",
-                "cp-3",
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
@@ -314,16 +318,17 @@ mod tests {
             ]
         );
         let ips: Vec<String> = api.ip_addresses.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            ips,
-            [
-                "10.96.0.1",
-                "10.77.0.100",
-                "10.77.0.12",
-                "10.77.0.11",
-                "10.77.0.13"
-            ]
-        );
+        assert_eq!(ips, ["10.96.0.1", "10.77.0.12", "10.77.0.100"]);
+    }
+
+    #[test]
+    fn apiserver_names_follow_the_dns_domain() {
+        let mut inv = inventory(1, 0);
+        inv.networking.dns_domain = DnsName::new("corp.example").unwrap();
+        let specs = leaf_specs(&inv).unwrap();
+        let names = &spec(&specs, "apiserver", Some("cp-1")).dns_names;
+        assert!(names.contains(&"kubernetes.default.svc.corp.example".to_owned()));
+        assert!(!names.iter().any(|n| n.ends_with("cluster.local")));
     }
 
     #[test]

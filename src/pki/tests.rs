@@ -144,6 +144,22 @@ fn leaves_of_two_nodes() -> Vec<(String, &'static str, &'static str)> {
     v
 }
 
+/// Asserts that the report entries `picked` names have `outcome` and all others were reused.
+fn assert_only(report: &PkiReport, picked: impl Fn(&str) -> bool, outcome: &Outcome) {
+    for (name, got) in &report.entries {
+        let want = if picked(name) {
+            outcome
+        } else {
+            &Outcome::Reused
+        };
+        assert_eq!(got, want, "{name}");
+    }
+    assert!(
+        report.entries.iter().any(|(n, _)| picked(n)),
+        "no entry was picked: {report}"
+    );
+}
+
 #[test]
 fn first_run_writes_kubeadms_layout_with_private_modes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -329,24 +345,30 @@ fn openssl_verifies_every_leaf_against_its_own_ca_only() {
 }
 
 #[test]
-fn openssl_accepts_the_apiserver_cert_for_the_vip_names_and_service_ip() {
+fn openssl_accepts_the_apiserver_cert_for_its_node_the_vip_and_the_service_only() {
     let tmp = tempfile::tempdir().unwrap();
     ensure(tmp.path(), &inventory(3, 0)).unwrap();
     let leaf = "nodes/cp-1/apiserver.crt";
-    for ip in ["10.77.0.100", "10.96.0.1", "10.77.0.13"] {
+    for ip in ["10.77.0.100", "10.96.0.1", "10.77.0.11"] {
         let (ok, out) = verify(tmp.path(), "ca.crt", leaf, &["-verify_ip", ip]);
         assert!(ok, "{ip}: {out}");
     }
     for host in [
         "k8s-api.lab.test",
         "kubernetes.default.svc.cluster.local",
-        "cp-3",
+        "cp-1",
     ] {
         let (ok, out) = verify(tmp.path(), "ca.crt", leaf, &["-verify_hostname", host]);
         assert!(ok, "{host}: {out}");
     }
-    let (ok, _) = verify(tmp.path(), "ca.crt", leaf, &["-verify_ip", "10.77.0.99"]);
-    assert!(!ok, "an address outside the SANs is refused");
+    for (flag, other) in [
+        ("-verify_ip", "10.77.0.99"),
+        ("-verify_ip", "10.77.0.13"),
+        ("-verify_hostname", "cp-3"),
+    ] {
+        let (ok, _) = verify(tmp.path(), "ca.crt", leaf, &[flag, other]);
+        assert!(!ok, "{other} is not cp-1's, and is refused");
+    }
 }
 
 #[test]
@@ -441,51 +463,59 @@ fn a_second_run_changes_no_byte() {
 }
 
 #[test]
-fn adding_a_control_plane_node_reissues_only_the_apiserver_certs() {
+fn adding_a_fourth_control_plane_reissues_nothing_of_the_first_three() {
     let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &inventory(2, 0)).unwrap();
+    let three = inventory(3, 1);
+    let (first, _) = ensure(tmp.path(), &three).unwrap();
     let before = snapshot(tmp.path());
-    let (_, report) = ensure(tmp.path(), &inventory(3, 0)).unwrap();
+    let four = inventory(4, 1);
+    let (second, report) = ensure(tmp.path(), &four).unwrap();
     let after = snapshot(tmp.path());
-    let reissued = Outcome::Reissued(Reissue::NamesChanged);
-    for n in ["cp-1", "cp-2"] {
-        assert_eq!(
-            report.outcome(&format!("apiserver ({n})")),
-            Some(&reissued),
-            "{report}"
-        );
-        let crt = PathBuf::from(format!("nodes/{n}/apiserver.crt"));
-        assert_ne!(before[&crt], after[&crt]);
-        for etcd in ["etcd/server", "etcd/peer"] {
-            assert_eq!(
-                report.outcome(&format!("{etcd} ({n})")),
-                Some(&Outcome::Reused)
-            );
-        }
+    for (path, bytes) in &before {
+        assert_eq!(Some(bytes), after.get(path), "{} changed", path.display());
     }
-    assert_eq!(report.outcome("apiserver (cp-3)"), Some(&Outcome::Created));
-    for unchanged in [
-        "ca.crt",
-        "ca.key",
-        "etcd/ca.crt",
-        "front-proxy-ca.key",
-        "sa.key",
-        "sa.pub",
-        "apiserver-etcd-client.crt",
-    ] {
+    let added: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    assert!(
+        !added.is_empty() && added.iter().all(|p| p.starts_with("nodes/cp-4")),
+        "{added:?}"
+    );
+    assert_only(&report, |n| n.ends_with("(cp-4)"), &Outcome::Created);
+    for node in three.control_plane() {
         assert_eq!(
-            before[Path::new(unchanged)],
-            after[Path::new(unchanged)],
-            "{unchanged}"
+            first.files_for(node),
+            second.files_for(node),
+            "{} gets the same files",
+            node.name
         );
     }
     let (ok, out) = verify(
         tmp.path(),
         "ca.crt",
-        "nodes/cp-1/apiserver.crt",
-        &["-verify_ip", "10.77.0.13"],
+        "nodes/cp-4/apiserver.crt",
+        &["-verify_ip", "10.77.0.14"],
     );
-    assert!(ok, "the re-issued cert names the new node: {out}");
+    assert!(ok, "the new node's cert names it: {out}");
+}
+
+#[test]
+fn a_new_api_dns_name_reissues_the_apiserver_certs_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    ensure(tmp.path(), &inventory(2, 0)).unwrap();
+    let mut renamed = inventory(2, 0);
+    renamed.vip.dns_name = Some(crate::inventory::DnsName::new("api.lab.test").unwrap());
+    let (_, report) = ensure(tmp.path(), &renamed).unwrap();
+    assert_only(
+        &report,
+        |n| n.starts_with("apiserver ("),
+        &Outcome::Reissued(Reissue::NamesChanged),
+    );
+    let (ok, out) = verify(
+        tmp.path(),
+        "ca.crt",
+        "nodes/cp-2/apiserver.crt",
+        &["-verify_hostname", "api.lab.test"],
+    );
+    assert!(ok, "{out}");
 }
 
 #[test]

@@ -126,11 +126,20 @@ fn distributed_chains_verify_with_openssl_on_every_control_plane_node() {
         for want in [
             format!("IP Address:{vip}"),
             "DNS:kubernetes.default.svc.cluster.local".into(),
-            format!("IP Address:{}", lab.node_address("cp3")),
+            format!("DNS:{node},"),
+            format!("IP Address:{}", lab.node_address(node)),
         ] {
             assert!(
                 sans.contains(&want),
                 "{node}: apiserver SANs lack {want}: {sans}"
+            );
+        }
+        // kubeadm's rule: a node's API server cert names that node only.
+        for other in ["cp1", "cp2", "cp3"].into_iter().filter(|o| *o != node) {
+            let theirs = format!("IP Address:{}", lab.node_address(other));
+            assert!(
+                !sans.split(", ").any(|s| s.trim() == theirs),
+                "{node}: apiserver SANs name {other}: {sans}"
             );
         }
     }
