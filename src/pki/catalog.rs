@@ -190,17 +190,30 @@ fn client(
     }
 }
 
-/// The group of the API server's kubelet client cert. kubeadm 1.29 moved it from
-/// `system:masters` (which no RBAC rule can restrict) to `kubeadm:cluster-admins`,
-/// bound to cluster-admin by a ClusterRoleBinding kubeadm creates; older kubeadm
-/// versions do not create that binding, so they keep the old group.
+/// The group of the API server's kubelet client cert, as kubeadm's `certlist.go` has
+/// it for each release:
+/// - before 1.29, `system:masters`, which no RBAC rule can restrict;
+/// - 1.29 to 1.36, `kubeadm:cluster-admins`, bound to cluster-admin by a
+///   ClusterRoleBinding kubeadm creates;
+/// - from 1.37, `system:kubelet-api-admin`, which holds only the kubelet API
+///   permissions the API server needs (k/k PR #138957).
+///
+/// kubeadm never checks the O of an existing cert, so a wrong one would pass `init` and
+/// break `kubectl logs` and `exec` later; that is why the version decides it here.
 pub fn kubelet_client_group(kubernetes_version: &KubernetesVersion) -> &'static str {
-    if kubernetes_version.at_least(1, 29) {
-        "kubeadm:cluster-admins"
+    if kubernetes_version.at_least(1, 37) {
+        "system:kubelet-api-admin"
+    } else if kubernetes_version.at_least(1, 29) {
+        CLUSTER_ADMINS
     } else {
-        "system:masters"
+        SYSTEM_MASTERS
     }
 }
+
+/// kubeadm's group for cluster administrators since 1.29 (`admin.conf`).
+const CLUSTER_ADMINS: &str = "kubeadm:cluster-admins";
+/// The group the API server grants everything, bypassing RBAC (`super-admin.conf`).
+const SYSTEM_MASTERS: &str = "system:masters";
 
 /// kubeadm's required names for a node's API server (`GetAPIServerAltNames`): the
 /// node's name and address, the in-cluster service names and IP, and the
@@ -404,16 +417,16 @@ mod tests {
 
     #[test]
     fn kubelet_client_group_follows_the_kubeadm_version() {
-        let v = |s: &str| KubernetesVersion::new(s).unwrap();
-        assert_eq!(kubelet_client_group(&v("v1.28.9")), "system:masters");
-        assert_eq!(
-            kubelet_client_group(&v("v1.29.0")),
-            "kubeadm:cluster-admins"
-        );
-        assert_eq!(
-            kubelet_client_group(&v("v1.31.2")),
-            "kubeadm:cluster-admins"
-        );
+        for (version, group) in [
+            ("v1.28.9", "system:masters"),
+            ("v1.29.0", "kubeadm:cluster-admins"),
+            ("v1.31.2", "kubeadm:cluster-admins"),
+            ("v1.36.9", "kubeadm:cluster-admins"),
+            ("v1.37.0", "system:kubelet-api-admin"),
+        ] {
+            let v = KubernetesVersion::new(version).unwrap();
+            assert_eq!(kubelet_client_group(&v), group, "{version}");
+        }
     }
 
     #[test]
