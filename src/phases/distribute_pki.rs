@@ -26,7 +26,10 @@ impl Phase for DistributePki {
                     async |host| {
                         let node = c.node(host.node())?;
                         let facts = c.facts_of(host.node())?;
-                        let changes = plan_node(&pki.files_for(node), facts);
+                        let changes = plan_node(
+                            &pki.files_for(node, crate::pki::default_init_node(&c.inventory)),
+                            facts,
+                        );
                         c.apply(host, &changes).await
                     },
                 )

@@ -30,7 +30,7 @@ impl Phase for GatherFacts {
                             files: [prepare_hosts::files_read(), install_agent::files_read()]
                                 .concat(),
                             digests: pki
-                                .files_for(node)
+                                .files_for(node, crate::pki::default_init_node(&c.inventory))
                                 .into_iter()
                                 .map(|f| f.remote_path)
                                 .chain(install_agent::digests_read())

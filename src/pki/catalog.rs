@@ -2,7 +2,7 @@
 //! check-expiration` shows the same names), with kubeadm's file names, subjects and
 //! subject alternative names, computed from the inventory. No crypto and no I/O here.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -71,14 +71,100 @@ impl Profile {
     }
 }
 
+/// Where a leaf goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// `<base>.crt` and `<base>.key` under `/etc/kubernetes/pki`.
+    PkiDir,
+    /// Embedded, with the cluster CA, in a kubeconfig that names this API server URL.
+    Kubeconfig { kind: Kubeconfig, server: String },
+}
+
+/// The kubeconfigs kubeadm writes on a control-plane node (its `kubeconfig.go`), plus
+/// the user's own `admin.conf`. kubelet.conf is not among them: kubeadm writes it (init)
+/// or the kubelet's TLS bootstrap makes it (join), and a join refuses to start if it
+/// exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kubeconfig {
+    /// `admin.conf` on every control plane; kubeadm itself uses it during init and join.
+    Admin,
+    /// `super-admin.conf`, on the node that runs `kubeadm init` only: init needs a
+    /// `system:masters` identity to create the ClusterRoleBinding that gives
+    /// `kubeadm:cluster-admins` its rights. One shared certificate, so whichever node
+    /// a phase chooses for init can get it.
+    SuperAdmin,
+    ControllerManager,
+    Scheduler,
+    /// The `admin.conf` for the user's workstation, which khactl keeps in the state
+    /// directory and never places on a node; its own key, so no node holds it.
+    Workstation,
+}
+
+impl Kubeconfig {
+    /// The file name under `/etc/kubernetes` (the workstation's is `admin.conf` too).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Kubeconfig::Admin | Kubeconfig::Workstation => "admin.conf",
+            Kubeconfig::SuperAdmin => "super-admin.conf",
+            Kubeconfig::ControllerManager => "controller-manager.conf",
+            Kubeconfig::Scheduler => "scheduler.conf",
+        }
+    }
+
+    /// How reports and `khactl certs` name its certificate, as kubeadm's `certs
+    /// check-expiration` does.
+    fn name(self) -> &'static str {
+        match self {
+            Kubeconfig::Workstation => "admin.conf (workstation)",
+            other => other.file_name(),
+        }
+    }
+
+    /// The client certificate's pair in the state directory, before `nodes/<node>/`
+    /// for per-node ones.
+    fn local_base(self) -> &'static str {
+        match self {
+            Kubeconfig::Admin => "kubeconfig/admin",
+            Kubeconfig::SuperAdmin => "kubeconfig/super-admin",
+            Kubeconfig::ControllerManager => "kubeconfig/controller-manager",
+            Kubeconfig::Scheduler => "kubeconfig/scheduler",
+            Kubeconfig::Workstation => "kubeconfig/workstation-admin",
+        }
+    }
+
+    /// The user: the client certificate's CN, which is also kubeadm's user name in the
+    /// file.
+    pub fn user(self) -> &'static str {
+        match self {
+            Kubeconfig::Admin | Kubeconfig::Workstation => "kubernetes-admin",
+            Kubeconfig::SuperAdmin => "kubernetes-super-admin",
+            Kubeconfig::ControllerManager => "system:kube-controller-manager",
+            Kubeconfig::Scheduler => "system:kube-scheduler",
+        }
+    }
+
+    fn organizations(self, kubernetes_version: &KubernetesVersion) -> Vec<String> {
+        match self {
+            Kubeconfig::Admin | Kubeconfig::Workstation => {
+                vec![admin_group(kubernetes_version).to_owned()]
+            }
+            Kubeconfig::SuperAdmin => vec![SYSTEM_MASTERS.to_owned()],
+            Kubeconfig::ControllerManager | Kubeconfig::Scheduler => vec![],
+        }
+    }
+}
+
 /// Everything that identifies one leaf certificate. Two specs that compare equal
 /// describe interchangeable certificates; that is what makes a leaf reusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafSpec {
-    /// kubeadm's base name relative to the PKI directory (`apiserver`, `etcd/peer`).
+    /// The pair's path in the state directory, without extension and without the
+    /// `nodes/<node>/` of per-node ones; for [`Placement::PkiDir`] also kubeadm's
+    /// base name under the PKI directory (`apiserver`, `etcd/peer`).
     pub base: &'static str,
     /// The node a per-node certificate belongs to; `None` for shared ones.
     pub node: Option<NodeName>,
+    pub placement: Placement,
     pub authority: Authority,
     pub common_name: String,
     pub organizations: Vec<String>,
@@ -97,25 +183,35 @@ impl LeafSpec {
         }
     }
 
+    /// kubeadm's name: the base name of a PKI file, or the kubeconfig's file name.
+    pub fn name(&self) -> &'static str {
+        match &self.placement {
+            Placement::PkiDir => self.base,
+            Placement::Kubeconfig { kind, .. } => kind.name(),
+        }
+    }
+
     /// How progress output and `khactl certs` name it: `etcd/peer (cp-1)`.
     pub fn display_name(&self) -> String {
         match &self.node {
-            Some(node) => format!("{} ({node})", self.base),
-            None => self.base.to_owned(),
+            Some(node) => format!("{} ({node})", self.name()),
+            None => self.name().to_owned(),
         }
     }
 }
 
-/// Every leaf certificate of the cluster, shared ones first, then per control-plane
-/// node in inventory order.
+/// Every leaf certificate placed on nodes, shared ones first, then per control-plane
+/// node in inventory order. Nothing of one node's depends on another node, so adding a
+/// control plane adds its leaves and changes no other.
 pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
     let service_ip = first_service_ip(inventory.networking.service_subnet)?;
+    let version = &inventory.cluster.kubernetes_version;
     let mut specs = vec![
         client(
             "apiserver-kubelet-client",
             Authority::Kubernetes,
             "kube-apiserver-kubelet-client",
-            vec![kubelet_client_group(&inventory.cluster.kubernetes_version).to_owned()],
+            vec![kubelet_client_group(version).to_owned()],
         ),
         client(
             "front-proxy-client",
@@ -135,11 +231,18 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
             "kube-etcd-healthcheck-client",
             vec![],
         ),
+        kubeconfig_client(
+            Kubeconfig::SuperAdmin,
+            None,
+            version,
+            endpoint_url(inventory),
+        ),
     ];
     for node in inventory.control_plane() {
         specs.push(LeafSpec {
             base: "apiserver",
             node: Some(node.name.clone()),
+            placement: Placement::PkiDir,
             authority: Authority::Kubernetes,
             common_name: "kube-apiserver".to_owned(),
             organizations: vec![],
@@ -156,6 +259,7 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
             specs.push(LeafSpec {
                 base,
                 node: Some(node.name.clone()),
+                placement: Placement::PkiDir,
                 authority: Authority::Etcd,
                 common_name: node.name.to_string(),
                 organizations: vec![],
@@ -168,8 +272,46 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
                 ]),
             });
         }
+        // kubeadm writes these on every control plane, each with its own key; the
+        // components reach their own node's API server, the admin the endpoint.
+        for (kind, server) in [
+            (Kubeconfig::Admin, endpoint_url(inventory)),
+            (Kubeconfig::ControllerManager, local_api_url(node)),
+            (Kubeconfig::Scheduler, local_api_url(node)),
+        ] {
+            specs.push(kubeconfig_client(kind, Some(&node.name), version, server));
+        }
     }
     Ok(specs)
+}
+
+/// The client certificate of the workstation's `admin.conf`: kept apart from
+/// [`leaf_specs`] because no node ever gets it.
+pub fn workstation_admin_spec(inventory: &Inventory) -> LeafSpec {
+    kubeconfig_client(
+        Kubeconfig::Workstation,
+        None,
+        &inventory.cluster.kubernetes_version,
+        workstation_url(inventory),
+    )
+}
+
+fn kubeconfig_client(
+    kind: Kubeconfig,
+    node: Option<&NodeName>,
+    version: &KubernetesVersion,
+    server: String,
+) -> LeafSpec {
+    LeafSpec {
+        node: node.cloned(),
+        placement: Placement::Kubeconfig { kind, server },
+        ..client(
+            kind.local_base(),
+            Authority::Kubernetes,
+            kind.user(),
+            kind.organizations(version),
+        )
+    }
 }
 
 fn client(
@@ -181,12 +323,24 @@ fn client(
     LeafSpec {
         base,
         node: None,
+        placement: Placement::PkiDir,
         authority,
         common_name: common_name.to_owned(),
         organizations,
         profile: Profile::Client,
         dns_names: vec![],
         ip_addresses: vec![],
+    }
+}
+
+/// The group of `admin.conf`'s user: `kubeadm:cluster-admins` since kubeadm 1.29, which
+/// stopped putting everyday admins in `system:masters` (RBAC cannot restrict it, so a
+/// leaked admin.conf could not be revoked by removing a binding).
+pub fn admin_group(kubernetes_version: &KubernetesVersion) -> &'static str {
+    if kubernetes_version.at_least(1, 29) {
+        CLUSTER_ADMINS
+    } else {
+        SYSTEM_MASTERS
     }
 }
 
@@ -199,14 +353,12 @@ fn client(
 ///   permissions the API server needs (k/k PR #138957).
 ///
 /// kubeadm never checks the O of an existing cert, so a wrong one would pass `init` and
-/// break `kubectl logs` and `exec` later; that is why the version decides it here.
+/// grant the API server too much or too little on kubelets; the version decides it here.
 pub fn kubelet_client_group(kubernetes_version: &KubernetesVersion) -> &'static str {
     if kubernetes_version.at_least(1, 37) {
         "system:kubelet-api-admin"
-    } else if kubernetes_version.at_least(1, 29) {
-        CLUSTER_ADMINS
     } else {
-        SYSTEM_MASTERS
+        admin_group(kubernetes_version)
     }
 }
 
@@ -242,6 +394,49 @@ fn apiserver_ips(inventory: &Inventory, node: &Node, service_ip: IpAddr) -> Vec<
         node.address,
         IpAddr::V4(inventory.vip.address),
     ])
+}
+
+/// The port every kube-apiserver binds on its node (kubeadm's default
+/// `localAPIEndpoint.bindPort`, which khactl's kubeadm configuration keeps).
+pub const APISERVER_BIND_PORT: u16 = 6443;
+
+/// The controlPlaneEndpoint, `host:port`: the VIP's DNS name when the inventory has one,
+/// else the VIP, with the load balancer's port. The kubeadm configuration must use
+/// exactly this value: `admin.conf`'s server URL is derived from it, and kubeadm
+/// compares that URL with the one in a kubeconfig it finds in place.
+pub fn control_plane_endpoint(inventory: &Inventory) -> String {
+    let port = inventory.vip.port.get();
+    match &inventory.vip.dns_name {
+        Some(name) => format!("{name}:{port}"),
+        None => format!("{}:{port}", inventory.vip.address),
+    }
+}
+
+/// kubeadm's URL for `admin.conf` and `super-admin.conf` (`GetControlPlaneEndpoint`):
+/// the controlPlaneEndpoint with its own port, which overrides the bind port.
+pub fn endpoint_url(inventory: &Inventory) -> String {
+    format!("https://{}", control_plane_endpoint(inventory))
+}
+
+/// kubeadm's URL for `controller-manager.conf` and `scheduler.conf`
+/// (`GetLocalAPIEndpoint`): the node's own API server, so neither depends on the VIP.
+/// IPv6 addresses come in brackets, as Go's `net.JoinHostPort` writes them.
+pub fn local_api_url(node: &Node) -> String {
+    format!(
+        "https://{}",
+        SocketAddr::new(node.address, APISERVER_BIND_PORT)
+    )
+}
+
+/// The URL of the workstation's `admin.conf`: the VIP by address, which works where the
+/// VIP's DNS name does not resolve (it is often only in the nodes' `/etc/hosts`); every
+/// API server certificate names the VIP.
+pub fn workstation_url(inventory: &Inventory) -> String {
+    format!(
+        "https://{}:{}",
+        inventory.vip.address,
+        inventory.vip.port.get()
+    )
 }
 
 /// The `kubernetes` service's cluster IP: the service subnet's network address + 1,
@@ -286,6 +481,29 @@ mod tests {
             .iter()
             .find(|s| s.base == base && s.node.as_ref().map(NodeName::as_str) == node)
             .unwrap()
+    }
+
+    #[test]
+    fn the_endpoint_is_the_dns_name_or_the_vip_with_the_load_balancer_port() {
+        let mut inv = inventory(1, 0);
+        assert_eq!(control_plane_endpoint(&inv), "k8s-api.lab.test:8443");
+        assert_eq!(endpoint_url(&inv), "https://k8s-api.lab.test:8443");
+        inv.vip.dns_name = None;
+        assert_eq!(endpoint_url(&inv), "https://10.77.0.100:8443");
+        inv.vip.dns_name = Some(DnsName::new("api.example").unwrap());
+        assert_eq!(
+            workstation_url(&inv),
+            "https://10.77.0.100:8443",
+            "the workstation dials the VIP itself"
+        );
+    }
+
+    #[test]
+    fn the_local_url_is_the_nodes_address_and_the_bind_port() {
+        let mut inv = inventory(1, 0);
+        assert_eq!(local_api_url(&inv.nodes[0]), "https://10.77.0.11:6443");
+        inv.nodes[0].address = "fd00::11".parse().unwrap();
+        assert_eq!(local_api_url(&inv.nodes[0]), "https://[fd00::11]:6443");
     }
 
     #[test]
@@ -373,7 +591,7 @@ mod tests {
     #[test]
     fn workers_get_no_per_node_certificates() {
         let specs = leaf_specs(&inventory(1, 2)).unwrap();
-        assert_eq!(specs.len(), 4 + 3);
+        assert_eq!(specs.len(), 5 + 6);
         assert!(
             specs
                 .iter()

@@ -16,6 +16,9 @@ use x509_parser::extensions::GeneralName;
 use super::*;
 use crate::inventory::{Inventory, KeyType};
 
+mod kubeconfigs;
+mod subjects;
+
 /// An inventory with `cps` control-plane and `workers` worker nodes (cp-1 at
 /// 10.77.0.11 …, w-1 at 10.77.0.21 …), ECDSA keys unless a test asks for RSA.
 pub fn inventory(cps: usize, workers: usize) -> Inventory {
@@ -108,6 +111,18 @@ const SHARED: [&str; 7] = [
     "etcd/healthcheck-client",
 ];
 const PER_NODE: [&str; 3] = ["apiserver", "etcd/server", "etcd/peer"];
+/// The client pairs of kubeconfigs in the state directory: shared, then per node.
+const SHARED_KUBECONFIG: [&str; 2] = ["kubeconfig/super-admin", "kubeconfig/workstation-admin"];
+const PER_NODE_KUBECONFIG: [&str; 3] = [
+    "kubeconfig/admin",
+    "kubeconfig/controller-manager",
+    "kubeconfig/scheduler",
+];
+/// How many pieces `ensure` reports for `cps` control-plane nodes: CAs, sa, the
+/// shared leaves and kubeconfig pairs, then six per node.
+fn pieces(cps: usize) -> usize {
+    3 + 1 + 4 + 2 + cps * 6
+}
 
 /// `<prefix><base>.crt|.key` for each base plus the service-account pair, sorted.
 fn file_names(prefix: &str, bases: &[impl AsRef<str>]) -> Vec<String> {
@@ -134,7 +149,13 @@ fn leaves_of_two_nodes() -> Vec<(String, &'static str, &'static str)> {
         ("apiserver-etcd-client".to_owned(), "etcd/ca", "sslclient"),
         ("etcd/healthcheck-client".to_owned(), "etcd/ca", "sslclient"),
     ];
+    for k in SHARED_KUBECONFIG {
+        v.push((k.to_owned(), "ca", "sslclient"));
+    }
     for n in ["cp-1", "cp-2"] {
+        for k in PER_NODE_KUBECONFIG {
+            v.push((format!("nodes/{n}/{k}"), "ca", "sslclient"));
+        }
         v.push((format!("nodes/{n}/apiserver"), "ca", "sslserver"));
         v.push((format!("nodes/{n}/etcd/server"), "etcd/ca", "sslserver"));
         v.push((format!("nodes/{n}/etcd/peer"), "etcd/ca", "sslserver"));
@@ -169,23 +190,36 @@ fn first_run_writes_kubeadms_layout_with_private_modes() {
         .keys()
         .map(|p| p.display().to_string())
         .collect();
-    let mut bases: Vec<String> = SHARED.map(String::from).to_vec();
+    let mut bases: Vec<String> = SHARED
+        .iter()
+        .chain(&SHARED_KUBECONFIG)
+        .map(|b| b.to_string())
+        .collect();
     for n in ["cp-1", "cp-2"] {
-        bases.extend(PER_NODE.map(|b| format!("nodes/{n}/{b}")));
+        let per_node = PER_NODE.iter().chain(&PER_NODE_KUBECONFIG);
+        bases.extend(per_node.map(|b| format!("nodes/{n}/{b}")));
     }
     assert_eq!(files, file_names("", &bases));
     for f in &files {
         let want_mode = if f.ends_with(".key") { 0o600 } else { 0o644 };
         assert_eq!(mode(&dir.join(f)), want_mode, "{f}");
     }
-    for d in [".", "etcd", "nodes", "nodes/cp-1", "nodes/cp-1/etcd"] {
+    for d in [
+        ".",
+        "etcd",
+        "kubeconfig",
+        "nodes",
+        "nodes/cp-1",
+        "nodes/cp-1/etcd",
+        "nodes/cp-1/kubeconfig",
+    ] {
         assert_eq!(mode(&dir.join(d)), 0o700, "{d}");
     }
     assert!(
         report.entries.iter().all(|(_, o)| *o == Outcome::Created),
         "{report:?}"
     );
-    assert_eq!(report.entries.len(), 3 + 1 + 4 + 2 * 3);
+    assert_eq!(report.entries.len(), pieces(2));
 }
 
 #[test]
@@ -320,160 +354,6 @@ fn leaves_carry_their_profile_names_and_authority_key_id() {
     }
 }
 
-/// What a certificate says about its holder: CN, every O, and its extended key usages.
-#[derive(Debug, PartialEq)]
-struct Holder {
-    cn: String,
-    o: Vec<String>,
-    eku: Eku,
-}
-
-#[derive(Debug, PartialEq)]
-enum Eku {
-    /// A CA: no extended key usage.
-    None,
-    Client,
-    ServerAndClient,
-}
-
-fn holder_of(pem: &[u8]) -> Holder {
-    let der = inspect::cert_der(pem).unwrap();
-    let cert = inspect::parse(&der).unwrap();
-    let strings = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>| {
-        it.map(|a| a.as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
-    let eku = match cert.extended_key_usage().unwrap() {
-        None => Eku::None,
-        Some(e) => match (e.value.server_auth, e.value.client_auth) {
-            (false, true) => Eku::Client,
-            (true, true) => Eku::ServerAndClient,
-            other => panic!("unexpected EKU {other:?}"),
-        },
-    };
-    Holder {
-        cn: strings(&mut cert.subject().iter_common_name())
-            .pop()
-            .unwrap(),
-        o: strings(&mut cert.subject().iter_organization()),
-        eku,
-    }
-}
-
-fn holder(cn: &str, o: &[&str], eku: Eku) -> Holder {
-    Holder {
-        cn: cn.to_owned(),
-        o: o.iter().map(|s| (*s).to_owned()).collect(),
-        eku,
-    }
-}
-
-/// The contract's subject table (KUBEADM-CONTRACT.md §2, from kubeadm's `certlist.go`),
-/// written out for one release: certificate file in the state directory → holder.
-fn kubeadm_subjects(minor: u32) -> Vec<(&'static str, Holder)> {
-    let kubelet_client_o = if minor >= 37 {
-        "system:kubelet-api-admin"
-    } else {
-        "kubeadm:cluster-admins"
-    };
-    vec![
-        ("ca.crt", holder("kubernetes", &[], Eku::None)),
-        (
-            "front-proxy-ca.crt",
-            holder("front-proxy-ca", &[], Eku::None),
-        ),
-        ("etcd/ca.crt", holder("etcd-ca", &[], Eku::None)),
-        // kubeadm's has serverAuth only; the extra clientAuth is khactl's documented
-        // server profile, and kubeadm never checks EKUs.
-        (
-            "nodes/cp-1/apiserver.crt",
-            holder("kube-apiserver", &[], Eku::ServerAndClient),
-        ),
-        (
-            "apiserver-kubelet-client.crt",
-            holder(
-                "kube-apiserver-kubelet-client",
-                &[kubelet_client_o],
-                Eku::Client,
-            ),
-        ),
-        (
-            "apiserver-etcd-client.crt",
-            holder("kube-apiserver-etcd-client", &[], Eku::Client),
-        ),
-        (
-            "front-proxy-client.crt",
-            holder("front-proxy-client", &[], Eku::Client),
-        ),
-        (
-            "nodes/cp-1/etcd/server.crt",
-            holder("cp-1", &[], Eku::ServerAndClient),
-        ),
-        (
-            "nodes/cp-1/etcd/peer.crt",
-            holder("cp-1", &[], Eku::ServerAndClient),
-        ),
-        (
-            "etcd/healthcheck-client.crt",
-            holder("kube-etcd-healthcheck-client", &[], Eku::Client),
-        ),
-    ]
-}
-
-fn with_version(mut inv: Inventory, version: &str) -> Inventory {
-    inv.cluster.kubernetes_version = crate::inventory::KubernetesVersion::new(version).unwrap();
-    inv
-}
-
-#[test]
-fn every_certificate_has_the_subject_kubeadm_gives_it_for_the_target_release() {
-    for (version, minor) in [("v1.30.4", 30), ("v1.31.2", 31), ("v1.37.0", 37)] {
-        let tmp = tempfile::tempdir().unwrap();
-        ensure(tmp.path(), &with_version(inventory(1, 0), version)).unwrap();
-        let table = kubeadm_subjects(minor);
-        for (file, want) in &table {
-            let pem = fs::read(tmp.path().join(file)).unwrap();
-            assert_eq!(&holder_of(&pem), want, "{version}: {file}");
-        }
-        // The table covers every certificate khactl made.
-        let made: Vec<PathBuf> = snapshot(tmp.path())
-            .into_keys()
-            .filter(|p| p.extension().is_some_and(|e| e == "crt"))
-            .collect();
-        for file in &made {
-            assert!(
-                table.iter().any(|(f, _)| Path::new(f) == file),
-                "{version}: {} is not in the table",
-                file.display()
-            );
-        }
-    }
-}
-
-#[test]
-fn moving_to_1_37_reissues_the_kubelet_client_cert_for_its_new_group_only() {
-    let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &with_version(inventory(2, 1), "v1.30.4")).unwrap();
-    // 1.29 to 1.36 share every subject: upgrading within them keeps every byte.
-    let before = snapshot(tmp.path());
-    ensure(tmp.path(), &with_version(inventory(2, 1), "v1.36.3")).unwrap();
-    assert_eq!(snapshot(tmp.path()), before);
-
-    let (_, report) = ensure(tmp.path(), &with_version(inventory(2, 1), "v1.37.0")).unwrap();
-    assert_only(
-        &report,
-        |n| n == "apiserver-kubelet-client",
-        &Outcome::Reissued(Reissue::SubjectChanged),
-    );
-    let pem = fs::read(tmp.path().join("apiserver-kubelet-client.crt")).unwrap();
-    assert_eq!(holder_of(&pem).o, ["system:kubelet-api-admin"]);
-
-    // A patch release changes nothing.
-    let before = snapshot(tmp.path());
-    ensure(tmp.path(), &with_version(inventory(2, 1), "v1.37.4")).unwrap();
-    assert_eq!(snapshot(tmp.path()), before);
-}
-
 #[test]
 fn openssl_verifies_every_leaf_against_its_own_ca_only() {
     let tmp = tempfile::tempdir().unwrap();
@@ -603,8 +483,8 @@ fn a_second_run_changes_no_byte() {
     assert_eq!(snapshot(tmp.path()), before);
     for node in &inv.nodes {
         assert_eq!(
-            first.files_for(node),
-            second.files_for(node),
+            first.files_for(node, default_init_node(&inv)),
+            second.files_for(node, default_init_node(&inv)),
             "{}",
             node.name
         );
@@ -612,7 +492,7 @@ fn a_second_run_changes_no_byte() {
     assert_eq!(first.discovery_hash(), second.discovery_hash());
     assert_eq!(
         report.to_string(),
-        format!("certificates and keys: reused {}", 3 + 1 + 4 + 3 * 3)
+        format!("certificates and keys: reused {}", pieces(3))
     );
 }
 
@@ -636,8 +516,8 @@ fn adding_a_fourth_control_plane_reissues_nothing_of_the_first_three() {
     assert_only(&report, |n| n.ends_with("(cp-4)"), &Outcome::Created);
     for node in three.control_plane() {
         assert_eq!(
-            first.files_for(node),
-            second.files_for(node),
+            first.files_for(node, default_init_node(&three)),
+            second.files_for(node, default_init_node(&three)),
             "{} gets the same files",
             node.name
         );
@@ -968,20 +848,28 @@ fn a_control_plane_node_gets_its_own_certs_and_never_another_nodes() {
     let inv = inventory(2, 1);
     let (pki, _) = ensure(tmp.path(), &inv).unwrap();
     let cp1 = inv.node("cp-1").unwrap();
-    let files = pki.files_for(cp1);
-    let paths: Vec<String> = files
+    let files = pki.files_for(cp1, None);
+    let mut got: Vec<String> = files
         .iter()
         .map(|f| f.remote_path.display().to_string())
         .collect();
-    let bases: Vec<&str> = SHARED.iter().chain(&PER_NODE).copied().collect();
-    let mut got = paths.clone();
     got.sort();
-    assert_eq!(got, file_names("/etc/kubernetes/pki/", &bases));
+    let bases: Vec<&str> = SHARED.iter().chain(&PER_NODE).copied().collect();
+    let mut want = file_names("/etc/kubernetes/pki/", &bases);
+    want.extend(
+        ["admin.conf", "controller-manager.conf", "scheduler.conf"]
+            .map(|f| format!("/etc/kubernetes/{f}")),
+    );
+    want.sort();
+    assert_eq!(got, want);
     for f in &files {
-        let is_key = f.remote_path.extension().is_some_and(|e| e == "key");
+        let is_secret = f
+            .remote_path
+            .extension()
+            .is_some_and(|e| e == "key" || e == "conf");
         assert_eq!(
             (f.secret, f.mode),
-            if is_key {
+            if is_secret {
                 (true, 0o600)
             } else {
                 (false, 0o644)
@@ -1026,7 +914,12 @@ fn a_worker_gets_nothing_from_the_pki() {
     let inv = inventory(1, 2);
     let (pki, _) = ensure(tmp.path(), &inv).unwrap();
     for worker in inv.workers() {
-        assert_eq!(pki.files_for(worker), [], "{}", worker.name);
+        assert_eq!(
+            pki.files_for(worker, Some(&worker.name)),
+            [],
+            "{}: not even as the init node",
+            worker.name
+        );
     }
 }
 
@@ -1041,7 +934,7 @@ fn the_stale_worker_paths_are_what_older_khactl_placed_there() {
     let tmp = tempfile::tempdir().unwrap();
     let inv = inventory(1, 1);
     let (pki, _) = ensure(tmp.path(), &inv).unwrap();
-    let cp = pki.files_for(inv.node("cp-1").unwrap());
+    let cp = pki.files_for(inv.node("cp-1").unwrap(), None);
     assert!(
         stale_worker_paths()
             .iter()
@@ -1064,8 +957,19 @@ fn expiries_list_cas_then_every_leaf() {
         .collect();
     assert_eq!(&names[..3], ["ca", "front-proxy-ca", "etcd/ca"]);
     assert!(list[..3].iter().all(|e| e.is_authority) && list[3..].iter().all(|e| !e.is_authority));
-    assert_eq!(names.len(), 3 + 4 + 2 * 3);
-    assert!(names.contains(&"etcd/peer (cp-2)".to_owned()));
+    assert_eq!(
+        names.len(),
+        pieces(2) - 1,
+        "all but sa, which does not expire"
+    );
+    for name in [
+        "etcd/peer (cp-2)",
+        "scheduler.conf (cp-2)",
+        "super-admin.conf",
+        "admin.conf (workstation)",
+    ] {
+        assert!(names.contains(&name.to_owned()), "{name}: {names:?}");
+    }
 }
 
 #[test]
@@ -1073,7 +977,10 @@ fn debug_output_never_shows_key_material() {
     let tmp = tempfile::tempdir().unwrap();
     let inv = inventory(1, 0);
     let (pki, _) = ensure(tmp.path(), &inv).unwrap();
-    let debug = format!("{pki:?} {:?}", pki.files_for(&inv.nodes[0]));
+    let debug = format!(
+        "{pki:?} {:?}",
+        pki.files_for(&inv.nodes[0], default_init_node(&inv))
+    );
     assert!(!debug.contains("PRIVATE KEY"), "{debug}");
 }
 
