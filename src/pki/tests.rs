@@ -16,6 +16,8 @@ use x509_parser::extensions::GeneralName;
 use super::*;
 use crate::inventory::{Inventory, KeyType};
 
+mod authorities;
+mod distribution;
 mod kubeconfigs;
 mod subjects;
 
@@ -613,82 +615,6 @@ fn short_lived_leaves_are_renewed_in_the_last_half_of_their_life_only() {
 }
 
 #[test]
-fn a_ca_with_its_key_missing_is_an_error_and_nothing_is_overwritten() {
-    let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    fs::remove_file(tmp.path().join("etcd/ca.key")).unwrap();
-    let before = snapshot(tmp.path());
-    let err = ensure(tmp.path(), &inventory(1, 0)).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, PkiError::HalfPresent { .. }), "{err:?}");
-    assert!(
-        msg.contains("etcd/ca.crt exists but") && msg.contains("etcd/ca.key does not"),
-        "{msg}"
-    );
-    assert!(msg.contains("never overwrites"), "{msg}");
-    assert_eq!(snapshot(tmp.path()), before);
-}
-
-#[test]
-fn a_ca_key_without_its_certificate_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    fs::remove_file(tmp.path().join("ca.crt")).unwrap();
-    let err = ensure(tmp.path(), &inventory(1, 0)).unwrap_err();
-    assert!(err.to_string().contains("ca.key exists but"), "{err}");
-    assert!(!tmp.path().join("ca.crt").exists());
-}
-
-#[test]
-fn a_ca_whose_key_belongs_elsewhere_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    fs::copy(
-        tmp.path().join("front-proxy-ca.key"),
-        tmp.path().join("ca.key"),
-    )
-    .unwrap();
-    let err = ensure(tmp.path(), &inventory(1, 0)).unwrap_err();
-    assert!(matches!(err, PkiError::KeyMismatch { .. }), "{err:?}");
-}
-
-#[test]
-fn a_garbled_ca_certificate_is_an_error_not_a_new_ca() {
-    let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    fs::write(tmp.path().join("ca.crt"), b"garbage").unwrap();
-    let err = ensure(tmp.path(), &inventory(1, 0)).unwrap_err();
-    assert!(err.to_string().contains("is not usable as a CA"), "{err}");
-    assert_eq!(fs::read(tmp.path().join("ca.crt")).unwrap(), b"garbage");
-}
-
-#[test]
-fn a_leaf_in_place_of_a_ca_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    for ext in ["crt", "key"] {
-        let from = tmp.path().join(format!("front-proxy-client.{ext}"));
-        fs::copy(from, tmp.path().join(format!("front-proxy-ca.{ext}"))).unwrap();
-    }
-    let err = ensure(tmp.path(), &inventory(1, 0)).unwrap_err();
-    assert!(err.to_string().contains("not a CA certificate"), "{err}");
-}
-
-#[test]
-fn an_expired_ca_is_an_error_not_a_silent_replacement() {
-    let tmp = tempfile::tempdir().unwrap();
-    let now = OffsetDateTime::now_utc();
-    ensure_at(tmp.path(), &inventory(1, 0), now).unwrap();
-    let later = now + Duration::days(3651);
-    let err = ensure_at(tmp.path(), &inventory(1, 0), later).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("ca.crt is not usable as a CA: it expired on"),
-        "{err}"
-    );
-}
-
-#[test]
 fn a_leaf_from_another_ca_is_reissued() {
     let tmp = tempfile::tempdir().unwrap();
     ensure(tmp.path(), &inventory(1, 0)).unwrap();
@@ -748,22 +674,6 @@ fn a_leaf_with_a_missing_or_foreign_key_is_reissued() {
 }
 
 #[test]
-fn the_service_account_key_is_kept_and_its_public_half_rebuilt() {
-    let tmp = tempfile::tempdir().unwrap();
-    ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    let sa_key = fs::read(tmp.path().join("sa.key")).unwrap();
-    let sa_pub = fs::read(tmp.path().join("sa.pub")).unwrap();
-    fs::remove_file(tmp.path().join("sa.pub")).unwrap();
-    ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    assert_eq!(fs::read(tmp.path().join("sa.key")).unwrap(), sa_key);
-    assert_eq!(fs::read(tmp.path().join("sa.pub")).unwrap(), sa_pub);
-
-    fs::remove_file(tmp.path().join("sa.key")).unwrap();
-    let err = ensure(tmp.path(), &inventory(1, 0)).unwrap_err();
-    assert!(err.to_string().contains("sa.pub exists but"), "{err}");
-}
-
-#[test]
 fn reused_keys_get_their_private_mode_back() {
     let tmp = tempfile::tempdir().unwrap();
     ensure(tmp.path(), &inventory(1, 0)).unwrap();
@@ -774,173 +684,6 @@ fn reused_keys_get_their_private_mode_back() {
     for f in ["ca.key", "sa.key", "nodes/cp-1/apiserver.key"] {
         assert_eq!(mode(&tmp.path().join(f)), 0o600, "{f}");
     }
-}
-
-#[test]
-fn an_existing_openssl_made_ca_is_adopted() {
-    let tmp = tempfile::tempdir().unwrap();
-    fs::create_dir_all(tmp.path().join("etcd")).unwrap();
-    // A PKCS#1 ("RSA PRIVATE KEY") key, as older kubeadm and openssl genrsa write them.
-    let (ok, out) = openssl(
-        &["genrsa", "-traditional", "-out", "etcd/ca.key", "2048"],
-        tmp.path(),
-    );
-    assert!(ok, "{out}");
-    assert!(
-        fs::read_to_string(tmp.path().join("etcd/ca.key"))
-            .unwrap()
-            .starts_with("-----BEGIN RSA PRIVATE KEY")
-    );
-    let (ok, out) = openssl(
-        &[
-            "req",
-            "-x509",
-            "-key",
-            "etcd/ca.key",
-            "-out",
-            "etcd/ca.crt",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=etcd-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        ],
-        tmp.path(),
-    );
-    assert!(ok, "{out}");
-    let theirs = fs::read(tmp.path().join("etcd/ca.crt")).unwrap();
-    let (pki, report) = ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    assert_eq!(report.outcome("etcd/ca"), Some(&Outcome::Reused));
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains("etcd/ca CA expires")),
-        "{report}"
-    );
-    assert_eq!(pki.authority_cert(Authority::Etcd), theirs.as_slice());
-    let (ok, out) = verify(tmp.path(), "etcd/ca.crt", "nodes/cp-1/etcd/peer.crt", &[]);
-    assert!(ok, "{out}");
-    let peer = pki
-        .expiries()
-        .into_iter()
-        .find(|e| e.name == "etcd/peer")
-        .unwrap();
-    let ca = pki
-        .expiries()
-        .into_iter()
-        .find(|e| e.name == "etcd/ca")
-        .unwrap();
-    assert_eq!(peer.not_after, ca.not_after, "a leaf never outlives its CA");
-    let (_, again) = ensure(tmp.path(), &inventory(1, 0)).unwrap();
-    assert!(
-        !again.changed(),
-        "capped leaves are not renewed on every run: {again}"
-    );
-}
-
-#[test]
-fn a_control_plane_node_gets_its_own_certs_and_never_another_nodes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let inv = inventory(2, 1);
-    let (pki, _) = ensure(tmp.path(), &inv).unwrap();
-    let cp1 = inv.node("cp-1").unwrap();
-    let files = pki.files_for(cp1, None);
-    let mut got: Vec<String> = files
-        .iter()
-        .map(|f| f.remote_path.display().to_string())
-        .collect();
-    got.sort();
-    let bases: Vec<&str> = SHARED.iter().chain(&PER_NODE).copied().collect();
-    let mut want = file_names("/etc/kubernetes/pki/", &bases);
-    want.extend(
-        ["admin.conf", "controller-manager.conf", "scheduler.conf"]
-            .map(|f| format!("/etc/kubernetes/{f}")),
-    );
-    want.sort();
-    assert_eq!(got, want);
-    for f in &files {
-        let is_secret = f
-            .remote_path
-            .extension()
-            .is_some_and(|e| e == "key" || e == "conf");
-        assert_eq!(
-            (f.secret, f.mode),
-            if is_secret {
-                (true, 0o600)
-            } else {
-                (false, 0o644)
-            },
-            "{:?}",
-            f.remote_path
-        );
-    }
-    let own =
-        |node: &str, base: &str| fs::read(tmp.path().join(format!("nodes/{node}/{base}"))).unwrap();
-    let content = |p: &str| {
-        &files
-            .iter()
-            .find(|f| f.remote_path == Path::new(p))
-            .unwrap()
-            .contents
-    };
-    assert_eq!(
-        content("/etc/kubernetes/pki/apiserver.crt"),
-        &own("cp-1", "apiserver.crt")
-    );
-    assert_eq!(
-        content("/etc/kubernetes/pki/etcd/peer.key"),
-        &own("cp-1", "etcd/peer.key")
-    );
-    for other in [
-        "apiserver.crt",
-        "apiserver.key",
-        "etcd/server.key",
-        "etcd/peer.key",
-    ] {
-        assert!(
-            files.iter().all(|f| f.contents != own("cp-2", other)),
-            "cp-2's {other} leaked to cp-1"
-        );
-    }
-}
-
-#[test]
-fn a_worker_gets_nothing_from_the_pki() {
-    let tmp = tempfile::tempdir().unwrap();
-    let inv = inventory(1, 2);
-    let (pki, _) = ensure(tmp.path(), &inv).unwrap();
-    for worker in inv.workers() {
-        assert_eq!(
-            pki.files_for(worker, Some(&worker.name)),
-            [],
-            "{}: not even as the init node",
-            worker.name
-        );
-    }
-}
-
-#[test]
-fn the_stale_worker_paths_are_what_older_khactl_placed_there() {
-    // Older khactl gave workers exactly the cluster CA certificate; kubeadm join's
-    // preflight refuses a worker that has it.
-    assert_eq!(
-        stale_worker_paths(),
-        [Path::new("/etc/kubernetes/pki/ca.crt")]
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let inv = inventory(1, 1);
-    let (pki, _) = ensure(tmp.path(), &inv).unwrap();
-    let cp = pki.files_for(inv.node("cp-1").unwrap(), None);
-    assert!(
-        stale_worker_paths()
-            .iter()
-            .all(|p| cp.iter().any(|f| &f.remote_path == p)),
-        "a stale worker path is one khactl does place on control planes"
-    );
 }
 
 #[test]
