@@ -1,6 +1,8 @@
 //! The certificates a cluster needs, as data: kubeadm's list (`kubeadm certs
-//! check-expiration` shows the same names), with kubeadm's file names, subjects and
-//! subject alternative names, computed from the inventory. No crypto and no I/O here.
+//! check-expiration` shows the same names), with kubeadm's file names, the subjects
+//! kubeadm of the target release gives them, their subject alternative names, and for
+//! the kubeconfigs' client certificates the server URL kubeadm computes, all from the
+//! inventory. No crypto and no I/O here.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
