@@ -56,6 +56,47 @@ pub enum Command {
     /// Check an inventory file and report every problem in it, without contacting any node.
     #[command(after_long_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
+    /// Print (or write) every node's kubeadm configuration for review, contacting no node.
+    #[command(after_long_help = RENDER_HELP)]
+    Render(RenderArgs),
+}
+
+const RENDER_HELP: &str = "\
+The documents are exactly those `up` uses: checked against kubeadm's types (unknown
+fields refused) before they are shown. The bootstrap token is <redacted> unless
+--show-secrets (files then 0600).
+
+Examples:
+  khactl render -i inventory.yaml
+  khactl render -i inventory.yaml --out rendered/";
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+
+    /// Write one file per node into DIR (created 0700) instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Show the bootstrap token instead of <redacted>.
+    #[arg(long)]
+    pub show_secrets: bool,
+
+    /// Where the cluster's state lives (its CA gives the discovery hash).
+    #[arg(long, value_name = "DIR", env = "KHACTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl RenderArgs {
+    pub fn options(&self) -> crate::commands::render::RenderOptions {
+        crate::commands::render::RenderOptions {
+            inventory: self.inventory.inventory.clone(),
+            state_dir: self.state_dir.clone(),
+            out: self.out.clone(),
+            show_secrets: self.show_secrets,
+        }
+    }
 }
 
 const UP_HELP: &str = "\
@@ -71,7 +112,13 @@ What it does, in order:
   7. installs khagent (load balancer + VRRP virtual IP) on the control-plane nodes,
      restarting them one at a time, the VIP holder last, when something changed
   8. waits until exactly one node holds the VIP and VIP:port accepts connections
-Every step compares with what is already there: a second run changes nothing.
+  9. kubeadm init on the first control plane (unless the cluster exists), then the other
+     control planes join one at a time (stale etcd members removed first), then the
+     workers; every node's kubeadm configuration is checked by `kubeadm config validate`
+     on the node before anything changes
+ 10. verifies every node is registered and Ready, and etcd has one voter per control plane
+Every step compares with what is already there: a second run changes nothing, and a run
+that was interrupted or failed is finished by the next.
 
 Examples:
   khactl up -i inventory.yaml

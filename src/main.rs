@@ -6,7 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
-use khactl::commands::{ExitCode, UsageError, up, validate};
+use khactl::commands::{ExitCode, UsageError, render, up, validate};
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
 use khactl::phases::{NodesFailed, RunInterrupted};
@@ -40,6 +40,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Validate(args) => {
             let result = validate::run(&args.inventory.inventory)?;
             print_result(cli, "validate", &result, &result.text(), Stream::Stdout)
+        }
+        Command::Render(args) => {
+            let result = render::run(&args.options())?;
+            print_result(cli, "render", &result, &result.text(), Stream::Stdout)
         }
     }
 }
@@ -165,6 +169,7 @@ fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
         let command = match &cli.command {
             Command::Up(_) => "up",
             Command::Validate(_) => "validate",
+            Command::Render(_) => "render",
         };
         let doc: Document<'_, ()> = Document {
             command,

@@ -19,7 +19,12 @@ const READYZ: &str = r#"exec curl -sS --max-time 5 --cacert /etc/kubernetes/pki/
 
 /// Whether `/readyz` answers `ok` at `host:port` reached at `address`, with the serving
 /// certificate verified for `host` against the cluster CA (which `from` must have).
-pub async fn ready(from: &NodeHandle, host: &str, port: u16, address: &str) -> anyhow::Result<bool> {
+pub async fn ready(
+    from: &NodeHandle,
+    host: &str,
+    port: u16,
+    address: &str,
+) -> anyhow::Result<bool> {
     let cmd = RemoteCommand::script(
         "readyz",
         READYZ,
@@ -115,8 +120,15 @@ mod tests {
           {"metadata":{"name":"w1"},"spec":{},"status":{"conditions":[{"type":"Ready","status":"False"}]}}]}"#;
         let nodes = parse_nodes(json).unwrap();
         assert_eq!(nodes[0].name, "cp1");
-        assert_eq!(nodes[0].taints, ["node-role.kubernetes.io/control-plane:NoSchedule"]);
-        assert!(nodes[0].labels.contains_key("node-role.kubernetes.io/control-plane"));
+        assert_eq!(
+            nodes[0].taints,
+            ["node-role.kubernetes.io/control-plane:NoSchedule"]
+        );
+        assert!(
+            nodes[0]
+                .labels
+                .contains_key("node-role.kubernetes.io/control-plane")
+        );
         assert!(nodes[0].ready && !nodes[1].ready);
     }
 }

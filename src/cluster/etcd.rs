@@ -10,9 +10,6 @@ use serde_json::Value;
 
 use crate::remote::{NodeHandle, RemoteCommand};
 
-const CA: &str = "/etc/kubernetes/pki/etcd/ca.crt";
-const CERT: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.crt";
-const KEY: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.key";
 /// The local member's client endpoint on a control plane (its server cert names 127.0.0.1).
 pub const LOCAL_ENDPOINT: &str = "https://127.0.0.1:2379";
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -114,7 +111,11 @@ pub fn parse_members(json: &str) -> anyhow::Result<Vec<Member>> {
     let strings = |m: &Value, key: &str| -> Vec<String> {
         m.get(key)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     list.iter()
@@ -127,7 +128,11 @@ pub fn parse_members(json: &str) -> anyhow::Result<Vec<Member>> {
             .with_context(|| format!("an etcd member without an ID: {m}"))?;
             Ok(Member {
                 id,
-                name: m.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                name: m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 peer_urls: strings(m, "peerURLs"),
                 client_urls: strings(m, "clientURLs"),
                 is_learner: m.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
@@ -181,7 +186,11 @@ pub fn join_refusal(members: &[Member]) -> Option<String> {
 }
 
 fn describe(m: &Member) -> String {
-    let name = if m.name.is_empty() { "(unstarted)" } else { m.name.as_str() };
+    let name = if m.name.is_empty() {
+        "(unstarted)"
+    } else {
+        m.name.as_str()
+    };
     let url = m.peer_urls.first().map(String::as_str).unwrap_or("?");
     format!("{name} {url}")
 }
@@ -234,6 +243,9 @@ mod tests {
 
     #[test]
     fn quorum_is_a_strict_majority() {
-        assert_eq!((quorum(1), quorum(2), quorum(3), quorum(4), quorum(5)), (1, 2, 2, 3, 3));
+        assert_eq!(
+            (quorum(1), quorum(2), quorum(3), quorum(4), quorum(5)),
+            (1, 2, 2, 3, 3)
+        );
     }
 }

@@ -9,8 +9,9 @@ use serde::Serialize;
 use super::UsageError;
 use crate::agent::AgentBinary;
 use crate::phases::{
-    ChangeRecord, Connect, DistributePki, GatherFacts, GeneratePki, InstallAgent, Mode, Phase,
-    Preflight, PrepareHosts, WaitForVip,
+    ChangeRecord, CheckKubeadm, Connect, DistributePki, GatherFacts, GeneratePki, InitCluster,
+    InstallAgent, JoinControlPlanes, JoinWorkers, Mode, Phase, Preflight, PrepareHosts,
+    VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -31,10 +32,15 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(Connect),
         Box::new(GatherFacts),
         Box::new(Preflight),
+        Box::new(CheckKubeadm),
         Box::new(PrepareHosts),
         Box::new(DistributePki),
         Box::new(InstallAgent),
         Box::new(WaitForVip),
+        Box::new(InitCluster),
+        Box::new(JoinControlPlanes),
+        Box::new(JoinWorkers),
+        Box::new(VerifyCluster),
     ]
 }
 

@@ -4,6 +4,7 @@
 //! khagent"); this module says how on this node. Package and kubelet steps belong here too.
 
 pub mod net;
+pub mod packages;
 pub mod service;
 
 pub use crate::facts::InitSystem;

@@ -38,6 +38,9 @@ pub enum Change {
         current: Option<Vec<u8>>,
         /// Copy the current file here first, once (e.g. `/etc/fstab`).
         backup: Option<PathBuf>,
+        /// What the plan shows of a secret file instead of nothing: its text with the
+        /// secrets blanked (a kubeadm config with `<redacted>` for the token).
+        preview: Option<String>,
     },
     /// Set runtime sysctls, then read each back from `/proc/sys`.
     SetSysctls { values: Vec<SysctlChange> },
@@ -125,6 +128,11 @@ impl Change {
     pub fn details(&self) -> Vec<String> {
         let mut out = Vec::new();
         match self {
+            Change::WriteFile {
+                secret: true,
+                preview: Some(text),
+                ..
+            } => out.extend(text.lines().map(str::to_owned)),
             Change::WriteFile {
                 contents,
                 secret: false,
@@ -396,6 +404,7 @@ mod tests {
             diff: true,
             current: Some(b"127.0.0.1 localhost\n".to_vec()),
             backup: None,
+            preview: None,
         };
         let text = c.plan_text();
         assert!(text.starts_with("update /etc/hosts (0644)"), "{text}");
@@ -412,6 +421,7 @@ mod tests {
             diff: false,
             current: None,
             backup: None,
+            preview: None,
         };
         let text = c.plan_text();
         assert!(!text.contains("SECRET"), "{text}");

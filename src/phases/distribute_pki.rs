@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::kubernetes::KUBELET_CONF;
 use super::{Change, Context, Phase, PhaseFuture};
-/// Written by `kubeadm join`: its presence says the node has joined.
-const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 use crate::facts::{HostFacts, ProbeRequest, sha256_hex};
 use crate::inventory::{Node, Role};
 use crate::pki::{self, PkiFile};
@@ -104,6 +103,7 @@ pub fn plan_node(files: &[PkiFile], facts: &HostFacts) -> Vec<Change> {
                 diff: false,
                 current,
                 backup: None,
+                preview: None,
             })
         })
         .collect()

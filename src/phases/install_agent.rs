@@ -94,6 +94,7 @@ impl Phase for InstallAgent {
             sysctls: Vec::new(),
             files: files_read(),
             digests: digests_read(),
+            ..ProbeRequest::default()
         }
     }
 
@@ -347,6 +348,7 @@ fn write_if_changed(
         diff,
         current,
         backup: None,
+        preview: None,
     })
 }
 

@@ -125,7 +125,7 @@ impl Phase for PrepareHosts {
         ProbeRequest {
             sysctls: wanted_sysctls(&ctx.inventory).into_keys().collect(),
             files: files_read(),
-            digests: Vec::new(),
+            ..ProbeRequest::default()
         }
     }
 
@@ -164,6 +164,7 @@ fn file_change(facts: &HostFacts, path: &str, contents: String, mode: u32) -> Op
         diff: true,
         current,
         backup: None,
+        preview: None,
     })
 }
 
@@ -239,6 +240,7 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
             diff: true,
             current: Some(fstab.to_vec()),
             backup: Some(FSTAB_BACKUP.into()),
+            preview: None,
         });
     }
 

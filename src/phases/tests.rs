@@ -56,7 +56,56 @@ fn last_octet(node: &str) -> u8 {
     }
 }
 
-fn probe_output(node: &str, cmd: &RemoteCommand) -> String {
+/// What the fake cluster holds: nodes that ran `kubeadm init` or `join`, in order.
+#[derive(Default)]
+struct Cluster {
+    joined: Vec<String>,
+    /// Members etcd lists that no node backs (a wiped machine's), by node name.
+    stale: Vec<String>,
+}
+
+impl Cluster {
+    fn members_json(&self) -> String {
+        let members: Vec<String> = self
+            .joined
+            .iter()
+            .chain(&self.stale)
+            .filter(|n| n.starts_with("cp"))
+            .map(|n| {
+                let o = last_octet(n);
+                format!(
+                    r#"{{"ID":"{o}","name":"{n}","peerURLs":["https://10.0.0.{o}:2380"],"clientURLs":["https://10.0.0.{o}:2379"]}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"members":[{}]}}"#, members.join(","))
+    }
+
+    fn nodes_json(&self) -> String {
+        let nodes: Vec<String> = self
+            .joined
+            .iter()
+            .map(|n| {
+                let (labels, taints) = if n.starts_with("cp") {
+                    (
+                        r#"{"node-role.kubernetes.io/control-plane":""}"#,
+                        r#"[{"key":"node-role.kubernetes.io/control-plane","effect":"NoSchedule"}]"#,
+                    )
+                } else {
+                    ("{}", "[]")
+                };
+                format!(
+                    r#"{{"metadata":{{"name":"{n}","labels":{labels}}},"spec":{{"taints":{taints}}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"items":[{}]}}"#, nodes.join(","))
+    }
+}
+
+/// The probe's answer on `node`: a fresh Debian host with Kubernetes installed, plus the
+/// kubeadm files of a node in `cluster.joined`.
+fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
     let mut out = format!(
         "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
          swap active 0\nmodule overlay present\nmodule br_netfilter present\nos modprobe no\n\
@@ -69,7 +118,21 @@ fn probe_output(node: &str, cmd: &RemoteCommand) -> String {
         } else if let Some(path) = arg.strip_prefix("file:") {
             out.push_str(&format!("file {path} -\n"));
         } else if let Some(path) = arg.strip_prefix("hash:") {
-            out.push_str(&format!("hash {path} -\n"));
+            let kubeadms = path.starts_with("/etc/kubernetes/kubelet.conf")
+                || path.starts_with("/etc/kubernetes/manifests/");
+            if kubeadms && cluster.joined.iter().any(|n| n == node) {
+                out.push_str(&format!("sum 00  {path}\nmode 600 {path}\n"));
+            } else {
+                out.push_str(&format!("hash {path} -\n"));
+            }
+        } else if let Some(tool) = arg.strip_prefix("version:") {
+            out.push_str(&format!("version {tool} v1.31.2\n"));
+        } else if let Some(port) = arg.strip_prefix("port:") {
+            out.push_str(&format!("port {port} free\n"));
+        } else if let Some(path) = arg.strip_prefix("dir:") {
+            out.push_str(&format!("dir {path} absent\n"));
+        } else if let Some(path) = arg.strip_prefix("socket:") {
+            out.push_str(&format!("socket {path} yes\n"));
         }
     }
     out
@@ -77,8 +140,13 @@ fn probe_output(node: &str, cmd: &RemoteCommand) -> String {
 
 impl Nodes {
     fn new(fail: Option<(&'static str, &'static str)>) -> Self {
+        Self::with_cluster(fail, Cluster::default())
+    }
+
+    fn with_cluster(fail: Option<(&'static str, &'static str)>, cluster: Cluster) -> Self {
         let record: Record = Rc::new(RefCell::new(Vec::new()));
         let sysctls: Rc<RefCell<BTreeMap<String, String>>> = Rc::default();
+        let cluster: Rc<RefCell<Cluster>> = Rc::new(RefCell::new(cluster));
         let responder: Responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
             let label = cmd.label();
             if let Some((on, what)) = fail
@@ -105,7 +173,32 @@ impl Nodes {
                      2: eth0    inet 10.0.0.100/24 scope global secondary eth0\n",
                 ),
                 Some("ip") => output(0, "2: eth0    inet 10.0.0.12/24 scope global eth0\n"),
-                _ if label.starts_with("khactl-probe") => output(0, &probe_output(node, cmd)),
+                _ if label.starts_with("khactl-probe") => {
+                    output(0, &probe_output(node, cmd, &cluster.borrow()))
+                }
+                Some("kubeadm") if argv.get(1).is_some_and(|a| a == "init" || a == "join") => {
+                    cluster.borrow_mut().joined.push(node.to_owned());
+                    output(0, "")
+                }
+                Some("kubeadm") if argv.get(1).is_some_and(|a| a == "reset") => {
+                    cluster.borrow_mut().joined.retain(|n| n != node);
+                    output(0, "")
+                }
+                _ if label.contains("/v3/cluster/member/remove") => {
+                    let mut c = cluster.borrow_mut();
+                    let id: String = argv[4 + 2].chars().filter(char::is_ascii_digit).collect();
+                    let gone = |n: &String| last_octet(n).to_string() == id;
+                    c.stale.retain(|n| !gone(n));
+                    c.joined.retain(|n| !gone(n));
+                    output(0, "{}")
+                }
+                Some("kubectl") => output(0, &cluster.borrow().nodes_json()),
+                _ if label.starts_with("etcd-api") => output(0, &cluster.borrow().members_json()),
+                _ if label.starts_with("etcd-health") => {
+                    let text: String = argv[4..].iter().map(|u| format!("{u} ok\n")).collect();
+                    output(0, &text)
+                }
+                _ if label.starts_with("readyz") => output(0, "ok"),
                 _ if label.starts_with("sysctl-read-back") => {
                     let known = sysctls.borrow();
                     let text: String = argv[4..]
@@ -452,4 +545,137 @@ async fn the_rolling_start_stops_at_the_first_node_that_fails_and_names_it_to_th
         .map(|s| s.node.clone())
         .collect();
     assert_eq!(started, ["cp1", "cp2"], "cp3 was never started");
+}
+
+fn seen_labels(nodes: &Nodes, on: &str) -> Vec<String> {
+    nodes
+        .seen()
+        .iter()
+        .filter(|s| s.node == on)
+        .map(|s| s.label.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_join_token_reaches_nodes_only_inside_files_never_argv_or_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    let token = ctx.cluster.join_token.as_ref().unwrap().reveal();
+    let seen = nodes.seen();
+    let in_files = seen
+        .iter()
+        .filter(|s| {
+            s.stdin
+                .as_ref()
+                .is_some_and(|i| String::from_utf8_lossy(i).contains(&token))
+        })
+        .count();
+    assert!(
+        in_files >= 5,
+        "every node's kubeadm file carries it ({in_files})"
+    );
+    for s in &seen {
+        assert!(
+            s.argv.iter().all(|a| !a.contains(&token)),
+            "the token is in argv: {:?}",
+            s.label
+        );
+    }
+    let log = std::fs::read_to_string(ctx.report.log_path().unwrap()).unwrap();
+    assert!(!log.contains(&token), "the token is in the log");
+    assert!(
+        !log.contains(token.split('.').nth(1).unwrap()),
+        "its secret half is in the log"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dry_run_shows_each_nodes_kubeadm_documents_with_the_token_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let lines = Lines::default();
+    let mut ctx = context(dir.path(), Mode::Plan, &nodes, &lines);
+    run(&mut ctx, up_phases()).await.unwrap();
+    let token = ctx.cluster.join_token.as_ref().unwrap().reveal();
+    let shown = lines.0.lock().unwrap().join("\n");
+    for want in [
+        "cp1: create /run/khactl/kubeadm-init.yaml (0600, secret",
+        "kind: InitConfiguration",
+        "cp2: kubeadm join as a control plane",
+        "w1: kubeadm join as a worker",
+        "cp1: kubeadm init",
+        "<redacted>",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in\n{shown}");
+    }
+    assert!(!shown.contains(&token), "the dry run shows the token");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        joined: vec!["cp1".into(), "cp3".into(), "w1".into()],
+        stale: vec!["cp2".into()],
+    };
+    let nodes = Nodes::with_cluster(None, cluster);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    let on_cp1 = seen_labels(&nodes, "cp1");
+    assert!(
+        on_cp1
+            .iter()
+            .any(|l| l.contains("/v3/cluster/member/remove")),
+        "{on_cp1:?}"
+    );
+    assert!(
+        !on_cp1.iter().any(|l| l.starts_with("kubeadm init")),
+        "no second init"
+    );
+    let order: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.label.contains("member/remove")
+                || (s.node == "cp2" && s.argv[0] == "kubeadm" && s.argv[1] == "join")
+        })
+        .map(|s| format!("{}: {}", s.node, s.argv[..2].join(" ")))
+        .collect();
+    assert_eq!(
+        order,
+        ["cp1: sh -c", "cp2: kubeadm join"],
+        "removed first, then joined"
+    );
+    assert!(
+        seen_labels(&nodes, "cp3")
+            .iter()
+            .all(|l| !l.starts_with("kubeadm join")),
+        "cp3 is a member: left alone"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_join_is_reset_and_stops_the_control_planes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(Some(("cp2", "kubeadm join")));
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let failed = err.downcast_ref::<NodesFailed>().expect("nodes failed");
+    assert_eq!(failed.phase, "Join control planes");
+    let names: Vec<&str> = failed.failures.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["cp2", "cp3"]);
+    let cp2 = format!("{:#}", failed.failures[0].1);
+    assert!(cp2.contains("was reset"), "{cp2}");
+    assert!(
+        seen_labels(&nodes, "cp2")
+            .iter()
+            .any(|l| l.starts_with("kubeadm reset -f"))
+    );
+    assert!(
+        seen_labels(&nodes, "cp3")
+            .iter()
+            .all(|l| !l.starts_with("kubeadm join"))
+    );
 }

@@ -49,6 +49,43 @@ pub fn stale_worker_paths() -> Vec<PathBuf> {
     vec![Path::new(REMOTE_DIR).join(format!("{}.crt", Authority::Kubernetes.base()))]
 }
 
+/// The discovery pin (`sha256:<hex>` of the SubjectPublicKeyInfo) of the cluster CA stored
+/// in `dir`, without loading or generating anything else; `None` when there is no CA yet.
+pub fn stored_discovery_hash(dir: &Path) -> Result<Option<String>, PkiError> {
+    let path = dir.join(format!("{}.crt", Authority::Kubernetes.base()));
+    let Some(pem) = store::read_optional(&path)? else {
+        return Ok(None);
+    };
+    let unusable = |reason: String| PkiError::Unusable {
+        what: "the cluster CA certificate",
+        path: path.clone(),
+        reason,
+    };
+    let der = inspect::cert_der(&pem).map_err(unusable)?;
+    let cert = inspect::parse(&der).map_err(unusable)?;
+    Ok(Some(inspect::spki_pin(&cert)))
+}
+
+/// The pin of a CA made for the moment and never stored (ECDSA P-256): what a preview shows
+/// before the cluster's own CA exists. It matches no cluster.
+pub fn throwaway_discovery_hash() -> Result<String, PkiError> {
+    let key = issue::generate_key(crate::inventory::KeyType::EcdsaP256)?;
+    let pem = issue::self_signed_authority(
+        Authority::Kubernetes,
+        &key,
+        time::OffsetDateTime::now_utc(),
+        1,
+    )?;
+    let unusable = |reason: String| PkiError::Unusable {
+        what: "a throwaway CA",
+        path: PathBuf::new(),
+        reason,
+    };
+    let der = inspect::cert_der(pem.as_bytes()).map_err(unusable)?;
+    let cert = inspect::parse(&der).map_err(unusable)?;
+    Ok(inspect::spki_pin(&cert))
+}
+
 /// The node `kubeadm init` runs on unless a phase chooses another: the first
 /// control-plane node in inventory order. [`ClusterPki::files_for`] gives that node
 /// `super-admin.conf`.

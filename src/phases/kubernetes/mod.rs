@@ -35,7 +35,7 @@ pub use verify::VerifyCluster;
 use super::Context;
 use super::changes::Change;
 use crate::cluster::etcd;
-use crate::facts::{FileDigest, HostFacts};
+use crate::facts::HostFacts;
 use crate::inventory::{Node, Role};
 use crate::remote::{NodeHandle, RemoteCommand};
 use crate::render::kubeadm::{self, BootstrapToken, KubeadmDocuments, Purpose};
@@ -126,11 +126,47 @@ where
     }
 }
 
+/// Writes `docs` to the node (0600), runs `kubeadm <verb…> --config FILE <after…>` with it as
+/// a gated step, and removes the file whatever happened: the token never stays on disk.
+pub async fn kubeadm_with_config(
+    ctx: &Context,
+    host: &NodeHandle,
+    docs: &KubeadmDocuments,
+    file: &str,
+    headline: &str,
+    verb: &[&str],
+    after: &[&str],
+) -> anyhow::Result<()> {
+    ctx.apply(host, &[write_config(docs, file)]).await?;
+    let token = ctx.cluster.join_token.as_ref();
+    let path = config_path(file).display().to_string();
+    let mut args: Vec<&str> = verb.to_vec();
+    args.extend(["--config", path.as_str()]);
+    args.extend(after);
+    let ran = ctx
+        .step(host, headline, async |h| {
+            // Whatever kubeadm prints of the token (`token create` prints it) stays out of
+            // the log: blanked, and `token create`'s stdout dropped.
+            let mut cmd = kubeadm_command(args.iter().copied(), token);
+            if verb == ["token", "create"] {
+                cmd = cmd.secret_stdout();
+            }
+            h.run(&cmd).await?;
+            Ok(())
+        })
+        .await;
+    ctx.apply(host, &[remove_config(file)]).await?;
+    ran?;
+    Ok(())
+}
+
 /// Renders `node`'s configuration for `purpose` with the run's token.
 pub fn render(ctx: &Context, node: &Node, purpose: Purpose) -> anyhow::Result<KubeadmDocuments> {
-    let token = ctx.cluster.join_token.as_ref().ok_or_else(|| {
-        anyhow::anyhow!("internal: no bootstrap token was made for this run")
-    })?;
+    let token = ctx
+        .cluster
+        .join_token
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("internal: no bootstrap token was made for this run"))?;
     let hash = ctx.pki()?.discovery_hash();
     Ok(kubeadm::render_node(
         &ctx.inventory,
@@ -154,6 +190,17 @@ pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// Resets a node that has files of an earlier init or join (an attempt cut short), so kubeadm
+/// starts it clean; a fresh node is left alone.
+pub async fn reset_leftovers(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let traces = kubeadm_traces(ctx.facts_of(host.node())?);
+    if traces.is_empty() {
+        return Ok(());
+    }
+    let why = format!("an earlier attempt left {}", traces.join(", "));
+    reset(ctx, host, &why).await
+}
+
 /// Removes every etcd member that is `node` (by name or peer URL), asked on `from`.
 pub async fn remove_member(
     ctx: &Context,
@@ -168,7 +215,11 @@ pub async fn remove_member(
     for m in &stale {
         let headline = format!(
             "remove etcd member {} ({:x}, {}) of {}",
-            if m.name.is_empty() { "(unstarted)" } else { &m.name },
+            if m.name.is_empty() {
+                "(unstarted)"
+            } else {
+                &m.name
+            },
             m.id,
             m.peer_urls.first().map(String::as_str).unwrap_or("?"),
             node.name
@@ -193,7 +244,10 @@ pub fn etcd_witness<'a>(ctx: &'a Context, except: Option<&str>) -> Option<&'a No
 
 /// The etcd members as a member control plane sees them, or none when there is no member
 /// yet (a fresh cluster).
-pub async fn read_members(ctx: &Context, except: Option<&str>) -> anyhow::Result<Vec<etcd::Member>> {
+pub async fn read_members(
+    ctx: &Context,
+    except: Option<&str>,
+) -> anyhow::Result<Vec<etcd::Member>> {
     match etcd_witness(ctx, except) {
         Some(h) => etcd::members(h).await,
         None => Ok(Vec::new()),
@@ -208,30 +262,14 @@ pub async fn ensure_token(ctx: &mut Context) -> anyhow::Result<()> {
         return Ok(());
     }
     let c = &*ctx;
-    let host = etcd_witness(c, None)
-        .ok_or_else(|| anyhow::anyhow!("no control plane is a member yet to create a join token"))?;
+    let host = etcd_witness(c, None).ok_or_else(|| {
+        anyhow::anyhow!("no control plane is a member yet to create a join token")
+    })?;
     let node = c.node(host.node())?;
     // The InitConfiguration carries the token: `token create --config` creates exactly it.
     let docs = render(c, node, Purpose::Init)?;
-    let token = c.cluster.join_token.clone();
-    c.apply(host, &[write_config(&docs, "token")]).await?;
-    let created = c
-        .step(host, "kubeadm token create (a join token for 1 h)", async |h| {
-            let path = config_path("token").display().to_string();
-            let cmd = kubeadm_command(["token", "create", "--config", path.as_str()], token.as_ref())
-                .secret_stdout();
-            h.run(&cmd).await?;
-            Ok(())
-        })
-        .await;
-    // The file goes whatever happened.
-    c.apply(host, &[remove_config("token")]).await?;
-    created?;
+    let headline = "kubeadm token create (a join token for 1 h)";
+    kubeadm_with_config(c, host, &docs, "token", headline, &["token", "create"], &[]).await?;
     ctx.cluster.token_in_cluster = true;
     Ok(())
-}
-
-/// Whether `digest` of a file is there at all.
-pub fn present(d: Option<&FileDigest>) -> bool {
-    d.is_some()
 }
