@@ -6,12 +6,17 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::up::UpOptions;
+use crate::session::NodeOptions;
 
 const EXIT_CODES: &str = "\
 Exit status:
-  0  success
-  1  the operation failed on one or more nodes (the log in the state directory has details)
-  2  bad usage, an invalid inventory or a local problem; no node was contacted";
+  0    success
+  1    the operation failed on one or more nodes (the log in the state directory has details)
+  2    bad usage, an invalid inventory or a local problem; no node was contacted
+  130  interrupted (Ctrl-C): every node finished the step it was on; run the command again
+
+With --output json, the result (or the error) is one JSON document on stdout
+(docs/output.md); progress still goes to stderr.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,8 +34,18 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// How to print the result: text for people (stderr), or one JSON document (stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +56,47 @@ pub enum Command {
     /// Check an inventory file and report every problem in it, without contacting any node.
     #[command(after_long_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
+    /// Print (or write) every node's kubeadm configuration for review, contacting no node.
+    #[command(after_long_help = RENDER_HELP)]
+    Render(RenderArgs),
+}
+
+const RENDER_HELP: &str = "\
+The documents are exactly those `up` uses: checked against kubeadm's types (unknown
+fields refused) before they are shown. The bootstrap token is <redacted> unless
+--show-secrets (files then 0600).
+
+Examples:
+  khactl render -i inventory.yaml
+  khactl render -i inventory.yaml --out rendered/";
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+
+    /// Write one file per node into DIR (created 0700) instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Show the bootstrap token instead of <redacted>.
+    #[arg(long)]
+    pub show_secrets: bool,
+
+    /// Where the cluster's state lives (its CA gives the discovery hash).
+    #[arg(long, value_name = "DIR", env = "KHACTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl RenderArgs {
+    pub fn options(&self) -> crate::commands::render::RenderOptions {
+        crate::commands::render::RenderOptions {
+            inventory: self.inventory.inventory.clone(),
+            state_dir: self.state_dir.clone(),
+            out: self.out.clone(),
+            show_secrets: self.show_secrets,
+        }
+    }
 }
 
 const UP_HELP: &str = "\
@@ -56,12 +112,19 @@ What it does, in order:
   7. installs khagent (load balancer + VRRP virtual IP) on the control-plane nodes,
      restarting them one at a time, the VIP holder last, when something changed
   8. waits until exactly one node holds the VIP and VIP:port accepts connections
-Every step compares with what is already there: a second run changes nothing.
+  9. kubeadm init on the first control plane (unless the cluster exists), then the other
+     control planes join one at a time (stale etcd members removed first), then the
+     workers; every node's kubeadm configuration is checked by `kubeadm config validate`
+     on the node before anything changes
+ 10. verifies every node is registered and Ready, and etcd has one voter per control plane
+Every step compares with what is already there: a second run changes nothing, and a run
+that was interrupted or failed is finished by the next.
 
 Examples:
   khactl up -i inventory.yaml
   khactl up -i inventory.yaml --dry-run        # show what would change, change nothing
-  khactl up -i inventory.yaml -v --parallel 20 # plain output with every remote command";
+  khactl up -i inventory.yaml -v --parallel 20 # plain output with every remote command
+  khactl up -i inventory.yaml --dry-run --output json  # the plan as JSON on stdout";
 
 const VALIDATE_HELP: &str = "\
 Examples:
@@ -74,14 +137,11 @@ pub struct InventoryArg {
     pub inventory: PathBuf,
 }
 
+/// The options of every command that reaches nodes.
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub struct NodeArgs {
     #[command(flatten)]
     pub inventory: InventoryArg,
-
-    /// Connect read-only and print, per node, what would change; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
 
     /// How many nodes to work on at once.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -95,6 +155,27 @@ pub struct UpArgs {
     /// [default: $XDG_STATE_HOME/khactl or ~/.local/state/khactl].
     #[arg(long, value_name = "DIR", env = "KHACTL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    pub fn options(&self) -> NodeOptions {
+        NodeOptions {
+            inventory: self.inventory.inventory.clone(),
+            parallelism: usize::from(self.parallel),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Connect read-only and print, per node, what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// The khagent binary to install on control-plane nodes
     /// [default: `khagent` next to the khactl executable].
@@ -111,11 +192,8 @@ pub struct ValidateArgs {
 impl UpArgs {
     pub fn options(&self) -> UpOptions {
         UpOptions {
-            inventory: self.inventory.inventory.clone(),
+            nodes: self.nodes.options(),
             dry_run: self.dry_run,
-            parallelism: usize::from(self.parallel),
-            connect_timeout: Duration::from_secs(self.connect_timeout),
-            state_dir: self.state_dir.clone(),
             agent_binary: self.agent_binary.clone(),
         }
     }

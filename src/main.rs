@@ -1,25 +1,26 @@
-//! khactl's entry point: parse arguments, run the command, and funnel every error to
-//! one place that prints it with its causes and hints and picks the exit code.
+//! khactl's entry point: parse arguments, run the command, print its typed result (text for
+//! people on stderr, or one JSON document on stdout), and funnel every error to one place that
+//! prints it with its causes and hints and picks the exit code.
 
 use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
-use khactl::cli::{Cli, Command};
-use khactl::commands::{ExitCode, UsageError, up};
+use khactl::cli::{Cli, Command, Output};
+use khactl::commands::{ExitCode, UsageError, render, up, validate};
+use khactl::diagnostics::{Hinted, hints_of};
+use khactl::interrupt::Interrupted;
+use khactl::phases::{NodesFailed, RunInterrupted};
 use khactl::remote::RemoteError;
-use khactl::{inventory, report};
+use khactl::report;
+use serde::Serialize;
 
 fn main() -> ProcessExit {
     let cli = Cli::parse();
     let code = match run(&cli) {
         Ok(()) => ExitCode::Ok,
         Err(e) => {
-            let code = if e.downcast_ref::<UsageError>().is_some() {
-                ExitCode::Usage
-            } else {
-                ExitCode::Failed
-            };
-            print_error(&e);
+            let code = exit_code(&e);
+            print_error(&cli, &e, code);
             code
         }
     };
@@ -32,47 +33,158 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(up::run(&args.options(), report::for_terminal(cli.verbose)))
+            let result =
+                runtime.block_on(up::run(&args.options(), report::for_terminal(cli.verbose)))?;
+            print_result(cli, "up", &result, &result.text(), Stream::Stderr)
         }
-        Command::Validate(args) => validate(&args.inventory.inventory),
+        Command::Validate(args) => {
+            let result = validate::run(&args.inventory.inventory)?;
+            print_result(cli, "validate", &result, &result.text(), Stream::Stdout)
+        }
+        Command::Render(args) => {
+            let result = render::run(&args.options())?;
+            print_result(cli, "render", &result, &result.text(), Stream::Stdout)
+        }
     }
 }
 
-#[expect(clippy::print_stdout, reason = "main prints the command's result")]
-fn validate(path: &std::path::Path) -> anyhow::Result<()> {
-    let v = inventory::load(path).map_err(|e| UsageError(e.to_string()))?;
-    for w in &v.warnings {
-        println!("warning: {w}");
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.chain()
+        .any(|c| c.is::<RunInterrupted>() || c.is::<Interrupted>())
+    {
+        ExitCode::Interrupted
+    } else if e.chain().any(|c| c.is::<UsageError>()) {
+        ExitCode::Usage
+    } else {
+        ExitCode::Failed
     }
-    let inv = &v.inventory;
-    println!(
-        "{}: valid: cluster {}, {} control-plane and {} worker node(s), API endpoint {}:{}",
-        path.display(),
-        inv.cluster.name,
-        inv.control_plane().count(),
-        inv.workers().count(),
-        inv.vip
-            .dns_name
-            .as_ref()
-            .map_or_else(|| inv.vip.address.to_string(), |d| d.to_string()),
-        inv.vip.port
-    );
+}
+
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The JSON document of `--output json`, success or failure alike (docs/output.md).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a, T: Serialize> {
+    command: &'a str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDocument>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorDocument {
+    message: String,
+    causes: Vec<String>,
+    hints: Vec<String>,
+    exit_code: u8,
+}
+
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "main prints the command's result"
+)]
+fn print_result<T: Serialize>(
+    cli: &Cli,
+    command: &str,
+    result: &T,
+    text: &[String],
+    stream: Stream,
+) -> anyhow::Result<()> {
+    match cli.output {
+        Output::Json => {
+            let doc = Document {
+                command,
+                ok: true,
+                result: Some(result),
+                error: None,
+            };
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Output::Text => {
+            for line in text {
+                match stream {
+                    Stream::Stdout => println!("{line}"),
+                    Stream::Stderr => eprintln!("{line}"),
+                }
+            }
+        }
+    }
     Ok(())
 }
 
-#[expect(clippy::print_stderr, reason = "the one place errors are printed")]
-fn print_error(e: &anyhow::Error) {
+/// Every hint along the chain: data on the errors, never text searched for in messages.
+fn hints(e: &anyhow::Error) -> Vec<String> {
+    fn of(cause: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        if let Some(u) = cause.downcast_ref::<UsageError>() {
+            return u.hints().to_vec();
+        }
+        if let Some(r) = cause.downcast_ref::<RemoteError>() {
+            return r.hint().into_iter().collect();
+        }
+        if let Some(f) = cause.downcast_ref::<NodesFailed>() {
+            return f
+                .failures
+                .iter()
+                .flat_map(|(_, e)| hints_of(e, of))
+                .collect();
+        }
+        if let Some(h) = cause.downcast_ref::<Hinted>() {
+            return h.hints().to_vec();
+        }
+        if cause.is::<RunInterrupted>() {
+            return vec![
+                "no node was left half-way through a step; run the same command again to \
+                 finish the job"
+                    .to_owned(),
+            ];
+        }
+        Vec::new()
+    }
+    hints_of(e, of)
+}
+
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the one place errors are printed"
+)]
+fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
+    let hints = hints(e);
     eprintln!("error: {e}");
     for cause in e.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    // A node lost mid-run (not at Connect, which words its own hints) still says what to do.
-    let said = e.chain().any(|c| c.to_string().contains("hint:"));
-    let hint = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<RemoteError>())
-        .and_then(RemoteError::hint);
-    if let Some(hint) = hint.filter(|_| !said) {
+    for hint in &hints {
         eprintln!("  hint: {hint}");
+    }
+    if cli.output == Output::Json {
+        let command = match &cli.command {
+            Command::Up(_) => "up",
+            Command::Validate(_) => "validate",
+            Command::Render(_) => "render",
+        };
+        let doc: Document<'_, ()> = Document {
+            command,
+            ok: false,
+            result: None,
+            error: Some(ErrorDocument {
+                message: e.to_string(),
+                causes: e.chain().skip(1).map(ToString::to_string).collect(),
+                hints,
+                exit_code: code as u8,
+            }),
+        };
+        match serde_json::to_string_pretty(&doc) {
+            Ok(json) => println!("{json}"),
+            Err(err) => eprintln!("error: cannot print the error as JSON: {err}"),
+        }
     }
 }

@@ -346,6 +346,41 @@ impl Config {
         }
     }
 
+    /// Parses config text into the typed config, unknown fields refused, without reading
+    /// the files it names or applying the cross-field rules ([`Config::problems`]). khactl
+    /// uses it to read the config it rendered and the one a node has.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The settings that differ between the running config and `next` and that a reload
+    /// (SIGHUP) cannot apply, because they re-bind sockets or restart VRRP: empty when a
+    /// reload is enough. Everything else (backends, balance, health and tracked checks,
+    /// timeouts, drain timeout, VRRP peers) takes effect on reload. The one place this is
+    /// decided: the agent warns from it, and khactl picks reload or restart from it.
+    pub fn restart_needed(&self, next: &Config) -> Vec<&'static str> {
+        let vrrp_differs = match (&self.vrrp, &next.vrrp) {
+            (Some(a), Some(b)) => {
+                let mut b = b.clone();
+                b.peers.clone_from(&a.peers);
+                *a != b
+            }
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        [
+            ("listen", self.listen != next.listen),
+            ("status", self.status != next.status),
+            (
+                "max_connections",
+                self.max_connections != next.max_connections,
+            ),
+            ("vrrp (other than peers)", vrrp_differs),
+        ]
+        .into_iter()
+        .filter_map(|(field, differs)| differs.then_some(field))
+        .collect()
+    }
+
     /// Every cross-field rule; empty when the config is usable.
     pub fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
@@ -582,7 +617,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn problems_of(yaml: &str) -> Vec<String> {
@@ -607,6 +641,21 @@ mod tests {
         assert_eq!((c.health.rise, c.health.fall), (2, 2));
         assert_eq!(c.timeouts.idle.0, Duration::from_secs(86_400));
         assert!(c.vrrp.is_none() && c.status.is_none());
+    }
+
+    #[test]
+    fn a_reload_applies_backends_checks_and_timeouts_but_not_listen_or_vrrp_identity() {
+        let base = Config::parse(MINIMAL).unwrap();
+        let more = Config::parse(&format!(
+            "{MINIMAL}  - {{name: b, address: 127.0.0.1:6444}}\nbalance: least-connections\n\
+             timeouts: {{connect: 5s}}\ndrain_timeout: 3s\n"
+        ))
+        .unwrap();
+        assert!(base.restart_needed(&more).is_empty());
+        let moved = Config::parse(&MINIMAL.replace("7443", "7444")).unwrap();
+        assert_eq!(base.restart_needed(&moved), ["listen"]);
+        let capped = Config::parse(&format!("{MINIMAL}max_connections: 10\n")).unwrap();
+        assert_eq!(base.restart_needed(&capped), ["max_connections"]);
     }
 
     #[test]

@@ -259,27 +259,9 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
 
 /// Settings a reload cannot apply without re-binding sockets or restarting VRRP.
 fn warn_restart_only(old: &Config, new: &Config) {
-    let vrrp_differs = match (&old.vrrp, &new.vrrp) {
-        (Some(a), Some(b)) => {
-            let mut b = b.clone();
-            b.peers.clone_from(&a.peers);
-            *a != b
-        }
-        (a, b) => a.is_some() != b.is_some(),
-    };
-    for (field, differs) in [
-        ("listen", old.listen != new.listen),
-        ("status", old.status != new.status),
-        (
-            "max_connections",
-            old.max_connections != new.max_connections,
-        ),
-        ("vrrp (other than peers)", vrrp_differs),
-    ] {
-        if differs {
-            log::warn(format_args!(
-                "reload: {field} changed; it takes effect after a restart"
-            ));
-        }
+    for field in old.restart_needed(new) {
+        log::warn(format_args!(
+            "reload: {field} changed; it takes effect after a restart"
+        ));
     }
 }

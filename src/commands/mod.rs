@@ -1,7 +1,12 @@
-//! The CLI's verbs. Each resolves its settings once, then hands the work to phases.
-//! Thin on purpose: what a command does is readable as its list of phases.
+//! The CLI's verbs. A command that reaches nodes is its list of phases plus its typed result:
+//! it opens a session (`crate::session`), runs its phases and turns what they did into a
+//! result that `main` prints as text or JSON. Commands never print.
 
+pub mod render;
 pub mod up;
+pub mod validate;
+
+pub use crate::session::UsageError;
 
 /// How khactl exits; documented in `khactl --help` and `docs/operations.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,9 +16,6 @@ pub enum ExitCode {
     Failed = 1,
     /// Bad usage, inventory or local setup; nothing was touched.
     Usage = 2,
+    /// Ctrl-C: the run stopped between steps.
+    Interrupted = 130,
 }
-
-/// An error that must exit with [`ExitCode::Usage`]: found before any connection.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);

@@ -1,139 +1,156 @@
-//! `khactl up`: validate the inventory, then run the install phases against every node.
+//! `khactl up`: bring every node to what the inventory describes. The runbook is
+//! [`phases`]; the result says, per node, what changed (or would, with `--dry-run`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::commands::UsageError;
-use crate::inventory;
-use crate::phases::{self, AgentBinary, Context, Mode, Settings};
-use crate::remote::find_ssh_client;
-use crate::report::{Event, Report, Reporter, RunLog};
-use crate::state::StateDir;
+use serde::Serialize;
+
+use super::UsageError;
+use crate::agent::AgentBinary;
+use crate::phases::{
+    ChangeRecord, CheckKubeadm, Connect, DistributePki, GatherFacts, GeneratePki, InitCluster,
+    InstallAgent, JoinControlPlanes, JoinWorkers, Mode, Phase, Preflight, PrepareHosts,
+    VerifyCluster, WaitForVip,
+};
+use crate::report::Reporter;
+use crate::session::{self, Finished, NodeOptions};
 
 /// Everything `up` needs, resolved from the command line once.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
-    pub inventory: PathBuf,
+    pub nodes: NodeOptions,
     pub dry_run: bool,
-    pub parallelism: usize,
-    pub connect_timeout: Duration,
-    pub state_dir: Option<PathBuf>,
     /// The khagent to install; default: `khagent` next to this executable.
     pub agent_binary: Option<PathBuf>,
 }
 
-pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Result<()> {
-    // Everything that can be wrong locally is found before the first connection.
-    let validated = inventory::load(&opts.inventory).map_err(|e| UsageError(e.to_string()))?;
-    find_ssh_client()
-        .map_err(|e| UsageError(format!("{e}\n  hint: {}", e.hint().unwrap_or_default())))?;
-    let inv = validated.inventory;
-    check_local_files(&inv)?;
-    let agent_path = AgentBinary::locate(opts.agent_binary.as_deref())
-        .map_err(|e| UsageError(format!("cannot find khactl's own executable: {e}")))?;
-    let agent = AgentBinary::load(&agent_path).map_err(|e| UsageError(e.to_string()))?;
-    let state = StateDir::locate(opts.state_dir.as_deref(), inv.cluster.name.as_str())
-        .map_err(|e| UsageError(e.to_string()))?;
-    state.create().map_err(|e| UsageError(e.to_string()))?;
-    let verb = if opts.dry_run { "plan" } else { "up" };
-    let log = RunLog::create(&state.logs_dir(), verb)?;
-    let report = Report::new(reporter, Some(log));
-    for w in &validated.warnings {
-        let text = w.to_string();
-        report.event(Event::Warning {
-            node: None,
-            message: &text,
-        });
-    }
+/// The phases of `khactl up`, in runbook order.
+pub fn phases() -> Vec<Box<dyn Phase>> {
+    vec![
+        Box::new(GeneratePki),
+        Box::new(Connect),
+        Box::new(GatherFacts),
+        Box::new(Preflight),
+        Box::new(CheckKubeadm),
+        Box::new(PrepareHosts),
+        Box::new(DistributePki),
+        Box::new(InstallAgent),
+        Box::new(WaitForVip),
+        Box::new(InitCluster),
+        Box::new(JoinControlPlanes),
+        Box::new(JoinWorkers),
+        Box::new(VerifyCluster),
+    ]
+}
 
+pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Result<UpResult> {
+    // Everything that can be wrong locally is found before anything is created or contacted.
+    let loaded = session::load(&opts.nodes)?;
+    let agent = load_agent(opts.agent_binary.as_deref())?;
     let mode = if opts.dry_run {
         Mode::Plan
     } else {
         Mode::Apply
     };
-    let mut ctx = Context {
-        settings: Settings {
-            mode,
-            parallelism: opts.parallelism,
-            connect_timeout: opts.connect_timeout,
-            agent_binary: Some(Arc::new(agent)),
-        },
-        inventory: inv,
-        state,
-        report,
-        fleet: None,
-        facts: Default::default(),
-        pki: None,
-        changes: Default::default(),
-        scratch: None,
-    };
-    let result = phases::run(&phases::up_phases(), &mut ctx).await;
-    if let Some(fleet) = ctx.fleet.take() {
-        fleet.close().await;
-    }
-    ctx.report.finish();
-    let log_path = ctx
-        .report
-        .log_path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    match result {
-        Ok(()) => {
-            let total = ctx.total_changes();
-            let nodes = ctx.changes.values().filter(|n| **n > 0).count();
-            let message = match (mode, total) {
-                (Mode::Plan, 0) => {
-                    "dry run: nothing to change, every node is up to date".to_owned()
-                }
-                (Mode::Plan, n) => {
-                    format!(
-                        "dry run: {n} change(s) planned on {nodes} node(s); nothing was changed"
-                    )
-                }
-                (Mode::Apply, 0) => {
-                    "up: nothing to change, every node was already up to date".to_owned()
-                }
-                (Mode::Apply, n) => format!("up: made {n} change(s) on {nodes} node(s)"),
-            };
-            ctx.report.event(Event::Info { message: &message });
-            ctx.report.event(Event::Info {
-                message: &format!("log: {log_path}"),
-            });
-            Ok(())
-        }
-        Err(e) => Err(e.context(format!("khactl {verb} stopped; full log: {log_path}"))),
-    }
+    let mut ctx = loaded.start("up", mode, reporter)?;
+    ctx.settings.agent_binary = Some(Arc::new(agent));
+    let result = session::run(&mut ctx, phases()).await;
+    let finished = session::finish(ctx, result).await?;
+    Ok(UpResult::from_finished(&finished))
 }
 
-/// Identity files must exist here, on this machine, before any node is contacted.
-fn check_local_files(inv: &inventory::Inventory) -> Result<(), UsageError> {
-    let mut problems = Vec::new();
-    for (i, node) in inv.nodes.iter().enumerate() {
-        let target = inv.ssh_for(node);
-        if let Some(key) = &target.identity_file {
-            let field = if node.ssh.identity_file.is_some() {
-                format!("nodes[{i}].ssh.identityFile")
-            } else {
-                "ssh.identityFile".to_owned()
-            };
-            if let Err(e) = std::fs::File::open(key) {
-                let line = format!(
-                    "  error: {field}: cannot read {} ({e}); fix the path or create the key",
-                    key.display()
-                );
-                if !problems.contains(&line) {
-                    problems.push(line);
-                }
-            }
+pub fn load_agent(path: Option<&std::path::Path>) -> Result<AgentBinary, UsageError> {
+    let path = AgentBinary::locate(path)
+        .map_err(|e| UsageError::new(format!("cannot find khactl's own executable: {e}")))?;
+    AgentBinary::load(&path).map_err(|e| {
+        let hint = e.hint();
+        let mut err = UsageError::new(e.to_string());
+        if let Some(h) = hint {
+            err = err.hint(h);
+        }
+        err
+    })
+}
+
+/// What `up` did (or, with `--dry-run`, would do). Field names are stable: see
+/// `docs/output.md`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpResult {
+    pub dry_run: bool,
+    pub cluster: String,
+    pub nodes: Vec<NodeResult>,
+    /// Changes made (or planned) over all nodes.
+    pub total_changes: usize,
+    /// How many nodes had at least one.
+    pub nodes_changed: usize,
+    pub vip: VipResult,
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeResult {
+    pub name: String,
+    pub role: &'static str,
+    pub address: String,
+    pub changes: Vec<ChangeRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VipResult {
+    pub address: String,
+    pub port: u16,
+    /// The control plane holding the VIP at the end of the run (`null` in a dry run).
+    pub holder: Option<String>,
+}
+
+impl UpResult {
+    fn from_finished(f: &Finished) -> Self {
+        let inv = &f.inventory;
+        let nodes = inv
+            .nodes
+            .iter()
+            .map(|n| NodeResult {
+                name: n.name.to_string(),
+                role: n.role.as_str(),
+                address: n.address.to_string(),
+                changes: f.journal.get(n.name.as_str()).cloned().unwrap_or_default(),
+            })
+            .collect();
+        UpResult {
+            dry_run: f.mode == Mode::Plan,
+            cluster: inv.cluster.name.to_string(),
+            nodes,
+            total_changes: f.total_changes(),
+            nodes_changed: f.nodes_changed(),
+            vip: VipResult {
+                address: inv.vip.address.to_string(),
+                port: inv.vip.port.get(),
+                holder: f.cluster.vip_holder.clone(),
+            },
+            log: f.log.clone(),
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(UsageError(format!(
-            "the inventory names SSH keys that cannot be used:\n{}",
-            problems.join("\n")
-        )))
+
+    /// The lines `main` prints for people at the end of the run.
+    pub fn text(&self) -> Vec<String> {
+        let (n, nodes) = (self.total_changes, self.nodes_changed);
+        let first = match (self.dry_run, n) {
+            (true, 0) => "dry run: nothing to change, every node is up to date".to_owned(),
+            (true, n) => {
+                format!("dry run: {n} change(s) planned on {nodes} node(s); nothing was changed")
+            }
+            (false, 0) => "up: nothing to change, every node was already up to date".to_owned(),
+            (false, n) => format!("up: made {n} change(s) on {nodes} node(s)"),
+        };
+        let log = self
+            .log
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        vec![first, format!("log: {log}")]
     }
 }

@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use ipnet::Ipv4Net;
 
-use crate::remote::{RemoteCommand, RemoteError, SshHost};
+use crate::remote::{NodeHandle, RemoteCommand, RemoteError};
 
 const PROBE: &str = include_str!("probe.sh");
 
@@ -51,14 +53,62 @@ pub struct HostFacts {
     /// Content of each asked-for text file; `None` when absent.
     pub files: BTreeMap<PathBuf, Option<Vec<u8>>>,
     pub digests: BTreeMap<PathBuf, Option<FileDigest>>,
+    /// `hostname` as the node reports it.
+    pub hostname: String,
+    /// `/etc/machine-id`, when there is one.
+    pub machine_id: Option<String>,
+    /// The node's clock minus ours when the probe answered, in seconds (the round trip is
+    /// split evenly: its half bounds the error).
+    pub clock_skew: Option<f64>,
+    /// The version line each asked-for tool prints; `None` when the tool is not installed.
+    pub versions: BTreeMap<String, Option<String>>,
+    /// Whether anything listens on each asked-for TCP port (any address, IPv4 or IPv6).
+    pub listening: BTreeMap<u16, bool>,
+    /// Each asked-for directory: absent, empty, or holding something.
+    pub dirs: BTreeMap<PathBuf, DirState>,
+    /// Each asked-for path that must be a Unix socket (a container runtime's).
+    pub sockets: BTreeMap<PathBuf, bool>,
 }
 
-/// What to read besides the fixed facts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirState {
+    Absent,
+    Empty,
+    NotEmpty,
+}
+
+/// What to read besides the fixed facts. Each phase states what it reads; the runner merges
+/// the requests of a command's phases into one probe per node.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProbeRequest {
     pub sysctls: Vec<String>,
     pub files: Vec<PathBuf>,
     pub digests: Vec<PathBuf>,
+    /// Tools whose version to read (`kubeadm`, `kubelet`, `kubectl`, `curl`).
+    pub versions: Vec<String>,
+    pub ports: Vec<u16>,
+    pub dirs: Vec<PathBuf>,
+    pub sockets: Vec<PathBuf>,
+}
+
+impl ProbeRequest {
+    /// Adds what `other` asks for, each item once, in first-asked order.
+    pub fn merge(&mut self, other: ProbeRequest) {
+        fn add<T: PartialEq>(into: &mut Vec<T>, items: Vec<T>) {
+            for i in items {
+                if !into.contains(&i) {
+                    into.push(i);
+                }
+            }
+        }
+        add(&mut self.sysctls, other.sysctls);
+        add(&mut self.files, other.files);
+        add(&mut self.digests, other.digests);
+        add(&mut self.versions, other.versions);
+        add(&mut self.ports, other.ports);
+        add(&mut self.dirs, other.dirs);
+        add(&mut self.sockets, other.sockets);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,14 +120,37 @@ pub enum FactsError {
 }
 
 impl HostFacts {
-    pub async fn gather(host: &SshHost, req: &ProbeRequest) -> Result<Self, FactsError> {
+    pub async fn gather(host: &NodeHandle, req: &ProbeRequest) -> Result<Self, FactsError> {
         let mut args = Vec::new();
         args.extend(req.sysctls.iter().map(|k| format!("sysctl:{k}")));
         args.extend(req.files.iter().map(|p| format!("file:{}", p.display())));
         args.extend(req.digests.iter().map(|p| format!("hash:{}", p.display())));
+        args.extend(req.versions.iter().map(|t| format!("version:{t}")));
+        args.extend(req.ports.iter().map(|p| format!("port:{p}")));
+        args.extend(req.dirs.iter().map(|p| format!("dir:{}", p.display())));
+        args.extend(
+            req.sockets
+                .iter()
+                .map(|p| format!("socket:{}", p.display())),
+        );
         let cmd = RemoteCommand::script("khactl-probe", PROBE, args).read_only();
+        let sent = std::time::SystemTime::now();
         let out = host.run(&cmd).await?;
-        parse(host.node(), &out.stdout_str(), req)
+        let received = std::time::SystemTime::now();
+        let mut facts = parse(host.node(), &out.stdout_str(), req)?;
+        if let (Some(node_clock), Some(ours)) = (facts.clock_skew, midpoint(sent, received)) {
+            facts.clock_skew = Some(node_clock - ours);
+        }
+        Ok(facts)
+    }
+
+    /// The version line of `tool`, when it is installed.
+    pub fn version(&self, tool: &str) -> Option<&str> {
+        self.versions.get(tool).and_then(|v| v.as_deref())
+    }
+
+    pub fn has_tool(&self, tool: &str) -> bool {
+        self.version(tool).is_some()
     }
 
     pub fn sysctl(&self, key: &str) -> Option<&str> {
@@ -107,6 +180,13 @@ impl HostFacts {
             sysctls: BTreeMap::new(),
             files: BTreeMap::new(),
             digests: BTreeMap::new(),
+            hostname: String::new(),
+            machine_id: None,
+            clock_skew: None,
+            versions: BTreeMap::new(),
+            listening: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            sockets: BTreeMap::new(),
         }
     }
 
@@ -134,6 +214,10 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
                     ("os", "arch") => f.arch = value.to_owned(),
                     ("os", "uid") => f.uid = value.parse().ok(),
                     ("os", "modprobe") => f.can_modprobe = value == "yes",
+                    ("os", "hostname") => value.clone_into(&mut f.hostname),
+                    ("os", "machine-id") => f.machine_id = Some(value.to_owned()),
+                    // Until `gather` subtracts our own clock, this is the node's.
+                    ("os", "clock") => f.clock_skew = value.parse().ok(),
                     ("os", "init") => {
                         f.init = match value {
                             "systemd" => InitSystem::Systemd,
@@ -168,10 +252,34 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
             "file" => {
                 let (path, value) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
                 let content = match value.strip_prefix('=') {
-                    Some(b64) => Some(decode_base64(b64).ok_or_else(|| bad(line))?),
+                    Some(b64) => Some(STANDARD.decode(b64).map_err(|_| bad(line))?),
                     None => None,
                 };
                 f.files.insert(PathBuf::from(path), content);
+            }
+            "version" => {
+                let (tool, value) = rest.split_once(' ').ok_or_else(|| bad(line))?;
+                f.versions
+                    .insert(tool.to_owned(), (value != "-").then(|| value.to_owned()));
+            }
+            "port" => {
+                let (port, state) = rest.split_once(' ').ok_or_else(|| bad(line))?;
+                let port = port.parse().map_err(|_| bad(line))?;
+                f.listening.insert(port, state == "listen");
+            }
+            "dir" => {
+                let (path, state) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
+                let state = match state {
+                    "absent" => DirState::Absent,
+                    "empty" => DirState::Empty,
+                    "full" => DirState::NotEmpty,
+                    _ => return Err(bad(line)),
+                };
+                f.dirs.insert(PathBuf::from(path), state);
+            }
+            "socket" => {
+                let (path, state) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
+                f.sockets.insert(PathBuf::from(path), state == "yes");
             }
             "hash" => {
                 let (path, _) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
@@ -198,34 +306,14 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
     Ok(f)
 }
 
-/// Standard base64 (what coreutils `base64` prints). Small enough to keep local.
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        match chunk.len() {
-            4 => out.extend_from_slice(&bytes[1..4]),
-            3 => out.extend_from_slice(&bytes[1..3]),
-            2 => out.push(bytes[1]),
-            _ => return None,
-        }
-    }
-    Some(out)
+/// The middle of the probe's round trip, in seconds since the epoch.
+fn midpoint(sent: std::time::SystemTime, received: std::time::SystemTime) -> Option<f64> {
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64())
+    };
+    Some(f64::midpoint(secs(sent)?, secs(received)?))
 }
 
 impl std::fmt::Display for InitSystem {
@@ -253,6 +341,7 @@ mod tests {
                 "/etc/kubernetes/pki/ca.key".into(),
                 "/etc/kubernetes/pki/x.crt".into(),
             ],
+            ..ProbeRequest::default()
         }
     }
 
@@ -284,6 +373,79 @@ mod tests {
     }
 
     #[test]
+    fn parses_tools_ports_dirs_sockets_and_identity() {
+        let text = "os hostname cp1\nos machine-id 0123abcd\nos clock 1700000000.5\n\
+            version kubeadm v1.31.2\nversion kubelet Kubernetes v1.31.2\nversion kubectl -\n\
+            port 6443 listen\nport 2379 free\n\
+            dir /var/lib/etcd empty\ndir /var/lib/my dir full\ndir /x absent\n\
+            socket /run/containerd/containerd.sock yes\n";
+        let f = parse("cp1", text, &req()).unwrap();
+        assert_eq!(
+            (f.hostname.as_str(), f.machine_id.as_deref()),
+            ("cp1", Some("0123abcd"))
+        );
+        assert_eq!(f.clock_skew, Some(1_700_000_000.5));
+        assert_eq!(f.version("kubeadm"), Some("v1.31.2"));
+        assert_eq!(f.version("kubelet"), Some("Kubernetes v1.31.2"));
+        assert!(!f.has_tool("kubectl"));
+        assert_eq!((f.listening[&6443], f.listening[&2379]), (true, false));
+        assert_eq!(f.dirs[Path::new("/var/lib/etcd")], DirState::Empty);
+        assert_eq!(f.dirs[Path::new("/var/lib/my dir")], DirState::NotEmpty);
+        assert_eq!(f.dirs[Path::new("/x")], DirState::Absent);
+        assert!(f.sockets[Path::new("/run/containerd/containerd.sock")]);
+    }
+
+    /// Runs the probe script here, as a node would, with `args`.
+    fn probe_here(args: &[String]) -> String {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", PROBE, "khactl-probe"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn the_probe_tells_a_listening_port_from_a_free_one_and_reads_directories() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let full = dir.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("member"), "x").unwrap();
+        let request = ProbeRequest {
+            ports: vec![open, free],
+            dirs: vec![empty.clone(), full.clone(), dir.path().join("absent")],
+            versions: vec!["sh".into(), "no-such-tool-here".into()],
+            ..ProbeRequest::default()
+        };
+        let mut args: Vec<String> = request.ports.iter().map(|p| format!("port:{p}")).collect();
+        args.extend(request.dirs.iter().map(|d| format!("dir:{}", d.display())));
+        args.extend(request.versions.iter().map(|t| format!("version:{t}")));
+        let f = parse("here", &probe_here(&args), &request).unwrap();
+        assert!(f.listening[&open], "{open} listens");
+        assert!(!f.listening[&free], "{free} is free");
+        assert_eq!(f.dirs[&empty], DirState::Empty);
+        assert_eq!(f.dirs[&full], DirState::NotEmpty);
+        assert_eq!(f.dirs[&dir.path().join("absent")], DirState::Absent);
+        assert!(f.has_tool("sh"));
+        assert!(!f.has_tool("no-such-tool-here"));
+        assert!(f.clock_skew.is_some() && !f.hostname.is_empty());
+    }
+
+    #[test]
     fn empty_file_is_present_and_empty() {
         let f = parse("n", "file /etc/hosts =\n", &req()).unwrap();
         assert_eq!(f.file(Path::new("/etc/hosts")), Some(&b""[..]));
@@ -296,11 +458,11 @@ mod tests {
     }
 
     #[test]
-    fn base64_round_trips_all_lengths() {
-        assert_eq!(decode_base64("").unwrap(), b"");
-        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
-        assert_eq!(decode_base64("YWI=").unwrap(), b"ab");
-        assert_eq!(decode_base64("YWJj").unwrap(), b"abc");
-        assert!(decode_base64("a$==").is_none());
+    fn file_contents_arrive_as_coreutils_base64_of_any_length() {
+        for (b64, want) in [("", ""), ("YQ==", "a"), ("YWI=", "ab"), ("YWJj", "abc")] {
+            let f = parse("n", &format!("file /etc/hosts ={b64}\n"), &req()).unwrap();
+            assert_eq!(f.file(Path::new("/etc/hosts")), Some(want.as_bytes()));
+        }
+        assert!(parse("n", "file /etc/hosts =a$==\n", &req()).is_err());
     }
 }

@@ -10,6 +10,9 @@ if command -v systemctl >/dev/null 2>&1; then echo "os init systemd"
 elif command -v openrc-run >/dev/null 2>&1 || command -v rc-service >/dev/null 2>&1; then echo "os init openrc"
 else echo "os init unknown"; fi
 echo "os uid $(id -u)"
+echo "os hostname $(cat /proc/sys/kernel/hostname)"
+if [ -r /etc/machine-id ]; then echo "os machine-id $(cat /etc/machine-id)"; fi
+echo "os clock $(date +%s.%N)"
 echo "swap active $(($(wc -l < /proc/swaps) - 1))"
 if grep -qw overlay /proc/filesystems; then echo "module overlay present"; else echo "module overlay absent"; fi
 if [ -d /proc/sys/net/bridge ]; then echo "module br_netfilter present"; else echo "module br_netfilter absent"; fi
@@ -23,6 +26,27 @@ for a in "$@"; do
       if [ -r "$p" ]; then echo "sysctl $val $(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else echo "sysctl $val -"; fi ;;
     file)
       if [ -f "$val" ]; then echo "file $val =$(base64 -w0 < "$val")"; else echo "file $val -"; fi ;;
+    version)
+      if command -v "$val" >/dev/null 2>&1; then
+        case $val in
+          kubeadm) v=$(kubeadm version -o short 2>/dev/null) ;;
+          kubelet) v=$(kubelet --version 2>/dev/null) ;;
+          kubectl) v=$(kubectl version --client 2>/dev/null | head -n 1) ;;
+          *) v=$("$val" --version 2>/dev/null | head -n 1) ;;
+        esac
+        echo "version $val ${v:-unknown}"
+      else echo "version $val -"; fi ;;
+    port)
+      # A LISTEN socket (st 0A) on that local port, any address, IPv4 or IPv6.
+      hex=$(printf '%04X' "$val")
+      if awk -v p="$hex" '$4 == "0A" && substr($2, index($2, ":") + 1) == p { f = 1 } END { exit !f }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null; then echo "port $val listen"; else echo "port $val free"; fi ;;
+    dir)
+      if [ ! -d "$val" ]; then echo "dir $val absent"
+      elif [ -z "$(ls -A "$val" 2>/dev/null)" ]; then echo "dir $val empty"
+      else echo "dir $val full"; fi ;;
+    socket)
+      if [ -S "$val" ]; then echo "socket $val yes"; else echo "socket $val no"; fi ;;
   esac
 done
 # Digests: one sha256sum and one stat over every present file ("sum HASH  PATH",

@@ -394,6 +394,45 @@ pub(super) fn qualified_name(k: &str) -> Result<(), String> {
     }
 }
 
+/// Node labels reach the Node through the kubelet's `--node-labels`, and the kubelet refuses
+/// to start with a label in the `kubernetes.io` / `k8s.io` namespaces unless it is one it
+/// may set on its own Node (k/k `cmd/kubelet/app/options`, `IsKubeletLabel` in
+/// `staging/src/k8s.io/kubelet/pkg/apis/well_known_labels.go`).
+pub(super) fn node_label_key(k: &str) -> Result<(), String> {
+    qualified_name(k)?;
+    let Some((prefix, _)) = k.split_once('/') else {
+        return Ok(());
+    };
+    let within = |domain: &str| prefix == domain || prefix.ends_with(&format!(".{domain}"));
+    if !within("kubernetes.io") && !within("k8s.io") {
+        return Ok(());
+    }
+    const KUBELET_LABELS: [&str; 11] = [
+        "kubernetes.io/hostname",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+    ];
+    if KUBELET_LABELS.contains(&k)
+        || within("kubelet.kubernetes.io")
+        || within("node.kubernetes.io")
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{k:?} is a label the kubelet may not set on its own Node (it refuses to start with it \
+         in --node-labels); use a prefix of your own (e.g. example.com/role), one under \
+         node.kubernetes.io/, or add it with kubectl once the node has joined"
+    ))
+}
+
 pub(super) fn qualified_name_value(v: &Value) -> Result<(), String> {
     match v {
         Value::String(s) => qualified_name(s),
@@ -440,6 +479,22 @@ pub(super) fn extra_arg_key(k: &str) -> Result<(), String> {
     } else {
         Err(format!("{k:?} is not a flag name such as audit-log-maxage"))
     }
+}
+
+/// Kubelet flags khactl sets itself from other fields: a second value would fight the first
+/// (and is a duplicate key in kubeadm's v1beta3 map form).
+pub(super) fn kubelet_arg_key(k: &str) -> Result<(), String> {
+    extra_arg_key(k)?;
+    let instead = match k {
+        "node-labels" => "nodes[].labels",
+        "register-with-taints" => "nodes[].taints",
+        "container-runtime-endpoint" => "kubeadm.criSocket",
+        "hostname-override" => "nodes[].name",
+        _ => return Ok(()),
+    };
+    Err(format!(
+        "khactl sets the kubelet's --{k} from `{instead}`; write it there instead"
+    ))
 }
 
 pub(super) fn single_line(v: &Value) -> Result<(), String> {
@@ -608,6 +663,56 @@ mod tests {
         );
         assert!(extra_arg_key("v=2").is_err());
         assert!(extra_arg_key("").is_err());
+    }
+
+    #[test]
+    fn node_labels_stay_out_of_the_namespaces_the_kubelet_may_not_set() {
+        for ok in [
+            "example.com/pool",
+            "app",
+            "node.kubernetes.io/pool",
+            "team.node.kubernetes.io/x",
+            "kubelet.kubernetes.io/x",
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
+            "notkubernetes.io/x",
+        ] {
+            assert_eq!(node_label_key(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "node-role.kubernetes.io/worker",
+            "kubernetes.io/role",
+            "example.k8s.io/x",
+            "node-restriction.kubernetes.io/x",
+        ] {
+            assert!(
+                node_label_key(bad)
+                    .unwrap_err()
+                    .contains("add it with kubectl"),
+                "{bad}"
+            );
+        }
+        assert!(
+            node_label_key("-x")
+                .unwrap_err()
+                .contains("not a valid key")
+        );
+    }
+
+    #[test]
+    fn kubelet_args_khactl_derives_from_other_fields_are_refused() {
+        assert_eq!(kubelet_arg_key("max-pods"), Ok(()));
+        assert!(
+            kubelet_arg_key("node-labels")
+                .unwrap_err()
+                .contains("nodes[].labels")
+        );
+        assert!(
+            kubelet_arg_key("container-runtime-endpoint")
+                .unwrap_err()
+                .contains("kubeadm.criSocket")
+        );
+        assert!(kubelet_arg_key("--max-pods").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod tests;
 
 pub use model::*;
 pub use problems::{InventoryError, Problem, Severity, Validated};
-pub use types::{DnsName, KubernetesVersion, NodeName, Port, RouterId};
+pub use types::{CriSocket, DnsName, KubernetesVersion, NodeName, Port, RouterId};
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::types::{DnsName, KubernetesVersion, NodeName, Port, RouterId};
+use super::types::{CriSocket, DnsName, KubernetesVersion, NodeName, Port, RouterId};
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "khactl.io/v1alpha1";
@@ -179,8 +179,11 @@ pub struct Node {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub taints: Vec<Taint>,
+    /// `None` when the field is left out: a control-plane node then gets kubeadm's
+    /// `node-role.kubernetes.io/control-plane:NoSchedule`, a worker none. `Some(vec![])`
+    /// (`taints: []`) means no taint at all, also on a control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taints: Option<Vec<Taint>>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -281,7 +284,8 @@ fn default_leaf_days() -> u32 {
     365
 }
 
-/// Free-form kubeadm extra args, passed through to the rendered kubeadm config.
+/// Settings passed through to the rendered kubeadm configuration: free-form extra args per
+/// component and the CRI socket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubeadmExtras {
@@ -315,6 +319,9 @@ pub struct KubeadmExtras {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub etcd_extra_args: BTreeMap<String, String>,
+    /// The container runtime's CRI endpoint on every node (kubeadm's `criSocket`).
+    #[serde(default)]
+    pub cri_socket: CriSocket,
 }
 
 /// Text the user may write as any YAML scalar: `vm.swappiness: 0`, `v: "2"` and

@@ -9,7 +9,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::checks::{self, Check, KeyCheck, show, typed};
 use super::model::{KeyType, Role, TaintEffect};
 use super::problems::{FieldPath, Findings};
-use super::types::{DnsName, NodeName, Port, RouterId};
+use super::types::{CriSocket, DnsName, NodeName, Port, RouterId};
 
 /// The fields of one YAML mapping.
 pub(super) struct Shape {
@@ -162,7 +162,7 @@ static NODE: Shape = Shape {
         field(
             "labels",
             Defaulted,
-            Map(checks::qualified_name, checks::label_value),
+            Map(checks::node_label_key, checks::label_value),
         ),
         field("taints", Defaulted, List(&TAINT)),
     ],
@@ -207,8 +207,13 @@ static KUBEADM: Shape = Shape {
         field("apiServerExtraArgs", Defaulted, EXTRA_ARGS),
         field("controllerManagerExtraArgs", Defaulted, EXTRA_ARGS),
         field("schedulerExtraArgs", Defaulted, EXTRA_ARGS),
-        field("kubeletExtraArgs", Defaulted, EXTRA_ARGS),
+        field(
+            "kubeletExtraArgs",
+            Defaulted,
+            Map(checks::kubelet_arg_key, checks::single_line),
+        ),
         field("etcdExtraArgs", Defaulted, EXTRA_ARGS),
+        field("criSocket", Defaulted, Leaf(typed::<CriSocket>)),
     ],
 };
 
@@ -412,7 +417,6 @@ fn levenshtein(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
 

@@ -3,8 +3,6 @@
 //! its name describes (path, message and line), odd input never panics, and the typed
 //! model resolves defaults and per-node overrides as documented.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -83,8 +81,58 @@ fn the_full_example_reads_as_documented() {
     assert_eq!(inv.sysctls["vm.swappiness"], "0");
     assert_eq!(inv.kubeadm.kubelet_extra_args["max-pods"], "150");
     let w2 = inv.node("w2").unwrap();
-    assert_eq!(w2.taints[0].value.as_deref(), Some("true"));
-    assert_eq!(w2.taints[0].effect, TaintEffect::NoSchedule);
+    let taints = w2.taints.as_deref().unwrap();
+    assert_eq!(taints[0].value.as_deref(), Some("true"));
+    assert_eq!(taints[0].effect, TaintEffect::NoSchedule);
+    assert_eq!(
+        inv.kubeadm.cri_socket.as_str(),
+        "unix:///var/run/containerd/containerd.sock"
+    );
+}
+
+/// kubeadm taints a control plane when `taints` is unset and not when it is `[]`: the
+/// model keeps the difference.
+#[test]
+fn taints_left_out_differ_from_an_empty_list() {
+    let text = "apiVersion: khactl.io/v1alpha1\nkind: Inventory\ncluster: { name: t, kubernetesVersion: v1.31.2 }\n\
+                vip: { address: 10.0.0.100 }\nnodes:\n\
+                - { name: a, address: 10.0.0.1, role: control-plane }\n\
+                - { name: b, address: 10.0.0.2, role: control-plane, taints: [] }\n\
+                - { name: c, address: 10.0.0.3, role: control-plane, taints: ~ }\n";
+    let problems = problems_of(parse(text));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "nodes[2].taints");
+    let fixed = text.replace(", taints: ~", "");
+    let inv = parse(&fixed).unwrap().inventory;
+    assert_eq!(inv.nodes[0].taints, None);
+    assert_eq!(inv.nodes[1].taints, Some(vec![]));
+}
+
+#[test]
+fn cri_sockets_are_unix_urls_with_an_absolute_path() {
+    for ok in [
+        "unix:///var/run/containerd/containerd.sock",
+        "unix:///var/run/crio/crio.sock",
+        "unix:///run/k3s/containerd/containerd.sock",
+    ] {
+        assert_eq!(CriSocket::new(ok).unwrap().as_str(), ok);
+    }
+    for bad in [
+        "unix://",
+        "unix:///",
+        "unix://run/x.sock",
+        "tcp://10.0.0.1:1234",
+        "npipe:////./pipe/x",
+        "unix:///run/x.sock?x=1",
+        "unix:///run/a b.sock",
+        "",
+    ] {
+        assert!(CriSocket::new(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        CriSocket::default().as_str(),
+        "unix:///var/run/containerd/containerd.sock"
+    );
 }
 
 #[test]
@@ -394,6 +442,24 @@ const CASES: &[Case] = &[
         "kubeadm.apiServerExtraArgs[\"--audit-log-maxage\"]",
         "write \"audit-log-maxage\" without the leading dashes",
         Some(12),
+    ),
+    case(
+        "node-label-kubelet-may-not-set",
+        "nodes[1].labels[\"node-role.kubernetes.io/worker\"]",
+        "the kubelet may not set on its own Node",
+        Some(12),
+    ),
+    case(
+        "kubelet-arg-set-by-khactl",
+        "kubeadm.kubeletExtraArgs.node-labels",
+        "from `nodes[].labels`",
+        Some(11),
+    ),
+    case(
+        "cri-socket-without-scheme",
+        "kubeadm.criSocket",
+        "unix:///run/containerd/containerd.sock",
+        Some(9),
     ),
     case(
         "cert-outlives-ca",

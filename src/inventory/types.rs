@@ -210,6 +210,52 @@ impl<'de> Deserialize<'de> for KubernetesVersion {
     }
 }
 
+/// The container runtime's CRI endpoint: `unix://` and an absolute socket path, the only
+/// form kubeadm accepts on Linux (`ValidateSocketPath`; a bare path is prefixed with a
+/// deprecation warning, so khactl asks for the full form instead).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CriSocket(String);
+
+impl CriSocket {
+    /// containerd's socket, what kubeadm finds first when it detects a runtime.
+    pub const CONTAINERD: &'static str = "unix:///var/run/containerd/containerd.sock";
+    const SCHEME: &'static str = "unix://";
+
+    pub fn new(s: &str) -> Result<Self, String> {
+        let example = "e.g. unix:///var/run/containerd/containerd.sock \
+                       (CRI-O: unix:///var/run/crio/crio.sock)";
+        let Some(path) = s.strip_prefix(Self::SCHEME) else {
+            return Err(if s.starts_with('/') {
+                format!("write the CRI endpoint with its scheme: unix://{s}")
+            } else {
+                format!("{s:?} is not a CRI endpoint: use unix:// and the socket's path, {example}")
+            });
+        };
+        // A URL: `?`, `#` or `%` would make kubeadm and the kubelet read another path.
+        let plain = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@".contains(&b));
+        if path.len() > 1 && path.starts_with('/') && !path.ends_with('/') && plain {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a CRI endpoint: after unix:// comes the socket's absolute path \
+                 (letters, digits and / . _ - + @), {example}"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for CriSocket {
+    fn default() -> Self {
+        Self(Self::CONTAINERD.to_owned())
+    }
+}
+
 macro_rules! display_as_inner {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
@@ -224,12 +270,19 @@ macro_rules! display_as_inner {
         }
     )*};
 }
-display_as_inner!(NodeName, DnsName, Port, RouterId);
+display_as_inner!(NodeName, DnsName, Port, RouterId, CriSocket);
 
 impl<'de> Deserialize<'de> for NodeName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         NodeName::new(&s).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for CriSocket {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CriSocket::new(&s).map_err(de::Error::custom)
     }
 }
 

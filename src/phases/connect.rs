@@ -1,10 +1,13 @@
 //! Open one multiplexed SSH connection per node, in parallel. Host keys are trusted on
-//! first use into the cluster's own known_hosts; a changed key is refused.
+//! first use into the cluster's own known_hosts; a changed key is refused. All or nothing:
+//! when one node cannot be reached, every failure is listed and no node is changed.
 
-use anyhow::anyhow;
+use std::sync::Arc;
 
+use super::changes::Mode;
 use super::{Context, NodesFailed, Phase, PhaseFuture};
-use crate::remote::{ConnectOptions, Fleet};
+use crate::diagnostics::Hinted;
+use crate::remote::{Access, ConnectOptions, Fleet, Observer};
 use crate::report::Event;
 
 pub struct Connect;
@@ -34,7 +37,23 @@ impl Phase for Connect {
                 control_dir: crate::state::control_dir()?,
                 connect_timeout: ctx.settings.connect_timeout,
             };
-            match Fleet::connect(&targets, &opts, ctx.settings.parallelism).await {
+            // The remote seam enforces what `--dry-run` promises: no command that is not
+            // marked read-only reaches a node.
+            let access = match ctx.settings.mode {
+                Mode::Plan => Access::ReadOnly,
+                Mode::Apply => Access::ReadWrite,
+            };
+            let observer: Arc<dyn Observer> = Arc::new(ctx.report.clone());
+            let connected = Fleet::connect(
+                ctx.connector.as_ref(),
+                &targets,
+                &opts,
+                ctx.settings.parallelism,
+                access,
+                observer,
+            )
+            .await;
+            match connected {
                 Ok(fleet) => {
                     for t in &targets {
                         ctx.report.event(Event::NodeDone {
@@ -53,11 +72,11 @@ impl Phase for Connect {
                             node: &f.node,
                             error: &text,
                         });
-                        let e = match f.error.hint() {
-                            Some(h) => anyhow!("{text}\n    hint: {h}"),
-                            None => anyhow!(text),
-                        };
-                        listed.push((f.node, e));
+                        let mut e = Hinted::new(text);
+                        if let Some(h) = f.error.hint() {
+                            e = e.hint(h);
+                        }
+                        listed.push((f.node, anyhow::Error::new(e)));
                     }
                     Err(NodesFailed {
                         phase: self.title(),

@@ -1,17 +1,22 @@
-//! What phases share: the inventory, run settings, the report, the connected fleet,
-//! the facts gathered from each node, and the cluster PKI.
+//! What phases share: the inventory, run settings, the report, the connected fleet, the facts
+//! gathered from each node, the cluster PKI, cluster-wide state, and the journal of every
+//! change made or planned.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::changes::{Change, Mode, apply_all};
-use super::install_agent::AgentBinary;
+use super::Phase;
+use super::changes::{Change, ChangeRecord, Mode, apply_changes};
+use crate::agent::AgentBinary;
+use crate::cluster::ClusterState;
 use crate::facts::HostFacts;
+use crate::interrupt::Interrupt;
 use crate::inventory::{Inventory, Node};
 use crate::pki::ClusterPki;
-use crate::remote::{Fleet, SshHost};
+use crate::remote::{Connector, Fleet, NodeHandle};
 use crate::report::{Event, Report};
 use crate::state::StateDir;
 
@@ -23,6 +28,10 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// The khagent binary to install; `None` for commands that do not install the agent.
     pub agent_binary: Option<Arc<AgentBinary>>,
+    /// Raised by Ctrl-C; checked between steps.
+    pub interrupt: Interrupt,
+    /// The command, as the user typed it (`up`), for messages and the log's name.
+    pub verb: String,
 }
 
 pub struct Context {
@@ -30,13 +39,20 @@ pub struct Context {
     pub settings: Settings,
     pub state: StateDir,
     pub report: Report,
+    /// How nodes are reached: SSH, or fakes in unit tests.
+    pub connector: Box<dyn Connector>,
     pub fleet: Option<Fleet>,
     pub facts: BTreeMap<String, HostFacts>,
     pub pki: Option<ClusterPki>,
-    /// Changes made (or planned) so far, per node.
-    pub changes: BTreeMap<String, usize>,
+    /// Cluster-wide values learned during the run (the VIP holder, …).
+    pub cluster: ClusterState,
+    /// Every change made or planned, per node, in order.
+    journal: Mutex<BTreeMap<String, Vec<ChangeRecord>>>,
     /// A scratch PKI directory for plan mode, so a dry run writes nothing to the state.
     pub scratch: Option<tempfile::TempDir>,
+    /// The command's phases, so GatherFacts and Preflight can ask each what it needs.
+    pub(super) phases: Rc<[Box<dyn Phase>]>,
+    pub(super) current_phase: &'static str,
 }
 
 /// One or more nodes failed a phase; each is listed with its error.
@@ -60,6 +76,30 @@ impl fmt::Display for NodesFailed {
 impl std::error::Error for NodesFailed {}
 
 impl Context {
+    pub fn new(
+        inventory: Inventory,
+        settings: Settings,
+        state: StateDir,
+        report: Report,
+        connector: Box<dyn Connector>,
+    ) -> Self {
+        Self {
+            inventory,
+            settings,
+            state,
+            report,
+            connector,
+            fleet: None,
+            facts: BTreeMap::new(),
+            pki: None,
+            cluster: ClusterState::default(),
+            journal: Mutex::new(BTreeMap::new()),
+            scratch: None,
+            phases: Rc::new([]),
+            current_phase: "",
+        }
+    }
+
     pub fn fleet(&self) -> anyhow::Result<&Fleet> {
         self.fleet
             .as_ref()
@@ -84,35 +124,112 @@ impl Context {
             .ok_or_else(|| anyhow::anyhow!("internal: the PKI is not loaded yet"))
     }
 
-    /// The one gate: applies (or, in plan mode, shows) a node's changes.
-    pub async fn apply(&self, host: &SshHost, changes: &[Change]) -> anyhow::Result<usize> {
-        apply_all(self.settings.mode, &self.report, host, changes).await
+    /// The one gate for typed changes: applies (or, in plan mode, shows) a node's changes,
+    /// journals each, and returns how many there were. Between steps it stops at Ctrl-C.
+    pub async fn apply(&self, host: &NodeHandle, changes: &[Change]) -> anyhow::Result<usize> {
+        apply_changes(self, host, changes).await
     }
 
-    /// Collects per-node change counts of a phase; see [`Context::settle`].
+    /// An imperative step that is not a typed change (kubeadm init, an etcd member add): in
+    /// apply mode it runs `step` and returns its value; in plan mode it is shown as planned
+    /// under `headline` and not run. Journaled either way.
+    pub async fn step<T>(
+        &self,
+        host: &NodeHandle,
+        headline: &str,
+        step: impl AsyncFnOnce(&NodeHandle) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        if self.settings.mode == Mode::Plan {
+            self.report.event(Event::Planned {
+                node: host.node(),
+                change: headline,
+            });
+            self.record(
+                host.node(),
+                ChangeRecord::step(self.current_phase, headline, false),
+            );
+            return Ok(None);
+        }
+        self.settings.interrupt.check()?;
+        self.report.event(Event::NodeStep {
+            node: host.node(),
+            message: headline,
+        });
+        let value = step(host).await?;
+        self.record(
+            host.node(),
+            ChangeRecord::step(self.current_phase, headline, true),
+        );
+        Ok(Some(value))
+    }
+
+    /// The phase running now.
+    pub fn phase(&self) -> &'static str {
+        self.current_phase
+    }
+
+    pub(super) fn record(&self, node: &str, record: ChangeRecord) {
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        journal.entry(node.to_owned()).or_default().push(record);
+    }
+
+    /// Every change made or planned so far, per node.
+    pub fn journal(&self) -> BTreeMap<String, Vec<ChangeRecord>> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes made or planned in the phase running now, on `node`.
+    fn changes_this_phase(&self, node: &str) -> usize {
+        let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        journal.get(node).map_or(0, |records| {
+            records
+                .iter()
+                .filter(|r| r.phase == self.current_phase)
+                .count()
+        })
+    }
+
+    /// One line on what `node` has done, for an interrupted run.
+    pub fn node_progress(&self, node: &str) -> String {
+        let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let done: Vec<&ChangeRecord> = journal
+            .get(node)
+            .map(|r| r.iter().filter(|c| c.done).collect())
+            .unwrap_or_default();
+        match done.last() {
+            None => "nothing changed yet".to_owned(),
+            Some(last) => format!(
+                "{} change(s) made; the last: {} ({})",
+                done.len(),
+                last.headline,
+                last.phase
+            ),
+        }
+    }
+
+    /// Reports each node's end of a phase from its results, counting the changes the gate
+    /// journaled for it in this phase; fails naming every node that failed.
     pub fn settle_changes(
         &mut self,
-        phase: &'static str,
-        results: Vec<(String, anyhow::Result<usize>)>,
+        results: Vec<(String, anyhow::Result<()>)>,
     ) -> anyhow::Result<()> {
         let mode = self.settings.mode;
-        let mut summaries = Vec::new();
-        for (node, r) in results {
-            if let Ok(n) = &r {
-                *self.changes.entry(node.clone()).or_default() += n;
-            }
-            summaries.push((node, r.map(|n| summary(mode, n))));
-        }
-        self.settle(phase, summaries)
+        let summaries = results
+            .into_iter()
+            .map(|(node, r)| {
+                let n = self.changes_this_phase(&node);
+                (node, r.map(|()| summary(mode, n)))
+            })
+            .collect();
+        self.settle(summaries)
     }
 
-    /// Reports each node's end of a phase, and fails the phase naming every node that
-    /// failed (after all of them finished their step).
-    pub fn settle(
-        &mut self,
-        phase: &'static str,
-        results: Vec<(String, anyhow::Result<String>)>,
-    ) -> anyhow::Result<()> {
+    /// Reports each node's end of the current phase, and fails the phase naming every node
+    /// that failed (after all of them finished their step).
+    pub fn settle(&mut self, results: Vec<(String, anyhow::Result<String>)>) -> anyhow::Result<()> {
         let mut failures = Vec::new();
         for (node, r) in results {
             match r {
@@ -135,13 +252,20 @@ impl Context {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(NodesFailed { phase, failures }.into())
+            Err(NodesFailed {
+                phase: self.current_phase,
+                failures,
+            }
+            .into())
         }
     }
 
-    /// Total changes made or planned in this run.
-    pub fn total_changes(&self) -> usize {
-        self.changes.values().sum()
+    /// Total changes made or planned in this run, and on how many nodes.
+    pub fn totals(&self) -> (usize, usize) {
+        let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let total = journal.values().map(Vec::len).sum();
+        let nodes = journal.values().filter(|r| !r.is_empty()).count();
+        (total, nodes)
     }
 }
 

@@ -1,12 +1,16 @@
-//! Copy to each node exactly the certificates and keys it needs, at kubeadm's paths,
-//! so kubeadm finds them and generates nothing. Files already there with the same
-//! digest and mode are left alone; keys travel on stdin and are never shown.
+//! Copy to each node exactly the certificates, keys and kubeconfigs it needs, at kubeadm's
+//! paths, so kubeadm finds them and generates nothing. Files already there with the same
+//! digest and mode are left alone; keys travel on stdin and are never shown. Workers get
+//! nothing (kubeadm join's preflight refuses a `ca.crt` already there); what older khactl
+//! placed on a worker that has not joined yet is removed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::kubernetes::KUBELET_CONF;
 use super::{Change, Context, Phase, PhaseFuture};
-use crate::facts::{HostFacts, sha256_hex};
-use crate::pki::PkiFile;
+use crate::facts::{HostFacts, ProbeRequest, sha256_hex};
+use crate::inventory::{Node, Role};
+use crate::pki::{self, PkiFile};
 
 pub struct DistributePki;
 
@@ -15,10 +19,28 @@ impl Phase for DistributePki {
         "Distribute certificates"
     }
 
+    /// The digests (never the contents) of the files this node should have, and on workers
+    /// of what older khactl placed there.
+    fn facts(&self, ctx: &Context, node: &Node) -> ProbeRequest {
+        let mut digests: Vec<PathBuf> = files_for(ctx, node)
+            .into_iter()
+            .map(|f| f.remote_path)
+            .collect();
+        if node.role == Role::Worker {
+            digests.extend(pki::stale_worker_paths());
+            digests.push(KUBELET_CONF.into());
+        }
+        ProbeRequest {
+            digests,
+            ..ProbeRequest::default()
+        }
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;
-            let pki = c.pki()?;
+            // Without the PKI loaded every node would get nothing: a bug, said so.
+            c.pki()?;
             let results = c
                 .fleet()?
                 .each(
@@ -26,14 +48,37 @@ impl Phase for DistributePki {
                     async |host| {
                         let node = c.node(host.node())?;
                         let facts = c.facts_of(host.node())?;
-                        let changes = plan_node(&pki.files_for(node), facts);
-                        c.apply(host, &changes).await
+                        let mut changes = plan_node(&files_for(c, node), facts);
+                        changes.extend(stale_on_worker(node, facts));
+                        c.apply(host, &changes).await.map(drop)
                     },
                 )
                 .await;
-            ctx.settle_changes(self.title(), results)
+            ctx.settle_changes(results)
         })
     }
+}
+
+/// A node's files; `super-admin.conf` goes to the first control plane, the node `kubeadm
+/// init` runs on.
+fn files_for(ctx: &Context, node: &Node) -> Vec<PkiFile> {
+    ctx.pki
+        .as_ref()
+        .map(|p| p.files_for(node, pki::default_init_node(&ctx.inventory)))
+        .unwrap_or_default()
+}
+
+/// Removes what older khactl placed on a worker, before its first join only: once it joined,
+/// kubeadm wrote `ca.crt` itself and the kubelet reads it.
+pub fn stale_on_worker(node: &Node, facts: &HostFacts) -> Vec<Change> {
+    if node.role != Role::Worker || facts.digest(Path::new(KUBELET_CONF)).is_some() {
+        return Vec::new();
+    }
+    pki::stale_worker_paths()
+        .into_iter()
+        .filter(|p| facts.digest(p).is_some())
+        .map(|path| Change::RemoveFile { path })
+        .collect()
 }
 
 /// The writes a node needs: files missing, different, or with the wrong mode.
@@ -58,6 +103,7 @@ pub fn plan_node(files: &[PkiFile], facts: &HostFacts) -> Vec<Change> {
                 diff: false,
                 current,
                 backup: None,
+                preview: None,
             })
         })
         .collect()

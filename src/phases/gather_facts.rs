@@ -1,8 +1,9 @@
-//! Read each node's facts in one read-only round trip: OS, init system, architecture,
-//! kernel modules, the sysctls and files later phases manage, and digests of the PKI
-//! files (never their contents) and of the agent's files.
+//! Read each node's facts in one read-only round trip: the fixed facts (OS, init system,
+//! architecture, kernel modules, addresses) and whatever the command's phases said they read
+//! ([`super::Phase::facts`]): sysctls, text files, and digests of files whose contents must
+//! not travel (keys).
 
-use super::{Context, Phase, PhaseFuture, install_agent, prepare_hosts};
+use super::{Context, Phase, PhaseFuture};
 use crate::facts::{HostFacts, ProbeRequest};
 
 pub struct GatherFacts;
@@ -15,27 +16,17 @@ impl Phase for GatherFacts {
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;
-            let sysctls: Vec<String> = prepare_hosts::wanted_sysctls(&c.inventory)
-                .into_keys()
-                .collect();
-            let pki = c.pki()?;
+            let phases = c.phases.clone();
             let results = c
                 .fleet()?
                 .each(
                     |_| true,
                     async |host| {
                         let node = c.node(host.node())?;
-                        let req = ProbeRequest {
-                            sysctls: sysctls.clone(),
-                            files: [prepare_hosts::files_read(), install_agent::files_read()]
-                                .concat(),
-                            digests: pki
-                                .files_for(node)
-                                .into_iter()
-                                .map(|f| f.remote_path)
-                                .chain(install_agent::digests_read())
-                                .collect(),
-                        };
+                        let mut req = ProbeRequest::default();
+                        for phase in phases.iter() {
+                            req.merge(phase.facts(c, node));
+                        }
                         let facts = HostFacts::gather(host, &req).await?;
                         anyhow::Ok(facts)
                     },
@@ -55,7 +46,7 @@ impl Phase for GatherFacts {
                     Err(e) => settled.push((node, Err(e))),
                 }
             }
-            ctx.settle(self.title(), settled)
+            ctx.settle(settled)
         })
     }
 }

@@ -8,29 +8,25 @@
 //! go one node at a time, the node holding the VIP last, so a config change moves the VIP at
 //! most once away from (and back to) its holder instead of flapping it around the group.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
 use super::changes::{Change, ServiceAction};
-use super::{Context, Phase, PhaseFuture};
-use crate::facts::{HostFacts, InitSystem, sha256_hex};
+use super::{Context, Phase, PhaseFuture, rolling};
+use crate::agent::reload_is_enough;
+pub use crate::agent::{
+    AGENT_BINARY, AGENT_CONFIG, AgentBinary, OPENRC_SCRIPT, RESTART_PENDING, SERVICE, SYSTEMD_UNIT,
+    check_arch,
+};
+use crate::cluster::vip;
+use crate::facts::{HostFacts, InitSystem, ProbeRequest, sha256_hex};
 use crate::inventory::{Inventory, Node, Role};
-use crate::remote::{RemoteCommand, SshHost};
+use crate::os::service::{self, ServiceState};
+use crate::remote::NodeHandle;
 use crate::render::{AgentBackend, AgentConfig, AgentService, AgentTrack, AgentVrrp};
 
-pub const SERVICE: &str = "khagent";
-pub const AGENT_BINARY: &str = "/usr/local/bin/khagent";
-pub const AGENT_CONFIG: &str = "/etc/khagent/khagent.yaml";
-pub const SYSTEMD_UNIT: &str = "/etc/systemd/system/khagent.service";
-pub const OPENRC_SCRIPT: &str = "/etc/init.d/khagent";
-/// Written before new files replace a running agent's, removed once the agent restarted on
-/// them: a run cut short in between (a node lost, a restart that failed and stopped the
-/// rolling restart) leaves it behind, and the next `up` restarts that agent even though its
-/// files already match.
-pub const RESTART_PENDING: &str = "/var/lib/khagent/restart-pending";
 /// The cluster CA as DistributePki places it; the agent verifies apiservers against it.
 const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 /// Every kube-apiserver listens here on its node (kubeadm's default bind port).
@@ -56,94 +52,6 @@ const PRIORITY_STEP: i32 = 40;
 /// delay is not about start-up.) Failover after a master dies or stops is not delayed by this.
 const PREEMPT_DELAY_MS: u32 = 5_000;
 
-/// The khagent executable khactl installs, read once before any node is contacted.
-pub struct AgentBinary {
-    pub path: PathBuf,
-    pub contents: Vec<u8>,
-    pub sha256: String,
-    /// `uname -m` spelling of the ELF header's machine (`x86_64`, `aarch64`).
-    pub arch: String,
-}
-
-impl fmt::Debug for AgentBinary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentBinary")
-            .field("path", &self.path)
-            .field("size", &self.contents.len())
-            .field("sha256", &self.sha256)
-            .field("arch", &self.arch)
-            .finish()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentBinaryError {
-    #[error(
-        "the agent binary {path} cannot be read ({source})\n  hint: build it with `cargo build \
-         --release` (one build makes khactl and khagent side by side), or pass --agent-binary PATH"
-    )]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{path} is not a Linux executable (no ELF header); pass the khagent binary with --agent-binary"
-    )]
-    NotElf { path: PathBuf },
-}
-
-impl AgentBinary {
-    /// The binary at `path`, or `khagent` next to the running khactl (cargo builds every
-    /// workspace binary into the same directory).
-    pub fn locate(path: Option<&Path>) -> Result<PathBuf, std::io::Error> {
-        match path {
-            Some(p) => Ok(p.to_path_buf()),
-            None => {
-                let exe = std::env::current_exe()?;
-                Ok(exe.with_file_name(SERVICE))
-            }
-        }
-    }
-
-    pub fn load(path: &Path) -> Result<Self, AgentBinaryError> {
-        let contents = std::fs::read(path).map_err(|source| AgentBinaryError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let arch = elf_arch(&contents).ok_or_else(|| AgentBinaryError::NotElf {
-            path: path.to_owned(),
-        })?;
-        Ok(Self {
-            path: path.to_owned(),
-            sha256: sha256_hex(&contents),
-            contents,
-            arch,
-        })
-    }
-}
-
-/// The architecture an ELF file is built for, named as `uname -m` names it. Reads `e_machine`
-/// (offset 18, in the byte order EI_DATA states); unknown machines are named by number.
-pub fn elf_arch(bytes: &[u8]) -> Option<String> {
-    if bytes.get(..4)? != b"\x7fELF" {
-        return None;
-    }
-    let raw = [*bytes.get(18)?, *bytes.get(19)?];
-    let machine = match bytes.get(5)? {
-        1 => u16::from_le_bytes(raw),
-        2 => u16::from_be_bytes(raw),
-        _ => return None,
-    };
-    Some(match machine {
-        62 => "x86_64".to_owned(),
-        183 => "aarch64".to_owned(),
-        40 => "arm".to_owned(),
-        243 => "riscv64".to_owned(),
-        n => format!("ELF machine {n}"),
-    })
-}
-
 /// Files the install reads by content (for the plan's diff) and by digest (all, for modes).
 pub fn files_read() -> Vec<PathBuf> {
     [AGENT_CONFIG, SYSTEMD_UNIT, OPENRC_SCRIPT]
@@ -165,13 +73,6 @@ pub fn digests_read() -> Vec<PathBuf> {
     .collect()
 }
 
-/// Whether the service is enabled at boot and running now, as the init system says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ServiceState {
-    pub enabled: bool,
-    pub active: bool,
-}
-
 /// What one node needs: file writes (done in parallel), then service actions (in order).
 #[derive(Debug, Default, PartialEq)]
 pub struct NodePlan {
@@ -186,6 +87,33 @@ impl Phase for InstallAgent {
         "Install the agent"
     }
 
+    fn facts(&self, _ctx: &Context, node: &Node) -> ProbeRequest {
+        if node.role != Role::ControlPlane {
+            return ProbeRequest::default();
+        }
+        ProbeRequest {
+            sysctls: Vec::new(),
+            files: files_read(),
+            digests: digests_read(),
+            ..ProbeRequest::default()
+        }
+    }
+
+    /// A control plane the agent binary cannot run on, or whose network cannot carry the
+    /// VIP, is refused now, before any host is prepared, not halfway through the install.
+    fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
+        if node.role != Role::ControlPlane {
+            return Vec::new();
+        }
+        let mut problems = vip_problems(&ctx.inventory, node, facts);
+        if let Some(agent) = &ctx.settings.agent_binary
+            && let Err(e) = check_arch(agent, facts)
+        {
+            problems.push(e.to_string());
+        }
+        problems
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;
@@ -193,109 +121,107 @@ impl Phase for InstallAgent {
                 c.settings.agent_binary.clone().ok_or_else(|| {
                     anyhow::anyhow!("internal: `up` did not load the agent binary")
                 })?;
-            // The binary's architecture was checked against every control plane in
-            // Preflight, before any host was changed.
-            let is_cp = |h: &SshHost| c.node(h.node()).is_ok_and(|n| n.role == Role::ControlPlane);
+            let is_cp =
+                |h: &NodeHandle| c.node(h.node()).is_ok_and(|n| n.role == Role::ControlPlane);
 
             let files = c
                 .fleet()?
                 .each(is_cp, async |host| {
                     let node = c.node(host.node())?;
                     let facts = c.facts_of(host.node())?;
-                    let state = service_state(host, facts.init).await?;
+                    let state = service::state(host, facts.init, SERVICE)
+                        .await
+                        .context("reading whether khagent is enabled and running")?;
                     let plan = plan_node(&c.inventory, node, facts, &binary, state)?;
-                    let written = c.apply(host, &plan.files).await?;
-                    anyhow::Ok((written, plan.service))
+                    c.apply(host, &plan.files).await?;
+                    anyhow::Ok(plan.service)
                 })
                 .await;
-            // Per node: how many files were written, and the service changes still to make.
-            let mut written = Vec::new();
+            // Per node: the service changes still to make.
+            let mut pending = Vec::new();
             let mut failed = Vec::new();
             for (node, r) in files {
                 match r {
-                    Ok((n, service)) => written.push((node, n, service)),
+                    Ok(service) => pending.push((node, service)),
                     Err(e) => failed.push((node, Err(e))),
                 }
             }
             if !failed.is_empty() {
                 // Nothing is (re)started unless every node has its files.
-                failed.extend(written.into_iter().map(|(n, k, _)| (n, Ok(k))));
-                return ctx.settle_changes(self.title(), failed);
+                failed.extend(pending.into_iter().map(|(n, _)| (n, Ok(()))));
+                return ctx.settle_changes(failed);
             }
 
-            let holder = vip_holder(&c.inventory, &c.facts);
+            let holder = vip::holder_in_facts(&c.inventory, &c.facts);
             let fleet = c.fleet()?;
-            let order = restart_order(written.iter().map(|(n, ..)| n.as_str()), holder);
-            let ordered: Vec<_> = order
+            let order = restart_order(pending.iter().map(|(n, _)| n.as_str()), holder);
+            let ordered: Vec<(String, Vec<Change>)> = order
                 .iter()
-                .filter_map(|name| written.iter().find(|(n, ..)| n == name))
+                .filter_map(|name| pending.iter().find(|(n, _)| n == name).cloned())
                 .collect();
-            let mut results = Vec::new();
             // One at a time: a restart counts as done once the agent stayed active for a
             // second, which also lets it rejoin as backup (Master_Down_Interval at the default
             // 100 ms adverts is under 400 ms, RFC 5798 §6.1) before the next one goes down.
-            for (at, (name, wrote, changes)) in ordered.iter().enumerate() {
-                let Some(host) = fleet.host(name) else {
-                    results.push((
-                        name.clone(),
-                        Err(anyhow::anyhow!("internal: not connected")),
-                    ));
-                    continue;
-                };
-                let r = c.apply(host, changes).await.map(|n| n + wrote);
-                let stop = r.is_err();
-                results.push((name.clone(), r));
-                if stop {
-                    // Restarting the others (and the holder last) after one failed could
-                    // leave no healthy agent at all. Their new files are in place with the
-                    // pending-restart mark, so the next run restarts them.
-                    for (rest, _, changes) in &ordered[at + 1..] {
-                        if !changes.is_empty() {
-                            results.push((
-                                rest.clone(),
-                                Err(anyhow::anyhow!(
-                                    "not restarted or started: the rolling restart stopped at \
-                                     {name}; once {name} is fixed, run `khactl up` again to \
-                                     finish it"
-                                )),
-                            ));
-                        }
-                    }
-                    break;
-                }
-            }
-            ctx.settle_changes(self.title(), results)
+            let results = rolling::one_at_a_time(
+                ordered,
+                &c.settings.interrupt,
+                async |name, changes| {
+                    let host = fleet
+                        .host(name)
+                        .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
+                    c.apply(host, changes).await.map(drop)
+                },
+                // Restarting the others (and the holder last) after one failed could leave
+                // no healthy agent at all. Their new files are in place with the
+                // pending-restart mark, so the next run restarts them.
+                |stopped_at, changes| match stopped_at {
+                    _ if changes.is_empty() => Ok(()),
+                    Some(at) => Err(anyhow::anyhow!(
+                        "not restarted or started: the rolling restart stopped at {at}; once \
+                         {at} is fixed, run `khactl up` again to finish it"
+                    )),
+                    None => Err(crate::interrupt::Interrupted.into()),
+                },
+            )
+            .await;
+            ctx.settle_changes(results)
         })
     }
 }
 
-/// Refuses a node the binary cannot run on.
-pub fn check_arch(binary: &AgentBinary, facts: &HostFacts) -> anyhow::Result<()> {
-    if binary.arch != facts.arch {
-        bail!(
-            "the agent binary {} is built for {}, but this node is {}: build khagent for {} \
-             (cargo build --release --target …) and pass it with --agent-binary",
-            binary.path.display(),
-            binary.arch,
-            facts.arch,
-            facts.arch
-        );
+/// The VIP must be on this control plane's own network, for VRRP to move it between them on
+/// one L2 segment, and `vip.interface` (when set) must exist. Pure.
+pub fn vip_problems(inv: &Inventory, node: &Node, facts: &HostFacts) -> Vec<String> {
+    let mut problems = Vec::new();
+    let own = facts
+        .addresses
+        .iter()
+        .find(|(_, net)| IpAddr::V4(net.addr()) == node.address);
+    match own {
+        None => problems.push(format!(
+            "the node does not have its inventory address {} on any interface",
+            node.address
+        )),
+        Some((dev, net)) => {
+            if !net.trunc().contains(&inv.vip.address) {
+                problems.push(format!(
+                    "vip.address {} is outside this node's subnet {} (on {dev}); the VIP \
+                     must be on the control-plane nodes' own network for VRRP to move it",
+                    inv.vip.address,
+                    net.trunc()
+                ));
+            }
+            if let Some(want) = &inv.vip.interface
+                && !facts.addresses.iter().any(|(d, _)| d == want)
+            {
+                problems.push(format!(
+                    "vip.interface {want} has no IPv4 address on this node (its address \
+                     is on {dev})"
+                ));
+            }
+        }
     }
-    Ok(())
-}
-
-/// The control-plane node that held the VIP when facts were gathered, if any.
-pub fn vip_holder<'a>(
-    inv: &Inventory,
-    facts: &'a std::collections::BTreeMap<String, HostFacts>,
-) -> Option<&'a str> {
-    inv.control_plane().find_map(|n| {
-        let (name, f) = facts.get_key_value(n.name.as_str())?;
-        f.addresses
-            .iter()
-            .any(|(_, net)| net.addr() == inv.vip.address)
-            .then_some(name.as_str())
-    })
+    problems
 }
 
 /// Nodes in inventory order with the VIP holder moved last.
@@ -306,32 +232,6 @@ pub fn restart_order<'a>(
     let (mut order, last): (Vec<&str>, Vec<&str>) = nodes.partition(|n| Some(*n) != holder);
     order.extend(last);
     order
-}
-
-const SERVICE_STATE: &str = r#"name=$1
-if command -v systemctl >/dev/null 2>&1; then
-  if systemctl is-enabled "$name" >/dev/null 2>&1; then echo enabled; fi
-  if systemctl is-active "$name" >/dev/null 2>&1; then echo active; fi
-else
-  if rc-update show default 2>/dev/null | grep -qw "$name"; then echo enabled; fi
-  if rc-service "$name" status >/dev/null 2>&1; then echo active; fi
-fi
-"#;
-
-async fn service_state(host: &SshHost, init: InitSystem) -> anyhow::Result<ServiceState> {
-    if init == InitSystem::Unknown {
-        return Ok(ServiceState::default());
-    }
-    let cmd = RemoteCommand::script("khagent-service-state", SERVICE_STATE, [SERVICE]).read_only();
-    let out = host
-        .run(&cmd)
-        .await
-        .context("reading whether khagent is enabled and running")?
-        .stdout_str();
-    Ok(ServiceState {
-        enabled: out.lines().any(|l| l == "enabled"),
-        active: out.lines().any(|l| l == "active"),
-    })
 }
 
 /// The agent config for one control-plane node. Pure: unit-tested without a node.
@@ -449,6 +349,7 @@ fn write_if_changed(
         diff,
         current,
         backup: None,
+        preview: None,
     })
 }
 
@@ -464,7 +365,7 @@ pub fn plan_node(
     let config = agent_config(inv, node, facts)?.render()?.into_bytes();
     let reload_enough = facts
         .file(Path::new(AGENT_CONFIG))
-        .is_some_and(|old| only_reloadable_differ(old, &config));
+        .is_some_and(|old| reload_is_enough(old, &config));
     let (unit_path, unit, unit_mode) = match facts.init {
         InitSystem::Systemd => (SYSTEMD_UNIT, service_files().render_systemd()?, 0o644),
         InitSystem::OpenRc => (OPENRC_SCRIPT, service_files().render_openrc()?, 0o755),
@@ -553,28 +454,6 @@ pub fn plan_node(
         });
     }
     Ok(plan)
-}
-
-/// Whether two agent configs differ only in what khagent applies on SIGHUP: the backend
-/// list, health checks, tracked checks and VRRP peers (the agent warns that `listen`,
-/// `status`, `max_connections` and the rest of `vrrp` need a restart). Anything unreadable
-/// counts as a difference.
-fn only_reloadable_differ(old: &[u8], new: &[u8]) -> bool {
-    let restart_only = |bytes: &[u8]| {
-        let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_slice(bytes).ok()?;
-        let map = value.as_mapping_mut()?;
-        for key in ["backends", "health", "track"] {
-            map.remove(key);
-        }
-        if let Some(vrrp) = map.get_mut("vrrp") {
-            vrrp.as_mapping_mut()?.remove("peers");
-        }
-        Some(value)
-    };
-    match (restart_only(old), restart_only(new)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
 }
 
 #[cfg(test)]

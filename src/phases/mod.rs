@@ -1,9 +1,17 @@
-//! The install as an ordered list of phases, one file each, named by intent.
+//! Phases: the steps of a command, one file each, named by intent, in runbook order.
 //!
-//! A phase reads facts, decides what must change, and hands each change to the one
-//! gate in [`changes`]: in plan mode (`--dry-run`) the change is recorded and shown
-//! per node, in apply mode it runs. Phases are idempotent: what is already as wanted
-//! is not a change, so a second `up` reports zero changes.
+//! A phase states what it needs to know of each node ([`Phase::facts`]) and what must hold
+//! there before anything changes ([`Phase::preflight`]); the runner gathers the union of
+//! those for the command's phase list in one probe per node ([`GatherFacts`]) and runs every
+//! check at once ([`Preflight`]). A phase then decides what must change and hands each change
+//! to the one gate ([`Context::apply`], [`changes`]) or runs an imperative step through
+//! [`Context::step`]: in plan mode (`--dry-run`) both are recorded and shown, in apply mode they
+//! run. Under both sits the remote seam, which refuses any command not marked read-only in a
+//! dry run, so a phase cannot change a node by mistake. Phases are idempotent: what is already
+//! as wanted is not a change, so a second run reports zero changes.
+//!
+//! When a phase fails or the user presses Ctrl-C, the runner stops after the step in flight
+//! and runs the cleanups of the phases that started, last first ([`Phase::cleanup`]).
 //!
 //! Phases never print; they emit events through [`crate::report::Report`].
 
@@ -14,37 +22,57 @@ mod distribute_pki;
 mod gather_facts;
 mod generate_pki;
 pub mod install_agent;
+pub mod kubernetes;
 mod preflight;
 mod prepare_hosts;
+pub mod rolling;
 mod wait_for_vip;
 
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tests;
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Instant;
 
-pub use changes::{Change, Mode, ServiceAction};
+pub use changes::{Change, ChangeRecord, Mode, SysctlChange};
 pub use connect::Connect;
 pub use context::{Context, NodesFailed, Settings};
 pub use distribute_pki::DistributePki;
 pub use gather_facts::GatherFacts;
 pub use generate_pki::GeneratePki;
-pub use install_agent::{AgentBinary, InstallAgent};
+pub use install_agent::InstallAgent;
+pub use kubernetes::{CheckKubeadm, InitCluster, JoinControlPlanes, JoinWorkers, VerifyCluster};
 pub use preflight::Preflight;
 pub use prepare_hosts::PrepareHosts;
 pub use wait_for_vip::WaitForVip;
 
+use crate::facts::{HostFacts, ProbeRequest};
+use crate::interrupt::Interrupted;
+use crate::inventory::Node;
 use crate::report::Event;
 
 pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
-/// khactl drives nodes from one thread (the work is waiting on SSH), so phase futures
-/// need not be `Send`.
+/// One step of a command. khactl drives nodes from one thread (the work is waiting on SSH), so
+/// phase futures need not be `Send`.
 pub trait Phase {
     /// Shown as the phase header, e.g. "Prepare hosts".
     fn title(&self) -> &'static str;
+
+    /// What this phase reads of `node` (sysctls, files, digests), gathered before it runs.
+    fn facts(&self, _ctx: &Context, _node: &Node) -> ProbeRequest {
+        ProbeRequest::default()
+    }
+
+    /// Problems on `node` that must stop the run before any node changes; empty when fine.
+    fn preflight(&self, _ctx: &Context, _node: &Node, _facts: &HostFacts) -> Vec<String> {
+        Vec::new()
+    }
 
     /// `Some(reason)` when the phase has nothing to do in this run.
     fn skip_reason(&self, _ctx: &Context) -> Option<String> {
@@ -52,27 +80,53 @@ pub trait Phase {
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a>;
+
+    /// Undoes what a failed or interrupted run would otherwise leave behind (a half-joined
+    /// node, a stopped service); runs for every phase that started, last first, when the
+    /// run fails. `None`: nothing to undo.
+    fn cleanup<'a>(&'a self, _ctx: &'a mut Context) -> Option<PhaseFuture<'a>> {
+        None
+    }
 }
 
-/// The phases of `khactl up`, in runbook order.
-pub fn up_phases() -> Vec<Box<dyn Phase>> {
-    vec![
-        Box::new(GeneratePki),
-        Box::new(Connect),
-        Box::new(GatherFacts),
-        Box::new(Preflight),
-        Box::new(PrepareHosts),
-        Box::new(DistributePki),
-        Box::new(InstallAgent),
-        Box::new(WaitForVip),
-    ]
+/// The run stopped at the user's Ctrl-C, after the step in flight on every node.
+#[derive(Debug)]
+pub struct RunInterrupted {
+    pub phase: &'static str,
+    /// What each node had done when the run stopped.
+    pub nodes: Vec<(String, String)>,
 }
 
-/// Runs phases in order; stops at the first failure (every node finishes the failing
-/// phase's step first, see [`crate::remote::Fleet::each`]).
-pub async fn run(phases: &[Box<dyn Phase>], ctx: &mut Context) -> anyhow::Result<()> {
-    for phase in phases {
+impl fmt::Display for RunInterrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interrupted during phase \"{}\"; every node finished the step it was on",
+            self.phase
+        )?;
+        for (node, state) in &self.nodes {
+            write!(f, "\n  {node}: {state}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RunInterrupted {}
+
+/// Runs `phases` in order; stops at the first failure (every node finishes the failing
+/// phase's step first, see [`crate::remote::Fleet::each`]) or at Ctrl-C, then runs the
+/// cleanups of the phases that started, last first.
+pub async fn run(ctx: &mut Context, phases: Vec<Box<dyn Phase>>) -> anyhow::Result<()> {
+    let phases: Rc<[Box<dyn Phase>]> = phases.into();
+    ctx.phases = Rc::clone(&phases);
+    let mut started = Vec::new();
+    let mut result = Ok(());
+    for phase in phases.iter() {
         let title = phase.title();
+        if ctx.settings.interrupt.is_raised() {
+            result = Err(Interrupted.into());
+            break;
+        }
         if let Some(reason) = phase.skip_reason(ctx) {
             ctx.report.event(Event::PhaseSkipped {
                 title,
@@ -80,13 +134,50 @@ pub async fn run(phases: &[Box<dyn Phase>], ctx: &mut Context) -> anyhow::Result
             });
             continue;
         }
+        ctx.current_phase = title;
         ctx.report.event(Event::PhaseStarted { title });
-        let started = Instant::now();
-        phase.run(ctx).await?;
+        started.push(phase);
+        let began = Instant::now();
+        if let Err(e) = phase.run(ctx).await {
+            result = Err(e);
+            break;
+        }
         ctx.report.event(Event::PhaseFinished {
             title,
-            elapsed: started.elapsed(),
+            elapsed: began.elapsed(),
         });
     }
-    Ok(())
+    let Err(error) = result else {
+        return Ok(());
+    };
+    let report = ctx.report.clone();
+    for phase in started.iter().rev() {
+        let title = phase.title();
+        if let Some(cleanup) = phase.cleanup(ctx) {
+            report.event(Event::Warning {
+                node: None,
+                message: &format!("cleaning up after \"{title}\""),
+            });
+            if let Err(e) = cleanup.await {
+                // Reported, not swallowed: the user must know what is left to undo by hand.
+                report.event(Event::Warning {
+                    node: None,
+                    message: &format!("the cleanup of \"{title}\" failed: {e:#}"),
+                });
+            }
+        }
+    }
+    if ctx.settings.interrupt.is_raised() {
+        let nodes = ctx
+            .inventory
+            .nodes
+            .iter()
+            .map(|n| (n.name.to_string(), ctx.node_progress(n.name.as_str())))
+            .collect();
+        return Err(anyhow::Error::new(RunInterrupted {
+            phase: ctx.current_phase,
+            nodes,
+        }));
+    }
+    Err(error)
 }

@@ -11,8 +11,8 @@ use anyhow::bail;
 
 use super::changes::{Change, SysctlChange, normalise};
 use super::{Context, Phase, PhaseFuture};
-use crate::facts::HostFacts;
-use crate::inventory::Inventory;
+use crate::facts::{HostFacts, ProbeRequest};
+use crate::inventory::{Inventory, Node};
 use crate::report::Event;
 
 pub const SYSCTL_DROP_IN: &str = "/etc/sysctl.d/99-khactl.conf";
@@ -121,6 +121,14 @@ impl Phase for PrepareHosts {
         "Prepare hosts"
     }
 
+    fn facts(&self, ctx: &Context, _node: &Node) -> ProbeRequest {
+        ProbeRequest {
+            sysctls: wanted_sysctls(&ctx.inventory).into_keys().collect(),
+            files: files_read(),
+            ..ProbeRequest::default()
+        }
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;
@@ -137,11 +145,11 @@ impl Phase for PrepareHosts {
                                 message: w,
                             });
                         }
-                        c.apply(host, &changes).await
+                        c.apply(host, &changes).await.map(drop)
                     },
                 )
                 .await;
-            ctx.settle_changes(self.title(), results)
+            ctx.settle_changes(results)
         })
     }
 }
@@ -156,6 +164,7 @@ fn file_change(facts: &HostFacts, path: &str, contents: String, mode: u32) -> Op
         diff: true,
         current,
         backup: None,
+        preview: None,
     })
 }
 
@@ -231,6 +240,7 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
             diff: true,
             current: Some(fstab.to_vec()),
             backup: Some(FSTAB_BACKUP.into()),
+            preview: None,
         });
     }
 

@@ -1,8 +1,10 @@
 //! The certificates a cluster needs, as data: kubeadm's list (`kubeadm certs
-//! check-expiration` shows the same names), with kubeadm's file names, subjects and
-//! subject alternative names, computed from the inventory. No crypto and no I/O here.
+//! check-expiration` shows the same names), with kubeadm's file names, the subjects
+//! kubeadm of the target release gives them, their subject alternative names, and for
+//! the kubeconfigs' client certificates the server URL kubeadm computes, all from the
+//! inventory. No crypto and no I/O here.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -71,14 +73,100 @@ impl Profile {
     }
 }
 
+/// Where a leaf goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// `<base>.crt` and `<base>.key` under `/etc/kubernetes/pki`.
+    PkiDir,
+    /// Embedded, with the cluster CA, in a kubeconfig that names this API server URL.
+    Kubeconfig { kind: Kubeconfig, server: String },
+}
+
+/// The kubeconfigs kubeadm writes on a control-plane node (its `kubeconfig.go`), plus
+/// the user's own `admin.conf`. kubelet.conf is not among them: kubeadm writes it (init)
+/// or the kubelet's TLS bootstrap makes it (join), and a join refuses to start if it
+/// exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kubeconfig {
+    /// `admin.conf` on every control plane; kubeadm itself uses it during init and join.
+    Admin,
+    /// `super-admin.conf`, on the node that runs `kubeadm init` only: init needs a
+    /// `system:masters` identity to create the ClusterRoleBinding that gives
+    /// `kubeadm:cluster-admins` its rights. One shared certificate, so whichever node
+    /// a phase chooses for init can get it.
+    SuperAdmin,
+    ControllerManager,
+    Scheduler,
+    /// The `admin.conf` for the user's workstation, which khactl keeps in the state
+    /// directory and never places on a node; its own key, so no node holds it.
+    Workstation,
+}
+
+impl Kubeconfig {
+    /// The file name under `/etc/kubernetes` (the workstation's is `admin.conf` too).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Kubeconfig::Admin | Kubeconfig::Workstation => "admin.conf",
+            Kubeconfig::SuperAdmin => "super-admin.conf",
+            Kubeconfig::ControllerManager => "controller-manager.conf",
+            Kubeconfig::Scheduler => "scheduler.conf",
+        }
+    }
+
+    /// How reports and `khactl certs` name its certificate, as kubeadm's `certs
+    /// check-expiration` does.
+    fn name(self) -> &'static str {
+        match self {
+            Kubeconfig::Workstation => "admin.conf (workstation)",
+            other => other.file_name(),
+        }
+    }
+
+    /// The client certificate's pair in the state directory, before `nodes/<node>/`
+    /// for per-node ones.
+    fn local_base(self) -> &'static str {
+        match self {
+            Kubeconfig::Admin => "kubeconfig/admin",
+            Kubeconfig::SuperAdmin => "kubeconfig/super-admin",
+            Kubeconfig::ControllerManager => "kubeconfig/controller-manager",
+            Kubeconfig::Scheduler => "kubeconfig/scheduler",
+            Kubeconfig::Workstation => "kubeconfig/workstation-admin",
+        }
+    }
+
+    /// The user: the client certificate's CN, which is also kubeadm's user name in the
+    /// file.
+    pub fn user(self) -> &'static str {
+        match self {
+            Kubeconfig::Admin | Kubeconfig::Workstation => "kubernetes-admin",
+            Kubeconfig::SuperAdmin => "kubernetes-super-admin",
+            Kubeconfig::ControllerManager => "system:kube-controller-manager",
+            Kubeconfig::Scheduler => "system:kube-scheduler",
+        }
+    }
+
+    fn organizations(self, kubernetes_version: &KubernetesVersion) -> Vec<String> {
+        match self {
+            Kubeconfig::Admin | Kubeconfig::Workstation => {
+                vec![admin_group(kubernetes_version).to_owned()]
+            }
+            Kubeconfig::SuperAdmin => vec![SYSTEM_MASTERS.to_owned()],
+            Kubeconfig::ControllerManager | Kubeconfig::Scheduler => vec![],
+        }
+    }
+}
+
 /// Everything that identifies one leaf certificate. Two specs that compare equal
 /// describe interchangeable certificates; that is what makes a leaf reusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafSpec {
-    /// kubeadm's base name relative to the PKI directory (`apiserver`, `etcd/peer`).
+    /// The pair's path in the state directory, without extension and without the
+    /// `nodes/<node>/` of per-node ones; for [`Placement::PkiDir`] also kubeadm's
+    /// base name under the PKI directory (`apiserver`, `etcd/peer`).
     pub base: &'static str,
     /// The node a per-node certificate belongs to; `None` for shared ones.
     pub node: Option<NodeName>,
+    pub placement: Placement,
     pub authority: Authority,
     pub common_name: String,
     pub organizations: Vec<String>,
@@ -97,25 +185,35 @@ impl LeafSpec {
         }
     }
 
+    /// kubeadm's name: the base name of a PKI file, or the kubeconfig's file name.
+    pub fn name(&self) -> &'static str {
+        match &self.placement {
+            Placement::PkiDir => self.base,
+            Placement::Kubeconfig { kind, .. } => kind.name(),
+        }
+    }
+
     /// How progress output and `khactl certs` name it: `etcd/peer (cp-1)`.
     pub fn display_name(&self) -> String {
         match &self.node {
-            Some(node) => format!("{} ({node})", self.base),
-            None => self.base.to_owned(),
+            Some(node) => format!("{} ({node})", self.name()),
+            None => self.name().to_owned(),
         }
     }
 }
 
-/// Every leaf certificate of the cluster, shared ones first, then per control-plane
-/// node in inventory order.
+/// Every leaf certificate placed on nodes, shared ones first, then per control-plane
+/// node in inventory order. Nothing of one node's depends on another node, so adding a
+/// control plane adds its leaves and changes no other.
 pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
     let service_ip = first_service_ip(inventory.networking.service_subnet)?;
+    let version = &inventory.cluster.kubernetes_version;
     let mut specs = vec![
         client(
             "apiserver-kubelet-client",
             Authority::Kubernetes,
             "kube-apiserver-kubelet-client",
-            vec![kubelet_client_group(&inventory.cluster.kubernetes_version).to_owned()],
+            vec![kubelet_client_group(version).to_owned()],
         ),
         client(
             "front-proxy-client",
@@ -135,11 +233,18 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
             "kube-etcd-healthcheck-client",
             vec![],
         ),
+        kubeconfig_client(
+            Kubeconfig::SuperAdmin,
+            None,
+            version,
+            endpoint_url(inventory),
+        ),
     ];
     for node in inventory.control_plane() {
         specs.push(LeafSpec {
             base: "apiserver",
             node: Some(node.name.clone()),
+            placement: Placement::PkiDir,
             authority: Authority::Kubernetes,
             common_name: "kube-apiserver".to_owned(),
             organizations: vec![],
@@ -156,6 +261,7 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
             specs.push(LeafSpec {
                 base,
                 node: Some(node.name.clone()),
+                placement: Placement::PkiDir,
                 authority: Authority::Etcd,
                 common_name: node.name.to_string(),
                 organizations: vec![],
@@ -168,8 +274,46 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
                 ]),
             });
         }
+        // kubeadm writes these on every control plane, each with its own key; the
+        // components reach their own node's API server, the admin the endpoint.
+        for (kind, server) in [
+            (Kubeconfig::Admin, endpoint_url(inventory)),
+            (Kubeconfig::ControllerManager, local_api_url(node)),
+            (Kubeconfig::Scheduler, local_api_url(node)),
+        ] {
+            specs.push(kubeconfig_client(kind, Some(&node.name), version, server));
+        }
     }
     Ok(specs)
+}
+
+/// The client certificate of the workstation's `admin.conf`: kept apart from
+/// [`leaf_specs`] because no node ever gets it.
+pub fn workstation_admin_spec(inventory: &Inventory) -> LeafSpec {
+    kubeconfig_client(
+        Kubeconfig::Workstation,
+        None,
+        &inventory.cluster.kubernetes_version,
+        workstation_url(inventory),
+    )
+}
+
+fn kubeconfig_client(
+    kind: Kubeconfig,
+    node: Option<&NodeName>,
+    version: &KubernetesVersion,
+    server: String,
+) -> LeafSpec {
+    LeafSpec {
+        node: node.cloned(),
+        placement: Placement::Kubeconfig { kind, server },
+        ..client(
+            kind.local_base(),
+            Authority::Kubernetes,
+            kind.user(),
+            kind.organizations(version),
+        )
+    }
 }
 
 fn client(
@@ -181,6 +325,7 @@ fn client(
     LeafSpec {
         base,
         node: None,
+        placement: Placement::PkiDir,
         authority,
         common_name: common_name.to_owned(),
         organizations,
@@ -190,25 +335,50 @@ fn client(
     }
 }
 
-/// The group of the API server's kubelet client cert. kubeadm 1.29 moved it from
-/// `system:masters` (which no RBAC rule can restrict) to `kubeadm:cluster-admins`,
-/// bound to cluster-admin by a ClusterRoleBinding kubeadm creates; older kubeadm
-/// versions do not create that binding, so they keep the old group.
-pub fn kubelet_client_group(kubernetes_version: &KubernetesVersion) -> &'static str {
+/// The group of `admin.conf`'s user: `kubeadm:cluster-admins` since kubeadm 1.29, which
+/// stopped putting everyday admins in `system:masters` (RBAC cannot restrict it, so a
+/// leaked admin.conf could not be revoked by removing a binding).
+pub fn admin_group(kubernetes_version: &KubernetesVersion) -> &'static str {
     if kubernetes_version.at_least(1, 29) {
-        "kubeadm:cluster-admins"
+        CLUSTER_ADMINS
     } else {
-        "system:masters"
+        SYSTEM_MASTERS
     }
 }
 
-/// The API server is reached as the in-cluster service, by the VIP (and its DNS
-/// name) through the load balancer, and directly at every control-plane node: the
-/// agents' health checks and `kubeadm join` dial node addresses. Every control-plane
-/// node is named (not only this one) so a client pinned to any member still verifies.
+/// The group of the API server's kubelet client cert, as kubeadm's `certlist.go` has
+/// it for each release:
+/// - before 1.29, `system:masters`, which no RBAC rule can restrict;
+/// - 1.29 to 1.36, `kubeadm:cluster-admins`, bound to cluster-admin by a
+///   ClusterRoleBinding kubeadm creates;
+/// - from 1.37, `system:kubelet-api-admin`, which holds only the kubelet API
+///   permissions the API server needs (k/k PR #138957).
+///
+/// kubeadm never checks the O of an existing cert, so a wrong one would pass `init` and
+/// grant the API server too much or too little on kubelets; the version decides it here.
+pub fn kubelet_client_group(kubernetes_version: &KubernetesVersion) -> &'static str {
+    if kubernetes_version.at_least(1, 37) {
+        "system:kubelet-api-admin"
+    } else {
+        admin_group(kubernetes_version)
+    }
+}
+
+/// kubeadm's group for cluster administrators since 1.29 (`admin.conf`).
+const CLUSTER_ADMINS: &str = "kubeadm:cluster-admins";
+/// The group the API server grants everything, bypassing RBAC (`super-admin.conf`).
+const SYSTEM_MASTERS: &str = "system:masters";
+
+/// kubeadm's required names for a node's API server (`GetAPIServerAltNames`): the
+/// node's name and address, the in-cluster service names and IP, and the
+/// controlPlaneEndpoint host, which is ours: the VIP's DNS name when set, and the VIP
+/// itself either way, so clients that dial the bare VIP verify too.
+///
+/// Only this node: a kubeadm-made cert names no other control plane, and naming them
+/// would re-issue every node's cert whenever one is added or removed. Nothing dials a
+/// node's API server by another node's name or address.
 fn apiserver_dns_names(inventory: &Inventory, node: &Node) -> Vec<String> {
     let mut names = vec![node.name.to_string()];
-    names.extend(inventory.control_plane().map(|n| n.name.to_string()));
     names.extend(["kubernetes", "kubernetes.default", "kubernetes.default.svc"].map(str::to_owned));
     names.push(format!(
         "kubernetes.default.svc.{}",
@@ -221,9 +391,54 @@ fn apiserver_dns_names(inventory: &Inventory, node: &Node) -> Vec<String> {
 }
 
 fn apiserver_ips(inventory: &Inventory, node: &Node, service_ip: IpAddr) -> Vec<IpAddr> {
-    let mut ips = vec![service_ip, IpAddr::V4(inventory.vip.address), node.address];
-    ips.extend(inventory.control_plane().map(|n| n.address));
-    dedup(ips)
+    dedup(vec![
+        service_ip,
+        node.address,
+        IpAddr::V4(inventory.vip.address),
+    ])
+}
+
+/// The port every kube-apiserver binds on its node (kubeadm's default
+/// `localAPIEndpoint.bindPort`, which khactl's kubeadm configuration keeps).
+pub const APISERVER_BIND_PORT: u16 = 6443;
+
+/// The controlPlaneEndpoint, `host:port`: the VIP's DNS name when the inventory has one,
+/// else the VIP, with the load balancer's port. The kubeadm configuration must use
+/// exactly this value: `admin.conf`'s server URL is derived from it, and kubeadm
+/// compares that URL with the one in a kubeconfig it finds in place.
+pub fn control_plane_endpoint(inventory: &Inventory) -> String {
+    let port = inventory.vip.port.get();
+    match &inventory.vip.dns_name {
+        Some(name) => format!("{name}:{port}"),
+        None => format!("{}:{port}", inventory.vip.address),
+    }
+}
+
+/// kubeadm's URL for `admin.conf` and `super-admin.conf` (`GetControlPlaneEndpoint`):
+/// the controlPlaneEndpoint with its own port, which overrides the bind port.
+pub fn endpoint_url(inventory: &Inventory) -> String {
+    format!("https://{}", control_plane_endpoint(inventory))
+}
+
+/// kubeadm's URL for `controller-manager.conf` and `scheduler.conf`
+/// (`GetLocalAPIEndpoint`): the node's own API server, so neither depends on the VIP.
+/// IPv6 addresses come in brackets, as Go's `net.JoinHostPort` writes them.
+pub fn local_api_url(node: &Node) -> String {
+    format!(
+        "https://{}",
+        SocketAddr::new(node.address, APISERVER_BIND_PORT)
+    )
+}
+
+/// The URL of the workstation's `admin.conf`: the VIP by address, which works where the
+/// VIP's DNS name does not resolve (it is often only in the nodes' `/etc/hosts`); every
+/// API server certificate names the VIP.
+pub fn workstation_url(inventory: &Inventory) -> String {
+    format!(
+        "https://{}:{}",
+        inventory.vip.address,
+        inventory.vip.port.get()
+    )
 }
 
 /// The `kubernetes` service's cluster IP: the service subnet's network address + 1,
@@ -260,6 +475,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::inventory::DnsName;
     use crate::pki::tests::inventory;
 
     fn spec<'a>(specs: &'a [LeafSpec], base: &str, node: Option<&str>) -> &'a LeafSpec {
@@ -267,6 +483,29 @@ mod tests {
             .iter()
             .find(|s| s.base == base && s.node.as_ref().map(NodeName::as_str) == node)
             .unwrap()
+    }
+
+    #[test]
+    fn the_endpoint_is_the_dns_name_or_the_vip_with_the_load_balancer_port() {
+        let mut inv = inventory(1, 0);
+        assert_eq!(control_plane_endpoint(&inv), "k8s-api.lab.test:8443");
+        assert_eq!(endpoint_url(&inv), "https://k8s-api.lab.test:8443");
+        inv.vip.dns_name = None;
+        assert_eq!(endpoint_url(&inv), "https://10.77.0.100:8443");
+        inv.vip.dns_name = Some(DnsName::new("api.example").unwrap());
+        assert_eq!(
+            workstation_url(&inv),
+            "https://10.77.0.100:8443",
+            "the workstation dials the VIP itself"
+        );
+    }
+
+    #[test]
+    fn the_local_url_is_the_nodes_address_and_the_bind_port() {
+        let mut inv = inventory(1, 0);
+        assert_eq!(local_api_url(&inv.nodes[0]), "https://10.77.0.11:6443");
+        inv.nodes[0].address = "fd00::11".parse().unwrap();
+        assert_eq!(local_api_url(&inv.nodes[0]), "https://[fd00::11]:6443");
     }
 
     #[test]
@@ -296,7 +535,7 @@ mod tests {
     }
 
     #[test]
-    fn apiserver_names_the_service_the_vip_and_every_control_plane_node() {
+    fn apiserver_names_kubeadms_required_set_plus_the_vip_and_no_other_node() {
         let specs = leaf_specs(&inventory(3, 1)).unwrap();
         let api = spec(&specs, "apiserver", Some("cp-2"));
         assert_eq!(api.common_name, "kube-apiserver");
@@ -304,8 +543,6 @@ mod tests {
             api.dns_names,
             [
                 "cp-2",
-                "cp-1",
-                "cp-3",
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
@@ -314,16 +551,17 @@ mod tests {
             ]
         );
         let ips: Vec<String> = api.ip_addresses.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            ips,
-            [
-                "10.96.0.1",
-                "10.77.0.100",
-                "10.77.0.12",
-                "10.77.0.11",
-                "10.77.0.13"
-            ]
-        );
+        assert_eq!(ips, ["10.96.0.1", "10.77.0.12", "10.77.0.100"]);
+    }
+
+    #[test]
+    fn apiserver_names_follow_the_dns_domain() {
+        let mut inv = inventory(1, 0);
+        inv.networking.dns_domain = DnsName::new("corp.example").unwrap();
+        let specs = leaf_specs(&inv).unwrap();
+        let names = &spec(&specs, "apiserver", Some("cp-1")).dns_names;
+        assert!(names.contains(&"kubernetes.default.svc.corp.example".to_owned()));
+        assert!(!names.iter().any(|n| n.ends_with("cluster.local")));
     }
 
     #[test]
@@ -355,7 +593,7 @@ mod tests {
     #[test]
     fn workers_get_no_per_node_certificates() {
         let specs = leaf_specs(&inventory(1, 2)).unwrap();
-        assert_eq!(specs.len(), 4 + 3);
+        assert_eq!(specs.len(), 5 + 6);
         assert!(
             specs
                 .iter()
@@ -399,16 +637,16 @@ mod tests {
 
     #[test]
     fn kubelet_client_group_follows_the_kubeadm_version() {
-        let v = |s: &str| KubernetesVersion::new(s).unwrap();
-        assert_eq!(kubelet_client_group(&v("v1.28.9")), "system:masters");
-        assert_eq!(
-            kubelet_client_group(&v("v1.29.0")),
-            "kubeadm:cluster-admins"
-        );
-        assert_eq!(
-            kubelet_client_group(&v("v1.31.2")),
-            "kubeadm:cluster-admins"
-        );
+        for (version, group) in [
+            ("v1.28.9", "system:masters"),
+            ("v1.29.0", "kubeadm:cluster-admins"),
+            ("v1.31.2", "kubeadm:cluster-admins"),
+            ("v1.36.9", "kubeadm:cluster-admins"),
+            ("v1.37.0", "system:kubelet-api-admin"),
+        ] {
+            let v = KubernetesVersion::new(version).unwrap();
+            assert_eq!(kubelet_client_group(&v), group, "{version}");
+        }
     }
 
     #[test]

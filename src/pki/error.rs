@@ -61,6 +61,13 @@ pub enum PkiError {
     )]
     ServiceSubnetTooSmall { subnet: IpNet },
 
+    #[error("cannot write the kubeconfig of {user}: {source}")]
+    Kubeconfig {
+        user: String,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+
     #[error("cannot {what}: {source}")]
     Crypto {
         what: String,

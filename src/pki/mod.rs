@@ -1,11 +1,14 @@
 //! The cluster PKI, generated locally with rcgen and laid out exactly as kubeadm
-//! expects under `/etc/kubernetes/pki`, so kubeadm finds every file and generates
-//! nothing. See `docs/pki.md` for the certificate list and the distribution rule.
+//! expects under `/etc/kubernetes/pki`, with the kubeconfigs kubeadm writes beside it
+//! in `/etc/kubernetes`, so kubeadm finds every file and generates nothing. See
+//! `docs/pki.md` for the certificate list and the distribution rule.
 //!
-//! Data flows: inventory → [`catalog`] (which certificates, with which names; pure)
-//! → [`lifecycle`] (load from the state directory or create, via [`issue`] for the
-//! crypto, [`inspect`] to judge what is on disk, [`store`] for the files) →
-//! [`ClusterPki`], from which phases take each node's [`PkiFile`]s.
+//! Data flows: inventory → [`catalog`] (which certificates, with which names and
+//! which kubeconfig server URLs; pure) → [`lifecycle`] (load from the state directory
+//! or create, via [`issue`] for the crypto, [`inspect`] to judge what is on disk,
+//! [`store`] for the files) → [`kubeconfig`] (client certificates wrapped as kubeadm
+//! writes them) → [`ClusterPki`], from which phases take each node's [`PkiFile`]s and
+//! the user's `admin.conf`.
 //!
 //! Nothing here touches the network or the terminal; progress is the returned
 //! [`PkiReport`].
@@ -14,6 +17,7 @@ pub mod catalog;
 mod error;
 mod inspect;
 mod issue;
+mod kubeconfig;
 mod lifecycle;
 mod parallel;
 mod store;
@@ -26,13 +30,68 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use crate::inventory::{Inventory, Node, NodeName, Role};
-pub use catalog::Authority;
+pub use catalog::{Authority, Kubeconfig, control_plane_endpoint};
+use catalog::{LeafSpec, Placement};
 pub use error::PkiError;
 pub use inspect::Reissue;
 use lifecycle::Pair;
 
 /// Where kubeadm looks for the PKI on a node.
 pub const REMOTE_DIR: &str = "/etc/kubernetes/pki";
+
+/// The files khactl up to this version placed on workers (`ca.crt`), which now make
+/// `kubeadm join`'s preflight fail (`FileAvailable--etc-kubernetes-pki-ca.crt`).
+///
+/// A phase removes them from a worker **before its first join only**, that is while
+/// `/etc/kubernetes/kubelet.conf` does not exist: on a worker that has joined,
+/// kubeadm wrote `ca.crt` itself from discovery and the kubelet reads it.
+pub fn stale_worker_paths() -> Vec<PathBuf> {
+    vec![Path::new(REMOTE_DIR).join(format!("{}.crt", Authority::Kubernetes.base()))]
+}
+
+/// The discovery pin (`sha256:<hex>` of the SubjectPublicKeyInfo) of the cluster CA stored
+/// in `dir`, without loading or generating anything else; `None` when there is no CA yet.
+pub fn stored_discovery_hash(dir: &Path) -> Result<Option<String>, PkiError> {
+    let path = dir.join(format!("{}.crt", Authority::Kubernetes.base()));
+    let Some(pem) = store::read_optional(&path)? else {
+        return Ok(None);
+    };
+    let unusable = |reason: String| PkiError::Unusable {
+        what: "the cluster CA certificate",
+        path: path.clone(),
+        reason,
+    };
+    let der = inspect::cert_der(&pem).map_err(unusable)?;
+    let cert = inspect::parse(&der).map_err(unusable)?;
+    Ok(Some(inspect::spki_pin(&cert)))
+}
+
+/// The pin of a CA made for the moment and never stored (ECDSA P-256): what a preview shows
+/// before the cluster's own CA exists. It matches no cluster.
+pub fn throwaway_discovery_hash() -> Result<String, PkiError> {
+    let key = issue::generate_key(crate::inventory::KeyType::EcdsaP256)?;
+    let pem = issue::self_signed_authority(
+        Authority::Kubernetes,
+        &key,
+        time::OffsetDateTime::now_utc(),
+        1,
+    )?;
+    let unusable = |reason: String| PkiError::Unusable {
+        what: "a throwaway CA",
+        path: PathBuf::new(),
+        reason,
+    };
+    let der = inspect::cert_der(pem.as_bytes()).map_err(unusable)?;
+    let cert = inspect::parse(&der).map_err(unusable)?;
+    Ok(inspect::spki_pin(&cert))
+}
+
+/// The node `kubeadm init` runs on unless a phase chooses another: the first
+/// control-plane node in inventory order. [`ClusterPki::files_for`] gives that node
+/// `super-admin.conf`.
+pub fn default_init_node(inventory: &Inventory) -> Option<&NodeName> {
+    inventory.control_plane().next().map(|n| &n.name)
+}
 
 /// One file to place on a node.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,7 +117,8 @@ impl fmt::Debug for PkiFile {
 /// When one certificate expires, for `khactl certs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertExpiry {
-    /// kubeadm's name (`apiserver`, `etcd/ca`), with the node for per-node certs.
+    /// kubeadm's name (`apiserver`, `etcd/ca`, `admin.conf`), with the node for
+    /// per-node certs; the workstation's is `admin.conf (workstation)`.
     pub name: String,
     pub node: Option<NodeName>,
     pub is_authority: bool,
@@ -140,12 +200,24 @@ impl fmt::Display for PkiReport {
 }
 
 /// The loaded PKI: every CA, the service-account keys and every leaf, as the bytes
-/// on disk. Debug output never shows key material.
+/// on disk, and the kubeconfigs made from them. Debug output never shows key material.
 pub struct ClusterPki {
     authorities: PerAuthority<Pair>,
     service_account: (Vec<u8>, Vec<u8>),
-    leaves: Vec<(catalog::LeafSpec, Pair)>,
+    leaves: Vec<(LeafSpec, Pair)>,
+    /// One per kubeconfig leaf placed on nodes, in the order of `leaves`.
+    kubeconfigs: Vec<PlacedKubeconfig>,
+    /// The workstation's `admin.conf`: its leaf, and the file.
+    workstation: (LeafSpec, Pair),
+    workstation_admin_conf: Vec<u8>,
     discovery_hash: String,
+}
+
+/// A rendered kubeconfig for a node (or, for `super-admin.conf`, for the init node).
+struct PlacedKubeconfig {
+    kind: Kubeconfig,
+    node: Option<NodeName>,
+    contents: Vec<u8>,
 }
 
 impl fmt::Debug for ClusterPki {
@@ -199,10 +271,29 @@ pub(crate) fn ensure_at(
         etcd: report.absorb(authorities.etcd)?,
     };
     let service_account = report.absorb(service_account)?;
-    let pairs = parallel::each(&specs, &mut report, |spec, report| {
+    let leaf = |spec: &LeafSpec, report: &mut PkiReport| {
         lifecycle::leaf(dir, spec, loaded.get(spec.authority), settings, now, report)
-    })?;
-    let leaves: Vec<_> = specs.into_iter().zip(pairs).collect();
+    };
+    let workstation_spec = catalog::workstation_admin_spec(inventory);
+    let (pairs, workstation) = std::thread::scope(|scope| {
+        let workstation = scope.spawn(|| parallel::reported(|r| leaf(&workstation_spec, r)));
+        let pairs = parallel::each(&specs, &mut report, leaf);
+        (pairs, parallel::join(workstation))
+    });
+    let leaves: Vec<_> = specs.into_iter().zip(pairs?).collect();
+    let workstation = (workstation_spec, report.absorb(workstation)?);
+
+    let cluster = inventory.cluster.name.as_str();
+    let ca_der = &loaded.kubernetes.der;
+    let kubeconfigs = place_kubeconfigs(cluster, ca_der, &leaves)?;
+    let workstation_admin_conf = render_kubeconfig(
+        cluster,
+        ca_der,
+        Kubeconfig::Workstation,
+        &catalog::workstation_url(inventory),
+        &workstation.1,
+    )?;
+
     let discovery_hash = loaded.kubernetes.spki_pin.clone();
     let authorities = PerAuthority {
         kubernetes: loaded.kubernetes.pair,
@@ -214,10 +305,49 @@ pub(crate) fn ensure_at(
             authorities,
             service_account,
             leaves,
+            kubeconfigs,
+            workstation,
+            workstation_admin_conf,
             discovery_hash,
         },
         report,
     ))
+}
+
+/// The kubeconfig of every kubeconfig leaf, in order.
+fn place_kubeconfigs(
+    cluster: &str,
+    ca_der: &[u8],
+    leaves: &[(LeafSpec, Pair)],
+) -> Result<Vec<PlacedKubeconfig>, PkiError> {
+    let mut placed = Vec::new();
+    for (spec, pair) in leaves {
+        if let Placement::Kubeconfig { kind, server } = &spec.placement {
+            placed.push(PlacedKubeconfig {
+                kind: *kind,
+                node: spec.node.clone(),
+                contents: render_kubeconfig(cluster, ca_der, *kind, server, pair)?,
+            });
+        }
+    }
+    Ok(placed)
+}
+
+fn render_kubeconfig(
+    cluster: &str,
+    ca_der: &[u8],
+    kind: Kubeconfig,
+    server: &str,
+    pair: &Pair,
+) -> Result<Vec<u8>, PkiError> {
+    kubeconfig::render(&kubeconfig::Contents {
+        cluster,
+        server,
+        user: kind.user(),
+        ca_der,
+        cert_pem: &pair.cert,
+        key_pem: &pair.key,
+    })
 }
 
 /// One value per CA, so no lookup can miss.
@@ -261,17 +391,22 @@ impl ClusterPki {
     /// Exactly the files `node` needs, at kubeadm's paths with their modes.
     ///
     /// A control-plane node gets the three CAs with their keys (kubeadm signs the
-    /// kubelet's and the kubeconfigs' client certs on every control-plane node), the
-    /// service-account pair, the shared client certs, and its own apiserver and etcd
-    /// certs, never another node's. A worker gets `ca.crt` only: `kubeadm join`
-    /// fetches the rest through discovery. A control-plane node this PKI was not
-    /// built for gets only the shared files; `ensure` with the same inventory always
-    /// covers every control-plane node.
-    pub fn files_for(&self, node: &Node) -> Vec<PkiFile> {
+    /// kubelet's and the kubeconfigs' client certs on every control-plane node, and a
+    /// control-plane join without a certificate key needs them local), the
+    /// service-account pair, the shared client certs, its own apiserver and etcd certs
+    /// (never another node's), and its own `admin.conf`, `controller-manager.conf`
+    /// and `scheduler.conf`. `init_node`, the node a phase runs `kubeadm init` on
+    /// ([`default_init_node`] unless it chooses another), also gets
+    /// `super-admin.conf`; `None` gives it to no node.
+    ///
+    /// A worker gets nothing: `kubeadm join` learns the CA through discovery, and its
+    /// preflight fails if `ca.crt` is already there
+    /// (`FileAvailable--etc-kubernetes-pki-ca.crt`). A control-plane node this PKI was
+    /// not built for gets only the shared files; `ensure` with the same inventory
+    /// always covers every control-plane node.
+    pub fn files_for(&self, node: &Node, init_node: Option<&NodeName>) -> Vec<PkiFile> {
         let mut files = Vec::new();
         if node.role == Role::Worker {
-            let ca = &self.authorities.kubernetes;
-            files.push(public(Authority::Kubernetes.base(), ".crt", &ca.cert));
             return files;
         }
         for (a, pair) in self.authorities.iter() {
@@ -280,11 +415,47 @@ impl ClusterPki {
         files.push(secret("sa", ".key", &self.service_account.0));
         files.push(public("sa", ".pub", &self.service_account.1));
         for (spec, pair) in &self.leaves {
-            if spec.node.as_ref().is_none_or(|n| *n == node.name) {
+            let shared_or_own = spec.node.as_ref().is_none_or(|n| *n == node.name);
+            if spec.placement == Placement::PkiDir && shared_or_own {
                 push_pair(&mut files, spec.base, pair);
             }
         }
+        for k in &self.kubeconfigs {
+            let wanted = match k.kind {
+                Kubeconfig::SuperAdmin => init_node == Some(&node.name),
+                Kubeconfig::Workstation => false,
+                Kubeconfig::Admin | Kubeconfig::ControllerManager | Kubeconfig::Scheduler => {
+                    k.node.as_ref() == Some(&node.name)
+                }
+            };
+            if wanted {
+                files.push(PkiFile {
+                    remote_path: Path::new(kubeconfig::REMOTE_DIR).join(k.kind.file_name()),
+                    contents: k.contents.clone(),
+                    mode: store::KEY_MODE,
+                    secret: true,
+                });
+            }
+        }
         files
+    }
+
+    /// The `admin.conf` for the user's workstation: `kubernetes-admin` in
+    /// `kubeadm:cluster-admins`, with a key of its own that no node holds, and the VIP
+    /// by address as its server (it need not resolve the VIP's DNS name). It contains
+    /// a private key: store it with [`Self::save_workstation_admin_conf`], never print it.
+    pub fn workstation_admin_conf(&self) -> &[u8] {
+        &self.workstation_admin_conf
+    }
+
+    /// Writes [`Self::workstation_admin_conf`] to `path` (the state directory's
+    /// `admin.conf`, say), mode 0600 from the first byte, atomically, with 0700
+    /// parents. Leaves a file with the same bytes alone, so a re-run changes nothing.
+    pub fn save_workstation_admin_conf(&self, path: &Path) -> Result<(), PkiError> {
+        if store::read_optional(path)?.as_deref() == Some(self.workstation_admin_conf()) {
+            return store::ensure_mode(path, store::KEY_MODE);
+        }
+        store::write_atomic(path, self.workstation_admin_conf(), store::KEY_MODE)
     }
 
     /// `sha256:<hex>` of the cluster CA's public key, for `kubeadm join
@@ -306,8 +477,9 @@ impl ClusterPki {
             is_authority: true,
             not_after: p.not_after,
         });
-        let leaves = self.leaves.iter().map(|(s, p)| CertExpiry {
-            name: s.base.to_owned(),
+        let leaves = self.leaves.iter().chain([&self.workstation]);
+        let leaves = leaves.map(|(s, p)| CertExpiry {
+            name: s.name().to_owned(),
             node: s.node.clone(),
             is_authority: false,
             not_after: p.not_after,

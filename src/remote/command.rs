@@ -5,6 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
+/// What a secret is replaced by wherever it would be shown.
+pub const REDACTED: &str = "<redacted>";
+
 /// Default per-command timeout; long steps (package installs, kubeadm) set their own.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -16,6 +19,11 @@ pub struct RemoteCommand {
     pub(crate) timeout: Duration,
     /// Set for commands that only read: allowed in plan mode.
     pub(crate) read_only: bool,
+    /// The command prints a secret on stdout (a join token): stdout is never logged or shown.
+    pub(crate) secret_stdout: bool,
+    /// Secrets this command may echo (a token it was given in a file): blanked wherever its
+    /// output is logged or shown.
+    pub(crate) redact: Vec<String>,
 }
 
 impl RemoteCommand {
@@ -30,6 +38,8 @@ impl RemoteCommand {
             stdin_is_secret: false,
             timeout: DEFAULT_TIMEOUT,
             read_only: false,
+            secret_stdout: false,
+            redact: Vec::new(),
         }
     }
 
@@ -73,6 +83,42 @@ impl RemoteCommand {
 
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Marks stdout as secret: it is returned to the caller but never logged or shown.
+    pub fn secret_stdout(mut self) -> Self {
+        self.secret_stdout = true;
+        self
+    }
+
+    /// Blanks `secret` wherever this command's output is logged or shown.
+    pub fn redacting(mut self, secret: impl Into<String>) -> Self {
+        let secret = secret.into();
+        if !secret.is_empty() {
+            self.redact.push(secret);
+        }
+        self
+    }
+
+    /// The output as it may be logged or shown: a secret stdout dropped, known secrets
+    /// blanked in the rest.
+    pub fn visible_output(&self, out: &CommandOutput) -> CommandOutput {
+        let blank = |bytes: &[u8]| -> Vec<u8> {
+            let mut text = String::from_utf8_lossy(bytes).into_owned();
+            for s in &self.redact {
+                text = text.replace(s.as_str(), REDACTED);
+            }
+            text.into_bytes()
+        };
+        CommandOutput {
+            status: out.status,
+            stdout: if self.secret_stdout {
+                format!("[secret output redacted: {} bytes]\n", out.stdout.len()).into_bytes()
+            } else {
+                blank(&out.stdout)
+            },
+            stderr: blank(&out.stderr),
+        }
     }
 
     pub fn argv(&self) -> &[String] {
@@ -184,6 +230,27 @@ mod tests {
         let shown = c.to_string();
         assert!(!shown.contains("TOKEN"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn visible_output_drops_a_secret_stdout_and_blanks_known_secrets() {
+        let out = CommandOutput {
+            status: Some(0),
+            stdout: b"kubeadm join --token abcdef.0123456789abcdef\n".to_vec(),
+            stderr: b"using token abcdef.0123456789abcdef\n".to_vec(),
+        };
+        let cmd = RemoteCommand::new(["kubeadm", "init"]).redacting("abcdef.0123456789abcdef");
+        let shown = cmd.visible_output(&out);
+        assert_eq!(shown.stdout_str(), "kubeadm join --token <redacted>\n");
+        assert_eq!(shown.stderr_str(), "using token <redacted>\n");
+        let secret = RemoteCommand::new(["kubeadm", "token", "create"]).secret_stdout();
+        let shown = secret.visible_output(&out);
+        assert!(
+            !shown.stdout_str().contains("abcdef"),
+            "{}",
+            shown.stdout_str()
+        );
+        assert!(shown.stdout_str().contains("redacted"));
     }
 
     #[test]

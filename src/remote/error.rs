@@ -40,6 +40,13 @@ pub enum RemoteError {
         detail: String,
     },
 
+    /// A bug, not a user error: a phase tried to change a node in a read-only run.
+    #[error(
+        "internal error: {node}: `{command}` changes the node, but this run is read-only \
+         (--dry-run or a read-only command); a phase must hand changes to the gate"
+    )]
+    NotReadOnly { node: String, command: String },
+
     #[error("{node}: `{command}` failed (exit {status}){}", tail_suffix(.tail))]
     Failed {
         node: String,
@@ -67,6 +74,7 @@ impl RemoteError {
             | RemoteError::HostKeyChanged { node, .. }
             | RemoteError::Timeout { node, .. }
             | RemoteError::Disconnected { node, .. }
+            | RemoteError::NotReadOnly { node, .. }
             | RemoteError::Failed { node, .. } => Some(node),
         }
     }
@@ -97,6 +105,9 @@ impl RemoteError {
             RemoteError::Disconnected { node, .. } => Some(format!(
                 "check that {node} is still up; then run the command again"
             )),
+            RemoteError::NotReadOnly { .. } => {
+                Some("this is a bug in khactl; please report it with the run log".into())
+            }
             RemoteError::Failed { .. } => None,
         }
     }

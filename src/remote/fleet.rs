@@ -1,9 +1,12 @@
 //! All nodes of a run, connected, with bounded parallelism over them.
 
+use std::sync::Arc;
+
 use futures_util::stream::{self, StreamExt};
 
 use super::error::RemoteError;
-use super::ssh::{ConnectOptions, SshHost};
+use super::host::{Access, Host, NodeHandle, Observer};
+use super::ssh::{ConnectOptions, Connector};
 use crate::inventory::SshTarget;
 
 /// A node that failed a step, with the error that says why.
@@ -14,7 +17,7 @@ pub struct NodeFailure<E> {
 }
 
 pub struct Fleet {
-    hosts: Vec<SshHost>,
+    hosts: Vec<NodeHandle>,
     parallelism: usize,
 }
 
@@ -22,14 +25,17 @@ impl Fleet {
     /// Connects to every target, `parallelism` at a time. All or nothing: when any node
     /// cannot be reached, the others are disconnected and every failure is returned.
     pub async fn connect(
+        connector: &dyn Connector,
         targets: &[SshTarget],
         opts: &ConnectOptions,
         parallelism: usize,
+        access: Access,
+        observer: Arc<dyn Observer>,
     ) -> Result<Self, Vec<NodeFailure<RemoteError>>> {
         let parallelism = parallelism.max(1);
         let results = in_order(
             stream::iter(targets.iter().enumerate())
-                .map(|(i, t)| async move { (i, SshHost::connect(t, opts).await) })
+                .map(|(i, t)| async move { (i, connector.connect(t, opts).await) })
                 .buffer_unordered(parallelism)
                 .collect()
                 .await,
@@ -38,7 +44,7 @@ impl Fleet {
         let mut failures = Vec::new();
         for (target, r) in targets.iter().zip(results) {
             match r {
-                Ok(h) => hosts.push(h),
+                Ok(h) => hosts.push(NodeHandle::new(h, access, Arc::clone(&observer))),
                 Err(error) => failures.push(NodeFailure {
                     node: target.node.to_string(),
                     error,
@@ -55,11 +61,27 @@ impl Fleet {
         }
     }
 
-    pub fn hosts(&self) -> &[SshHost] {
+    /// A fleet of hosts already connected (tests pass fakes here).
+    pub fn from_hosts(
+        hosts: Vec<Box<dyn Host>>,
+        parallelism: usize,
+        access: Access,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
+        Self {
+            hosts: hosts
+                .into_iter()
+                .map(|h| NodeHandle::new(h, access, Arc::clone(&observer)))
+                .collect(),
+            parallelism: parallelism.max(1),
+        }
+    }
+
+    pub fn hosts(&self) -> &[NodeHandle] {
         &self.hosts
     }
 
-    pub fn host(&self, node: &str) -> Option<&SshHost> {
+    pub fn host(&self, node: &str) -> Option<&NodeHandle> {
         self.hosts.iter().find(|h| h.node() == node)
     }
 
@@ -72,13 +94,13 @@ impl Fleet {
     /// step runs to its end, so nothing is left half-done.
     pub async fn each<'a, T, E, F>(
         &'a self,
-        select: impl Fn(&SshHost) -> bool,
+        select: impl Fn(&NodeHandle) -> bool,
         f: F,
     ) -> Vec<(String, Result<T, E>)>
     where
-        F: AsyncFn(&'a SshHost) -> Result<T, E>,
+        F: AsyncFn(&'a NodeHandle) -> Result<T, E>,
     {
-        let selected: Vec<&SshHost> = self.hosts.iter().filter(|h| select(h)).collect();
+        let selected: Vec<&NodeHandle> = self.hosts.iter().filter(|h| select(h)).collect();
         let f = &f;
         // Unordered, so a slot freed by a quick node goes to the next one at once (an
         // ordered buffer would hold it until the slowest node ahead finished).

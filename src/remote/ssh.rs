@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::command::{CommandOutput, RemoteCommand};
 use super::error::RemoteError;
+use super::host::{Host, HostFuture};
 use crate::inventory::{Bastion, SshTarget};
 
 /// A master left behind by a killed khactl exits after this long without sessions.
@@ -72,16 +73,11 @@ impl SshHost {
         })
     }
 
-    pub fn node(&self) -> &str {
-        self.target.node.as_str()
-    }
-
     pub fn target(&self) -> &SshTarget {
         &self.target
     }
 
-    /// Runs a command; a non-zero exit is returned as output, not as an error.
-    pub async fn run_unchecked(&self, cmd: &RemoteCommand) -> Result<CommandOutput, RemoteError> {
+    async fn exec_ssh(&self, cmd: &RemoteCommand) -> Result<CommandOutput, RemoteError> {
         let argv = self.with_privilege(cmd);
         let Some((program, args)) = argv.split_first() else {
             return Ok(CommandOutput {
@@ -119,7 +115,7 @@ impl SshHost {
         let out = tokio::time::timeout(cmd.timeout, work)
             .await
             .map_err(|_| RemoteError::Timeout {
-                node: self.node().to_owned(),
+                node: self.target.node.to_string(),
                 command: cmd.label(),
                 timeout: started.elapsed(),
             })??;
@@ -128,39 +124,6 @@ impl SshHost {
             stdout: out.stdout,
             stderr: out.stderr,
         })
-    }
-
-    /// Runs a command and turns a non-zero exit into an error carrying its last lines.
-    pub async fn run(&self, cmd: &RemoteCommand) -> Result<CommandOutput, RemoteError> {
-        let out = self.run_unchecked(cmd).await?;
-        self.check(cmd, out)
-    }
-
-    /// A finished command's output, or the error that names this node, the command, its
-    /// exit status and its last lines.
-    pub fn check(
-        &self,
-        cmd: &RemoteCommand,
-        out: CommandOutput,
-    ) -> Result<CommandOutput, RemoteError> {
-        if out.success() {
-            return Ok(out);
-        }
-        Err(RemoteError::Failed {
-            node: self.node().to_owned(),
-            command: cmd.label(),
-            status: out
-                .status
-                .map_or_else(|| "by signal".to_owned(), |s| s.to_string()),
-            tail: out.tail(10),
-        })
-    }
-
-    pub async fn close(self) {
-        // Closing only tears down the ControlMaster. If it fails, the master exits by
-        // itself after `CONTROL_PERSIST_SECS` idle; its socket dir is left in our private
-        // control dir (not swept: concurrent runs share that dir).
-        if self.session.close().await.is_err() {}
     }
 
     fn with_privilege(&self, cmd: &RemoteCommand) -> Vec<String> {
@@ -176,10 +139,59 @@ impl SshHost {
 
     fn broken(&self, cmd: &RemoteCommand, e: &dyn std::fmt::Display) -> RemoteError {
         RemoteError::Disconnected {
-            node: self.node().to_owned(),
+            node: self.target.node.to_string(),
             command: cmd.label(),
             detail: e.to_string(),
         }
+    }
+}
+
+impl Host for SshHost {
+    fn node(&self) -> &str {
+        self.target.node.as_str()
+    }
+
+    fn exec<'a>(
+        &'a self,
+        cmd: &'a RemoteCommand,
+    ) -> HostFuture<'a, Result<CommandOutput, RemoteError>> {
+        Box::pin(self.exec_ssh(cmd))
+    }
+
+    fn close(self: Box<Self>) -> HostFuture<'static, Result<(), String>> {
+        Box::pin(async move {
+            self.session.close().await.map_err(|e| {
+                format!(
+                    "closing the SSH connection failed ({e}); its master process exits by \
+                     itself after {CONTROL_PERSIST_SECS} s idle"
+                )
+            })
+        })
+    }
+}
+
+/// Opens hosts for a run; [`SshConnector`] in production, a fake in unit tests.
+pub trait Connector {
+    fn connect<'a>(
+        &'a self,
+        target: &'a SshTarget,
+        opts: &'a ConnectOptions,
+    ) -> HostFuture<'a, Result<Box<dyn Host>, RemoteError>>;
+}
+
+/// Connects with the system `ssh` client, one multiplexed master per node.
+pub struct SshConnector;
+
+impl Connector for SshConnector {
+    fn connect<'a>(
+        &'a self,
+        target: &'a SshTarget,
+        opts: &'a ConnectOptions,
+    ) -> HostFuture<'a, Result<Box<dyn Host>, RemoteError>> {
+        Box::pin(async move {
+            let host = SshHost::connect(target, opts).await?;
+            Ok(Box::new(host) as Box<dyn Host>)
+        })
     }
 }
 

@@ -11,9 +11,15 @@
 //!   expands specifiers and variables even inside quotes).
 //! - `shell`: a single-quoted POSIX shell word (OpenRC scripts are shell).
 //!
-//! Rendering is pure (no I/O); the unit tests compare whole files with expected text.
+//! Rendering is pure (no I/O, except `kubeadm::write_files` for `khactl render --out`);
+//! the unit tests compare whole files with expected text.
+//!
+//! - `agent`: khagent's config, systemd unit and OpenRC script.
+//! - [`kubeadm`]: each node's kubeadm configuration, read back through kubeadm's own types
+//!   before it is used.
 
 mod agent;
+pub mod kubeadm;
 
 use std::collections::HashMap;
 
@@ -33,7 +39,8 @@ pub enum RenderError {
     },
 }
 
-/// One template: its name (for messages) and its text.
+/// One template: its name (for messages and `{% include %}`) and its text.
+#[derive(Clone, Copy)]
 pub(crate) struct Template {
     pub name: &'static str,
     pub text: &'static str,
@@ -42,6 +49,15 @@ pub(crate) struct Template {
 /// Renders `template` with `context`, with khactl's escaping filters registered.
 pub(crate) fn render<C: Serialize>(
     template: &Template,
+    context: &C,
+) -> Result<String, RenderError> {
+    render_with(template, &[], context)
+}
+
+/// [`render`] for a template that `{% include %}`s `partials`, each by its name.
+pub(crate) fn render_with<C: Serialize>(
+    template: &Template,
+    partials: &[&Template],
     context: &C,
 ) -> Result<String, RenderError> {
     let fail = |e: tera::Error| RenderError::Template {
@@ -55,15 +71,43 @@ pub(crate) fn render<C: Serialize>(
     tera.register_filter("json", json_filter);
     tera.register_filter("shell", shell_filter);
     tera.register_filter("systemd", systemd_filter);
-    tera.add_raw_template(template.name, template.text)
+    let all = partials.iter().copied().chain(std::iter::once(template));
+    tera.add_raw_templates(all.map(|t| (t.name, t.text)))
         .map_err(fail)?;
     let ctx = tera::Context::from_serialize(context).map_err(fail)?;
     tera.render(template.name, &ctx).map_err(fail)
 }
 
 fn json_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
-    // `Value`'s Display is serde_json's compact JSON.
-    Ok(Value::String(value.to_string()))
+    Ok(Value::String(yaml_safe_json(value)))
+}
+
+/// `value` as compact JSON that a YAML parser reads back unchanged. serde_json writes
+/// non-ASCII characters raw, but YAML forbids some of them unescaped (DEL, the C1
+/// controls, U+FEFF, U+FFFE, U+FFFF) and YAML 1.1 parsers (libyaml, go-yaml) take NEL,
+/// LS and PS (U+0085, U+2028, U+2029) for line breaks and fold them. JSON's own syntax
+/// is ASCII, so these can only stand inside strings, where `\uXXXX` means the same in
+/// both languages.
+fn yaml_safe_json(value: &Value) -> String {
+    let raw = value.to_string();
+    let unsafe_in_yaml = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+    };
+    if !raw.contains(unsafe_in_yaml) {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if unsafe_in_yaml(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn shell_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
@@ -155,6 +199,29 @@ mod tests {
             json_filter(&Value::from(150), &none).unwrap(),
             Value::String("150".into())
         );
+    }
+
+    /// A YAML 1.1 parser folds NEL, LS and PS as line breaks and refuses DEL and C1
+    /// controls raw; escaped, every one of them reads back as written.
+    #[test]
+    fn json_filter_output_reads_back_unchanged_as_yaml() {
+        let none = HashMap::new();
+        let nasty = "a\u{85}b\u{2028}c\u{2029}d\u{7f}e\u{9b}f\u{feff}g\u{fffe}h\té\"\\\n: #";
+        let rendered = json_filter(&Value::String(nasty.into()), &none).unwrap();
+        let Value::String(text) = rendered else {
+            panic!("{rendered:?}")
+        };
+        assert!(
+            !text.contains(['\u{85}', '\u{2028}', '\u{2029}', '\u{7f}', '\u{feff}']),
+            "{text}"
+        );
+        let back: String = serde_yaml_ng::from_str(&format!("k: {text}"))
+            .map(|m: std::collections::BTreeMap<String, String>| m["k"].clone())
+            .unwrap();
+        assert_eq!(back, nasty);
+        let list = Value::Array(vec![Value::String("x\u{2028}".into()), Value::from(1)]);
+        let list = json_filter(&list, &none).unwrap();
+        assert_eq!(list, Value::String(r#"["x\u2028",1]"#.into()));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use super::{Event, plain};
 pub struct RunLog {
     path: PathBuf,
     file: Mutex<File>,
+    /// The first write that failed (disk full): told to the user at the end, not lost.
+    failed: Mutex<Option<String>>,
 }
 
 impl RunLog {
@@ -31,6 +33,7 @@ impl RunLog {
         Ok(Self {
             path,
             file: Mutex::new(file),
+            failed: Mutex::new(None),
         })
     }
 
@@ -44,7 +47,13 @@ impl RunLog {
         }
     }
 
-    pub(super) fn output(&self, node: &str, stdout: &[u8], stderr: &[u8]) {
+    pub(super) fn line(&self, line: &str) {
+        self.write(line);
+    }
+
+    pub(super) fn output(&self, node: &str, status: Option<i32>, stdout: &[u8], stderr: &[u8]) {
+        let status = status.map_or_else(|| "killed by a signal".to_owned(), |s| s.to_string());
+        self.write(&format!("    {node}: exit {status}"));
         for (name, bytes) in [("stdout", stdout), ("stderr", stderr)] {
             let text = String::from_utf8_lossy(bytes);
             for l in text.lines() {
@@ -55,7 +64,19 @@ impl RunLog {
 
     fn write(&self, line: &str) {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        // A log write failing (disk full) must not fail the install itself.
-        if writeln!(f, "{line}").is_err() {}
+        // A log write failing (disk full) must not fail the install itself; it is kept and
+        // reported once the run ends.
+        if let Err(e) = writeln!(f, "{line}") {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| format!("writing {}: {e}", self.path.display()));
+        }
+    }
+
+    /// Why the log is incomplete, if a write failed.
+    pub fn write_error(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

@@ -2,17 +2,24 @@
 //! [`Reporter`] draws them (one indicatif line per node on a terminal, plain lines
 //! for CI, `-v` and pipes), and the [`RunLog`] keeps every event and every remote
 //! command with its output in the state directory, so a failure can point at it.
+//! [`Report`] is also the remote seam's observer: every command any phase runs reaches
+//! the log (secrets blanked) through it, not through the phase.
 //! This module owns `indicatif` and is, with `main`, the only place that prints.
 
 mod log;
 mod plain;
 mod progress;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use log::RunLog;
 pub use plain::PlainReporter;
+#[cfg(test)]
+pub(crate) use plain::line as plain_line;
 pub use progress::ProgressReporter;
+
+use crate::remote::{CommandOutput, Observer, RemoteCommand};
 
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
@@ -74,36 +81,72 @@ pub fn for_terminal(verbose: bool) -> Box<dyn Reporter> {
     }
 }
 
-/// A reporter and the run log together: what phases talk to.
+/// A reporter and the run log together: what phases talk to. Cheap to clone (the session,
+/// the remote seam and the Ctrl-C listener each hold one).
+#[derive(Clone)]
 pub struct Report {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     reporter: Box<dyn Reporter>,
     log: Option<RunLog>,
 }
 
 impl Report {
     pub fn new(reporter: Box<dyn Reporter>, log: Option<RunLog>) -> Self {
-        Self { reporter, log }
+        Self {
+            inner: Arc::new(Inner { reporter, log }),
+        }
     }
 
     pub fn event(&self, event: Event<'_>) {
-        if let Some(log) = &self.log {
+        if let Some(log) = &self.inner.log {
             log.event(&event);
         }
-        self.reporter.event(&event);
+        self.inner.reporter.event(&event);
     }
 
-    /// Output of a remote command: logged in full, never drawn.
-    pub fn command_output(&self, node: &str, stdout: &[u8], stderr: &[u8]) {
-        if let Some(log) = &self.log {
-            log.output(node, stdout, stderr);
+    /// A line for the run log only (the final outcome, a closing connection's trouble).
+    pub fn log_only(&self, line: &str) {
+        if let Some(log) = &self.inner.log {
+            log.line(line);
         }
     }
 
     pub fn log_path(&self) -> Option<&std::path::Path> {
-        self.log.as_ref().map(RunLog::path)
+        self.inner.log.as_ref().map(RunLog::path)
     }
 
+    /// Stops drawing; says so if the log could not be written in full.
     pub fn finish(&self) {
-        self.reporter.finish();
+        self.inner.reporter.finish();
+        if let Some(problem) = self.inner.log.as_ref().and_then(RunLog::write_error) {
+            self.inner.reporter.event(&Event::Warning {
+                node: None,
+                message: &format!("the run log is incomplete: {problem}"),
+            });
+        }
+    }
+}
+
+impl Observer for Report {
+    fn command(&self, node: &str, cmd: &RemoteCommand) {
+        let shown = cmd.to_string();
+        self.event(Event::Command {
+            node,
+            command: &shown,
+        });
+    }
+
+    fn output(&self, node: &str, cmd: &RemoteCommand, out: &CommandOutput) {
+        if let Some(log) = &self.inner.log {
+            let shown = cmd.visible_output(out);
+            log.output(node, out.status, &shown.stdout, &shown.stderr);
+        }
+    }
+
+    fn note(&self, node: &str, message: &str) {
+        self.log_only(&format!("    {node}: {message}"));
     }
 }

@@ -14,7 +14,7 @@ impl PlainReporter {
 }
 
 /// The text of an event as a plain line; `None` for events not shown at this level.
-pub(super) fn line(event: &Event<'_>, verbose: bool) -> Option<String> {
+pub(crate) fn line(event: &Event<'_>, verbose: bool) -> Option<String> {
     Some(match event {
         Event::PhaseStarted { title } => format!("==> {title}"),
         Event::PhaseSkipped { title, reason } => format!("==> {title}: skipped ({reason})"),

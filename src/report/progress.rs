@@ -51,8 +51,11 @@ impl ProgressReporter {
     }
 
     fn println(&self, line: &str) {
-        // MultiProgress::println only fails when the terminal is gone; nothing to do then.
-        if self.multi.println(line).is_err() {}
+        // MultiProgress::println fails only when the terminal is gone. Then nothing can be
+        // drawn any more: stop drawing (the run log still gets every line).
+        if self.multi.println(line).is_err() {
+            self.multi.set_draw_target(ProgressDrawTarget::hidden());
+        }
     }
 
     /// Turns the current phase's node lines into scrollback, in the order nodes appeared.

@@ -26,7 +26,13 @@ fn help_explains_commands_exit_codes_and_examples() {
     let out = run(&["--help"], None);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for want in ["up", "validate", "Exit status", "2  bad usage"] {
+    for want in [
+        "up",
+        "validate",
+        "Exit status",
+        "2    bad usage",
+        "130  interrupted",
+    ] {
         assert!(text.contains(want), "--help lacks {want:?}:\n{text}");
     }
     let out = run(&["up", "--help"], None);

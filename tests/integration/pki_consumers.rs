@@ -1,5 +1,5 @@
 //! The certificates khactl distributes, proven by their real consumers: `openssl verify`
-//! on the nodes, and a three-member etcd (Debian's etcd-server) with client- and
+//! on the nodes (also of the kubeconfigs' client certificates), and a three-member etcd (Debian's etcd-server) with client- and
 //! peer-certificate authentication, answering `etcdctl endpoint health` over TLS with
 //! our client certificate and refusing one from another CA.
 
@@ -127,11 +127,49 @@ fn distributed_chains_verify_with_openssl_on_every_control_plane_node() {
         for want in [
             format!("IP Address:{vip}"),
             "DNS:kubernetes.default.svc.cluster.local".into(),
-            format!("IP Address:{}", lab.node_address("cp3")),
+            format!("DNS:{node},"),
+            format!("IP Address:{}", lab.node_address(node)),
         ] {
             assert!(
                 sans.contains(&want),
                 "{node}: apiserver SANs lack {want}: {sans}"
+            );
+        }
+        // The kubeconfigs kubeadm would write, private, with kubeadm's server URLs and a
+        // client certificate from the cluster CA.
+        let here = format!("https://{}:6443", lab.node_address(node));
+        let endpoint = format!("https://k8s-api.{}.local:8443", lab.name());
+        for (conf, server) in [
+            ("admin.conf", &endpoint),
+            ("controller-manager.conf", &here),
+            ("scheduler.conf", &here),
+        ] {
+            let path = format!("/etc/kubernetes/{conf}");
+            let script = format!(
+                "set -e; stat -c %a {path}; grep -F 'server: {server}' {path}; \
+                 sed -n 's/^ *client-certificate-data: //p' {path} | base64 -d >/tmp/client.crt; \
+                 openssl verify -purpose sslclient -CAfile {PKI}/ca.crt /tmp/client.crt"
+            );
+            let out = lab.exec(node, &["sh", "-c", &script]);
+            let text = show(&out);
+            assert!(
+                ok(&out) && text.starts_with("600\n") && text.contains(": OK"),
+                "{node}: {conf}: {text}"
+            );
+        }
+        let super_admin = lab.read_file(node, "/etc/kubernetes/super-admin.conf");
+        assert_eq!(
+            super_admin.is_some(),
+            node == "cp1",
+            "{node}: super-admin.conf belongs on the init node only"
+        );
+
+        // kubeadm's rule: a node's API server cert names that node only.
+        for other in ["cp1", "cp2", "cp3"].into_iter().filter(|o| *o != node) {
+            let theirs = format!("IP Address:{}", lab.node_address(other));
+            assert!(
+                !sans.split(", ").any(|s| s.trim() == theirs),
+                "{node}: apiserver SANs name {other}: {sans}"
             );
         }
     }

@@ -202,11 +202,28 @@ fn up_prepares_every_node_and_gives_each_only_its_own_certificates() {
         "{known}"
     );
 
-    // A second run changes nothing and says so.
+    // A second run changes nothing and says so, for people and for scripts.
     let again = up(&lab, state.path(), &[]);
     assert!(again.status.success(), "{}", text(&again));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("nothing to change"), "{}", text(&again));
+    let json = up(&lab, state.path(), &["--output", "json"]);
+    assert!(json.status.success(), "{}", text(&json));
+    let doc = json_of(&json);
+    assert_eq!(doc["command"], "up");
+    assert_eq!(doc["ok"], true);
+    let result = &doc["result"];
+    assert_eq!(result["dryRun"], false);
+    assert_eq!(result["totalChanges"], 0, "{result}");
+    assert_eq!(result["nodes"].as_array().map(Vec::len), Some(5));
+    let holder = result["vip"]["holder"].as_str().unwrap_or_default();
+    assert!(CONTROL_PLANES.contains(&holder), "the VIP holder: {result}");
+}
+
+/// The one JSON document `--output json` prints on stdout.
+fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(out)))
 }
 
 #[test]
@@ -242,6 +259,38 @@ fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
         !err.contains("BEGIN"),
         "a dry run must never print key material"
     );
+
+    // The same plan for scripts: one JSON document, a list of changes per node.
+    let json = up(&lab, state.path(), &["--dry-run", "--output", "json"]);
+    assert!(json.status.success(), "{}", text(&json));
+    assert!(!String::from_utf8_lossy(&json.stdout).contains("BEGIN"));
+    let doc = json_of(&json);
+    let result = &doc["result"];
+    assert_eq!(result["dryRun"], true);
+    let nodes = result["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 5);
+    let cp1 = &nodes[0];
+    assert_eq!(
+        (cp1["name"].as_str(), cp1["role"].as_str()),
+        (Some("cp1"), Some("control-plane"))
+    );
+    let changes = cp1["changes"].as_array().expect("changes");
+    let drop_in = changes
+        .iter()
+        .find(|c| {
+            c["headline"]
+                .as_str()
+                .is_some_and(|h| h.contains("99-khactl.conf"))
+        })
+        .expect("the sysctl drop-in is planned on cp1");
+    assert_eq!(drop_in["kind"], "write-file");
+    assert_eq!(drop_in["done"], false);
+    assert!(
+        drop_in["details"].as_array().is_some_and(|d| !d.is_empty()),
+        "with its diff"
+    );
+    assert!(changes.iter().all(|c| c["done"] == false));
+    assert_eq!(result["vip"]["holder"], serde_json::Value::Null);
 
     let after: Vec<_> = CONTROL_PLANES
         .iter()
@@ -281,6 +330,70 @@ fn unreachable_node_is_named_and_a_rerun_completes_once_it_is_back() {
     let out = up(&lab, state.path(), &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sh(&lab, "cp2", "cat /proc/sys/net/ipv4/ip_forward"), "1");
+}
+
+#[test]
+fn ctrl_c_stops_between_steps_exits_130_naming_the_phase_and_a_rerun_completes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    require_root();
+    let lab = Lab::up("up-interrupt", indexes::UP_INTERRUPT, 3, 2);
+    let state = tempfile::tempdir().unwrap();
+    assert!(lab.is_up());
+    let mut child = Command::new(khactl_bin())
+        .args(["up", "-v", "-i"])
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env_remove("KHACTL_STATE_DIR")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    // Interrupt once the nodes are being changed: the first file write of Prepare hosts.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let go = line.contains("$ sh -c '<script>' write-files");
+        seen.push(line);
+        if go {
+            let pid = child.id().to_string();
+            let kill = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+            assert!(kill.success());
+            break;
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    let err = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted during phase \"Prepare hosts\""),
+        "names the phase:\n{err}"
+    );
+    for node in CONTROL_PLANES.iter().chain(&WORKERS) {
+        assert!(
+            err.contains(&format!("\n  {node}: ")),
+            "says what {node} did:\n{err}"
+        );
+    }
+    assert!(
+        err.contains("run the command again") || err.contains("hint"),
+        "{err}"
+    );
+
+    let out = up(&lab, state.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    for node in CONTROL_PLANES.iter().chain(&WORKERS) {
+        assert_eq!(
+            sh(&lab, node, "cat /proc/sys/net/ipv4/ip_forward"),
+            "1",
+            "{node}"
+        );
+    }
 }
 
 #[test]

@@ -230,7 +230,6 @@ fn set_int_option(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -52,7 +53,7 @@ impl Auth {
         let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
             return false;
         };
-        let Some(given) = base64_decode(encoded.trim()) else {
+        let Ok(given) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
             return false;
         };
         let mut expected = self.user.as_bytes().to_vec();
@@ -68,28 +69,6 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
         diff |= e ^ given.get(i).copied().unwrap_or(!e);
     }
     std::hint::black_box(diff) == 0
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().take_while(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// Binds the status listener (before any other work starts, so a taken port fails the start).

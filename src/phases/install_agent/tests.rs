@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::agent::elf_arch;
+use crate::cluster::vip::holder_in_facts as vip_holder;
 use crate::phases::test_support::{applied, debian_host};
 
 const INVENTORY: &str = r#"
@@ -401,29 +403,56 @@ fn a_new_control_plane_reaches_running_agents_by_reload_not_restart() {
     assert_eq!(paths(&next.service), CHECKED_RESTART_THEN_UNMARK);
 }
 
+/// The config khactl renders, read by the agent's own parser and rules.
+fn rendered(inv: &Inventory, name: &str, last_octet: u8) -> String {
+    agent_config(inv, node(inv, name), &fresh(last_octet))
+        .unwrap()
+        .render()
+        .unwrap()
+}
+
 #[test]
-fn only_backends_health_tracks_and_peers_are_reloadable() {
-    let base = "listen: \"10.0.0.100:8443\"\nbackends: [{name: a, address: \"10.0.0.11:6443\"}]\n\
-                track: [{name: t, backend: a, weight: -30}]\n\
-                vrrp: {priority: 150, peers: [\"10.0.0.12\"]}\n";
-    let with = |from: &str, to: &str| {
-        let changed = base.replace(from, to);
-        assert_ne!(changed, base, "{from} is in the base config");
-        only_reloadable_differ(base.as_bytes(), changed.as_bytes())
-    };
-    assert!(only_reloadable_differ(base.as_bytes(), base.as_bytes()));
-    assert!(with("name: a, address", "name: b, address"), "backends");
-    assert!(with("weight: -30", "weight: -40"), "track");
-    assert!(with("peers: [\"10.0.0.12\"]", "peers: []"), "peers");
+fn the_agent_parses_and_accepts_the_config_khactl_renders() {
+    let inv = inventory();
+    for (name, octet) in [("cp1", 11), ("cp2", 12), ("cp3", 13)] {
+        let text = rendered(&inv, name, octet);
+        let config = khagent::config::Config::parse(&text)
+            .unwrap_or_else(|e| panic!("{name}: the agent refuses khactl's config: {e}\n{text}"));
+        let problems = config.problems();
+        assert!(problems.is_empty(), "{name}: {problems:?}\n{text}");
+    }
+}
+
+#[test]
+fn reload_or_restart_is_the_agents_own_decision_on_the_rendered_configs() {
+    let inv = inventory();
+    let base = rendered(&inv, "cp2", 12);
+    assert!(reload_is_enough(base.as_bytes(), base.as_bytes()));
+    let grown = crate::inventory::parse(&INVENTORY.replace(
+        "  - { name: w1,",
+        "  - { name: cp4, address: 10.0.0.14, role: control-plane }\n  - { name: w1,",
+    ))
+    .unwrap()
+    .inventory;
+    let more = rendered(&grown, "cp2", 12);
+    assert_ne!(more, base);
     assert!(
-        !with("priority: 150", "priority: 140"),
-        "vrrp other than peers"
+        reload_is_enough(base.as_bytes(), more.as_bytes()),
+        "backends, peers and tracked checks: a reload"
     );
-    assert!(!with("8443", "9443"), "listen");
-    assert!(!only_reloadable_differ(
-        base.as_bytes(),
-        b"listen: [unclosed"
-    ));
+    let moved = rendered(&with_router_id_77(&inv), "cp2", 12);
+    assert!(
+        !reload_is_enough(base.as_bytes(), moved.as_bytes()),
+        "another router id: a restart"
+    );
+    let mut other_port = inv.clone();
+    other_port.vip.port = crate::inventory::Port::new(9443).unwrap();
+    let relisten = rendered(&other_port, "cp2", 12);
+    assert!(
+        !reload_is_enough(base.as_bytes(), relisten.as_bytes()),
+        "listen"
+    );
+    assert!(!reload_is_enough(base.as_bytes(), b"listen: [unclosed"));
 }
 
 #[test]

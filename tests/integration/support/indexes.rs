@@ -34,6 +34,8 @@ pub const PKI_OPENSSL: u8 = 25;
 pub const UP_BASTION: u8 = 26;
 /// `up`: a non-root ssh user with sudo.
 pub const UP_SUDO: u8 = 27;
+/// `up`: Ctrl-C in the middle of a run, then a run that finishes the job.
+pub const UP_INTERRUPT: u8 = 28;
 /// `agent_install`: khagent on 3 control planes + 1 worker, VIP election and failover.
 pub const AGENT_INSTALL: u8 = 40;
 /// `agent_install`: a restart that fails stops the rolling restart; the next run finishes it.

@@ -1,0 +1,134 @@
+//! The Kubernetes API, asked from a control plane: `curl` for `/readyz` with TLS verified
+//! against the cluster CA (through the VIP and its DNS name, or one node's API server), and
+//! `kubectl` with `admin.conf` for the Node objects.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::remote::{NodeHandle, RemoteCommand};
+
+/// `$1` = host name to verify, `$2` = port, `$3` = address to connect to (the VIP for the
+/// DNS name). Exit 0 with `ok` printed when `/readyz` answers 200 over TLS verified against
+/// the cluster CA.
+const READYZ: &str = r#"exec curl -sS --max-time 5 --cacert /etc/kubernetes/pki/ca.crt \
+  --resolve "$1:$2:$3" "https://$1:$2/readyz"
+"#;
+
+/// Whether `/readyz` answers `ok` at `host:port` reached at `address`, with the serving
+/// certificate verified for `host` against the cluster CA (which `from` must have).
+pub async fn ready(
+    from: &NodeHandle,
+    host: &str,
+    port: u16,
+    address: &str,
+) -> anyhow::Result<bool> {
+    let cmd = RemoteCommand::script(
+        "readyz",
+        READYZ,
+        [host.to_owned(), port.to_string(), address.to_owned()],
+    )
+    .read_only()
+    .timeout(Duration::from_secs(10));
+    let out = from.run_unchecked(&cmd).await?;
+    Ok(out.success() && out.stdout_str().trim() == "ok")
+}
+
+/// A Node object as `verify` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiNode {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// `key=value:effect` (`key:effect` without a value), as kubectl shows them.
+    pub taints: Vec<String>,
+    pub ready: bool,
+}
+
+/// Every Node the API knows, read with the node's `admin.conf`.
+pub async fn nodes(from: &NodeHandle) -> anyhow::Result<Vec<ApiNode>> {
+    let cmd = RemoteCommand::new([
+        "kubectl",
+        "--kubeconfig",
+        "/etc/kubernetes/admin.conf",
+        "get",
+        "--raw",
+        "/api/v1/nodes",
+    ])
+    .read_only()
+    .timeout(Duration::from_secs(30));
+    let out = from.run(&cmd).await.context("listing the Nodes")?;
+    parse_nodes(&out.stdout_str())
+}
+
+pub fn parse_nodes(json: &str) -> anyhow::Result<Vec<ApiNode>> {
+    let v: Value = serde_json::from_str(json).context("the Node list is not JSON")?;
+    let items = v
+        .get("items")
+        .and_then(Value::as_array)
+        .context("the Node list has no items")?;
+    Ok(items
+        .iter()
+        .map(|n| {
+            let meta = &n["metadata"];
+            let labels = meta["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let taints = n["spec"]["taints"]
+                .as_array()
+                .map(|ts| ts.iter().map(taint_text).collect())
+                .unwrap_or_default();
+            let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            ApiNode {
+                name: meta["name"].as_str().unwrap_or_default().to_owned(),
+                labels,
+                taints,
+                ready,
+            }
+        })
+        .collect())
+}
+
+fn taint_text(t: &Value) -> String {
+    let key = t["key"].as_str().unwrap_or_default();
+    let effect = t["effect"].as_str().unwrap_or_default();
+    match t["value"].as_str() {
+        Some(v) if !v.is_empty() => format!("{key}={v}:{effect}"),
+        _ => format!("{key}:{effect}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_names_labels_taints_and_readiness() {
+        let json = r#"{"kind":"NodeList","items":[
+          {"metadata":{"name":"cp1","labels":{"node-role.kubernetes.io/control-plane":""}},
+           "spec":{"taints":[{"key":"node-role.kubernetes.io/control-plane","effect":"NoSchedule"}]},
+           "status":{"conditions":[{"type":"Ready","status":"True"}]}},
+          {"metadata":{"name":"w1"},"spec":{},"status":{"conditions":[{"type":"Ready","status":"False"}]}}]}"#;
+        let nodes = parse_nodes(json).unwrap();
+        assert_eq!(nodes[0].name, "cp1");
+        assert_eq!(
+            nodes[0].taints,
+            ["node-role.kubernetes.io/control-plane:NoSchedule"]
+        );
+        assert!(
+            nodes[0]
+                .labels
+                .contains_key("node-role.kubernetes.io/control-plane")
+        );
+        assert!(nodes[0].ready && !nodes[1].ready);
+    }
+}

@@ -1,0 +1,251 @@
+//! The stacked etcd cluster, asked through etcd's own JSON gateway (`/v3/...` on the client
+//! port, served by etcd 3.4 and newer) with `curl` on a control plane and the healthcheck
+//! client certificate khactl placed there. Real clusters run etcd as a static pod with no
+//! `etcdctl` on the host, so this is what works everywhere.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::remote::{NodeHandle, RemoteCommand};
+
+/// The local member's client endpoint on a control plane (its server cert names 127.0.0.1).
+pub const LOCAL_ENDPOINT: &str = "https://127.0.0.1:2379";
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `$1` = endpoint, `$2` = API path, `$3` = JSON body; prints the answer. The certificate
+/// paths are constants of this program.
+const CALL: &str = r#"exec curl -sS --fail --max-time 5 \
+  --cacert /etc/kubernetes/pki/etcd/ca.crt \
+  --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt \
+  --key /etc/kubernetes/pki/etcd/healthcheck-client.key \
+  -X POST --data-binary "$3" "$1$2"
+"#;
+
+/// Prints `URL ok` or `URL down` for each client URL given: etcd's `/health` with the
+/// healthcheck client certificate.
+const HEALTH: &str = r#"for url in "$@"; do
+  out=$(curl -sS --max-time 3 --cacert /etc/kubernetes/pki/etcd/ca.crt \
+    --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt \
+    --key /etc/kubernetes/pki/etcd/healthcheck-client.key "$url/health" 2>/dev/null) || out=
+  case $out in *'"health":"true"'*) echo "$url ok" ;; *) echo "$url down" ;; esac
+done
+"#;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub id: u64,
+    /// Empty for a learner that has not started yet.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+    /// `/health` answered true (None: not asked, or the member has no client URL yet).
+    pub healthy: Option<bool>,
+}
+
+impl Member {
+    /// Whether this member is `name` at `address` (by name or by its peer URL).
+    pub fn is_node(&self, name: &str, address: &str) -> bool {
+        self.name == name || self.peer_urls.iter().any(|u| *u == peer_url(address))
+    }
+}
+
+/// kubeadm's peer URL for a member advertising `address`.
+pub fn peer_url(address: &str) -> String {
+    if address.contains(':') {
+        format!("https://[{address}]:2380")
+    } else {
+        format!("https://{address}:2380")
+    }
+}
+
+fn call(path: &str, body: &str) -> RemoteCommand {
+    RemoteCommand::script("etcd-api", CALL, [LOCAL_ENDPOINT, path, body]).timeout(TIMEOUT)
+}
+
+/// The member list as the local member on `from` sees it, each member's health asked too.
+pub async fn members(from: &NodeHandle) -> anyhow::Result<Vec<Member>> {
+    let out = from
+        .run(&call("/v3/cluster/member/list", "{}").read_only())
+        .await
+        .context("listing the etcd members")?;
+    let mut members = parse_members(&out.stdout_str())?;
+    let urls: Vec<String> = members
+        .iter()
+        .filter_map(|m| m.client_urls.first().cloned())
+        .collect();
+    if !urls.is_empty() {
+        let health = RemoteCommand::script("etcd-health", HEALTH, urls)
+            .read_only()
+            .timeout(TIMEOUT);
+        let text = from.run(&health).await?.stdout_str();
+        for m in &mut members {
+            if let Some(url) = m.client_urls.first() {
+                m.healthy = Some(text.lines().any(|l| *l == format!("{url} ok")));
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// Removes a member (not read-only: callers run it through the gate as a step).
+pub async fn remove(from: &NodeHandle, id: u64) -> anyhow::Result<()> {
+    // The gateway takes 64-bit ids as JSON strings (protobuf's JSON mapping).
+    let body = format!("{{\"ID\":\"{id}\"}}");
+    from.run(&call("/v3/cluster/member/remove", &body))
+        .await
+        .with_context(|| format!("removing etcd member {id:x}"))?;
+    Ok(())
+}
+
+/// Parses the gateway's `MemberListResponse`.
+pub fn parse_members(json: &str) -> anyhow::Result<Vec<Member>> {
+    let v: Value = serde_json::from_str(json.trim())
+        .with_context(|| format!("etcd's member list is not JSON: {}", json.trim()))?;
+    let Some(list) = v.get("members").and_then(Value::as_array) else {
+        bail!("etcd's answer has no member list: {}", json.trim());
+    };
+    let strings = |m: &Value, key: &str| -> Vec<String> {
+        m.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    list.iter()
+        .map(|m| {
+            let id = match m.get("ID") {
+                Some(Value::String(s)) => s.parse().ok(),
+                Some(Value::Number(n)) => n.as_u64(),
+                _ => None,
+            }
+            .with_context(|| format!("an etcd member without an ID: {m}"))?;
+            Ok(Member {
+                id,
+                name: m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                peer_urls: strings(m, "peerURLs"),
+                client_urls: strings(m, "clientURLs"),
+                is_learner: m.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
+                healthy: None,
+            })
+        })
+        .collect()
+}
+
+/// The votes a cluster of `voters` members needs to make progress.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Why adding one member now would be unsafe, if it would: a member that does not answer, a
+/// learner already there (etcd allows one at a time), or too few healthy voters to keep
+/// quorum once the new member counts as a voter.
+pub fn join_refusal(members: &[Member]) -> Option<String> {
+    let down: Vec<String> = members
+        .iter()
+        .filter(|m| m.healthy != Some(true))
+        .map(describe)
+        .collect();
+    if !down.is_empty() {
+        return Some(format!(
+            "etcd member(s) not healthy: {}; a join now could lose quorum. Bring them back \
+             (or remove them with `etcdctl member remove`) first",
+            down.join(", ")
+        ));
+    }
+    if let Some(l) = members.iter().find(|m| m.is_learner) {
+        return Some(format!(
+            "etcd already has a learner ({}): etcd allows one at a time; it is a join that \
+             did not finish",
+            describe(l)
+        ));
+    }
+    let voters = members.iter().filter(|m| !m.is_learner).count();
+    let healthy = members
+        .iter()
+        .filter(|m| !m.is_learner && m.healthy == Some(true))
+        .count();
+    // Once promoted, the new member counts; it is healthy when the join succeeds.
+    (healthy + 1 < quorum(voters + 1)).then(|| {
+        format!(
+            "only {healthy} of {voters} etcd voters are healthy: with one more member etcd \
+             needs {} votes",
+            quorum(voters + 1)
+        )
+    })
+}
+
+fn describe(m: &Member) -> String {
+    let name = if m.name.is_empty() {
+        "(unstarted)"
+    } else {
+        m.name.as_str()
+    };
+    let url = m.peer_urls.first().map(String::as_str).unwrap_or("?");
+    format!("{name} {url}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = r#"{"header":{"cluster_id":"1","member_id":"2","raft_term":"3"},
+      "members":[{"ID":"10276657743932975437","name":"cp1","peerURLs":["https://10.0.0.11:2380"],
+                  "clientURLs":["https://10.0.0.11:2379"]},
+                 {"ID":"2","peerURLs":["https://10.0.0.12:2380"],"isLearner":true}]}"#;
+
+    #[test]
+    fn reads_the_gateways_member_list_with_string_ids_and_learners() {
+        let m = parse_members(LIST).unwrap();
+        assert_eq!(m[0].id, 10_276_657_743_932_975_437);
+        assert_eq!(m[0].name, "cp1");
+        assert!(!m[0].is_learner && m[1].is_learner);
+        assert_eq!(m[1].name, "");
+        assert!(m[1].is_node("cp2", "10.0.0.12"), "by peer URL");
+        assert!(m[0].is_node("cp1", "10.9.9.9"), "by name");
+        assert!(!m[0].is_node("cp2", "10.0.0.12"));
+    }
+
+    fn member(name: &str, healthy: bool, learner: bool) -> Member {
+        Member {
+            id: 1,
+            name: name.into(),
+            peer_urls: vec![format!("https://{name}:2380")],
+            client_urls: vec![],
+            is_learner: learner,
+            healthy: Some(healthy),
+        }
+    }
+
+    #[test]
+    fn a_join_is_refused_with_a_member_down_or_a_learner_pending() {
+        assert_eq!(join_refusal(&[member("cp1", true, false)]), None);
+        let three = [
+            member("cp1", true, false),
+            member("cp2", true, false),
+            member("cp3", false, false),
+        ];
+        let why = join_refusal(&three).unwrap();
+        assert!(why.contains("cp3"), "{why}");
+        let learner = [member("cp1", true, false), member("cp2", true, true)];
+        assert!(join_refusal(&learner).unwrap().contains("learner"));
+    }
+
+    #[test]
+    fn quorum_is_a_strict_majority() {
+        assert_eq!(
+            (quorum(1), quorum(2), quorum(3), quorum(4), quorum(5)),
+            (1, 2, 2, 3, 3)
+        );
+    }
+}

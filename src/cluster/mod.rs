@@ -1,0 +1,38 @@
+//! What the cluster as a whole looks like: read-only queries that `up`, `status` and the
+//! failover drill share (who holds the VIP, whether VIP:port answers), and [`ClusterState`],
+//! the cluster-wide values a run learns as it goes.
+
+pub mod api;
+pub mod etcd;
+pub mod vip;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::render::kubeadm::BootstrapToken;
+
+/// Cluster-wide values of one run, learned by phases and read by later ones and by the
+/// command's result. Per-node facts live in the context's `facts`, not here.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// The control-plane node holding the virtual IP, once known.
+    pub vip_holder: Option<String>,
+    /// Whether a Kubernetes control plane exists (some control plane is a full member).
+    pub initialized: bool,
+    /// Nodes that are part of the cluster: found so at the start, or joined in this run.
+    pub members: BTreeSet<String>,
+    /// The etcd members as last read.
+    pub etcd: Vec<etcd::Member>,
+    /// Nodes where `kubeadm init` or `join` started and did not finish in this run: what a
+    /// cleanup resets.
+    #[serde(skip)]
+    pub half_joined: Vec<String>,
+    /// The bootstrap token of this run (CSPRNG, 1 h); never serialized, never logged.
+    #[serde(skip)]
+    pub join_token: Option<BootstrapToken>,
+    /// Whether `join_token` exists in the cluster (made by init, or by `kubeadm token create`).
+    #[serde(skip)]
+    pub token_in_cluster: bool,
+}

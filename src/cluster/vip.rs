@@ -1,0 +1,93 @@
+//! Who holds the virtual IP, and whether the load balancer answers on it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::facts::HostFacts;
+use crate::inventory::Inventory;
+use crate::os::net;
+use crate::remote::{Fleet, NodeHandle, RemoteCommand};
+
+/// One poll of one node may not hold up the others.
+const POLL_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which of `nodes` have the VIP on an interface now, in host order, asked side by side.
+pub async fn holders(fleet: &Fleet, nodes: &[&str], vip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
+    let cmd = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"])
+        .read_only()
+        .timeout(POLL_COMMAND_TIMEOUT);
+    let asked = |h: &NodeHandle| nodes.contains(&h.node());
+    let mut out = Vec::new();
+    for (node, output) in fleet.each(asked, async |h| h.run(&cmd).await).await {
+        if holds(&output?.stdout_str(), vip) {
+            out.push(node);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `ip -o -4 addr show` output lists `vip` (`2: eth0    inet 10.0.0.100/24 …`).
+pub fn holds(ip_addr_output: &str, vip: Ipv4Addr) -> bool {
+    ip_addr_output.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.any(|w| w == "inet")
+            && words
+                .next()
+                .and_then(|cidr| cidr.split('/').next())
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                == Some(vip)
+    })
+}
+
+/// Whether a TCP connection from `from` to `vip:port` succeeds.
+pub async fn answers(from: &NodeHandle, vip: Ipv4Addr, port: u16) -> anyhow::Result<bool> {
+    let cmd = net::tcp_connect(&vip.to_string(), port).timeout(POLL_COMMAND_TIMEOUT);
+    let out = from.run_unchecked(&cmd).await?;
+    if out.status == Some(net::NO_TCP_TOOL) {
+        bail!(
+            "{} cannot test a connection to {vip}:{port}: {}",
+            from.node(),
+            net::tcp_tool_hint()
+        );
+    }
+    Ok(out.success())
+}
+
+/// The control-plane node that held the VIP when facts were gathered, if any.
+pub fn holder_in_facts<'a>(
+    inv: &Inventory,
+    facts: &'a BTreeMap<String, HostFacts>,
+) -> Option<&'a str> {
+    inv.control_plane().find_map(|n| {
+        let (name, f) = facts.get_key_value(n.name.as_str())?;
+        f.addresses
+            .iter()
+            .any(|(_, net)| net.addr() == inv.vip.address)
+            .then_some(name.as_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP_OUTPUT: &str = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
+        2: eth0    inet 10.200.40.11/24 brd 10.200.40.255 scope global eth0\\       valid_lft forever preferred_lft forever\n\
+        2: eth0    inet 10.200.40.100/24 scope global secondary dynamic eth0\\       valid_lft 1sec preferred_lft 1sec\n";
+
+    #[test]
+    fn finds_the_vip_among_a_nodes_addresses() {
+        assert!(holds(IP_OUTPUT, Ipv4Addr::new(10, 200, 40, 100)));
+        assert!(holds(IP_OUTPUT, Ipv4Addr::new(10, 200, 40, 11)));
+    }
+
+    #[test]
+    fn an_address_that_merely_starts_like_the_vip_is_not_it() {
+        assert!(!holds(IP_OUTPUT, Ipv4Addr::new(10, 200, 40, 10)));
+        assert!(!holds(IP_OUTPUT, Ipv4Addr::new(10, 200, 40, 1)));
+        assert!(!holds("", Ipv4Addr::new(10, 200, 40, 100)));
+    }
+}

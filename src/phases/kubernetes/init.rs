@@ -1,0 +1,225 @@
+//! `kubeadm init` on the first control plane, unless a control plane already is a member:
+//! then the cluster exists and the others join it. The certificates are already where kubeadm
+//! looks (no `--upload-certs`), and the VIP forwards to this node's API server, so kubeadm's
+//! own wait through the endpoint succeeds. After it, `/readyz` must answer through the VIP
+//! (and its DNS name) with a certificate that verifies against the cluster CA, and the
+//! workstation `admin.conf` is kept 0600 in the state directory.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::{
+    is_member, kubeadm_traces, kubeadm_with_config, read_members, render, reset, reset_leftovers,
+};
+use crate::cluster::api;
+use crate::phases::{Context, Mode, Phase, PhaseFuture};
+use crate::render::kubeadm::{Purpose, init_node};
+use crate::report::Event;
+
+/// How long the API may take to answer through the VIP after `kubeadm init` returned.
+const READY_DEADLINE: Duration = Duration::from_secs(120);
+
+pub struct InitCluster;
+
+impl Phase for InitCluster {
+    fn title(&self) -> &'static str {
+        "Initialize the control plane"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            learn_members(ctx).await?;
+            let name = init_node(&ctx.inventory)
+                .ok_or_else(|| anyhow::anyhow!("internal: the inventory has no control plane"))?
+                .name
+                .to_string();
+            if ctx.cluster.initialized {
+                let members: Vec<&str> = ctx.cluster.members.iter().map(String::as_str).collect();
+                let summary = format!("the cluster exists ({} in it)", members.join(", "));
+                save_admin_conf(ctx)?;
+                return ctx.settle(vec![(name, Ok(summary))]);
+            }
+            let apply = ctx.settings.mode == Mode::Apply;
+            if apply {
+                // Until init succeeds, a failure or Ctrl-C resets the node (the cleanup).
+                ctx.cluster.half_joined.push(name.clone());
+            }
+            let outcome = init_on(ctx, &name).await;
+            let summary = match outcome {
+                Ok(s) => s,
+                Err(e) => return ctx.settle(vec![(name, Err(e))]),
+            };
+            if apply {
+                ctx.cluster.half_joined.retain(|n| *n != name);
+                ctx.cluster.initialized = true;
+                ctx.cluster.token_in_cluster = true;
+                ctx.cluster.members.insert(name.clone());
+            }
+            save_admin_conf(ctx)?;
+            ctx.settle(vec![(name, Ok(summary))])
+        })
+    }
+
+    fn cleanup<'a>(&'a self, ctx: &'a mut Context) -> Option<PhaseFuture<'a>> {
+        Some(Box::pin(reset_half_joined(ctx)))
+    }
+}
+
+/// Resets what an earlier attempt left, writes the config, runs `kubeadm init`, removes the
+/// config whatever happened, and waits for `/readyz` through the VIP.
+async fn init_on(ctx: &Context, name: &str) -> anyhow::Result<String> {
+    let node = ctx.node(name)?;
+    let host = ctx
+        .fleet()?
+        .host(name)
+        .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
+    reset_leftovers(ctx, host).await?;
+    let docs = render(ctx, node, Purpose::Init)?;
+    // --skip-token-print: the token is ours already; kubeadm would print it twice into the
+    // output the log keeps.
+    let headline = "kubeadm init (with the certificates khactl placed)";
+    kubeadm_with_config(
+        ctx,
+        host,
+        &docs,
+        "init",
+        headline,
+        &["init"],
+        &["--skip-token-print"],
+    )
+    .await?;
+    if ctx.settings.mode == Mode::Plan {
+        return Ok("kubeadm init planned".to_owned());
+    }
+    wait_ready_through_vip(ctx, host).await?;
+    Ok(format!(
+        "initialized; /readyz answers through {}:{}",
+        endpoint_host(ctx),
+        ctx.inventory.vip.port
+    ))
+}
+
+/// Resets every node whose init or join started in this run and did not finish, so the next
+/// run starts it clean.
+pub async fn reset_half_joined(ctx: &mut Context) -> anyhow::Result<()> {
+    let nodes = std::mem::take(&mut ctx.cluster.half_joined);
+    let c = &*ctx;
+    let mut failed = Vec::new();
+    for name in nodes {
+        let Some(host) = c.fleet()?.host(&name) else {
+            continue;
+        };
+        if let Err(e) = reset(c, host, "it did not finish joining").await {
+            failed.push(format!("{name}: {e:#}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "could not reset: {}; run `kubeadm reset -f` there by hand",
+            failed.join("; ")
+        )
+    }
+}
+
+/// Which nodes are already in the cluster, from their files and etcd's member list.
+pub async fn learn_members(ctx: &mut Context) -> anyhow::Result<()> {
+    // Control planes with a kubelet.conf and an etcd manifest may be members: ask etcd on
+    // one of them. A fresh cluster has none.
+    let candidates: Vec<String> = ctx
+        .inventory
+        .control_plane()
+        .filter(|n| {
+            ctx.facts
+                .get(n.name.as_str())
+                .is_some_and(|f| !kubeadm_traces(f).is_empty())
+        })
+        .map(|n| n.name.to_string())
+        .collect();
+    ctx.cluster.members = candidates.iter().cloned().collect();
+    let members = read_members(ctx, None).await.unwrap_or_default();
+    let c = &*ctx;
+    let joined: std::collections::BTreeSet<String> = c
+        .inventory
+        .nodes
+        .iter()
+        .filter(|n| {
+            c.facts
+                .get(n.name.as_str())
+                .is_some_and(|f| is_member(n, f, &members))
+        })
+        .map(|n| n.name.to_string())
+        .collect();
+    let initialized = c
+        .inventory
+        .control_plane()
+        .any(|n| joined.contains(n.name.as_str()));
+    ctx.cluster.initialized = initialized;
+    ctx.cluster.members = joined;
+    ctx.cluster.etcd = members;
+    Ok(())
+}
+
+/// The host in `controlPlaneEndpoint`: the API's DNS name, else the VIP.
+pub fn endpoint_host(ctx: &Context) -> String {
+    ctx.inventory.vip.dns_name.as_ref().map_or_else(
+        || ctx.inventory.vip.address.to_string(),
+        ToString::to_string,
+    )
+}
+
+/// Polls `/readyz` through the VIP from `host` until it answers, checking the certificate for
+/// the VIP and (when set) the DNS name.
+async fn wait_ready_through_vip(
+    ctx: &Context,
+    host: &crate::remote::NodeHandle,
+) -> anyhow::Result<()> {
+    let vip = ctx.inventory.vip.address.to_string();
+    let port = ctx.inventory.vip.port.get();
+    let mut names = vec![vip.clone()];
+    if let Some(dns) = &ctx.inventory.vip.dns_name {
+        names.push(dns.to_string());
+    }
+    let started = Instant::now();
+    loop {
+        ctx.settings.interrupt.check()?;
+        let mut all = true;
+        for name in &names {
+            all &= api::ready(host, name, port, &vip).await?;
+        }
+        if all {
+            return Ok(());
+        }
+        if started.elapsed() > READY_DEADLINE {
+            bail!(
+                "kubeadm init finished, but /readyz does not answer through {vip}:{port} with a \
+                 certificate for {} after {}s: look at the API server (`crictl ps`, \
+                 `journalctl -u kubelet`) and at khagent (`curl -s 127.0.0.1:9901/status`) on {}",
+                names.join(" and "),
+                READY_DEADLINE.as_secs(),
+                host.node()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keeps an `admin.conf` that dials the VIP, 0600 in the state directory, and says how to
+/// use it.
+fn save_admin_conf(ctx: &Context) -> anyhow::Result<()> {
+    if ctx.settings.mode == Mode::Plan {
+        return Ok(());
+    }
+    let path = ctx.state.root().join("admin.conf");
+    ctx.pki()?.save_workstation_admin_conf(&path)?;
+    ctx.report.event(Event::Info {
+        message: &format!(
+            "    admin.conf: {} (use it with `kubectl --kubeconfig {} get nodes`)",
+            path.display(),
+            path.display()
+        ),
+    });
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The Kubernetes half of `up`: kubeadm driven as on any machine, after the VIP answers.
+//!
+//! - [`CheckKubeadm`]: what Kubernetes needs on every node (kubeadm, kubelet, a container
+//!   runtime, free ports, an empty etcd dir, unique identities, clocks in step), reported for
+//!   every node at once in Preflight; then every node's kubeadm configuration rendered, read
+//!   back strictly, and checked by the node's own `kubeadm config validate`, before any node
+//!   is touched.
+//! - [`InitCluster`]: `kubeadm init` on the first control plane unless the cluster exists.
+//! - [`JoinControlPlanes`]: one at a time (etcd admits one learner), each after the etcd
+//!   members are read, a stale member of the same name or peer URL removed, and quorum
+//!   checked; a failed join is reset on its node.
+//! - [`JoinWorkers`]: side by side, `--parallel` at a time.
+//! - [`VerifyCluster`]: every node registered and Ready, labelled and tainted as the
+//!   inventory says, etcd with one voter per control plane.
+//!
+//! Secrets: the bootstrap token is made with a CSPRNG for each run that joins nodes, lives
+//! 1 h, reaches a node only inside a 0600 file under `/run/khactl` (never argv), which is
+//! removed after use, and is blanked in every output khactl logs or shows.
+
+mod check;
+mod init;
+mod join_control_planes;
+mod join_workers;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use check::CheckKubeadm;
+pub use init::InitCluster;
+pub use join_control_planes::JoinControlPlanes;
+pub use join_workers::JoinWorkers;
+pub use verify::VerifyCluster;
+
+use super::Context;
+use super::changes::Change;
+use crate::cluster::etcd;
+use crate::facts::HostFacts;
+use crate::inventory::{Node, Role};
+use crate::remote::{NodeHandle, RemoteCommand};
+use crate::render::kubeadm::{self, BootstrapToken, KubeadmDocuments, Purpose};
+
+pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
+pub const BOOTSTRAP_KUBELET_CONF: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
+pub const ETCD_MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
+pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
+pub const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
+/// Where kubeadm configuration files live while kubeadm runs: tmpfs on systemd hosts, gone
+/// at the next boot at the latest.
+pub const CONFIG_DIR: &str = "/run/khactl";
+/// `kubeadm init` and `join` pull images and wait for static pods: give them time.
+const KUBEADM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The kubeadm files a node has of an earlier init or join (empty on a fresh node).
+pub fn kubeadm_traces(facts: &HostFacts) -> Vec<&'static str> {
+    [
+        KUBELET_CONF,
+        BOOTSTRAP_KUBELET_CONF,
+        ETCD_MANIFEST,
+        APISERVER_MANIFEST,
+    ]
+    .into_iter()
+    .filter(|p| facts.digest(Path::new(p)).is_some())
+    .collect()
+}
+
+/// What the node's own files say: a complete member has its kubelet.conf (and, on a control
+/// plane, its etcd manifest). Control planes must also be etcd voters; see [`is_member`].
+fn has_member_files(node: &Node, facts: &HostFacts) -> bool {
+    let present = |p: &str| facts.digest(Path::new(p)).is_some();
+    present(KUBELET_CONF) && (node.role == Role::Worker || present(ETCD_MANIFEST))
+}
+
+/// Whether `node` is a complete member: its files are in place and, for a control plane, etcd
+/// lists it as a started voter.
+pub fn is_member(node: &Node, facts: &HostFacts, members: &[etcd::Member]) -> bool {
+    if !has_member_files(node, facts) {
+        return false;
+    }
+    node.role == Role::Worker
+        || members.iter().any(|m| {
+            m.is_node(node.name.as_str(), &node.address.to_string())
+                && !m.is_learner
+                && !m.name.is_empty()
+        })
+}
+
+/// The file a purpose's kubeadm configuration is written to on the node.
+pub fn config_path(purpose: &str) -> PathBuf {
+    Path::new(CONFIG_DIR).join(format!("kubeadm-{purpose}.yaml"))
+}
+
+/// Writes a node's kubeadm configuration: 0600, secret (the plan shows it with the token
+/// blanked).
+pub fn write_config(docs: &KubeadmDocuments, purpose: &str) -> Change {
+    Change::WriteFile {
+        path: config_path(purpose),
+        contents: docs.text().as_bytes().to_vec(),
+        mode: kubeadm::FILE_MODE,
+        secret: true,
+        diff: false,
+        current: None,
+        backup: None,
+        preview: Some(docs.redacted()),
+    }
+}
+
+pub fn remove_config(purpose: &str) -> Change {
+    Change::RemoveFile {
+        path: config_path(purpose),
+    }
+}
+
+/// A kubeadm command: long timeout, the run's token blanked in its output.
+pub fn kubeadm_command<I, S>(args: I, token: Option<&BootstrapToken>) -> RemoteCommand
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut argv = vec!["kubeadm".to_owned()];
+    argv.extend(args.into_iter().map(Into::into));
+    let cmd = RemoteCommand::new(argv).timeout(KUBEADM_TIMEOUT);
+    match token {
+        Some(t) => cmd.redacting(t.reveal()),
+        None => cmd,
+    }
+}
+
+/// Writes `docs` to the node (0600), runs `kubeadm <verb…> --config FILE <after…>` with it as
+/// a gated step, and removes the file whatever happened: the token never stays on disk.
+pub async fn kubeadm_with_config(
+    ctx: &Context,
+    host: &NodeHandle,
+    docs: &KubeadmDocuments,
+    file: &str,
+    headline: &str,
+    verb: &[&str],
+    after: &[&str],
+) -> anyhow::Result<()> {
+    ctx.apply(host, &[write_config(docs, file)]).await?;
+    let token = ctx.cluster.join_token.as_ref();
+    let path = config_path(file).display().to_string();
+    let mut args: Vec<&str> = verb.to_vec();
+    args.extend(["--config", path.as_str()]);
+    args.extend(after);
+    let ran = ctx
+        .step(host, headline, async |h| {
+            // Whatever kubeadm prints of the token (`token create` prints it) stays out of
+            // the log: blanked, and `token create`'s stdout dropped.
+            let mut cmd = kubeadm_command(args.iter().copied(), token);
+            if verb == ["token", "create"] {
+                cmd = cmd.secret_stdout();
+            }
+            h.run(&cmd).await?;
+            Ok(())
+        })
+        .await;
+    ctx.apply(host, &[remove_config(file)]).await?;
+    ran?;
+    Ok(())
+}
+
+/// Renders `node`'s configuration for `purpose` with the run's token.
+pub fn render(ctx: &Context, node: &Node, purpose: Purpose) -> anyhow::Result<KubeadmDocuments> {
+    let token = ctx
+        .cluster
+        .join_token
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("internal: no bootstrap token was made for this run"))?;
+    let hash = ctx.pki()?.discovery_hash();
+    Ok(kubeadm::render_node(
+        &ctx.inventory,
+        node,
+        purpose,
+        token,
+        &hash,
+    )?)
+}
+
+/// `kubeadm reset -f` on a node, through the gate as a step: for a half-joined node before it
+/// joins again, or after a join that failed. kubeadm removes its own etcd member when it can
+/// (and only warns when it cannot); khactl removes what is left by peer URL.
+pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Result<()> {
+    let headline = format!("kubeadm reset -f ({why})");
+    ctx.step(host, &headline, async |h| {
+        h.run(&kubeadm_command(["reset", "-f"], None)).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Resets a node that has files of an earlier init or join (an attempt cut short), so kubeadm
+/// starts it clean; a fresh node is left alone.
+pub async fn reset_leftovers(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let traces = kubeadm_traces(ctx.facts_of(host.node())?);
+    if traces.is_empty() {
+        return Ok(());
+    }
+    let why = format!("an earlier attempt left {}", traces.join(", "));
+    reset(ctx, host, &why).await
+}
+
+/// Removes every etcd member that is `node` (by name or peer URL), asked on `from`.
+pub async fn remove_member(
+    ctx: &Context,
+    from: &NodeHandle,
+    node: &Node,
+    members: &[etcd::Member],
+) -> anyhow::Result<usize> {
+    let stale: Vec<&etcd::Member> = members
+        .iter()
+        .filter(|m| m.is_node(node.name.as_str(), &node.address.to_string()))
+        .collect();
+    for m in &stale {
+        let headline = format!(
+            "remove etcd member {} ({:x}, {}) of {}",
+            if m.name.is_empty() {
+                "(unstarted)"
+            } else {
+                &m.name
+            },
+            m.id,
+            m.peer_urls.first().map(String::as_str).unwrap_or("?"),
+            node.name
+        );
+        let id = m.id;
+        ctx.step(from, &headline, async |h| etcd::remove(h, id).await)
+            .await?;
+    }
+    Ok(stale.len())
+}
+
+/// The control plane to ask about etcd: a member (its local etcd answers), the init node
+/// first.
+pub fn etcd_witness<'a>(ctx: &'a Context, except: Option<&str>) -> Option<&'a NodeHandle> {
+    let fleet = ctx.fleet().ok()?;
+    ctx.inventory
+        .control_plane()
+        .filter(|n| Some(n.name.as_str()) != except)
+        .filter(|n| ctx.cluster.members.contains(n.name.as_str()))
+        .find_map(|n| fleet.host(n.name.as_str()))
+}
+
+/// The etcd members as a member control plane sees them, or none when there is no member
+/// yet (a fresh cluster).
+pub async fn read_members(
+    ctx: &Context,
+    except: Option<&str>,
+) -> anyhow::Result<Vec<etcd::Member>> {
+    match etcd_witness(ctx, except) {
+        Some(h) => etcd::members(h).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Makes sure the run's token exists in the cluster before a node joins with it: made by
+/// `kubeadm init`, or now with `kubeadm token create --config` on a member control plane (the
+/// token goes in the 0600 file, never in argv).
+pub async fn ensure_token(ctx: &mut Context) -> anyhow::Result<()> {
+    if ctx.cluster.token_in_cluster {
+        return Ok(());
+    }
+    let c = &*ctx;
+    let host = etcd_witness(c, None).ok_or_else(|| {
+        anyhow::anyhow!("no control plane is a member yet to create a join token")
+    })?;
+    let node = c.node(host.node())?;
+    // The InitConfiguration carries the token: `token create --config` creates exactly it.
+    let docs = render(c, node, Purpose::Init)?;
+    let headline = "kubeadm token create (a join token for 1 h)";
+    kubeadm_with_config(c, host, &docs, "token", headline, &["token", "create"], &[]).await?;
+    ctx.cluster.token_in_cluster = true;
+    Ok(())
+}

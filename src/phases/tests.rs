@@ -1,0 +1,681 @@
+//! The phase runner, the gate and the remote seam, tested with recording fake hosts: what a
+//! dry run may run, what reaches the run log, cleanups, Ctrl-C and the rolling restart.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::agent::AgentBinary;
+use crate::facts::sha256_hex;
+use crate::remote::fake::{FakeConnector, Record, Responder, Seen, output};
+use crate::remote::{RemoteCommand, RemoteError};
+use crate::report::Reporter;
+use crate::session::{self, NodeOptions};
+
+const INVENTORY: &str = "\
+apiVersion: khactl.io/v1alpha1
+kind: Inventory
+cluster: { name: fake, kubernetesVersion: v1.31.2 }
+vip: { address: 10.0.0.100 }
+pki: { keyType: ecdsa-p256 }
+nodes:
+  - { name: cp1, address: 10.0.0.11, role: control-plane }
+  - { name: cp2, address: 10.0.0.12, role: control-plane }
+  - { name: cp3, address: 10.0.0.13, role: control-plane }
+  - { name: w1, address: 10.0.0.21, role: worker }
+";
+
+/// Remembers every event's plain line, so tests can read what the user saw.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Reporter for Lines {
+    fn event(&self, event: &Event<'_>) {
+        if let Some(l) = crate::report::plain_line(event, true) {
+            self.0.lock().unwrap().push(l);
+        }
+    }
+}
+
+/// Fresh Debian nodes as the fakes answer them: the probe sees no file of ours, sysctls read
+/// back what was written, services start, cp1 ends up holding the VIP. `fail` makes a command
+/// whose label starts with the given text fail on the given node.
+struct Nodes {
+    record: Record,
+    responder: Responder,
+}
+
+fn last_octet(node: &str) -> u8 {
+    match node {
+        "cp1" => 11,
+        "cp2" => 12,
+        "cp3" => 13,
+        _ => 21,
+    }
+}
+
+/// What the fake cluster holds: nodes that ran `kubeadm init` or `join`, in order.
+#[derive(Default)]
+struct Cluster {
+    joined: Vec<String>,
+    /// Members etcd lists that no node backs (a wiped machine's), by node name.
+    stale: Vec<String>,
+}
+
+impl Cluster {
+    fn members_json(&self) -> String {
+        let members: Vec<String> = self
+            .joined
+            .iter()
+            .chain(&self.stale)
+            .filter(|n| n.starts_with("cp"))
+            .map(|n| {
+                let o = last_octet(n);
+                format!(
+                    r#"{{"ID":"{o}","name":"{n}","peerURLs":["https://10.0.0.{o}:2380"],"clientURLs":["https://10.0.0.{o}:2379"]}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"members":[{}]}}"#, members.join(","))
+    }
+
+    fn nodes_json(&self) -> String {
+        let nodes: Vec<String> = self
+            .joined
+            .iter()
+            .map(|n| {
+                let (labels, taints) = if n.starts_with("cp") {
+                    (
+                        r#"{"node-role.kubernetes.io/control-plane":""}"#,
+                        r#"[{"key":"node-role.kubernetes.io/control-plane","effect":"NoSchedule"}]"#,
+                    )
+                } else {
+                    ("{}", "[]")
+                };
+                format!(
+                    r#"{{"metadata":{{"name":"{n}","labels":{labels}}},"spec":{{"taints":{taints}}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"items":[{}]}}"#, nodes.join(","))
+    }
+}
+
+/// The probe's answer on `node`: a fresh Debian host with Kubernetes installed, plus the
+/// kubeadm files of a node in `cluster.joined`.
+fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
+    let mut out = format!(
+        "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
+         swap active 0\nmodule overlay present\nmodule br_netfilter present\nos modprobe no\n\
+         addr lo 127.0.0.1/8\naddr eth0 10.0.0.{}/24\n",
+        last_octet(node)
+    );
+    for arg in cmd.argv().iter().skip(4) {
+        if let Some(key) = arg.strip_prefix("sysctl:") {
+            out.push_str(&format!("sysctl {key} 0\n"));
+        } else if let Some(path) = arg.strip_prefix("file:") {
+            out.push_str(&format!("file {path} -\n"));
+        } else if let Some(path) = arg.strip_prefix("hash:") {
+            let kubeadms = path.starts_with("/etc/kubernetes/kubelet.conf")
+                || path.starts_with("/etc/kubernetes/manifests/");
+            if kubeadms && cluster.joined.iter().any(|n| n == node) {
+                out.push_str(&format!("sum 00  {path}\nmode 600 {path}\n"));
+            } else {
+                out.push_str(&format!("hash {path} -\n"));
+            }
+        } else if let Some(tool) = arg.strip_prefix("version:") {
+            out.push_str(&format!("version {tool} v1.31.2\n"));
+        } else if let Some(port) = arg.strip_prefix("port:") {
+            out.push_str(&format!("port {port} free\n"));
+        } else if let Some(path) = arg.strip_prefix("dir:") {
+            out.push_str(&format!("dir {path} absent\n"));
+        } else if let Some(path) = arg.strip_prefix("socket:") {
+            out.push_str(&format!("socket {path} yes\n"));
+        }
+    }
+    out
+}
+
+impl Nodes {
+    fn new(fail: Option<(&'static str, &'static str)>) -> Self {
+        Self::with_cluster(fail, Cluster::default())
+    }
+
+    fn with_cluster(fail: Option<(&'static str, &'static str)>, cluster: Cluster) -> Self {
+        let record: Record = Rc::new(RefCell::new(Vec::new()));
+        let sysctls: Rc<RefCell<BTreeMap<String, String>>> = Rc::default();
+        let cluster: Rc<RefCell<Cluster>> = Rc::new(RefCell::new(cluster));
+        let responder: Responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
+            let label = cmd.label();
+            if let Some((on, what)) = fail
+                && node == on
+                && label.starts_with(what)
+            {
+                return Ok(output(1, "injected failure"));
+            }
+            let argv = cmd.argv();
+            let out = match argv.first().map(String::as_str) {
+                Some("sysctl") => {
+                    for kv in &argv[2..] {
+                        if let Some((k, v)) = kv.split_once('=') {
+                            sysctls
+                                .borrow_mut()
+                                .insert(format!("{node}/{k}"), v.to_owned());
+                        }
+                    }
+                    output(0, "")
+                }
+                Some("ip") if node == "cp1" => output(
+                    0,
+                    "2: eth0    inet 10.0.0.11/24 scope global eth0\n\
+                     2: eth0    inet 10.0.0.100/24 scope global secondary eth0\n",
+                ),
+                Some("ip") => output(0, "2: eth0    inet 10.0.0.12/24 scope global eth0\n"),
+                _ if label.starts_with("khactl-probe") => {
+                    output(0, &probe_output(node, cmd, &cluster.borrow()))
+                }
+                Some("kubeadm") if argv.get(1).is_some_and(|a| a == "init" || a == "join") => {
+                    cluster.borrow_mut().joined.push(node.to_owned());
+                    output(0, "")
+                }
+                Some("kubeadm") if argv.get(1).is_some_and(|a| a == "reset") => {
+                    cluster.borrow_mut().joined.retain(|n| n != node);
+                    output(0, "")
+                }
+                _ if label.contains("/v3/cluster/member/remove") => {
+                    let mut c = cluster.borrow_mut();
+                    let id: String = argv[4 + 2].chars().filter(char::is_ascii_digit).collect();
+                    let gone = |n: &String| last_octet(n).to_string() == id;
+                    c.stale.retain(|n| !gone(n));
+                    c.joined.retain(|n| !gone(n));
+                    output(0, "{}")
+                }
+                Some("kubectl") => output(0, &cluster.borrow().nodes_json()),
+                _ if label.starts_with("etcd-api") => output(0, &cluster.borrow().members_json()),
+                _ if label.starts_with("etcd-health") => {
+                    let text: String = argv[4..].iter().map(|u| format!("{u} ok\n")).collect();
+                    output(0, &text)
+                }
+                _ if label.starts_with("readyz") => output(0, "ok"),
+                _ if label.starts_with("sysctl-read-back") => {
+                    let known = sysctls.borrow();
+                    let text: String = argv[4..]
+                        .iter()
+                        .map(|k| {
+                            let v = known
+                                .get(&format!("{node}/{k}"))
+                                .cloned()
+                                .unwrap_or_default();
+                            format!("{k}={v}\n")
+                        })
+                        .collect();
+                    output(0, &text)
+                }
+                _ => output(0, ""),
+            };
+            Ok::<_, RemoteError>(out)
+        });
+        Self { record, responder }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.record.borrow().clone()
+    }
+
+    fn connector(&self) -> Box<FakeConnector> {
+        Box::new(FakeConnector {
+            responder: Rc::clone(&self.responder),
+            record: Rc::clone(&self.record),
+        })
+    }
+}
+
+/// A context for the fake nodes, with its state directory (and run log) in `dir`.
+fn context(dir: &std::path::Path, mode: Mode, nodes: &Nodes, lines: &Lines) -> Context {
+    let inventory = dir.join("inventory.yaml");
+    std::fs::write(&inventory, INVENTORY).unwrap();
+    let opts = NodeOptions {
+        inventory,
+        parallelism: 10,
+        connect_timeout: std::time::Duration::from_secs(1),
+        state_dir: Some(dir.join("state")),
+    };
+    let mut ctx = session::load(&opts)
+        .unwrap()
+        .start_with("up", mode, Box::new(lines.clone()), nodes.connector())
+        .unwrap();
+    let contents = {
+        // A little-endian ELF64 header for x86_64: enough for the architecture check.
+        let mut b = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+        b.resize(18, 0);
+        b.extend_from_slice(&62u16.to_le_bytes());
+        b.resize(64, 0);
+        b
+    };
+    ctx.settings.agent_binary = Some(Arc::new(AgentBinary {
+        path: "/build/khagent".into(),
+        sha256: sha256_hex(&contents),
+        contents,
+        arch: "x86_64".into(),
+    }));
+    ctx
+}
+
+fn up_phases() -> Vec<Box<dyn Phase>> {
+    crate::commands::up::phases()
+}
+
+/// A phase that tries to change a node directly instead of through the gate.
+struct Sneaky;
+
+impl Phase for Sneaky {
+    fn title(&self) -> &'static str {
+        "Sneaky"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let host = &ctx.fleet()?.hosts()[0];
+            host.run(&RemoteCommand::new(["touch", "/etc/changed"]))
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn plan_mode_refuses_a_mutating_command_with_an_internal_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Plan, &nodes, &Lines::default());
+    let err = run(&mut ctx, vec![Box::new(Connect), Box::new(Sneaky)])
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("internal error"), "{text}");
+    assert!(text.contains("touch /etc/changed"), "{text}");
+    assert!(
+        nodes.seen().iter().all(|s| s.argv[0] != "touch"),
+        "the command never reached the node"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_up_phases_in_plan_mode_run_only_read_only_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let lines = Lines::default();
+    let mut ctx = context(dir.path(), Mode::Plan, &nodes, &lines);
+    run(&mut ctx, up_phases()).await.unwrap();
+    let seen = nodes.seen();
+    assert!(
+        seen.iter().any(|s| s.label.starts_with("khactl-probe")),
+        "the plan probed the nodes: {seen:?}"
+    );
+    let writes: Vec<&Seen> = seen.iter().filter(|s| !s.read_only).collect();
+    assert!(writes.is_empty(), "a dry run ran {writes:?}");
+    let (total, _) = ctx.totals();
+    assert!(total > 0, "a fresh cluster has changes to plan");
+    assert!(
+        ctx.journal().values().flatten().all(|c| !c.done),
+        "nothing is recorded as done"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_remote_command_of_an_up_reaches_the_run_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    let log_path = ctx.report.log_path().unwrap().to_path_buf();
+    session::finish(ctx, Ok(())).await.unwrap();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let seen = nodes.seen();
+    let logged = log.lines().filter(|l| l.contains(": $ ")).count();
+    assert!(seen.len() > 20, "{} commands", seen.len());
+    assert_eq!(logged, seen.len(), "every command, once:\n{log}");
+    for kind in [
+        "khactl-probe",
+        "write-files",
+        "service-state",
+        "tcp-connect",
+    ] {
+        assert!(log.contains(kind), "{kind} is in the log");
+    }
+    assert!(!log.contains("BEGIN"), "no key material in the log");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_secret_output_never_reaches_the_run_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    // The fake prints nothing for these: make it print the token like kubeadm would.
+    let token = "abcdef.0123456789abcdef";
+    let printing: Responder = Rc::new(move |_, _| Ok(output(0, &format!("--token {token}\n"))));
+    let fake = crate::remote::fake::FakeHost::new("cp1", printing, Rc::clone(&nodes.record));
+    let handle = crate::remote::NodeHandle::new(
+        Box::new(fake),
+        crate::remote::Access::ReadWrite,
+        Arc::new(ctx.report.clone()),
+    );
+    let created = handle
+        .run(&RemoteCommand::new(["kubeadm", "token", "create"]).secret_stdout())
+        .await
+        .unwrap();
+    assert!(created.stdout_str().contains(token), "the caller gets it");
+    handle
+        .run(&RemoteCommand::new(["kubeadm", "init"]).redacting(token))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(ctx.report.log_path().unwrap()).unwrap();
+    assert!(!log.contains("0123456789abcdef"), "{log}");
+    assert!(
+        log.contains("kubeadm token create"),
+        "the command is logged: {log}"
+    );
+    assert!(log.contains("--token <redacted>"), "{log}");
+}
+
+/// A phase that records its cleanup in `cleaned` and fails when `fail` is set.
+struct Step {
+    title: &'static str,
+    fail: bool,
+    cleaned: Rc<RefCell<Vec<&'static str>>>,
+}
+
+impl Phase for Step {
+    fn title(&self) -> &'static str {
+        self.title
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            if self.title == "interrupted here" {
+                ctx.settings.interrupt.raise();
+            }
+            if self.fail {
+                anyhow::bail!("{} failed", self.title)
+            }
+            Ok(())
+        })
+    }
+
+    fn cleanup<'a>(&'a self, _ctx: &'a mut Context) -> Option<PhaseFuture<'a>> {
+        Some(Box::pin(async move {
+            self.cleaned.borrow_mut().push(self.title);
+            Ok(())
+        }))
+    }
+}
+
+fn steps(
+    cleaned: &Rc<RefCell<Vec<&'static str>>>,
+    titles: &[(&'static str, bool)],
+) -> Vec<Box<dyn Phase>> {
+    titles
+        .iter()
+        .map(|(title, fail)| {
+            Box::new(Step {
+                title,
+                fail: *fail,
+                cleaned: Rc::clone(cleaned),
+            }) as Box<dyn Phase>
+        })
+        .collect()
+}
+
+/// Runs phases that only record their cleanups; returns the run's end and the cleanups.
+async fn run_steps(titles: &[(&'static str, bool)]) -> (anyhow::Result<()>, Vec<&'static str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let cleaned = Rc::default();
+    let result = run(&mut ctx, steps(&cleaned, titles)).await;
+    let cleaned = cleaned.borrow().clone();
+    (result, cleaned)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cleanups_run_last_first_for_the_phases_that_started_including_the_one_that_failed() {
+    let (result, cleaned) =
+        run_steps(&[("first", false), ("second", true), ("never", false)]).await;
+    assert_eq!(result.unwrap_err().to_string(), "second failed");
+    assert_eq!(cleaned, ["second", "first"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_successful_run_cleans_nothing_up() {
+    let (result, cleaned) = run_steps(&[("first", false), ("second", false)]).await;
+    result.unwrap();
+    assert!(cleaned.is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ctrl_c_stops_before_the_next_phase_cleans_up_and_names_the_phase() {
+    let (result, cleaned) = run_steps(&[
+        ("first", false),
+        ("interrupted here", false),
+        ("never", false),
+    ])
+    .await;
+    let err = result.unwrap_err();
+    let stopped = err
+        .downcast_ref::<RunInterrupted>()
+        .expect("an interrupted run");
+    assert_eq!(stopped.phase, "interrupted here");
+    assert_eq!(stopped.nodes.len(), 4, "every node's state is said");
+    assert_eq!(cleaned, ["interrupted here", "first"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_gate_stops_a_node_between_steps_once_ctrl_c_was_pressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, vec![Box::new(Connect)]).await.unwrap();
+    ctx.settings.interrupt.raise();
+    let host = &ctx.fleet().unwrap().hosts()[0];
+    let before = nodes.seen().len();
+    let err = ctx
+        .apply(host, &[Change::SwapOff, Change::SwapOff])
+        .await
+        .unwrap_err();
+    assert!(err.is::<crate::interrupt::Interrupted>(), "{err:#}");
+    assert_eq!(nodes.seen().len(), before, "no command after the interrupt");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_step_runs_only_in_apply_mode_and_returns_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, want) in [(Mode::Plan, None), (Mode::Apply, Some(42))] {
+        let nodes = Nodes::new(None);
+        let lines = Lines::default();
+        let mut ctx = context(dir.path(), mode, &nodes, &lines);
+        run(&mut ctx, vec![Box::new(Connect)]).await.unwrap();
+        let host = &ctx.fleet().unwrap().hosts()[0];
+        let ran = Rc::new(RefCell::new(false));
+        let got = ctx
+            .step(host, "kubeadm init on cp1", async |_| {
+                *ran.borrow_mut() = true;
+                Ok(42)
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, want, "{mode:?}");
+        assert_eq!(*ran.borrow(), want.is_some(), "{mode:?}");
+        let journal = ctx.journal();
+        let rec = &journal["cp1"][0];
+        assert_eq!((rec.kind, rec.done), ("step", want.is_some()));
+        if mode == Mode::Plan {
+            assert!(
+                lines
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("kubeadm init on cp1"))
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_rolling_start_stops_at_the_first_node_that_fails_and_names_it_to_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(Some(("cp2", "systemctl enable --now khagent")));
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let failed = err.downcast_ref::<NodesFailed>().expect("nodes failed");
+    assert_eq!(failed.phase, "Install the agent");
+    let names: Vec<&str> = failed.failures.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["cp2", "cp3"]);
+    assert!(
+        format!("{:#}", failed.failures[1].1).contains("stopped at cp2"),
+        "{:#}",
+        failed.failures[1].1
+    );
+    let started: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.label.starts_with("systemctl enable"))
+        .map(|s| s.node.clone())
+        .collect();
+    assert_eq!(started, ["cp1", "cp2"], "cp3 was never started");
+}
+
+fn seen_labels(nodes: &Nodes, on: &str) -> Vec<String> {
+    nodes
+        .seen()
+        .iter()
+        .filter(|s| s.node == on)
+        .map(|s| s.label.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_join_token_reaches_nodes_only_inside_files_never_argv_or_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    let token = ctx.cluster.join_token.as_ref().unwrap().reveal();
+    let seen = nodes.seen();
+    let in_files = seen
+        .iter()
+        .filter(|s| {
+            s.stdin
+                .as_ref()
+                .is_some_and(|i| String::from_utf8_lossy(i).contains(&token))
+        })
+        .count();
+    assert!(
+        in_files >= 5,
+        "every node's kubeadm file carries it ({in_files})"
+    );
+    for s in &seen {
+        assert!(
+            s.argv.iter().all(|a| !a.contains(&token)),
+            "the token is in argv: {:?}",
+            s.label
+        );
+    }
+    let log = std::fs::read_to_string(ctx.report.log_path().unwrap()).unwrap();
+    assert!(!log.contains(&token), "the token is in the log");
+    assert!(
+        !log.contains(token.split('.').nth(1).unwrap()),
+        "its secret half is in the log"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dry_run_shows_each_nodes_kubeadm_documents_with_the_token_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let lines = Lines::default();
+    let mut ctx = context(dir.path(), Mode::Plan, &nodes, &lines);
+    run(&mut ctx, up_phases()).await.unwrap();
+    let token = ctx.cluster.join_token.as_ref().unwrap().reveal();
+    let shown = lines.0.lock().unwrap().join("\n");
+    for want in [
+        "cp1: create /run/khactl/kubeadm-init.yaml (0600, secret",
+        "kind: InitConfiguration",
+        "cp2: kubeadm join as a control plane",
+        "w1: kubeadm join as a worker",
+        "cp1: kubeadm init",
+        "<redacted>",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in\n{shown}");
+    }
+    assert!(!shown.contains(&token), "the dry run shows the token");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        joined: vec!["cp1".into(), "cp3".into(), "w1".into()],
+        stale: vec!["cp2".into()],
+    };
+    let nodes = Nodes::with_cluster(None, cluster);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    let on_cp1 = seen_labels(&nodes, "cp1");
+    assert!(
+        on_cp1
+            .iter()
+            .any(|l| l.contains("/v3/cluster/member/remove")),
+        "{on_cp1:?}"
+    );
+    assert!(
+        !on_cp1.iter().any(|l| l.starts_with("kubeadm init")),
+        "no second init"
+    );
+    let order: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.label.contains("member/remove")
+                || (s.node == "cp2" && s.argv[0] == "kubeadm" && s.argv[1] == "join")
+        })
+        .map(|s| format!("{}: {}", s.node, s.argv[..2].join(" ")))
+        .collect();
+    assert_eq!(
+        order,
+        ["cp1: sh -c", "cp2: kubeadm join"],
+        "removed first, then joined"
+    );
+    assert!(
+        seen_labels(&nodes, "cp3")
+            .iter()
+            .all(|l| !l.starts_with("kubeadm join")),
+        "cp3 is a member: left alone"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_join_is_reset_and_stops_the_control_planes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(Some(("cp2", "kubeadm join")));
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let failed = err.downcast_ref::<NodesFailed>().expect("nodes failed");
+    assert_eq!(failed.phase, "Join control planes");
+    let names: Vec<&str> = failed.failures.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["cp2", "cp3"]);
+    let cp2 = format!("{:#}", failed.failures[0].1);
+    assert!(cp2.contains("was reset"), "{cp2}");
+    assert!(
+        seen_labels(&nodes, "cp2")
+            .iter()
+            .any(|l| l.starts_with("kubeadm reset -f"))
+    );
+    assert!(
+        seen_labels(&nodes, "cp3")
+            .iter()
+            .all(|l| !l.starts_with("kubeadm join"))
+    );
+}

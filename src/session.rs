@@ -1,0 +1,255 @@
+//! A command's life around its phases, so a new command is its phase list plus its result.
+//!
+//! ```text
+//! load(options)        inventory validated, ssh client found, identity files readable —
+//!                      nothing created, no node contacted (errors exit 2)
+//!   .start(verb, mode) state directory, run log, report, Ctrl-C listener → Context
+//! run(ctx, phases)     the phases (see `phases::run`): cleanups on failure, Ctrl-C between steps
+//! finish(ctx, result)  connections closed, outcome written to the log → Finished or the error
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::diagnostics::Hinted;
+use crate::interrupt::Interrupt;
+use crate::inventory::{self, Inventory};
+use crate::phases::{self, ChangeRecord, Context, Mode, Phase, Settings};
+use crate::remote::{Connector, SshConnector, find_ssh_client};
+use crate::report::{Event, Report, Reporter, RunLog};
+use crate::state::StateDir;
+
+pub use crate::cluster::ClusterState;
+
+/// The options every command that reaches nodes shares, resolved from the command line once.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub inventory: PathBuf,
+    pub parallelism: usize,
+    pub connect_timeout: Duration,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// An error found before any connection: bad usage, an invalid inventory, a local problem.
+/// Exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct UsageError(Hinted);
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(Hinted::new(message))
+    }
+
+    pub fn hint(self, hint: impl Into<String>) -> Self {
+        Self(self.0.hint(hint))
+    }
+
+    pub fn hints(&self) -> &[String] {
+        self.0.hints()
+    }
+}
+
+/// Everything checked locally, nothing created yet.
+pub struct Loaded {
+    pub options: NodeOptions,
+    pub inventory: Inventory,
+    pub warnings: Vec<String>,
+}
+
+/// Validates what can be checked here, before anything is created or contacted.
+pub fn load(options: &NodeOptions) -> Result<Loaded, UsageError> {
+    let validated =
+        inventory::load(&options.inventory).map_err(|e| UsageError::new(e.to_string()))?;
+    if let Err(e) = find_ssh_client() {
+        let mut err = UsageError::new(e.to_string());
+        if let Some(h) = e.hint() {
+            err = err.hint(h);
+        }
+        return Err(err);
+    }
+    check_local_files(&validated.inventory)?;
+    Ok(Loaded {
+        options: options.clone(),
+        inventory: validated.inventory,
+        warnings: validated.warnings.iter().map(ToString::to_string).collect(),
+    })
+}
+
+impl Loaded {
+    /// Creates the state directory and the run log, and starts listening for Ctrl-C.
+    pub fn start(
+        self,
+        verb: &str,
+        mode: Mode,
+        reporter: Box<dyn Reporter>,
+    ) -> Result<Context, UsageError> {
+        self.start_with(verb, mode, reporter, Box::new(SshConnector))
+    }
+
+    /// [`Loaded::start`] with another way to reach nodes (unit tests pass fakes).
+    pub fn start_with(
+        self,
+        verb: &str,
+        mode: Mode,
+        reporter: Box<dyn Reporter>,
+        connector: Box<dyn Connector>,
+    ) -> Result<Context, UsageError> {
+        let state = StateDir::locate(
+            self.options.state_dir.as_deref(),
+            self.inventory.cluster.name.as_str(),
+        )
+        .map_err(|e| UsageError::new(e.to_string()))?;
+        state.create().map_err(|e| UsageError::new(e.to_string()))?;
+        let log_verb = if mode == Mode::Plan { "plan" } else { verb };
+        let log = RunLog::create(&state.logs_dir(), log_verb).map_err(|e| {
+            UsageError::new(format!(
+                "cannot create the run log in {}: {e}",
+                state.logs_dir().display()
+            ))
+        })?;
+        let report = Report::new(reporter, Some(log));
+        for w in &self.warnings {
+            report.event(Event::Warning {
+                node: None,
+                message: w,
+            });
+        }
+        let interrupt = Interrupt::default();
+        listen_for_ctrl_c(interrupt.clone(), report.clone());
+        let settings = Settings {
+            mode,
+            parallelism: self.options.parallelism,
+            connect_timeout: self.options.connect_timeout,
+            agent_binary: None,
+            interrupt,
+            verb: verb.to_owned(),
+        };
+        Ok(Context::new(
+            self.inventory,
+            settings,
+            state,
+            report,
+            connector,
+        ))
+    }
+}
+
+/// First Ctrl-C: finish the step in flight, clean up, exit 130. Second: exit at once.
+fn listen_for_ctrl_c(interrupt: Interrupt, report: Report) {
+    // Outside a runtime (a unit test building a context by hand) there is nothing to listen
+    // with; the run can still be interrupted through the flag.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        interrupt.raise();
+        report.event(Event::Warning {
+            node: None,
+            message: "interrupt: every node finishes the step it is on, then the run stops \
+                      (Ctrl-C again to stop at once)",
+        });
+        if tokio::signal::ctrl_c().await.is_ok() {
+            report.log_only("interrupted again: stopping at once");
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Runs the command's phases on the context.
+pub async fn run(ctx: &mut Context, phases: Vec<Box<dyn Phase>>) -> anyhow::Result<()> {
+    phases::run(ctx, phases).await
+}
+
+/// What a command's phases did, for its typed result.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub mode: Mode,
+    pub inventory: Inventory,
+    /// Every change made or planned, per node, in order.
+    pub journal: std::collections::BTreeMap<String, Vec<ChangeRecord>>,
+    pub cluster: ClusterState,
+    pub log: Option<PathBuf>,
+}
+
+impl Finished {
+    pub fn total_changes(&self) -> usize {
+        self.journal.values().map(Vec::len).sum()
+    }
+
+    pub fn nodes_changed(&self) -> usize {
+        self.journal.values().filter(|r| !r.is_empty()).count()
+    }
+}
+
+/// Closes the connections, writes the outcome to the log, and returns what the phases did or
+/// the error, which then names the log.
+pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Result<Finished> {
+    if let Some(fleet) = ctx.fleet.take() {
+        fleet.close().await;
+    }
+    ctx.report.finish();
+    let log = ctx.report.log_path().map(std::path::Path::to_path_buf);
+    let shown = log
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match result {
+        Ok(()) => {
+            let (total, nodes) = ctx.totals();
+            ctx.report
+                .log_only(&format!("finished: {total} change(s) on {nodes} node(s)"));
+            Ok(Finished {
+                mode: ctx.settings.mode,
+                journal: ctx.journal(),
+                cluster: ctx.cluster.clone(),
+                inventory: ctx.inventory,
+                log,
+            })
+        }
+        Err(e) => {
+            ctx.report.log_only(&format!("stopped: {e:#}"));
+            let dry = match ctx.settings.mode {
+                Mode::Plan => " --dry-run",
+                Mode::Apply => "",
+            };
+            let verb = &ctx.settings.verb;
+            Err(e.context(format!("khactl {verb}{dry} stopped; full log: {shown}")))
+        }
+    }
+}
+
+/// Identity files must exist here, on this machine, before any node is contacted.
+fn check_local_files(inv: &Inventory) -> Result<(), UsageError> {
+    let mut problems = Vec::new();
+    for (i, node) in inv.nodes.iter().enumerate() {
+        let target = inv.ssh_for(node);
+        if let Some(key) = &target.identity_file {
+            let field = if node.ssh.identity_file.is_some() {
+                format!("nodes[{i}].ssh.identityFile")
+            } else {
+                "ssh.identityFile".to_owned()
+            };
+            if let Err(e) = std::fs::File::open(key) {
+                let line = format!(
+                    "  error: {field}: cannot read {} ({e}); fix the path or create the key",
+                    key.display()
+                );
+                if !problems.contains(&line) {
+                    problems.push(line);
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(UsageError::new(format!(
+            "the inventory names SSH keys that cannot be used:\n{}",
+            problems.join("\n")
+        )))
+    }
+}
