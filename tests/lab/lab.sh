@@ -837,6 +837,13 @@ cmd_down_all() {
 		[[ -d $KHALAB_ROOT/$name ]] && continue # kept above
 		(cmd_down "$name")
 	done < <(ip netns list 2>/dev/null)
+	# Cgroups of labs whose state and namespaces are gone (a `down` killed halfway).
+	for d in "$(cgroup2_root)"/khalab/*/; do
+		[[ -d $d ]] || continue
+		name=$(basename "$d")
+		[[ $name =~ ^[a-z][a-z0-9-]{0,19}$ && ! -d $KHALAB_ROOT/$name ]] || continue
+		(cmd_down "$name")
+	done
 	for l in /sys/class/net/khl*; do
 		[[ -e $l && ${l##*/} =~ ^khl([0-9]+)n[0-9]+$ ]] || continue
 		[[ $kept_indexes == *" ${BASH_REMATCH[1]} "* ]] || ip link del "${l##*/}" 2>/dev/null || true
