@@ -67,6 +67,8 @@ pub struct VrrpCounters {
     pub dropped_other_vrid: u64,
     pub dropped_bad_interval: u64,
     pub dropped_address_mismatch: u64,
+    /// Max Adver Int outside `vrrp.advert_interval_factor` of our own interval.
+    pub dropped_interval_out_of_range: u64,
     pub vip_refresh_errors: u64,
     pub send_errors: u64,
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use super::io::timer::DeadlineTimer;
 use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
 use super::vip::{Vip, VipWorker};
+use crate::status::log;
+
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
 
 type Started = (
@@ -29,6 +32,9 @@ type Started = (
 const RECV_BUFFER: usize = 65_535;
 /// Most queued datagrams handled before due timers (see `Runner::drain_queued`).
 const MAX_DRAIN: usize = 64;
+/// Dropped adverts worth a log line are logged at most this often: a flood of forged adverts
+/// must not turn into a flood of log lines written from the realtime thread.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) fn start(
     settings: VrrpSettings,
@@ -155,6 +161,9 @@ struct Runner {
     next_garp_repeat: Option<Instant>,
     counters: VrrpCounters,
     last_error: Option<String>,
+    /// Max Adver Int values accepted from other routers.
+    accepted_intervals: RangeInclusive<u16>,
+    interval_drop_logged: Option<Instant>,
 }
 
 /// What woke the loop.
@@ -187,6 +196,8 @@ impl Runner {
         let (status, status_rx) = watch::channel(VrrpStatus::default());
         let runner = Self {
             unicast_peers: settings.peers.clone(),
+            accepted_intervals: settings.accepted_advert_intervals_cs(),
+            interval_drop_logged: None,
             settings,
             edge,
             instance,
@@ -388,6 +399,29 @@ impl Runner {
         // list is misconfigured; its adverts are dropped.
         if advert.priority != 255 && !advert.addresses.contains(&self.settings.vip) {
             c.dropped_address_mismatch += 1;
+            return;
+        }
+        // Not in RFC 5798, which has a backup adopt any interval (§6.4.2): see
+        // `VrrpSettings::advert_interval_factor`.
+        if !self.accepted_intervals.contains(&advert.max_advert_int_cs) {
+            c.dropped_interval_out_of_range += 1;
+            let first = c.dropped_interval_out_of_range == 1;
+            if first
+                || self
+                    .interval_drop_logged
+                    .is_none_or(|at| now - at >= DROP_LOG_EVERY)
+            {
+                self.interval_drop_logged = Some(now);
+                log::warn(format_args!(
+                    "vrrp: dropped an advert from {} advertising {} cs, outside the accepted \
+                     {}..={} cs (vrrp.advert_interval_factor); {} dropped so far",
+                    received.src,
+                    advert.max_advert_int_cs,
+                    self.accepted_intervals.start(),
+                    self.accepted_intervals.end(),
+                    c.dropped_interval_out_of_range,
+                ));
+            }
             return;
         }
         c.adverts_rx += 1;

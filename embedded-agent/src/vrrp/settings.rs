@@ -3,6 +3,7 @@
 //! values. Defaults are chosen for fast, single-move failover (see `docs/vrrp.md`).
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +22,13 @@ pub struct VrrpSettings {
     /// so this must be a multiple of 10 in 10..=40950.
     #[serde(default = "default_advert_interval_ms")]
     pub advert_interval_ms: u32,
+    /// Adverts whose Max Adver Int is more than this factor above or below our own interval
+    /// are dropped (1..=100). RFC 5798 has a backup adopt the master's interval unchecked
+    /// (§6.4.2), so one forged advert carrying 4095 cs would make every node wait two
+    /// minutes before taking over; no node of our group advertises another interval than
+    /// ours except during a rolling change of it.
+    #[serde(default = "default_advert_interval_factor")]
+    pub advert_interval_factor: u16,
     /// The virtual IPv4 address.
     pub vip: Ipv4Addr,
     /// Prefix length the VIP is installed with (default 32).
@@ -60,6 +68,9 @@ pub struct VrrpSettings {
 
 fn default_advert_interval_ms() -> u32 {
     100
+}
+fn default_advert_interval_factor() -> u16 {
+    2
 }
 fn default_vip_prefix_len() -> u8 {
     32
@@ -133,6 +144,15 @@ impl VrrpSettings {
                 format!(
                     "{} is not allowed: adverts carry centiseconds, use a multiple of 10 in 10..=40950",
                     self.advert_interval_ms
+                ),
+            );
+        }
+        if !(1..=100).contains(&self.advert_interval_factor) {
+            bad(
+                "vrrp.advert_interval_factor",
+                format!(
+                    "{} is not allowed; use 1..=100 (1: only our own interval is accepted)",
+                    self.advert_interval_factor
                 ),
             );
         }
@@ -223,6 +243,18 @@ impl VrrpSettings {
             .min(crate::vrrp::packet::MAX_ADVERT_INTERVAL_CS)
     }
 
+    /// The Max Adver Int values (centiseconds) an advert may carry to be accepted: our own
+    /// interval divided and multiplied by `advert_interval_factor`, within the 12-bit field.
+    pub fn accepted_advert_intervals_cs(&self) -> RangeInclusive<u16> {
+        let ours = self.advert_interval_cs();
+        let factor = self.advert_interval_factor.max(1);
+        let low = ours.div_ceil(factor).max(1);
+        let high = ours
+            .saturating_mul(factor)
+            .min(crate::vrrp::packet::MAX_ADVERT_INTERVAL_CS);
+        low..=high
+    }
+
     /// Whether adverts are unicast to `peers` instead of multicast.
     pub fn unicast(&self) -> bool {
         !self.peers.is_empty()
@@ -303,6 +335,39 @@ mod tests {
         let s = parse(&format!("{MINIMAL}advert_interval_ms: 40950\n")).unwrap();
         s.validate().unwrap();
         assert_eq!(s.advert_interval_cs(), 4095);
+    }
+
+    /// The defence against one forged advert with Max Adver Int 4095 cs (issue #12): the
+    /// accepted range is ours ÷ factor ..= ours × factor, within the 12-bit field.
+    #[test]
+    fn accepts_advertised_intervals_only_within_the_factor_of_our_own() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.advert_interval_factor, 2);
+        assert_eq!(s.accepted_advert_intervals_cs(), 5..=20);
+        assert!(!s.accepted_advert_intervals_cs().contains(&4095));
+        let exact = parse(&format!(
+            "{MINIMAL}advert_interval_factor: 1
+"
+        ))
+        .unwrap();
+        assert_eq!(exact.accepted_advert_intervals_cs(), 10..=10);
+        let fast = parse(&format!(
+            "{MINIMAL}advert_interval_ms: 10\nadvert_interval_factor: 3\n"
+        ))
+        .unwrap();
+        assert_eq!(fast.accepted_advert_intervals_cs(), 1..=3);
+        let slow = parse(&format!(
+            "{MINIMAL}advert_interval_ms: 40950\nadvert_interval_factor: 100\n"
+        ))
+        .unwrap();
+        assert_eq!(slow.accepted_advert_intervals_cs(), 41..=4095);
+        for factor in [0, 101] {
+            let s = parse(&format!("{MINIMAL}advert_interval_factor: {factor}\n")).unwrap();
+            assert_eq!(
+                s.validate().unwrap_err()[0].field,
+                "vrrp.advert_interval_factor"
+            );
+        }
     }
 
     #[test]
