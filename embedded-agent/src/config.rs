@@ -360,10 +360,15 @@ impl Config {
     /// decided: the agent warns from it, and khactl picks reload or restart from it.
     pub fn restart_needed(&self, next: &Config) -> Vec<&'static str> {
         let vrrp_differs = match (&self.vrrp, &next.vrrp) {
+            // Peers (an empty list included) are applied live; unicast ↔ multicast changes
+            // the sockets. The mode compared is the effective one: `unicast` may be left out
+            // when peers are listed.
             (Some(a), Some(b)) => {
+                let mode_differs = a.unicast() != b.unicast();
                 let mut b = b.clone();
                 b.peers.clone_from(&a.peers);
-                *a != b
+                b.unicast = a.unicast;
+                mode_differs || *a != b
             }
             (a, b) => a.is_some() != b.is_some(),
         };
@@ -656,6 +661,33 @@ mod tests {
         assert_eq!(base.restart_needed(&moved), ["listen"]);
         let capped = Config::parse(&format!("{MINIMAL}max_connections: 10\n")).unwrap();
         assert_eq!(base.restart_needed(&capped), ["max_connections"]);
+    }
+
+    /// Issue #12, item 1: going from two control planes to one empties a unicast peer list;
+    /// that is a reload (the agent applies the empty list), while a change between unicast
+    /// and multicast is a restart.
+    #[test]
+    fn an_emptied_unicast_peer_list_is_a_reload_and_a_change_of_mode_a_restart() {
+        let vrrp = |tail: &str| {
+            Config::parse(&format!(
+                "{MINIMAL}vrrp: {{interface: eth0, router_id: 51, priority: 100, vip: 10.0.0.100{tail}}}\n"
+            ))
+            .unwrap()
+        };
+        let pair = vrrp(", peers: [10.0.0.2]");
+        let alone = vrrp(", unicast: true, peers: []");
+        assert!(pair.restart_needed(&alone).is_empty());
+        assert!(alone.restart_needed(&pair).is_empty());
+        assert!(
+            pair.restart_needed(&vrrp(", unicast: true, peers: [10.0.0.2]"))
+                .is_empty()
+        );
+        let multicast = vrrp("");
+        assert_eq!(pair.restart_needed(&multicast), ["vrrp (other than peers)"]);
+        assert_eq!(
+            multicast.restart_needed(&alone),
+            ["vrrp (other than peers)"]
+        );
     }
 
     #[test]

@@ -214,7 +214,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
                         plans_tx.send_replace(plan(lb.current(), &next.config, next.tls));
                         tracks_tx.send_replace(Arc::new(next.config.track.clone()));
                         if let (Some(h), Some(v)) = (&vrrp_handle, &next.config.vrrp) {
-                            h.update_peers(v.peers.clone());
+                            h.update_peers(v);
                         }
                         reloads.fetch_add(1, Ordering::Relaxed);
                         log::info(format_args!(

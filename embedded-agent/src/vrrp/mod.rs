@@ -147,6 +147,8 @@ fn permission_hint(err: &std::io::Error) -> &'static str {
 pub struct VrrpHandle {
     status: watch::Receiver<VrrpStatus>,
     peers: watch::Sender<Vec<Ipv4Addr>>,
+    /// The running mode, fixed by the sockets opened at start.
+    unicast: bool,
     thread: std::thread::JoinHandle<Result<(), VrrpError>>,
 }
 
@@ -164,10 +166,14 @@ impl VrrpHandle {
             .map_err(|panic| VrrpError::Thread(panic_message(&panic)))?
     }
 
-    /// Replaces the unicast peer list (SIGHUP reload). Switching between unicast and multicast
-    /// needs a restart; an empty list while unicast keeps the old peers.
-    pub fn update_peers(&self, peers: Vec<Ipv4Addr>) {
-        self.peers.send_replace(peers);
+    /// Applies the peer list of a reloaded `vrrp:` section (SIGHUP), an empty one included:
+    /// a unicast group reduced to this node hears no one any more. A section that switches
+    /// between unicast and multicast is not applied: that needs new sockets, so a restart
+    /// (which `Config::restart_needed` asks for), and until then the running peers stay.
+    pub fn update_peers(&self, next: &VrrpSettings) {
+        if next.unicast() == self.unicast {
+            self.peers.send_replace(next.peers.clone());
+        }
     }
 }
 
@@ -189,10 +195,12 @@ pub fn spawn(
 ) -> Result<VrrpHandle, VrrpError> {
     settings.validate().map_err(VrrpError::Settings)?;
     let (peers_tx, peers_rx) = watch::channel(settings.peers.clone());
+    let unicast = settings.unicast();
     let (status, thread) = runner::start(settings, track, shutdown, peers_rx)?;
     Ok(VrrpHandle {
         status,
         peers: peers_tx,
+        unicast,
         thread,
     })
 }

@@ -270,13 +270,8 @@ impl Runner {
                     self.feed(Event::Track(track), now);
                 }
                 Wake::TrackGone => track_open = false,
-                Wake::Peers => {
-                    let peers = self.peers.borrow_and_update().clone();
-                    // Unicast ↔ multicast changes the sockets; only a restart does that.
-                    if self.settings.unicast() && !peers.is_empty() {
-                        self.unicast_peers = peers;
-                    }
-                }
+                // Only sent in the running mode (see `VrrpHandle::update_peers`).
+                Wake::Peers => self.unicast_peers = self.peers.borrow_and_update().clone(),
                 Wake::PeersGone => peers_open = false,
             }
             self.collect_refresh_failures();

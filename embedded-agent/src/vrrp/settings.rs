@@ -38,8 +38,13 @@ pub struct VrrpSettings {
     /// Default: the first IPv4 address of `interface` that is not the VIP.
     #[serde(default)]
     pub source_address: Option<Ipv4Addr>,
-    /// Empty: multicast to 224.0.0.18. Non-empty: unicast to these, and adverts are only
-    /// accepted from them.
+    /// Unicast: adverts go to `peers` only and are accepted from them only; an empty list
+    /// then means a group of one, which hears no one (a single control plane). Multicast:
+    /// adverts go to 224.0.0.18 and anyone on the segment is heard. Default: unicast when
+    /// `peers` is not empty, so older configs keep their meaning.
+    #[serde(default)]
+    pub unicast: Option<bool>,
+    /// The other routers of the group, with `unicast`.
     #[serde(default)]
     pub peers: Vec<Ipv4Addr>,
     /// Whether a higher-priority backup takes over from a lower-priority master (§6.1).
@@ -181,6 +186,12 @@ impl VrrpSettings {
                 ),
             );
         }
+        if self.unicast == Some(false) && !self.peers.is_empty() {
+            bad(
+                "vrrp.peers",
+                "peers are only used with unicast; remove them or set `unicast: true`".into(),
+            );
+        }
         for peer in &self.peers {
             if peer.is_multicast()
                 || peer.is_unspecified()
@@ -257,7 +268,7 @@ impl VrrpSettings {
 
     /// Whether adverts are unicast to `peers` instead of multicast.
     pub fn unicast(&self) -> bool {
-        !self.peers.is_empty()
+        self.unicast.unwrap_or(!self.peers.is_empty())
     }
 
     /// Kernel lifetime of the VIP.
@@ -409,5 +420,15 @@ mod tests {
         let s = parse(&format!("{MINIMAL}peers: [10.0.0.2, 10.0.0.3]\n")).unwrap();
         s.validate().unwrap();
         assert!(s.unicast());
+    }
+
+    /// A single control plane: unicast to no one, so no advert from anyone is obeyed.
+    #[test]
+    fn explicit_unicast_allows_an_empty_peer_list_and_multicast_refuses_peers() {
+        let alone = parse(&format!("{MINIMAL}unicast: true\npeers: []\n")).unwrap();
+        alone.validate().unwrap();
+        assert!(alone.unicast());
+        let s = parse(&format!("{MINIMAL}unicast: false\npeers: [10.0.0.2]\n")).unwrap();
+        assert_eq!(s.validate().unwrap_err()[0].field, "vrrp.peers");
     }
 }

@@ -280,3 +280,31 @@ fn one_forged_advert_with_a_huge_interval_moves_nothing() {
         || lab.holders() == [1] && lab.state(1) == "master",
     );
 }
+
+/// Issue #12, item 1: going from two control planes to one, khactl reloads the remaining
+/// agent with `unicast: true` and no peers. The agent must apply that empty list (it used to
+/// keep the old peer): it stops advertising to the departed node and stops obeying it. (That
+/// the departed node then takes a VIP of its own is why khactl must stop its agent.)
+#[test]
+fn sighup_applies_an_emptied_unicast_peer_list() {
+    let lab = Lab::new(86, 2);
+    let [node1, _node2] = unicast_pair(&lab);
+    write_config(&lab, 1, 150, "  unicast: true\n  peers: []\n", "");
+    node1.signal("HUP");
+    wait_for(
+        "node 2 to stop hearing node 1 and take over",
+        Duration::from_secs(3),
+        || lab.state(2) == "master",
+    );
+    wait_for(
+        "node 1 to drop node 2's adverts as an unknown peer's",
+        Duration::from_secs(3),
+        || lab.counter(1, "dropped_unknown_peer") > 0,
+    );
+    assert_eq!(lab.state(1), "master");
+    assert_eq!(
+        lab.counter(1, "transitions_to_backup"),
+        1,
+        "only at start-up"
+    );
+}
