@@ -215,6 +215,11 @@ impl Default for Timeouts {
 pub struct StatusConfig {
     pub listen: SocketAddr,
     pub basic_auth: Option<BasicAuthConfig>,
+    /// Serve the pages without a password on an address other hosts can reach. Without it, a
+    /// non-loopback `listen` needs `basic_auth`: the pages tell anyone who reaches them the
+    /// backends, their health and the VRRP state, what an attacker needs to time an attack.
+    #[serde(default)]
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -509,6 +514,17 @@ impl Config {
                     "is the same address as `listen`".into(),
                 );
             }
+            if !s.listen.ip().to_canonical().is_loopback() && s.basic_auth.is_none() && !s.public {
+                bad(
+                    "status.listen".into(),
+                    format!(
+                        "{} can be reached from other hosts and the status pages have no \
+                         password: listen on 127.0.0.1, add `basic_auth`, or set \
+                         `status.public: true` to serve them to anyone who reaches it",
+                        s.listen
+                    ),
+                );
+            }
             if let Some(a) = &s.basic_auth
                 && (a.user.is_empty() || a.user.contains(':'))
             {
@@ -745,6 +761,47 @@ mod tests {
             p[0].starts_with("status.basic_auth.password_file: cannot read"),
             "{p:?}"
         );
+    }
+
+    /// Issue #12, item 14: `khagent check` accepted `status.listen: 0.0.0.0` without a
+    /// password.
+    #[test]
+    fn a_status_listener_other_hosts_reach_needs_basic_auth_or_public() {
+        let status = |listen: &str, extra: &str| {
+            problems_of(&format!(
+                "{MINIMAL}status:\n  listen: \"{listen}\"\n{extra}"
+            ))
+        };
+        for listen in [
+            "0.0.0.0:9901",
+            "10.0.0.11:9901",
+            "[::]:9901",
+            "[::ffff:10.0.0.1]:9901",
+        ] {
+            let p = status(listen, "");
+            assert_eq!(p.len(), 1, "{listen}: {p:?}");
+            assert!(p[0].starts_with("status.listen:"), "{p:?}");
+            assert!(p[0].contains("status.public: true"), "{p:?}");
+            assert_eq!(status(listen, "  public: true\n"), Vec::<String>::new());
+        }
+        for listen in [
+            "127.0.0.1:9901",
+            "127.0.0.2:9901",
+            "[::1]:9901",
+            "[::ffff:127.0.0.1]:9901",
+        ] {
+            assert_eq!(status(listen, ""), Vec::<String>::new(), "{listen}");
+        }
+        let dir = std::env::temp_dir().join(format!("khagent-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let auth = format!(
+            "  basic_auth: {{user: admin, password_file: {}}}\n",
+            pw.display()
+        );
+        assert_eq!(status("0.0.0.0:9901", &auth), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

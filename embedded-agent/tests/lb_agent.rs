@@ -958,6 +958,19 @@ fn check_validates_without_running() {
     let (code, _, err) = run_khagent(&["check", "--config", p]);
     assert_eq!(code, 2);
     assert!(err.contains("vrrp.router_id: 0 is reserved"), "{err}");
+    // Issue #12, item 14: status pages on an address other hosts reach need a password or
+    // an explicit `public: true`.
+    let open_status = "listen: 127.0.0.1:7443\nbackends:\n  - {name: a, address: 127.0.0.1:6443}\nstatus: {listen: 0.0.0.0:9901}\n";
+    std::fs::write(&path, open_status).unwrap();
+    let (code, _, err) = run_khagent(&["check", "--config", p]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("status.listen: 0.0.0.0:9901 can be reached"),
+        "{err}"
+    );
+    std::fs::write(&path, open_status.replace("9901}", "9901, public: true}")).unwrap();
+    let (code, _, err) = run_khagent(&["check", "--config", p]);
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = run_khagent(&["--conf", p]);
     assert_eq!(code, 2);
     assert!(err.contains("usage"), "{err}");

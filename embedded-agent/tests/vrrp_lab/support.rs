@@ -425,7 +425,7 @@ pub fn write_config(lab: &Lab, i: usize, priority: u8, extra: &str, top: &str) -
         "listen: 0.0.0.0:16443\n\
          backends:\n  - name: local\n    address: 127.0.0.1:6443\n\
          health:\n  interval: 100ms\n  timeout: 100ms\n  rise: 1\n  fall: 1\n\
-         status:\n  listen: {addr}:{STATUS_PORT}\n\
+         status:\n  listen: {addr}:{STATUS_PORT}\n  public: true\n\
          {top}\
          vrrp:\n  interface: eth0\n  router_id: {ROUTER_ID}\n  priority: {priority}\n  vip: {vip}\n{extra}",
         addr = lab.addr(i),
