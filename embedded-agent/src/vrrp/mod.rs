@@ -113,6 +113,18 @@ pub enum VrrpError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "vrrp.vip: {vip}/{prefix_len} is already on {interface} and khagent did not add it ({why}): \
+         another VRRP daemon (keepalived?) or an `ip addr add` put it there. khagent removes only \
+         a VIP it added; stop that daemon, or remove the address \
+         (`ip addr del {vip}/{prefix_len} dev {interface}`), then start khagent again"
+    )]
+    ForeignVip {
+        vip: Ipv4Addr,
+        prefix_len: u8,
+        interface: String,
+        why: String,
+    },
     #[error("vrrp: the VRRP thread stopped unexpectedly: {0}")]
     Thread(String),
 }

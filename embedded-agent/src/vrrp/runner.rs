@@ -18,7 +18,7 @@ use super::io::socket::VrrpSocket;
 use super::io::timer::DeadlineTimer;
 use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
-use super::vip::{Vip, VipWorker};
+use super::vip::{Foreign, Marker, Vip, VipWorker, left_by_us};
 use crate::status::log;
 
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
@@ -117,21 +117,19 @@ impl Edge {
             DeadlineTimer::new().map_err(|e| VrrpError::io("creating the VRRP timer", e))?;
         let arp = GratuitousArp::open(interface, ifindex)
             .map_err(|e| VrrpError::io(format!("opening the ARP socket on {interface}"), e))?;
-        // A VIP left by an earlier khagent that died before its lifetime ran out (or by a
-        // keepalived) must not make two holders: we start as backup, holding nothing.
-        netlink
-            .delete_address(ifindex, settings.vip, settings.vip_prefix_len)
-            .map_err(|e| {
-                VrrpError::io(
-                    format!("removing a stale {} from {interface}", settings.vip),
-                    e,
-                )
-            })?;
+        let marker = Marker::new(
+            &settings.state_dir,
+            settings.vip,
+            settings.vip_prefix_len,
+            interface,
+        );
+        remove_vip_left_by_us(&mut netlink, ifindex, settings, &marker)?;
         let vip = Vip {
             ifindex,
             address: settings.vip,
             prefix_len: settings.vip_prefix_len,
             lifetime: settings.vip_lifetime(),
+            marker,
         };
         let vip = VipWorker::start(netlink, vip, settings.realtime_priority)
             .map_err(|e| VrrpError::io("starting the VIP worker thread", e))?;
@@ -143,6 +141,41 @@ impl Edge {
             timer,
         })
     }
+}
+
+/// An agent starts as a backup holding nothing. A VIP that an earlier run of this agent left
+/// (killed before the lifetime ran out) would make two holders: it is removed. A VIP someone
+/// else put there (keepalived, an `ip addr add`) is theirs: it is left alone and the agent
+/// does not start, saying why, rather than take or drop an address it does not own.
+fn remove_vip_left_by_us(
+    netlink: &mut Netlink,
+    ifindex: u32,
+    settings: &VrrpSettings,
+    marker: &Marker,
+) -> Result<(), VrrpError> {
+    let (vip, interface) = (settings.vip, &settings.interface);
+    let listing = |e| VrrpError::io(format!("listing the addresses of {interface}"), e);
+    let found = netlink.addresses(ifindex).map_err(listing)?;
+    if let Some(found) = found.iter().find(|a| a.address == vip) {
+        left_by_us(found, marker.present()).map_err(|why| VrrpError::ForeignVip {
+            vip,
+            prefix_len: found.prefix_len,
+            interface: interface.clone(),
+            why: match why {
+                Foreign::Permanent => "it never expires (valid_lft forever)".into(),
+                Foreign::Unrecorded => format!(
+                    "{} does not record adding it; it has a lifetime and goes away by itself",
+                    marker.path().display()
+                ),
+            },
+        })?;
+        netlink
+            .delete_address(ifindex, vip, found.prefix_len)
+            .map_err(|e| VrrpError::io(format!("removing our stale {vip} from {interface}"), e))?;
+    }
+    marker
+        .clear()
+        .map_err(|e| VrrpError::io(format!("removing {}", marker.path().display()), e))
 }
 
 struct Runner {

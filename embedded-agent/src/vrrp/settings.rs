@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -63,6 +64,10 @@ pub struct VrrpSettings {
     /// on as a normal thread and says so in status.
     #[serde(default = "default_realtime_priority")]
     pub realtime_priority: u8,
+    /// Where the agent records that it added the VIP (`vip-added`), so that a restarted agent
+    /// removes a VIP its killed predecessor left, and never one someone else added.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// Gratuitous ARPs sent at once when becoming master (0..=100).
     #[serde(default = "default_garp_count")]
     pub gratuitous_arp_count: u8,
@@ -85,6 +90,9 @@ fn default_true() -> bool {
 }
 fn default_vip_lifetime_s() -> u32 {
     1
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/khagent")
 }
 fn default_realtime_priority() -> u8 {
     1
@@ -223,6 +231,12 @@ impl VrrpSettings {
                     "{} is not allowed; use 1..=3600 seconds",
                     self.vip_lifetime_s
                 ),
+            );
+        }
+        if !self.state_dir.is_absolute() {
+            bad(
+                "vrrp.state_dir",
+                format!("{} is not an absolute path", self.state_dir.display()),
             );
         }
         if self.realtime_priority > 99 {
