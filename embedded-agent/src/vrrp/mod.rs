@@ -10,6 +10,7 @@
 pub mod instance;
 pub mod io;
 pub mod packet;
+pub mod probe;
 mod runner;
 pub mod settings;
 mod vip;
