@@ -403,6 +403,13 @@ fn a_control_plane_added_to_the_inventory_reaches_running_agents_by_reload() {
         log.contains("cp4: enable and start service khagent"),
         "cp4 gets its first agent: {log}"
     );
+    // Before its first start, and only there, khactl listened for a stranger with our VRID.
+    let listened: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": $ ") && l.contains("khagent probe-vrid"))
+        .filter_map(|l| l.trim().split(':').next())
+        .collect();
+    assert_eq!(listened, ["cp4"], "{log}");
     let now: Vec<String> = CONTROL_PLANES.iter().map(|n| agent_pid(&lab, n)).collect();
     assert_eq!(pids, now, "the same agent processes, reloaded in place");
     for node in CONTROL_PLANES {

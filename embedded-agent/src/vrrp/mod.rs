@@ -20,7 +20,8 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use settings::{SettingsProblem, VrrpSettings};
+pub use settings::{DEFAULT_STATE_DIR, SettingsProblem, VrrpSettings};
+pub use vip::{MARKER_FILE, marker_line};
 
 /// What tracked checks (computed by the agent's health module) do to this node's priority.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -91,8 +91,11 @@ fn default_true() -> bool {
 fn default_vip_lifetime_s() -> u32 {
     1
 }
+/// Where the agent keeps its state unless `state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/khagent";
+
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/khagent")
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 fn default_realtime_priority() -> u8 {
     1

@@ -57,11 +57,19 @@ pub(super) struct Marker {
     line: String,
 }
 
+/// The record's file name in the state directory.
+pub const MARKER_FILE: &str = "vip-added";
+
+/// The record's whole content for `vip/prefix_len` on `interface` (khactl reads it too).
+pub fn marker_line(vip: Ipv4Addr, prefix_len: u8, interface: &str) -> String {
+    format!("{vip}/{prefix_len} {interface}\n")
+}
+
 impl Marker {
     pub fn new(state_dir: &Path, vip: Ipv4Addr, prefix_len: u8, interface: &str) -> Marker {
         Marker {
-            path: state_dir.join("vip-added"),
-            line: format!("{vip}/{prefix_len} {interface}\n"),
+            path: state_dir.join(MARKER_FILE),
+            line: marker_line(vip, prefix_len, interface),
         }
     }
 
