@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::ops::RangeInclusive;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -19,9 +18,8 @@ use super::io::timer::DeadlineTimer;
 use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
 use super::vip::{Foreign, Marker, Vip, VipWorker, left_by_us};
-use crate::status::log;
-
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
+use crate::status::log;
 
 type Started = (
     watch::Receiver<VrrpStatus>,
@@ -194,8 +192,7 @@ struct Runner {
     next_garp_repeat: Option<Instant>,
     counters: VrrpCounters,
     last_error: Option<String>,
-    /// Max Adver Int values accepted from other routers.
-    accepted_intervals: RangeInclusive<u16>,
+    /// When an advert dropped for its interval was last logged.
     interval_drop_logged: Option<Instant>,
 }
 
@@ -229,7 +226,6 @@ impl Runner {
         let (status, status_rx) = watch::channel(VrrpStatus::default());
         let runner = Self {
             unicast_peers: settings.peers.clone(),
-            accepted_intervals: settings.accepted_advert_intervals_cs(),
             interval_drop_logged: None,
             settings,
             edge,
@@ -431,13 +427,12 @@ impl Runner {
         }
         // Not in RFC 5798, which has a backup adopt any interval (§6.4.2): see
         // `VrrpSettings::advert_interval_factor`.
-        if !self.accepted_intervals.contains(&advert.max_advert_int_cs) {
+        let accepted = self.settings.accepted_advert_intervals_cs();
+        if !accepted.contains(&advert.max_advert_int_cs) {
             c.dropped_interval_out_of_range += 1;
-            let first = c.dropped_interval_out_of_range == 1;
-            if first
-                || self
-                    .interval_drop_logged
-                    .is_none_or(|at| now - at >= DROP_LOG_EVERY)
+            if self
+                .interval_drop_logged
+                .is_none_or(|at| now - at >= DROP_LOG_EVERY)
             {
                 self.interval_drop_logged = Some(now);
                 log::warn(format_args!(
@@ -445,8 +440,8 @@ impl Runner {
                      {}..={} cs (vrrp.advert_interval_factor); {} dropped so far",
                     received.src,
                     advert.max_advert_int_cs,
-                    self.accepted_intervals.start(),
-                    self.accepted_intervals.end(),
+                    accepted.start(),
+                    accepted.end(),
                     c.dropped_interval_out_of_range,
                 ));
             }
