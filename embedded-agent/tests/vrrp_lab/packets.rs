@@ -259,8 +259,15 @@ fn one_forged_advert_with_a_huge_interval_moves_nothing() {
         );
     }
     // Well past one Master_Down_Interval (361 ms for node 2): a master that had yielded, or
-    // a backup that had taken over, would show by now.
+    // a backup that had taken over, would show by now. Meanwhile node 2 keeps hearing node 1
+    // every 100 ms (ten a second; a pause would cost at least three).
+    let heard_before = lab.counter(2, "adverts_rx");
     assert_sole_holder(&lab, 1, Duration::from_secs(1));
+    let heard = lab.counter(2, "adverts_rx") - heard_before;
+    assert!(
+        heard >= 9,
+        "node 2 heard {heard} adverts from node 1 in a second"
+    );
     assert_eq!(lab.state(1), "master");
     assert_eq!([transitions(1), transitions(2)], before);
     assert_eq!(lab.vrrp(2)["master_advert_interval_ms"], 100);
