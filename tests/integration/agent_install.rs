@@ -282,17 +282,21 @@ fn a_restart_that_fails_stops_the_rolling_restart_and_the_next_run_finishes_it()
     assert!(first.status.success(), "{}", describe(&first));
     assert_eq!(vip_holders(&lab), ["cp1"]);
 
-    // On cp2 something else already listens on the port the new inventory moves the load
-    // balancer to: the config passes `khagent check`, but the restarted agent cannot bind and
-    // exits at once.
+    // On cp2 something else already listens on the VIP at the port the new inventory moves
+    // the load balancer to: the config passes `khagent check`, but the restarted agent cannot
+    // bind and exits at once. (On a wildcard address preflight would refuse it before any
+    // change; on the VIP of a node whose agent is installed, it cannot tell it from the
+    // agent's own listener. IP_FREEBIND (15): cp2 does not hold the VIP.)
     let blocker = lab.exec_ok(
         "cp2",
         &[
             "sh",
             "-c",
             "python3 -c 'import socket,sys,time; s=socket.socket(); \
-             s.bind((\"0.0.0.0\", int(sys.argv[1]))); s.listen(); time.sleep(600)' \"$0\" \
+             s.setsockopt(socket.SOL_IP, 15, 1); \
+             s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); time.sleep(600)' \"$0\" \"$1\" \
              >/dev/null 2>&1 & echo $!",
+            &lab.vip().to_string(),
             NEW_LB_PORT,
         ],
     );
