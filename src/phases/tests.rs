@@ -806,3 +806,73 @@ async fn ctrl_c_after_kubeadm_init_keeps_the_node_and_advises_no_manual_reset() 
         kubeadm_runs(&nodes)
     );
 }
+
+/// Fake nodes as [`Nodes::new`] makes them, except that `answer` may replace the answer to a
+/// command on a node (`None`: the usual one).
+fn nodes_answering(answer: impl Fn(&str, &RemoteCommand) -> Option<String> + 'static) -> Nodes {
+    let usual = Nodes::new(None);
+    let inner = Rc::clone(&usual.responder);
+    Nodes {
+        record: usual.record,
+        responder: Rc::new(move |node, cmd| match answer(node, cmd) {
+            Some(text) => Ok(output(0, &text)),
+            None => inner(node, cmd),
+        }),
+    }
+}
+
+/// Issue #12, item 12: a VIP someone else put on a control plane (keepalived, an admin) stops
+/// `up` in preflight, before any node changes, naming the node and how to remove it.
+#[tokio::test(flavor = "current_thread")]
+async fn up_stops_before_any_change_when_a_node_already_holds_the_vip() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes_answering(|node, cmd| {
+        (node == "cp2" && cmd.label().starts_with("khactl-probe"))
+            .then(|| probe_output(node, cmd, &Cluster::default()) + "addr eth0 10.0.0.100/24\n")
+    });
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("Preflight checks: failed on cp2"), "{text}");
+    assert!(
+        text.contains("`ip addr del 10.0.0.100/24 dev eth0`"),
+        "{text}"
+    );
+    let writes: Vec<Seen> = nodes.seen().into_iter().filter(|s| !s.read_only).collect();
+    assert!(writes.is_empty(), "changed nodes: {writes:?}");
+}
+
+/// Issue #12, item 12: before an agent first starts on a node, khactl listens there for
+/// another VRRP router with the cluster's VRID; one heard stops the install before any agent
+/// starts anywhere, naming the router and what to do.
+#[tokio::test(flavor = "current_thread")]
+async fn up_starts_no_agent_when_another_router_uses_our_vrid() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes_answering(|node, cmd| {
+        (node == "cp3" && cmd.argv().iter().any(|a| a == "probe-vrid"))
+            .then(|| "heard 10.0.0.5 priority 100 interval_cs 100 addresses 10.0.0.200\n".into())
+    });
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("Install the agent: failed on cp3"), "{text}");
+    assert!(
+        text.contains("another VRRP router uses VRID 51 on eth0: 10.0.0.5"),
+        "{text}"
+    );
+    let seen = nodes.seen();
+    let listened: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.argv.iter().any(|a| a == "probe-vrid"))
+        .map(|s| {
+            assert!(s.read_only, "the listen is read-only");
+            s.node.as_str()
+        })
+        .collect();
+    assert_eq!(listened, ["cp1", "cp2", "cp3"]);
+    let started: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.argv.iter().any(|a| a == "khagent") && s.argv.iter().any(|a| a == "enable"))
+        .collect();
+    assert!(started.is_empty(), "an agent was started: {started:?}");
+}
