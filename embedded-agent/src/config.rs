@@ -215,6 +215,11 @@ impl Default for Timeouts {
 pub struct StatusConfig {
     pub listen: SocketAddr,
     pub basic_auth: Option<BasicAuthConfig>,
+    /// Serve the pages without a password on an address other hosts can reach. Without it, a
+    /// non-loopback `listen` needs `basic_auth`: the pages tell anyone who reaches them the
+    /// backends, their health and the VRRP state, what an attacker needs to time an attack.
+    #[serde(default)]
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -360,10 +365,15 @@ impl Config {
     /// decided: the agent warns from it, and khactl picks reload or restart from it.
     pub fn restart_needed(&self, next: &Config) -> Vec<&'static str> {
         let vrrp_differs = match (&self.vrrp, &next.vrrp) {
+            // Peers (an empty list included) are applied live; unicast ↔ multicast changes
+            // the sockets. The mode compared is the effective one: `unicast` may be left out
+            // when peers are listed.
             (Some(a), Some(b)) => {
+                let mode_differs = a.unicast() != b.unicast();
                 let mut b = b.clone();
                 b.peers.clone_from(&a.peers);
-                *a != b
+                b.unicast = a.unicast;
+                mode_differs || *a != b
             }
             (a, b) => a.is_some() != b.is_some(),
         };
@@ -502,6 +512,17 @@ impl Config {
                 bad(
                     "status.listen".into(),
                     "is the same address as `listen`".into(),
+                );
+            }
+            if !s.listen.ip().to_canonical().is_loopback() && s.basic_auth.is_none() && !s.public {
+                bad(
+                    "status.listen".into(),
+                    format!(
+                        "{} can be reached from other hosts and the status pages have no \
+                         password: listen on 127.0.0.1, add `basic_auth`, or set \
+                         `status.public: true` to serve them to anyone who reaches it",
+                        s.listen
+                    ),
                 );
             }
             if let Some(a) = &s.basic_auth
@@ -658,6 +679,33 @@ mod tests {
         assert_eq!(base.restart_needed(&capped), ["max_connections"]);
     }
 
+    /// Issue #12, item 1: going from two control planes to one empties a unicast peer list;
+    /// that is a reload (the agent applies the empty list), while a change between unicast
+    /// and multicast is a restart.
+    #[test]
+    fn an_emptied_unicast_peer_list_is_a_reload_and_a_change_of_mode_a_restart() {
+        let vrrp = |tail: &str| {
+            Config::parse(&format!(
+                "{MINIMAL}vrrp: {{interface: eth0, router_id: 51, priority: 100, vip: 10.0.0.100{tail}}}\n"
+            ))
+            .unwrap()
+        };
+        let pair = vrrp(", peers: [10.0.0.2]");
+        let alone = vrrp(", unicast: true, peers: []");
+        assert!(pair.restart_needed(&alone).is_empty());
+        assert!(alone.restart_needed(&pair).is_empty());
+        assert!(
+            pair.restart_needed(&vrrp(", unicast: true, peers: [10.0.0.2]"))
+                .is_empty()
+        );
+        let multicast = vrrp("");
+        assert_eq!(pair.restart_needed(&multicast), ["vrrp (other than peers)"]);
+        assert_eq!(
+            multicast.restart_needed(&alone),
+            ["vrrp (other than peers)"]
+        );
+    }
+
     #[test]
     fn parses_durations_with_units() {
         assert_eq!(Dur::parse("250ms"), Some(Dur(Duration::from_millis(250))));
@@ -713,6 +761,47 @@ mod tests {
             p[0].starts_with("status.basic_auth.password_file: cannot read"),
             "{p:?}"
         );
+    }
+
+    /// Issue #12, item 14: `khagent check` accepted `status.listen: 0.0.0.0` without a
+    /// password.
+    #[test]
+    fn a_status_listener_other_hosts_reach_needs_basic_auth_or_public() {
+        let status = |listen: &str, extra: &str| {
+            problems_of(&format!(
+                "{MINIMAL}status:\n  listen: \"{listen}\"\n{extra}"
+            ))
+        };
+        for listen in [
+            "0.0.0.0:9901",
+            "10.0.0.11:9901",
+            "[::]:9901",
+            "[::ffff:10.0.0.1]:9901",
+        ] {
+            let p = status(listen, "");
+            assert_eq!(p.len(), 1, "{listen}: {p:?}");
+            assert!(p[0].starts_with("status.listen:"), "{p:?}");
+            assert!(p[0].contains("status.public: true"), "{p:?}");
+            assert_eq!(status(listen, "  public: true\n"), Vec::<String>::new());
+        }
+        for listen in [
+            "127.0.0.1:9901",
+            "127.0.0.2:9901",
+            "[::1]:9901",
+            "[::ffff:127.0.0.1]:9901",
+        ] {
+            assert_eq!(status(listen, ""), Vec::<String>::new(), "{listen}");
+        }
+        let dir = std::env::temp_dir().join(format!("khagent-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let auth = format!(
+            "  basic_auth: {{user: admin, password_file: {}}}\n",
+            pw.display()
+        );
+        assert_eq!(status("0.0.0.0:9901", &auth), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! ```text
 //! khagent --config PATH          run
 //! khagent check --config PATH    validate the config and the files it names, then exit
+//! khagent probe-vrid --interface IF --vrid N --for DURATION
+//!                                listen for other VRRP routers with that VRID (khactl's check)
 //! ```
 //! Exit codes: 0 clean stop or valid config; 1 the agent could not start or failed while
 //! running (port taken, no CAP_NET_RAW…); 2 usage or config error (nothing was bound).
@@ -31,11 +33,13 @@ use khagent::lb::Lb;
 use khagent::status::{self, log};
 use khagent::vrrp::{self, TrackState};
 
-const USAGE: &str = "usage: khagent --config PATH\n       khagent check --config PATH\n";
+const USAGE: &str = "usage: khagent --config PATH\n       khagent check --config PATH\n       \
+                     khagent probe-vrid --interface IF --vrid N --for DURATION\n";
 
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
+    ProbeVrid(vrrp::probe::Args),
     Help,
     Version,
 }
@@ -46,6 +50,9 @@ fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Comm
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("check") if !check && config.is_none() => check = true,
+            Some("probe-vrid") if !check && config.is_none() => {
+                return vrrp::probe::Args::parse(args).map(Command::ProbeVrid);
+            }
             Some("--config" | "-c") => {
                 let path = args.next().ok_or("--config needs a path")?;
                 config = Some(PathBuf::from(path));
@@ -85,6 +92,20 @@ fn main() -> ExitCode {
         Command::Version => {
             let _ = writeln!(out, "khagent {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        Command::ProbeVrid(args) => {
+            return match vrrp::probe::listen(&args) {
+                Ok(heard) => {
+                    for h in heard {
+                        let _ = writeln!(out, "{}", h.line());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "khagent: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
         Command::Check(path) | Command::Run(path) => path,
     };
@@ -214,7 +235,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
                         plans_tx.send_replace(plan(lb.current(), &next.config, next.tls));
                         tracks_tx.send_replace(Arc::new(next.config.track.clone()));
                         if let (Some(h), Some(v)) = (&vrrp_handle, &next.config.vrrp) {
-                            h.update_peers(v.peers.clone());
+                            h.update_peers(v);
                         }
                         reloads.fetch_add(1, Ordering::Relaxed);
                         log::info(format_args!(

@@ -851,6 +851,240 @@ fn descriptor_exhaustion_backs_off_without_spinning_and_recovers() {
     });
 }
 
+/// How many descriptors process `pid` has open.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Health settings that take a failing backend down within about 0.3 s.
+const FAST_CHECKS: &str = "health: {interval: 100ms, timeout: 100ms, fall: 2}\n";
+
+/// `n` connections to `addr` that never send a byte, opened at once and held until dropped:
+/// those the server does not accept wait in its accept queue or keep retrying their SYN.
+struct IdleFlood {
+    established: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl IdleFlood {
+    fn start(addr: SocketAddr, n: usize) -> IdleFlood {
+        let established = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let count = Arc::clone(&established);
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                for _ in 0..n {
+                    let count = Arc::clone(&count);
+                    tokio::spawn(async move {
+                        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            std::future::pending::<()>().await;
+                            drop(stream);
+                        }
+                    });
+                }
+                let _ = stopped.await;
+            });
+            // Dropping the runtime cancels every task and closes every socket.
+        });
+        IdleFlood {
+            established,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn established(&self) -> usize {
+        self.established.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for IdleFlood {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `status::MAX_CONNECTIONS`: status connections the agent serves at once.
+const STATUS_MAX_CONNECTIONS: usize = 64;
+
+/// Issue #12, item 11: a local user opened thousands of idle connections to the status port;
+/// the agent accepted them all and held each up to 10 s, ran out of descriptors, and the
+/// health checks that then failed with EMFILE took every backend down, closing every proxied
+/// connection. Now the status server holds at most 64 connections (the rest wait in the
+/// kernel's accept queue at no descriptor cost), so the agent's descriptors stay bounded.
+#[test]
+fn two_thousand_idle_status_connections_leave_proxied_connections_open_and_backends_healthy() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    // 256 descriptors: 2,000 accepted status connections would exhaust them many times over.
+    let agent = Agent::start_limited(
+        &format!("{}{FAST_CHECKS}", backends_yaml(&[&a, &b])),
+        "",
+        Some(256),
+    );
+    let mut proxied: Vec<Conn> = (0..4).map(|_| agent.connect().0).collect();
+    let pid = agent.child.id();
+    let before = open_descriptors(pid);
+    let flood = IdleFlood::start(agent.status, 2_000);
+    wait_for("1,000 idle status connections established", || {
+        flood.established() >= 1_000
+    });
+    // 2 s of flood: 20 check intervals, ten times what `fall` needs to take a backend down.
+    let (start, mut most) = (Instant::now(), 0);
+    while start.elapsed() < Duration::from_secs(2) {
+        most = most.max(open_descriptors(pid));
+        // New clients still reach both backends in turn: both are up.
+        let reached: Vec<String> = (0..2).map(|_| agent.connect().1).collect();
+        assert_eq!(counts(reached), counts(["a".into(), "b".into()]));
+        thread::sleep(ms(50));
+    }
+    assert!(
+        most <= before + STATUS_MAX_CONNECTIONS + 8,
+        "the agent held {most} descriptors under the flood, {before} before it"
+    );
+    for (i, c) in proxied.iter_mut().enumerate() {
+        assert!(c.echo("still open"), "proxied connection {i} was closed");
+    }
+    drop(flood);
+    for name in ["a", "b"] {
+        let be = agent.backend(name);
+        assert_eq!(
+            (
+                &be["healthy"],
+                &be["closed_on_down_total"],
+                &be["checks_failed_total"]
+            ),
+            (&Value::from(true), &Value::from(0), &Value::from(0)),
+            "{be}"
+        );
+        assert!(be["checks_ok_total"].as_u64().unwrap() >= 20, "{be}");
+    }
+}
+
+/// Lowers process `pid`'s soft RLIMIT_NOFILE to its lowest free descriptor number, so it can
+/// open no descriptor at all until it closes one; restores the limit when dropped.
+struct NoDescriptorLeft {
+    pid: u32,
+    soft: String,
+}
+
+impl NoDescriptorLeft {
+    fn impose(pid: u32) -> NoDescriptorLeft {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let soft = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .unwrap()
+            .to_owned();
+        let lowest_free = || {
+            let used: std::collections::BTreeSet<u32> =
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect();
+            (0..).find(|n| !used.contains(n)).unwrap()
+        };
+        // A check's socket open at the moment of one look hides that number; take the lowest
+        // of a few looks.
+        let mut limit = lowest_free();
+        for _ in 0..4 {
+            thread::sleep(ms(20));
+            limit = limit.min(lowest_free());
+        }
+        let set = |value: &str| {
+            let ok = Command::new("prlimit")
+                .args(["--pid", &pid.to_string(), &format!("--nofile={value}:")])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "prlimit --nofile={value}:");
+        };
+        set(&limit.to_string());
+        NoDescriptorLeft { pid, soft }
+    }
+}
+
+impl Drop for NoDescriptorLeft {
+    fn drop(&mut self) {
+        let _ = Command::new("prlimit")
+            .args([
+                "--pid",
+                &self.pid.to_string(),
+                &format!("--nofile={}:", self.soft),
+            ])
+            .status();
+    }
+}
+
+/// Issue #12, item 11: with no descriptor left, a check that cannot open its socket used to
+/// count as the backend failing. Now the checks run on a small reserve of descriptors (so a
+/// backend that really dies is still taken out) and a check that finds none is "unknown" (so a
+/// healthy backend is never taken out for the agent's own shortage).
+#[test]
+fn health_checks_keep_working_when_the_agent_has_no_descriptor_left() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let agent = Agent::start(&format!("{}{FAST_CHECKS}", backends_yaml(&[&a, &b])));
+    let (mut to_a, mut to_b) = (None, None);
+    while to_a.is_none() || to_b.is_none() {
+        let (conn, name) = agent.connect();
+        match name.as_str() {
+            "a" => to_a = Some(conn),
+            _ => to_b = Some(conn),
+        }
+    }
+    let (mut to_a, mut to_b) = (to_a.unwrap(), to_b.unwrap());
+    let exhausted = NoDescriptorLeft::impose(agent.child.id());
+    // Proof that nothing is left: a new client is not even accepted.
+    let mut refused = agent.hello();
+    refused.set_read_timeout(Some(ms(300))).unwrap();
+    let waited = refused.read(&mut [0u8; 8]);
+    assert!(
+        waited.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )),
+        "a client was served or closed with no descriptor left: {waited:?}"
+    );
+    // 1 s: ten check intervals. Both backends stay up, their connections open.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        assert!(
+            to_a.echo("a?") && to_b.echo("b?"),
+            "a proxied connection was closed"
+        );
+        thread::sleep(ms(50));
+    }
+    // The checks still run: b's death is noticed and its connection closed; a's stays.
+    b.stop();
+    assert!(to_b.closed_by_peer(), "b's connection was not closed");
+    assert!(to_a.echo("a still?"));
+    drop(exhausted);
+    let (be_a, be_b) = (agent.backend("a"), agent.backend("b"));
+    assert_eq!(
+        (&be_a["healthy"], &be_a["checks_failed_total"]),
+        (&Value::from(true), &Value::from(0)),
+        "{be_a}"
+    );
+    assert_eq!(be_b["closed_on_down_total"], 1, "{be_b}");
+    assert!(
+        agent.status_json()["listener"]["accept_exhausted_total"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config errors and `check`
 // ---------------------------------------------------------------------------------------------
@@ -958,6 +1192,19 @@ fn check_validates_without_running() {
     let (code, _, err) = run_khagent(&["check", "--config", p]);
     assert_eq!(code, 2);
     assert!(err.contains("vrrp.router_id: 0 is reserved"), "{err}");
+    // Issue #12, item 14: status pages on an address other hosts reach need a password or
+    // an explicit `public: true`.
+    let open_status = "listen: 127.0.0.1:7443\nbackends:\n  - {name: a, address: 127.0.0.1:6443}\nstatus: {listen: 0.0.0.0:9901}\n";
+    std::fs::write(&path, open_status).unwrap();
+    let (code, _, err) = run_khagent(&["check", "--config", p]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("status.listen: 0.0.0.0:9901 can be reached"),
+        "{err}"
+    );
+    std::fs::write(&path, open_status.replace("9901}", "9901, public: true}")).unwrap();
+    let (code, _, err) = run_khagent(&["check", "--config", p]);
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = run_khagent(&["--conf", p]);
     assert_eq!(code, 2);
     assert!(err.contains("usage"), "{err}");
@@ -1056,7 +1303,7 @@ fn basic_auth_guards_every_page_but_healthz() {
 }
 
 /// `status::READ_TIMEOUT`: how long the status server waits for a request head.
-const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// `status::MAX_HEAD`: the largest request head the status server reads.
 const STATUS_MAX_HEAD: usize = 8 * 1024;
 

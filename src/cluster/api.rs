@@ -44,6 +44,20 @@ pub struct ApiNode {
     /// `key=value:effect` (`key:effect` without a value), as kubectl shows them.
     pub taints: Vec<String>,
     pub ready: bool,
+    /// Why the kubelet says it is not Ready (the Ready condition's message).
+    pub not_ready_because: Option<String>,
+}
+
+impl ApiNode {
+    /// NotReady only because no pod network (CNI plugin) is installed yet: kubeadm leaves
+    /// that to the user, so the node has joined all the same.
+    pub fn waits_for_a_network(&self) -> bool {
+        !self.ready
+            && self.not_ready_because.as_deref().is_some_and(|m| {
+                let m = m.to_ascii_lowercase();
+                m.contains("network plugin") || m.contains("cni")
+            })
+    }
 }
 
 /// Every Node the API knows, read with the node's `admin.conf`.
@@ -84,15 +98,20 @@ pub fn parse_nodes(json: &str) -> anyhow::Result<Vec<ApiNode>> {
                 .as_array()
                 .map(|ts| ts.iter().map(taint_text).collect())
                 .unwrap_or_default();
-            let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            });
+            let condition = n["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+            let ready = condition.is_some_and(|c| c["status"] == "True");
+            let not_ready_because = condition
+                .filter(|_| !ready)
+                .and_then(|c| c["message"].as_str())
+                .map(str::to_owned);
             ApiNode {
                 name: meta["name"].as_str().unwrap_or_default().to_owned(),
                 labels,
                 taints,
                 ready,
+                not_ready_because,
             }
         })
         .collect())
@@ -130,5 +149,15 @@ mod tests {
                 .contains_key("node-role.kubernetes.io/control-plane")
         );
         assert!(nodes[0].ready && !nodes[1].ready);
+        assert!(!nodes[1].waits_for_a_network());
+    }
+
+    #[test]
+    fn a_node_waiting_only_for_a_pod_network_is_told_apart() {
+        let json = r#"{"items":[{"metadata":{"name":"w1"},"spec":{},"status":{"conditions":[
+          {"type":"Ready","status":"False","reason":"KubeletNotReady",
+           "message":"container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"}]}}]}"#;
+        let nodes = parse_nodes(json).unwrap();
+        assert!(nodes[0].waits_for_a_network());
     }
 }

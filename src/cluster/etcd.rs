@@ -147,9 +147,11 @@ pub fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
 
-/// Why adding one member now would be unsafe, if it would: a member that does not answer, a
-/// learner already there (etcd allows one at a time), or too few healthy voters to keep
-/// quorum once the new member counts as a voter.
+/// Why adding one member now would be unsafe, if it would. A join first adds a learner
+/// (which does not vote) and then promotes it, so with every voter healthy the cluster keeps
+/// its quorum at every step; what makes a join unsafe is a member that does not answer
+/// (promotion raises the quorum while a vote is missing) or a learner already there (etcd
+/// allows one at a time: it is a join that did not finish).
 pub fn join_refusal(members: &[Member]) -> Option<String> {
     let down: Vec<String> = members
         .iter()
@@ -157,30 +159,21 @@ pub fn join_refusal(members: &[Member]) -> Option<String> {
         .map(describe)
         .collect();
     if !down.is_empty() {
+        let voters = members.iter().filter(|m| !m.is_learner).count();
         return Some(format!(
-            "etcd member(s) not healthy: {}; a join now could lose quorum. Bring them back \
-             (or remove them with `etcdctl member remove`) first",
-            down.join(", ")
+            "etcd member(s) not healthy: {}; with one more voter etcd needs {} of {} votes. \
+             Bring them back first, or remove the ones that are gone for good \
+             (`khactl remove-node --unreachable`)",
+            down.join(", "),
+            quorum(voters + 1),
+            voters + 1
         ));
     }
-    if let Some(l) = members.iter().find(|m| m.is_learner) {
-        return Some(format!(
-            "etcd already has a learner ({}): etcd allows one at a time; it is a join that \
-             did not finish",
-            describe(l)
-        ));
-    }
-    let voters = members.iter().filter(|m| !m.is_learner).count();
-    let healthy = members
-        .iter()
-        .filter(|m| !m.is_learner && m.healthy == Some(true))
-        .count();
-    // Once promoted, the new member counts; it is healthy when the join succeeds.
-    (healthy + 1 < quorum(voters + 1)).then(|| {
+    members.iter().find(|m| m.is_learner).map(|l| {
         format!(
-            "only {healthy} of {voters} etcd voters are healthy: with one more member etcd \
-             needs {} votes",
-            quorum(voters + 1)
+            "etcd already has a learner ({}): etcd allows one at a time; it is a join that did \
+             not finish",
+            describe(l)
         )
     })
 }

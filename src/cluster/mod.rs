@@ -25,6 +25,9 @@ pub struct ClusterState {
     pub members: BTreeSet<String>,
     /// The etcd members as last read.
     pub etcd: Vec<etcd::Member>,
+    /// The control plane whose etcd last answered: asked first next time.
+    #[serde(skip)]
+    pub etcd_answers_on: Option<String>,
     /// Nodes where `kubeadm init` or `join` started and did not finish in this run: what a
     /// cleanup resets.
     #[serde(skip)]
@@ -35,4 +38,7 @@ pub struct ClusterState {
     /// Whether `join_token` exists in the cluster (made by init, or by `kubeadm token create`).
     #[serde(skip)]
     pub token_in_cluster: bool,
+    /// When it was put there: it lives an hour, so a long run makes another.
+    #[serde(skip)]
+    pub token_made: Option<std::time::Instant>,
 }

@@ -57,8 +57,8 @@ pub struct HostFacts {
     pub hostname: String,
     /// `/etc/machine-id`, when there is one.
     pub machine_id: Option<String>,
-    /// The node's clock minus ours when the probe answered, in seconds (the round trip is
-    /// split evenly: its half bounds the error).
+    /// The node's clock minus ours as the probe's answer arrived, in seconds (the node reads
+    /// it last: the one-way delay is the error); `None` when unknown.
     pub clock_skew: Option<f64>,
     /// The version line each asked-for tool prints; `None` when the tool is not installed.
     pub versions: BTreeMap<String, Option<String>>,
@@ -138,9 +138,13 @@ impl HostFacts {
         let out = host.run(&cmd).await?;
         let received = std::time::SystemTime::now();
         let mut facts = parse(host.node(), &out.stdout_str(), req)?;
-        if let (Some(node_clock), Some(ours)) = (facts.clock_skew, midpoint(sent, received)) {
-            facts.clock_skew = Some(node_clock - ours);
-        }
+        // The probe reads the clock last, so compare with the arrival; a round trip long
+        // enough to blur a second makes the reading worthless instead.
+        let round_trip = received.duration_since(sent).unwrap_or_default();
+        facts.clock_skew = match (facts.clock_skew, seconds(received)) {
+            (Some(node), Some(ours)) if round_trip.as_secs_f64() < 0.5 => Some(node - ours),
+            _ => None,
+        };
         Ok(facts)
     }
 
@@ -306,14 +310,11 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
     Ok(f)
 }
 
-/// The middle of the probe's round trip, in seconds since the epoch.
-fn midpoint(sent: std::time::SystemTime, received: std::time::SystemTime) -> Option<f64> {
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs_f64())
-    };
-    Some(f64::midpoint(secs(sent)?, secs(received)?))
+/// Seconds since the epoch.
+fn seconds(t: std::time::SystemTime) -> Option<f64> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs_f64())
 }
 
 impl std::fmt::Display for InitSystem {

@@ -139,15 +139,30 @@ impl Context {
         headline: &str,
         step: impl AsyncFnOnce(&NodeHandle) -> anyhow::Result<T>,
     ) -> anyhow::Result<Option<T>> {
+        self.step_detailed(host, headline, Vec::new(), step).await
+    }
+
+    /// [`Context::step`] with lines a plan shows under the headline (a file's text, with
+    /// its secrets blanked).
+    pub async fn step_detailed<T>(
+        &self,
+        host: &NodeHandle,
+        headline: &str,
+        details: Vec<String>,
+        step: impl AsyncFnOnce(&NodeHandle) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
         if self.settings.mode == Mode::Plan {
+            let mut text = headline.to_owned();
+            for line in &details {
+                text.push_str(&format!("\n      {line}"));
+            }
             self.report.event(Event::Planned {
                 node: host.node(),
-                change: headline,
+                change: &text,
             });
-            self.record(
-                host.node(),
-                ChangeRecord::step(self.current_phase, headline, false),
-            );
+            let mut record = ChangeRecord::step(self.current_phase, headline, false);
+            record.details = details;
+            self.record(host.node(), record);
             return Ok(None);
         }
         self.settings.interrupt.check()?;

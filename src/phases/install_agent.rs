@@ -24,8 +24,9 @@ use crate::cluster::vip;
 use crate::facts::{HostFacts, InitSystem, ProbeRequest, sha256_hex};
 use crate::inventory::{Inventory, Node, Role};
 use crate::os::service::{self, ServiceState};
-use crate::remote::NodeHandle;
+use crate::remote::{NodeHandle, RemoteCommand};
 use crate::render::{AgentBackend, AgentConfig, AgentService, AgentTrack, AgentVrrp};
+use khagent::vrrp::probe::Heard;
 
 /// The cluster CA as DistributePki places it; the agent verifies apiservers against it.
 const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
@@ -91,21 +92,26 @@ impl Phase for InstallAgent {
         if node.role != Role::ControlPlane {
             return ProbeRequest::default();
         }
+        let mut files = files_read();
+        files.extend(conflicts::files().into_iter().map(PathBuf::from));
         ProbeRequest {
             sysctls: Vec::new(),
-            files: files_read(),
+            files,
             digests: digests_read(),
             ..ProbeRequest::default()
         }
     }
 
-    /// A control plane the agent binary cannot run on, or whose network cannot carry the
-    /// VIP, is refused now, before any host is prepared, not halfway through the install.
+    /// A control plane the agent binary cannot run on, whose network cannot carry the VIP, or
+    /// where something would fight the agent (a VIP someone else holds, a listener on its
+    /// port, a keepalived for this VIP: see [`conflicts`]), is refused now, before any host is
+    /// prepared, not halfway through the install.
     fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
         if node.role != Role::ControlPlane {
             return Vec::new();
         }
         let mut problems = vip_problems(&ctx.inventory, node, facts);
+        problems.extend(conflicts::problems(&ctx.inventory, facts));
         if let Some(agent) = &ctx.settings.agent_binary
             && let Err(e) = check_arch(agent, facts)
         {
@@ -134,21 +140,41 @@ impl Phase for InstallAgent {
                         .context("reading whether khagent is enabled and running")?;
                     let plan = plan_node(&c.inventory, node, facts, &binary, state)?;
                     c.apply(host, &plan.files).await?;
-                    anyhow::Ok(plan.service)
+                    anyhow::Ok((plan.service, !state.active))
                 })
                 .await;
             // Per node: the service changes still to make.
             let mut pending = Vec::new();
             let mut failed = Vec::new();
+            let mut first_start = Vec::new();
             for (node, r) in files {
                 match r {
-                    Ok(service) => pending.push((node, service)),
+                    Ok((service, stopped)) => {
+                        if stopped {
+                            first_start.push(node.clone());
+                        }
+                        pending.push((node, service));
+                    }
                     Err(e) => failed.push((node, Err(e))),
                 }
             }
+            if failed.is_empty() {
+                failed = no_foreign_vrrp_router(c, &first_start)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, r)| r.is_err())
+                    .collect();
+            }
             if !failed.is_empty() {
-                // Nothing is (re)started unless every node has its files.
-                failed.extend(pending.into_iter().map(|(n, _)| (n, Ok(()))));
+                // Nothing is (re)started unless every node has its files and no stranger
+                // shares our VRID.
+                let failed_nodes: Vec<String> = failed.iter().map(|(n, _)| n.clone()).collect();
+                failed.extend(
+                    pending
+                        .into_iter()
+                        .filter(|(n, _)| !failed_nodes.contains(n))
+                        .map(|(n, _)| (n, Ok(()))),
+                );
                 return ctx.settle_changes(failed);
             }
 
@@ -187,6 +213,52 @@ impl Phase for InstallAgent {
             ctx.settle_changes(results)
         })
     }
+}
+
+/// How long `khagent probe-vrid` listens on a node before its agent first starts: a master at
+/// keepalived's default `advert_int 1` (the guides') sends at least one advert in that time,
+/// with half a second to spare; ours advertise every 100 ms.
+const PROBE_VRID_FOR: &str = "1500ms";
+
+/// Before an agent first starts on a node, listens there for another VRRP router advertising
+/// the cluster's VRID (a keepalived the guides set up with VRID 51, khactl's default too).
+/// This cannot be a preflight check: listening needs the agent's binary, which preflight runs
+/// before; and a `tcpdump` is not on every node. The binary is in place now, and no agent
+/// started yet. In a dry run the binary may not be there, so nothing is listened for.
+/// Read-only: the probe only listens. Returns each listened node's verdict.
+async fn no_foreign_vrrp_router(
+    c: &Context,
+    nodes: &[String],
+) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    if c.settings.mode == super::Mode::Plan || nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let vrid = c.inventory.vip.router_id.get().to_string();
+    Ok(c.fleet()?
+        .each(
+            |h| nodes.iter().any(|n| n == h.node()),
+            async |host| {
+                let node = c.node(host.node())?;
+                let interface = agent_config(&c.inventory, node, c.facts_of(host.node())?)?
+                    .vrrp
+                    .interface;
+                let argv = [AGENT_BINARY, "probe-vrid", "--interface", &interface]
+                    .into_iter()
+                    .chain(["--vrid", &vrid, "--for", PROBE_VRID_FOR]);
+                let out = host
+                    .run(&RemoteCommand::new(argv).read_only())
+                    .await
+                    .context("listening for other VRRP routers (khagent probe-vrid)")?;
+                let heard: Vec<Heard> = out.stdout_str().lines().filter_map(Heard::parse).collect();
+                let strangers = conflicts::foreign_routers(&c.inventory, &interface, &heard);
+                if strangers.is_empty() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(strangers.join("; ")))
+                }
+            },
+        )
+        .await)
 }
 
 /// The VIP must be on this control plane's own network, for VRRP to move it between them on
@@ -456,5 +528,6 @@ pub fn plan_node(
     Ok(plan)
 }
 
+mod conflicts;
 #[cfg(test)]
 mod tests;

@@ -95,6 +95,8 @@ pub struct RunInterrupted {
     pub phase: &'static str,
     /// What each node had done when the run stopped.
     pub nodes: Vec<(String, String)>,
+    /// A failure that happened in the same step, besides the interruption.
+    pub cause: Option<anyhow::Error>,
 }
 
 impl fmt::Display for RunInterrupted {
@@ -111,7 +113,13 @@ impl fmt::Display for RunInterrupted {
     }
 }
 
-impl std::error::Error for RunInterrupted {}
+impl std::error::Error for RunInterrupted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Runs `phases` in order; stops at the first failure (every node finishes the failing
 /// phase's step first, see [`crate::remote::Fleet::each`]) or at Ctrl-C, then runs the
@@ -151,6 +159,10 @@ pub async fn run(ctx: &mut Context, phases: Vec<Box<dyn Phase>>) -> anyhow::Resu
         return Ok(());
     };
     let report = ctx.report.clone();
+    // Cleanups run to their end even after Ctrl-C: the flag that stops steps is set aside
+    // for them (a second Ctrl-C still exits at once).
+    let interrupted = ctx.settings.interrupt.is_raised();
+    let interrupt = std::mem::take(&mut ctx.settings.interrupt);
     for phase in started.iter().rev() {
         let title = phase.title();
         if let Some(cleanup) = phase.cleanup(ctx) {
@@ -167,7 +179,10 @@ pub async fn run(ctx: &mut Context, phases: Vec<Box<dyn Phase>>) -> anyhow::Resu
             }
         }
     }
-    if ctx.settings.interrupt.is_raised() {
+    ctx.settings.interrupt = interrupt;
+    if interrupted {
+        // A node may have failed on its own just before; keep that error, not only the log.
+        let cause = (!error.chain().any(|c| c.is::<Interrupted>())).then_some(error);
         let nodes = ctx
             .inventory
             .nodes
@@ -177,6 +192,7 @@ pub async fn run(ctx: &mut Context, phases: Vec<Box<dyn Phase>>) -> anyhow::Resu
         return Err(anyhow::Error::new(RunInterrupted {
             phase: ctx.current_phase,
             nodes,
+            cause,
         }));
     }
     Err(error)

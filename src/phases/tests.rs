@@ -10,7 +10,7 @@ use super::*;
 use crate::agent::AgentBinary;
 use crate::facts::sha256_hex;
 use crate::remote::fake::{FakeConnector, Record, Responder, Seen, output};
-use crate::remote::{RemoteCommand, RemoteError};
+use crate::remote::{CommandOutput, RemoteCommand, RemoteError};
 use crate::report::Reporter;
 use crate::session::{self, NodeOptions};
 
@@ -140,18 +140,19 @@ fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
 
 impl Nodes {
     fn new(fail: Option<(&'static str, &'static str)>) -> Self {
-        Self::with_cluster(fail, Cluster::default())
+        Self::with_cluster(fail.into_iter().collect(), Cluster::default())
     }
 
-    fn with_cluster(fail: Option<(&'static str, &'static str)>, cluster: Cluster) -> Self {
+    /// `fail`: (node, label prefix) pairs whose commands fail.
+    fn with_cluster(fail: Vec<(&'static str, &'static str)>, cluster: Cluster) -> Self {
         let record: Record = Rc::new(RefCell::new(Vec::new()));
         let sysctls: Rc<RefCell<BTreeMap<String, String>>> = Rc::default();
         let cluster: Rc<RefCell<Cluster>> = Rc::new(RefCell::new(cluster));
         let responder: Responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
             let label = cmd.label();
-            if let Some((on, what)) = fail
-                && node == on
-                && label.starts_with(what)
+            if fail
+                .iter()
+                .any(|(on, what)| node == *on && label.starts_with(what))
             {
                 return Ok(output(1, "injected failure"));
             }
@@ -176,9 +177,26 @@ impl Nodes {
                 _ if label.starts_with("khactl-probe") => {
                     output(0, &probe_output(node, cmd, &cluster.borrow()))
                 }
-                Some("kubeadm") if argv.get(1).is_some_and(|a| a == "init" || a == "join") => {
-                    cluster.borrow_mut().joined.push(node.to_owned());
-                    output(0, "")
+                _ if label.starts_with("kubeadm-with-config") => {
+                    // argv: sh -c SCRIPT NAME FILE LIMIT VERB…; the file comes on stdin.
+                    let verb = argv.get(6).map(String::as_str);
+                    if matches!(verb, Some("init" | "join")) {
+                        cluster.borrow_mut().joined.push(node.to_owned());
+                    }
+                    // Like kubeadm, say the token back: the log must never keep it.
+                    let file = String::from_utf8_lossy(cmd.stdin.as_deref().unwrap_or_default());
+                    let token = file
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("- token: "))
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned();
+                    CommandOutput {
+                        status: Some(0),
+                        stdout: format!("kubeadm join 10.0.0.100:8443 --token {token}\n")
+                            .into_bytes(),
+                        stderr: format!("[bootstrap-token] Using token: {token}\n").into_bytes(),
+                    }
                 }
                 Some("kubeadm") if argv.get(1).is_some_and(|a| a == "reset") => {
                     cluster.borrow_mut().joined.retain(|n| n != node);
@@ -192,7 +210,9 @@ impl Nodes {
                     c.joined.retain(|n| !gone(n));
                     output(0, "{}")
                 }
-                Some("kubectl") => output(0, &cluster.borrow().nodes_json()),
+                Some("kubectl") if argv.contains(&"--raw".to_owned()) => {
+                    output(0, &cluster.borrow().nodes_json())
+                }
                 _ if label.starts_with("etcd-api") => output(0, &cluster.borrow().members_json()),
                 _ if label.starts_with("etcd-health") => {
                     let text: String = argv[4..].iter().map(|u| format!("{u} ok\n")).collect();
@@ -601,7 +621,8 @@ async fn a_dry_run_shows_each_nodes_kubeadm_documents_with_the_token_redacted() 
     let token = ctx.cluster.join_token.as_ref().unwrap().reveal();
     let shown = lines.0.lock().unwrap().join("\n");
     for want in [
-        "cp1: create /run/khactl/kubeadm-init.yaml (0600, secret",
+        "cp1: kubeadm init (with the certificates khactl placed)",
+        "with /run/khactl/kubeadm-init.yaml (0600, removed when kubeadm ends):",
         "kind: InitConfiguration",
         "cp2: kubeadm join as a control plane",
         "w1: kubeadm join as a worker",
@@ -620,7 +641,7 @@ async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_agai
         joined: vec!["cp1".into(), "cp3".into(), "w1".into()],
         stale: vec!["cp2".into()],
     };
-    let nodes = Nodes::with_cluster(None, cluster);
+    let nodes = Nodes::with_cluster(Vec::new(), cluster);
     let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
     run(&mut ctx, up_phases()).await.unwrap();
     let on_cp1 = seen_labels(&nodes, "cp1");
@@ -639,13 +660,21 @@ async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_agai
         .iter()
         .filter(|s| {
             s.label.contains("member/remove")
-                || (s.node == "cp2" && s.argv[0] == "kubeadm" && s.argv[1] == "join")
+                || (s.node == "cp2"
+                    && s.label.starts_with("kubeadm-with-config")
+                    && s.argv[6] == "join")
         })
-        .map(|s| format!("{}: {}", s.node, s.argv[..2].join(" ")))
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.node,
+                s.label.split(' ').next().unwrap_or_default()
+            )
+        })
         .collect();
     assert_eq!(
         order,
-        ["cp1: sh -c", "cp2: kubeadm join"],
+        ["cp1: etcd-api", "cp2: kubeadm-with-config"],
         "removed first, then joined"
     );
     assert!(
@@ -659,7 +688,10 @@ async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_agai
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_join_is_reset_and_stops_the_control_planes_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = Nodes::new(Some(("cp2", "kubeadm join")));
+    let nodes = Nodes::new(Some((
+        "cp2",
+        "kubeadm-with-config /run/khactl/kubeadm-join.yaml",
+    )));
     let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
     let err = run(&mut ctx, up_phases()).await.unwrap_err();
     let failed = err.downcast_ref::<NodesFailed>().expect("nodes failed");
@@ -678,4 +710,169 @@ async fn a_failed_join_is_reset_and_stops_the_control_planes_after_it() {
             .iter()
             .all(|l| !l.starts_with("kubeadm join"))
     );
+}
+
+fn built() -> Cluster {
+    Cluster {
+        joined: vec!["cp1".into(), "cp2".into(), "cp3".into(), "w1".into()],
+        stale: Vec::new(),
+    }
+}
+
+fn kubeadm_runs(nodes: &Nodes) -> Vec<String> {
+    nodes
+        .seen()
+        .iter()
+        .filter(|s| s.label.starts_with("kubeadm") && !s.label.contains("config validate"))
+        .map(|s| format!("{}: {}", s.node, s.label))
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_etcd_down_on_the_first_control_plane_is_asked_elsewhere_and_nothing_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::with_cluster(vec![("cp1", "etcd-api")], built());
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    assert!(
+        kubeadm_runs(&nodes).is_empty(),
+        "{:?}",
+        kubeadm_runs(&nodes)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cluster_whose_etcd_answers_nowhere_is_never_initialised_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = vec![
+        ("cp1", "etcd-api"),
+        ("cp2", "etcd-api"),
+        ("cp3", "etcd-api"),
+    ];
+    let nodes = Nodes::with_cluster(fail, built());
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("etcd answers on none"),
+        "{err:#}"
+    );
+    assert!(
+        kubeadm_runs(&nodes).is_empty(),
+        "{:?}",
+        kubeadm_runs(&nodes)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_up_on_a_built_cluster_runs_no_kubeadm_and_no_token_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::with_cluster(Vec::new(), built());
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    let ran = kubeadm_runs(&nodes);
+    assert!(ran.is_empty(), "{ran:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ctrl_c_after_kubeadm_init_keeps_the_node_and_advises_no_manual_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    // Ctrl-C arrives while kubeadm init runs: it finishes, then the run stops.
+    let interrupt = ctx.settings.interrupt.clone();
+    let raising: Responder = {
+        let inner = Rc::clone(&nodes.responder);
+        Rc::new(move |node, cmd| {
+            let out = inner(node, cmd);
+            if cmd.label().starts_with("kubeadm-with-config") {
+                interrupt.raise();
+            }
+            out
+        })
+    };
+    ctx.connector = Box::new(FakeConnector {
+        responder: raising,
+        record: Rc::clone(&nodes.record),
+    });
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    assert!(err.is::<RunInterrupted>(), "{err:#}");
+    let text = format!("{err:#}");
+    assert!(!text.contains("by hand"), "{text}");
+    assert!(
+        !kubeadm_runs(&nodes)
+            .iter()
+            .any(|l| l.contains("kubeadm reset")),
+        "the node that was initialised is not reset: {:?}",
+        kubeadm_runs(&nodes)
+    );
+}
+
+/// Fake nodes as [`Nodes::new`] makes them, except that `answer` may replace the answer to a
+/// command on a node (`None`: the usual one).
+fn nodes_answering(answer: impl Fn(&str, &RemoteCommand) -> Option<String> + 'static) -> Nodes {
+    let usual = Nodes::new(None);
+    let inner = Rc::clone(&usual.responder);
+    Nodes {
+        record: usual.record,
+        responder: Rc::new(move |node, cmd| match answer(node, cmd) {
+            Some(text) => Ok(output(0, &text)),
+            None => inner(node, cmd),
+        }),
+    }
+}
+
+/// Issue #12, item 12: a VIP someone else put on a control plane (keepalived, an admin) stops
+/// `up` in preflight, before any node changes, naming the node and how to remove it.
+#[tokio::test(flavor = "current_thread")]
+async fn up_stops_before_any_change_when_a_node_already_holds_the_vip() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes_answering(|node, cmd| {
+        (node == "cp2" && cmd.label().starts_with("khactl-probe"))
+            .then(|| probe_output(node, cmd, &Cluster::default()) + "addr eth0 10.0.0.100/24\n")
+    });
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("Preflight checks: failed on cp2"), "{text}");
+    assert!(
+        text.contains("`ip addr del 10.0.0.100/24 dev eth0`"),
+        "{text}"
+    );
+    let writes: Vec<Seen> = nodes.seen().into_iter().filter(|s| !s.read_only).collect();
+    assert!(writes.is_empty(), "changed nodes: {writes:?}");
+}
+
+/// Issue #12, item 12: before an agent first starts on a node, khactl listens there for
+/// another VRRP router with the cluster's VRID; one heard stops the install before any agent
+/// starts anywhere, naming the router and what to do.
+#[tokio::test(flavor = "current_thread")]
+async fn up_starts_no_agent_when_another_router_uses_our_vrid() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes_answering(|node, cmd| {
+        (node == "cp3" && cmd.argv().iter().any(|a| a == "probe-vrid"))
+            .then(|| "heard 10.0.0.5 priority 100 interval_cs 100 addresses 10.0.0.200\n".into())
+    });
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("Install the agent: failed on cp3"), "{text}");
+    assert!(
+        text.contains("another VRRP router uses VRID 51 on eth0: 10.0.0.5"),
+        "{text}"
+    );
+    let seen = nodes.seen();
+    let listened: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.argv.iter().any(|a| a == "probe-vrid"))
+        .map(|s| {
+            assert!(s.read_only, "the listen is read-only");
+            s.node.as_str()
+        })
+        .collect();
+    assert_eq!(listened, ["cp1", "cp2", "cp3"]);
+    let started: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.argv.iter().any(|a| a == "khagent") && s.argv.iter().any(|a| a == "enable"))
+        .collect();
+    assert!(started.is_empty(), "an agent was started: {started:?}");
 }

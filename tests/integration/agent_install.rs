@@ -524,9 +524,12 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     serve_apiserver_standins(&lab, &CONTROL_PLANES);
     wait_vip_serves(&lab, "cp3", LB_PORT);
 
-    // On cp2 something else already listens on the port the new inventory moves the load
-    // balancer to: the config passes `khagent check`, but the restarted agent cannot bind and
-    // exits, after systemd has reported it active.
+    // On cp2 something else already listens on the VIP at the port the new inventory moves
+    // the load balancer to: the config passes `khagent check`, but the restarted agent cannot
+    // bind and exits, after systemd has reported it active. (On a wildcard address preflight
+    // would refuse it before any change; on the VIP of a node whose agent is installed, it
+    // cannot tell it from the agent's own listener. IP_FREEBIND (15): cp2 does not hold the
+    // VIP.)
     lab.exec_ok(
         "cp2",
         &[
@@ -536,7 +539,9 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
             "python3",
             "-c",
             "import socket,sys,time; s=socket.socket(); \
-             s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(); time.sleep(600)",
+             s.setsockopt(socket.SOL_IP, 15, 1); \
+             s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); time.sleep(600)",
+            &lab.vip().to_string(),
             NEW_LB_PORT,
         ],
     );
@@ -680,6 +685,13 @@ fn a_control_plane_added_to_the_inventory_reaches_running_agents_by_reload() {
         log.contains("cp4: enable and start service khagent"),
         "cp4 gets its first agent: {log}"
     );
+    // Before its first start, and only there, khactl listened for a stranger with our VRID.
+    let listened: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": $ ") && l.contains("khagent probe-vrid"))
+        .filter_map(|l| l.trim().split(':').next())
+        .collect();
+    assert_eq!(listened, ["cp4"], "{log}");
     let now: Vec<String> = CONTROL_PLANES.iter().map(|n| agent_pid(&lab, n)).collect();
     assert_eq!(pids, now, "the same agent processes, reloaded in place");
     for node in CONTROL_PLANES {

@@ -86,9 +86,9 @@ def main():
             path = os.path.join(WORK, f"khagent-{i}.yaml")
             with open(path, "w") as f:
                 f.write("listen: 127.0.0.1:16443\nbackends:\n  - name: local\n    address: 127.0.0.1:6443\n"
-                        f"status:\n  listen: {addr(i)}:9100\n"
+                        f"status:\n  listen: {addr(i)}:9100\n  public: true\n"
                         f"vrrp:\n  interface: eth0\n  router_id: 51\n  priority: {PRIORITIES[i - 1]}\n"
-                        f"  vip: {VIP}\n")
+                        f"  vip: {VIP}\n  state_dir: {WORK}/state-{i}\n")
             log = open(os.path.join(WORK, f"khagent-{i}.log"), "w")
             procs.append(subprocess.Popen(["ip", "netns", "exec", ns(i), KHAGENT, "--config", path],
                                           stdout=log, stderr=log, stdin=subprocess.DEVNULL))

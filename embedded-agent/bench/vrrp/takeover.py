@@ -107,7 +107,8 @@ def start_khagent(interval):
         with open(path, "w") as f:
             f.write("listen: 127.0.0.1:16443\nbackends:\n  - name: local\n    address: 127.0.0.1:6443\n"
                     f"vrrp:\n  interface: eth0\n  router_id: 51\n  priority: {PRIORITIES[i - 1]}\n"
-                    f"  vip: {VIP}\n  advert_interval_ms: {round(interval * 1000)}\n")
+                    f"  vip: {VIP}\n  advert_interval_ms: {round(interval * 1000)}\n"
+                    f"  state_dir: {WORK}/state-{i}\n")
         procs.append(spawn(i, [KHAGENT, "--config", path], f"khagent-{i}.log"))
     return procs
 

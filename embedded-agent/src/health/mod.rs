@@ -7,21 +7,53 @@
 //! the load balancer reads. The [`track`] task turns backend and listener health into a
 //! `vrrp::TrackState` on a watch channel for the VRRP thread.
 
+pub mod reserve;
 pub mod tls;
 pub mod track;
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::config::{CheckKind, HealthConfig};
 use crate::lb::Generation;
 use crate::lb::backend::Backend;
 use crate::status::log;
+use reserve::Reserve;
 use tls::TlsSettings;
+
+/// Why a check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The backend failed it: refused, reset, no answer in time, bad certificate, not ready.
+    Backend(String),
+    /// The check could not run for a reason of this host: out of descriptors or memory
+    /// (EMFILE, ENFILE, ENOMEM, ENOBUFS). That says nothing about the backend, so its health
+    /// stays as it was ("unknown"): counted, logged, never a step towards `fall`. Counting it
+    /// as a failure let a local user who exhausted the agent's descriptors have every backend
+    /// marked down and every proxied connection closed (issue #12).
+    Local(String),
+}
+
+impl CheckError {
+    /// An I/O error during `what`, classified by its errno.
+    pub fn io(what: &str, e: &io::Error) -> CheckError {
+        let text = format!("{what}: {e}");
+        if crate::lb::is_exhaustion(e) {
+            CheckError::Local(text)
+        } else {
+            CheckError::Backend(text)
+        }
+    }
+}
+
+/// How often "a check could not run" is logged per backend while it lasts.
+const LOCAL_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The rise/fall state of one backend: `fall` consecutive failures take an up backend down,
 /// `rise` consecutive successes bring a down backend up; a single contrary result resets the
@@ -83,6 +115,7 @@ pub fn spawn(
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let reserve = Arc::new(Reserve::new(reserve::RESERVED));
         loop {
             let plan = plans.borrow_and_update().clone();
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -90,6 +123,7 @@ pub fn spawn(
                 tokio::spawn(check_loop(
                     Arc::clone(backend),
                     Arc::clone(&plan),
+                    Arc::clone(&reserve),
                     Arc::clone(&changed),
                     stop_rx.clone(),
                 ));
@@ -109,30 +143,52 @@ pub fn spawn(
 async fn check_loop(
     backend: Arc<Backend>,
     plan: Arc<Plan>,
+    reserve: Arc<Reserve>,
     changed: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let h = &plan.health;
     let mut threshold = Threshold::new(backend.is_healthy(), h.rise, h.fall);
+    let mut local_failure_logged: Option<Instant> = None;
     loop {
         let result = tokio::select! {
-            r = tokio::time::timeout(h.timeout.0, check_once(&backend, &plan)) => match r {
+            r = tokio::time::timeout(h.timeout.0, check_once(&backend, &plan, &reserve)) => match r {
                 Ok(r) => r,
-                Err(_) => Err(format!("no answer within {:?}", h.timeout.0)),
+                Err(_) => Err(CheckError::Backend(format!("no answer within {:?}", h.timeout.0))),
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let ok = result.is_ok();
-        let counter = if ok {
-            &backend.checks_ok
-        } else {
-            &backend.checks_failed
+        // The check's socket is closed by now: take its number back before any other task runs.
+        reserve.refill();
+        // None: no observation of the backend, so the rise/fall streak is left as it is.
+        let observed = match result {
+            Ok(()) => {
+                backend.checks_ok.fetch_add(1, Ordering::Relaxed);
+                Some(true)
+            }
+            Err(CheckError::Backend(e)) => {
+                backend.checks_failed.fetch_add(1, Ordering::Relaxed);
+                backend.set_last_error(Some(e));
+                Some(false)
+            }
+            Err(CheckError::Local(e)) => {
+                backend.checks_unknown.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                if local_failure_logged.is_none_or(|at| now - at >= LOCAL_FAILURE_LOG_EVERY) {
+                    local_failure_logged = Some(now);
+                    log::warn(format_args!(
+                        "backend {} ({}): the health check could not run ({e}); a shortage on \
+                         this host, not the backend's fault: it stays {} ({} such checks so far)",
+                        backend.name,
+                        backend.address,
+                        if threshold.is_up() { "up" } else { "down" },
+                        backend.checks_unknown.load(Ordering::Relaxed),
+                    ));
+                }
+                None
+            }
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &result {
-            backend.set_last_error(Some(e.clone()));
-        }
-        if let Some(up) = threshold.record(ok) {
+        if let Some(up) = observed.and_then(|ok| threshold.record(ok)) {
             if up {
                 backend.set_last_error(None);
                 log::info(format_args!(
@@ -158,14 +214,19 @@ async fn check_loop(
     }
 }
 
-async fn check_once(backend: &Backend, plan: &Plan) -> Result<(), String> {
+async fn check_once(backend: &Backend, plan: &Plan, reserve: &Reserve) -> Result<(), CheckError> {
+    let connect = |e: io::Error| CheckError::io("connect", &e);
+    let address = backend.address;
+    let socket = reserve
+        .open(|| crate::lb::tcp_socket(address))
+        .map_err(connect)?;
+    let tcp: TcpStream = socket.connect(address).await.map_err(connect)?;
     match (plan.health.kind, &plan.tls) {
-        (CheckKind::Https, Some(tls)) => tls.check(backend.address).await,
-        (CheckKind::Https, None) => Err("https check without TLS settings".into()),
-        (CheckKind::Tcp, _) => TcpStream::connect(backend.address)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        (CheckKind::Https, Some(tls)) => tls.check(tcp, address).await,
+        (CheckKind::Https, None) => Err(CheckError::Backend(
+            "https check without TLS settings".into(),
+        )),
+        (CheckKind::Tcp, _) => Ok(()),
     }
 }
 
@@ -193,6 +254,31 @@ mod tests {
         assert_eq!(t.record(true), None);
         assert_eq!(t.record(false), None);
         assert!(t.is_up());
+    }
+
+    /// Issue #12, item 11: running out of descriptors or memory is this host's problem, not
+    /// the backend's.
+    #[test]
+    fn local_shortages_are_told_apart_from_backend_failures() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(
+                matches!(CheckError::io("connect", &e), CheckError::Local(_)),
+                "{e}"
+            );
+        }
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::ECONNRESET,
+            libc::EHOSTUNREACH,
+            libc::ETIMEDOUT,
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(
+                matches!(CheckError::io("connect", &e), CheckError::Backend(_)),
+                "{e}"
+            );
+        }
     }
 
     #[test]

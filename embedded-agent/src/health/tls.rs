@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::CheckError;
 use crate::config::{HealthConfig, Material, Problem};
 
 /// Everything an HTTPS check needs besides the address.
@@ -100,11 +101,9 @@ impl TlsSettings {
         })
     }
 
-    /// One check: TLS handshake verified against the CA, `GET path`, status 200 or it failed.
-    pub async fn check(&self, address: SocketAddr) -> Result<(), String> {
-        let tcp = TcpStream::connect(address)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+    /// One check over `tcp`, connected to `address`: TLS handshake verified against the CA,
+    /// `GET path`, status 200 or it failed.
+    pub async fn check(&self, tcp: TcpStream, address: SocketAddr) -> Result<(), CheckError> {
         let name = self
             .server_name
             .clone()
@@ -117,20 +116,25 @@ impl TlsSettings {
             .connector
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|e| CheckError::io("TLS", &e))?;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: khagent\r\nAccept: */*\r\nConnection: close\r\n\r\n",
             self.path
         );
         tls.write_all(request.as_bytes())
             .await
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(|e| CheckError::io("send", &e))?;
         let mut head = Vec::with_capacity(256);
         let mut buf = [0u8; 256];
         while !head.windows(2).any(|w| w == b"\r\n") {
-            let n = tls.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            let n = tls
+                .read(&mut buf)
+                .await
+                .map_err(|e| CheckError::io("read", &e))?;
             if n == 0 || head.len() > 4096 {
-                return Err("no HTTP status line in the answer".into());
+                return Err(CheckError::Backend(
+                    "no HTTP status line in the answer".into(),
+                ));
             }
             head.extend_from_slice(&buf[..n]);
         }
@@ -140,7 +144,10 @@ impl TlsSettings {
         if line.starts_with("HTTP/1.") && code == "200" {
             Ok(())
         } else {
-            Err(format!("{} answered `{line}`", self.path))
+            Err(CheckError::Backend(format!(
+                "{} answered `{line}`",
+                self.path
+            )))
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Backend {
     pub last_error: std::sync::Mutex<Option<String>>,
     pub checks_ok: AtomicU64,
     pub checks_failed: AtomicU64,
+    /// Checks that could not run for a local reason (`health::CheckError::Local`).
+    pub checks_unknown: AtomicU64,
 }
 
 impl Backend {
@@ -53,6 +55,7 @@ impl Backend {
             last_error: std::sync::Mutex::new(None),
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
+            checks_unknown: AtomicU64::new(0),
         })
     }
 

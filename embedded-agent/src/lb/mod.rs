@@ -220,8 +220,8 @@ impl Lb {
     }
 }
 
-/// A TCP socket of `addr`'s family (the listener's, or a backend's).
-fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+/// A TCP socket of `addr`'s family (the listener's, a backend's, or a health check's).
+pub(crate) fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -229,7 +229,8 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     }
 }
 
-fn is_exhaustion(e: &io::Error) -> bool {
+/// Errors that mean this process or host ran out of descriptors or memory.
+pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)

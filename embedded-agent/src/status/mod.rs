@@ -1,5 +1,6 @@
 //! The status server: a deliberately tiny HTTP/1.1 server (one request per connection, no
-//! keep-alive, bounded request head and time) on the address `status.listen` names.
+//! keep-alive, bounded request head, time and number of connections) on the address
+//! `status.listen` names.
 //!
 //! Routes: `/healthz` (200 when the listener is up and a backend is healthy, else 503; never
 //! behind auth, so probes need no password), `/status` (JSON), `/metrics` (Prometheus text),
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::lb::Lb;
 use crate::vrrp::{TrackState, VrrpStatus};
@@ -26,7 +27,15 @@ use crate::vrrp::{TrackState, VrrpStatus};
 /// Largest request head we read; anything longer is answered 431 and closed.
 const MAX_HEAD: usize = 8 * 1024;
 /// A client gets this long to send its request head (slowloris guard).
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a connection is held in all: the head, then writing an answer of a few KiB.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections served at once. Each holds a descriptor for up to `CONNECTION_TIMEOUT`; without
+/// a cap, a local user opening thousands of idle connections exhausted the agent's descriptors,
+/// and the health checks that then failed took every backend down (issue #12). Further clients
+/// wait in the kernel's accept queue, which costs the agent no descriptor, as haproxy's
+/// `maxconn` does; scrapers and probes make one request at a time.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// What the pages show; cheap to clone into each request task.
 #[derive(Clone)]
@@ -76,9 +85,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `shutdown` turns true.
+/// Serves until `shutdown` turns true, at most [`MAX_CONNECTIONS`] connections at once.
 pub async fn run(listener: TcpListener, ctx: Context, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => return,
+            },
+        };
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             r = listener.accept() => r,
@@ -88,7 +105,8 @@ pub async fn run(listener: TcpListener, ctx: Context, mut shutdown: watch::Recei
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let _ignored =
-                        tokio::time::timeout(READ_TIMEOUT * 2, serve(stream, &ctx)).await;
+                        tokio::time::timeout(CONNECTION_TIMEOUT, serve(stream, &ctx)).await;
+                    drop(slot);
                 });
             }
             // Out of descriptors: the LB's accept loop logs it; just don't spin.

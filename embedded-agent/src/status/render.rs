@@ -22,6 +22,7 @@ pub struct BackendView {
     pub bytes_down_total: u64,
     pub checks_ok_total: u64,
     pub checks_failed_total: u64,
+    pub checks_unknown_total: u64,
     pub last_error: Option<String>,
 }
 
@@ -87,6 +88,7 @@ impl Snapshot {
                 bytes_down_total: load(&b.bytes_down),
                 checks_ok_total: load(&b.checks_ok),
                 checks_failed_total: load(&b.checks_failed),
+                checks_unknown_total: load(&b.checks_unknown),
                 last_error: b.last_error(),
             })
             .collect();
@@ -186,7 +188,7 @@ impl Snapshot {
         // Samples of one family must be contiguous in the text format: families outside,
         // backends inside.
         type Get = fn(&BackendView) -> u64;
-        let families: [(&str, &str, bool, Get); 7] = [
+        let families: [(&str, &str, bool, Get); 8] = [
             (
                 "khagent_backend_up",
                 "1 when the backend passes its health checks",
@@ -228,6 +230,12 @@ impl Snapshot {
                 "Failed health checks",
                 true,
                 |b| b.checks_failed_total,
+            ),
+            (
+                "khagent_backend_checks_unknown_total",
+                "Health checks that could not run for a local reason (out of descriptors or memory)",
+                true,
+                |b| b.checks_unknown_total,
             ),
         ];
         for (name, help, is_counter, get) in families {

@@ -10,6 +10,7 @@
 pub mod instance;
 pub mod io;
 pub mod packet;
+pub mod probe;
 mod runner;
 pub mod settings;
 mod vip;
@@ -19,7 +20,8 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use settings::{SettingsProblem, VrrpSettings};
+pub use settings::{DEFAULT_STATE_DIR, SettingsProblem, VrrpSettings};
+pub use vip::{MARKER_FILE, marker_line};
 
 /// What tracked checks (computed by the agent's health module) do to this node's priority.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -67,6 +69,8 @@ pub struct VrrpCounters {
     pub dropped_other_vrid: u64,
     pub dropped_bad_interval: u64,
     pub dropped_address_mismatch: u64,
+    /// Max Adver Int outside `vrrp.advert_interval_factor` of our own interval.
+    pub dropped_interval_out_of_range: u64,
     pub vip_refresh_errors: u64,
     pub send_errors: u64,
 }
@@ -111,6 +115,18 @@ pub enum VrrpError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "vrrp.vip: {vip}/{prefix_len} is already on {interface} and khagent did not add it ({why}): \
+         another VRRP daemon (keepalived?) or an `ip addr add` put it there. khagent removes only \
+         a VIP it added; stop that daemon, or remove the address \
+         (`ip addr del {vip}/{prefix_len} dev {interface}`), then start khagent again"
+    )]
+    ForeignVip {
+        vip: Ipv4Addr,
+        prefix_len: u8,
+        interface: String,
+        why: String,
+    },
     #[error("vrrp: the VRRP thread stopped unexpectedly: {0}")]
     Thread(String),
 }
@@ -145,6 +161,8 @@ fn permission_hint(err: &std::io::Error) -> &'static str {
 pub struct VrrpHandle {
     status: watch::Receiver<VrrpStatus>,
     peers: watch::Sender<Vec<Ipv4Addr>>,
+    /// The running mode, fixed by the sockets opened at start.
+    unicast: bool,
     thread: std::thread::JoinHandle<Result<(), VrrpError>>,
 }
 
@@ -162,10 +180,14 @@ impl VrrpHandle {
             .map_err(|panic| VrrpError::Thread(panic_message(&panic)))?
     }
 
-    /// Replaces the unicast peer list (SIGHUP reload). Switching between unicast and multicast
-    /// needs a restart; an empty list while unicast keeps the old peers.
-    pub fn update_peers(&self, peers: Vec<Ipv4Addr>) {
-        self.peers.send_replace(peers);
+    /// Applies the peer list of a reloaded `vrrp:` section (SIGHUP), an empty one included:
+    /// a unicast group reduced to this node hears no one any more. A section that switches
+    /// between unicast and multicast is not applied: that needs new sockets, so a restart
+    /// (which `Config::restart_needed` asks for), and until then the running peers stay.
+    pub fn update_peers(&self, next: &VrrpSettings) {
+        if next.unicast() == self.unicast {
+            self.peers.send_replace(next.peers.clone());
+        }
     }
 }
 
@@ -187,10 +209,12 @@ pub fn spawn(
 ) -> Result<VrrpHandle, VrrpError> {
     settings.validate().map_err(VrrpError::Settings)?;
     let (peers_tx, peers_rx) = watch::channel(settings.peers.clone());
+    let unicast = settings.unicast();
     let (status, thread) = runner::start(settings, track, shutdown, peers_rx)?;
     Ok(VrrpHandle {
         status,
         peers: peers_tx,
+        unicast,
         thread,
     })
 }

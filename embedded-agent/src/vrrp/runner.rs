@@ -17,8 +17,9 @@ use super::io::socket::VrrpSocket;
 use super::io::timer::DeadlineTimer;
 use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
-use super::vip::{Vip, VipWorker};
+use super::vip::{Foreign, Marker, Vip, VipWorker, left_by_us};
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
+use crate::status::log;
 
 type Started = (
     watch::Receiver<VrrpStatus>,
@@ -29,6 +30,9 @@ type Started = (
 const RECV_BUFFER: usize = 65_535;
 /// Most queued datagrams handled before due timers (see `Runner::drain_queued`).
 const MAX_DRAIN: usize = 64;
+/// Dropped adverts worth a log line are logged at most this often: a flood of forged adverts
+/// must not turn into a flood of log lines written from the realtime thread.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) fn start(
     settings: VrrpSettings,
@@ -111,21 +115,19 @@ impl Edge {
             DeadlineTimer::new().map_err(|e| VrrpError::io("creating the VRRP timer", e))?;
         let arp = GratuitousArp::open(interface, ifindex)
             .map_err(|e| VrrpError::io(format!("opening the ARP socket on {interface}"), e))?;
-        // A VIP left by an earlier khagent that died before its lifetime ran out (or by a
-        // keepalived) must not make two holders: we start as backup, holding nothing.
-        netlink
-            .delete_address(ifindex, settings.vip, settings.vip_prefix_len)
-            .map_err(|e| {
-                VrrpError::io(
-                    format!("removing a stale {} from {interface}", settings.vip),
-                    e,
-                )
-            })?;
+        let marker = Marker::new(
+            &settings.state_dir,
+            settings.vip,
+            settings.vip_prefix_len,
+            interface,
+        );
+        remove_vip_left_by_us(&mut netlink, ifindex, settings, &marker)?;
         let vip = Vip {
             ifindex,
             address: settings.vip,
             prefix_len: settings.vip_prefix_len,
             lifetime: settings.vip_lifetime(),
+            marker,
         };
         let vip = VipWorker::start(netlink, vip, settings.realtime_priority)
             .map_err(|e| VrrpError::io("starting the VIP worker thread", e))?;
@@ -137,6 +139,41 @@ impl Edge {
             timer,
         })
     }
+}
+
+/// An agent starts as a backup holding nothing. A VIP that an earlier run of this agent left
+/// (killed before the lifetime ran out) would make two holders: it is removed. A VIP someone
+/// else put there (keepalived, an `ip addr add`) is theirs: it is left alone and the agent
+/// does not start, saying why, rather than take or drop an address it does not own.
+fn remove_vip_left_by_us(
+    netlink: &mut Netlink,
+    ifindex: u32,
+    settings: &VrrpSettings,
+    marker: &Marker,
+) -> Result<(), VrrpError> {
+    let (vip, interface) = (settings.vip, &settings.interface);
+    let listing = |e| VrrpError::io(format!("listing the addresses of {interface}"), e);
+    let found = netlink.addresses(ifindex).map_err(listing)?;
+    if let Some(found) = found.iter().find(|a| a.address == vip) {
+        left_by_us(found, marker.present()).map_err(|why| VrrpError::ForeignVip {
+            vip,
+            prefix_len: found.prefix_len,
+            interface: interface.clone(),
+            why: match why {
+                Foreign::Permanent => "it never expires (valid_lft forever)".into(),
+                Foreign::Unrecorded => format!(
+                    "{} does not record adding it; it has a lifetime and goes away by itself",
+                    marker.path().display()
+                ),
+            },
+        })?;
+        netlink
+            .delete_address(ifindex, vip, found.prefix_len)
+            .map_err(|e| VrrpError::io(format!("removing our stale {vip} from {interface}"), e))?;
+    }
+    marker
+        .clear()
+        .map_err(|e| VrrpError::io(format!("removing {}", marker.path().display()), e))
 }
 
 struct Runner {
@@ -155,6 +192,8 @@ struct Runner {
     next_garp_repeat: Option<Instant>,
     counters: VrrpCounters,
     last_error: Option<String>,
+    /// When an advert dropped for its interval was last logged.
+    interval_drop_logged: Option<Instant>,
 }
 
 /// What woke the loop.
@@ -187,6 +226,7 @@ impl Runner {
         let (status, status_rx) = watch::channel(VrrpStatus::default());
         let runner = Self {
             unicast_peers: settings.peers.clone(),
+            interval_drop_logged: None,
             settings,
             edge,
             instance,
@@ -259,13 +299,8 @@ impl Runner {
                     self.feed(Event::Track(track), now);
                 }
                 Wake::TrackGone => track_open = false,
-                Wake::Peers => {
-                    let peers = self.peers.borrow_and_update().clone();
-                    // Unicast ↔ multicast changes the sockets; only a restart does that.
-                    if self.settings.unicast() && !peers.is_empty() {
-                        self.unicast_peers = peers;
-                    }
-                }
+                // Only sent in the running mode (see `VrrpHandle::update_peers`).
+                Wake::Peers => self.unicast_peers = self.peers.borrow_and_update().clone(),
                 Wake::PeersGone => peers_open = false,
             }
             self.collect_refresh_failures();
@@ -388,6 +423,28 @@ impl Runner {
         // list is misconfigured; its adverts are dropped.
         if advert.priority != 255 && !advert.addresses.contains(&self.settings.vip) {
             c.dropped_address_mismatch += 1;
+            return;
+        }
+        // Not in RFC 5798, which has a backup adopt any interval (§6.4.2): see
+        // `VrrpSettings::advert_interval_factor`.
+        let accepted = self.settings.accepted_advert_intervals_cs();
+        if !accepted.contains(&advert.max_advert_int_cs) {
+            c.dropped_interval_out_of_range += 1;
+            if self
+                .interval_drop_logged
+                .is_none_or(|at| now - at >= DROP_LOG_EVERY)
+            {
+                self.interval_drop_logged = Some(now);
+                log::warn(format_args!(
+                    "vrrp: dropped an advert from {} advertising {} cs, outside the accepted \
+                     {}..={} cs (vrrp.advert_interval_factor); {} dropped so far",
+                    received.src,
+                    advert.max_advert_int_cs,
+                    accepted.start(),
+                    accepted.end(),
+                    c.dropped_interval_out_of_range,
+                ));
+            }
             return;
         }
         c.adverts_rx += 1;

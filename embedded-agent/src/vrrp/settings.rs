@@ -3,6 +3,8 @@
 //! values. Defaults are chosen for fast, single-move failover (see `docs/vrrp.md`).
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +23,13 @@ pub struct VrrpSettings {
     /// so this must be a multiple of 10 in 10..=40950.
     #[serde(default = "default_advert_interval_ms")]
     pub advert_interval_ms: u32,
+    /// Adverts whose Max Adver Int is more than this factor above or below our own interval
+    /// are dropped (1..=100). RFC 5798 has a backup adopt the master's interval unchecked
+    /// (§6.4.2), so one forged advert carrying 4095 cs would make every node wait two
+    /// minutes before taking over; no node of our group advertises another interval than
+    /// ours except during a rolling change of it.
+    #[serde(default = "default_advert_interval_factor")]
+    pub advert_interval_factor: u16,
     /// The virtual IPv4 address.
     pub vip: Ipv4Addr,
     /// Prefix length the VIP is installed with (default 32).
@@ -30,8 +39,13 @@ pub struct VrrpSettings {
     /// Default: the first IPv4 address of `interface` that is not the VIP.
     #[serde(default)]
     pub source_address: Option<Ipv4Addr>,
-    /// Empty: multicast to 224.0.0.18. Non-empty: unicast to these, and adverts are only
-    /// accepted from them.
+    /// Unicast: adverts go to `peers` only and are accepted from them only; an empty list
+    /// then means a group of one, which hears no one (a single control plane). Multicast:
+    /// adverts go to 224.0.0.18 and anyone on the segment is heard. Default: unicast when
+    /// `peers` is not empty, so older configs keep their meaning.
+    #[serde(default)]
+    pub unicast: Option<bool>,
+    /// The other routers of the group, with `unicast`.
     #[serde(default)]
     pub peers: Vec<Ipv4Addr>,
     /// Whether a higher-priority backup takes over from a lower-priority master (§6.1).
@@ -50,6 +64,10 @@ pub struct VrrpSettings {
     /// on as a normal thread and says so in status.
     #[serde(default = "default_realtime_priority")]
     pub realtime_priority: u8,
+    /// Where the agent records that it added the VIP (`vip-added`), so that a restarted agent
+    /// removes a VIP its killed predecessor left, and never one someone else added.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// Gratuitous ARPs sent at once when becoming master (0..=100).
     #[serde(default = "default_garp_count")]
     pub gratuitous_arp_count: u8,
@@ -61,6 +79,9 @@ pub struct VrrpSettings {
 fn default_advert_interval_ms() -> u32 {
     100
 }
+fn default_advert_interval_factor() -> u16 {
+    2
+}
 fn default_vip_prefix_len() -> u8 {
     32
 }
@@ -69,6 +90,12 @@ fn default_true() -> bool {
 }
 fn default_vip_lifetime_s() -> u32 {
     1
+}
+/// Where the agent keeps its state unless `state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/khagent";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 fn default_realtime_priority() -> u8 {
     1
@@ -136,6 +163,15 @@ impl VrrpSettings {
                 ),
             );
         }
+        if !(1..=100).contains(&self.advert_interval_factor) {
+            bad(
+                "vrrp.advert_interval_factor",
+                format!(
+                    "{} is not allowed; use 1..=100 (1: only our own interval is accepted)",
+                    self.advert_interval_factor
+                ),
+            );
+        }
         if self.vip.is_unspecified() || self.vip.is_multicast() || self.vip.is_broadcast() {
             bad(
                 "vrrp.vip",
@@ -159,6 +195,12 @@ impl VrrpSettings {
                 format!(
                     "{src} cannot be the advert source; use this node's own address on the interface"
                 ),
+            );
+        }
+        if self.unicast == Some(false) && !self.peers.is_empty() {
+            bad(
+                "vrrp.peers",
+                "peers are only used with unicast; remove them or set `unicast: true`".into(),
             );
         }
         for peer in &self.peers {
@@ -194,6 +236,12 @@ impl VrrpSettings {
                 ),
             );
         }
+        if !self.state_dir.is_absolute() {
+            bad(
+                "vrrp.state_dir",
+                format!("{} is not an absolute path", self.state_dir.display()),
+            );
+        }
         if self.realtime_priority > 99 {
             bad(
                 "vrrp.realtime_priority",
@@ -223,9 +271,21 @@ impl VrrpSettings {
             .min(crate::vrrp::packet::MAX_ADVERT_INTERVAL_CS)
     }
 
+    /// The Max Adver Int values (centiseconds) an advert may carry to be accepted: our own
+    /// interval divided and multiplied by `advert_interval_factor`, within the 12-bit field.
+    pub fn accepted_advert_intervals_cs(&self) -> RangeInclusive<u16> {
+        let ours = self.advert_interval_cs();
+        let factor = self.advert_interval_factor.max(1);
+        let low = ours.div_ceil(factor).max(1);
+        let high = ours
+            .saturating_mul(factor)
+            .min(crate::vrrp::packet::MAX_ADVERT_INTERVAL_CS);
+        low..=high
+    }
+
     /// Whether adverts are unicast to `peers` instead of multicast.
     pub fn unicast(&self) -> bool {
-        !self.peers.is_empty()
+        self.unicast.unwrap_or(!self.peers.is_empty())
     }
 
     /// Kernel lifetime of the VIP.
@@ -305,6 +365,39 @@ mod tests {
         assert_eq!(s.advert_interval_cs(), 4095);
     }
 
+    /// The defence against one forged advert with Max Adver Int 4095 cs (issue #12): the
+    /// accepted range is ours ÷ factor ..= ours × factor, within the 12-bit field.
+    #[test]
+    fn accepts_advertised_intervals_only_within_the_factor_of_our_own() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.advert_interval_factor, 2);
+        assert_eq!(s.accepted_advert_intervals_cs(), 5..=20);
+        assert!(!s.accepted_advert_intervals_cs().contains(&4095));
+        let exact = parse(&format!(
+            "{MINIMAL}advert_interval_factor: 1
+"
+        ))
+        .unwrap();
+        assert_eq!(exact.accepted_advert_intervals_cs(), 10..=10);
+        let fast = parse(&format!(
+            "{MINIMAL}advert_interval_ms: 10\nadvert_interval_factor: 3\n"
+        ))
+        .unwrap();
+        assert_eq!(fast.accepted_advert_intervals_cs(), 1..=3);
+        let slow = parse(&format!(
+            "{MINIMAL}advert_interval_ms: 40950\nadvert_interval_factor: 100\n"
+        ))
+        .unwrap();
+        assert_eq!(slow.accepted_advert_intervals_cs(), 41..=4095);
+        for factor in [0, 101] {
+            let s = parse(&format!("{MINIMAL}advert_interval_factor: {factor}\n")).unwrap();
+            assert_eq!(
+                s.validate().unwrap_err()[0].field,
+                "vrrp.advert_interval_factor"
+            );
+        }
+    }
+
     #[test]
     fn reports_every_problem_at_once() {
         let yaml = "interface: ''\nrouter_id: 0\npriority: 0\nvip: 224.0.0.18\nvip_lifetime_s: 0\npeers: [224.0.0.18]\n";
@@ -344,5 +437,15 @@ mod tests {
         let s = parse(&format!("{MINIMAL}peers: [10.0.0.2, 10.0.0.3]\n")).unwrap();
         s.validate().unwrap();
         assert!(s.unicast());
+    }
+
+    /// A single control plane: unicast to no one, so no advert from anyone is obeyed.
+    #[test]
+    fn explicit_unicast_allows_an_empty_peer_list_and_multicast_refuses_peers() {
+        let alone = parse(&format!("{MINIMAL}unicast: true\npeers: []\n")).unwrap();
+        alone.validate().unwrap();
+        assert!(alone.unicast());
+        let s = parse(&format!("{MINIMAL}unicast: false\npeers: [10.0.0.2]\n")).unwrap();
+        assert_eq!(s.validate().unwrap_err()[0].field, "vrrp.peers");
     }
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::support::{AddressMonitor, AdvertCapture, Lab, Proc, greeter, khagent, run, wait_for};
+use super::support::{
+    AddressMonitor, AdvertCapture, Lab, Proc, greeter, khagent, run, wait_for, write_config,
+};
 
 /// RFC 5798 §6.1 at 100 ms adverts: Skew_Time = (256 − priority) × 100 ms / 256, and
 /// Master_Down_Interval = 3 × 100 ms + Skew_Time.
@@ -252,27 +254,30 @@ fn returning_node_without_preempt_stays_backup() {
     assert_eq!(lab.counter(2, "transitions_to_master"), node2_masters);
 }
 
+/// A VIP this agent left behind (SIGKILLed while master, its lifetime not yet run out) would
+/// make two holders: the agent removes it at once when it starts again, because its state
+/// directory records that it added it.
 #[test]
-fn agent_starting_as_backup_removes_a_stale_vip_from_its_interface_at_once() {
+fn agent_restarted_after_a_kill_removes_the_vip_it_left_at_once() {
     let lab = Lab::new(88, 2);
-    let _node1 = khagent(&lab, 1, 150, "", "");
-    wait_for("node 1 to hold the VIP", Duration::from_secs(5), || {
-        lab.holders() == [1]
+    // A lifetime far longer than the test: only the agent can remove this VIP in time.
+    let long_lived = "  vip_lifetime_s: 600\n";
+    let mut node2 = khagent(&lab, 2, 100, long_lived, "");
+    wait_for("node 2 to hold the VIP", Duration::from_secs(5), || {
+        lab.holders() == [2]
     });
-    // A VIP left on node 2 by someone else (a SIGKILLed keepalived, an admin): no lifetime,
-    // so it never expires by itself, and node 2's agent will never be master to own it.
-    let ns = lab.ns(2);
-    let vip = format!("{}/32", lab.vip());
-    run("ip", &["-n", &ns, "addr", "add", &vip, "dev", "eth0"]);
-    let shown = run("ip", &["-n", &ns, "-4", "-o", "addr", "show", "to", &vip]);
-    assert!(shown.contains("valid_lft forever"), "{shown}");
-    assert_eq!(lab.holders(), [1, 2]);
-
-    let _node2 = khagent(&lab, 2, 100, "", "");
-    // Removed before the agent serves its status; allow a little for a loaded machine, far
-    // less than the 1 s lifetime of a VIP that khagent itself would have added.
+    node2.kill();
+    let _node1 = khagent(&lab, 1, 150, "", "");
     wait_for(
-        "node 2's agent to remove the stale VIP",
+        "node 1 to take the VIP while node 2's stays",
+        Duration::from_secs(5),
+        || lab.holders() == [1, 2],
+    );
+
+    let _node2 = khagent(&lab, 2, 100, long_lived, "");
+    // Removed before the agent serves its status; allow a little for a loaded machine.
+    wait_for(
+        "node 2's agent to remove the VIP it left",
         Duration::from_millis(300),
         || lab.holders() == [1],
     );
@@ -280,6 +285,41 @@ fn agent_starting_as_backup_removes_a_stale_vip_from_its_interface_at_once() {
         lab.vrrp(2)["master_address"] == lab.addr(1).to_string()
     });
     assert_sole_holder(&lab, 1, Duration::from_millis(500));
-    assert_eq!(lab.state(2), "backup");
-    assert_eq!(lab.counter(2, "transitions_to_master"), 0);
+}
+
+/// Issue #12, item 12: the agent used to delete any VIP on its interface when it started. An
+/// address added by someone else (a keepalived, an admin: no lifetime, `valid_lft forever`) is
+/// theirs: the agent leaves it and does not start, saying what to do. (This replaces the test
+/// "a hand-added VIP is removed when khagent starts as backup": removing it took an address
+/// from whoever added it, which may be the holder a running cluster depends on.)
+#[test]
+fn agent_leaves_a_vip_it_did_not_add_and_refuses_to_start() {
+    let lab = Lab::new(85, 2);
+    let ns = lab.ns(2);
+    let vip = format!("{}/32", lab.vip());
+    run("ip", &["-n", &ns, "addr", "add", &vip, "dev", "eth0"]);
+    let shown = run("ip", &["-n", &ns, "-4", "-o", "addr", "show", "to", &vip]);
+    assert!(shown.contains("valid_lft forever"), "{shown}");
+    // Even a record claiming it (left by some earlier run) does not make a permanent one ours.
+    std::fs::create_dir_all(lab.state_dir(2)).unwrap();
+    std::fs::write(lab.state_dir(2).join("vip-added"), format!("{vip} eth0\n")).unwrap();
+
+    let config = write_config(&lab, 2, 100, "", "");
+    let mut node2 = Proc::spawn(
+        &lab,
+        2,
+        "khagent-2",
+        env!("CARGO_BIN_EXE_khagent"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(!node2.wait_exit(Duration::from_secs(5)), "khagent started");
+    let log = node2.log_text();
+    assert!(
+        log.contains(&format!(
+            "{vip} is already on eth0 and khagent did not add it"
+        )) && log.contains("valid_lft forever")
+            && log.contains(&format!("ip addr del {vip} dev eth0")),
+        "{log}"
+    );
+    assert_eq!(lab.holders(), [2], "the hand-added VIP was touched");
 }

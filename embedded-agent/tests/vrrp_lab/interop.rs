@@ -2,10 +2,11 @@
 //! one group: the higher priority wins whichever implementation it is, and each takes over
 //! when the other dies.
 
+use std::process::Command;
 use std::time::Duration;
 
 use super::failover::assert_sole_holder;
-use super::support::{Lab, Proc, keepalived, khagent, wait_for};
+use super::support::{Lab, Proc, ROUTER_ID, keepalived, khagent, wait_for};
 
 const KEEPALIVED_BACKUP: &str = "(VI) Entering BACKUP STATE";
 const KEEPALIVED_MASTER: &str = "(VI) Entering MASTER STATE";
@@ -101,4 +102,42 @@ fn khagent_master_is_followed_by_keepalived_which_takes_over_when_it_dies() {
     );
     assert_sole_holder(&lab, 1, Duration::from_millis(500));
     assert_eq!(logged(&keepalived_2, KEEPALIVED_MASTER), 1);
+}
+
+/// Issue #12, item 12: before khactl first starts an agent on a node it listens there for
+/// another VRRP router with the cluster's VRID (`khagent probe-vrid`). A keepalived set up
+/// as the guides do (VRID 51, `advert_int 1`) is heard, with its address, priority, interval
+/// and VIP; a listen for another VRID hears nothing.
+#[test]
+fn probe_vrid_hears_a_keepalived_with_that_vrid_and_nothing_else() {
+    let lab = Lab::new(84, 2);
+    let _keepalived = keepalived(&lab, 1, 150, "1");
+    wait_for("keepalived to hold the VIP", Duration::from_secs(8), || {
+        lab.holders() == [1]
+    });
+    let probe = |vrid: u8| {
+        lab.assert_up();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns(2), env!("CARGO_BIN_EXE_khagent")])
+            .args(["probe-vrid", "--interface", "eth0", "--vrid"])
+            .args([vrid.to_string().as_str(), "--for", "1500ms"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        probe(ROUTER_ID),
+        format!(
+            "heard {} priority 150 interval_cs 100 addresses {}\n",
+            lab.addr(1),
+            lab.vip()
+        )
+    );
+    assert_eq!(probe(ROUTER_ID + 1), "");
+    assert_eq!(lab.holders(), [1], "the probe moved the VIP");
 }

@@ -125,6 +125,12 @@ impl Lab {
         Ipv4Addr::new(10, 98, self.k, u8::try_from(i + 1).unwrap())
     }
 
+    /// Node i's khagent state directory: the nodes share the host's filesystem, so each needs
+    /// its own (a real node has `/var/lib/khagent`).
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("state-{i}"))
+    }
+
     pub fn vip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 98, self.k, VIP_HOST)
     }
@@ -429,11 +435,13 @@ pub fn write_config(lab: &Lab, i: usize, priority: u8, extra: &str, top: &str) -
         "listen: 0.0.0.0:16443\n\
          backends:\n  - name: local\n    address: 127.0.0.1:6443\n\
          health:\n  interval: 100ms\n  timeout: 100ms\n  rise: 1\n  fall: 1\n\
-         status:\n  listen: {addr}:{STATUS_PORT}\n\
+         status:\n  listen: {addr}:{STATUS_PORT}\n  public: true\n\
          {top}\
-         vrrp:\n  interface: eth0\n  router_id: {ROUTER_ID}\n  priority: {priority}\n  vip: {vip}\n{extra}",
+         vrrp:\n  interface: eth0\n  router_id: {ROUTER_ID}\n  priority: {priority}\n  vip: {vip}\n\
+         \x20 state_dir: {state}\n{extra}",
         addr = lab.addr(i),
         vip = lab.vip(),
+        state = lab.state_dir(i).display(),
     );
     let path = lab.dir.join(format!("khagent-{i}.yaml"));
     std::fs::write(&path, config).unwrap();

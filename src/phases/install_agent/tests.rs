@@ -17,7 +17,7 @@ nodes:
   - { name: w1, address: 10.0.0.21, role: worker }
 "#;
 
-fn inventory() -> Inventory {
+pub(super) fn inventory() -> Inventory {
     crate::inventory::parse(INVENTORY).unwrap().inventory
 }
 

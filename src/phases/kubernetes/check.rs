@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::{
     APISERVER_MANIFEST, BOOTSTRAP_KUBELET_CONF, ETCD_MANIFEST, KUBELET_CONF, kubeadm_command,
-    render,
+    kubeadm_traces, render,
 };
-use crate::facts::{DirState, HostFacts, ProbeRequest};
+use crate::facts::{DirState, HostFacts, InitSystem, ProbeRequest};
 use crate::inventory::{KubernetesVersion, Node, Role};
 use crate::os::packages::{Need, install_hint};
 use crate::phases::{Context, Phase, PhaseFuture};
@@ -179,6 +179,13 @@ pub fn prerequisites(ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<Strin
             ));
         }
     }
+    if facts.init != InitSystem::Systemd {
+        problems.push(format!(
+            "its init system is {}: the kubelet configuration khactl renders uses the systemd \
+             cgroup driver, so Kubernetes nodes need systemd",
+            facts.init
+        ));
+    }
     let socket = cri_socket(ctx);
     if facts.sockets.get(&socket) != Some(&true) {
         problems.push(format!(
@@ -187,9 +194,9 @@ pub fn prerequisites(ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<Strin
             install_hint(facts, Need::ContainerRuntime, want.minor())
         ));
     }
-    // A node already in the cluster runs these; only a newcomer must have them free.
-    let joined = facts.digest(Path::new(KUBELET_CONF)).is_some();
-    if !joined {
+    // A node already in the cluster runs these; only a newcomer must have them free. A node
+    // with leftovers of an earlier attempt is reset before it joins, which frees them.
+    if kubeadm_traces(facts).is_empty() {
         let taken: Vec<String> = facts
             .listening
             .iter()

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::{
-    is_member, kubeadm_traces, kubeadm_with_config, read_members, render, reset, reset_leftovers,
-};
-use crate::cluster::api;
+use super::{has_member_files, is_member, kubeadm_with_config, render, reset, reset_leftovers};
+use std::collections::BTreeSet;
+
+use crate::cluster::{api, etcd};
+use crate::diagnostics::Hinted;
 use crate::phases::{Context, Mode, Phase, PhaseFuture};
 use crate::render::kubeadm::{Purpose, init_node};
 use crate::report::Event;
@@ -45,19 +46,28 @@ impl Phase for InitCluster {
                 // Until init succeeds, a failure or Ctrl-C resets the node (the cleanup).
                 ctx.cluster.half_joined.push(name.clone());
             }
-            let outcome = init_on(ctx, &name).await;
-            let summary = match outcome {
-                Ok(s) => s,
-                Err(e) => return ctx.settle(vec![(name, Err(e))]),
-            };
-            if apply {
-                ctx.cluster.half_joined.retain(|n| *n != name);
-                ctx.cluster.initialized = true;
-                ctx.cluster.token_in_cluster = true;
-                ctx.cluster.members.insert(name.clone());
+            if let Err(e) = init_on(ctx, &name).await {
+                return ctx.settle(vec![(name, Err(e))]);
             }
+            if !apply {
+                return ctx.settle(vec![(name, Ok("kubeadm init planned".to_owned()))]);
+            }
+            // kubeadm init succeeded: from here on nothing resets this node.
+            ctx.cluster.half_joined.retain(|n| *n != name);
+            ctx.cluster.initialized = true;
+            ctx.cluster.token_in_cluster = true;
+            ctx.cluster.token_made = Some(std::time::Instant::now());
+            ctx.cluster.members.insert(name.clone());
+            ctx.cluster.etcd_answers_on = Some(name.clone());
+            let ready = wait_ready_through_vip(ctx, &name).await.map(|()| {
+                format!(
+                    "initialized; /readyz answers through {}:{}",
+                    endpoint_host(ctx),
+                    ctx.inventory.vip.port
+                )
+            });
             save_admin_conf(ctx)?;
-            ctx.settle(vec![(name, Ok(summary))])
+            ctx.settle(vec![(name, ready)])
         })
     }
 
@@ -66,9 +76,8 @@ impl Phase for InitCluster {
     }
 }
 
-/// Resets what an earlier attempt left, writes the config, runs `kubeadm init`, removes the
-/// config whatever happened, and waits for `/readyz` through the VIP.
-async fn init_on(ctx: &Context, name: &str) -> anyhow::Result<String> {
+/// Resets what an earlier attempt left and runs `kubeadm init` with its configuration.
+async fn init_on(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let node = ctx.node(name)?;
     let host = ctx
         .fleet()?
@@ -89,15 +98,7 @@ async fn init_on(ctx: &Context, name: &str) -> anyhow::Result<String> {
         &["--skip-token-print"],
     )
     .await?;
-    if ctx.settings.mode == Mode::Plan {
-        return Ok("kubeadm init planned".to_owned());
-    }
-    wait_ready_through_vip(ctx, host).await?;
-    Ok(format!(
-        "initialized; /readyz answers through {}:{}",
-        endpoint_host(ctx),
-        ctx.inventory.vip.port
-    ))
+    Ok(())
 }
 
 /// Resets every node whose init or join started in this run and did not finish, so the next
@@ -124,31 +125,75 @@ pub async fn reset_half_joined(ctx: &mut Context) -> anyhow::Result<()> {
     }
 }
 
-/// Which nodes are already in the cluster, from their files and etcd's member list.
+/// Which nodes are already in the cluster: their files, etcd's member list and the API's
+/// Nodes. When a control plane has a member's files, etcd must answer on one of them: a
+/// cluster that exists must never look fresh (that would reset and init it again), so an
+/// etcd that answers nowhere stops the run.
 pub async fn learn_members(ctx: &mut Context) -> anyhow::Result<()> {
-    // Control planes with a kubelet.conf and an etcd manifest may be members: ask etcd on
-    // one of them. A fresh cluster has none.
     let candidates: Vec<String> = ctx
         .inventory
         .control_plane()
         .filter(|n| {
             ctx.facts
                 .get(n.name.as_str())
-                .is_some_and(|f| !kubeadm_traces(f).is_empty())
+                .is_some_and(|f| has_member_files(n, f))
         })
         .map(|n| n.name.to_string())
         .collect();
-    ctx.cluster.members = candidates.iter().cloned().collect();
-    let members = read_members(ctx, None).await.unwrap_or_default();
     let c = &*ctx;
-    let joined: std::collections::BTreeSet<String> = c
+    let mut asked = None;
+    let mut ctx_answered = None;
+    let mut failures = Vec::new();
+    for name in &candidates {
+        let Some(host) = c.fleet()?.host(name) else {
+            continue;
+        };
+        match etcd::members(host).await {
+            Ok(members) => {
+                asked = Some((host, members));
+                break;
+            }
+            Err(e) => failures.push(format!("{name}: {e:#}")),
+        }
+    }
+    let (members, registered) = match asked {
+        None if candidates.is_empty() => (Vec::new(), BTreeSet::new()),
+        None => {
+            return Err(Hinted::new(format!(
+                "{} {} a member's files, but etcd answers on none of them ({}); khactl will \
+                 not treat an existing cluster as new",
+                candidates.join(", "),
+                if candidates.len() == 1 { "has" } else { "have" },
+                failures.join("; ")
+            ))
+            .hint(
+                "bring etcd back on one of those control planes (`crictl ps`, `journalctl -u \
+                 kubelet` there), then run the command again",
+            )
+            .into());
+        }
+        Some((host, members)) => {
+            let nodes = api::nodes(host).await.map_err(|e| {
+                Hinted::new(format!(
+                    "etcd answers on {}, but the API does not ({e:#}); khactl needs it to tell \
+                     which nodes are in the cluster",
+                    host.node()
+                ))
+                .hint("look at the API servers (`crictl ps`, `journalctl -u kubelet`)")
+            })?;
+            ctx_answered = Some(host.node().to_owned());
+            (members, nodes.into_iter().map(|n| n.name).collect())
+        }
+    };
+    let joined: BTreeSet<String> = c
         .inventory
         .nodes
         .iter()
         .filter(|n| {
-            c.facts
-                .get(n.name.as_str())
-                .is_some_and(|f| is_member(n, f, &members))
+            registered.contains(n.name.as_str())
+                && c.facts
+                    .get(n.name.as_str())
+                    .is_some_and(|f| is_member(n, f, &members))
         })
         .map(|n| n.name.to_string())
         .collect();
@@ -159,6 +204,7 @@ pub async fn learn_members(ctx: &mut Context) -> anyhow::Result<()> {
     ctx.cluster.initialized = initialized;
     ctx.cluster.members = joined;
     ctx.cluster.etcd = members;
+    ctx.cluster.etcd_answers_on = ctx_answered;
     Ok(())
 }
 
@@ -172,10 +218,11 @@ pub fn endpoint_host(ctx: &Context) -> String {
 
 /// Polls `/readyz` through the VIP from `host` until it answers, checking the certificate for
 /// the VIP and (when set) the DNS name.
-async fn wait_ready_through_vip(
-    ctx: &Context,
-    host: &crate::remote::NodeHandle,
-) -> anyhow::Result<()> {
+async fn wait_ready_through_vip(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let host = ctx
+        .fleet()?
+        .host(name)
+        .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
     let vip = ctx.inventory.vip.address.to_string();
     let port = ctx.inventory.vip.port.get();
     let mut names = vec![vip.clone()];

@@ -47,9 +47,7 @@ impl Phase for JoinControlPlanes {
                     .collect();
                 return ctx.settle(done);
             }
-            if ctx.settings.mode == Mode::Apply {
-                ensure_token(ctx).await?;
-            }
+            ensure_token(ctx).await?;
             let c = &*ctx;
             let results = rolling::one_at_a_time(
                 joining,
@@ -118,6 +116,9 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
     match joined {
         Ok(()) if ctx.settings.mode == Mode::Plan => Ok("join planned".to_owned()),
         Ok(()) => Ok("joined; etcd voter, API server ready".to_owned()),
+        // Ctrl-C: the step in flight finished (kubeadm join, if it ran, succeeded). Undo
+        // nothing: the next `up` checks this node and finishes or repairs it.
+        Err(e) if e.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) => Err(e),
         Err(e) => {
             // Leave the cluster as it was: the node reset, its member (if added) removed.
             let undo = async {

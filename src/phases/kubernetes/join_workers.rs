@@ -26,7 +26,7 @@ impl Phase for JoinWorkers {
                 .inventory
                 .workers()
                 .any(|n| !ctx.cluster.members.contains(n.name.as_str()));
-            if any_new && ctx.settings.mode == Mode::Apply {
+            if any_new {
                 ensure_token(ctx).await?;
             }
             let c = &*ctx;
@@ -61,6 +61,7 @@ async fn join_one(ctx: &Context, host: &NodeHandle) -> anyhow::Result<String> {
     match ran {
         Ok(_) if ctx.settings.mode == Mode::Plan => Ok("join planned".to_owned()),
         Ok(_) => Ok("joined".to_owned()),
+        Err(e) if e.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) => Err(e),
         Err(e) => match reset(ctx, host, "its join failed").await {
             Ok(()) => Err(e.context(format!("{name} was reset"))),
             Err(u) => Err(e.context(format!(

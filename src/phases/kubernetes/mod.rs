@@ -32,8 +32,7 @@ pub use join_control_planes::JoinControlPlanes;
 pub use join_workers::JoinWorkers;
 pub use verify::VerifyCluster;
 
-use super::Context;
-use super::changes::Change;
+use super::{Context, Mode};
 use crate::cluster::etcd;
 use crate::facts::HostFacts;
 use crate::inventory::{Node, Role};
@@ -48,6 +47,8 @@ pub const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 /// Where kubeadm configuration files live while kubeadm runs: tmpfs on systemd hosts, gone
 /// at the next boot at the latest.
 pub const CONFIG_DIR: &str = "/run/khactl";
+/// A token lives an hour; past this age a run makes another before the next join.
+const TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(40 * 60);
 /// `kubeadm init` and `join` pull images and wait for static pods: give them time.
 const KUBEADM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -66,7 +67,7 @@ pub fn kubeadm_traces(facts: &HostFacts) -> Vec<&'static str> {
 
 /// What the node's own files say: a complete member has its kubelet.conf (and, on a control
 /// plane, its etcd manifest). Control planes must also be etcd voters; see [`is_member`].
-fn has_member_files(node: &Node, facts: &HostFacts) -> bool {
+pub fn has_member_files(node: &Node, facts: &HostFacts) -> bool {
     let present = |p: &str| facts.digest(Path::new(p)).is_some();
     present(KUBELET_CONF) && (node.role == Role::Worker || present(ETCD_MANIFEST))
 }
@@ -90,27 +91,6 @@ pub fn config_path(purpose: &str) -> PathBuf {
     Path::new(CONFIG_DIR).join(format!("kubeadm-{purpose}.yaml"))
 }
 
-/// Writes a node's kubeadm configuration: 0600, secret (the plan shows it with the token
-/// blanked).
-pub fn write_config(docs: &KubeadmDocuments, purpose: &str) -> Change {
-    Change::WriteFile {
-        path: config_path(purpose),
-        contents: docs.text().as_bytes().to_vec(),
-        mode: kubeadm::FILE_MODE,
-        secret: true,
-        diff: false,
-        current: None,
-        backup: None,
-        preview: Some(docs.redacted()),
-    }
-}
-
-pub fn remove_config(purpose: &str) -> Change {
-    Change::RemoveFile {
-        path: config_path(purpose),
-    }
-}
-
 /// A kubeadm command: long timeout, the run's token blanked in its output.
 pub fn kubeadm_command<I, S>(args: I, token: Option<&BootstrapToken>) -> RemoteCommand
 where
@@ -126,8 +106,23 @@ where
     }
 }
 
-/// Writes `docs` to the node (0600), runs `kubeadm <verb…> --config FILE <after…>` with it as
-/// a gated step, and removes the file whatever happened: the token never stays on disk.
+/// Runs `kubeadm VERB… --config FILE AFTER…` on the node, FILE being the node's configuration:
+/// the node writes it from stdin (0600, under [`CONFIG_DIR`]) and removes it when kubeadm
+/// ends, however it ends (an error, a signal, the SSH connection gone), so the token is on disk
+/// only while kubeadm runs. kubeadm itself is bounded on the node a little within khactl's own
+/// timeout, so it never outlives the command that started it.
+const KUBEADM_WITH_FILE: &str = r#"set -eu
+f=$1; limit=$2; shift 2
+umask 077
+mkdir -p "$(dirname "$f")"
+trap 'rm -f "$f"' EXIT
+trap 'rm -f "$f"; exit 129' HUP INT TERM
+cat > "$f"
+timeout "$limit" kubeadm "$@"
+"#;
+
+/// Runs kubeadm with `docs` as its `--config` file, as a gated step; see [`KUBEADM_WITH_FILE`].
+/// A dry run shows the step and the file with the token blanked.
 pub async fn kubeadm_with_config(
     ctx: &Context,
     host: &NodeHandle,
@@ -137,26 +132,33 @@ pub async fn kubeadm_with_config(
     verb: &[&str],
     after: &[&str],
 ) -> anyhow::Result<()> {
-    ctx.apply(host, &[write_config(docs, file)]).await?;
     let token = ctx.cluster.join_token.as_ref();
     let path = config_path(file).display().to_string();
-    let mut args: Vec<&str> = verb.to_vec();
-    args.extend(["--config", path.as_str()]);
-    args.extend(after);
-    let ran = ctx
-        .step(host, headline, async |h| {
-            // Whatever kubeadm prints of the token (`token create` prints it) stays out of
-            // the log: blanked, and `token create`'s stdout dropped.
-            let mut cmd = kubeadm_command(args.iter().copied(), token);
-            if verb == ["token", "create"] {
-                cmd = cmd.secret_stdout();
-            }
-            h.run(&cmd).await?;
-            Ok(())
-        })
-        .await;
-    ctx.apply(host, &[remove_config(file)]).await?;
-    ran?;
+    let limit = KUBEADM_TIMEOUT
+        .saturating_sub(Duration::from_secs(30))
+        .as_secs();
+    let mut args: Vec<String> = vec![path.clone(), format!("{limit}s")];
+    args.extend(verb.iter().map(|s| (*s).to_owned()));
+    args.extend(["--config".to_owned(), path.clone()]);
+    args.extend(after.iter().map(|s| (*s).to_owned()));
+    let mut details = vec![format!("with {path} (0600, removed when kubeadm ends):")];
+    details.extend(docs.redacted().lines().map(str::to_owned));
+    ctx.step_detailed(host, headline, details, async |h| {
+        let mut cmd = RemoteCommand::script("kubeadm-with-config", KUBEADM_WITH_FILE, args)
+            .secret_stdin(docs.text().as_bytes().to_vec())
+            .timeout(KUBEADM_TIMEOUT);
+        // Whatever kubeadm prints of the token stays out of the log: blanked, and `token
+        // create`'s stdout (the token itself) dropped.
+        if let Some(t) = token {
+            cmd = cmd.redacting(t.reveal());
+        }
+        if verb == ["token", "create"] {
+            cmd = cmd.secret_stdout();
+        }
+        h.run(&cmd).await?;
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -182,11 +184,41 @@ pub fn render(ctx: &Context, node: &Node, purpose: Purpose) -> anyhow::Result<Ku
 /// (and only warns when it cannot); khactl removes what is left by peer URL.
 pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Result<()> {
     let headline = format!("kubeadm reset -f ({why})");
+    // The inventory's runtime: a node with two CRI sockets makes kubeadm refuse to guess.
+    let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
     ctx.step(host, &headline, async |h| {
-        h.run(&kubeadm_command(["reset", "-f"], None)).await?;
+        h.run(&kubeadm_command(
+            ["reset", "-f", "--cri-socket", cri.as_str()],
+            None,
+        ))
+        .await?;
         Ok(())
     })
     .await?;
+    // kubeadm leaves the Node object; while it still says Ready, the node's next join is
+    // refused ("a Node with name … and status Ready already exists"). kubespray deletes it too.
+    let name = host.node().to_owned();
+    if let Some(member) = etcd_witness(ctx, Some(&name)) {
+        let headline = format!(
+            "delete the Node object {name} (kubectl, on {})",
+            member.node()
+        );
+        ctx.step(member, &headline, async |m| {
+            let cmd = RemoteCommand::new([
+                "kubectl",
+                "--kubeconfig",
+                "/etc/kubernetes/admin.conf",
+                "delete",
+                "node",
+                name.as_str(),
+                "--ignore-not-found",
+            ])
+            .timeout(Duration::from_secs(60));
+            m.run(&cmd).await?;
+            Ok(())
+        })
+        .await?;
+    }
     Ok(())
 }
 
@@ -235,11 +267,20 @@ pub async fn remove_member(
 /// first.
 pub fn etcd_witness<'a>(ctx: &'a Context, except: Option<&str>) -> Option<&'a NodeHandle> {
     let fleet = ctx.fleet().ok()?;
-    ctx.inventory
-        .control_plane()
-        .filter(|n| Some(n.name.as_str()) != except)
-        .filter(|n| ctx.cluster.members.contains(n.name.as_str()))
-        .find_map(|n| fleet.host(n.name.as_str()))
+    let usable = |name: &str| Some(name) != except && ctx.cluster.members.contains(name);
+    // The one that answered last, then any member in inventory order.
+    let last = ctx
+        .cluster
+        .etcd_answers_on
+        .as_deref()
+        .filter(|n| usable(n))
+        .and_then(|n| fleet.host(n));
+    last.or_else(|| {
+        ctx.inventory
+            .control_plane()
+            .filter(|n| usable(n.name.as_str()))
+            .find_map(|n| fleet.host(n.name.as_str()))
+    })
 }
 
 /// The etcd members as a member control plane sees them, or none when there is no member
@@ -258,18 +299,35 @@ pub async fn read_members(
 /// `kubeadm init`, or now with `kubeadm token create --config` on a member control plane (the
 /// token goes in the 0600 file, never in argv).
 pub async fn ensure_token(ctx: &mut Context) -> anyhow::Result<()> {
-    if ctx.cluster.token_in_cluster {
+    let fresh = ctx
+        .cluster
+        .token_made
+        .is_some_and(|t| t.elapsed() < TOKEN_REFRESH_AFTER);
+    if ctx.cluster.token_in_cluster && fresh {
         return Ok(());
     }
+    if ctx.cluster.token_in_cluster {
+        // Made over 40 minutes ago: a join (up to 5 minutes of discovery) must not meet it
+        // expired. A new token, a new file.
+        ctx.cluster.join_token = Some(BootstrapToken::generate()?);
+        ctx.cluster.token_in_cluster = false;
+    }
     let c = &*ctx;
-    let host = etcd_witness(c, None).ok_or_else(|| {
-        anyhow::anyhow!("no control plane is a member yet to create a join token")
-    })?;
+    let Some(host) = etcd_witness(c, None) else {
+        if c.settings.mode == Mode::Plan {
+            // A dry run on a fresh cluster: init will put the token there.
+            return Ok(());
+        }
+        anyhow::bail!("no control plane is a member yet to create a join token");
+    };
     let node = c.node(host.node())?;
     // The InitConfiguration carries the token: `token create --config` creates exactly it.
     let docs = render(c, node, Purpose::Init)?;
     let headline = "kubeadm token create (a join token for 1 h)";
     kubeadm_with_config(c, host, &docs, "token", headline, &["token", "create"], &[]).await?;
-    ctx.cluster.token_in_cluster = true;
+    if ctx.settings.mode == Mode::Apply {
+        ctx.cluster.token_in_cluster = true;
+        ctx.cluster.token_made = Some(std::time::Instant::now());
+    }
     Ok(())
 }

@@ -71,18 +71,25 @@ vrrp:
   vip_prefix_len: 24
   source_address: "10.0.0.11"
   preempt_delay_ms: 5000
+  # Always unicast, also with no peers (one control plane): a multicast group would obey
+  # adverts from anyone on the segment.
+  unicast: true
   peers: ["10.0.0.12","10.0.0.13"]
 "#;
     assert_eq!(config().render().unwrap(), want);
 }
 
+/// Issue #12, item 10: one control plane is a unicast group with no peers, which obeys no
+/// advert, not a multicast one, which would obey anyone's on the segment.
 #[test]
-fn agent_config_of_a_single_node_has_no_peers() {
+fn agent_config_of_a_single_node_is_unicast_with_no_peers() {
     let mut c = config();
     c.backends.truncate(1);
     c.vrrp.peers.clear();
     let text = c.render().unwrap();
-    assert!(text.contains("\n  peers: []\n"), "{text}");
+    assert!(text.contains("\n  unicast: true\n  peers: []\n"), "{text}");
+    let vrrp = khagent::config::Config::parse(&text).unwrap().vrrp.unwrap();
+    assert!(vrrp.unicast() && vrrp.peers.is_empty());
 }
 
 /// The values khactl puts in the config come from a validated inventory, but the template

@@ -29,6 +29,8 @@ const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_CACHEINFO: u16 = 6;
 const IFA_F_SECONDARY: u8 = 0x01;
+/// Set by the kernel on an address whose valid lifetime is infinite (`valid_lft forever`).
+const IFA_F_PERMANENT: u8 = 0x80;
 const IFADDRMSG_LEN: usize = 8;
 
 /// An IPv4 address as listed by the kernel.
@@ -37,6 +39,8 @@ pub struct InterfaceAddress {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub secondary: bool,
+    /// `valid_lft forever`: added without a lifetime, which khagent never does.
+    pub permanent: bool,
 }
 
 /// A NETLINK_ROUTE socket used synchronously: one request, wait for its answer.
@@ -255,6 +259,7 @@ fn parse_address(payload: &[u8], ifindex: u32) -> Option<InterfaceAddress> {
         address: local.or(address)?,
         prefix_len: header[1],
         secondary: header[2] & IFA_F_SECONDARY != 0,
+        permanent: header[2] & IFA_F_PERMANENT != 0,
     })
 }
 
@@ -294,7 +299,7 @@ mod tests {
         dump.extend(message(
             RTM_NEWADDR,
             7,
-            &address(2, [10, 98, 0, 100], 24, IFA_F_SECONDARY),
+            &address(2, [10, 98, 0, 100], 24, IFA_F_SECONDARY | IFA_F_PERMANENT),
         ));
         dump.extend(message(RTM_NEWADDR, 7, &address(1, [127, 0, 0, 1], 8, 0)));
         dump.extend(message(NLMSG_DONE, 7, &[0; 4]));
@@ -311,12 +316,14 @@ mod tests {
                 InterfaceAddress {
                     address: Ipv4Addr::new(10, 98, 0, 2),
                     prefix_len: 24,
-                    secondary: false
+                    secondary: false,
+                    permanent: false
                 },
                 InterfaceAddress {
                     address: Ipv4Addr::new(10, 98, 0, 100),
                     prefix_len: 24,
-                    secondary: true
+                    secondary: true,
+                    permanent: true
                 },
             ]
         );
