@@ -157,10 +157,14 @@ RestartSec=1
 LimitNOFILE=65536
 # The agent needs the network and nothing else: raw sockets for VRRP (NET_RAW), the VIP and
 # its lifetime (NET_ADMIN), a listener below port 1024 if the inventory asks for one
-# (NET_BIND_SERVICE) and SCHED_RR for the VRRP thread (SYS_NICE). It writes no file.
+# (NET_BIND_SERVICE) and SCHED_RR for the VRRP thread (SYS_NICE). It writes one file, the
+# record of the VIP it added (/var/lib/khagent/vip-added, so that at its next start it
+# removes only its own VIP): StateDirectory keeps that directory writable under
+# ProtectSystem=strict, and nothing else is.
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SYS_NICE
 NoNewPrivileges=yes
 ProtectSystem=strict
+StateDirectory=khagent
 ProtectHome=yes
 PrivateTmp=yes
 
