@@ -18,6 +18,8 @@ use crate::report::Event;
 pub const SYSCTL_DROP_IN: &str = "/etc/sysctl.d/99-khactl.conf";
 pub const MODULES_LOAD: &str = "/etc/modules-load.d/khactl.conf";
 pub const HOSTS: &str = "/etc/hosts";
+/// The first `/etc/hosts` khactl changed, kept once, like fstab's.
+pub const HOSTS_BACKUP: &str = "/etc/hosts.khactl.bak";
 pub const FSTAB: &str = "/etc/fstab";
 pub const FSTAB_BACKUP: &str = "/etc/fstab.khactl.bak";
 /// Marks the lines khactl owns in shared files such as /etc/hosts.
@@ -83,32 +85,56 @@ pub fn render_modules_load() -> String {
     s
 }
 
-/// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`).
-pub fn render_hosts(current: &str, entry: Option<&str>) -> String {
-    let mut out: String = current
-        .lines()
-        .filter(|l| !l.trim_end().ends_with(MARK))
-        .map(|l| format!("{l}\n"))
-        .collect();
+/// The lines of a text file with their line ends, as bytes: a file that is not UTF-8 (a
+/// Latin-1 comment in /etc/hosts) passes through unchanged, never via a lossy conversion.
+fn lines_of(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split_inclusive(|b| *b == b'\n')
+}
+
+fn without_newline(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+/// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`); every other
+/// byte as it was.
+pub fn render_hosts(current: &[u8], entry: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(current.len() + 80);
+    for line in lines_of(current) {
+        if !without_newline(line)
+            .trim_ascii_end()
+            .ends_with(MARK.as_bytes())
+        {
+            out.extend_from_slice(line);
+        }
+    }
     if let Some(e) = entry {
-        out.push_str(&format!("{e} {MARK}\n"));
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(format!("{e} {MARK}\n").as_bytes());
     }
     out
 }
 
-/// `/etc/fstab` with active swap entries commented out; `None` when there are none.
-pub fn render_fstab_without_swap(current: &str) -> Option<String> {
+/// `/etc/fstab` with active swap entries commented out; `None` when there are none. Bytes
+/// in, bytes out, like `/etc/hosts`.
+pub fn render_fstab_without_swap(current: &[u8]) -> Option<Vec<u8>> {
     let mut changed = false;
-    let mut out = String::new();
-    for line in current.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let is_swap = !line.trim_start().starts_with('#') && fields.get(2) == Some(&"swap");
-        if is_swap {
+    let mut out = Vec::with_capacity(current.len() + 80);
+    for line in lines_of(current) {
+        let body = without_newline(line);
+        let mut fields = body
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|f| !f.is_empty());
+        let commented = body.trim_ascii_start().starts_with(b"#");
+        if !commented && fields.nth(2) == Some(b"swap".as_slice()) {
             changed = true;
-            out.push_str(&format!("# {line} {MARK}: swap off for the kubelet\n"));
+            out.extend_from_slice(b"# ");
+            out.extend_from_slice(body);
+            out.extend_from_slice(format!(" {MARK}: swap off for the kubelet\n").as_bytes());
         } else {
-            out.push_str(line);
-            out.push('\n');
+            out.extend_from_slice(body);
+            out.push(b'\n');
         }
     }
     changed.then_some(out)
@@ -229,11 +255,11 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
         changes.push(Change::SwapOff);
     }
     if let Some(fstab) = facts.file(Path::new(FSTAB))
-        && let Some(new) = render_fstab_without_swap(&String::from_utf8_lossy(fstab))
+        && let Some(new) = render_fstab_without_swap(fstab)
     {
         changes.push(Change::WriteFile {
             path: FSTAB.into(),
-            contents: new.into_bytes(),
+            contents: new,
             mode: 0o644,
             secret: false,
             diff: true,
@@ -242,18 +268,23 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
         });
     }
 
-    let current_hosts = facts
-        .file(Path::new(HOSTS))
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default();
+    let current_hosts = facts.file(Path::new(HOSTS));
     let entry = inv
         .vip
         .dns_name
         .as_ref()
         .map(|d| format!("{} {}", inv.vip.address, d));
-    let hosts = render_hosts(&current_hosts, entry.as_deref());
-    if hosts != current_hosts {
-        changes.extend(file_change(facts, HOSTS, hosts, 0o644));
+    let hosts = render_hosts(current_hosts.unwrap_or_default(), entry.as_deref());
+    if current_hosts != Some(hosts.as_slice()) && !(current_hosts.is_none() && hosts.is_empty()) {
+        changes.push(Change::WriteFile {
+            path: HOSTS.into(),
+            contents: hosts,
+            mode: 0o644,
+            secret: false,
+            diff: true,
+            current: current_hosts.map(<[u8]>::to_vec),
+            backup: Some(HOSTS_BACKUP.into()),
+        });
     }
     Ok((changes, warnings))
 }

@@ -165,10 +165,52 @@ fn swap_is_turned_off_and_commented_out_of_fstab_with_a_backup() {
 
 #[test]
 fn hosts_entry_replaces_an_old_khactl_line_and_keeps_the_rest() {
-    let old = "127.0.0.1 localhost\n10.0.0.99 k8s-api.virtual.local # khactl\n::1 ip6-localhost\n";
+    let old = b"127.0.0.1 localhost\n10.0.0.99 k8s-api.virtual.local # khactl\n::1 ip6-localhost\n";
     let new = render_hosts(old, Some("10.0.0.100 k8s-api.virtual.local"));
     assert_eq!(
         new,
-        "127.0.0.1 localhost\n::1 ip6-localhost\n10.0.0.100 k8s-api.virtual.local # khactl\n"
+        b"127.0.0.1 localhost\n::1 ip6-localhost\n10.0.0.100 k8s-api.virtual.local # khactl\n"
+    );
+}
+
+#[test]
+fn hosts_keeps_every_byte_it_does_not_own_and_is_backed_up_once() {
+    // A Latin-1 comment (0xe9), CRLF line ends and no final newline: all kept as they are.
+    let old: &[u8] = b"127.0.0.1 localhost # caf\xe9\r\n10.1.1.1 db\r\n192.0.2.9 x";
+    let mut f = fresh();
+    f.files.insert(HOSTS.into(), Some(old.to_vec()));
+    let (changes, _) = plan_node(&inventory(), &f).unwrap();
+    let (contents, backup) = changes
+        .iter()
+        .find_map(|c| match c {
+            Change::WriteFile {
+                path,
+                contents,
+                backup,
+                ..
+            } if path == &PathBuf::from(HOSTS) => Some((contents.clone(), backup.clone())),
+            _ => None,
+        })
+        .expect("an /etc/hosts write");
+    let mut want = old.to_vec();
+    want.extend_from_slice(b"\n10.0.0.100 k8s-api.virtual.local # khactl\n");
+    assert_eq!(contents, want);
+    assert_eq!(backup, Some(PathBuf::from(HOSTS_BACKUP)));
+    // Once the entry is there, nothing changes.
+    let (again, _) = plan_node(&inventory(), &applied(f, &changes)).unwrap();
+    assert!(
+        again.iter().all(|c| !c.headline().contains("/etc/hosts")),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn fstab_keeps_bytes_that_are_not_utf8() {
+    let old: &[u8] =
+        b"# disque syst\xe8me\nUUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n";
+    let new = render_fstab_without_swap(old).unwrap();
+    assert!(
+        new.starts_with(b"# disque syst\xe8me\nUUID=1 / ext4"),
+        "{new:?}"
     );
 }
