@@ -48,9 +48,11 @@ pub struct HostFacts {
     /// Kernel features by module name: present (built in or loaded) or not.
     pub modules: BTreeMap<String, bool>,
     pub addresses: Vec<(String, Ipv4Net)>,
-    /// Current value of each asked-for sysctl; `None` when the key does not exist.
+    /// Current value of each asked-for sysctl, by its path under /proc/sys
+    /// ([`crate::inventory::SysctlKey::path`]); `None` when the key does not exist.
     pub sysctls: BTreeMap<String, Option<String>>,
-    /// Content of each asked-for text file; `None` when absent.
+    /// Content of each asked-for text file (`None` when absent), and of every `*.conf` file
+    /// in each asked-for directory.
     pub files: BTreeMap<PathBuf, Option<Vec<u8>>>,
     pub digests: BTreeMap<PathBuf, Option<FileDigest>>,
 }
@@ -59,8 +61,11 @@ pub struct HostFacts {
 /// the requests of a command's phases into one probe per node.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProbeRequest {
+    /// Paths under /proc/sys.
     pub sysctls: Vec<String>,
     pub files: Vec<PathBuf>,
+    /// Directories whose `*.conf` files are read (sysctl.d), into [`HostFacts::files`].
+    pub conf_dirs: Vec<PathBuf>,
     pub digests: Vec<PathBuf>,
 }
 
@@ -76,6 +81,7 @@ impl ProbeRequest {
         }
         add(&mut self.sysctls, other.sysctls);
         add(&mut self.files, other.files);
+        add(&mut self.conf_dirs, other.conf_dirs);
         add(&mut self.digests, other.digests);
     }
 }
@@ -93,6 +99,11 @@ impl HostFacts {
         let mut args = Vec::new();
         args.extend(req.sysctls.iter().map(|k| format!("sysctl:{k}")));
         args.extend(req.files.iter().map(|p| format!("file:{}", p.display())));
+        args.extend(
+            req.conf_dirs
+                .iter()
+                .map(|p| format!("conf:{}", p.display())),
+        );
         args.extend(req.digests.iter().map(|p| format!("hash:{}", p.display())));
         let cmd = RemoteCommand::script("khactl-probe", PROBE, args).read_only();
         let out = host.run(&cmd).await?;
@@ -105,6 +116,15 @@ impl HostFacts {
 
     pub fn file(&self, path: &Path) -> Option<&[u8]> {
         self.files.get(path).and_then(|v| v.as_deref())
+    }
+
+    /// The `*.conf` files read from `dir` (a [`ProbeRequest::conf_dirs`] entry), by path.
+    pub fn conf_files<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = (&'a Path, &'a [u8])> {
+        self.files.iter().filter_map(move |(path, content)| {
+            let content = content.as_deref()?;
+            (path.parent() == Some(dir) && path.extension().is_some_and(|e| e == "conf"))
+                .then_some((path.as_path(), content))
+        })
     }
 
     pub fn digest(&self, path: &Path) -> Option<&FileDigest> {
@@ -242,6 +262,7 @@ mod tests {
                 "/etc/kubernetes/pki/ca.key".into(),
                 "/etc/kubernetes/pki/x.crt".into(),
             ],
+            ..ProbeRequest::default()
         }
     }
 
@@ -270,6 +291,16 @@ mod tests {
         assert_eq!((d.sha256.as_str(), d.mode), ("abc123", 0o600));
         assert!(f.digest(Path::new("/etc/kubernetes/pki/x.crt")).is_none());
         assert_eq!(f.addresses[0].1.prefix_len(), 24);
+    }
+
+    #[test]
+    fn conf_files_are_those_read_from_the_directory() {
+        let text = "file /etc/sysctl.d/10-a.conf =YQ==\nfile /etc/sysctl.d/b.txt =Yg==\n\
+                    file /etc/hosts -\nfile /usr/lib/sysctl.d/x.conf =eA==\n";
+        let f = parse("n", text, &req()).unwrap();
+        let dir = Path::new("/etc/sysctl.d");
+        let found: Vec<_> = f.conf_files(dir).collect();
+        assert_eq!(found, [(Path::new("/etc/sysctl.d/10-a.conf"), &b"a"[..])]);
     }
 
     #[test]

@@ -91,9 +91,9 @@ impl Phase for InstallAgent {
             return ProbeRequest::default();
         }
         ProbeRequest {
-            sysctls: Vec::new(),
             files: files_read(),
             digests: digests_read(),
+            ..ProbeRequest::default()
         }
     }
 

@@ -89,12 +89,12 @@ impl Nodes {
             }
             let argv = cmd.argv();
             let out = match argv.first().map(String::as_str) {
-                Some("sysctl") => {
-                    for kv in &argv[2..] {
-                        if let Some((k, v)) = kv.split_once('=') {
+                _ if label.starts_with("sysctl-write") => {
+                    for pair in argv[4..].chunks(2) {
+                        if let [k, v] = pair {
                             sysctls
                                 .borrow_mut()
-                                .insert(format!("{node}/{k}"), v.to_owned());
+                                .insert(format!("{node}/{k}"), v.clone());
                         }
                     }
                     output(0, "")
