@@ -18,7 +18,7 @@ use crate::inventory::{Inventory, Node};
 use crate::pki::ClusterPki;
 use crate::remote::{Connector, Fleet, NodeHandle};
 use crate::report::{Event, Report};
-use crate::state::StateDir;
+use crate::state::{ControlDir, Scratch, StateDir, StateLock};
 
 /// Settings resolved once from the command line.
 #[derive(Debug, Clone)]
@@ -48,8 +48,13 @@ pub struct Context {
     pub cluster: ClusterState,
     /// Every change made or planned, per node, in order.
     journal: Mutex<BTreeMap<String, Vec<ChangeRecord>>>,
-    /// A scratch PKI directory for plan mode, so a dry run writes nothing to the state.
-    pub scratch: Option<tempfile::TempDir>,
+    /// A scratch PKI directory for plan mode, so a dry run writes nothing to the state's PKI;
+    /// inside the state directory, removed when the run ends.
+    pub scratch: Option<Scratch>,
+    /// Where this run's SSH control sockets live (made by `Connect`, removed with the context).
+    pub control_dir: Option<ControlDir>,
+    /// The state directory's lock, held for the whole run (taken by the session).
+    pub state_lock: Option<StateLock>,
     /// The command's phases, so GatherFacts and Preflight can ask each what it needs.
     pub(super) phases: Rc<[Box<dyn Phase>]>,
     pub(super) current_phase: &'static str,
@@ -95,6 +100,8 @@ impl Context {
             cluster: ClusterState::default(),
             journal: Mutex::new(BTreeMap::new()),
             scratch: None,
+            control_dir: None,
+            state_lock: None,
             phases: Rc::new([]),
             current_phase: "",
         }

@@ -453,3 +453,82 @@ async fn the_rolling_start_stops_at_the_first_node_that_fails_and_names_it_to_th
         .collect();
     assert_eq!(started, ["cp1", "cp2"], "cp3 was never started");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_run_on_the_same_state_dir_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let first = context(dir.path(), Mode::Plan, &nodes, &Lines::default());
+    let opts = NodeOptions {
+        inventory: dir.path().join("inventory.yaml"),
+        parallelism: 10,
+        connect_timeout: std::time::Duration::from_secs(1),
+        state_dir: Some(dir.path().join("state")),
+    };
+    let second = session::load(&opts).unwrap().start_with(
+        "up",
+        Mode::Apply,
+        Box::new(Lines::default()),
+        nodes.connector(),
+    );
+    let Err(err) = second else {
+        panic!("two runs held the state directory at once");
+    };
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!("PID {}", std::process::id())) && text.contains("khactl up"),
+        "names the holder: {text}"
+    );
+    assert!(
+        !err.chain().any(|c| c.is::<session::UsageError>()),
+        "exit 1, not 2: the inventory is fine, the directory is busy"
+    );
+    drop(first);
+    let logs = std::fs::read_dir(dir.path().join("state/fake/logs")).unwrap();
+    assert_eq!(logs.count(), 1, "the refused run made no log of its own");
+}
+
+/// Raises the Ctrl-C flag, as the signal listener does.
+struct PressCtrlC;
+
+impl Phase for PressCtrlC {
+    fn title(&self) -> &'static str {
+        "Press Ctrl-C"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            ctx.settings.interrupt.raise();
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dry_run_keeps_its_scratch_pki_in_the_state_dir_and_removes_it_however_it_ends() {
+    for interrupted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = Nodes::new(None);
+        let mut ctx = context(dir.path(), Mode::Plan, &nodes, &Lines::default());
+        let scratch = ctx.state.scratch_path();
+        assert!(scratch.starts_with(dir.path().join("state")));
+        let mut phases: Vec<Box<dyn Phase>> = vec![Box::new(GeneratePki)];
+        if interrupted {
+            phases.push(Box::new(PressCtrlC));
+            phases.push(Box::new(Connect));
+        }
+        let result = run(&mut ctx, phases).await;
+        assert!(
+            scratch.join("pki/ca.key").exists(),
+            "the plan's CA key is in the scratch while the run lasts"
+        );
+        assert_eq!(result.is_err(), interrupted);
+        let finished = session::finish(ctx, result).await;
+        assert_eq!(finished.is_err(), interrupted);
+        assert!(!scratch.exists(), "interrupted: {interrupted}");
+        assert!(
+            !dir.path().join("state/fake/pki/ca.key").exists(),
+            "a dry run never creates the state's own PKI"
+        );
+    }
+}
