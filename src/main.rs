@@ -6,7 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
-use khactl::commands::{ExitCode, UsageError, up, validate};
+use khactl::commands::{ExitCode, UsageError, adopt_pki, up, validate};
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
 use khactl::phases::{NodesFailed, RunInterrupted};
@@ -40,6 +40,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Validate(args) => {
             let result = validate::run(&args.inventory.inventory)?;
             print_result(cli, "validate", &result, &result.text(), Stream::Stdout)
+        }
+        Command::AdoptPki(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(adopt_pki::run(&args.options(), reporter))?;
+            print_result(cli, "adopt-pki", &result, &result.text(), Stream::Stderr)
         }
     }
 }
@@ -165,6 +173,7 @@ fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
         let command = match &cli.command {
             Command::Up(_) => "up",
             Command::Validate(_) => "validate",
+            Command::AdoptPki(_) => "adopt-pki",
         };
         let doc: Document<'_, ()> = Document {
             command,

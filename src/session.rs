@@ -147,6 +147,7 @@ impl Loaded {
             agent_binary: None,
             interrupt,
             verb: verb.to_owned(),
+            inventory_path: Some(self.options.inventory.clone()),
         };
         let mut ctx = Context::new(self.inventory, settings, state, report, connector);
         ctx.state_lock = Some(lock);

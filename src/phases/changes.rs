@@ -259,7 +259,10 @@ tmp=
 trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
 while [ "$#" -ge 4 ]; do
   path=$1; mode=$2; backup=$3; len=$4; shift 4
-  if [ -n "$backup" ] && [ -e "$path" ] && [ ! -e "$backup" ]; then cp -p "$path" "$backup"; fi
+  if [ -n "$backup" ] && [ -e "$path" ] && [ ! -e "$backup" ]; then
+    (umask 077; mkdir -p "$(dirname "$backup")")
+    cp -p "$path" "$backup"
+  fi
   mkdir -p "$(dirname "$path")"
   tmp=$(mktemp "$path.khactl.XXXXXX")
   chmod "$mode" "$tmp"

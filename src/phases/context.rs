@@ -32,6 +32,8 @@ pub struct Settings {
     pub interrupt: Interrupt,
     /// The command, as the user typed it (`up`), for messages and the log's name.
     pub verb: String,
+    /// The inventory file, for commands a message tells the user to run.
+    pub inventory_path: Option<std::path::PathBuf>,
 }
 
 pub struct Context {

@@ -532,3 +532,48 @@ async fn a_dry_run_keeps_its_scratch_pki_in_the_state_dir_and_removes_it_however
         );
     }
 }
+
+impl Nodes {
+    /// The same nodes, with `on` holding `contents` at `path` as the probe reads it.
+    fn holding(mut self, on: &'static str, path: &'static str, contents: Vec<u8>) -> Self {
+        use base64::Engine as _;
+        let inner = Rc::clone(&self.responder);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(contents);
+        self.responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
+            let mut out = inner(node, cmd)?;
+            if node == on && cmd.label().starts_with("khactl-probe") {
+                let text = out
+                    .stdout_str()
+                    .replace(&format!("file {path} -\n"), &format!("file {path} ={b64}\n"));
+                out.stdout = text.into_bytes();
+            }
+            Ok(out)
+        });
+        self
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_with_another_clusters_ca_stops_up_before_any_change() {
+    let other = tempfile::tempdir().unwrap();
+    let inventory = crate::inventory::parse(INVENTORY).unwrap().inventory;
+    let (theirs, _) = crate::pki::ensure(other.path(), &inventory).unwrap();
+    let cp2 = inventory.node("cp2").unwrap();
+    let ca = theirs
+        .files_for(cp2)
+        .into_iter()
+        .find(|f| f.remote_path.ends_with("pki/ca.crt"))
+        .unwrap()
+        .contents;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None).holding("cp2", "/etc/kubernetes/pki/ca.crt", ca);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("Preflight checks: failed on cp2"), "{text}");
+    assert!(text.contains("khactl adopt-pki -i"), "{text}");
+    assert!(text.contains("--from cp2"), "{text}");
+    assert!(text.contains("--state-dir"), "{text}");
+    let writes: Vec<Seen> = nodes.seen().into_iter().filter(|s| !s.read_only).collect();
+    assert!(writes.is_empty(), "nothing may change: {writes:?}");
+}
