@@ -232,6 +232,9 @@ pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Res
     if let Some(fleet) = ctx.fleet.take() {
         fleet.close().await;
     }
+    if let Some(former) = ctx.former.take() {
+        former.close().await;
+    }
     if let Some(scratch) = ctx.scratch.take() {
         let path = scratch.path().display().to_string();
         if let Err(e) = scratch.remove() {

@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::UsageError;
 use crate::agent::AgentBinary;
 use crate::phases::{
-    ChangeRecord, Connect, DistributePki, GatherFacts, GeneratePki, InstallAgent, Mode, Phase,
-    Preflight, PrepareHosts, WaitForVip,
+    ChangeRecord, Connect, DistributePki, FormerNodes, GatherFacts, GeneratePki, InstallAgent,
+    Mode, Phase, Preflight, PrepareHosts, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -31,6 +31,7 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(Connect),
         Box::new(GatherFacts),
         Box::new(Preflight),
+        Box::new(FormerNodes),
         Box::new(PrepareHosts),
         Box::new(DistributePki),
         Box::new(InstallAgent),

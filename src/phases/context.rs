@@ -44,6 +44,9 @@ pub struct Context {
     /// How nodes are reached: SSH, or fakes in unit tests.
     pub connector: Box<dyn Connector>,
     pub fleet: Option<Fleet>,
+    /// Nodes the inventory no longer lists that khactl once placed its agent on, connected by
+    /// `FormerNodes` from the state's record (never part of `fleet`: no phase changes them).
+    pub former: Option<Fleet>,
     pub facts: BTreeMap<String, HostFacts>,
     pub pki: Option<ClusterPki>,
     /// Cluster-wide values learned during the run (the VIP holder, …).
@@ -97,6 +100,7 @@ impl Context {
             report,
             connector,
             fleet: None,
+            former: None,
             facts: BTreeMap::new(),
             pki: None,
             cluster: ClusterState::default(),

@@ -542,9 +542,10 @@ impl Nodes {
         self.responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
             let mut out = inner(node, cmd)?;
             if node == on && cmd.label().starts_with("khactl-probe") {
-                let text = out
-                    .stdout_str()
-                    .replace(&format!("file {path} -\n"), &format!("file {path} ={b64}\n"));
+                let text = out.stdout_str().replace(
+                    &format!("file {path} -\n"),
+                    &format!("file {path} ={b64}\n"),
+                );
                 out.stdout = text.into_bytes();
             }
             Ok(out)
@@ -576,4 +577,119 @@ async fn a_node_with_another_clusters_ca_stops_up_before_any_change() {
     assert!(text.contains("--state-dir"), "{text}");
     let writes: Vec<Seen> = nodes.seen().into_iter().filter(|s| !s.read_only).collect();
     assert!(writes.is_empty(), "nothing may change: {writes:?}");
+}
+
+impl Nodes {
+    /// The same nodes, with `on` answering the probe as if khagent's binary were installed and
+    /// `ip` with the VIP on an interface when `holds_vip`.
+    fn with_agent(mut self, on: &'static str, holds_vip: bool) -> Self {
+        let inner = Rc::clone(&self.responder);
+        self.responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
+            let mut out = inner(node, cmd)?;
+            if node != on {
+                return Ok(out);
+            }
+            if cmd.label().starts_with("khactl-probe") {
+                let text = out.stdout_str().replace(
+                    "hash /usr/local/bin/khagent -\n",
+                    "sum abc  /usr/local/bin/khagent\nmode 755 /usr/local/bin/khagent\n",
+                );
+                out.stdout = text.into_bytes();
+            } else if cmd.argv().first().map(String::as_str) == Some("ip") {
+                let vip = if holds_vip {
+                    "2: eth0    inet 10.0.0.100/24 scope global secondary eth0\n"
+                } else {
+                    ""
+                };
+                out = output(
+                    0,
+                    &format!("2: eth0    inet 10.0.0.19/24 scope global eth0\n{vip}"),
+                );
+            }
+            Ok(out)
+        });
+        self
+    }
+}
+
+/// Records that khactl once installed its agent on cp9, a node the inventory no longer lists.
+fn record_former_cp9(dir: &std::path::Path) -> std::path::PathBuf {
+    use crate::state::record::{Placed, Placements};
+    let state = crate::state::StateDir::locate(Some(&dir.join("state")), "fake").unwrap();
+    state.create().unwrap();
+    let target = crate::inventory::SshTarget {
+        node: crate::inventory::NodeName::new("cp9").unwrap(),
+        address: "10.0.0.19".parse().unwrap(),
+        user: "root".into(),
+        port: crate::inventory::Port::new(22).unwrap(),
+        identity_file: None,
+        sudo: false,
+        bastion: None,
+    };
+    let mut record = Placements::load(&state.placements_path()).unwrap();
+    record
+        .nodes
+        .insert("cp9".into(), Placed::control_plane(&target));
+    record.save(&state.placements_path()).unwrap();
+    state.placements_path()
+}
+
+fn recorded(path: &std::path::Path) -> Vec<String> {
+    let record = crate::state::record::Placements::load(path).unwrap();
+    record.nodes.into_keys().collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn up_does_not_succeed_while_a_removed_control_plane_still_has_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record_former_cp9(dir.path());
+    let nodes = Nodes::new(None).with_agent("cp9", false);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("cp9 left the control plane"), "{text}");
+    let hints = crate::diagnostics::hints_of(&err, |_| Vec::new());
+    assert!(
+        hints.iter().any(|h| h.contains("khactl remove-node cp9")),
+        "{hints:?}"
+    );
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains("systemctl disable --now khagent"))
+    );
+    // The VIP was polled on cp9 too: it is counted among the possible holders.
+    assert!(
+        nodes
+            .seen()
+            .iter()
+            .any(|s| s.node == "cp9" && s.argv.first().map(String::as_str) == Some("ip")),
+        "cp9 was asked whether it holds the VIP"
+    );
+    // Still recorded (its agent is there), next to today's control planes.
+    assert_eq!(recorded(&record), ["cp1", "cp2", "cp3", "cp9"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_removed_control_plane_holding_the_vip_fails_the_wait_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    record_former_cp9(dir.path());
+    let nodes = Nodes::new(None).with_agent("cp9", true);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("10.0.0.100 is held by cp9, which is no longer a control plane"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_removed_control_plane_found_clean_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record_former_cp9(dir.path());
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    assert_eq!(recorded(&record), ["cp1", "cp2", "cp3"]);
 }

@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod lock;
+pub mod record;
 
 use std::fs;
 use std::io;
@@ -83,6 +84,11 @@ impl StateDir {
 
     pub fn known_hosts(&self) -> PathBuf {
         self.root.join("known_hosts")
+    }
+
+    /// Where khactl placed its agent and the CA keys ([`record::Placements`]).
+    pub fn placements_path(&self) -> PathBuf {
+        self.root.join("placements.json")
     }
 
     /// The file every command that writes state or changes nodes locks ([`StateLock`]).
