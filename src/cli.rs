@@ -59,6 +59,10 @@ pub enum Command {
     /// Print (or write) every node's kubeadm configuration for review, contacting no node.
     #[command(after_long_help = RENDER_HELP)]
     Render(RenderArgs),
+    /// Import a running cluster's CAs and service-account keys from one of its control
+    /// planes into the state directory, so `up` keeps them instead of refusing the cluster.
+    #[command(after_long_help = ADOPT_PKI_HELP)]
+    AdoptPki(AdoptPkiArgs),
 }
 
 const RENDER_HELP: &str = "\
@@ -95,6 +99,43 @@ impl RenderArgs {
             state_dir: self.state_dir.clone(),
             out: self.out.clone(),
             show_secrets: self.show_secrets,
+        }
+    }
+}
+
+const ADOPT_PKI_HELP: &str = "\
+`up` refuses a node whose /etc/kubernetes/pki holds a CA that is not in the state
+directory (a new workstation, a lost state directory). This reads ca, front-proxy-ca and
+etcd/ca (certificates and keys) and sa.key/sa.pub from NODE over SSH (never logged),
+checks every key against its certificate, asks you to type NODE's name (--yes: no
+question), moves the state's current PKI aside (pki.before-adopt-<time>) and puts the
+imported one in its place. No node is changed; run `khactl up` next.
+
+Examples:
+  khactl adopt-pki -i inventory.yaml --from cp1
+  khactl adopt-pki -i inventory.yaml --from cp1 --yes   # scripts";
+
+/// `adopt-pki`'s options.
+#[derive(Debug, Args)]
+pub struct AdoptPkiArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// The control-plane node to read the cluster's PKI from.
+    #[arg(long, value_name = "NODE")]
+    pub from: String,
+
+    /// Import without asking for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+impl AdoptPkiArgs {
+    pub fn options(&self) -> crate::commands::adopt_pki::AdoptPkiOptions {
+        crate::commands::adopt_pki::AdoptPkiOptions {
+            nodes: self.nodes.options(),
+            from: self.from.clone(),
+            yes: self.yes,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
-use khactl::commands::{ExitCode, UsageError, render, up, validate};
+use khactl::commands::{ExitCode, UsageError, adopt_pki, render, up, validate};
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
 use khactl::phases::{NodesFailed, RunInterrupted};
@@ -44,6 +44,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Render(args) => {
             let result = render::run(&args.options())?;
             print_result(cli, "render", &result, &result.text(), Stream::Stdout)
+        }
+        Command::AdoptPki(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(adopt_pki::run(&args.options(), reporter))?;
+            print_result(cli, "adopt-pki", &result, &result.text(), Stream::Stderr)
         }
     }
 }
@@ -170,6 +178,7 @@ fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
             Command::Up(_) => "up",
             Command::Validate(_) => "validate",
             Command::Render(_) => "render",
+            Command::AdoptPki(_) => "adopt-pki",
         };
         let doc: Document<'_, ()> = Document {
             command,

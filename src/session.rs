@@ -3,7 +3,8 @@
 //! ```text
 //! load(options)        inventory validated, ssh client found, identity files readable —
 //!                      nothing created, no node contacted (errors exit 2)
-//!   .start(verb, mode) state directory, run log, report, Ctrl-C listener → Context
+//!   .start(verb, mode) state directory and its lock, run log, report, Ctrl-C and SIGTERM
+//!                      listener → Context
 //! run(ctx, phases)     the phases (see `phases::run`): cleanups on failure, Ctrl-C between steps
 //! finish(ctx, result)  connections closed, outcome written to the log → Finished or the error
 //! ```
@@ -15,9 +16,9 @@ use crate::diagnostics::Hinted;
 use crate::interrupt::Interrupt;
 use crate::inventory::{self, Inventory};
 use crate::phases::{self, ChangeRecord, Context, Mode, Phase, Settings};
-use crate::remote::{Connector, SshConnector, find_ssh_client};
+use crate::remote::{Connector, SshConnector, find_ssh_client, ssh_config_path};
 use crate::report::{Event, Report, Reporter, RunLog};
-use crate::state::StateDir;
+use crate::state::{StateDir, StateLock};
 
 pub use crate::cluster::ClusterState;
 
@@ -77,13 +78,15 @@ pub fn load(options: &NodeOptions) -> Result<Loaded, UsageError> {
 }
 
 impl Loaded {
-    /// Creates the state directory and the run log, and starts listening for Ctrl-C.
+    /// Creates the state directory, takes its lock (so one khactl at a time writes it or
+    /// changes the cluster's nodes: an error naming the holder, exit 1, otherwise), creates
+    /// the run log, and starts listening for Ctrl-C and SIGTERM.
     pub fn start(
         self,
         verb: &str,
         mode: Mode,
         reporter: Box<dyn Reporter>,
-    ) -> Result<Context, UsageError> {
+    ) -> anyhow::Result<Context> {
         self.start_with(verb, mode, reporter, Box::new(SshConnector))
     }
 
@@ -94,13 +97,27 @@ impl Loaded {
         mode: Mode,
         reporter: Box<dyn Reporter>,
         connector: Box<dyn Connector>,
-    ) -> Result<Context, UsageError> {
+    ) -> anyhow::Result<Context> {
         let state = StateDir::locate(
             self.options.state_dir.as_deref(),
             self.inventory.cluster.name.as_str(),
         )
         .map_err(|e| UsageError::new(e.to_string()))?;
+        // ssh must read the known_hosts path as one file, or host keys go unchecked.
+        if let Err(e) = ssh_config_path(&state.known_hosts()) {
+            return Err(
+                UsageError::new(format!("the state directory cannot be used: {e}"))
+                    .hint("choose another --state-dir (or KHACTL_STATE_DIR)")
+                    .into(),
+            );
+        }
         state.create().map_err(|e| UsageError::new(e.to_string()))?;
+        let command = match mode {
+            Mode::Plan => format!("{verb} --dry-run"),
+            Mode::Apply => verb.to_owned(),
+        };
+        let lock = StateLock::acquire(&state.lock_path(), &command)?;
+        let swept = state.sweep_scratch(&lock)?;
         let log_verb = if mode == Mode::Plan { "plan" } else { verb };
         let log = RunLog::create(&state.logs_dir(), log_verb).map_err(|e| {
             UsageError::new(format!(
@@ -115,8 +132,14 @@ impl Loaded {
                 message: w,
             });
         }
+        for dir in swept {
+            report.log_only(&format!(
+                "removed {}, the dry-run scratch of a run that was killed",
+                dir.display()
+            ));
+        }
         let interrupt = Interrupt::default();
-        listen_for_ctrl_c(interrupt.clone(), report.clone());
+        listen_for_signals(interrupt.clone(), report.clone(), state.scratch_path());
         let settings = Settings {
             mode,
             parallelism: self.options.parallelism,
@@ -124,38 +147,56 @@ impl Loaded {
             agent_binary: None,
             interrupt,
             verb: verb.to_owned(),
+            inventory_path: Some(self.options.inventory.clone()),
         };
-        Ok(Context::new(
-            self.inventory,
-            settings,
-            state,
-            report,
-            connector,
-        ))
+        let mut ctx = Context::new(self.inventory, settings, state, report, connector);
+        ctx.state_lock = Some(lock);
+        Ok(ctx)
     }
 }
 
-/// First Ctrl-C: finish the step in flight, clean up, exit 130. Second: exit at once.
-fn listen_for_ctrl_c(interrupt: Interrupt, report: Report) {
+/// The first Ctrl-C or SIGTERM (a service manager, `timeout`, a CI runner stopping khactl):
+/// finish the step in flight, clean up, exit 130. The second: exit at once, after removing
+/// the dry run's scratch PKI (`scratch`), the one thing an exit skips that must not stay.
+fn listen_for_signals(interrupt: Interrupt, report: Report, scratch: std::path::PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
     // Outside a runtime (a unit test building a context by hand) there is nothing to listen
     // with; the run can still be interrupted through the flag.
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        report.log_only("cannot listen for Ctrl-C and SIGTERM: they stop khactl at once");
+        return;
+    };
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
+        let first = tokio::select! {
+            _ = int.recv() => "interrupt (Ctrl-C)",
+            _ = term.recv() => "SIGTERM",
+        };
         interrupt.raise();
         report.event(Event::Warning {
             node: None,
-            message: "interrupt: every node finishes the step it is on, then the run stops \
-                      (Ctrl-C again to stop at once)",
+            message: &format!(
+                "{first}: every node finishes the step it is on, then the run stops \
+                 (Ctrl-C again to stop at once)"
+            ),
         });
-        if tokio::signal::ctrl_c().await.is_ok() {
-            report.log_only("interrupted again: stopping at once");
-            std::process::exit(130);
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
+        if let Err(e) = crate::state::remove_if_present(&scratch) {
+            report.log_only(&format!(
+                "stopping at once; could not remove the dry run's scratch PKI {}: {e}",
+                scratch.display()
+            ));
+        }
+        report.log_only("interrupted again: stopping at once");
+        std::process::exit(130);
     });
 }
 
@@ -190,6 +231,21 @@ impl Finished {
 pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Result<Finished> {
     if let Some(fleet) = ctx.fleet.take() {
         fleet.close().await;
+    }
+    if let Some(former) = ctx.former.take() {
+        former.close().await;
+    }
+    if let Some(scratch) = ctx.scratch.take() {
+        let path = scratch.path().display().to_string();
+        if let Err(e) = scratch.remove() {
+            ctx.report.event(Event::Warning {
+                node: None,
+                message: &format!(
+                    "could not remove the dry run's scratch PKI {path} ({e}); it holds CA \
+                     keys: remove it by hand (the next run also tries)"
+                ),
+            });
+        }
     }
     ctx.report.finish();
     let log = ctx.report.log_path().map(std::path::Path::to_path_buf);

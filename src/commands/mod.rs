@@ -2,6 +2,7 @@
 //! it opens a session (`crate::session`), runs its phases and turns what they did into a
 //! result that `main` prints as text or JSON. Commands never print.
 
+pub mod adopt_pki;
 pub mod render;
 pub mod up;
 pub mod validate;

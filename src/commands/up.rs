@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::UsageError;
 use crate::agent::AgentBinary;
 use crate::phases::{
-    ChangeRecord, CheckKubeadm, Connect, DistributePki, GatherFacts, GeneratePki, InitCluster,
-    InstallAgent, JoinControlPlanes, JoinWorkers, Mode, Phase, Preflight, PrepareHosts,
-    VerifyCluster, WaitForVip,
+    ChangeRecord, CheckKubeadm, Connect, DistributePki, FormerNodes, GatherFacts, GeneratePki,
+    InitCluster, InstallAgent, JoinControlPlanes, JoinWorkers, Mode, Phase, Preflight,
+    PrepareHosts, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -32,6 +32,7 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(Connect),
         Box::new(GatherFacts),
         Box::new(Preflight),
+        Box::new(FormerNodes),
         Box::new(CheckKubeadm),
         Box::new(PrepareHosts),
         Box::new(DistributePki),

@@ -48,9 +48,11 @@ pub struct HostFacts {
     /// Kernel features by module name: present (built in or loaded) or not.
     pub modules: BTreeMap<String, bool>,
     pub addresses: Vec<(String, Ipv4Net)>,
-    /// Current value of each asked-for sysctl; `None` when the key does not exist.
+    /// Current value of each asked-for sysctl, by its path under /proc/sys
+    /// ([`crate::inventory::SysctlKey::path`]); `None` when the key does not exist.
     pub sysctls: BTreeMap<String, Option<String>>,
-    /// Content of each asked-for text file; `None` when absent.
+    /// Content of each asked-for text file (`None` when absent), and of every `*.conf` file
+    /// in each asked-for directory.
     pub files: BTreeMap<PathBuf, Option<Vec<u8>>>,
     pub digests: BTreeMap<PathBuf, Option<FileDigest>>,
     /// `hostname` as the node reports it.
@@ -81,8 +83,11 @@ pub enum DirState {
 /// the requests of a command's phases into one probe per node.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProbeRequest {
+    /// Paths under /proc/sys.
     pub sysctls: Vec<String>,
     pub files: Vec<PathBuf>,
+    /// Directories whose `*.conf` files are read (sysctl.d), into [`HostFacts::files`].
+    pub conf_dirs: Vec<PathBuf>,
     pub digests: Vec<PathBuf>,
     /// Tools whose version to read (`kubeadm`, `kubelet`, `kubectl`, `curl`).
     pub versions: Vec<String>,
@@ -103,6 +108,7 @@ impl ProbeRequest {
         }
         add(&mut self.sysctls, other.sysctls);
         add(&mut self.files, other.files);
+        add(&mut self.conf_dirs, other.conf_dirs);
         add(&mut self.digests, other.digests);
         add(&mut self.versions, other.versions);
         add(&mut self.ports, other.ports);
@@ -124,6 +130,11 @@ impl HostFacts {
         let mut args = Vec::new();
         args.extend(req.sysctls.iter().map(|k| format!("sysctl:{k}")));
         args.extend(req.files.iter().map(|p| format!("file:{}", p.display())));
+        args.extend(
+            req.conf_dirs
+                .iter()
+                .map(|p| format!("conf:{}", p.display())),
+        );
         args.extend(req.digests.iter().map(|p| format!("hash:{}", p.display())));
         args.extend(req.versions.iter().map(|t| format!("version:{t}")));
         args.extend(req.ports.iter().map(|p| format!("port:{p}")));
@@ -163,6 +174,15 @@ impl HostFacts {
 
     pub fn file(&self, path: &Path) -> Option<&[u8]> {
         self.files.get(path).and_then(|v| v.as_deref())
+    }
+
+    /// The `*.conf` files read from `dir` (a [`ProbeRequest::conf_dirs`] entry), by path.
+    pub fn conf_files<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = (&'a Path, &'a [u8])> {
+        self.files.iter().filter_map(move |(path, content)| {
+            let content = content.as_deref()?;
+            (path.parent() == Some(dir) && path.extension().is_some_and(|e| e == "conf"))
+                .then_some((path.as_path(), content))
+        })
     }
 
     pub fn digest(&self, path: &Path) -> Option<&FileDigest> {
@@ -444,6 +464,16 @@ mod tests {
         assert!(f.has_tool("sh"));
         assert!(!f.has_tool("no-such-tool-here"));
         assert!(f.clock_skew.is_some() && !f.hostname.is_empty());
+    }
+
+    #[test]
+    fn conf_files_are_those_read_from_the_directory() {
+        let text = "file /etc/sysctl.d/10-a.conf =YQ==\nfile /etc/sysctl.d/b.txt =Yg==\n\
+                    file /etc/hosts -\nfile /usr/lib/sysctl.d/x.conf =eA==\n";
+        let f = parse("n", text, &req()).unwrap();
+        let dir = Path::new("/etc/sysctl.d");
+        let found: Vec<_> = f.conf_files(dir).collect();
+        assert_eq!(found, [(Path::new("/etc/sysctl.d/10-a.conf"), &b"a"[..])]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 # khactl host probe: read-only. Prints one fact per line: "<kind> <key> <value>".
-# Values arrive as positional arguments ("sysctl:KEY", "file:PATH", "hash:PATH");
+# Values arrive as positional arguments ("sysctl:PATH" under /proc/sys, "file:PATH",
+# "conf:DIR" for every *.conf file in DIR, "hash:PATH");
 # nothing from the inventory is ever spliced into this text.
 set -u
 if [ -r /etc/os-release ]; then . /etc/os-release; fi
@@ -21,7 +22,7 @@ for a in "$@"; do
   kind=${a%%:*}; val=${a#*:}
   case $kind in
     sysctl)
-      p=/proc/sys/$(printf '%s' "$val" | tr . /)
+      p=/proc/sys/$val
       if [ -r "$p" ]; then echo "sysctl $val $(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else echo "sysctl $val -"; fi ;;
     file)
       if [ -f "$val" ]; then echo "file $val =$(base64 -w0 < "$val")"; else echo "file $val -"; fi ;;
@@ -49,6 +50,10 @@ for a in "$@"; do
       else echo "dir $val full"; fi ;;
     socket)
       if [ -S "$val" ]; then echo "socket $val yes"; else echo "socket $val no"; fi ;;
+    conf)
+      for f in "$val"/*.conf; do
+        if [ -f "$f" ]; then echo "file $f =$(base64 -w0 < "$f")"; fi
+      done ;;
   esac
 done
 # Digests: one sha256sum and one stat over every present file ("sum HASH  PATH",

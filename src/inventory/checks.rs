@@ -334,21 +334,10 @@ pub(super) fn validity_days(v: &Value) -> Result<(), String> {
     }
 }
 
-/// `net.ipv4.ip_forward` or `net/ipv4/ip_forward`: the forms sysctl(8) takes.
+/// `net.ipv4.ip_forward` or `net/ipv4/ip_forward`: the forms sysctl(8) takes (see
+/// [`super::types::SysctlKey`]).
 pub(super) fn sysctl_key(k: &str) -> Result<(), String> {
-    let sep = if k.contains('/') { '/' } else { '.' };
-    let segments: Vec<&str> = k.split(sep).collect();
-    let ok = segments.len() >= 2
-        && segments.iter().all(|s| !s.is_empty())
-        && k.bytes().all(|b| b.is_ascii_graphic() && b != b'=');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{k:?} is not a sysctl name: write dotted (net.ipv4.ip_forward) or slashed \
-             (net/ipv4/ip_forward) names without spaces or '='"
-        ))
-    }
+    super::types::SysctlKey::parse(k).map(drop)
 }
 
 pub(super) fn sysctl_value(v: &Value) -> Result<(), String> {

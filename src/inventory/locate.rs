@@ -1,214 +1,196 @@
-//! Finds the line of a field path (`nodes[2].address`) in the inventory text.
+//! Finds the lines of field paths (`nodes[2].address`) in the inventory text, all in one pass.
 //!
-//! Instead of a second, hand-written YAML scanner, the text is read again by the same
-//! parser with a probe that walks down the path and fails on purpose when it reaches
-//! the target: serde_yaml_ng stamps every error with the position of the event being
-//! read, so the error's location is the target's position. Block and flow style,
-//! quoting, anchors and comments are therefore handled exactly as the parser does.
-//! Problems are few and inventories small, so one re-read per problem costs nothing.
+//! The text is read once more by an event parser that reports each node's position
+//! (yaml-rust2; serde_yaml_ng, which validates, has no spans), walking a stack of the current
+//! path and keeping the line of every path a problem asked for, or leads to: a mapping key's
+//! own line, a list item's first line. One pass for every problem: an earlier version re-read
+//! the whole document once per problem, which made 4,000 bad keys cost seconds. The two
+//! parsers agree on the structure of any document serde_yaml_ng accepted; where one ever
+//! disagrees, a problem loses its line, never its message.
 
-use std::fmt;
+use std::collections::{HashMap, HashSet};
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::problems::{FieldPath, Seg};
 
-/// Message of the deliberate error; anything else means "not found".
-const FOUND: &str = "khactl-locate: target reached";
+/// For each path, the 1-based line of the path, or of its closest enclosing field that exists
+/// in the text (a missing field is reported where its parent is); `None` for the document
+/// itself and when no part of the path is in the text.
+pub(super) fn lines_of(text: &str, paths: &[&FieldPath]) -> Vec<Option<usize>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let mut wanted: HashSet<Vec<Seg>> = HashSet::new();
+    for path in paths {
+        let segs = path.segs();
+        for end in 1..=segs.len() {
+            // Each prefix once: a set lookup, not a copy, when it is already there.
+            if !wanted.contains(&segs[..end]) {
+                wanted.insert(segs[..end].to_vec());
+            }
+        }
+    }
+    let mut walk = Walk {
+        wanted: &wanted,
+        found: HashMap::new(),
+        path: Vec::new(),
+        frames: Vec::new(),
+        skip: 0,
+    };
+    // A parse error ends the walk: what was found before it still counts.
+    let _partial = Parser::new_from_str(text).load(&mut walk, false);
+    paths
+        .iter()
+        .map(|path| {
+            let segs = path.segs();
+            (1..=segs.len())
+                .rev()
+                .find_map(|end| walk.found.get(&segs[..end]).copied())
+        })
+        .collect()
+}
 
-/// 1-based line of `path`, or of its closest enclosing field that exists in the text
-/// (a missing field is reported where its parent is). `None` for the document itself.
+/// 1-based line of one path; see [`lines_of`].
+#[cfg(test)]
 pub(super) fn line_of(text: &str, path: &FieldPath) -> Option<usize> {
-    let mut segs = path.segs();
-    while !segs.is_empty() {
-        if let Some(line) = probe(text, segs) {
-            return Some(line);
-        }
-        segs = &segs[..segs.len() - 1];
-    }
-    None
+    lines_of(text, &[path]).into_iter().next().flatten()
 }
 
-fn probe(text: &str, segs: &[Seg]) -> Option<usize> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    match (Probe { segs }).deserialize(de) {
-        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| l.line()),
-        _ => None,
-    }
+enum Frame {
+    /// In a list: the index the next item gets.
+    Seq(usize),
+    /// In a mapping: what the next node is.
+    Map(Next),
 }
 
-/// Walks to `segs`; reaching the end of the path is the deliberate error.
-struct Probe<'a> {
-    segs: &'a [Seg],
+enum Next {
+    Key,
+    /// The value of this key; `None` for a key that is not plain text (`? [1, 2]`, an alias),
+    /// whose value no path can name.
+    Value(Option<String>),
 }
 
-impl<'de> DeserializeSeed<'de> for Probe<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
+/// A node as it begins.
+enum Node {
+    Scalar(String, TScalarStyle),
+    Other,
+    Open(Frame),
 }
 
-/// Every kind of value ends the walk the same way: found if the path is used up,
-/// otherwise not found (a scalar has no children).
-macro_rules! leaf_visits {
-    ($($method:ident($ty:ty)),*) => {$(
-        fn $method<E: de::Error>(self, _: $ty) -> Result<(), E> {
-            self.end()
-        }
-    )*};
+struct Walk<'a> {
+    wanted: &'a HashSet<Vec<Seg>>,
+    found: HashMap<Vec<Seg>, usize>,
+    /// The path of the node being read: one segment per open collection below the document.
+    path: Vec<Seg>,
+    frames: Vec<Frame>,
+    /// Depth inside a collection no path can name (a complex key, or its value).
+    skip: usize,
 }
 
-impl Probe<'_> {
-    fn end<E: de::Error>(&self) -> Result<(), E> {
-        if self.segs.is_empty() {
-            Err(E::custom(FOUND))
-        } else {
-            Err(E::custom("not found"))
+impl Walk<'_> {
+    fn record(&mut self, line: usize) {
+        if self.wanted.contains(self.path.as_slice()) && !self.found.contains_key(&self.path) {
+            self.found.insert(self.path.clone(), line);
         }
     }
-}
 
-impl<'de> Visitor<'de> for Probe<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-
-    leaf_visits!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_i128(i128),
-        visit_u128(u128),
-        visit_f64(f64),
-        visit_str(&str)
-    );
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.end()
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.end()
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_enum<A: de::EnumAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        self.end()
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let (Some(Seg::Key(wanted)), rest) = split(self.segs) else {
-            return self.end();
-        };
-        while let Some(hit) = map.next_key_seed(KeyProbe {
-            wanted,
-            last: rest.is_empty(),
-        })? {
-            if hit {
-                return map.next_value_seed(Probe { segs: rest });
+    fn begin(&mut self, node: Node, line: usize) {
+        if self.skip > 0 {
+            if matches!(node, Node::Open(_)) {
+                self.skip += 1;
             }
-            map.next_value::<IgnoredAny>()?;
+            return;
         }
-        Err(de::Error::custom("not found"))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let (Some(Seg::Index(wanted)), rest) = split(self.segs) else {
-            return self.end();
-        };
-        for _ in 0..*wanted {
-            if seq.next_element::<IgnoredAny>()?.is_none() {
-                return Err(de::Error::custom("not found"));
+        // Where the node sits: the segment that names it, or a key, or nothing nameable.
+        let segment = match self.frames.last_mut() {
+            None => None,
+            Some(Frame::Seq(next)) => {
+                *next += 1;
+                Some(Seg::Index(*next - 1))
             }
+            Some(Frame::Map(next)) => match std::mem::replace(next, Next::Key) {
+                Next::Key => {
+                    let key = match &node {
+                        Node::Scalar(text, style) => Some(key_text(text, *style)),
+                        Node::Other | Node::Open(_) => None,
+                    };
+                    *next = Next::Value(key.clone());
+                    if let Some(key) = key {
+                        self.path.push(Seg::Key(key));
+                        self.record(line);
+                        self.path.pop();
+                    } else if matches!(node, Node::Open(_)) {
+                        self.skip = 1;
+                    }
+                    return;
+                }
+                Next::Value(Some(key)) => Some(Seg::Key(key)),
+                Next::Value(None) => {
+                    if matches!(node, Node::Open(_)) {
+                        self.skip = 1;
+                    }
+                    return;
+                }
+            },
+        };
+        let nested = segment.is_some();
+        if let Some(segment) = segment {
+            self.path.push(segment);
+            self.record(line);
         }
-        seq.next_element_seed(Probe { segs: rest })?;
-        Err(de::Error::custom("not found"))
+        match node {
+            Node::Open(frame) => self.frames.push(frame),
+            Node::Scalar(..) | Node::Other if nested => {
+                self.path.pop();
+            }
+            Node::Scalar(..) | Node::Other => {}
+        }
     }
-}
 
-fn split(segs: &[Seg]) -> (Option<&Seg>, &[Seg]) {
-    match segs.split_first() {
-        Some((first, rest)) => (Some(first), rest),
-        None => (None, segs),
-    }
-}
-
-/// Reads one mapping key: `Ok(true)` when it is the wanted one and the walk goes on
-/// into its value; the deliberate error when it is the wanted one and the last step,
-/// so the position is the key's own (the line a user looks for).
-struct KeyProbe<'a> {
-    wanted: &'a str,
-    last: bool,
-}
-
-impl KeyProbe<'_> {
-    fn check<E: de::Error>(&self, key: &str) -> Result<bool, E> {
-        match (key == self.wanted, self.last) {
-            (true, true) => Err(E::custom(FOUND)),
-            (hit, _) => Ok(hit),
+    fn close(&mut self) {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
+        }
+        self.frames.pop();
+        // Every collection below the document pushed the segment that named it.
+        if !self.frames.is_empty() {
+            self.path.pop();
         }
     }
 }
 
-impl<'de> DeserializeSeed<'de> for KeyProbe<'_> {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
+impl MarkedEventReceiver for Walk<'_> {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let node = match event {
+            Event::Scalar(text, style, _, _) => Node::Scalar(text, style),
+            Event::Alias(_) => Node::Other,
+            Event::SequenceStart(..) => Node::Open(Frame::Seq(0)),
+            Event::MappingStart(..) => Node::Open(Frame::Map(Next::Key)),
+            Event::SequenceEnd | Event::MappingEnd => return self.close(),
+            _ => return,
+        };
+        self.begin(node, mark.line());
     }
 }
 
-/// Keys compare as the text the user wrote: `123:` is the key "123".
-macro_rules! key_visits {
-    ($($method:ident($ty:ty)),*) => {$(
-        fn $method<E: de::Error>(self, v: $ty) -> Result<bool, E> {
-            self.check(&v.to_string())
-        }
-    )*};
-}
-
-impl<'de> Visitor<'de> for KeyProbe<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a mapping key")
+/// A key as the validator names it: the text the user wrote, except that a plain scalar
+/// serde reads as a number or boolean is named by that value's text (`0x10:` is "16").
+fn key_text(raw: &str, style: TScalarStyle) -> String {
+    let maybe_typed = style == TScalarStyle::Plain
+        && raw
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b"+-.~tfnTFN".contains(&b));
+    if maybe_typed
+        && let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(raw)
+        && let Some(text) = super::checks::scalar_text(&value)
+    {
+        return text;
     }
-
-    key_visits!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64)
-    );
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        self.check(v)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
+    raw.to_owned()
 }
 
 #[cfg(test)]

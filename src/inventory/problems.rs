@@ -2,6 +2,7 @@
 //! that says what to do), the [`InventoryError`] the CLI prints as is, and the
 //! [`FieldPath`] and [`Findings`] collector the rules use to build them.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -55,6 +56,17 @@ pub enum InventoryError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the inventory {path} is {what}, not a regular file\n  hint: give --inventory (-i) the \
+         YAML file itself; khactl does not read inventories from pipes or devices"
+    )]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "the inventory {path} is {size} bytes, over the limit of {} MiB\n  hint: an inventory \
+         is a few kilobytes; check that --inventory (-i) names the right file",
+        super::MAX_INVENTORY_BYTES / (1024 * 1024)
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     /// The document has at least one error; `problems` holds every error and warning,
     /// in file order.
     #[error("{}", render_invalid(file.as_deref(), problems))]
@@ -68,7 +80,9 @@ impl InventoryError {
     /// The problems found, empty when the file could not be read at all.
     pub fn problems(&self) -> &[Problem] {
         match self {
-            InventoryError::Read { .. } => &[],
+            InventoryError::Read { .. }
+            | InventoryError::NotAFile { .. }
+            | InventoryError::TooLarge { .. } => &[],
             InventoryError::Invalid { problems, .. } => problems,
         }
     }
@@ -115,7 +129,7 @@ pub struct Validated {
 }
 
 /// One step of a field path: a mapping key or a list index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Seg {
     Key(String),
     Index(usize),
@@ -144,10 +158,6 @@ impl FieldPath {
 
     pub(super) fn segs(&self) -> &[Seg] {
         &self.0
-    }
-
-    pub(super) fn starts_with(&self, prefix: &FieldPath) -> bool {
-        self.0.starts_with(&prefix.0)
     }
 }
 
@@ -187,7 +197,13 @@ pub(super) struct Finding {
 
 /// The one list every check adds to.
 #[derive(Debug, Default)]
-pub(super) struct Findings(Vec<Finding>);
+pub(super) struct Findings {
+    found: Vec<Finding>,
+    /// Every path an error was reported at, and each of its ancestors: "is there an error
+    /// under this path" is then one lookup, asked once per node and section (a scan of every
+    /// finding each time made 10,000 bad nodes quadratic).
+    under_error: HashSet<Vec<Seg>>,
+}
 
 impl Findings {
     pub(super) fn error(&mut self, path: &FieldPath, message: impl Into<String>) {
@@ -199,7 +215,8 @@ impl Findings {
     }
 
     pub(super) fn error_at_line(&mut self, line: Option<usize>, message: impl Into<String>) {
-        self.0.push(Finding {
+        self.under_error.insert(Vec::new());
+        self.found.push(Finding {
             severity: Severity::Error,
             path: FieldPath::root(),
             message: message.into(),
@@ -208,7 +225,15 @@ impl Findings {
     }
 
     fn push(&mut self, severity: Severity, path: &FieldPath, message: String) {
-        self.0.push(Finding {
+        if severity == Severity::Error {
+            let segs = path.segs();
+            for end in 0..=segs.len() {
+                if !self.under_error.contains(&segs[..end]) {
+                    self.under_error.insert(segs[..end].to_vec());
+                }
+            }
+        }
+        self.found.push(Finding {
             severity,
             path: path.clone(),
             message,
@@ -218,17 +243,15 @@ impl Findings {
 
     /// Whether an error was reported at `path` or anywhere below it.
     pub(super) fn has_error_under(&self, path: &FieldPath) -> bool {
-        self.0
-            .iter()
-            .any(|f| f.severity == Severity::Error && f.path.starts_with(path))
+        self.under_error.contains(path.segs())
     }
 
     pub(super) fn has_errors(&self) -> bool {
-        self.0.iter().any(|f| f.severity == Severity::Error)
+        !self.under_error.is_empty()
     }
 
     pub(super) fn into_vec(self) -> Vec<Finding> {
-        self.0
+        self.found
     }
 }
 

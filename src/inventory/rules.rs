@@ -420,24 +420,14 @@ fn certificate_lifetimes(d: &Draft, out: &mut Findings) {
     }
 }
 
-/// sysctl(8) reads `a/b.c/d` as `a.b/c.d`: slashes separate, dots are part of a name.
-fn dotted(key: &str) -> String {
-    if !key.contains('/') {
-        return key.to_owned();
-    }
-    key.chars()
-        .map(|c| match c {
-            '/' => '.',
-            '.' => '/',
-            c => c,
-        })
-        .collect()
-}
-
 fn sysctl_spellings(d: &Draft, out: &mut Findings) {
     let mut seen: HashMap<String, &str> = HashMap::new();
     for key in &d.sysctls {
-        if let Some(first) = seen.insert(dotted(key), key) {
+        // `a/b.c/d` and `a.b/c.d` are one key: compare the paths they name.
+        let Ok(parsed) = super::types::SysctlKey::parse(key) else {
+            continue;
+        };
+        if let Some(first) = seen.insert(parsed.path().to_owned(), key) {
             out.error(
                 &FieldPath::root().key("sysctls").key(key),
                 format!("{key:?} is the same sysctl as {first:?}; write it once"),

@@ -310,3 +310,130 @@ impl<'de> Deserialize<'de> for RouterId {
         RouterId::new(n).map_err(de::Error::custom)
     }
 }
+
+/// A sysctl, held as its path under `/proc/sys` (`net/ipv4/conf/eth0.5/rp_filter`), which is
+/// what every consumer needs: the probe reads the file, the write goes to it, sysctl.d parsers
+/// compare it. Written the two ways sysctl(8) takes: dotted (`net.ipv4.ip_forward`), where
+/// dots separate and any slash stands for a dot inside a name, or slashed, when the first
+/// separator is a slash and dots belong to names (`net/ipv4/conf/eth0.5/rp_filter`, the only
+/// way to name an interface with a dot). Never empty components, `.` or `..` (a path could
+/// otherwise climb out of /proc/sys), and never a leading `-`, which a tool could read as an
+/// option and sysctl.d reads as "ignore failures".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SysctlKey(String);
+
+impl SysctlKey {
+    pub fn parse(written: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "{written:?} is not a sysctl name ({why}): write dotted (net.ipv4.ip_forward) or \
+                 slashed (net/ipv4/conf/eth0.5/rp_filter) names without spaces or '='"
+            ))
+        };
+        if written.is_empty() || !written.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+            return bad("empty, or a space, '=' or a non-ASCII character");
+        }
+        if written.starts_with(['-', '.', '/']) {
+            return bad("it starts with '-', '.' or '/'");
+        }
+        let slashed = written.find(['.', '/']).map(|i| written.as_bytes()[i]) == Some(b'/');
+        let path: String = if slashed {
+            written.to_owned()
+        } else {
+            written
+                .chars()
+                .map(|c| match c {
+                    '.' => '/',
+                    '/' => '.',
+                    c => c,
+                })
+                .collect()
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() < 2 {
+            return bad("a single name; sysctls have a group, e.g. vm.swappiness");
+        }
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return bad("an empty, '.' or '..' part");
+        }
+        Ok(Self(path))
+    }
+
+    /// The path under `/proc/sys`, without a leading slash.
+    pub fn path(&self) -> &str {
+        &self.0
+    }
+
+    /// The file that holds it.
+    pub fn proc_path(&self) -> String {
+        format!("/proc/sys/{}", self.0)
+    }
+}
+
+/// Dotted, as people write sysctls, when that is unambiguous (no part holds a dot); the
+/// slashed path otherwise. Either reads back as the same key, in sysctl.d files as well.
+impl fmt::Display for SysctlKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.contains('.') {
+            f.write_str(&self.0)
+        } else {
+            f.write_str(&self.0.replace('/', "."))
+        }
+    }
+}
+
+#[cfg(test)]
+mod sysctl_key_tests {
+    use super::SysctlKey;
+
+    #[test]
+    fn dotted_and_slashed_names_are_paths_under_proc_sys() {
+        for (written, path) in [
+            ("net.ipv4.ip_forward", "net/ipv4/ip_forward"),
+            ("net/ipv4/ip_forward", "net/ipv4/ip_forward"),
+            (
+                "net/ipv4/conf/eth0.5/rp_filter",
+                "net/ipv4/conf/eth0.5/rp_filter",
+            ),
+            // sysctl(8)'s own dotted spelling of the same key.
+            (
+                "net.ipv4.conf.eth0/5.rp_filter",
+                "net/ipv4/conf/eth0.5/rp_filter",
+            ),
+            (
+                "net.bridge.bridge-nf-call-iptables",
+                "net/bridge/bridge-nf-call-iptables",
+            ),
+        ] {
+            let key = SysctlKey::parse(written).unwrap();
+            assert_eq!(key.path(), path, "{written}");
+        }
+        let vlan = SysctlKey::parse("net/ipv4/conf/eth0.5/rp_filter").unwrap();
+        assert_eq!(vlan.proc_path(), "/proc/sys/net/ipv4/conf/eth0.5/rp_filter");
+        assert_eq!(vlan.to_string(), "net/ipv4/conf/eth0.5/rp_filter");
+        let plain = SysctlKey::parse("net/ipv4/ip_forward").unwrap();
+        assert_eq!(plain.to_string(), "net.ipv4.ip_forward");
+    }
+
+    #[test]
+    fn names_that_read_as_options_or_leave_proc_sys_are_refused() {
+        for bad in [
+            "-p/x",
+            "-net.ipv4.ip_forward",
+            "net/../../etc/passwd",
+            "net/./ipv4",
+            "/net/ipv4",
+            ".net.ipv4",
+            "net..ipv4",
+            "swappiness",
+            "net.ipv4.ip_forward=1",
+            "net.ipv4 x",
+            "",
+        ] {
+            assert!(SysctlKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -11,6 +11,7 @@ use similar::TextDiff;
 
 use super::Context;
 use crate::facts::InitSystem;
+use crate::inventory::SysctlKey;
 use crate::os::service;
 pub use crate::os::service::ServiceAction;
 use crate::remote::{NodeHandle, RemoteCommand};
@@ -42,7 +43,7 @@ pub enum Change {
         /// secrets blanked (a kubeadm config with `<redacted>` for the token).
         preview: Option<String>,
     },
-    /// Set runtime sysctls, then read each back from `/proc/sys`.
+    /// Set runtime sysctls by writing their files under `/proc/sys`, then read each back.
     SetSysctls { values: Vec<SysctlChange> },
     /// Remove a file if it is there (`rm -f`).
     RemoveFile { path: PathBuf },
@@ -63,7 +64,7 @@ pub enum Change {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SysctlChange {
-    pub key: String,
+    pub key: SysctlKey,
     pub from: Option<String>,
     pub to: String,
 }
@@ -93,7 +94,7 @@ impl Change {
                 s
             }
             Change::SetSysctls { values } => {
-                let keys: Vec<&str> = values.iter().map(|v| v.key.as_str()).collect();
+                let keys: Vec<String> = values.iter().map(|v| v.key.to_string()).collect();
                 format!("set sysctl {}", keys.join(", "))
             }
             Change::RemoveFile { path } => format!("remove {}", path.display()),
@@ -266,7 +267,10 @@ tmp=
 trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
 while [ "$#" -ge 4 ]; do
   path=$1; mode=$2; backup=$3; len=$4; shift 4
-  if [ -n "$backup" ] && [ -e "$path" ] && [ ! -e "$backup" ]; then cp -p "$path" "$backup"; fi
+  if [ -n "$backup" ] && [ -e "$path" ] && [ ! -e "$backup" ]; then
+    (umask 077; mkdir -p "$(dirname "$backup")")
+    cp -p "$path" "$backup"
+  fi
   mkdir -p "$(dirname "$path")"
   tmp=$(mktemp "$path.khactl.XXXXXX")
   chmod "$mode" "$tmp"
@@ -315,8 +319,18 @@ async fn write_files(host: &NodeHandle, batch: &[Change]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Writes each value to its file under /proc/sys: arguments come in pairs, path (under
+/// /proc/sys, a [`SysctlKey`], so never an option and never outside /proc/sys) and value. A
+/// refused write is reported on stderr and the read-back names it; `sysctl -w` is not used,
+/// because it would take a key such as `-p/x` as an option and mangle slashed keys.
+const SYSCTL_WRITE: &str = r#"while [ "$#" -ge 2 ]; do
+  printf '%s\n' "$2" > "/proc/sys/$1" || echo "writing /proc/sys/$1 failed" >&2
+  shift 2
+done
+"#;
+
 const SYSCTL_READ_BACK: &str = r#"for key in "$@"; do
-  p=/proc/sys/$(printf '%s' "$key" | tr . /)
+  p=/proc/sys/$key
   if [ -r "$p" ]; then printf '%s=%s\n' "$key" "$(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else printf '%s\n' "$key"; fi
 done
 "#;
@@ -326,16 +340,18 @@ async fn apply_one(ctx: &Context, host: &NodeHandle, change: &Change) -> anyhow:
         // A lone write is a batch of one; `apply_changes` sends longer runs to `write_files`.
         Change::WriteFile { .. } => write_files(host, std::slice::from_ref(change)).await?,
         Change::SetSysctls { values } => {
-            let mut argv = vec!["sysctl".to_owned(), "-w".to_owned()];
-            argv.extend(values.iter().map(|v| format!("{}={}", v.key, v.to)));
-            host.run(&RemoteCommand::new(argv)).await?;
-            // procps `sysctl -w` exits 0 even when a write fails: trust only a read-back.
-            let keys = values.iter().map(|v| v.key.clone());
+            let pairs = values
+                .iter()
+                .flat_map(|v| [v.key.path().to_owned(), v.to.clone()]);
+            host.run(&RemoteCommand::script("sysctl-write", SYSCTL_WRITE, pairs))
+                .await?;
+            // A write the kernel refused shows only in what the file holds now.
+            let keys = values.iter().map(|v| v.key.path().to_owned());
             let cmd = RemoteCommand::script("sysctl-read-back", SYSCTL_READ_BACK, keys).read_only();
             let out = host.run(&cmd).await?.stdout_str();
             for v in values {
                 let now = out.lines().find_map(|l| {
-                    l.strip_prefix(v.key.as_str())
+                    l.strip_prefix(v.key.path())
                         .and_then(|r| r.strip_prefix('='))
                 });
                 if now.map(normalise) != Some(normalise(&v.to)) {
@@ -432,7 +448,7 @@ mod tests {
     fn plan_shows_sysctls_old_to_new() {
         let c = Change::SetSysctls {
             values: vec![SysctlChange {
-                key: "net.ipv4.ip_forward".into(),
+                key: SysctlKey::parse("net.ipv4.ip_forward").unwrap(),
                 from: Some("0".into()),
                 to: "1".into(),
             }],

@@ -9,6 +9,7 @@ use super::{Context, NodesFailed, Phase, PhaseFuture};
 use crate::diagnostics::Hinted;
 use crate::remote::{Access, ConnectOptions, Fleet, Observer};
 use crate::report::Event;
+use crate::state::ControlDir;
 
 pub struct Connect;
 
@@ -32,11 +33,18 @@ impl Phase for Connect {
                     message: &msg,
                 });
             }
+            let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from);
+            let control = ControlDir::create(
+                runtime.as_deref(),
+                &ctx.state,
+                ctx.inventory.cluster.name.as_str(),
+            )?;
             let opts = ConnectOptions {
                 known_hosts: ctx.state.known_hosts(),
-                control_dir: crate::state::control_dir()?,
+                control_dir: control.path().to_path_buf(),
                 connect_timeout: ctx.settings.connect_timeout,
             };
+            ctx.control_dir = Some(control);
             // The remote seam enforces what `--dry-run` promises: no command that is not
             // marked read-only reaches a node.
             let access = match ctx.settings.mode {

@@ -18,7 +18,7 @@ use crate::inventory::{Inventory, Node};
 use crate::pki::ClusterPki;
 use crate::remote::{Connector, Fleet, NodeHandle};
 use crate::report::{Event, Report};
-use crate::state::StateDir;
+use crate::state::{ControlDir, Scratch, StateDir, StateLock};
 
 /// Settings resolved once from the command line.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct Settings {
     pub interrupt: Interrupt,
     /// The command, as the user typed it (`up`), for messages and the log's name.
     pub verb: String,
+    /// The inventory file, for commands a message tells the user to run.
+    pub inventory_path: Option<std::path::PathBuf>,
 }
 
 pub struct Context {
@@ -42,14 +44,22 @@ pub struct Context {
     /// How nodes are reached: SSH, or fakes in unit tests.
     pub connector: Box<dyn Connector>,
     pub fleet: Option<Fleet>,
+    /// Nodes the inventory no longer lists that khactl once placed its agent on, connected by
+    /// `FormerNodes` from the state's record (never part of `fleet`: no phase changes them).
+    pub former: Option<Fleet>,
     pub facts: BTreeMap<String, HostFacts>,
     pub pki: Option<ClusterPki>,
     /// Cluster-wide values learned during the run (the VIP holder, …).
     pub cluster: ClusterState,
     /// Every change made or planned, per node, in order.
     journal: Mutex<BTreeMap<String, Vec<ChangeRecord>>>,
-    /// A scratch PKI directory for plan mode, so a dry run writes nothing to the state.
-    pub scratch: Option<tempfile::TempDir>,
+    /// A scratch PKI directory for plan mode, so a dry run writes nothing to the state's PKI;
+    /// inside the state directory, removed when the run ends.
+    pub scratch: Option<Scratch>,
+    /// Where this run's SSH control sockets live (made by `Connect`, removed with the context).
+    pub control_dir: Option<ControlDir>,
+    /// The state directory's lock, held for the whole run (taken by the session).
+    pub state_lock: Option<StateLock>,
     /// The command's phases, so GatherFacts and Preflight can ask each what it needs.
     pub(super) phases: Rc<[Box<dyn Phase>]>,
     pub(super) current_phase: &'static str,
@@ -90,11 +100,14 @@ impl Context {
             report,
             connector,
             fleet: None,
+            former: None,
             facts: BTreeMap::new(),
             pki: None,
             cluster: ClusterState::default(),
             journal: Mutex::new(BTreeMap::new()),
             scratch: None,
+            control_dir: None,
+            state_lock: None,
             phases: Rc::new([]),
             current_phase: "",
         }

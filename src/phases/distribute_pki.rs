@@ -2,12 +2,14 @@
 //! paths, so kubeadm finds them and generates nothing. Files already there with the same
 //! digest and mode are left alone; keys travel on stdin and are never shown. Workers get
 //! nothing (kubeadm join's preflight refuses a `ca.crt` already there); what older khactl
-//! placed on a worker that has not joined yet is removed.
+//! placed on a worker that has not joined yet is removed. A node whose roots of trust are
+//! another cluster's is refused in preflight, and a file that is replaced is first kept
+//! under `/var/lib/khactl/backup/<run>/` ([`super::existing_pki`]).
 
 use std::path::{Path, PathBuf};
 
 use super::kubernetes::KUBELET_CONF;
-use super::{Change, Context, Phase, PhaseFuture};
+use super::{Change, Context, Phase, PhaseFuture, existing_pki};
 use crate::facts::{HostFacts, ProbeRequest, sha256_hex};
 use crate::inventory::{Node, Role};
 use crate::pki::{self, PkiFile};
@@ -19,8 +21,8 @@ impl Phase for DistributePki {
         "Distribute certificates"
     }
 
-    /// The digests (never the contents) of the files this node should have, and on workers
-    /// of what older khactl placed there.
+    /// The digests (never the contents) of the files this node should have, the public roots
+    /// of trust it holds now, and on workers what older khactl placed there.
     fn facts(&self, ctx: &Context, node: &Node) -> ProbeRequest {
         let mut digests: Vec<PathBuf> = files_for(ctx, node)
             .into_iter()
@@ -31,9 +33,23 @@ impl Phase for DistributePki {
             digests.push(KUBELET_CONF.into());
         }
         ProbeRequest {
+            files: existing_pki::files_read(),
             digests,
             ..ProbeRequest::default()
         }
+    }
+
+    /// A node that holds another cluster's CA stops the run before anything is written.
+    fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
+        let Some(pki) = &ctx.pki else {
+            return Vec::new();
+        };
+        let inventory = ctx
+            .settings
+            .inventory_path
+            .as_deref()
+            .unwrap_or(Path::new("INVENTORY"));
+        existing_pki::problems(pki, node, facts, &ctx.state.pki_dir(), inventory)
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
@@ -41,6 +57,7 @@ impl Phase for DistributePki {
             let c = &*ctx;
             // Without the PKI loaded every node would get nothing: a bug, said so.
             c.pki()?;
+            let stamp = existing_pki::stamp();
             let results = c
                 .fleet()?
                 .each(
@@ -48,7 +65,7 @@ impl Phase for DistributePki {
                     async |host| {
                         let node = c.node(host.node())?;
                         let facts = c.facts_of(host.node())?;
-                        let mut changes = plan_node(&files_for(c, node), facts);
+                        let mut changes = plan_node(&files_for(c, node), facts, &stamp);
                         changes.extend(stale_on_worker(node, facts));
                         c.apply(host, &changes).await.map(drop)
                     },
@@ -81,19 +98,23 @@ pub fn stale_on_worker(node: &Node, facts: &HostFacts) -> Vec<Change> {
         .collect()
 }
 
-/// The writes a node needs: files missing, different, or with the wrong mode.
-pub fn plan_node(files: &[PkiFile], facts: &HostFacts) -> Vec<Change> {
+/// The writes a node needs: files missing, different, or with the wrong mode. A file with
+/// other content is backed up under the run's `stamp` before it is replaced.
+pub fn plan_node(files: &[PkiFile], facts: &HostFacts, stamp: &str) -> Vec<Change> {
     files
         .iter()
         .filter_map(|f| {
             let want = sha256_hex(&f.contents);
             let have = facts.digest(Path::new(&f.remote_path));
-            let current = match have {
+            let (current, backup) = match have {
                 Some(d) if d.sha256 == want && d.mode == f.mode => return None,
                 // Same bytes, wrong mode: the plan says "set mode of".
-                Some(d) if d.sha256 == want => Some(f.contents.clone()),
-                Some(_) => Some(Vec::new()),
-                None => None,
+                Some(d) if d.sha256 == want => (Some(f.contents.clone()), None),
+                Some(_) => (
+                    Some(Vec::new()),
+                    Some(existing_pki::backup_path(stamp, &f.remote_path)),
+                ),
+                None => (None, None),
             };
             Some(Change::WriteFile {
                 path: f.remote_path.clone(),
@@ -102,7 +123,7 @@ pub fn plan_node(files: &[PkiFile], facts: &HostFacts) -> Vec<Change> {
                 secret: f.secret,
                 diff: false,
                 current,
-                backup: None,
+                backup,
                 preview: None,
             })
         })

@@ -1,5 +1,7 @@
 //! Generate (or load) the cluster PKI locally. Never touches a node. In plan mode the
-//! work happens in a scratch copy, so a dry run leaves the state directory as it was.
+//! work happens in a scratch copy inside the (0700) state directory, never in a shared
+//! temporary directory, so a dry run leaves the state's PKI as it was; the copy holds CA keys,
+//! and is removed when the run ends, however it ends (see [`crate::state::Scratch`]).
 
 use super::{Context, Phase, PhaseFuture};
 use crate::phases::Mode;
@@ -17,12 +19,13 @@ impl Phase for GeneratePki {
             let dir = match ctx.settings.mode {
                 Mode::Apply => ctx.state.pki_dir(),
                 Mode::Plan => {
-                    let scratch = tempfile::tempdir()?;
+                    let scratch = ctx.state.create_scratch()?;
                     let copy = scratch.path().join("pki");
+                    // Held by the context before the first key is copied in.
+                    ctx.scratch = Some(scratch);
                     if ctx.state.pki_dir().exists() {
                         copy_dir(&ctx.state.pki_dir(), &copy)?;
                     }
-                    ctx.scratch = Some(scratch);
                     copy
                 }
             };

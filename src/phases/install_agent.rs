@@ -95,7 +95,6 @@ impl Phase for InstallAgent {
         let mut files = files_read();
         files.extend(conflicts::files().into_iter().map(PathBuf::from));
         ProbeRequest {
-            sysctls: Vec::new(),
             files,
             digests: digests_read(),
             ..ProbeRequest::default()

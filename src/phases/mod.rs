@@ -15,10 +15,13 @@
 //!
 //! Phases never print; they emit events through [`crate::report::Report`].
 
+mod adopt_pki;
 pub mod changes;
 mod connect;
 mod context;
 mod distribute_pki;
+pub mod existing_pki;
+mod former_nodes;
 mod gather_facts;
 mod generate_pki;
 pub mod install_agent;
@@ -39,10 +42,12 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Instant;
 
+pub use adopt_pki::{AdoptPki, Adopted};
 pub use changes::{Change, ChangeRecord, Mode, SysctlChange};
 pub use connect::Connect;
 pub use context::{Context, NodesFailed, Settings};
 pub use distribute_pki::DistributePki;
+pub use former_nodes::FormerNodes;
 pub use gather_facts::GatherFacts;
 pub use generate_pki::GeneratePki;
 pub use install_agent::InstallAgent;

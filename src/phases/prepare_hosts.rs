@@ -1,5 +1,5 @@
-//! Prepare hosts for Kubernetes: kernel settings in a sysctl drop-in (applied and read
-//! back), the `overlay` and `br_netfilter` modules loaded and persisted where the kernel
+//! Prepare hosts for Kubernetes: kernel settings in a sysctl drop-in (applied, read back,
+//! and checked against what the other sysctl.d files would set at boot), the `overlay` and `br_netfilter` modules loaded and persisted where the kernel
 //! can, swap off now and in fstab (with a backup), and an `/etc/hosts` entry for the API
 //! DNS name pointing at the VIP. Each item is compared with the node's facts first, so a
 //! second run changes nothing.
@@ -12,12 +12,20 @@ use anyhow::bail;
 use super::changes::{Change, SysctlChange, normalise};
 use super::{Context, Phase, PhaseFuture};
 use crate::facts::{HostFacts, ProbeRequest};
-use crate::inventory::{Inventory, Node};
+use crate::inventory::{Inventory, Node, SysctlKey};
 use crate::report::Event;
 
-pub const SYSCTL_DROP_IN: &str = "/etc/sysctl.d/99-khactl.conf";
+mod boot_sysctls;
+
+/// Named to sort after Debian's `99-sysctl.conf` (the link to /etc/sysctl.conf), so at boot
+/// systemd-sysctl applies it last and its values win.
+pub const SYSCTL_DROP_IN: &str = "/etc/sysctl.d/99-zz-khactl.conf";
+/// Where earlier khactl versions put the drop-in; removed when the new one is written.
+pub const OLD_SYSCTL_DROP_IN: &str = "/etc/sysctl.d/99-khactl.conf";
 pub const MODULES_LOAD: &str = "/etc/modules-load.d/khactl.conf";
 pub const HOSTS: &str = "/etc/hosts";
+/// The first `/etc/hosts` khactl changed, kept once, like fstab's.
+pub const HOSTS_BACKUP: &str = "/etc/hosts.khactl.bak";
 pub const FSTAB: &str = "/etc/fstab";
 pub const FSTAB_BACKUP: &str = "/etc/fstab.khactl.bak";
 /// Marks the lines khactl owns in shared files such as /etc/hosts.
@@ -36,33 +44,58 @@ const BASE_SYSCTLS: [(&str, &str); 4] = [
 ];
 
 /// The module a sysctl key depends on, if any.
-fn needs_module(key: &str) -> Option<&'static str> {
-    key.starts_with("net.bridge.").then_some("br_netfilter")
+fn needs_module(key: &SysctlKey) -> Option<&'static str> {
+    key.path()
+        .starts_with("net/bridge/")
+        .then_some("br_netfilter")
 }
 
-/// Every sysctl khactl wants on a node: the base set, then the inventory's (which win).
-pub fn wanted_sysctls(inv: &Inventory) -> BTreeMap<String, String> {
-    let mut m: BTreeMap<String, String> = BASE_SYSCTLS
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    for (k, v) in &inv.sysctls {
-        m.insert(k.replace('/', "."), v.clone());
+/// Every sysctl khactl wants on a node, by its path under /proc/sys: the base set, then the
+/// inventory's (which win). Keys the inventory wrote differently but that name the same file
+/// (`net.ipv4.ip_forward`, `net/ipv4/ip_forward`) are one key.
+pub fn wanted_sysctls(inv: &Inventory) -> anyhow::Result<BTreeMap<SysctlKey, String>> {
+    let mut m = BTreeMap::new();
+    for (k, v) in BASE_SYSCTLS {
+        m.insert(
+            SysctlKey::parse(k).map_err(anyhow::Error::msg)?,
+            v.to_owned(),
+        );
     }
-    m
+    for (k, v) in inventory_sysctls(inv)? {
+        m.insert(k, v);
+    }
+    Ok(m)
+}
+
+/// The inventory's own sysctls (validated when it was loaded).
+fn inventory_sysctls(inv: &Inventory) -> anyhow::Result<BTreeMap<SysctlKey, String>> {
+    inv.sysctls
+        .iter()
+        .map(|(k, v)| {
+            let key = SysctlKey::parse(k).map_err(|e| anyhow::anyhow!("internal: {e}"))?;
+            Ok((key, v.clone()))
+        })
+        .collect()
 }
 
 /// Files this phase reads to decide what to change.
 pub fn files_read() -> Vec<PathBuf> {
-    [SYSCTL_DROP_IN, MODULES_LOAD, HOSTS, FSTAB]
-        .iter()
-        .map(PathBuf::from)
-        .collect()
+    [
+        SYSCTL_DROP_IN,
+        OLD_SYSCTL_DROP_IN,
+        boot_sysctls::SYSCTL_CONF,
+        MODULES_LOAD,
+        HOSTS,
+        FSTAB,
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
 }
 
 /// The drop-in file. Keys that need a module are written with a leading `-`, which
 /// tells `sysctl --system` at boot to ignore them if the module is not there.
-pub fn render_sysctl_drop_in(wanted: &BTreeMap<String, String>) -> String {
+pub fn render_sysctl_drop_in(wanted: &BTreeMap<SysctlKey, String>) -> String {
     let mut s = String::from(
         "# Managed by khactl: kernel settings for Kubernetes. Edits here are overwritten;\n\
          # change `sysctls` in the inventory instead.\n",
@@ -83,32 +116,56 @@ pub fn render_modules_load() -> String {
     s
 }
 
-/// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`).
-pub fn render_hosts(current: &str, entry: Option<&str>) -> String {
-    let mut out: String = current
-        .lines()
-        .filter(|l| !l.trim_end().ends_with(MARK))
-        .map(|l| format!("{l}\n"))
-        .collect();
+/// The lines of a text file with their line ends, as bytes: a file that is not UTF-8 (a
+/// Latin-1 comment in /etc/hosts) passes through unchanged, never via a lossy conversion.
+fn lines_of(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split_inclusive(|b| *b == b'\n')
+}
+
+fn without_newline(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+/// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`); every other
+/// byte as it was.
+pub fn render_hosts(current: &[u8], entry: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(current.len() + 80);
+    for line in lines_of(current) {
+        if !without_newline(line)
+            .trim_ascii_end()
+            .ends_with(MARK.as_bytes())
+        {
+            out.extend_from_slice(line);
+        }
+    }
     if let Some(e) = entry {
-        out.push_str(&format!("{e} {MARK}\n"));
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(format!("{e} {MARK}\n").as_bytes());
     }
     out
 }
 
-/// `/etc/fstab` with active swap entries commented out; `None` when there are none.
-pub fn render_fstab_without_swap(current: &str) -> Option<String> {
+/// `/etc/fstab` with active swap entries commented out; `None` when there are none. Bytes
+/// in, bytes out, like `/etc/hosts`.
+pub fn render_fstab_without_swap(current: &[u8]) -> Option<Vec<u8>> {
     let mut changed = false;
-    let mut out = String::new();
-    for line in current.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let is_swap = !line.trim_start().starts_with('#') && fields.get(2) == Some(&"swap");
-        if is_swap {
+    let mut out = Vec::with_capacity(current.len() + 80);
+    for line in lines_of(current) {
+        let body = without_newline(line);
+        let mut fields = body
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|f| !f.is_empty());
+        let commented = body.trim_ascii_start().starts_with(b"#");
+        if !commented && fields.nth(2) == Some(b"swap".as_slice()) {
             changed = true;
-            out.push_str(&format!("# {line} {MARK}: swap off for the kubelet\n"));
+            out.extend_from_slice(b"# ");
+            out.extend_from_slice(body);
+            out.extend_from_slice(format!(" {MARK}: swap off for the kubelet\n").as_bytes());
         } else {
-            out.push_str(line);
-            out.push('\n');
+            out.extend_from_slice(body);
+            out.push(b'\n');
         }
     }
     changed.then_some(out)
@@ -123,8 +180,11 @@ impl Phase for PrepareHosts {
 
     fn facts(&self, ctx: &Context, _node: &Node) -> ProbeRequest {
         ProbeRequest {
-            sysctls: wanted_sysctls(&ctx.inventory).into_keys().collect(),
+            sysctls: wanted_sysctls(&ctx.inventory)
+                .map(|w| w.into_keys().map(|k| k.path().to_owned()).collect())
+                .unwrap_or_default(),
             files: files_read(),
+            conf_dirs: boot_sysctls::DIRS.iter().map(PathBuf::from).collect(),
             ..ProbeRequest::default()
         }
     }
@@ -194,21 +254,25 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
         0o644,
     ));
 
-    let wanted = wanted_sysctls(inv);
-    changes.extend(file_change(
-        facts,
-        SYSCTL_DROP_IN,
-        render_sysctl_drop_in(&wanted),
-        0o644,
-    ));
+    let wanted = wanted_sysctls(inv)?;
+    let from_inventory = inventory_sysctls(inv)?;
+    let drop_in = render_sysctl_drop_in(&wanted);
+    warnings.extend(boot_sysctls::overridden(facts, &wanted, drop_in.as_bytes()));
+    changes.extend(file_change(facts, SYSCTL_DROP_IN, drop_in, 0o644));
+    if facts.file(Path::new(OLD_SYSCTL_DROP_IN)).is_some() {
+        // Left where it is, it would still be applied at boot, before Debian's sysctl.conf.
+        changes.push(Change::RemoveFile {
+            path: OLD_SYSCTL_DROP_IN.into(),
+        });
+    }
     let mut sysctls = Vec::new();
     for (key, to) in &wanted {
-        let from = facts.sysctl(key);
+        let from = facts.sysctl(key.path());
         if let Some(m) = needs_module(key) {
             if missing_modules.contains(&m) {
                 continue;
             }
-        } else if from.is_none() && inv.sysctls.contains_key(key) {
+        } else if from.is_none() && from_inventory.contains_key(key) {
             bail!(
                 "sysctl {key} (from the inventory's `sysctls`) does not exist on this kernel; \
                  check its spelling or remove it"
@@ -230,11 +294,11 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
         changes.push(Change::SwapOff);
     }
     if let Some(fstab) = facts.file(Path::new(FSTAB))
-        && let Some(new) = render_fstab_without_swap(&String::from_utf8_lossy(fstab))
+        && let Some(new) = render_fstab_without_swap(fstab)
     {
         changes.push(Change::WriteFile {
             path: FSTAB.into(),
-            contents: new.into_bytes(),
+            contents: new,
             mode: 0o644,
             secret: false,
             diff: true,
@@ -244,18 +308,24 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
         });
     }
 
-    let current_hosts = facts
-        .file(Path::new(HOSTS))
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default();
+    let current_hosts = facts.file(Path::new(HOSTS));
     let entry = inv
         .vip
         .dns_name
         .as_ref()
         .map(|d| format!("{} {}", inv.vip.address, d));
-    let hosts = render_hosts(&current_hosts, entry.as_deref());
-    if hosts != current_hosts {
-        changes.extend(file_change(facts, HOSTS, hosts, 0o644));
+    let hosts = render_hosts(current_hosts.unwrap_or_default(), entry.as_deref());
+    if current_hosts != Some(hosts.as_slice()) && !(current_hosts.is_none() && hosts.is_empty()) {
+        changes.push(Change::WriteFile {
+            path: HOSTS.into(),
+            contents: hosts,
+            mode: 0o644,
+            secret: false,
+            diff: true,
+            current: current_hosts.map(<[u8]>::to_vec),
+            backup: Some(HOSTS_BACKUP.into()),
+            preview: None,
+        });
     }
     Ok((changes, warnings))
 }

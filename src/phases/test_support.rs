@@ -37,7 +37,8 @@ pub fn applied(mut host: HostFacts, changes: &[Change]) -> HostFacts {
             }
             Change::SetSysctls { values } => {
                 for v in values {
-                    host.sysctls.insert(v.key.clone(), Some(v.to.clone()));
+                    host.sysctls
+                        .insert(v.key.path().to_owned(), Some(v.to.clone()));
                 }
             }
             Change::RemoveFile { path } => {

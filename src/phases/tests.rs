@@ -158,12 +158,12 @@ impl Nodes {
             }
             let argv = cmd.argv();
             let out = match argv.first().map(String::as_str) {
-                Some("sysctl") => {
-                    for kv in &argv[2..] {
-                        if let Some((k, v)) = kv.split_once('=') {
+                _ if label.starts_with("sysctl-write") => {
+                    for pair in argv[4..].chunks(2) {
+                        if let [k, v] = pair {
                             sysctls
                                 .borrow_mut()
-                                .insert(format!("{node}/{k}"), v.to_owned());
+                                .insert(format!("{node}/{k}"), v.clone());
                         }
                     }
                     output(0, "")
@@ -875,4 +875,244 @@ async fn up_starts_no_agent_when_another_router_uses_our_vrid() {
         .filter(|s| s.argv.iter().any(|a| a == "khagent") && s.argv.iter().any(|a| a == "enable"))
         .collect();
     assert!(started.is_empty(), "an agent was started: {started:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_run_on_the_same_state_dir_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let first = context(dir.path(), Mode::Plan, &nodes, &Lines::default());
+    let opts = NodeOptions {
+        inventory: dir.path().join("inventory.yaml"),
+        parallelism: 10,
+        connect_timeout: std::time::Duration::from_secs(1),
+        state_dir: Some(dir.path().join("state")),
+    };
+    let second = session::load(&opts).unwrap().start_with(
+        "up",
+        Mode::Apply,
+        Box::new(Lines::default()),
+        nodes.connector(),
+    );
+    let Err(err) = second else {
+        panic!("two runs held the state directory at once");
+    };
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!("PID {}", std::process::id())) && text.contains("khactl up"),
+        "names the holder: {text}"
+    );
+    assert!(
+        !err.chain().any(|c| c.is::<session::UsageError>()),
+        "exit 1, not 2: the inventory is fine, the directory is busy"
+    );
+    drop(first);
+    let logs = std::fs::read_dir(dir.path().join("state/fake/logs")).unwrap();
+    assert_eq!(logs.count(), 1, "the refused run made no log of its own");
+}
+
+/// Raises the Ctrl-C flag, as the signal listener does.
+struct PressCtrlC;
+
+impl Phase for PressCtrlC {
+    fn title(&self) -> &'static str {
+        "Press Ctrl-C"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            ctx.settings.interrupt.raise();
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dry_run_keeps_its_scratch_pki_in_the_state_dir_and_removes_it_however_it_ends() {
+    for interrupted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = Nodes::new(None);
+        let mut ctx = context(dir.path(), Mode::Plan, &nodes, &Lines::default());
+        let scratch = ctx.state.scratch_path();
+        assert!(scratch.starts_with(dir.path().join("state")));
+        let mut phases: Vec<Box<dyn Phase>> = vec![Box::new(GeneratePki)];
+        if interrupted {
+            phases.push(Box::new(PressCtrlC));
+            phases.push(Box::new(Connect));
+        }
+        let result = run(&mut ctx, phases).await;
+        assert!(
+            scratch.join("pki/ca.key").exists(),
+            "the plan's CA key is in the scratch while the run lasts"
+        );
+        assert_eq!(result.is_err(), interrupted);
+        let finished = session::finish(ctx, result).await;
+        assert_eq!(finished.is_err(), interrupted);
+        assert!(!scratch.exists(), "interrupted: {interrupted}");
+        assert!(
+            !dir.path().join("state/fake/pki/ca.key").exists(),
+            "a dry run never creates the state's own PKI"
+        );
+    }
+}
+
+impl Nodes {
+    /// The same nodes, with `on` holding `contents` at `path` as the probe reads it.
+    fn holding(mut self, on: &'static str, path: &'static str, contents: Vec<u8>) -> Self {
+        use base64::Engine as _;
+        let inner = Rc::clone(&self.responder);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(contents);
+        self.responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
+            let mut out = inner(node, cmd)?;
+            if node == on && cmd.label().starts_with("khactl-probe") {
+                let text = out.stdout_str().replace(
+                    &format!("file {path} -\n"),
+                    &format!("file {path} ={b64}\n"),
+                );
+                out.stdout = text.into_bytes();
+            }
+            Ok(out)
+        });
+        self
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_with_another_clusters_ca_stops_up_before_any_change() {
+    let other = tempfile::tempdir().unwrap();
+    let inventory = crate::inventory::parse(INVENTORY).unwrap().inventory;
+    let (theirs, _) = crate::pki::ensure(other.path(), &inventory).unwrap();
+    let cp2 = inventory.node("cp2").unwrap();
+    let ca = theirs
+        .files_for(cp2, None)
+        .into_iter()
+        .find(|f| f.remote_path.ends_with("pki/ca.crt"))
+        .unwrap()
+        .contents;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None).holding("cp2", "/etc/kubernetes/pki/ca.crt", ca);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("Preflight checks: failed on cp2"), "{text}");
+    assert!(text.contains("khactl adopt-pki -i"), "{text}");
+    assert!(text.contains("--from cp2"), "{text}");
+    assert!(text.contains("--state-dir"), "{text}");
+    let writes: Vec<Seen> = nodes.seen().into_iter().filter(|s| !s.read_only).collect();
+    assert!(writes.is_empty(), "nothing may change: {writes:?}");
+}
+
+impl Nodes {
+    /// The same nodes, with `on` answering the probe as if khagent's binary were installed and
+    /// `ip` with the VIP on an interface when `holds_vip`.
+    fn with_agent(mut self, on: &'static str, holds_vip: bool) -> Self {
+        let inner = Rc::clone(&self.responder);
+        self.responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
+            let mut out = inner(node, cmd)?;
+            if node != on {
+                return Ok(out);
+            }
+            if cmd.label().starts_with("khactl-probe") {
+                let text = out.stdout_str().replace(
+                    "hash /usr/local/bin/khagent -\n",
+                    "sum abc  /usr/local/bin/khagent\nmode 755 /usr/local/bin/khagent\n",
+                );
+                out.stdout = text.into_bytes();
+            } else if cmd.argv().first().map(String::as_str) == Some("ip") {
+                let vip = if holds_vip {
+                    "2: eth0    inet 10.0.0.100/24 scope global secondary eth0\n"
+                } else {
+                    ""
+                };
+                out = output(
+                    0,
+                    &format!("2: eth0    inet 10.0.0.19/24 scope global eth0\n{vip}"),
+                );
+            }
+            Ok(out)
+        });
+        self
+    }
+}
+
+/// Records that khactl once installed its agent on cp9, a node the inventory no longer lists.
+fn record_former_cp9(dir: &std::path::Path) -> std::path::PathBuf {
+    use crate::state::record::{Placed, Placements};
+    let state = crate::state::StateDir::locate(Some(&dir.join("state")), "fake").unwrap();
+    state.create().unwrap();
+    let target = crate::inventory::SshTarget {
+        node: crate::inventory::NodeName::new("cp9").unwrap(),
+        address: "10.0.0.19".parse().unwrap(),
+        user: "root".into(),
+        port: crate::inventory::Port::new(22).unwrap(),
+        identity_file: None,
+        sudo: false,
+        bastion: None,
+    };
+    let mut record = Placements::load(&state.placements_path()).unwrap();
+    record
+        .nodes
+        .insert("cp9".into(), Placed::control_plane(&target));
+    record.save(&state.placements_path()).unwrap();
+    state.placements_path()
+}
+
+fn recorded(path: &std::path::Path) -> Vec<String> {
+    let record = crate::state::record::Placements::load(path).unwrap();
+    record.nodes.into_keys().collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn up_does_not_succeed_while_a_removed_control_plane_still_has_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record_former_cp9(dir.path());
+    let nodes = Nodes::new(None).with_agent("cp9", false);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("cp9 left the control plane"), "{text}");
+    let hints = crate::diagnostics::hints_of(&err, |_| Vec::new());
+    assert!(
+        hints.iter().any(|h| h.contains("khactl remove-node cp9")),
+        "{hints:?}"
+    );
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains("systemctl disable --now khagent"))
+    );
+    // The VIP was polled on cp9 too: it is counted among the possible holders.
+    assert!(
+        nodes
+            .seen()
+            .iter()
+            .any(|s| s.node == "cp9" && s.argv.first().map(String::as_str) == Some("ip")),
+        "cp9 was asked whether it holds the VIP"
+    );
+    // Still recorded (its agent is there), next to today's control planes.
+    assert_eq!(recorded(&record), ["cp1", "cp2", "cp3", "cp9"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_removed_control_plane_holding_the_vip_fails_the_wait_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    record_former_cp9(dir.path());
+    let nodes = Nodes::new(None).with_agent("cp9", true);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("10.0.0.100 is held by cp9, which is no longer a control plane"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_removed_control_plane_found_clean_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record_former_cp9(dir.path());
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    assert_eq!(recorded(&record), ["cp1", "cp2", "cp3"]);
 }

@@ -4,12 +4,18 @@
 //!
 //! Two holders at once is normal for an instant (a preempting master adds the VIP before
 //! the old one has read its advert), so it fails the phase only when it lasts.
+//!
+//! Holders are counted among every node khactl ever installed an agent on that may still run
+//! it (`FormerNodes`), not only today's control planes: a former control plane holding the
+//! VIP fails the run at once, and while one may still run khagent the run does not succeed.
 
 use std::time::{Duration, Instant};
 
 use super::changes::Mode;
 use super::{Context, Phase, PhaseFuture};
-use crate::cluster::vip;
+use std::net::Ipv4Addr;
+
+use crate::cluster::{FormerNode, vip};
 use crate::diagnostics::Hinted;
 use crate::remote::NodeHandle;
 
@@ -43,10 +49,30 @@ impl Phase for WaitForVip {
                 .filter_map(|n| c.fleet().ok()?.host(n.name.as_str()))
                 .collect();
             let names: Vec<&str> = cps.iter().map(|h| h.node()).collect();
+            let former = &c.cluster.former;
+            // Former control planes still in the inventory (workers now) are in the fleet;
+            // removed ones in `c.former`.
+            let strays_here: Vec<&str> = former
+                .iter()
+                .filter(|f| f.agent && c.node(&f.node).is_ok())
+                .map(|f| f.node.as_str())
+                .collect();
+            let strays_away: Vec<&str> = former
+                .iter()
+                .filter(|f| f.agent && c.node(&f.node).is_err())
+                .map(|f| f.node.as_str())
+                .collect();
             let started = Instant::now();
             let mut split_since: Option<Instant> = None;
             let last = loop {
                 c.settings.interrupt.check()?;
+                let mut strays = vip::holders(c.fleet()?, &strays_here, vip).await?;
+                if let Some(away) = &c.former {
+                    strays.extend(vip::holders(away, &strays_away, vip).await?);
+                }
+                if let Some(stray) = strays.first() {
+                    return Err(leftovers(former, Some(stray), vip));
+                }
                 let seen = vip::holders(c.fleet()?, &names, vip).await?;
                 let outcome = match seen.as_slice() {
                     [one] => {
@@ -73,7 +99,11 @@ impl Phase for WaitForVip {
                                 })
                                 .collect();
                             ctx.cluster.vip_holder = Some(one.clone());
-                            return ctx.settle(summaries);
+                            ctx.settle(summaries)?;
+                            if ctx.cluster.former.iter().any(|f| !f.is_clean()) {
+                                return Err(leftovers(&ctx.cluster.former, None, vip));
+                            }
+                            return Ok(());
                         }
                         format!(
                             "{one} holds {vip}, but {vip}:{port} does not accept connections \
@@ -118,4 +148,44 @@ impl Phase for WaitForVip {
                 .into())
         })
     }
+}
+
+/// The run cannot succeed while a former control plane may still run khagent (or hold the CA
+/// keys): the error names each, what is there, and the way out.
+fn leftovers(former: &[FormerNode], holder: Option<&str>, vip: Ipv4Addr) -> anyhow::Error {
+    let left: Vec<&FormerNode> = former.iter().filter(|f| !f.is_clean()).collect();
+    let names: Vec<&str> = left.iter().map(|f| f.node.as_str()).collect();
+    let mut message = match holder {
+        Some(h) => format!(
+            "{vip} is held by {h}, which is no longer a control plane: khactl installed khagent \
+             there and it still runs, so the VIP has two holders"
+        ),
+        None => format!(
+            "not done: {} left the control plane, but what khactl placed there is still there, \
+             and a khagent left running can take {vip} at any time (two holders)",
+            names.join(", ")
+        ),
+    };
+    for f in &left {
+        message.push_str(&format!("\n  {}: {}", f.node, f.describe()));
+    }
+    let first = names.first().copied().unwrap_or("NODE");
+    Hinted::new(message)
+        .hint(format!(
+            "run `khactl remove-node {first}` for each of them (coming in a later release: it \
+             stops the agent, removes the keys and forgets the node)"
+        ))
+        .hint(format!(
+            "until then, by hand on {first}: `systemctl disable --now khagent` (OpenRC: \
+             `rc-service khagent stop && rc-update del khagent`); `rm -f /usr/local/bin/khagent \
+             /etc/khagent/khagent.yaml /etc/systemd/system/khagent.service /etc/init.d/khagent`; \
+             `rm -f /etc/kubernetes/pki/ca.key /etc/kubernetes/pki/front-proxy-ca.key \
+             /etc/kubernetes/pki/etcd/ca.key /etc/kubernetes/pki/sa.key`; the next `khactl up` \
+             sees they are gone and forgets the node"
+        ))
+        .hint(
+            "a machine that is gone for good: delete its entry from placements.json in the \
+             state directory",
+        )
+        .into()
 }

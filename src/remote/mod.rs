@@ -25,4 +25,4 @@ pub use command::{CommandOutput, REDACTED, RemoteCommand};
 pub use error::RemoteError;
 pub use fleet::{Fleet, NodeFailure};
 pub use host::{Access, Host, HostFuture, NodeHandle, Observer};
-pub use ssh::{ConnectOptions, Connector, SshConnector, SshHost, find_ssh_client};
+pub use ssh::{ConnectOptions, Connector, SshConnector, SshHost, find_ssh_client, ssh_config_path};

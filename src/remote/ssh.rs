@@ -38,11 +38,16 @@ pub struct SshHost {
 
 impl SshHost {
     pub async fn connect(target: &SshTarget, opts: &ConnectOptions) -> Result<Self, RemoteError> {
+        // ssh splits this option's value at whitespace (it takes a list of files): unquoted, a
+        // state directory with a space named two files that did not exist, and a changed host
+        // key was accepted as new.
+        let known_hosts =
+            ssh_config_path(&opts.known_hosts).map_err(|detail| connect_failure(target, detail))?;
         let mut b = SessionBuilder::default();
         b.user(target.user.clone())
             .port(target.port.get())
             .known_hosts_check(KnownHosts::Add)
-            .user_known_hosts_file(&opts.known_hosts)
+            .user_known_hosts_file(&known_hosts)
             .control_directory(&opts.control_dir)
             .connect_timeout(opts.connect_timeout)
             .server_alive_interval(Duration::from_secs(15))
@@ -217,14 +222,7 @@ fn jump_config(
         }
     };
     let quoted = |what: &str, p: &Path| -> Result<String, String> {
-        let v = p.display().to_string();
-        if v.chars().any(|c| c == '"' || c.is_control()) {
-            Err(format!(
-                "{what} {v:?} cannot be used in an ssh configuration"
-            ))
-        } else {
-            Ok(format!("\"{v}\""))
-        }
+        ssh_config_path(p).map_err(|e| format!("{what}: {e}"))
     };
     let mut c = format!("Host {JUMP_ALIAS}\n");
     c.push_str(&format!(
@@ -253,16 +251,48 @@ fn jump_config(
     Ok(c)
 }
 
+/// Creates `path` with `text`, 0600, failing if anything is already there: a file is never
+/// overwritten and a symlink planted where the config goes is never followed.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
-        .create(true)
         .write(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     f.write_all(text.as_bytes())
+}
+
+/// `path` as one ssh_config argument (`-o UserKnownHostsFile=…`, or a line of our jump config):
+/// double-quoted, so whitespace and `'` or `#` stay part of it. What ssh's parser or its
+/// expansions would read otherwise is refused rather than escaped, because the escapes differ
+/// between OpenSSH versions and a misread known_hosts path silently switches host-key pinning
+/// off: `"` and `\` (quoting), `%` (tokens such as `%h`), `$` (`${VAR}`), a leading `~`, control
+/// characters, and a path that is not UTF-8.
+pub fn ssh_config_path(path: &Path) -> Result<String, String> {
+    let Some(text) = path.to_str() else {
+        return Err(format!(
+            "{} is not UTF-8, which ssh cannot be given",
+            path.display()
+        ));
+    };
+    let bad = text
+        .chars()
+        .find(|c| matches!(c, '"' | '\\' | '%' | '$') || c.is_control());
+    if let Some(c) = bad {
+        return Err(format!(
+            "ssh cannot be given the path {text:?}: its {c:?} would be read as quoting or \
+             expanded by ssh; use a directory without '\"', '\\\\', '%', '$' or control characters"
+        ));
+    }
+    if text.starts_with('~') || !path.is_absolute() {
+        return Err(format!(
+            "ssh cannot be given the path {text:?}: it must be absolute (ssh expands '~')"
+        ));
+    }
+    Ok(format!("\"{text}\""))
 }
 
 fn connect_failure(target: &SshTarget, detail: String) -> RemoteError {
@@ -335,7 +365,70 @@ mod tests {
             c.contains("UserKnownHostsFile \"/state/known_hosts\"\n"),
             "{c}"
         );
+        let spaced = jump_config(&target(), &b, Path::new("/my state/known_hosts")).unwrap();
+        assert!(
+            spaced.contains("UserKnownHostsFile \"/my state/known_hosts\"\n"),
+            "{spaced}"
+        );
         assert!(c.contains("StrictHostKeyChecking accept-new"), "{c}");
+    }
+
+    #[test]
+    fn paths_reach_ssh_config_quoted_or_are_refused() {
+        assert_eq!(
+            ssh_config_path(Path::new("/srv/khactl state/it's #1/known_hosts")).unwrap(),
+            "\"/srv/khactl state/it's #1/known_hosts\""
+        );
+        for bad in [
+            "/a\"b/known_hosts",
+            "/a\\b/known_hosts",
+            "/50%/known_hosts",
+            "/${HOME}/known_hosts",
+            "/a\nb/known_hosts",
+            "~/known_hosts",
+            "relative/known_hosts",
+        ] {
+            assert!(ssh_config_path(Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    /// The real ssh parses the quoted value as one file: `ssh -G` prints the list of known_hosts
+    /// files joined by single spaces, so a path with two spaces in a row comes back whole only
+    /// if ssh took it as one file (unquoted, it would be two files and one space).
+    #[test]
+    fn the_system_ssh_reads_a_quoted_path_with_spaces_as_one_file() {
+        let path = Path::new("/state  dir/it's/known_hosts");
+        let option = format!("UserKnownHostsFile={}", ssh_config_path(path).unwrap());
+        let out = std::process::Command::new("ssh")
+            .args(["-G", "-F", "/dev/null", "-o", &option, "node.invalid"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let config = String::from_utf8_lossy(&out.stdout);
+        let line = config
+            .lines()
+            .find(|l| l.starts_with("userknownhostsfile "))
+            .unwrap();
+        assert_eq!(line, "userknownhostsfile /state  dir/it's/known_hosts");
+    }
+
+    #[test]
+    fn a_config_is_created_new_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("w1.jump.conf");
+        write_private(&conf, "Host x\n").unwrap();
+        let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Already there: refused, not overwritten.
+        assert!(write_private(&conf, "Host evil\n").is_err());
+        assert_eq!(std::fs::read_to_string(&conf).unwrap(), "Host x\n");
+        // A symlink planted where the file goes: refused, its target untouched.
+        let target = dir.path().join("target");
+        let planted = dir.path().join("w2.jump.conf");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        assert!(write_private(&planted, "Host x\n").is_err());
+        assert!(!target.exists());
     }
 
     #[test]

@@ -18,18 +18,37 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    /// Creates `<dir>/<unix-seconds>-<verb>.log`.
+    /// Creates `<dir>/<unix-seconds>-<pid>-<verb>.log`, a file of its own: created new, never
+    /// appended to (two runs in one second once shared a log), never through a symlink.
     pub fn create(dir: &Path, verb: &str) -> std::io::Result<Self> {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let path = dir.join(format!("{secs}-{verb}.log"));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
+        let pid = std::process::id();
+        let mut attempt = 0u32;
+        let (path, file) = loop {
+            let suffix = if attempt == 0 {
+                String::new()
+            } else {
+                format!("-{attempt}")
+            };
+            let path = dir.join(format!("{secs}-{pid}-{verb}{suffix}.log"));
+            let opened = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            match opened {
+                Ok(file) => break (path, file),
+                // The same second and a reused PID: take the next name.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Self {
             path,
             file: Mutex::new(file),
@@ -78,5 +97,23 @@ impl RunLog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_gets_a_log_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLog::create(dir.path(), "up").unwrap();
+        let second = RunLog::create(dir.path(), "up").unwrap();
+        assert_ne!(first.path(), second.path());
+        let name = first.path().file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.contains(&format!("-{}-up", std::process::id())),
+            "{name}"
+        );
     }
 }

@@ -4,8 +4,10 @@
 //! command with its output in the state directory, so a failure can point at it.
 //! [`Report`] is also the remote seam's observer: every command any phase runs reaches
 //! the log (secrets blanked) through it, not through the phase.
-//! This module owns `indicatif` and is, with `main`, the only place that prints.
+//! This module owns `indicatif` and `dialoguer` (questions, [`Report::confirm`]) and is, with
+//! `main`, the only place that prints.
 
+mod confirm;
 mod log;
 mod plain;
 mod progress;
@@ -69,6 +71,10 @@ pub trait Reporter: Send + Sync {
     fn event(&self, event: &Event<'_>);
     /// Stop drawing (clear spinners) before the final summary is printed.
     fn finish(&self) {}
+    /// Runs `f` (a question to the user) with the terminal to itself.
+    fn suspend(&self, f: &mut dyn FnMut()) {
+        f();
+    }
 }
 
 /// Picks the reporter for this terminal: progress bars on a TTY unless verbose.
@@ -116,6 +122,22 @@ impl Report {
 
     pub fn log_path(&self) -> Option<&std::path::Path> {
         self.inner.log.as_ref().map(RunLog::path)
+    }
+
+    /// Asks the user to type `expected` to go on; `Ok(false)` for any other answer. The
+    /// question and whether it was confirmed go to the log.
+    pub fn confirm(&self, prompt: &str, expected: &str) -> std::io::Result<bool> {
+        let mut answer = Ok(false);
+        self.inner
+            .reporter
+            .suspend(&mut || answer = confirm::typed(prompt, expected));
+        let said = match &answer {
+            Ok(true) => "confirmed",
+            Ok(false) => "not confirmed",
+            Err(_) => "no answer",
+        };
+        self.log_only(&format!("asked: {prompt} -> {said}"));
+        answer
     }
 
     /// Stops drawing; says so if the log could not be written in full.

@@ -116,4 +116,8 @@ impl Reporter for ProgressReporter {
     fn finish(&self) {
         self.flush();
     }
+
+    fn suspend(&self, f: &mut dyn FnMut()) {
+        self.multi.suspend(f);
+    }
 }

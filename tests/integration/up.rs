@@ -111,7 +111,7 @@ fn up_prepares_every_node_and_gives_each_only_its_own_certificates() {
             );
         }
         let drop_in = lab
-            .read_file(node, "/etc/sysctl.d/99-khactl.conf")
+            .read_file(node, "/etc/sysctl.d/99-zz-khactl.conf")
             .expect("drop-in");
         assert!(
             drop_in.contains("net.ipv4.ip_nonlocal_bind = 1"),
@@ -128,7 +128,7 @@ fn up_prepares_every_node_and_gives_each_only_its_own_certificates() {
         assert!(modules.contains("br_netfilter"), "{node}: {modules}");
     }
     // The machine itself is untouched: only the nodes' own views changed.
-    assert!(!Path::new("/etc/sysctl.d/99-khactl.conf").exists());
+    assert!(!Path::new("/etc/sysctl.d/99-zz-khactl.conf").exists());
 
     // Control-plane nodes: the CAs, shared client certs, and their own serving certs, with
     // keys 0600. Each node's etcd server cert is its own (not visible on another node).
@@ -243,7 +243,7 @@ fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
-        "cp1: create /etc/sysctl.d/99-khactl.conf",
+        "cp1: create /etc/sysctl.d/99-zz-khactl.conf",
         "net.ipv4.ip_nonlocal_bind: 0 -> 1",
         "w2: create /etc/modules-load.d/khactl.conf",
         "cp2: create /etc/kubernetes/pki/etcd/server.key (0600, secret",
@@ -280,7 +280,7 @@ fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
         .find(|c| {
             c["headline"]
                 .as_str()
-                .is_some_and(|h| h.contains("99-khactl.conf"))
+                .is_some_and(|h| h.contains("99-zz-khactl.conf"))
         })
         .expect("the sysctl drop-in is planned on cp1");
     assert_eq!(drop_in["kind"], "write-file");
@@ -322,7 +322,7 @@ fn unreachable_node_is_named_and_a_rerun_completes_once_it_is_back() {
     assert!(err.contains("hint:"), "{}", text(&out));
     // Nothing was changed on the reachable nodes: connecting is all-or-nothing.
     assert!(
-        lab.read_file("cp1", "/etc/sysctl.d/99-khactl.conf")
+        lab.read_file("cp1", "/etc/sysctl.d/99-zz-khactl.conf")
             .is_none()
     );
 
@@ -532,7 +532,7 @@ fn a_non_root_user_works_through_sudo_and_is_stopped_without_it() {
         text(&out)
     );
     assert!(
-        lab.read_file("cp1", "/etc/sysctl.d/99-khactl.conf")
+        lab.read_file("cp1", "/etc/sysctl.d/99-zz-khactl.conf")
             .is_none()
     );
 

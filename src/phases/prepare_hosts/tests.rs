@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::facts::HostFacts;
@@ -24,10 +24,11 @@ fn inventory() -> Inventory {
 fn fresh() -> HostFacts {
     let inv = inventory();
     let mut sysctls: BTreeMap<String, Option<String>> = wanted_sysctls(&inv)
+        .unwrap()
         .keys()
-        .map(|k| (k.clone(), Some("0".to_owned())))
+        .map(|k| (k.path().to_owned(), Some("0".to_owned())))
         .collect();
-    sysctls.insert("vm.swappiness".into(), Some("60".into()));
+    sysctls.insert("vm/swappiness".into(), Some("60".into()));
     let mut files: BTreeMap<PathBuf, Option<Vec<u8>>> =
         files_read().into_iter().map(|p| (p, None)).collect();
     files.insert(HOSTS.into(), Some(b"127.0.0.1 localhost\n".to_vec()));
@@ -48,7 +49,7 @@ fn fresh_host_gets_drop_in_sysctls_modules_file_and_hosts_entry() {
     assert!(
         heads
             .iter()
-            .any(|h| h.starts_with("create /etc/sysctl.d/99-khactl.conf")),
+            .any(|h| h.starts_with("create /etc/sysctl.d/99-zz-khactl.conf")),
         "{heads:?}"
     );
     assert!(
@@ -63,7 +64,8 @@ fn fresh_host_gets_drop_in_sysctls_modules_file_and_hosts_entry() {
     else {
         panic!("no sysctl change in {heads:?}");
     };
-    let keys: Vec<&str> = values.iter().map(|v| v.key.as_str()).collect();
+    let keys: Vec<String> = values.iter().map(|v| v.key.to_string()).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     assert!(keys.contains(&"net.ipv4.ip_forward"));
     assert!(keys.contains(&"net.ipv4.ip_nonlocal_bind"));
     assert!(keys.contains(&"net.bridge.bridge-nf-call-iptables"));
@@ -80,7 +82,7 @@ fn second_run_plans_nothing() {
 
 #[test]
 fn drop_in_marks_module_dependent_keys_as_optional() {
-    let text = render_sysctl_drop_in(&wanted_sysctls(&inventory()));
+    let text = render_sysctl_drop_in(&wanted_sysctls(&inventory()).unwrap());
     assert!(
         text.contains("\n-net.bridge.bridge-nf-call-iptables = 1\n"),
         "{text}"
@@ -93,14 +95,24 @@ fn kernel_without_br_netfilter_skips_bridge_sysctls_with_a_warning() {
     let mut f = fresh();
     f.modules.insert("br_netfilter".into(), false);
     f.sysctls
-        .insert("net.bridge.bridge-nf-call-iptables".into(), None);
+        .insert("net/bridge/bridge-nf-call-iptables".into(), None);
     f.sysctls
-        .insert("net.bridge.bridge-nf-call-ip6tables".into(), None);
+        .insert("net/bridge/bridge-nf-call-ip6tables".into(), None);
     let (changes, warnings) = plan_node(&inventory(), &f).unwrap();
     assert!(
         warnings.iter().any(|w| w.contains("br_netfilter")),
         "{warnings:?}"
     );
+    for c in &changes {
+        if let Change::SetSysctls { values } = c {
+            assert!(
+                values
+                    .iter()
+                    .all(|v| !v.key.path().starts_with("net/bridge/")),
+                "{values:?}"
+            );
+        }
+    }
     // The other sysctls are still set; only the bridge ones are left out.
     let set: Vec<&str> = changes
         .iter()
@@ -109,10 +121,9 @@ fn kernel_without_br_netfilter_skips_bridge_sysctls_with_a_warning() {
             _ => None,
         })
         .flatten()
-        .map(|v| v.key.as_str())
+        .map(|v| v.key.path())
         .collect();
-    assert!(set.contains(&"net.ipv4.ip_forward"), "{set:?}");
-    assert!(set.iter().all(|k| !k.starts_with("net.bridge.")), "{set:?}");
+    assert!(set.contains(&"net/ipv4/ip_forward"), "{set:?}");
 }
 
 #[test]
@@ -132,7 +143,7 @@ fn missing_module_is_loaded_when_the_kernel_can() {
 #[test]
 fn unknown_inventory_sysctl_is_an_error_naming_it() {
     let mut f = fresh();
-    f.sysctls.insert("vm.swappiness".into(), None);
+    f.sysctls.insert("vm/swappiness".into(), None);
     let err = plan_node(&inventory(), &f).unwrap_err().to_string();
     assert!(err.contains("vm.swappiness"), "{err}");
 }
@@ -169,10 +180,156 @@ fn swap_is_turned_off_and_commented_out_of_fstab_with_a_backup() {
 
 #[test]
 fn hosts_entry_replaces_an_old_khactl_line_and_keeps_the_rest() {
-    let old = "127.0.0.1 localhost\n10.0.0.99 k8s-api.virtual.local # khactl\n::1 ip6-localhost\n";
+    let old = b"127.0.0.1 localhost\n10.0.0.99 k8s-api.virtual.local # khactl\n::1 ip6-localhost\n";
     let new = render_hosts(old, Some("10.0.0.100 k8s-api.virtual.local"));
     assert_eq!(
         new,
-        "127.0.0.1 localhost\n::1 ip6-localhost\n10.0.0.100 k8s-api.virtual.local # khactl\n"
+        b"127.0.0.1 localhost\n::1 ip6-localhost\n10.0.0.100 k8s-api.virtual.local # khactl\n"
+    );
+}
+
+#[test]
+fn hosts_keeps_every_byte_it_does_not_own_and_is_backed_up_once() {
+    // A Latin-1 comment (0xe9), CRLF line ends and no final newline: all kept as they are.
+    let old: &[u8] = b"127.0.0.1 localhost # caf\xe9\r\n10.1.1.1 db\r\n192.0.2.9 x";
+    let mut f = fresh();
+    f.files.insert(HOSTS.into(), Some(old.to_vec()));
+    let (changes, _) = plan_node(&inventory(), &f).unwrap();
+    let (contents, backup) = changes
+        .iter()
+        .find_map(|c| match c {
+            Change::WriteFile {
+                path,
+                contents,
+                backup,
+                ..
+            } if path == &PathBuf::from(HOSTS) => Some((contents.clone(), backup.clone())),
+            _ => None,
+        })
+        .expect("an /etc/hosts write");
+    let mut want = old.to_vec();
+    want.extend_from_slice(b"\n10.0.0.100 k8s-api.virtual.local # khactl\n");
+    assert_eq!(contents, want);
+    assert_eq!(backup, Some(PathBuf::from(HOSTS_BACKUP)));
+    // Once the entry is there, nothing changes.
+    let (again, _) = plan_node(&inventory(), &applied(f, &changes)).unwrap();
+    assert!(
+        again.iter().all(|c| !c.headline().contains("/etc/hosts")),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn fstab_keeps_bytes_that_are_not_utf8() {
+    let old: &[u8] =
+        b"# disque syst\xe8me\nUUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n";
+    let new = render_fstab_without_swap(old).unwrap();
+    assert!(
+        new.starts_with(b"# disque syst\xe8me\nUUID=1 / ext4"),
+        "{new:?}"
+    );
+}
+
+fn with_sysctls(extra: &str) -> Inventory {
+    crate::inventory::parse(&format!("{INVENTORY}{extra}"))
+        .unwrap()
+        .inventory
+}
+
+#[test]
+fn a_slashed_key_names_its_own_file_under_proc_sys() {
+    // eth0.5 is a VLAN interface: its dot is part of the name, not a separator.
+    let inv = with_sysctls("  net/ipv4/conf/eth0.5/rp_filter: \"2\"\n");
+    let wanted = wanted_sysctls(&inv).unwrap();
+    let vlan = wanted
+        .keys()
+        .find(|k| k.path().contains("eth0"))
+        .expect("the VLAN key");
+    assert_eq!(vlan.proc_path(), "/proc/sys/net/ipv4/conf/eth0.5/rp_filter");
+    // The probe asks for that path, not for net/ipv4/conf/eth0/5/rp_filter.
+    let mut f = fresh();
+    f.sysctls
+        .insert("net/ipv4/conf/eth0.5/rp_filter".into(), Some("0".into()));
+    let (changes, _) = plan_node(&inv, &f).unwrap();
+    let drop_in = changes
+        .iter()
+        .find_map(|c| match c {
+            Change::WriteFile { path, contents, .. } if path == &PathBuf::from(SYSCTL_DROP_IN) => {
+                Some(String::from_utf8(contents.clone()).unwrap())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        drop_in.contains("\nnet/ipv4/conf/eth0.5/rp_filter = 2\n"),
+        "{drop_in}"
+    );
+    let set = changes
+        .iter()
+        .find_map(|c| match c {
+            Change::SetSysctls { values } => Some(values.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        set.iter()
+            .any(|v| v.key.path() == "net/ipv4/conf/eth0.5/rp_filter" && v.to == "2"),
+        "{set:?}"
+    );
+}
+
+#[test]
+fn a_key_that_reads_as_an_option_is_refused_by_the_inventory() {
+    let text = format!("{INVENTORY}  -p/x: \"1\"\n");
+    let err = crate::inventory::parse(&text).unwrap_err().to_string();
+    assert!(err.contains("starts with '-'"), "{err}");
+}
+
+#[test]
+fn the_drop_in_sorts_after_debians_sysctl_conf_and_replaces_the_old_one() {
+    let name = |p: &str| Path::new(p).file_name().unwrap().to_owned();
+    assert!(name(SYSCTL_DROP_IN) > name("/etc/sysctl.d/99-sysctl.conf"));
+    let mut f = fresh();
+    f.files.insert(
+        OLD_SYSCTL_DROP_IN.into(),
+        Some(b"net.ipv4.ip_forward = 1\n".to_vec()),
+    );
+    let (changes, _) = plan_node(&inventory(), &f).unwrap();
+    let write = changes
+        .iter()
+        .position(|c| {
+            c.headline()
+                .starts_with("create /etc/sysctl.d/99-zz-khactl.conf")
+        })
+        .unwrap();
+    let remove = changes
+        .iter()
+        .position(|c| {
+            *c == Change::RemoveFile {
+                path: OLD_SYSCTL_DROP_IN.into(),
+            }
+        })
+        .expect("the old drop-in is removed");
+    assert!(
+        write < remove,
+        "written before the old one goes: {changes:?}"
+    );
+    let (again, _) = plan_node(&inventory(), &applied(f, &changes)).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
+
+#[test]
+fn a_sysctl_conf_that_undoes_a_value_at_boot_is_warned_about() {
+    let mut f = fresh();
+    f.files.insert(
+        "/etc/sysctl.conf".into(),
+        Some(b"net.ipv4.ip_forward=0\n".to_vec()),
+    );
+    let (_, warnings) = plan_node(&inventory(), &f).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("net.ipv4.ip_forward") && w.contains("/etc/sysctl.conf")),
+        "{warnings:?}"
     );
 }

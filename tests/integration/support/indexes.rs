@@ -42,3 +42,11 @@ pub const AGENT_INSTALL: u8 = 40;
 pub const AGENT_RESTART_FAIL: u8 = 41;
 /// `agent_install`: a control plane added to the inventory reaches the running agents by reload.
 pub const AGENT_RELOAD: u8 = 42;
+/// `hardening`: a control plane removed from a running 3-master inventory.
+pub const HARDENING_FORMER_CP: u8 = 60;
+/// `hardening`: a node holding another cluster's CA, then adopt-pki.
+pub const HARDENING_FOREIGN_PKI: u8 = 61;
+/// `hardening`: a second `up` while one runs.
+pub const HARDENING_LOCK: u8 = 62;
+/// `hardening`: a rotated host key with a state directory holding spaces and quotes.
+pub const HARDENING_HOSTKEY: u8 = 63;

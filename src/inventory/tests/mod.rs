@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
+mod cost;
+
 fn repo_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(sub)
 }
