@@ -78,7 +78,7 @@ impl Phase for DistributePki {
 
 /// A node's files; `super-admin.conf` goes to the first control plane, the node `kubeadm
 /// init` runs on.
-fn files_for(ctx: &Context, node: &Node) -> Vec<PkiFile> {
+pub(super) fn files_for(ctx: &Context, node: &Node) -> Vec<PkiFile> {
     ctx.pki
         .as_ref()
         .map(|p| p.files_for(node, pki::default_init_node(&ctx.inventory)))

@@ -19,7 +19,7 @@ mod adopt_pki;
 pub mod changes;
 mod connect;
 mod context;
-mod distribute_pki;
+pub(crate) mod distribute_pki;
 pub mod existing_pki;
 mod former_nodes;
 mod gather_facts;

@@ -195,6 +195,18 @@ pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Resul
         Ok(())
     })
     .await?;
+    // kubeadm reset empties /etc/kubernetes/pki: put back what khactl placed there, or a
+    // control plane's next join has no shared certificates (and kubeadm would make new ones).
+    let node = ctx.node(host.node())?;
+    let files = crate::phases::distribute_pki::files_for(ctx, node);
+    if !files.is_empty() {
+        let restore = crate::phases::distribute_pki::plan_node(
+            &files,
+            &crate::facts::HostFacts::unprobed(),
+            "",
+        );
+        ctx.apply(host, &restore).await?;
+    }
     // kubeadm leaves the Node object; while it still says Ready, the node's next join is
     // refused ("a Node with name … and status Ready already exists"). kubespray deletes it too.
     let name = host.node().to_owned();
