@@ -41,6 +41,9 @@ HTTP_PORT = 18080  # nginx backend (HTTP)
 IPERF_PORT = 15201
 ECHO_PORT = 18090
 CONTENDERS = ["khagent", "haproxy", "nginx"]
+# Connection limit every contender is configured with (cluster.py raises it to what 20,000
+# descriptors allow).
+MAXCONN = 9000
 NS = "khlb-bench"
 
 
@@ -112,7 +115,7 @@ class Proxy:
                 f.write(
                     f"listen: {LOOP}:{PROXY_PORT}\n"
                     f"backends:\n  - {{name: b, address: {LOOP}:{backend_port}}}\n"
-                    "max_connections: 9000\n"
+                    f"max_connections: {MAXCONN}\n"
                     # One check at start, then none: a probe landing in iperf3's control
                     # port mid-test can disturb it, and haproxy runs without `check` too.
                     "health: {interval: 1h, timeout: 1s}\n"
@@ -122,7 +125,7 @@ class Proxy:
             cfg = os.path.join(self.dir, "haproxy.cfg")
             with open(cfg, "w") as f:
                 f.write(
-                    "global\n  nbthread 1\n  maxconn 9000\n"
+                    f"global\n  nbthread 1\n  maxconn {MAXCONN}\n"
                     "defaults\n  mode tcp\n  timeout connect 5s\n"
                     "  timeout client 1h\n  timeout server 1h\n"
                     f"frontend fe\n  bind {LOOP}:{PROXY_PORT}\n  default_backend be\n"
