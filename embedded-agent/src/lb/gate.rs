@@ -42,6 +42,9 @@ impl Wake for Flag {
 pub(super) struct Gated<F> {
     flag: Arc<Flag>,
     waker: Waker,
+    /// The task waker last handed to `flag`: compared here, so a poll takes the lock only
+    /// when the task's waker changed (for a tokio task: never after the first poll).
+    task: Option<Waker>,
     future: Pin<Box<F>>,
 }
 
@@ -54,6 +57,7 @@ impl<F: Future> Gated<F> {
         Gated {
             waker: Waker::from(Arc::clone(&flag)),
             flag,
+            task: None,
             future: Box::pin(future),
         }
     }
@@ -64,10 +68,11 @@ impl<F: Future> Gated<F> {
         if !self.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        if let Ok(mut task) = self.flag.task.lock()
-            && !task.as_ref().is_some_and(|t| t.will_wake(cx.waker()))
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker()))
+            && let Ok(mut task) = self.flag.task.lock()
         {
             *task = Some(cx.waker().clone());
+            self.task = Some(cx.waker().clone());
         }
         self.future
             .as_mut()

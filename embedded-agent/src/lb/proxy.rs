@@ -240,8 +240,8 @@ const SCRATCH: usize = 16 * 1024;
 thread_local! {
     /// Copy-mode buffer shared by every connection on the thread: it is only used between a
     /// `recv` and the `send` right after it, never across an await, so one per thread suffices
-    /// and idle connections own no buffer.
-    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+    /// and idle connections own no buffer. Const-initialised: no lazy-init check per message.
+    static SCRATCH_BUF: RefCell<[u8; SCRATCH]> = const { RefCell::new([0; SCRATCH]) };
 }
 
 /// What one copy-mode step did.
@@ -355,7 +355,7 @@ impl Pump<'_> {
             // The syscall runs inside try_io so that readiness is cleared against the state seen
             // before it: on WouldBlock, and on a short read (the socket is drained).
             let read = self.src.try_io(Interest::READABLE, || {
-                n = sys::recv(src_fd, &mut buf)?;
+                n = sys::recv(src_fd, &mut buf[..])?;
                 if n > 0 && n < buf.len() {
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
