@@ -16,10 +16,16 @@ the closed loop: requests/s and the proxy's CPU per request.
 9,900 watches + 64 request connections is the most the 20,000-descriptor limit allows (a
 proxy holds two descriptors per connection). /dev/cpu_dma_latency is held at 0 throughout.
 
+--floor adds floor.rs (a bare epoll proxy: the least a one-thread proxy can spend per message)
+and floor-x2 (two floor.rs processes sharing the port with SO_REUSEPORT: whether a second
+proxy thread pays on this machine). --baseline PATH adds another khagent binary as
+"khagent-base" (the same test before and after a change).
+
 Usage (root, from the repository root, after
 `CARGO_TARGET_DIR=/work/target-agent cargo build --release -p khagent`):
     python3 embedded-agent/bench/lb/cluster.py [--rounds 5] [--seconds 5]
         [--event-rate 10000] [--req-rate 2000] [--watches 1000,5000,9900] [--out results.json]
+        [--floor] [--baseline PATH]
 """
 
 import argparse
@@ -37,6 +43,45 @@ import bench
 SERVER_PORT = 18100
 
 
+class Contender:
+    """One contender's proxy process(es), forwarding 127.0.0.1:20000 to the server."""
+
+    def __init__(self, who, work, floor, baseline):
+        if who == "floor-x2":
+            bench.FLOOR = floor
+            # Two processes on one port (SO_REUSEPORT); wait_port cannot tell them apart,
+            # so the second is given a moment to bind.
+            self.procs = [bench.Proxy("floor", SERVER_PORT, work)]
+            self.procs.append(bench.Proxy("floor", SERVER_PORT, work))
+            time.sleep(0.3)
+        else:
+            bench.FLOOR = floor
+            khagent = bench.KHAGENT
+            if who == "khagent-base":
+                bench.KHAGENT = baseline
+            try:
+                self.procs = [bench.Proxy(who.replace("-base", ""), SERVER_PORT, work)]
+            finally:
+                bench.KHAGENT = khagent
+        self.pids = ",".join(str(p.pid) for p in self.procs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if len(self.procs) == 1:
+            self.procs[0].stop()
+            return
+        # Proxy.stop waits for the port to close, which it does only when both are gone.
+        for p in self.procs:
+            p.proc.terminate()
+        for p in self.procs:
+            p.proc.wait()
+        bench.wait_port(bench.PROXY_PORT, up=False)
+        for p in self.procs:
+            shutil.rmtree(p.dir, ignore_errors=True)
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -51,13 +96,22 @@ def main():
     ap.add_argument("--watches", default="1000,5000,9900")
     ap.add_argument("--contenders", default=",".join(bench.CONTENDERS))
     ap.add_argument("--out", default="")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run floor.rs, and two floor.rs processes on one port")
+    ap.add_argument("--baseline", default="", metavar="PATH",
+                    help="also run this khagent binary, as khagent-base")
     args = ap.parse_args()
     contenders = args.contenders.split(",")
+    if args.baseline:
+        contenders.append("khagent-base")
+    if args.floor:
+        contenders += ["floor", "floor-x2"]
     bench.MAXCONN = 9990
     work = tempfile.mkdtemp(prefix="khlb-cluster-")
-    gen = os.path.join(work, "cluster")
-    subprocess.run(["rustc", "-O", "--edition", "2021", "-o", gen,
-                    os.path.join(bench.HERE, "cluster.rs")], check=True)
+    gen, floor = os.path.join(work, "cluster"), os.path.join(work, "floor")
+    for exe in (gen, floor):
+        subprocess.run(["rustc", "-O", "--edition", "2021", "-o", exe,
+                        os.path.join(bench.HERE, os.path.basename(exe) + ".rs")], check=True)
     started = {"utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg": loadavg()}
     print(f"start {started['utc']}, loadavg {started['loadavg']}", file=sys.stderr)
     server = subprocess.Popen([gen, "server", str(SERVER_PORT)])
@@ -66,9 +120,9 @@ def main():
         bench.wait_port(SERVER_PORT)
         for rnd in range(args.rounds):
             for who in contenders:
-                with bench.Proxy(who, SERVER_PORT, work) as p, bench.DmaLatency():
+                with Contender(who, work, floor, args.baseline) as p, bench.DmaLatency():
                     time.sleep(0.5)
-                    argv = [gen, "client", str(bench.PROXY_PORT), str(SERVER_PORT), str(p.pid),
+                    argv = [gen, "client", str(bench.PROXY_PORT), str(SERVER_PORT), p.pids,
                             str(args.seconds), str(args.event_rate), str(args.req_rate)]
                     argv += args.watches.split(",")
                     run = subprocess.run(argv, capture_output=True, text=True, timeout=600)

@@ -9,7 +9,7 @@
 //!       control line, straight from the client, not through the proxy:
 //!       `C <events> <rate>\n` sends that many events, round-robin over the watches, evenly
 //!       paced at <rate> per second, then answers `D\n`).
-//!   cluster client PROXY_PORT SERVER_PORT PROXY_PID SECONDS EVENT_RATE REQ_RATE WATCHES...
+//!   cluster client PROXY_PORT SERVER_PORT PROXY_PIDS SECONDS EVENT_RATE REQ_RATE WATCHES...
 //!       opens 64 request connections and, for each WATCHES step (ascending), watches through
 //!       the proxy up to that many; then, for SECONDS, has the server send EVENT_RATE events
 //!       per second over the watches while it sends REQ_RATE requests per second over the 64
@@ -18,7 +18,7 @@
 //!       next request as soon as the answer is in) for SECONDS with the watches held open.
 //!       Prints one JSON object per phase on stdout, with the proxy's CPU time (all threads,
 //!       from /proc/PID/task/*/schedstat, ns), its voluntary context switches (how often it
-//!       blocked) and its RSS.
+//!       blocked) and its RSS; PROXY_PIDS is one PID or several, comma-separated (summed).
 //!
 //! Latency of an event: the server stamps each event with CLOCK_MONOTONIC just before its
 //! `send`, and the client subtracts it from the time its `recv` returned (one clock, one
@@ -159,7 +159,7 @@ fn main() {
         Some("server") => server(args[2].parse().expect("PORT")),
         Some("client") => client(&args[2..]),
         _ => {
-            eprintln!("usage: cluster server PORT | cluster client PROXY_PORT SERVER_PORT PROXY_PID SECONDS EVENT_RATE REQ_RATE WATCHES...");
+            eprintln!("usage: cluster server PORT | cluster client PROXY_PORT SERVER_PORT PROXY_PIDS SECONDS EVENT_RATE REQ_RATE WATCHES...");
             std::process::exit(2)
         }
     }
@@ -585,36 +585,39 @@ impl Client {
     }
 }
 
-/// The proxy's CPU time (ns, all threads), voluntary context switches and RSS (KiB).
-fn proxy_sample(pid: u32) -> (u64, u64, u64) {
-    let (mut cpu, mut sleeps) = (0, 0);
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let p = t.path();
-            if let Ok(s) = std::fs::read_to_string(p.join("schedstat")) {
-                cpu += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-            if let Ok(s) = std::fs::read_to_string(p.join("status")) {
-                for line in s.lines() {
-                    if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
-                        sleeps += v.trim().parse::<u64>().unwrap_or(0);
+/// The proxy's CPU time (ns, all threads of all its processes), voluntary context switches
+/// and RSS (KiB).
+fn proxy_sample(pids: &[u32]) -> (u64, u64, u64) {
+    let (mut cpu, mut sleeps, mut rss) = (0, 0, 0);
+    for pid in pids {
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                let p = t.path();
+                if let Ok(s) = std::fs::read_to_string(p.join("schedstat")) {
+                    cpu += s
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+                if let Ok(s) = std::fs::read_to_string(p.join("status")) {
+                    for line in s.lines() {
+                        if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                            sleeps += v.trim().parse::<u64>().unwrap_or(0);
+                        }
                     }
                 }
             }
         }
+        rss += std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0);
     }
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0);
     (cpu, sleeps, rss)
 }
 
@@ -630,7 +633,11 @@ fn percentiles(lat: &mut [u32]) -> [f64; 3] {
 
 fn client(args: &[String]) {
     let num = |i: usize| -> u64 { args[i].parse().expect("a number") };
-    let (proxy_port, server_port, pid) = (num(0) as u16, num(1) as u16, num(2) as u32);
+    let (proxy_port, server_port) = (num(0) as u16, num(1) as u16);
+    let pids: Vec<u32> = args[2]
+        .split(',')
+        .map(|p| p.parse().expect("a PID"))
+        .collect();
     let (seconds, event_rate, req_rate) = (num(3), num(4), num(5));
     let steps: Vec<usize> = (6..args.len()).map(|i| num(i) as usize).collect();
     let mut c = Client {
@@ -706,7 +713,7 @@ fn client(args: &[String]) {
         std::thread::sleep(std::time::Duration::from_millis(300));
 
         let events = event_rate * seconds;
-        let (cpu0, sleeps0, _) = proxy_sample(pid);
+        let (cpu0, sleeps0, _) = proxy_sample(&pids);
         let (sent0, skipped0) = (c.sent_requests, c.skipped);
         c.control_done = false;
         let t0 = now_ns();
@@ -727,7 +734,7 @@ fn client(args: &[String]) {
             now_ns() + 5_000_000_000,
         );
         let wall = (now_ns() - t0) as f64 / 1e9;
-        let (cpu1, sleeps1, rss) = proxy_sample(pid);
+        let (cpu1, sleeps1, rss) = proxy_sample(&pids);
         let requests = (c.sent_requests - sent0) as f64;
         let got_events = c.event_lat.len() as f64;
         let messages = got_events + 2.0 * requests;
@@ -751,7 +758,7 @@ fn client(args: &[String]) {
         c.req_lat.clear();
     }
     // Keep-alive requests as fast as they go, the watches held open and quiet.
-    let (cpu0, sleeps0, _) = proxy_sample(pid);
+    let (cpu0, sleeps0, _) = proxy_sample(&pids);
     let sent0 = c.sent_requests;
     c.closed_loop = true;
     let t0 = now_ns();
@@ -770,7 +777,7 @@ fn client(args: &[String]) {
     c.closed_loop = false;
     let done = c.req_lat.len() as f64;
     let wall = (now_ns() - t0) as f64 / 1e9;
-    let (cpu1, sleeps1, rss) = proxy_sample(pid);
+    let (cpu1, sleeps1, rss) = proxy_sample(&pids);
     let _ = c.sent_requests - sent0;
     let [r50, r99, r999] = percentiles(&mut c.req_lat);
     writeln!(

@@ -8,6 +8,7 @@ pub const SOCK_STREAM: i32 = 1;
 pub const SOCK_NONBLOCK: i32 = 0o4000;
 pub const SOL_SOCKET: i32 = 1;
 pub const SO_REUSEADDR: i32 = 2;
+pub const SO_REUSEPORT: i32 = 15;
 pub const IPPROTO_TCP: i32 = 6;
 pub const TCP_NODELAY: i32 = 1;
 pub const TCP_DEFER_ACCEPT: i32 = 9;
