@@ -39,17 +39,18 @@ impl Wake for Flag {
 }
 
 /// A future polled only after its own waker fired (see the module docs).
-pub(super) struct Gated<F> {
+pub(super) struct Gated<'a, F> {
     flag: Arc<Flag>,
     waker: Waker,
     /// The task waker last handed to `flag`: compared here, so a poll takes the lock only
     /// when the task's waker changed (for a tokio task: never after the first poll).
     task: Option<Waker>,
-    future: Pin<Box<F>>,
+    /// Pinned where its owner keeps it (inside the connection's task, not a box of its own).
+    future: Pin<&'a mut F>,
 }
 
-impl<F: Future> Gated<F> {
-    pub(super) fn new(future: F) -> Gated<F> {
+impl<'a, F: Future> Gated<'a, F> {
+    pub(super) fn new(future: Pin<&'a mut F>) -> Gated<'a, F> {
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
             task: Mutex::new(None),
@@ -58,7 +59,7 @@ impl<F: Future> Gated<F> {
             waker: Waker::from(Arc::clone(&flag)),
             flag,
             task: None,
-            future: Box::pin(future),
+            future,
         }
     }
 
@@ -129,7 +130,8 @@ mod tests {
         let waker = Waker::from(Arc::clone(&task));
         let mut cx = Context::from_waker(&waker);
         let (a, b) = (Arc::new(Probe::default()), Arc::new(Probe::default()));
-        let (mut ga, mut gb) = (Gated::new(probe(&a)), Gated::new(probe(&b)));
+        let (fa, fb) = (std::pin::pin!(probe(&a)), std::pin::pin!(probe(&b)));
+        let (mut ga, mut gb) = (Gated::new(fa), Gated::new(fb));
         // The first poll reaches both, so both can register.
         assert!(ga.poll(&mut cx).is_pending() && gb.poll(&mut cx).is_pending());
         assert_eq!(
@@ -164,11 +166,12 @@ mod tests {
         let polls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&polls);
         // Wakes itself while being polled, as tokio's budget does when it runs out.
-        let mut g = Gated::new(std::future::poll_fn(move |cx| {
+        let f = std::pin::pin!(std::future::poll_fn(move |cx| {
             counted.fetch_add(1, Ordering::Relaxed);
             cx.waker().wake_by_ref();
             Poll::<()>::Pending
         }));
+        let mut g = Gated::new(f);
         assert!(g.poll(&mut cx).is_pending());
         assert!(g.poll(&mut cx).is_pending());
         assert_eq!(polls.load(Ordering::Relaxed), 2);

@@ -65,13 +65,14 @@ pub(super) async fn serve(client: TcpStream, shared: Arc<Shared>, permit: OwnedS
     let end = {
         // The branches that end a connection early fire once in its life: gated, so that a
         // message's wake-up does not poll them (see `gate`).
-        let mut ends = Gated::new(async {
+        let ends = std::pin::pin!(async {
             tokio::select! {
                 _ = idle(&activity, generation.timeouts.idle.0) => End::Idle,
                 _ = health.wait_for(|up| !*up) => End::BackendDown,
                 _ = force.wait_for(|f| *f) => End::Drained,
             }
         });
+        let mut ends = Gated::new(ends);
         let mut forwarding = std::pin::pin!(forward(&client, &server, &activity, backend));
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = forwarding.as_mut().poll(cx) {
@@ -157,7 +158,8 @@ async fn forward(
         bytes: &backend.bytes_down,
     };
     // Each direction is polled only when its own sockets woke it (see `gate`).
-    let mut directions = [Some(Gated::new(up.run())), Some(Gated::new(down.run()))];
+    let (up, down) = (std::pin::pin!(up.run()), std::pin::pin!(down.run()));
+    let mut directions = [Some(Gated::new(up)), Some(Gated::new(down))];
     std::future::poll_fn(|cx| {
         for slot in &mut directions {
             if let Some(direction) = slot
