@@ -55,14 +55,8 @@ class Contender:
             self.procs.append(bench.Proxy("floor", SERVER_PORT, work))
             time.sleep(0.3)
         else:
-            bench.FLOOR = floor
-            khagent = bench.KHAGENT
-            if who == "khagent-base":
-                bench.KHAGENT = baseline
-            try:
-                self.procs = [bench.Proxy(who.replace("-base", ""), SERVER_PORT, work)]
-            finally:
-                bench.KHAGENT = khagent
+            bench.FLOOR, bench.BASELINE = floor, baseline
+            self.procs = [bench.Proxy(who, SERVER_PORT, work)]
         self.pids = ",".join(str(p.pid) for p in self.procs)
 
     def __enter__(self):
