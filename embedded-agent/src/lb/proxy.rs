@@ -617,6 +617,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn small_messages_a_full_destination_cannot_take_wait_in_a_pipe_until_it_drains() {
+        let (client, proxy_client_side) = pair(false).await;
+        // Small buffers toward the server: a reader that stops fills them within a few events.
+        let (proxy_server_side, server) = pair(true).await;
+        let backend = test_backend();
+        let (_client_r, client_w) = client.into_split();
+        let (server_r, _server_w) = server.into_split();
+        let writer = trickle(client_w, 5, 2000);
+        let reader = async {
+            // The server reads nothing until the proxy had to park bytes that its full socket
+            // did not take (a partial send), then reads everything.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sys::pipes_taken_and_given_back().0 == 0 {
+                assert!(Instant::now() < deadline, "the destination never filled up");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            slow_read(server_r).await
+        };
+        let activity = Activity::new();
+        let forwarding = async {
+            let up = Pump {
+                src: &proxy_client_side,
+                dst: &proxy_server_side,
+                activity: &activity,
+                finished: &AtomicU8::new(0),
+                bytes: &backend.bytes_up,
+            };
+            let r = tokio::time::timeout(Duration::from_secs(30), up.run()).await;
+            // As in `serve`: the socket closes when forwarding ends.
+            drop(proxy_server_side);
+            r
+        };
+        let (sent, got, forwarded) = tokio::join!(writer, reader, forwarding);
+        forwarded.expect("forwarding stalled").unwrap();
+        assert!(got == sent, "client to server bytes differ");
+        let (taken, given_back) = sys::pipes_taken_and_given_back();
+        assert!(taken > 0, "a partial send parked bytes in a pipe");
+        assert_eq!(
+            taken, given_back,
+            "and the pipe went back to the pool, empty"
+        );
+    }
+
+    #[tokio::test]
     async fn an_answer_and_fin_already_there_go_out_together_and_the_client_may_still_send() {
         let (client, proxy_client_side) = pair(false).await;
         let (proxy_server_side, server) = pair(false).await;
