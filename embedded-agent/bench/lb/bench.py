@@ -12,10 +12,11 @@ with a veth pair inside it, so VRRP traffic never leaves that namespace.
 Usage (root, from the repository root, after
 `CARGO_TARGET_DIR=/work/target-agent cargo build --release -p khagent`):
     python3 embedded-agent/bench/lb/bench.py [--rounds 5] [--seconds 5] [--out results.json]
-        [--only tp1,tp8,conn,req,lat,rss,full] [--floor] [--floor-spin US]
+        [--only tp1,tp8,conn,req,lat,rss,full] [--floor] [--floor-spin US] [--baseline PATH]
 --floor adds floor.rs, a bare epoll proxy, to the connection test: the cost no one-thread
 proxy can go below. --floor-spin US adds floor.rs again, busy-polling for up to US µs before
-each blocking wait ("floor-spin").
+each blocking wait ("floor-spin"). --baseline PATH runs another khagent binary ("khagent-base")
+in every test beside the others: a change measured before and after in the same run.
 """
 
 import argparse
@@ -34,6 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET = os.environ.get("CARGO_TARGET_DIR", "/work/target-agent")
 KHAGENT = os.environ.get("KHAGENT", os.path.join(TARGET, "release", "khagent"))
+BASELINE = ""  # another khagent binary, run as "khagent-base" (--baseline)
 
 LOOP = "127.0.0.1"
 PROXY_PORT = 20000
@@ -41,6 +43,9 @@ HTTP_PORT = 18080  # nginx backend (HTTP)
 IPERF_PORT = 15201
 ECHO_PORT = 18090
 CONTENDERS = ["khagent", "haproxy", "nginx"]
+# Connection limit every contender is configured with (cluster.py raises it to what 20,000
+# descriptors allow).
+MAXCONN = 9000
 NS = "khlb-bench"
 
 
@@ -106,23 +111,23 @@ class Proxy:
         self.kind = kind
         self.dir = tempfile.mkdtemp(dir=work, prefix=kind + "-")
         log = open(os.path.join(self.dir, "log"), "w")
-        if kind == "khagent":
+        if kind in ("khagent", "khagent-base"):
             cfg = os.path.join(self.dir, "agent.yaml")
             with open(cfg, "w") as f:
                 f.write(
                     f"listen: {LOOP}:{PROXY_PORT}\n"
                     f"backends:\n  - {{name: b, address: {LOOP}:{backend_port}}}\n"
-                    "max_connections: 9000\n"
+                    f"max_connections: {MAXCONN}\n"
                     # One check at start, then none: a probe landing in iperf3's control
                     # port mid-test can disturb it, and haproxy runs without `check` too.
                     "health: {interval: 1h, timeout: 1s}\n"
                 )
-            argv = [KHAGENT, "--config", cfg]
+            argv = [KHAGENT if kind == "khagent" else BASELINE, "--config", cfg]
         elif kind == "haproxy":
             cfg = os.path.join(self.dir, "haproxy.cfg")
             with open(cfg, "w") as f:
                 f.write(
-                    "global\n  nbthread 1\n  maxconn 9000\n"
+                    f"global\n  nbthread 1\n  maxconn {MAXCONN}\n"
                     "defaults\n  mode tcp\n  timeout connect 5s\n"
                     "  timeout client 1h\n  timeout server 1h\n"
                     f"frontend fe\n  bind {LOOP}:{PROXY_PORT}\n  default_backend be\n"
@@ -373,7 +378,7 @@ def median(xs):
 
 
 def main():
-    global PINGPONG, FLOOR, FLOOR_SPIN_US
+    global PINGPONG, FLOOR, FLOOR_SPIN_US, BASELINE
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
@@ -383,7 +388,11 @@ def main():
                     help="also run floor.rs (a bare epoll proxy) in the connection test")
     ap.add_argument("--floor-spin", type=int, default=0, metavar="US",
                     help="also run floor.rs busy-polling up to US µs before each blocking wait")
+    ap.add_argument("--baseline", default="", metavar="PATH",
+                    help="also run this khagent binary (khagent-base) in every test but 'full'")
     args = ap.parse_args()
+    BASELINE = args.baseline
+    base = ["khagent-base"] if BASELINE else []
     only = set(args.only.split(","))
     work = tempfile.mkdtemp(prefix="khlb-bench-")
     PINGPONG = os.path.join(work, "pingpong")
@@ -396,14 +405,14 @@ def main():
         subprocess.run(["rustc", "-O", "--edition", "2021", "-o", FLOOR,
                         os.path.join(HERE, "floor.rs")], check=True)
     backends = Backends(work)
-    res = {c: {} for c in CONTENDERS + ["direct", "floor", "floor-spin"]}
+    res = {c: {} for c in CONTENDERS + ["direct", "floor", "floor-spin", "khagent-base"]}
 
     def record(who, key, value):
         res[who].setdefault(key, []).append(value)
 
     try:
         for rnd in range(args.rounds):
-            for who in CONTENDERS + floors:
+            for who in CONTENDERS + base + floors:
                 if who in floors:
                     # Short connections only: floor.rs is a measuring stick, not a proxy.
                     if "conn" in only:
@@ -457,7 +466,7 @@ def main():
     medians = {who: {k: median(v) for k, v in d.items()} for who, d in res.items()}
     summary = {"rounds": args.rounds, "seconds": args.seconds, "raw": res, "median": medians}
     if "lat" in only:
-        for who in CONTENDERS:
+        for who in CONTENDERS + base:
             medians[who]["added_p50_us"] = medians[who]["p50_us"] - medians["direct"]["p50_us"]
     text = json.dumps(summary, indent=1)
     if args.out:
@@ -483,12 +492,19 @@ def main():
                 fl = medians[who][k]
                 print(f"  {k:<24}{fl:>12.4g}"
                       f"{medians['khagent'][k] / fl if fl else float('nan'):>10.3f}")
-    print("median of per-round ratios khagent/haproxy:")
-    for k in keys:
-        kh, hap = res["khagent"].get(k, []), res["haproxy"].get(k, [])
-        pairs = [a / b for a, b in zip(kh, hap) if b]
-        if pairs:
-            print(f"  {k:<24}{median(pairs):>8.3f}  ({', '.join(f'{r:.2f}' for r in pairs)})")
+    for other in ["haproxy"] + base:
+        if other == "khagent-base":
+            print("khagent-base (--baseline), medians; khagent/khagent-base:")
+            for k in keys:
+                b = medians[other].get(k)
+                if b:
+                    print(f"  {k:<24}{b:>12.4g}{medians['khagent'][k] / b:>10.3f}")
+        print(f"median of per-round ratios khagent/{other}:")
+        for k in keys:
+            kh, them = res["khagent"].get(k, []), res[other].get(k, [])
+            pairs = [a / b for a, b in zip(kh, them) if b]
+            if pairs:
+                print(f"  {k:<24}{median(pairs):>8.3f}  ({', '.join(f'{r:.2f}' for r in pairs)})")
 
 
 if __name__ == "__main__":

@@ -18,63 +18,8 @@
 
 use std::collections::HashMap;
 
-const AF_INET: i32 = 2;
-const SOCK_STREAM: i32 = 1;
-const SOCK_NONBLOCK: i32 = 0o4000;
-const SOL_SOCKET: i32 = 1;
-const SO_REUSEADDR: i32 = 2;
-const IPPROTO_TCP: i32 = 6;
-const TCP_NODELAY: i32 = 1;
-const TCP_DEFER_ACCEPT: i32 = 9;
-const TCP_QUICKACK: i32 = 12;
-const EPOLL_CTL_ADD: i32 = 1;
-const EPOLLIN: u32 = 0x1;
-const EPOLLOUT: u32 = 0x4;
-const EPOLLRDHUP: u32 = 0x2000;
-const EPOLLET: u32 = 1 << 31;
-const MSG_NOSIGNAL: i32 = 0x4000;
-const SHUT_WR: i32 = 1;
-
-#[repr(C)]
-struct SockaddrIn {
-    family: u16,
-    port: u16,
-    addr: u32,
-    zero: [u8; 8],
-}
-
-#[cfg_attr(target_arch = "x86_64", repr(C, packed))]
-#[cfg_attr(not(target_arch = "x86_64"), repr(C))]
-#[derive(Clone, Copy)]
-struct EpollEvent {
-    events: u32,
-    data: u64,
-}
-
-extern "C" {
-    fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
-    fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
-    fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    fn listen(fd: i32, backlog: i32) -> i32;
-    fn accept4(fd: i32, addr: *mut u8, len: *mut u32, flags: i32) -> i32;
-    fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
-    fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
-    fn shutdown(fd: i32, how: i32) -> i32;
-    fn close(fd: i32) -> i32;
-    fn epoll_create1(flags: i32) -> i32;
-    fn epoll_ctl(ep: i32, op: i32, fd: i32, event: *mut EpollEvent) -> i32;
-    fn epoll_wait(ep: i32, events: *mut EpollEvent, max: i32, timeout: i32) -> i32;
-}
-
-fn loopback(port: u16) -> SockaddrIn {
-    SockaddrIn {
-        family: AF_INET as u16,
-        port: port.to_be(),
-        addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        zero: [0; 8],
-    }
-}
+mod ffi;
+use ffi::*;
 
 fn set(fd: i32, level: i32, name: i32, value: i32) {
     unsafe { setsockopt(fd, level, name, &value, 4) };
@@ -96,6 +41,9 @@ fn main() {
     unsafe {
         let l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
         set(l, SOL_SOCKET, SO_REUSEADDR, 1);
+        // Several floors can share the port (the kernel spreads connections over them): how
+        // bench/lb/cluster.py measures whether a second proxy thread pays on this machine.
+        set(l, SOL_SOCKET, SO_REUSEPORT, 1);
         set(l, IPPROTO_TCP, TCP_NODELAY, 1);
         set(l, IPPROTO_TCP, TCP_DEFER_ACCEPT, 1);
         let addr = loopback(listen_port);

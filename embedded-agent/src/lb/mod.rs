@@ -13,6 +13,7 @@
 //! reads it (to pick) and watches it (to close connections of a backend marked down).
 
 pub mod backend;
+mod gate;
 mod proxy;
 pub mod sys;
 

@@ -19,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::backend::Backend;
+use super::gate::Gated;
 use super::sys::{self, PIPE_SIZE};
 use super::{Generation, Shared};
 
@@ -60,15 +61,26 @@ pub(super) async fn serve(client: TcpStream, shared: Arc<Shared>, permit: OwnedS
     let backend = &active.0;
     let mut health = backend.watch_health();
     let mut force = shared.force_close.subscribe();
-    let started = Instant::now();
-    let last_io = AtomicU64::new(0);
-    let end = tokio::select! {
-        r = forward(&client, &server, started, &last_io, backend) => {
-            if r.is_ok() { End::Done } else { End::Error }
-        }
-        _ = idle(started, &last_io, generation.timeouts.idle.0) => End::Idle,
-        _ = health.wait_for(|up| !*up) => End::BackendDown,
-        _ = force.wait_for(|f| *f) => End::Drained,
+    let activity = Activity::new();
+    let end = {
+        // The branches that end a connection early fire once in its life: gated, so that a
+        // message's wake-up does not poll them (see `gate`).
+        let ends = std::pin::pin!(async {
+            tokio::select! {
+                _ = idle(&activity, generation.timeouts.idle.0) => End::Idle,
+                _ = health.wait_for(|up| !*up) => End::BackendDown,
+                _ = force.wait_for(|f| *f) => End::Drained,
+            }
+        });
+        let mut ends = Gated::new(ends);
+        let mut forwarding = std::pin::pin!(forward(&client, &server, &activity, backend));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = forwarding.as_mut().poll(cx) {
+                return Poll::Ready(if r.is_ok() { End::Done } else { End::Error });
+            }
+            ends.poll(cx)
+        })
+        .await
     };
     let counter = match end {
         End::Done => &shared.stats.closed_done,
@@ -127,28 +139,43 @@ async fn connect_any(generation: &Generation) -> Option<(Active, TcpStream)> {
 async fn forward(
     client: &TcpStream,
     server: &TcpStream,
-    started: Instant,
-    last_io: &AtomicU64,
+    activity: &Activity,
     backend: &Backend,
 ) -> io::Result<()> {
     let finished = AtomicU8::new(0);
     let up = Pump {
         src: client,
         dst: server,
-        started,
-        last_io,
+        activity,
         finished: &finished,
         bytes: &backend.bytes_up,
     };
     let down = Pump {
         src: server,
         dst: client,
-        started,
-        last_io,
+        activity,
         finished: &finished,
         bytes: &backend.bytes_down,
     };
-    tokio::try_join!(up.run(), down.run()).map(|_| ())
+    // Each direction is polled only when its own sockets woke it (see `gate`).
+    let (up, down) = (std::pin::pin!(up.run()), std::pin::pin!(down.run()));
+    let mut directions = [Some(Gated::new(up)), Some(Gated::new(down))];
+    std::future::poll_fn(|cx| {
+        for slot in &mut directions {
+            if let Some(direction) = slot
+                && let Poll::Ready(r) = direction.poll(cx)
+            {
+                r?;
+                *slot = None;
+            }
+        }
+        if directions.iter().all(Option::is_none) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Whether the socket's peer has sent its FIN, as the last poll saw it (`EPOLLRDHUP`; tokio keeps
@@ -162,14 +189,49 @@ fn peer_closed(stream: &TcpStream) -> bool {
 }
 
 /// Closes the connection once nothing moved either way for `limit`.
-async fn idle(started: Instant, last_io: &AtomicU64, limit: Duration) {
+async fn idle(activity: &Activity, limit: Duration) {
     loop {
-        let last = started + Duration::from_millis(last_io.load(Ordering::Relaxed));
-        let deadline = last + limit;
+        let deadline = activity.last() + limit;
         if Instant::now() >= deadline {
             return;
         }
         tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// When a connection last moved bytes. Stamped on every message, so it reads the coarse clock
+/// (the kernel's last tick, from the vDSO): a precise clock read and the conversion to
+/// milliseconds cost about as much user time as the rest of forwarding a small message, and an
+/// idle timeout does not need better than a tick (1-10 ms).
+struct Activity {
+    started: Instant,
+    started_coarse_ms: u64,
+    last_coarse_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        let now = sys::coarse_ms();
+        Activity {
+            started: Instant::now(),
+            started_coarse_ms: now,
+            last_coarse_ms: AtomicU64::new(now),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_coarse_ms
+            .store(sys::coarse_ms(), Ordering::Relaxed);
+    }
+
+    /// The last activity on the precise clock the timers use (both clocks advance together;
+    /// the coarse one lags by less than a tick).
+    fn last(&self) -> Instant {
+        let since_start = self
+            .last_coarse_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.started_coarse_ms);
+        self.started + Duration::from_millis(since_start)
     }
 }
 
@@ -180,8 +242,8 @@ const SCRATCH: usize = 16 * 1024;
 thread_local! {
     /// Copy-mode buffer shared by every connection on the thread: it is only used between a
     /// `recv` and the `send` right after it, never across an await, so one per thread suffices
-    /// and idle connections own no buffer.
-    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+    /// and idle connections own no buffer. Const-initialised: no lazy-init check per message.
+    static SCRATCH_BUF: RefCell<[u8; SCRATCH]> = const { RefCell::new([0; SCRATCH]) };
 }
 
 /// What one copy-mode step did.
@@ -211,8 +273,7 @@ enum Step {
 struct Pump<'a> {
     src: &'a TcpStream,
     dst: &'a TcpStream,
-    started: Instant,
-    last_io: &'a AtomicU64,
+    activity: &'a Activity,
     /// How many of the connection's two directions reached end of stream.
     finished: &'a AtomicU8,
     bytes: &'a AtomicU64,
@@ -232,7 +293,10 @@ impl Pump<'_> {
         let (src_fd, dst_fd) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
         let mut bulk = false;
         loop {
-            let ready = self.src.ready(Interest::READABLE).await?;
+            // The socket's own reader slot, not `ready()`: that future links itself into the
+            // socket's waiter list under its lock on every wait and unlinks on drop, which cost
+            // more user time per small message than the recv and send wrappers together.
+            std::future::poll_fn(|cx| self.src.poll_read_ready(cx)).await?;
             if bulk {
                 if self.splice_burst(src_fd, dst_fd).await? {
                     return self.end_of_stream(dst_fd, false);
@@ -240,7 +304,7 @@ impl Pump<'_> {
                 bulk = false;
                 continue;
             }
-            match self.copy_step(src_fd, dst_fd, ready.is_read_closed())? {
+            match self.copy_step(src_fd, dst_fd, peer_closed(self.src))? {
                 Step::Eof => return self.end_of_stream(dst_fd, false),
                 Step::Idle => {}
                 Step::Sent { n, more } => {
@@ -277,8 +341,7 @@ impl Pump<'_> {
 
     fn account(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io.store(now, Ordering::Relaxed);
+        self.activity.touch();
     }
 
     /// One `recv` + `send` through the per-thread buffer; no await inside.
@@ -294,7 +357,7 @@ impl Pump<'_> {
             // The syscall runs inside try_io so that readiness is cleared against the state seen
             // before it: on WouldBlock, and on a short read (the socket is drained).
             let read = self.src.try_io(Interest::READABLE, || {
-                n = sys::recv(src_fd, &mut buf)?;
+                n = sys::recv(src_fd, &mut buf[..])?;
                 if n > 0 && n < buf.len() {
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
@@ -363,7 +426,7 @@ impl Pump<'_> {
 
     async fn drain(&self, pipe: &sys::Pipe, dst_fd: RawFd, mut left: usize) -> io::Result<()> {
         while left > 0 {
-            self.dst.writable().await?;
+            std::future::poll_fn(|cx| self.dst.poll_write_ready(cx)).await?;
             match self
                 .dst
                 .try_io(Interest::WRITABLE, || sys::splice_out(pipe, dst_fd, left))
@@ -451,6 +514,25 @@ mod tests {
         }
     }
 
+    /// A backend to count bytes on (nothing connects to its address).
+    fn test_backend() -> Arc<Backend> {
+        Backend::new(&BackendConfig {
+            name: "b".into(),
+            address: "127.0.0.1:1".parse().unwrap(),
+        })
+    }
+
+    /// Each direction's (sent, received) bytes are equal, and the backend counted them.
+    fn assert_intact(backend: &Backend, up: (&[u8], &[u8]), down: (&[u8], &[u8])) {
+        assert!(up.0 == up.1, "client to server bytes differ");
+        assert!(down.0 == down.1, "server to client bytes differ");
+        assert_eq!(backend.bytes_up.load(Ordering::Relaxed), up.0.len() as u64);
+        assert_eq!(
+            backend.bytes_down.load(Ordering::Relaxed),
+            down.0.len() as u64
+        );
+    }
+
     #[tokio::test]
     async fn copy_mode_forwards_both_directions_intact_under_backpressure() {
         forwards_intact_then_half_closes(true).await;
@@ -464,10 +546,7 @@ mod tests {
     async fn forwards_intact_then_half_closes(small_buffers: bool) {
         let (client, proxy_client_side) = pair(small_buffers).await;
         let (proxy_server_side, server) = pair(small_buffers).await;
-        let backend = Backend::new(&BackendConfig {
-            name: "b".into(),
-            address: "127.0.0.1:1".parse().unwrap(),
-        });
+        let backend = test_backend();
         let (up_data, down_data) = (payload(1), payload(2));
         let (client_r, client_w) = client.into_split();
         let (server_r, server_w) = server.into_split();
@@ -475,12 +554,10 @@ mod tests {
         let down_writer = tokio::spawn(send_all(server_w, down_data.clone()));
         let up_reader = tokio::spawn(slow_read(server_r));
         let down_reader = tokio::spawn(slow_read(client_r));
-        let last_io = AtomicU64::new(0);
         forward(
             &proxy_client_side,
             &proxy_server_side,
-            Instant::now(),
-            &last_io,
+            &Activity::new(),
             &backend,
         )
         .await
@@ -489,35 +566,105 @@ mod tests {
         drop((proxy_client_side, proxy_server_side));
         up_writer.await.unwrap();
         down_writer.await.unwrap();
-        assert!(
-            up_reader.await.unwrap() == up_data,
-            "client to server bytes differ"
-        );
-        assert!(
-            down_reader.await.unwrap() == down_data,
-            "server to client bytes differ"
-        );
-        assert_eq!(
-            backend.bytes_up.load(Ordering::Relaxed),
-            up_data.len() as u64
-        );
-        assert_eq!(
-            backend.bytes_down.load(Ordering::Relaxed),
-            down_data.len() as u64
-        );
+        let (up_got, down_got) = (up_reader.await.unwrap(), down_reader.await.unwrap());
+        assert_intact(&backend, (&up_data, &up_got), (&down_data, &down_got));
         let (taken, given_back) = sys::pipes_taken_and_given_back();
         assert!(taken > 0, "bulk data went through splice");
         assert_eq!(taken, given_back, "every pipe went back to the pool, empty");
+    }
+
+    /// Small messages, written one at a time with a pause between them, like watch events and
+    /// short requests: each arrives alone and wakes only its own direction.
+    async fn trickle(mut s: tokio::net::tcp::OwnedWriteHalf, seed: u32, count: usize) -> Vec<u8> {
+        let mut sent = Vec::new();
+        let mut x = seed;
+        for _ in 0..count {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let len = 1 + (x >> 16) as usize % 400;
+            let msg: Vec<u8> = (0..len).map(|i| (x as usize + i) as u8).collect();
+            s.write_all(&msg).await.unwrap();
+            sent.extend_from_slice(&msg);
+            tokio::task::yield_now().await;
+        }
+        s.shutdown().await.unwrap();
+        sent
+    }
+
+    #[tokio::test]
+    async fn many_small_messages_each_way_arrive_intact_and_in_order() {
+        let (client, proxy_client_side) = pair(false).await;
+        let (proxy_server_side, server) = pair(false).await;
+        let backend = test_backend();
+        let (client_r, client_w) = client.into_split();
+        let (server_r, server_w) = server.into_split();
+        let up = tokio::spawn(trickle(client_w, 7, 3000));
+        let down = tokio::spawn(trickle(server_w, 9, 3000));
+        let up_read = tokio::spawn(slow_read(server_r));
+        let down_read = tokio::spawn(slow_read(client_r));
+        let activity = Activity::new();
+        let forwarding = forward(&proxy_client_side, &proxy_server_side, &activity, &backend);
+        // A lost wake-up would stall forwarding for good: fail, do not hang.
+        tokio::time::timeout(Duration::from_secs(30), forwarding)
+            .await
+            .expect("forwarding stalled")
+            .unwrap();
+        drop((proxy_client_side, proxy_server_side));
+        let (up_sent, down_sent) = (up.await.unwrap(), down.await.unwrap());
+        let (up_got, down_got) = (up_read.await.unwrap(), down_read.await.unwrap());
+        assert_intact(&backend, (&up_sent, &up_got), (&down_sent, &down_got));
+        let (taken, given_back) = sys::pipes_taken_and_given_back();
+        assert_eq!(taken, given_back, "every pipe went back to the pool");
+    }
+
+    #[tokio::test]
+    async fn small_messages_a_full_destination_cannot_take_wait_in_a_pipe_until_it_drains() {
+        let (client, proxy_client_side) = pair(false).await;
+        // Small buffers toward the server: a reader that stops fills them within a few events.
+        let (proxy_server_side, server) = pair(true).await;
+        let backend = test_backend();
+        let (_client_r, client_w) = client.into_split();
+        let (server_r, _server_w) = server.into_split();
+        let writer = trickle(client_w, 5, 2000);
+        let reader = async {
+            // The server reads nothing until the proxy had to park bytes that its full socket
+            // did not take (a partial send), then reads everything.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sys::pipes_taken_and_given_back().0 == 0 {
+                assert!(Instant::now() < deadline, "the destination never filled up");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            slow_read(server_r).await
+        };
+        let activity = Activity::new();
+        let forwarding = async {
+            let up = Pump {
+                src: &proxy_client_side,
+                dst: &proxy_server_side,
+                activity: &activity,
+                finished: &AtomicU8::new(0),
+                bytes: &backend.bytes_up,
+            };
+            let r = tokio::time::timeout(Duration::from_secs(30), up.run()).await;
+            // As in `serve`: the socket closes when forwarding ends.
+            drop(proxy_server_side);
+            r
+        };
+        let (sent, got, forwarded) = tokio::join!(writer, reader, forwarding);
+        forwarded.expect("forwarding stalled").unwrap();
+        assert!(got == sent, "client to server bytes differ");
+        let (taken, given_back) = sys::pipes_taken_and_given_back();
+        assert!(taken > 0, "a partial send parked bytes in a pipe");
+        assert_eq!(
+            taken, given_back,
+            "and the pipe went back to the pool, empty"
+        );
     }
 
     #[tokio::test]
     async fn an_answer_and_fin_already_there_go_out_together_and_the_client_may_still_send() {
         let (client, proxy_client_side) = pair(false).await;
         let (proxy_server_side, server) = pair(false).await;
-        let backend = Backend::new(&BackendConfig {
-            name: "b".into(),
-            address: "127.0.0.1:1".parse().unwrap(),
-        });
+        let backend = test_backend();
         let (mut client_r, mut client_w) = client.into_split();
         let (mut server_r, mut server_w) = server.into_split();
         // The server answers and half-closes before the proxy looks: the answer and its FIN
@@ -526,9 +673,8 @@ mod tests {
         server_w.shutdown().await.unwrap();
         let backend_ref = &backend;
         let proxy = async move {
-            let last_io = AtomicU64::new(0);
             let (a, b) = (proxy_client_side, proxy_server_side);
-            let forwarded = forward(&a, &b, Instant::now(), &last_io, backend_ref).await;
+            let forwarded = forward(&a, &b, &Activity::new(), backend_ref).await;
             // As in `serve`: the sockets close when forwarding ends (the last FIN rides on it).
             drop((a, b));
             forwarded

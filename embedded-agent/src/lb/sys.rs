@@ -2,7 +2,8 @@
 //! `splice(2)` through pipes (zero-copy forwarding), a pool of those pipes, `recv`/`send` on a
 //! raw descriptor (copy mode, see `proxy`), `shutdown(SHUT_WR)` through a shared reference
 //! (half-close), and the socket options `IP_FREEBIND` (bind the VIP before this node holds it),
-//! `TCP_DEFER_ACCEPT` and `TCP_QUICKACK` (fewer wake-ups and packets per connection).
+//! `TCP_DEFER_ACCEPT` and `TCP_QUICKACK` (fewer wake-ups and packets per connection), and the
+//! coarse monotonic clock (a connection's last activity, stamped per message).
 //!
 //! Why splice: 86-99% of a proxy's CPU is kernel time, and a userspace copy loop pays two copies
 //! per byte plus a buffer per connection. A pipe holds page references, not a buffer we own; a
@@ -10,7 +11,7 @@
 //! an idle connection holds no buffer at all.
 #![expect(
     unsafe_code,
-    reason = "splice(2), pipe2(2), recv/send(2), shutdown(2), fcntl(2) and setsockopt(2) via libc"
+    reason = "splice(2), pipe2(2), recv/send(2), shutdown(2), fcntl(2), setsockopt(2) and clock_gettime(2) via libc"
 )]
 
 use std::io;
@@ -186,6 +187,21 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Milliseconds on `CLOCK_MONOTONIC_COARSE`: the time of the kernel's last tick, read from the
+/// vDSO without reading the clock hardware. Good to a tick (1-10 ms).
+pub fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists on every Linux
+    // since 2.6.32 and cannot fail with a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs * 1000 + nanos / 1_000_000
 }
 
 /// Lets a listening socket bind an address this node does not (yet) hold, the VIP, without the
