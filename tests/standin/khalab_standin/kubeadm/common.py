@@ -244,8 +244,8 @@ def wait_control_plane(command, endpoint, cri_socket, timeout, admin_path="/etc/
         start = time.monotonic()
         pending = {name: (url, shown) for name, url, shown in comps}
         errors = {}
-        deadline = start + (0 if injected else timeout)
-        while pending:
+        deadline = start + timeout
+        while pending and not injected:
             for name in list(pending):
                 url, shown = pending[name]
                 try:

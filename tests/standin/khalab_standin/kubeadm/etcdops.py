@@ -7,6 +7,7 @@ only started voting members). Every call is retried every 500 ms up to etcdAPICa
 default), as kubeadm does.
 """
 
+import ssl
 import time
 
 from .. import env, etcdclient, kubeclient
@@ -43,9 +44,13 @@ class EtcdCluster:
 
     def client(self, endpoints=None):
         c = self.certs
-        return etcdclient.Client(endpoints or self.endpoints, env.host_path(c + "/etcd/ca.crt"),
-                                 env.host_path(c + "/etcd/healthcheck-client.crt"),
-                                 env.host_path(c + "/etcd/healthcheck-client.key"))
+        try:
+            return etcdclient.Client(endpoints or self.endpoints, env.host_path(c + "/etcd/ca.crt"),
+                                     env.host_path(c + "/etcd/healthcheck-client.crt"),
+                                     env.host_path(c + "/etcd/healthcheck-client.key"))
+        except (OSError, ssl.SSLError) as e:
+            raise KubeadmError("error creating etcd client for %s endpoints: open %s/etcd/healthcheck-client: %s"
+                               % (self.endpoints, c, getattr(e, "strerror", None) or e)) from None
 
     @classmethod
     def from_cluster(cls, api, certs_dir, api_timeout):

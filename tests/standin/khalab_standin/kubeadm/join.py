@@ -59,9 +59,10 @@ def _get_cluster_info(client, token_id, timeout):
             last = 'could not find a JWS signature in the cluster-info ConfigMap for token ID "%s"' % token_id
         except kubeclient.ApiError as e:
             last = "failed to request the cluster-info ConfigMap: %s" % e.message
-        if time.monotonic() + interval > deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise KubeadmError(last)
-        time.sleep(interval)
+        time.sleep(min(interval, deadline - now))
 
 
 def discover(join):

@@ -34,10 +34,12 @@ class Check:
 
 
 def _listen_check(name_port, real_port):
-    """PortOpenCheck: net.Listen("tcp", ":PORT"), i.e. every address of both families."""
+    """PortOpenCheck: net.Listen("tcp", ":PORT"), i.e. every address of both families, with
+    SO_REUSEADDR as Go sets it (connections in TIME_WAIT do not count)."""
     def fn():
         for family, addr in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
             s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 if family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
