@@ -44,9 +44,9 @@ class Cluster:
         self.pki.place(node.root, self.pki.node_certs(node.name, node.ip, cpe_host or self.cps[0].ip))
 
     def join(self, node, control_plane=True, token="abcdef.0123456789abcdef", ca_hash=None, key="", extra="",
-             timeouts="60s", env=None):
+             timeouts="60s", env=None, **kw):
         text = H.join_config(node, self.cpe, ca_hash or self.pki.ca_hash(), token=token,
-                             control_plane=control_plane, key=key, api=self.api, extra=extra, timeouts=timeouts)
+                             control_plane=control_plane, key=key, api=self.api, extra=extra, timeouts=timeouts, **kw)
         return node.kubeadm("join", "--config", node.write("/root/join.yaml", text), env=env)
 
     @property
@@ -71,7 +71,7 @@ class ClusterCase(H.NodeTestCase):
     pass
 
 
-class SharedCluster(unittest.TestCase):
+class SharedCluster(H.ResultAsserts, unittest.TestCase):
     """One cluster for a whole class of read-only tests (built in setUpClass)."""
     version = "v1.31.2"
     cps, workers = 2, 1

@@ -71,10 +71,24 @@ def datetime_now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
+    """A free TCP port below the kernel's ephemeral range (32768-60999), so that no client
+    connection of a test's own processes can take it between allocation and use."""
+    import random
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def wait_for(cond, timeout, what, interval=0.2):
@@ -408,6 +422,8 @@ class Node:
 
     def boot(self):
         self.systemd.boot()
+        if self.systemd.enabled("khalab-cri-standin.service"):
+            wait_for(lambda: os.path.exists(self.path("/run/containerd/containerd.sock")), 15, "the CRI socket")
 
     def kill_pods(self):
         """What systemd's KillMode=control-group does to a stopped kubelet's children."""
@@ -483,14 +499,15 @@ cgroupDriver: systemd
 
 
 def join_config(node, endpoint, ca_hash, token="abcdef.0123456789abcdef", control_plane=True, key="",
-                api="kubeadm.k8s.io/v1beta4", extra="", timeouts="60s"):
+                api="kubeadm.k8s.io/v1beta4", extra="", timeouts="60s", discovery="20s", etcd_api="30s"):
     cp = ""
     if control_plane:
         cp = "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: %s\n    bindPort: %d\n" % (node.ip, node.api_port)
         if key:
             cp += "  certificateKey: %s\n" % key
     t = ("timeouts:\n  controlPlaneComponentHealthCheck: %s\n  kubeletHealthCheck: %s\n  kubernetesAPICall: 30s\n"
-         "  etcdAPICall: 30s\n  discovery: 20s\n  tlsBootstrap: 60s\n" % (timeouts, timeouts)) if api.endswith("v1beta4") else ""
+         "  etcdAPICall: %s\n  discovery: %s\n  tlsBootstrap: 60s\n" % (timeouts, timeouts, etcd_api, discovery)) \
+        if api.endswith("v1beta4") else ""
     args = "  kubeletExtraArgs:\n  - name: node-ip\n    value: %s\n" % node.ip if api.endswith("v1beta4") \
         else "  kubeletExtraArgs:\n    node-ip: %s\n" % node.ip
     return """apiVersion: %(api)s
@@ -508,7 +525,18 @@ nodeRegistration:
                                    "name": node.name, "args": args, "cp": cp, "t": t, "extra": extra}
 
 
-class NodeTestCase(unittest.TestCase):
+class ResultAsserts:
+    def assertOk(self, res):
+        self.assertEqual(res.returncode, 0, "stdout:\n%s\nstderr:\n%s" % (res.stdout, res.stderr))
+
+    def assertFails(self, res, text, code=None):
+        self.assertNotEqual(res.returncode, 0, "expected a failure; stdout:\n%s" % res.stdout)
+        if code is not None:
+            self.assertEqual(res.returncode, code, res.stderr)
+        self.assertIn(text, res.stderr)
+
+
+class NodeTestCase(ResultAsserts, unittest.TestCase):
     """Creates nodes on demand and always destroys them."""
 
     def setUp(self):
@@ -524,11 +552,3 @@ class NodeTestCase(unittest.TestCase):
         self._nodes.append(n)
         return n
 
-    def assertOk(self, res):
-        self.assertEqual(res.returncode, 0, "stdout:\n%s\nstderr:\n%s" % (res.stdout, res.stderr))
-
-    def assertFails(self, res, text, code=None):
-        self.assertNotEqual(res.returncode, 0, "expected a failure; stdout:\n%s" % res.stdout)
-        if code is not None:
-            self.assertEqual(res.returncode, code, res.stderr)
-        self.assertIn(text, res.stderr)
