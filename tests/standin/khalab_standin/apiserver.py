@@ -12,12 +12,9 @@ import base64
 import datetime
 import json
 import secrets
-import signal
 import socket
 import ssl
 import sys
-import threading
-import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

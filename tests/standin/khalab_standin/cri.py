@@ -9,7 +9,6 @@ connections and closes them. It speaks no gRPC; `crictl` against it fails.
 import os
 import socket
 import sys
-import threading
 
 from . import daemon, env
 

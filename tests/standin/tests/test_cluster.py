@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import shutil
-import socket
-import ssl
 import subprocess
 import unittest
 

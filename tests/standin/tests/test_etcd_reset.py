@@ -7,7 +7,7 @@ import unittest
 
 import harness as H
 from clusters import Cluster
-from khalab_standin import x509util, yamlio
+from khalab_standin import x509util
 
 
 def wipe(node):

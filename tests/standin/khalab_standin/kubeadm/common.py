@@ -3,7 +3,6 @@ and the control plane, node marking, systemctl, join commands."""
 
 import datetime
 import http.client
-import os
 import socket
 import ssl
 import subprocess

@@ -5,7 +5,6 @@ v1beta4 shape, apply static and dynamic defaults, validate.
 """
 
 import copy
-import os
 import re
 import socket
 import subprocess

@@ -1,13 +1,11 @@
 """`kubeadm init`: the phases in kubeadm's order (k/k cmd/kubeadm/app/cmd/init.go)."""
 
 import base64
-import os
 import secrets
 
-from .. import env, kubeclient, kubeconfig, out, tokens, version, x509util, yamlio
+from .. import kubeclient, kubeconfig, out, yamlio
 from ..out import KubeadmError
-from . import (common, config, failinject, kubeconfigs, manifests, pki, preflight, uploadcerts,
-               workflow)
+from . import common, config, kubeconfigs, manifests, pki, preflight, uploadcerts, workflow
 
 
 class InitData:

@@ -1,11 +1,9 @@
 """The four static pod manifests, as kubeadm writes them (k/k phases/controlplane and
 phases/etcd/local.go); argument lists sorted, extra args override defaults."""
 
-import ipaddress
 import os
 
 from .. import env, version, x509util, yamlio
-from . import pki
 
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
@@ -125,8 +123,6 @@ def apiserver(cluster, endpoint, external_ca=False):
         for flag, key in (("etcd-cafile", "caFile"), ("etcd-certfile", "certFile"), ("etcd-keyfile", "keyFile")):
             if ext.get(key):
                 defaults[flag] = ext[key]
-    if cluster.get("featureGates"):
-        pass
     extra, envs = _extra(cluster, "apiServer")
     vols, mounts = _ca_mounts()
     vols.insert(2, _vol("k8s-certs", certs))

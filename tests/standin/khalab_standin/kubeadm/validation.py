@@ -254,13 +254,9 @@ def validate_image_repository(repo, path):
     return []
 
 
-def validate_feature_gates(gates, path):
-    known = version.known_feature_gates()
-    return [field_invalid(path, _gates_value(gates), "%s is not a valid feature name." % k)
-            for k in sorted(gates or {}) if k not in known]
+class _GoBoolMap:
+    """Prints as Go's %#v of a map[string]bool, the way field errors show featureGates."""
 
-
-class _GoMap:
     def __init__(self, gates):
         self.gates = gates
 
@@ -269,8 +265,10 @@ class _GoMap:
                                                for k, v in sorted(self.gates.items())) + "}"
 
 
-def _gates_value(gates):
-    return _GoMap(gates)
+def validate_feature_gates(gates, path):
+    known = version.known_feature_gates()
+    return [field_invalid(path, _GoBoolMap(gates), "%s is not a valid feature name." % k)
+            for k in sorted(gates or {}) if k not in known]
 
 
 def validate_cluster(c):
@@ -316,7 +314,7 @@ def validate_certificate_key(key, path):
         return []
     try:
         raw = bytes.fromhex(key)
-    except ValueError as e:
+    except ValueError:
         return [field_invalid(path, key, "certificate key decoding error: encoding/hex: %s" % _hex_error(key))]
     if len(raw) != 32:
         return [field_invalid(path, key, "invalid certificate key size %d, the key must be an AES key of size 32"
