@@ -7,4 +7,5 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 tests/lab/install-deps.sh
 tests/lab/lab.sh down-all
+/usr/bin/python3 -m unittest discover -s tests/standin/tests -t tests/standin/tests
 exec cargo test --workspace --no-fail-fast

@@ -10,6 +10,7 @@ set -euo pipefail
 }
 
 # One line per need, so a missing tool maps to the package that brings it.
+# shellcheck disable=SC2207 # kubernetes-client only when no kubectl is installed: another package's conflicts
 readonly PACKAGES=(
 	openssh-server openssh-client # sshd in every node, ssh for khactl and tests
 	systemd dbus                  # PID 1 of every node (dbus for its logind)
@@ -18,6 +19,7 @@ readonly PACKAGES=(
 	iptables nftables arping tcpdump
 	keepalived haproxy nginx libnginx-mod-stream # baselines and VRRP peers
 	etcd-server etcd-client                      # PKI consumers
+	python3-cryptography python3-yaml conntrack $(command -v kubectl >/dev/null || echo kubernetes-client) # tests/standin
 	openssl                                      # certificate chain checks
 	sudo                                         # khactl as a non-root ssh user
 	wrk iperf3 hyperfine time                    # benchmarks (time: /usr/bin/time in bench/prepare.sh)
