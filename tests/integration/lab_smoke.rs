@@ -456,7 +456,7 @@ fn committed_lab_inventory_is_the_default_lab_s_inventory() {
 
 #[test]
 fn stopped_sshd_refuses_connections_and_a_new_host_key_is_detected() {
-    let lab = Lab::up("smoke-sshd", indexes::LAB_SMOKE_SSHD, 1, 0);
+    let lab = Lab::bare("smoke-sshd", indexes::LAB_SMOKE_SSHD, 1, 0);
     let tmp = tempfile::tempdir().unwrap();
     let known_hosts = tmp.path().join("known_hosts");
     let ssh_true = |known_hosts: &Path| {
@@ -500,7 +500,7 @@ fn stopped_sshd_refuses_connections_and_a_new_host_key_is_detected() {
 
 #[test]
 fn down_leaves_no_namespace_bridge_link_mount_or_state_behind() {
-    let lab = Lab::up("smoke-down", indexes::LAB_SMOKE_TEARDOWN, 1, 1);
+    let lab = Lab::bare("smoke-down", indexes::LAB_SMOKE_TEARDOWN, 1, 1);
     assert!(lab.is_up());
     drop(lab);
     assert_nothing_left("smoke-down", indexes::LAB_SMOKE_TEARDOWN);

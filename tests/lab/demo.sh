@@ -10,7 +10,9 @@ tests/lab/install-deps.sh
 # Both binaries: `up` installs the khagent built beside khactl on the control planes.
 cargo build --workspace --bins
 tests/lab/lab.sh down lab
-tests/lab/lab.sh up lab --index 1 --control-planes 3 --workers 2
+# Nodes get the lab's stand-in control plane (tests/standin/, NOT Kubernetes) in place of
+# the kubeadm, kubelet and container runtime packages that cannot be installed here.
+tests/lab/lab.sh up lab --index 1 --control-planes 3 --workers 2 --setup tests/lab/with-standin.sh
 # The cluster state lives in the lab's own dir: a recreated lab is a set of reinstalled
 # machines with new host keys, which khactl rightly refuses against an old known_hosts.
 target/debug/khactl up -i /var/lib/khalab/lab/inventory.yaml --state-dir /var/lib/khalab/lab/khactl

@@ -45,9 +45,17 @@ pub struct Lab {
 impl Lab {
     /// Builds lab `name` on subnet `10.200.<index>.0/24` with nodes `cp1..cpN` then `w1..wM`,
     /// and returns once every node's systemd is `running` and its sshd accepts connections.
-    /// Take `index` from [`super::indexes`]. Panics with lab.sh's output if the lab cannot be
-    /// built.
+    /// Every node has the lab's stand-in control plane installed (`tests/standin/`: kubeadm,
+    /// kubelet and a CRI socket, as the packages would put them), so `khactl up` runs to the
+    /// end. Take `index` from [`super::indexes`]. Panics with lab.sh's output if the lab cannot
+    /// be built.
     pub fn up(name: &str, index: u8, control_planes: usize, workers: usize) -> Lab {
+        let standin = super::repo_root().join("tests/lab/with-standin.sh");
+        Lab::up_with_setup(name, index, control_planes, workers, Some(&standin))
+    }
+
+    /// [`Lab::up`] without the stand-in control plane: bare Debian nodes.
+    pub fn bare(name: &str, index: u8, control_planes: usize, workers: usize) -> Lab {
         Lab::up_with_setup(name, index, control_planes, workers, None)
     }
 

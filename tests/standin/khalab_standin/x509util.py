@@ -229,6 +229,17 @@ def new_ca(cn, key, validity=TEN_YEARS, not_before=None):
     return b.sign(key, _sign_hash(key))
 
 
+def _authority_key_id(ca_cert):
+    """The issuer's own SubjectKeyIdentifier, as Go's x509 does (`template.AuthorityKeyId =
+    parent.SubjectKeyId`): a CA made elsewhere (khactl's rcgen) may derive its SKI otherwise
+    than SHA-1 of the key, and OpenSSL builds chains by matching AKI to SKI."""
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())
+
+
 def new_signed(ca_cert, ca_key, key, cn, orgs=(), dns=(), ips=(), server=False, client=False,
                validity=ONE_YEAR, not_before=None, not_after=None):
     """kubeadm's pkiutil.NewSignedCert: NotBefore is the CA's, KeyUsage digitalSignature
@@ -253,8 +264,7 @@ def new_signed(ca_cert, ca_key, key, cn, orgs=(), dns=(), ips=(), server=False, 
                                       key_agreement=False, key_cert_sign=False, crl_sign=False,
                                       encipher_only=False, decipher_only=False), critical=True)
          .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
-                        critical=False))
+         .add_extension(_authority_key_id(ca_cert), critical=False))
     if ekus:
         b = b.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
     sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
