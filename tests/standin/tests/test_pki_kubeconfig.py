@@ -5,6 +5,7 @@ file phases here (certs, kubeconfig, etcd, control-plane)."""
 import datetime
 import os
 import subprocess
+import tempfile
 import unittest
 
 import harness as H
@@ -260,3 +261,36 @@ class Manifests(FilePhases):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+
+class SignedByAForeignCA(unittest.TestCase):
+    def test_a_leaf_names_its_ca_by_the_cas_own_key_id_as_go_does(self):
+        """khactl's CA (rcgen) derives its Subject Key Identifier otherwise than SHA-1 of the
+        key; a leaf's Authority Key Identifier must copy it, or OpenSSL cannot build the chain
+        (the API server then refuses every kubelet as signed by an unknown CA)."""
+        from cryptography import x509
+        key = x509util.new_key("ECDSA-P256")
+        now = datetime.datetime.utcnow()
+        odd_id = bytes(range(20))
+        ca = (x509.CertificateBuilder()
+              .subject_name(x509util._name("kubernetes")).issuer_name(x509util._name("kubernetes"))
+              .public_key(key.public_key()).serial_number(7)
+              .not_valid_before(now - datetime.timedelta(minutes=5))
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .add_extension(x509.SubjectKeyIdentifier(odd_id), critical=False)
+              .sign(key, x509util._sign_hash(key)))
+        leaf_key = x509util.new_key("ECDSA-P256")
+        leaf = x509util.new_signed(ca, key, leaf_key, "system:node:cp1", ["system:nodes"], client=True)
+        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        self.assertEqual(aki.key_identifier, odd_id)
+        with tempfile.TemporaryDirectory() as d:
+            ca_path, leaf_path = os.path.join(d, "ca.crt"), os.path.join(d, "leaf.crt")
+            with open(ca_path, "wb") as f:
+                f.write(x509util.cert_pem(ca))
+            with open(leaf_path, "wb") as f:
+                f.write(x509util.cert_pem(leaf))
+            r = subprocess.run(["openssl", "verify", "-CAfile", ca_path, leaf_path],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
