@@ -353,8 +353,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def read_body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
+        raw = self._raw_body
         if not raw:
             return None
         try:
@@ -370,6 +369,14 @@ class Handler(BaseHTTPRequestHandler):
         return user or apiauth.ANONYMOUS
 
     def handle_method(self, method):
+        # Every request's body is read before anything answers, whether the route wants it or
+        # not: on a kept-alive connection an unread body (a DELETE's DeleteOptions) would be
+        # parsed as the next request line, and the client would get an HTTP/0.9-style error.
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = 0
+        self._raw_body = self.rfile.read(n) if n > 0 else b""
         try:
             u = urllib.parse.urlsplit(self.path)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query).items()}

@@ -214,6 +214,42 @@ class APIServer(SharedCluster):
         self.assertEqual(info.secret, token.split(".")[1])
         self.assertTrue(540 < (info.expires - H.datetime_now()).total_seconds() <= 600)
 
+    def test_token_create_with_config_creates_exactly_the_configured_token(self):
+        # kubeadm's `token create --config`: the InitConfiguration's bootstrapTokens are created
+        # and the first one printed; flags of the token do not mix with --config.
+        path = self.c.cp1.write("/run/token-init.yaml",
+                                H.init_config(self.c.cp1, cpe=self.c.cpe, token="zyxwvu.0123456789zyxwvu"))
+        res = self.c.cp1.kubeadm("token", "create", "--config", path)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(res.stdout.strip(), "zyxwvu.0123456789zyxwvu")
+        info = tokens.from_secret(self.c.admin().get("Secret", "bootstrap-token-zyxwvu", "kube-system"))
+        self.assertEqual(info.secret, "0123456789zyxwvu")
+        res = self.c.cp1.kubeadm("token", "create", "--config", path, "--ttl", "1h")
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("can not mix '--config' with arguments", res.stderr)
+
+    def test_a_delete_with_options_and_a_get_share_one_kept_alive_connection(self):
+        # kubectl delete sends DeleteOptions in the body, then polls on the same connection:
+        # the body must not be read as the next request.
+        import http.client
+        c = self.c.admin()
+        c.create({"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "keepalive-probe", "namespace": "default"}})
+        conn = http.client.HTTPSConnection(c.host, c.port, context=c.ctx, timeout=10)
+        try:
+            body = json.dumps({"kind": "DeleteOptions", "apiVersion": "v1",
+                               "propagationPolicy": "Background"})
+            path = "/api/v1/namespaces/default/configmaps/keepalive-probe"
+            conn.request("DELETE", path, body=body, headers={"Content-Type": "application/json"})
+            first = conn.getresponse()
+            first.read()
+            self.assertEqual(first.status, 200)
+            conn.request("GET", path)
+            second = conn.getresponse()
+            self.assertEqual((second.version, second.status), (11, 404), second.read())
+        finally:
+            conn.close()
+
     def test_certs_check_expiration_lists_certificates_and_authorities(self):
         res = self.c.cp1.kubeadm("certs", "check-expiration")
         self.assertEqual(res.returncode, 0, res.stderr)

@@ -163,23 +163,35 @@ def cmd_config_validate(opts):
 
 
 def cmd_token_create(opts, args):
-    token = args[0] if args else tokens.generate()
-    if tokens.split(token) is None:
-        raise KubeadmError(tokens.format_error(token))
     kc_path = opts.get("kubeconfig") or "/etc/kubernetes/admin.conf"
+    if opts.get("config"):
+        # As kubeadm's `token create`: with --config the tokens are the InitConfiguration's
+        # bootstrapTokens (a missing token generated), every one created, the first printed;
+        # --config does not mix with the token flags (ValidateMixedArguments).
+        mixed = sorted(k for k in ("ttl", "description", "usages", "groups") if k in opts)
+        if mixed:
+            raise KubeadmError("can not mix '--config' with arguments %s" % mixed)
+        bts = config.load_init(opts["config"]).init["bootstrapTokens"]
+    else:
+        token = args[0] if args else tokens.generate()
+        if tokens.split(token) is None:
+            raise KubeadmError(tokens.format_error(token))
+        bts = [{"token": token, "ttl": opts.get("ttl", "24h0m0s"),
+                "description": opts.get("description", ""),
+                "usages": opts.get("usages") or ["signing", "authentication"],
+                "groups": opts.get("groups") or [tokens.DEFAULT_GROUP]}]
+        from .validation import validate_bootstrap_tokens
+        errs = validate_bootstrap_tokens(bts, "bootstrapTokens")
+        if errs:
+            raise out.validation_error(errs)
     client = common.api_client(kc_path)
-    bt = {"token": token, "ttl": opts.get("ttl", "24h0m0s"), "description": opts.get("description", ""),
-          "usages": opts.get("usages") or ["signing", "authentication"],
-          "groups": opts.get("groups") or [tokens.DEFAULT_GROUP]}
-    from .validation import validate_bootstrap_tokens
-    errs = validate_bootstrap_tokens([bt], "bootstrapTokens")
-    if errs:
-        raise out.validation_error(errs)
-    try:
-        common.create_token_secret(client, bt)
-    except kubeclient.ApiError as e:
-        raise KubeadmError("failed to create or update bootstrap token with name %s: %s" % (
-            tokens.SECRET_PREFIX + token.split(".")[0], e.message)) from None
+    for bt in bts:
+        try:
+            common.create_token_secret(client, bt)
+        except kubeclient.ApiError as e:
+            raise KubeadmError("failed to create or update bootstrap token with name %s: %s" % (
+                tokens.SECRET_PREFIX + bt["token"].split(".")[0], e.message)) from None
+    token = bts[0]["token"]
     if opts.get("print-join-command"):
         kc = kubeconfig.load(kc_path)
         key = opts.get("certificate-key", "")
