@@ -62,6 +62,8 @@ struct Cluster {
     joined: Vec<String>,
     /// Members etcd lists that no node backs (a wiped machine's), by node name.
     stale: Vec<String>,
+    /// Node objects the API still has for machines that are not joined (wiped ones).
+    stale_nodes: Vec<String>,
 }
 
 impl Cluster {
@@ -212,6 +214,26 @@ impl Nodes {
                 }
                 Some("kubectl") if argv.contains(&"--raw".to_owned()) => {
                     output(0, &cluster.borrow().nodes_json())
+                }
+                Some("kubectl") if argv.get(4..6) == Some(&["get".into(), "node".into()]) => {
+                    let c = cluster.borrow();
+                    let name = &argv[6];
+                    let exists = c.joined.iter().chain(&c.stale_nodes).any(|n| n == name);
+                    output(
+                        0,
+                        &if exists {
+                            format!("node/{name}\n")
+                        } else {
+                            String::new()
+                        },
+                    )
+                }
+                Some("kubectl") if argv.get(4..6) == Some(&["delete".into(), "node".into()]) => {
+                    let mut c = cluster.borrow_mut();
+                    let name = argv[6].clone();
+                    c.stale_nodes.retain(|n| *n != name);
+                    c.joined.retain(|n| *n != name);
+                    output(0, "")
                 }
                 _ if label.starts_with("etcd-api") => output(0, &cluster.borrow().members_json()),
                 _ if label.starts_with("etcd-health") => {
@@ -640,6 +662,7 @@ async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_agai
     let cluster = Cluster {
         joined: vec!["cp1".into(), "cp3".into(), "w1".into()],
         stale: vec!["cp2".into()],
+        stale_nodes: vec!["cp2".into()],
     };
     let nodes = Nodes::with_cluster(Vec::new(), cluster);
     let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
@@ -660,6 +683,7 @@ async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_agai
         .iter()
         .filter(|s| {
             s.label.contains("member/remove")
+                || s.label.contains("delete node")
                 || (s.node == "cp2"
                     && s.label.starts_with("kubeadm-with-config")
                     && s.argv[6] == "join")
@@ -674,8 +698,9 @@ async fn a_stale_member_of_a_wiped_control_plane_is_removed_before_it_joins_agai
         .collect();
     assert_eq!(
         order,
-        ["cp1: etcd-api", "cp2: kubeadm-with-config"],
-        "removed first, then joined"
+        ["cp1: etcd-api", "cp1: kubectl", "cp2: kubeadm-with-config"],
+        "member removed, then its old Node object deleted (kubeadm refuses to join over a \
+         Ready one), then joined"
     );
     assert!(
         seen_labels(&nodes, "cp3")
@@ -716,6 +741,7 @@ fn built() -> Cluster {
     Cluster {
         joined: vec!["cp1".into(), "cp2".into(), "cp3".into(), "w1".into()],
         stale: Vec::new(),
+        stale_nodes: Vec::new(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
@@ -14,6 +15,10 @@ use crate::inventory::{Bastion, SshTarget};
 
 /// A master left behind by a killed khactl exits after this long without sessions.
 const CONTROL_PERSIST_SECS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(299);
+/// While khactl runs, each master gets a session this often, so its idle timer (which only
+/// counts while no session is open) never reaches [`CONTROL_PERSIST_SECS`]: a long step on one
+/// node (a kubeadm join waits up to 14 minutes) must not close the other nodes' connections.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(120);
 
 /// Settings shared by every connection of one run.
 #[derive(Debug, Clone)]
@@ -33,7 +38,31 @@ pub fn find_ssh_client() -> Result<PathBuf, RemoteError> {
 /// A connected node.
 pub struct SshHost {
     target: SshTarget,
-    session: Session,
+    session: Arc<Session>,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SshHost {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+/// Opens an empty session (`true`) every [`KEEPALIVE_EVERY`] until aborted. It is not a step of
+/// any phase and changes nothing, so it bypasses the run log.
+fn keep_alive(session: Arc<Session>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(KEEPALIVE_EVERY).await;
+            let _ = session
+                .command("true")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+    })
 }
 
 impl SshHost {
@@ -72,8 +101,10 @@ impl SshHost {
             .connect_mux(&destination)
             .await
             .map_err(|e| connect_error(target, &opts.known_hosts, &e))?;
+        let session = Arc::new(session);
         Ok(Self {
             target: target.clone(),
+            keepalive: keep_alive(Arc::clone(&session)),
             session,
         })
     }
@@ -165,7 +196,29 @@ impl Host for SshHost {
 
     fn close(self: Box<Self>) -> HostFuture<'static, Result<(), String>> {
         Box::pin(async move {
-            self.session.close().await.map_err(|e| {
+            self.keepalive.abort();
+            let this = *self;
+            // The aborted keep-alive task drops its clone once it has stopped.
+            let mut session = Arc::clone(&this.session);
+            drop(this);
+            let mut waits = 0;
+            let session = loop {
+                match Arc::try_unwrap(session) {
+                    Ok(s) => break s,
+                    Err(_) if waits == 100 => {
+                        return Err(format!(
+                            "the connection was still in use; its master process exits by \
+                             itself after {CONTROL_PERSIST_SECS} s idle"
+                        ));
+                    }
+                    Err(still_shared) => {
+                        session = still_shared;
+                        waits += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            };
+            session.close().await.map_err(|e| {
                 format!(
                     "closing the SSH connection failed ({e}); its master process exits by \
                      itself after {CONTROL_PERSIST_SECS} s idle"

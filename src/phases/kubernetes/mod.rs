@@ -209,28 +209,49 @@ pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Resul
     }
     // kubeadm leaves the Node object; while it still says Ready, the node's next join is
     // refused ("a Node with name … and status Ready already exists"). kubespray deletes it too.
-    let name = host.node().to_owned();
-    if let Some(member) = etcd_witness(ctx, Some(&name)) {
-        let headline = format!(
-            "delete the Node object {name} (kubectl, on {})",
-            member.node()
-        );
-        ctx.step(member, &headline, async |m| {
-            let cmd = RemoteCommand::new([
-                "kubectl",
-                "--kubeconfig",
-                "/etc/kubernetes/admin.conf",
-                "delete",
-                "node",
-                name.as_str(),
-                "--ignore-not-found",
-            ])
-            .timeout(Duration::from_secs(60));
-            m.run(&cmd).await?;
-            Ok(())
-        })
+    delete_node_object(ctx, host.node()).await
+}
+
+/// Deletes the Node object `name` if the cluster has one (asked on a member control plane):
+/// what a node being (re)joined must not find, since a reinstalled machine's old Node still
+/// says Ready for a while and kubeadm refuses the join. Nothing to do on a fresh cluster.
+pub async fn delete_node_object(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let Some(member) = etcd_witness(ctx, Some(name)) else {
+        return Ok(());
+    };
+    // The member's own API server, not the VIP: after a failed join the load balancer may
+    // still pick the half-joined node's API server while it is being torn down.
+    let server = format!(
+        "--server=https://{}:{}",
+        ctx.node(member.node())?.address,
+        crate::render::kubeadm::API_SERVER_PORT
+    );
+    let kubectl = |args: &[&str]| {
+        let mut argv = vec![
+            "kubectl",
+            "--kubeconfig",
+            "/etc/kubernetes/admin.conf",
+            server.as_str(),
+        ];
+        argv.extend_from_slice(args);
+        RemoteCommand::new(argv).timeout(Duration::from_secs(60))
+    };
+    let found = member
+        .run(&kubectl(&["get", "node", name, "--ignore-not-found", "-o", "name"]).read_only())
         .await?;
+    if found.stdout_str().trim().is_empty() {
+        return Ok(());
     }
+    let headline = format!(
+        "delete the Node object {name} (kubectl, on {})",
+        member.node()
+    );
+    ctx.step(member, &headline, async |m| {
+        m.run(&kubectl(&["delete", "node", name, "--ignore-not-found"]))
+            .await?;
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -239,7 +260,9 @@ pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Resul
 pub async fn reset_leftovers(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
     let traces = kubeadm_traces(ctx.facts_of(host.node())?);
     if traces.is_empty() {
-        return Ok(());
+        // A wiped or reinstalled machine may still have its old Node object, which kubeadm
+        // refuses to join over while it says Ready.
+        return delete_node_object(ctx, host.node()).await;
     }
     let why = format!("an earlier attempt left {}", traces.join(", "));
     reset(ctx, host, &why).await
