@@ -103,54 +103,31 @@ fn local_sha(path: &Path) -> String {
         .to_owned()
 }
 
-/// A stand-in for each listed control plane's kube-apiserver: HTTPS on the node's port 6443
-/// with the serving certificate khactl distributed, answering the agents' health check
-/// (`/readyz`) and any other path with the node's name, so that data sent through the VIP
-/// shows which backend served it. A transient systemd unit, gone with the lab.
-fn serve_apiserver_standins(lab: &Lab, nodes: &[&str]) {
-    const SERVER: &str = "import http.server, ssl, sys\n\
-        class H(http.server.BaseHTTPRequestHandler):\n\
-        \x20   def do_GET(self):\n\
-        \x20       body = (b'ok' if self.path == '/readyz' else sys.argv[1].encode())\n\
-        \x20       self.send_response(200)\n\
-        \x20       self.send_header('Content-Length', str(len(body)))\n\
-        \x20       self.end_headers()\n\
-        \x20       self.wfile.write(body)\n\
-        \x20   def log_message(self, *args):\n\
-        \x20       pass\n\
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-        ctx.load_cert_chain('/etc/kubernetes/pki/apiserver.crt', '/etc/kubernetes/pki/apiserver.key')\n\
-        srv = http.server.ThreadingHTTPServer(('0.0.0.0', 6443), H)\n\
-        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
-        srv.serve_forever()\n";
-    for node in nodes {
-        lab.exec_ok(
-            node,
-            &[
-                "systemd-run",
-                "--quiet",
-                "--unit=apiserver-standin",
-                "python3",
-                "-c",
-                SERVER,
-                node,
-            ],
-        );
-    }
-}
-
 /// Sends an HTTPS request to VIP:port from inside `from` (lab traffic only, bridge checked),
-/// verifying the server against the cluster CA, and returns what answered: the name of the
-/// control plane whose stand-in apiserver the load balancer chose, or `None`.
+/// verifying the server against the cluster CA, and returns which control plane's API server
+/// the load balancer chose, or `None`. The API server's discovery document (`GET /api`) names
+/// the address it advertises (`serverAddressByClientCIDRs`), as a real kube-apiserver does; the
+/// request authenticates with the apiserver-kubelet-client certificate khactl distributed.
 fn vip_serves(lab: &Lab, from: &str, port: &str) -> Option<String> {
-    if lab.read_file(from, "/tmp/cluster-ca.crt").is_none() {
-        let ca = lab
-            .read_file("cp1", CLUSTER_CA)
-            .expect("cp1 has the cluster CA");
-        lab.write_file(from, "/tmp/cluster-ca.crt", &ca);
+    for (name, source) in [
+        ("ca.crt", CLUSTER_CA),
+        (
+            "client.crt",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
+        ),
+        (
+            "client.key",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.key",
+        ),
+    ] {
+        let target = format!("/tmp/vip-probe-{name}");
+        if lab.read_file(from, &target).is_none() {
+            let content = lab.read_file("cp1", source).expect("cp1 has the file");
+            lab.write_file(from, &target, &content);
+        }
     }
     lab.assert_up();
-    let url = format!("https://{}:{port}/who", lab.vip());
+    let url = format!("https://{}:{port}/api", lab.vip());
     let out = lab.exec(
         from,
         &[
@@ -159,12 +136,26 @@ fn vip_serves(lab: &Lab, from: &str, port: &str) -> Option<String> {
             "--max-time",
             "2",
             "--cacert",
-            "/tmp/cluster-ca.crt",
+            "/tmp/vip-probe-ca.crt",
+            "--cert",
+            "/tmp/vip-probe-client.crt",
+            "--key",
+            "/tmp/vip-probe-client.key",
             &url,
         ],
     );
-    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !answer.is_empty()).then_some(answer)
+    if !out.status.success() {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let address = doc["serverAddressByClientCIDRs"][0]["serverAddress"].as_str()?;
+    let ip = address.rsplit_once(':').map_or(address, |(ip, _)| ip);
+    let node = lab
+        .nodes()
+        .iter()
+        .find(|n| n.address.to_string() == ip)
+        .map_or_else(|| format!("unknown address {address}"), |n| n.name.clone());
+    Some(node)
 }
 
 /// Waits until the VIP serves from `from` on `port`; returns which control plane answered.
@@ -335,7 +326,6 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
         "the first control plane has the top priority"
     );
     // Data through the VIP reaches an apiserver (the load balancer's backends) and back.
-    serve_apiserver_standins(&lab, &CONTROL_PLANES);
     for from in ["cp2", "w1"] {
         wait_vip_serves(&lab, from, LB_PORT);
     }
@@ -521,7 +511,6 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     let first = khactl_up(&lab.inventory_path(), state.path(), &[]);
     assert!(first.status.success(), "{}", describe(&first));
     assert_eq!(vip_holders(&lab), ["cp1"]);
-    serve_apiserver_standins(&lab, &CONTROL_PLANES);
     wait_vip_serves(&lab, "cp3", LB_PORT);
 
     // On cp2 something else already listens on the VIP at the port the new inventory moves

@@ -12,6 +12,7 @@ mod support;
 mod agent_install;
 mod cli;
 mod hardening;
+mod kubeadm;
 mod lab_smoke;
 mod pki_consumers;
 mod up;

@@ -3,51 +3,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::support::run::{cluster_state, json_of, sh, text, up};
 use crate::support::{Lab, indexes, khactl_bin, require_root};
-
-/// Runs `khactl up` (plus `extra` flags) with the lab's inventory and its own state dir.
-fn up(lab: &Lab, state: &Path, extra: &[&str]) -> Output {
-    assert!(
-        lab.is_up(),
-        "the lab must be up before khactl may connect to it"
-    );
-    Command::new(khactl_bin())
-        .arg("up")
-        .arg("-i")
-        .arg(lab.inventory_path())
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .env_remove("KHACTL_STATE_DIR")
-        .output()
-        .expect("run khactl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn sh(lab: &Lab, node: &str, script: &str) -> String {
-    let out = lab.exec(node, &["sh", "-c", script]);
-    assert!(out.status.success(), "{node}: {script}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// The one cluster directory khactl made under `--state-dir` (named after the cluster).
-fn cluster_state(base: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(base)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-}
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
 const WORKERS: [&str; 2] = ["w1", "w2"];
@@ -220,12 +179,6 @@ fn up_prepares_every_node_and_gives_each_only_its_own_certificates() {
     assert!(CONTROL_PLANES.contains(&holder), "the VIP holder: {result}");
 }
 
-/// The one JSON document `--output json` prints on stdout.
-fn json_of(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(out)))
-}
-
 #[test]
 fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
     require_root();
@@ -258,6 +211,14 @@ fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
     assert!(
         !err.contains("BEGIN"),
         "a dry run must never print key material"
+    );
+    // It shows every node's kubeadm documents, the bootstrap token redacted.
+    assert!(err.contains("kind: InitConfiguration"), "{}", text(&out));
+    assert!(err.contains("token: \"<redacted>\""), "{}", text(&out));
+    let leaked = crate::support::run::token_shaped(&err);
+    assert!(
+        leaked.is_empty(),
+        "a dry run printed token-shaped text: {leaked:?}"
     );
 
     // The same plan for scripts: one JSON document, a list of changes per node.
@@ -557,7 +518,7 @@ fn a_non_root_user_works_through_sudo_and_is_stopped_without_it() {
         &lab,
         "cp1",
         "printf 'Defaults:deploy runas_default=nobody\\ndeploy ALL=(nobody) NOPASSWD: ALL\\n' \
-         > /etc/sudoers.d/deploy && rm /etc/sysctl.d/99-khactl.conf",
+         > /etc/sudoers.d/deploy && rm /etc/sysctl.d/99-zz-khactl.conf",
     );
     let before = lab.changed_paths("cp1");
     let out = run(&sudo, state.path());

@@ -31,7 +31,21 @@ have_packages() {
 	[[ $(grep -cx installed <<<"$status") -eq ${#PACKAGES[@]} ]]
 }
 
-if have_packages; then
+# Debian's own kubectl (kubernetes-client), unpacked beside the system rather than installed:
+# another package may own /usr/bin/kubectl (this kind of machine ships Google's). The lab
+# tests check the admin.conf khactl hands out with this client.
+readonly DEBIAN_KUBECTL_DIR=/opt/khalab/kubernetes-client
+have_debian_kubectl() { [[ -x $DEBIAN_KUBECTL_DIR/usr/bin/kubectl ]]; }
+unpack_debian_kubectl() {
+	local tmp
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -o APT::Sandbox::User=root kubernetes-client)
+	mkdir -p "$DEBIAN_KUBECTL_DIR"
+	dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$DEBIAN_KUBECTL_DIR"
+	rm -rf "$tmp"
+}
+
+if have_packages && have_debian_kubectl; then
 	echo "install-deps.sh: everything is installed"
 	exit 0
 fi
@@ -51,3 +65,4 @@ trap cleanup EXIT
 
 apt-get update
 apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+have_debian_kubectl || unpack_debian_kubectl

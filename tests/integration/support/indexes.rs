@@ -50,3 +50,11 @@ pub const HARDENING_FOREIGN_PKI: u8 = 61;
 pub const HARDENING_LOCK: u8 = 62;
 /// `hardening`: a rotated host key with a state directory holding spaces and quotes.
 pub const HARDENING_HOSTKEY: u8 = 63;
+/// `kubeadm`: a 3+2 cluster from fresh nodes, through the VIP, a second run changes nothing.
+pub const KUBEADM_CLUSTER: u8 = 70;
+/// `kubeadm`: khactl SIGKILLed right after the first control-plane join.
+pub const KUBEADM_KILLED: u8 = 71;
+/// `kubeadm`: a control plane wiped out of band rejoins.
+pub const KUBEADM_WIPED: u8 = 72;
+/// `kubeadm`: a failure injected into the second join.
+pub const KUBEADM_FAILED_JOIN: u8 = 73;
