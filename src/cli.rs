@@ -63,6 +63,71 @@ pub enum Command {
     /// planes into the state directory, so `up` keeps them instead of refusing the cluster.
     #[command(after_long_help = ADOPT_PKI_HELP)]
     AdoptPki(AdoptPkiArgs),
+    /// Add a control plane the inventory names to the running cluster, without an outage.
+    #[command(after_long_help = ADD_MASTER_HELP)]
+    AddMaster(GrowArgs),
+    /// Add a worker the inventory names to the running cluster.
+    #[command(after_long_help = ADD_WORKER_HELP)]
+    AddWorker(GrowArgs),
+}
+
+const ADD_MASTER_HELP: &str = "\
+What it does, in order (nothing changes until step 2 passes):
+  1. connects to the control planes (and only them) and reads the cluster
+  2. refuses unless the cluster is healthy: every etcd member answers, every API server
+     is ready on its own address, exactly one node holds the VIP; refuses a new size that
+     is even unless --yes (an even etcd survives no more failures than one member fewer)
+  3. prepares NODE and gives it its certificates (no other node's are re-issued)
+  4. removes a stale etcd member with NODE's name or peer URL, then `kubeadm join`s it
+     and waits until it is an etcd voter with a ready API server; a failed join is reset
+     and its member removed, leaving the cluster as it was
+  5. only then reloads every running agent with the new backend and VRRP peer (a reload:
+     no restart, no VIP move, no dropped connection) and installs NODE's agent as a backup
+
+Examples:
+  khactl add-master cp4 -i inventory.yaml --dry-run
+  khactl add-master cp4 -i inventory.yaml --yes     # 3 -> 4 members: even, accepted";
+
+const ADD_WORKER_HELP: &str = "\
+Prepares NODE, joins it as a worker and checks it registered; other workers are neither
+contacted nor changed. The cluster must exist and be healthy.
+
+Examples:
+  khactl add-worker w3 -i inventory.yaml";
+
+#[derive(Debug, Args)]
+pub struct GrowArgs {
+    /// The node to add, as the inventory names it.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Show what would change, per node; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Accept an even number of etcd members (add-master).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// The khagent binary to install [default: `khagent` next to the khactl executable].
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+}
+
+impl GrowArgs {
+    pub fn options(&self, role: crate::inventory::Role) -> crate::commands::grow::GrowOptions {
+        crate::commands::grow::GrowOptions {
+            nodes: self.nodes.options(),
+            node: self.node.clone(),
+            role,
+            dry_run: self.dry_run,
+            yes: self.yes,
+            agent_binary: self.agent_binary.clone(),
+        }
+    }
 }
 
 const RENDER_HELP: &str = "\

@@ -6,7 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
-use khactl::commands::{ExitCode, UsageError, adopt_pki, render, up, validate};
+use khactl::commands::{ExitCode, UsageError, adopt_pki, grow, render, up, validate};
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
 use khactl::phases::{NodesFailed, RunInterrupted};
@@ -53,6 +53,35 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let result = runtime.block_on(adopt_pki::run(&args.options(), reporter))?;
             print_result(cli, "adopt-pki", &result, &result.text(), Stream::Stderr)
         }
+        Command::AddMaster(args) | Command::AddWorker(args) => {
+            let role = match &cli.command {
+                Command::AddMaster(_) => khactl::inventory::Role::ControlPlane,
+                _ => khactl::inventory::Role::Worker,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(grow::run(&args.options(role), reporter))?;
+            print_result(
+                cli,
+                command_name(&cli.command),
+                &result,
+                &result.text(),
+                Stream::Stderr,
+            )
+        }
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Up(_) => "up",
+        Command::Validate(_) => "validate",
+        Command::Render(_) => "render",
+        Command::AdoptPki(_) => "adopt-pki",
+        Command::AddMaster(_) => "add-master",
+        Command::AddWorker(_) => "add-worker",
     }
 }
 
@@ -174,12 +203,7 @@ fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
         eprintln!("  hint: {hint}");
     }
     if cli.output == Output::Json {
-        let command = match &cli.command {
-            Command::Up(_) => "up",
-            Command::Validate(_) => "validate",
-            Command::Render(_) => "render",
-            Command::AdoptPki(_) => "adopt-pki",
-        };
+        let command = command_name(&cli.command);
         let doc: Document<'_, ()> = Document {
             command,
             ok: false,

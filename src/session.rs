@@ -148,6 +148,7 @@ impl Loaded {
             interrupt,
             verb: verb.to_owned(),
             inventory_path: Some(self.options.inventory.clone()),
+            scope: None,
         };
         let mut ctx = Context::new(self.inventory, settings, state, report, connector);
         ctx.state_lock = Some(lock);

@@ -147,12 +147,7 @@ impl AdoptPkiResult {
              node under /var/lib/khactl/backup/)"
                 .to_owned(),
         );
-        let log = self
-            .log
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        lines.push(format!("log: {log}"));
+        lines.push(super::log_line(self.log.as_deref()));
         lines
     }
 }

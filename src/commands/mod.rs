@@ -3,11 +3,20 @@
 //! result that `main` prints as text or JSON. Commands never print.
 
 pub mod adopt_pki;
+pub mod grow;
 pub mod render;
 pub mod up;
 pub mod validate;
 
 pub use crate::session::UsageError;
+
+/// The last line of a command's text: where its run log is.
+pub fn log_line(log: Option<&std::path::Path>) -> String {
+    format!(
+        "log: {}",
+        log.map(|p| p.display().to_string()).unwrap_or_default()
+    )
+}
 
 /// How khactl exits; documented in `khactl --help` and `docs/operations.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

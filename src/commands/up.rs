@@ -99,6 +99,22 @@ pub struct NodeResult {
     pub changes: Vec<ChangeRecord>,
 }
 
+impl NodeResult {
+    /// Every node of the run's inventory, with what changed on it.
+    pub fn all(f: &Finished) -> Vec<NodeResult> {
+        f.inventory
+            .nodes
+            .iter()
+            .map(|n| NodeResult {
+                name: n.name.to_string(),
+                role: n.role.as_str(),
+                address: n.address.to_string(),
+                changes: f.journal.get(n.name.as_str()).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VipResult {
@@ -108,30 +124,25 @@ pub struct VipResult {
     pub holder: Option<String>,
 }
 
+impl VipResult {
+    pub fn of(f: &Finished) -> VipResult {
+        VipResult {
+            address: f.inventory.vip.address.to_string(),
+            port: f.inventory.vip.port.get(),
+            holder: f.cluster.vip_holder.clone(),
+        }
+    }
+}
+
 impl UpResult {
     fn from_finished(f: &Finished) -> Self {
-        let inv = &f.inventory;
-        let nodes = inv
-            .nodes
-            .iter()
-            .map(|n| NodeResult {
-                name: n.name.to_string(),
-                role: n.role.as_str(),
-                address: n.address.to_string(),
-                changes: f.journal.get(n.name.as_str()).cloned().unwrap_or_default(),
-            })
-            .collect();
         UpResult {
             dry_run: f.mode == Mode::Plan,
-            cluster: inv.cluster.name.to_string(),
-            nodes,
+            cluster: f.inventory.cluster.name.to_string(),
+            nodes: NodeResult::all(f),
             total_changes: f.total_changes(),
             nodes_changed: f.nodes_changed(),
-            vip: VipResult {
-                address: inv.vip.address.to_string(),
-                port: inv.vip.port.get(),
-                holder: f.cluster.vip_holder.clone(),
-            },
+            vip: VipResult::of(f),
             log: f.log.clone(),
         }
     }
@@ -147,11 +158,6 @@ impl UpResult {
             (false, 0) => "up: nothing to change, every node was already up to date".to_owned(),
             (false, n) => format!("up: made {n} change(s) on {nodes} node(s)"),
         };
-        let log = self
-            .log
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        vec![first, format!("log: {log}")]
+        vec![first, super::log_line(self.log.as_deref())]
     }
 }

@@ -34,6 +34,9 @@ pub struct Settings {
     pub verb: String,
     /// The inventory file, for commands a message tells the user to run.
     pub inventory_path: Option<std::path::PathBuf>,
+    /// The nodes host preparation and certificate distribution may change (`add-master`,
+    /// `add-worker`: the new node only); `None`: every node.
+    pub scope: Option<std::collections::BTreeSet<String>>,
 }
 
 pub struct Context {
@@ -123,6 +126,14 @@ impl Context {
         self.facts
             .get(node)
             .ok_or_else(|| anyhow::anyhow!("internal: no facts gathered for {node}"))
+    }
+
+    /// Whether host preparation and certificate distribution may change `node` in this run.
+    pub fn in_scope(&self, node: &str) -> bool {
+        self.settings
+            .scope
+            .as_ref()
+            .is_none_or(|s| s.contains(node))
     }
 
     pub fn node(&self, name: &str) -> anyhow::Result<&Node> {

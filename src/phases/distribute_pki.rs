@@ -61,7 +61,7 @@ impl Phase for DistributePki {
             let results = c
                 .fleet()?
                 .each(
-                    |_| true,
+                    |h| c.in_scope(h.node()),
                     async |host| {
                         let node = c.node(host.node())?;
                         let facts = c.facts_of(host.node())?;

@@ -195,7 +195,7 @@ impl Phase for PrepareHosts {
             let results = c
                 .fleet()?
                 .each(
-                    |_| true,
+                    |h| c.in_scope(h.node()),
                     async |host| {
                         let facts = c.facts_of(host.node())?;
                         let (changes, warnings) = plan_node(&c.inventory, facts)?;

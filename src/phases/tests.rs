@@ -1142,3 +1142,127 @@ async fn a_removed_control_plane_found_clean_is_forgotten() {
     run(&mut ctx, up_phases()).await.unwrap();
     assert_eq!(recorded(&record), ["cp1", "cp2", "cp3"]);
 }
+
+fn grow_options(
+    node: &str,
+    role: crate::inventory::Role,
+    yes: bool,
+) -> crate::commands::grow::GrowOptions {
+    crate::commands::grow::GrowOptions {
+        nodes: NodeOptions {
+            inventory: "unused".into(),
+            parallelism: 10,
+            connect_timeout: std::time::Duration::from_secs(1),
+            state_dir: None,
+        },
+        node: node.to_owned(),
+        role,
+        dry_run: false,
+        yes,
+        agent_binary: None,
+    }
+}
+
+/// Nodes a run changed through the gate (file writes, sysctls, services, kubeadm).
+fn changed_nodes(nodes: &Nodes) -> std::collections::BTreeSet<String> {
+    nodes
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.label.starts_with("write-files")
+                || s.label.starts_with("sysctl-write")
+                || s.label
+                    .starts_with("kubeadm-with-config /run/khactl/kubeadm-join")
+                || s.label.contains("service khagent")
+        })
+        .map(|s| s.node.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn add_master_prepares_and_joins_only_the_new_node_and_never_contacts_a_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        joined: vec!["cp1".into(), "cp2".into(), "w1".into()],
+        ..Cluster::default()
+    };
+    let nodes = Nodes::with_cluster(Vec::new(), cluster);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let opts = grow_options("cp3", crate::inventory::Role::ControlPlane, false);
+    crate::commands::grow::narrow(&mut ctx, "cp3");
+    run(&mut ctx, crate::commands::grow::phases(&opts))
+        .await
+        .unwrap();
+    assert!(
+        nodes.seen().iter().all(|s| s.node != "w1"),
+        "no worker is contacted"
+    );
+    let prepared: std::collections::BTreeSet<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.label.starts_with("sysctl-write")
+                || (s.label.starts_with("write-files")
+                    && s.argv.iter().any(|a| {
+                        a.starts_with("/etc/kubernetes/pki/") || a.starts_with("/etc/sysctl.d/")
+                    }))
+        })
+        .map(|s| s.node.clone())
+        .collect();
+    // (The other control planes get the agent's new config: that is the reload.)
+    assert_eq!(
+        prepared,
+        std::collections::BTreeSet::from(["cp3".to_owned()]),
+        "only cp3 is prepared and given certificates"
+    );
+    let joins: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.label.starts_with("kubeadm-with-config") && s.argv[6] == "join")
+        .map(|s| s.node.clone())
+        .collect();
+    assert_eq!(joins, ["cp3"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn add_master_to_an_even_size_is_refused_without_yes_before_any_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        joined: vec!["cp1".into(), "w1".into()],
+        ..Cluster::default()
+    };
+    let nodes = Nodes::with_cluster(Vec::new(), cluster);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    // The inventory's cp3 is not joined either: drop it, as a user growing 1 -> 2 would.
+    ctx.inventory.nodes.retain(|n| n.name.as_str() != "cp3");
+    let opts = grow_options("cp2", crate::inventory::Role::ControlPlane, false);
+    crate::commands::grow::narrow(&mut ctx, "cp2");
+    let err = run(&mut ctx, crate::commands::grow::phases(&opts))
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("etcd would have 2 members"), "{text}");
+    assert!(changed_nodes(&nodes).is_empty(), "{:?}", nodes.seen());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn add_master_refuses_while_another_control_plane_of_the_inventory_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        joined: vec!["cp1".into(), "w1".into()],
+        ..Cluster::default()
+    };
+    let nodes = Nodes::with_cluster(Vec::new(), cluster);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let opts = grow_options("cp3", crate::inventory::Role::ControlPlane, true);
+    crate::commands::grow::narrow(&mut ctx, "cp3");
+    let err = run(&mut ctx, crate::commands::grow::phases(&opts))
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cp2 is in the inventory but not in the cluster"),
+        "{text}"
+    );
+    assert!(changed_nodes(&nodes).is_empty(), "{:?}", nodes.seen());
+}

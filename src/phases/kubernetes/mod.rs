@@ -18,6 +18,7 @@
 //! removed after use, and is blanked in every output khactl logs or shows.
 
 mod check;
+mod grow;
 mod init;
 mod join_control_planes;
 mod join_workers;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use check::CheckKubeadm;
+pub use grow::CheckGrowth;
 pub use init::InitCluster;
 pub use join_control_planes::JoinControlPlanes;
 pub use join_workers::JoinWorkers;

@@ -1,0 +1,224 @@
+//! `khactl add-master NAME` and `khactl add-worker NAME`: add one node the inventory names to
+//! a running cluster, without an outage. The runbook is [`phases`]: the gate
+//! ([`CheckGrowth`]) refuses an unhealthy cluster before anything changes; only the new node is
+//! prepared and given its certificates; a control plane joins (a stale member of its name
+//! removed first, a failed join reset and its member removed) and only once it is an etcd voter
+//! with a ready API server do the running agents learn it as a backend and VRRP peer, by
+//! reload — no restart, no VIP move — and the new node gets its agent as a backup.
+//!
+//! The session sees the control planes (every agent is reloaded, etcd and the API are asked
+//! there) and, for `add-worker`, the new worker: other workers are neither contacted nor
+//! changed, so one that is down does not block the command.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::UsageError;
+use super::up::{NodeResult, VipResult, load_agent};
+use crate::inventory::Role;
+use crate::phases::kubernetes::CheckGrowth;
+use crate::phases::{
+    CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts, GeneratePki,
+    InstallAgent, JoinControlPlanes, JoinWorkers, Mode, Phase, Preflight, PrepareHosts,
+    VerifyCluster, WaitForVip,
+};
+use crate::report::Reporter;
+use crate::session::{self, Finished, NodeOptions};
+
+#[derive(Debug, Clone)]
+pub struct GrowOptions {
+    pub nodes: NodeOptions,
+    /// The node to add, as the inventory names it.
+    pub node: String,
+    /// `ControlPlane` for `add-master`, `Worker` for `add-worker`.
+    pub role: Role,
+    pub dry_run: bool,
+    /// Accept an even number of etcd members.
+    pub yes: bool,
+    pub agent_binary: Option<PathBuf>,
+}
+
+impl GrowOptions {
+    fn verb(&self) -> &'static str {
+        match self.role {
+            Role::ControlPlane => "add-master",
+            Role::Worker => "add-worker",
+        }
+    }
+}
+
+/// The phases, in runbook order.
+pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
+    let gate = Box::new(CheckGrowth {
+        node: opts.node.clone(),
+        role: opts.role,
+        allow_even: opts.yes,
+    });
+    match opts.role {
+        Role::ControlPlane => vec![
+            Box::new(GeneratePki),
+            Box::new(Connect),
+            Box::new(GatherFacts),
+            Box::new(Preflight),
+            Box::new(FormerNodes),
+            Box::new(CheckKubeadm),
+            gate,
+            Box::new(PrepareHosts),
+            Box::new(DistributePki),
+            // Joined and ready before any agent sends it traffic.
+            Box::new(JoinControlPlanes),
+            Box::new(InstallAgent),
+            Box::new(WaitForVip),
+            Box::new(VerifyCluster),
+        ],
+        Role::Worker => vec![
+            Box::new(GeneratePki),
+            Box::new(Connect),
+            Box::new(GatherFacts),
+            Box::new(Preflight),
+            Box::new(CheckKubeadm),
+            gate,
+            Box::new(PrepareHosts),
+            Box::new(DistributePki),
+            Box::new(JoinWorkers),
+            Box::new(VerifyCluster),
+        ],
+    }
+}
+
+/// What the run sees: the control planes and `node` (no other worker is contacted), and what
+/// it may prepare: `node` only.
+pub fn narrow(ctx: &mut Context, node: &str) {
+    ctx.inventory
+        .nodes
+        .retain(|n| n.role == Role::ControlPlane || n.name.as_str() == node);
+    ctx.settings.scope = Some(BTreeSet::from([node.to_owned()]));
+}
+
+pub async fn run(opts: &GrowOptions, reporter: Box<dyn Reporter>) -> anyhow::Result<GrowResult> {
+    let loaded = session::load(&opts.nodes)?;
+    let verb = opts.verb();
+    let Some(node) = loaded.inventory.node(&opts.node) else {
+        let known: Vec<&str> = loaded
+            .inventory
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        return Err(UsageError::new(format!(
+            "{verb}: {} is not in the inventory (it names {})",
+            opts.node,
+            known.join(", ")
+        ))
+        .hint(format!(
+            "add it to `nodes` in {} first (role: {}), then run `khactl {verb} {}`",
+            opts.nodes.inventory.display(),
+            opts.role.as_str(),
+            opts.node
+        ))
+        .into());
+    };
+    if node.role != opts.role {
+        let other = match node.role {
+            Role::ControlPlane => "add-master",
+            Role::Worker => "add-worker",
+        };
+        return Err(UsageError::new(format!(
+            "{verb}: {} is a {} in the inventory",
+            opts.node,
+            node.role.as_str()
+        ))
+        .hint(format!("use `khactl {other} {}`", opts.node))
+        .into());
+    }
+    let agent = match opts.role {
+        Role::ControlPlane => Some(Arc::new(load_agent(opts.agent_binary.as_deref())?)),
+        Role::Worker => None,
+    };
+    let mode = if opts.dry_run {
+        Mode::Plan
+    } else {
+        Mode::Apply
+    };
+    let mut ctx = loaded.start(verb, mode, reporter)?;
+    ctx.settings.agent_binary = agent;
+    narrow(&mut ctx, &opts.node);
+    let result = session::run(&mut ctx, phases(opts)).await;
+    let finished = session::finish(ctx, result).await?;
+    Ok(GrowResult::from_finished(opts, &finished))
+}
+
+/// What `add-master` / `add-worker` did (or would do). Field names are stable: see
+/// `docs/output.md`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrowResult {
+    pub dry_run: bool,
+    pub cluster: String,
+    /// The node added.
+    pub node: String,
+    pub role: &'static str,
+    /// Every node the command reached, with what changed on it (the agents' reloads on the
+    /// other control planes, everything on the new node).
+    pub nodes: Vec<NodeResult>,
+    pub total_changes: usize,
+    /// The etcd voters at the end (control planes only; empty in a dry run).
+    pub etcd_voters: Vec<String>,
+    pub vip: VipResult,
+    pub log: Option<PathBuf>,
+}
+
+impl GrowResult {
+    fn from_finished(opts: &GrowOptions, f: &Finished) -> Self {
+        let etcd_voters = f
+            .cluster
+            .etcd
+            .iter()
+            .filter(|m| !m.is_learner && !m.name.is_empty())
+            .map(|m| m.name.clone())
+            .collect();
+        GrowResult {
+            dry_run: f.mode == Mode::Plan,
+            cluster: f.inventory.cluster.name.to_string(),
+            node: opts.node.clone(),
+            role: opts.role.as_str(),
+            nodes: NodeResult::all(f),
+            total_changes: f.total_changes(),
+            etcd_voters,
+            vip: VipResult::of(f),
+            log: f.log.clone(),
+        }
+    }
+
+    pub fn text(&self) -> Vec<String> {
+        let verb = if self.role == Role::ControlPlane.as_str() {
+            "add-master"
+        } else {
+            "add-worker"
+        };
+        let first = match (self.dry_run, self.total_changes) {
+            (true, 0) => format!("dry run: {} needs no change", self.node),
+            (true, n) => format!(
+                "dry run: {n} change(s) planned to add {}; nothing was changed",
+                self.node
+            ),
+            (false, 0) => format!(
+                "{verb}: {} was already in the cluster; nothing changed",
+                self.node
+            ),
+            (false, n) => format!("{verb}: {} is in the cluster ({n} change(s))", self.node),
+        };
+        let mut lines = vec![first];
+        if !self.etcd_voters.is_empty() {
+            lines.push(format!("etcd voters: {}", self.etcd_voters.join(", ")));
+        }
+        if let Some(h) = &self.vip.holder {
+            lines.push(format!("VIP {} held by {h}", self.vip.address));
+        }
+        lines.push(super::log_line(self.log.as_deref()));
+        lines
+    }
+}
