@@ -6,7 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
-use khactl::commands::{ExitCode, UsageError, adopt_pki, render, up, validate};
+use khactl::commands::{ExitCode, UsageError, adopt_pki, failover_test, render, up, validate};
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
 use khactl::phases::{NodesFailed, RunInterrupted};
@@ -52,6 +52,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let reporter = report::for_terminal(cli.verbose);
             let result = runtime.block_on(adopt_pki::run(&args.options(), reporter))?;
             print_result(cli, "adopt-pki", &result, &result.text(), Stream::Stderr)
+        }
+        Command::FailoverTest(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(failover_test::run(&args.options(), reporter))?;
+            print_result(
+                cli,
+                "failover-test",
+                &result,
+                &result.text(),
+                Stream::Stderr,
+            )?;
+            // Every figure is printed; then a missed target fails the run, naming it.
+            let missed = result.missed();
+            if missed.is_empty() {
+                Ok(())
+            } else {
+                Err(failover_test::TargetsMissed { missed }.into())
+            }
         }
     }
 }
@@ -173,12 +194,16 @@ fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
     for hint in &hints {
         eprintln!("  hint: {hint}");
     }
-    if cli.output == Output::Json {
+    // A drill that missed targets printed its whole result already (with `passed: false`);
+    // one JSON document on stdout, so no second one for the error.
+    let result_printed = e.chain().any(|c| c.is::<failover_test::TargetsMissed>());
+    if cli.output == Output::Json && !result_printed {
         let command = match &cli.command {
             Command::Up(_) => "up",
             Command::Validate(_) => "validate",
             Command::Render(_) => "render",
             Command::AdoptPki(_) => "adopt-pki",
+            Command::FailoverTest(_) => "failover-test",
         };
         let doc: Document<'_, ()> = Document {
             command,
