@@ -11,6 +11,7 @@ mod support;
 
 mod agent_install;
 mod cli;
+mod failover;
 mod hardening;
 mod lab_smoke;
 mod pki_consumers;

@@ -95,7 +95,7 @@ impl Scenario {
             // interval) and the preempt delay (5 s) ran out; new connections are retried on
             // another API server meanwhile, so the API stays up.
             Scenario::ApiserverDown => Targets {
-                max_takeover_ms: Some(9_000.0),
+                max_takeover_ms: Some(10_000.0),
                 max_api_unavailable_ms: Some(1_000.0),
                 ..base
             },

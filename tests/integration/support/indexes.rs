@@ -50,3 +50,6 @@ pub const HARDENING_FOREIGN_PKI: u8 = 61;
 pub const HARDENING_LOCK: u8 = 62;
 /// `hardening`: a rotated host key with a state directory holding spaces and quotes.
 pub const HARDENING_HOSTKEY: u8 = 63;
+/// `failover`: a 3-master cluster (`khactl up`) the drill breaks and restores (both tests,
+/// one drill at a time). 81..=86 are reserved for failover work.
+pub const FAILOVER: u8 = 80;
