@@ -69,6 +69,10 @@ pub enum Command {
     /// Add a worker the inventory names to the running cluster.
     #[command(after_long_help = ADD_WORKER_HELP)]
     AddWorker(GrowArgs),
+    /// Break the control plane on purpose, one scenario at a time, and measure what users of
+    /// the API through the VIP feel; restore each. Exit 1 names a target that was missed.
+    #[command(after_long_help = FAILOVER_HELP)]
+    FailoverTest(FailoverTestArgs),
 }
 
 const ADD_MASTER_HELP: &str = "\
@@ -301,6 +305,110 @@ impl UpArgs {
             nodes: self.nodes.options(),
             dry_run: self.dry_run,
             agent_binary: self.agent_binary.clone(),
+        }
+    }
+}
+
+const FAILOVER_HELP: &str = "\
+Scenarios, in this order: agent-crash (SIGKILL the VIP holder's khagent), agent-stop
+(stop it cleanly), apiserver-down (the holder's kube-apiserver manifest moved out of
+/etc/kubernetes/manifests), etcd-member-down (another control plane's etcd manifest
+moved), network-cut (the holder's interface down; a timer armed on the node first brings
+it back after 5 s), node-down (your --node-down-cmd/--node-up-cmd, {node} = the name).
+The cluster must be whole first (every agent up, one VIP holder, every API server ready,
+every etcd member healthy) and is waited for between scenarios. A prober calls /readyz
+through the VIP every --probe-interval (TLS verified against the state directory's CA)
+and keeps one long-lived connection; the agents' event logs say when the VIP moved.
+Default targets per scenario: docs/failover.md. Ctrl-C or an error restores what was
+broken.
+
+Examples:
+  khactl failover-test -i inventory.yaml
+  khactl failover-test -i inventory.yaml --yes --output json --report drill.html
+  khactl failover-test -i inventory.yaml --scenario agent-crash --max-api-unavailable 500ms
+  khactl failover-test -i inventory.yaml --scenario node-down \\
+      --node-down-cmd 'virsh destroy {node}' --node-up-cmd 'virsh start {node}'";
+
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::commands::failover_test::parse_duration(text)
+}
+
+/// `failover-test`'s options.
+#[derive(Debug, Args)]
+pub struct FailoverTestArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Break things without asking first.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Run only this scenario.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub scenario: Option<crate::phases::failover::scenario::Scenario>,
+
+    /// Write a self-contained HTML report with a timeline per scenario.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+
+    /// Command that takes a node down for node-down ({node} = its inventory name).
+    #[arg(long, value_name = "CMD")]
+    pub node_down_cmd: Option<String>,
+
+    /// Command that brings it back.
+    #[arg(long, value_name = "CMD")]
+    pub node_up_cmd: Option<String>,
+
+    /// Target: break → another node holds the VIP (e.g. 500ms), for every scenario run.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_takeover: Option<Duration>,
+
+    /// Target: time the API through the VIP failed.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_api_unavailable: Option<Duration>,
+
+    /// Target: break → a new long-lived connection works (when the old one broke).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_long_lived_recovery: Option<Duration>,
+
+    /// Target: time with two VIP holders at once.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_split_brain: Option<Duration>,
+
+    /// Target: restore → the control plane whole again.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_healthy_after: Option<Duration>,
+
+    /// How often the prober starts a fresh /readyz call through the VIP (10ms..=100ms).
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = probe_interval)]
+    pub probe_interval: Duration,
+}
+
+fn probe_interval(text: &str) -> Result<Duration, String> {
+    let d = duration(text)?;
+    if d < Duration::from_millis(10) || d > Duration::from_millis(100) {
+        return Err(format!("{text}: between 10ms and 100ms"));
+    }
+    Ok(d)
+}
+
+impl FailoverTestArgs {
+    pub fn options(&self) -> crate::commands::failover_test::FailoverOptions {
+        crate::commands::failover_test::FailoverOptions {
+            nodes: self.nodes.options(),
+            yes: self.yes,
+            scenario: self.scenario,
+            targets: crate::commands::failover_test::TargetOverrides {
+                max_takeover: self.max_takeover,
+                max_api_unavailable: self.max_api_unavailable,
+                max_long_lived_recovery: self.max_long_lived_recovery,
+                max_split_brain: self.max_split_brain,
+                max_healthy_after: self.max_healthy_after,
+            },
+            node_down_cmd: self.node_down_cmd.clone(),
+            node_up_cmd: self.node_up_cmd.clone(),
+            report: self.report.clone(),
+            probe_interval: self.probe_interval,
         }
     }
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
-use khactl::commands::{ExitCode, UsageError, adopt_pki, grow, render, up, validate};
+use khactl::commands::{
+    ExitCode, UsageError, adopt_pki, failover_test, grow, render, up, validate,
+};
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
 use khactl::phases::{NodesFailed, RunInterrupted};
@@ -71,6 +73,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 Stream::Stderr,
             )
         }
+        Command::FailoverTest(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(failover_test::run(&args.options(), reporter))?;
+            print_result(
+                cli,
+                "failover-test",
+                &result,
+                &result.text(),
+                Stream::Stderr,
+            )?;
+            // Every figure is printed; then a missed target fails the run, naming it.
+            let missed = result.missed();
+            if missed.is_empty() {
+                Ok(())
+            } else {
+                Err(failover_test::TargetsMissed { missed }.into())
+            }
+        }
     }
 }
 
@@ -82,6 +105,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::AdoptPki(_) => "adopt-pki",
         Command::AddMaster(_) => "add-master",
         Command::AddWorker(_) => "add-worker",
+        Command::FailoverTest(_) => "failover-test",
     }
 }
 
@@ -202,7 +226,10 @@ fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
     for hint in &hints {
         eprintln!("  hint: {hint}");
     }
-    if cli.output == Output::Json {
+    // A drill that missed targets printed its whole result already (with `passed: false`);
+    // one JSON document on stdout, so no second one for the error.
+    let result_printed = e.chain().any(|c| c.is::<failover_test::TargetsMissed>());
+    if cli.output == Output::Json && !result_printed {
         let command = command_name(&cli.command);
         let doc: Document<'_, ()> = Document {
             command,

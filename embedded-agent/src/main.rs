@@ -28,6 +28,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
 use khagent::config::{Config, Loaded};
+use khagent::events::EventLog;
 use khagent::health::{self, Plan};
 use khagent::lb::Lb;
 use khagent::status::{self, log};
@@ -166,9 +167,16 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (track_tx, track_rx) = watch::channel(TrackState::default());
+    let events = Arc::new(EventLog::default());
     let vrrp_handle = match config.vrrp.clone() {
         Some(settings) => Some(
-            vrrp::spawn(settings, track_rx.clone(), shutdown.clone()).map_err(|e| e.to_string())?,
+            vrrp::spawn(
+                settings,
+                track_rx.clone(),
+                shutdown.clone(),
+                Arc::clone(&events),
+            )
+            .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
@@ -183,7 +191,12 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     };
     let (plans_tx, plans_rx) = watch::channel(plan(lb.current(), &config, tls));
     let (tracks_tx, tracks_rx) = watch::channel(Arc::new(config.track.clone()));
-    let health_task = health::spawn(plans_rx, Arc::clone(&changed), shutdown.clone());
+    let health_task = health::spawn(
+        plans_rx,
+        Arc::clone(&changed),
+        shutdown.clone(),
+        Arc::clone(&events),
+    );
     let track_task =
         health::track::spawn(lb.clone(), tracks_rx, track_tx, changed, shutdown.clone());
     let reloads = Arc::new(AtomicU64::new(0));
@@ -206,6 +219,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
                 }),
             started,
             reloads: Arc::clone(&reloads),
+            events: Arc::clone(&events),
         };
         tokio::spawn(status::run(listener, ctx, shutdown.clone()))
     });

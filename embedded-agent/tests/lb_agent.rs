@@ -1280,6 +1280,76 @@ fn healthz_fails_when_no_backend_is_healthy() {
 }
 
 #[test]
+fn a_backend_going_down_is_in_the_event_log_with_its_reason_and_time() {
+    let a = Backend::start("a");
+    let agent = Agent::start(&format!(
+        "{}health: {{interval: 50ms, timeout: 50ms, fall: 2, rise: 1}}\n",
+        backends_yaml(&[&a])
+    ));
+    agent.wait_backend_health("a", true);
+    let events = |query: &str| -> Value {
+        let (code, head, body) = agent.get(&format!("/events{query}"), None);
+        assert_eq!(code, 200, "{head}{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let before_stop = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    a.stop();
+    wait_for("the down event", || {
+        events("")["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["to"] == "down")
+    });
+    let page = events("");
+    let down = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"] == "down")
+        .unwrap()
+        .clone();
+    assert_eq!(down["kind"], "backend");
+    assert_eq!(down["backend"], "a");
+    assert_eq!(down["from"], "up");
+    let reason = down["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("2 consecutive checks failed"),
+        "{reason}"
+    );
+    let at = down["unix_us"].as_u64().unwrap();
+    assert!(
+        at >= before_stop,
+        "stamped after the backend stopped: {down}"
+    );
+    assert!(down["monotonic_us"].as_u64().unwrap() > 0);
+    assert_eq!(page["capacity"], 512);
+    // `since` pages on from a sequence number; a bad one is refused.
+    let seq = down["seq"].as_u64().unwrap();
+    assert!(
+        events(&format!("?since={seq}"))["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["seq"].as_u64().unwrap() > seq)
+    );
+    assert_eq!(agent.get("/events?since=x", None).0, 400);
+    // /status shows the newest events too.
+    let st = agent.status_json();
+    assert!(
+        st["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["seq"] == seq),
+        "{st}"
+    );
+}
+
+#[test]
 fn basic_auth_guards_every_page_but_healthz() {
     let a = Backend::start("a");
     let dir = temp_dir("auth");
@@ -1292,7 +1362,7 @@ fn basic_auth_guards_every_page_but_healthz() {
     let agent = Agent::start_with_status(&backends_yaml(&[&a]), &auth);
     // base64("admin:s3cret"), base64("admin:wrong")
     let (good, bad) = ("YWRtaW46czNjcmV0", "YWRtaW46d3Jvbmc=");
-    for path in ["/", "/status", "/metrics"] {
+    for path in ["/", "/status", "/metrics", "/events"] {
         let (code, head, _) = agent.get(path, None);
         assert_eq!(code, 401, "{path}");
         assert!(head.contains("WWW-Authenticate: Basic"), "{head}");

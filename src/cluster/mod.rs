@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod etcd;
+pub mod prober;
 pub mod vip;
 
 use std::collections::BTreeSet;

@@ -3,6 +3,8 @@
 //! result that `main` prints as text or JSON. Commands never print.
 
 pub mod adopt_pki;
+pub mod failover_html;
+pub mod failover_test;
 pub mod grow;
 pub mod render;
 pub mod up;

@@ -34,7 +34,7 @@ const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 const APISERVER_PORT: u16 = 6443;
 /// Loopback only: the status page has no password by default, and operators reach it over
 /// the same SSH khactl uses (`curl 127.0.0.1:9901/status`).
-const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+pub(crate) const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 /// Priorities descend by control-plane order: 250, 210, 170, 130, 90, 50, 10 (distinct for
 /// up to seven control planes; more share priority 1). The step does not depend on how many
 /// control planes there are, so adding one changes no running agent's priority (a reload,

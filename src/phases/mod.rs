@@ -21,6 +21,7 @@ mod connect;
 mod context;
 pub(crate) mod distribute_pki;
 pub mod existing_pki;
+pub mod failover;
 mod former_nodes;
 mod gather_facts;
 mod generate_pki;

@@ -11,6 +11,7 @@ mod support;
 
 mod agent_install;
 mod cli;
+mod failover;
 mod hardening;
 mod kubeadm;
 mod lab_smoke;

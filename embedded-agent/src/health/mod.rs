@@ -21,6 +21,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::{CheckKind, HealthConfig};
+use crate::events::{Entry, EventLog, Kind};
 use crate::lb::Generation;
 use crate::lb::backend::Backend;
 use crate::status::log;
@@ -113,6 +114,7 @@ pub fn spawn(
     mut plans: watch::Receiver<Arc<Plan>>,
     changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
+    events: Arc<EventLog>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let reserve = Arc::new(Reserve::new(reserve::RESERVED));
@@ -125,6 +127,7 @@ pub fn spawn(
                     Arc::clone(&plan),
                     Arc::clone(&reserve),
                     Arc::clone(&changed),
+                    Arc::clone(&events),
                     stop_rx.clone(),
                 ));
             }
@@ -145,6 +148,7 @@ async fn check_loop(
     plan: Arc<Plan>,
     reserve: Arc<Reserve>,
     changed: Arc<Notify>,
+    events: Arc<EventLog>,
     mut stop: watch::Receiver<bool>,
 ) {
     let h = &plan.health;
@@ -204,6 +208,23 @@ async fn check_loop(
                     backend.active.load(Ordering::Relaxed),
                 ));
             }
+            let (from, to) = if up { ("down", "up") } else { ("up", "down") };
+            events.record(Entry {
+                kind: Kind::Backend,
+                from: from.into(),
+                to: to.into(),
+                reason: if up {
+                    format!("{} consecutive checks passed", h.rise)
+                } else {
+                    format!(
+                        "{} consecutive checks failed: {}",
+                        h.fall,
+                        backend.last_error().unwrap_or_default()
+                    )
+                },
+                priority: None,
+                backend: Some(backend.name.clone()),
+            });
             backend.set_healthy(up);
             changed.notify_one();
         }

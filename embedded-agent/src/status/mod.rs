@@ -4,6 +4,7 @@
 //!
 //! Routes: `/healthz` (200 when the listener is up and a backend is healthy, else 503; never
 //! behind auth, so probes need no password), `/status` (JSON), `/metrics` (Prometheus text),
+//! `/events` (the event log as JSON, all kept events or with `?since=SEQ` those after SEQ),
 //! `/` (an HTML page like haproxy's stats page). With `basic_auth` configured every route but
 //! `/healthz` needs the user and password; the password is compared in constant time.
 //! What is shown is assembled in [`render`]; [`log`] is the agent's log output.
@@ -21,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use crate::events::EventLog;
 use crate::lb::Lb;
 use crate::vrrp::{TrackState, VrrpStatus};
 
@@ -47,6 +49,7 @@ pub struct Context {
     pub auth: Option<Arc<Auth>>,
     pub started: Instant,
     pub reloads: Arc<AtomicU64>,
+    pub events: Arc<EventLog>,
 }
 
 /// Basic-auth credentials.
@@ -119,6 +122,8 @@ pub async fn run(listener: TcpListener, ctx: Context, mut shutdown: watch::Recei
 struct Request {
     method: String,
     path: String,
+    /// What follows `?` in the target, if anything.
+    query: Option<String>,
     authorization: Option<String>,
 }
 
@@ -130,7 +135,10 @@ fn parse_head(head: &str) -> Option<Request> {
     if !first.next()?.starts_with("HTTP/1.") {
         return None;
     }
-    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target.to_owned(), None),
+    };
     let authorization = lines
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
@@ -138,6 +146,7 @@ fn parse_head(head: &str) -> Option<Request> {
     Some(Request {
         method,
         path,
+        query,
         authorization,
     })
 }
@@ -196,12 +205,30 @@ fn route(req: &Request, ctx: &Context) -> Response {
         r.extra = "WWW-Authenticate: Basic realm=\"khagent\", charset=\"UTF-8\"\r\n";
         return r;
     }
+    if req.path == "/events" {
+        return match since(req.query.as_deref()) {
+            Ok(after) => Response::new(200, "application/json", render::events(ctx, after)),
+            Err(()) => Response::text(400, "since: a sequence number (a non-negative integer)\n"),
+        };
+    }
     let snapshot = render::Snapshot::take(ctx);
     match req.path.as_str() {
         "/status" => Response::new(200, "application/json", snapshot.json()),
         "/metrics" => Response::new(200, "text/plain; version=0.0.4", snapshot.metrics()),
         "/" => Response::new(200, "text/html; charset=utf-8", snapshot.html()),
-        _ => Response::text(404, "not found; try /, /status, /metrics or /healthz\n"),
+        _ => Response::text(
+            404,
+            "not found; try /, /status, /events, /metrics or /healthz\n",
+        ),
+    }
+}
+
+/// `since=SEQ` of an `/events` query (other parameters are ignored).
+fn since(query: Option<&str>) -> Result<Option<u64>, ()> {
+    let Some(q) = query else { return Ok(None) };
+    match q.split('&').find_map(|kv| kv.strip_prefix("since=")) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ()),
     }
 }
 
@@ -285,7 +312,18 @@ mod tests {
         let r =
             parse_head("GET /status?x=1 HTTP/1.1\r\nHost: a\r\nauthorization: Basic Zm9v").unwrap();
         assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/status"));
+        assert_eq!(r.query.as_deref(), Some("x=1"));
         assert_eq!(r.authorization.as_deref(), Some("Basic Zm9v"));
         assert!(parse_head("GARBAGE").is_none());
+    }
+
+    #[test]
+    fn events_since_reads_a_sequence_number_and_refuses_anything_else() {
+        assert_eq!(since(None), Ok(None));
+        assert_eq!(since(Some("since=41")), Ok(Some(41)));
+        assert_eq!(since(Some("pretty=1&since=7")), Ok(Some(7)));
+        assert_eq!(since(Some("pretty=1")), Ok(None));
+        assert_eq!(since(Some("since=-1")), Err(()));
+        assert_eq!(since(Some("since=99999999999999999999999")), Err(()));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::Context;
+use crate::events::{Event, IN_STATUS};
 use crate::vrrp::{TrackState, VrrpStatus};
 
 #[derive(Debug, Serialize)]
@@ -53,6 +54,17 @@ pub struct Snapshot {
     pub backends: Vec<BackendView>,
     pub track: TrackState,
     pub vrrp: Option<VrrpStatus>,
+    /// The newest events of the log (all of them: `/events`).
+    pub events: Vec<Event>,
+}
+
+/// `/events`: the kept events after sequence number `after` (all with `None`), as JSON.
+pub fn events(ctx: &Context, after: Option<u64>) -> String {
+    let mut out = serde_json::to_string_pretty(&ctx.events.page(after)).unwrap_or_else(|e| {
+        serde_json::json!({ "error": format!("cannot render events: {e}") }).to_string()
+    });
+    out.push('\n');
+    out
 }
 
 /// `/healthz`: serving is possible (listener up and a healthy backend).
@@ -114,6 +126,7 @@ impl Snapshot {
             backends,
             track: ctx.track.borrow().clone(),
             vrrp: ctx.vrrp.as_ref().map(|v| v.borrow().clone()),
+            events: ctx.events.newest(IN_STATUS),
         }
     }
 

@@ -14,8 +14,10 @@ pub mod probe;
 mod runner;
 pub mod settings;
 mod vip;
+pub mod why;
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -201,16 +203,18 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Starts the VRRP instance on its own OS thread with its own current-thread tokio runtime (so
 /// a saturated load balancer cannot delay adverts). Returns once the sockets are set up; errors
-/// name the bad setting (unknown interface, no address) or the missing capability.
+/// name the bad setting (unknown interface, no address) or the missing capability. Every
+/// transition and priority change goes to `events` with its reason.
 pub fn spawn(
     settings: VrrpSettings,
     track: watch::Receiver<TrackState>,
     shutdown: watch::Receiver<bool>,
+    events: Arc<crate::events::EventLog>,
 ) -> Result<VrrpHandle, VrrpError> {
     settings.validate().map_err(VrrpError::Settings)?;
     let (peers_tx, peers_rx) = watch::channel(settings.peers.clone());
     let unicast = settings.unicast();
-    let (status, thread) = runner::start(settings, track, shutdown, peers_rx)?;
+    let (status, thread) = runner::start(settings, track, shutdown, peers_rx, events)?;
     Ok(VrrpHandle {
         status,
         peers: peers_tx,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -18,7 +18,9 @@ use super::io::timer::DeadlineTimer;
 use super::io::{interface_index, set_realtime};
 use super::packet::{self, Advert, DecodeError, VRRP_MULTICAST};
 use super::vip::{Foreign, Marker, Vip, VipWorker, left_by_us};
+use super::why;
 use super::{TrackState, VrrpCounters, VrrpError, VrrpSettings, VrrpState, VrrpStatus};
+use crate::events::{Entry, EventLog, Kind};
 use crate::status::log;
 
 type Started = (
@@ -39,6 +41,7 @@ pub(super) fn start(
     track: watch::Receiver<TrackState>,
     shutdown: watch::Receiver<bool>,
     peers: watch::Receiver<Vec<Ipv4Addr>>,
+    events: Arc<EventLog>,
 ) -> Result<Started, VrrpError> {
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
@@ -54,7 +57,8 @@ pub(super) fn start(
                 .build()
                 .map_err(|e| VrrpError::io("starting the VRRP runtime", e))?;
             runtime.block_on(async move {
-                let runner = match Runner::open(settings, track, shutdown, peers, realtime) {
+                let runner = match Runner::open(settings, track, shutdown, peers, realtime, events)
+                {
                     Ok((runner, status)) => {
                         // The receiver only disappears if spawn() itself is gone.
                         let _ = ready_tx.send(Ok(status));
@@ -194,6 +198,10 @@ struct Runner {
     last_error: Option<String>,
     /// When an advert dropped for its interval was last logged.
     interval_drop_logged: Option<Instant>,
+    /// Transitions and priority changes, with their reasons.
+    events: Arc<EventLog>,
+    /// Source and priority of the last accepted advert (for the reason of a takeover).
+    last_advert: Option<(Ipv4Addr, u8)>,
 }
 
 /// What woke the loop.
@@ -214,6 +222,7 @@ impl Runner {
         shutdown: watch::Receiver<bool>,
         peers: watch::Receiver<Vec<Ipv4Addr>>,
         realtime: std::io::Result<bool>,
+        events: Arc<EventLog>,
     ) -> Result<(Self, watch::Receiver<VrrpStatus>), VrrpError> {
         let edge = Edge::open(&settings)?;
         let instance = Instance::new(Config {
@@ -227,6 +236,8 @@ impl Runner {
         let runner = Self {
             unicast_peers: settings.peers.clone(),
             interval_drop_logged: None,
+            events,
+            last_advert: None,
             settings,
             edge,
             instance,
@@ -461,6 +472,15 @@ impl Runner {
 
     fn feed(&mut self, event: Event, now: Instant) {
         let before = self.instance.state();
+        let seen = why::Seen {
+            last_advert: self.last_advert,
+            our_priority: self.instance.effective_priority(),
+            master_down: self.instance.master_down_interval(),
+        };
+        let recorded = event.clone();
+        if let Event::Advert { src, priority, .. } = &event {
+            self.last_advert = Some((*src, *priority));
+        }
         for action in self.instance.handle(event) {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority),
@@ -488,7 +508,33 @@ impl Runner {
                 VrrpState::Fault => self.counters.transitions_to_fault += 1,
                 VrrpState::Init => {}
             }
+            self.record(
+                Kind::Vrrp,
+                state_name(before),
+                state_name(after),
+                why::transition(&recorded, before, after, &seen),
+            );
         }
+        let priority = self.instance.effective_priority();
+        if priority != seen.our_priority {
+            self.record(
+                Kind::Priority,
+                seen.our_priority.to_string(),
+                priority.to_string(),
+                why::priority(self.instance.track()),
+            );
+        }
+    }
+
+    fn record(&self, kind: Kind, from: impl Into<String>, to: impl Into<String>, reason: String) {
+        self.events.record(Entry {
+            kind,
+            from: from.into(),
+            to: to.into(),
+            reason,
+            priority: Some(self.instance.effective_priority()),
+            backend: None,
+        });
     }
 
     fn send_advert(&mut self, priority: u8) {
@@ -612,5 +658,14 @@ async fn wait_for_deadline(timer: &DeadlineTimer, deadline: Option<Instant>, pre
                 tokio::time::sleep_until(at).await;
             }
         }
+    }
+}
+
+fn state_name(s: VrrpState) -> &'static str {
+    match s {
+        VrrpState::Init => "init",
+        VrrpState::Backup => "backup",
+        VrrpState::Master => "master",
+        VrrpState::Fault => "fault",
     }
 }

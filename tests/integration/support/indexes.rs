@@ -58,3 +58,6 @@ pub const KUBEADM_KILLED: u8 = 71;
 pub const KUBEADM_WIPED: u8 = 72;
 /// `kubeadm`: a failure injected into the second join.
 pub const KUBEADM_FAILED_JOIN: u8 = 73;
+/// `failover`: a 3-master cluster (`khactl up`) the drill breaks and restores (both tests,
+/// one drill at a time). 81..=86 are reserved for failover work.
+pub const FAILOVER: u8 = 80;

@@ -18,4 +18,4 @@ pub mod socket;
 mod sys;
 pub mod timer;
 
-pub use sys::{interface_index, set_realtime};
+pub use sys::{interface_index, monotonic_now, set_realtime};

@@ -146,3 +146,22 @@ pub fn set_realtime(priority: u8) -> io::Result<()> {
     })?;
     Ok(())
 }
+
+/// CLOCK_MONOTONIC now: the clock `Instant` reads, as a number, so event times taken by
+/// different processes on one host (an agent and the one restarted after it) compare.
+pub fn monotonic_now() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the whole call.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if ret != 0 {
+        // Cannot fail for CLOCK_MONOTONIC with a valid pointer; zero marks "unknown".
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}

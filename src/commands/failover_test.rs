@@ -1,0 +1,309 @@
+//! `khactl failover-test`: a measured drill against a running cluster (see
+//! [`crate::phases::failover`] and docs/failover.md). Its result holds every figure; the
+//! text is a table; `--report FILE.html` writes a self-contained page with a timeline per
+//! scenario ([`super::failover_html`]).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::UsageError;
+use crate::phases::failover::measure::Targets;
+use crate::phases::failover::scenario::{ALL, Scenario};
+use crate::phases::failover::{DrillOutcome, DrillPlan, FailoverDrill, Hooks, ScenarioReport};
+use crate::phases::{Connect, GatherFacts, Mode, Phase, Preflight};
+use crate::report::Reporter;
+use crate::session::{self, NodeOptions};
+
+/// Targets set on the command line: they replace the defaults in every scenario run.
+#[derive(Debug, Clone, Default)]
+pub struct TargetOverrides {
+    pub max_takeover: Option<Duration>,
+    pub max_api_unavailable: Option<Duration>,
+    pub max_long_lived_recovery: Option<Duration>,
+    pub max_split_brain: Option<Duration>,
+    pub max_healthy_after: Option<Duration>,
+}
+
+impl TargetOverrides {
+    fn apply(&self, mut t: Targets) -> Targets {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if let Some(d) = self.max_takeover {
+            t.max_takeover_ms = Some(ms(d));
+        }
+        if let Some(d) = self.max_api_unavailable {
+            t.max_api_unavailable_ms = Some(ms(d));
+        }
+        if let Some(d) = self.max_long_lived_recovery {
+            t.max_long_lived_recovery_ms = Some(ms(d));
+        }
+        if let Some(d) = self.max_split_brain {
+            t.max_split_brain_ms = Some(ms(d));
+        }
+        if let Some(d) = self.max_healthy_after {
+            t.max_healthy_after_ms = Some(ms(d));
+        }
+        t
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FailoverOptions {
+    pub nodes: NodeOptions,
+    pub yes: bool,
+    /// `None`: every scenario.
+    pub scenario: Option<Scenario>,
+    pub targets: TargetOverrides,
+    pub node_down_cmd: Option<String>,
+    pub node_up_cmd: Option<String>,
+    pub report: Option<PathBuf>,
+    pub probe_interval: Duration,
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `1m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| t.split_at(i))
+        .ok_or_else(|| format!("{text:?}: give a unit (ms, s or m), e.g. 500ms"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: not a number followed by ms, s or m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    if !(0.0..=86_400.0).contains(&seconds) {
+        return Err(format!("{text:?}: must be between 0 and 24 h"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+pub async fn run(
+    opts: &FailoverOptions,
+    reporter: Box<dyn Reporter>,
+) -> anyhow::Result<FailoverResult> {
+    let loaded = session::load(&opts.nodes)?;
+    let hooks = match (&opts.node_down_cmd, &opts.node_up_cmd) {
+        (Some(down), Some(up)) => Some(Hooks {
+            down: down.clone(),
+            up: up.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(UsageError::new(
+                "--node-down-cmd and --node-up-cmd go together: one breaks, the other restores",
+            )
+            .into());
+        }
+    };
+    if opts.scenario == Some(Scenario::NodeDown) && hooks.is_none() {
+        return Err(UsageError::new(
+            "--scenario node-down needs --node-down-cmd and --node-up-cmd",
+        )
+        .hint("e.g. --node-down-cmd 'virsh destroy {node}' --node-up-cmd 'virsh start {node}'")
+        .into());
+    }
+    if !opts.yes && !std::io::stdin().is_terminal() {
+        return Err(UsageError::new(
+            "failover-test breaks the cluster on purpose and asks first, but there is no \
+             terminal to ask on",
+        )
+        .hint("pass --yes to run without asking")
+        .into());
+    }
+    if let Some(path) = &opts.report {
+        crate::phases::failover::check_report_path(path)
+            .map_err(|e| UsageError::new(e.to_string()))?;
+    }
+    let scenarios: Vec<Scenario> = match opts.scenario {
+        Some(s) => vec![s],
+        None => ALL.to_vec(),
+    };
+    let targets: BTreeMap<&'static str, Targets> = ALL
+        .iter()
+        .map(|s| (s.name(), opts.targets.apply(s.default_targets())))
+        .collect();
+    let cluster = loaded.inventory.cluster.name.to_string();
+    let outcome = Rc::new(RefCell::new(None));
+    let phases: Vec<Box<dyn Phase>> = vec![
+        Box::new(Connect),
+        Box::new(GatherFacts),
+        Box::new(Preflight),
+        Box::new(FailoverDrill::new(
+            DrillPlan {
+                scenarios,
+                targets,
+                hooks,
+                probe_interval: opts.probe_interval,
+                confirm: !opts.yes,
+            },
+            Rc::clone(&outcome),
+        )),
+    ];
+    let mut ctx = loaded.start("failover-test", Mode::Apply, reporter)?;
+    let result = session::run(&mut ctx, phases).await;
+    let finished = session::finish(ctx, result).await?;
+    let drill = outcome
+        .borrow_mut()
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("internal: the drill finished without an outcome"))?;
+    let mut result = FailoverResult::new(cluster, drill, finished.log);
+    if let Some(path) = &opts.report {
+        let html = super::failover_html::render(&result);
+        std::fs::write(path, html)
+            .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", path.display()))?;
+        result.report = Some(path.clone());
+    }
+    Ok(result)
+}
+
+/// The drill's result. Field names are stable: see `docs/output.md`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverResult {
+    pub cluster: String,
+    /// Every scenario that ran met every target.
+    pub passed: bool,
+    pub holder_before: String,
+    pub holder_after: Option<String>,
+    pub scenarios: Vec<ScenarioReport>,
+    pub report: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+}
+
+/// Targets were missed: exit 1, naming each scenario and target.
+#[derive(Debug, thiserror::Error)]
+#[error("failover-test: {}", .missed.join("; "))]
+pub struct TargetsMissed {
+    pub missed: Vec<String>,
+}
+
+impl FailoverResult {
+    fn new(cluster: String, d: DrillOutcome, log: Option<PathBuf>) -> Self {
+        FailoverResult {
+            cluster,
+            passed: d.scenarios.iter().all(|s| s.passed),
+            holder_before: d.holder_before,
+            holder_after: d.holder_after,
+            scenarios: d.scenarios,
+            report: None,
+            log,
+        }
+    }
+
+    /// One line per missed target: `agent-crash missed max-api-unavailable: 2500 ms > 2000 ms`.
+    pub fn missed(&self) -> Vec<String> {
+        self.scenarios
+            .iter()
+            .flat_map(|s| {
+                s.missed.iter().map(move |m| {
+                    format!(
+                        "{} missed {}: {} > {}",
+                        s.scenario, m.target, m.measured, m.limit
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The table people read.
+    pub fn text(&self) -> Vec<String> {
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        let mut lines = vec![format!(
+            "{:<17} {:>9} {:>10} {:>9} {:>8} {:>6} {:>8} {:>9}  {}",
+            "scenario",
+            "takeover",
+            "API down",
+            "outages",
+            "watch",
+            "moves",
+            "holders",
+            "healthy",
+            "result"
+        )];
+        lines.push(format!(
+            "{:<17} {:>9} {:>10} {:>9} {:>8} {:>6} {:>8} {:>9}",
+            "", "ms", "ms", "failed", "ms", "", "max", "s"
+        ));
+        for s in &self.scenarios {
+            let Some(f) = &s.figures else {
+                lines.push(format!(
+                    "{:<17} skipped: {}",
+                    s.scenario,
+                    s.skipped.as_deref().unwrap_or("")
+                ));
+                continue;
+            };
+            let watch = if f.long_lived_broken {
+                opt(f.long_lived_recovery_ms)
+            } else {
+                "kept".to_owned()
+            };
+            lines.push(format!(
+                "{:<17} {:>9} {:>10.0} {:>9} {:>8} {:>6} {:>8} {:>9}  {}",
+                s.scenario,
+                opt(f.vip_takeover_ms),
+                f.api_unavailable_ms,
+                format!("{}/{}", f.failed_probes, f.probes),
+                watch,
+                f.vip_moves,
+                f.max_holders,
+                f.healthy_after_ms
+                    .map_or("-".to_owned(), |v| format!("{:.1}", v / 1000.0)),
+                if s.passed { "ok" } else { "MISSED" }
+            ));
+        }
+        lines.extend(self.missed().into_iter().map(|m| format!("  {m}")));
+        lines.push(format!(
+            "VIP holder before: {}, after: {}",
+            self.holder_before,
+            self.holder_after.as_deref().unwrap_or("none")
+        ));
+        if let Some(r) = &self.report {
+            lines.push(format!("report: {}", r.display()));
+        }
+        if let Some(l) = &self.log {
+            lines.push(format!("log: {}", l.display()));
+        }
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn an_override_replaces_the_default_in_every_scenario() {
+        let o = TargetOverrides {
+            max_api_unavailable: Some(Duration::from_millis(1)),
+            ..TargetOverrides::default()
+        };
+        for s in ALL {
+            let t = o.apply(s.default_targets());
+            assert_eq!(t.max_api_unavailable_ms, Some(1.0));
+            assert_eq!(t.max_takeover_ms, s.default_targets().max_takeover_ms);
+        }
+    }
+}
