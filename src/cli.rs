@@ -69,6 +69,9 @@ pub enum Command {
     /// Add a worker the inventory names to the running cluster.
     #[command(after_long_help = ADD_WORKER_HELP)]
     AddWorker(GrowArgs),
+    /// Take a node out of the running cluster (drain, etcd member, agents, kubeadm reset).
+    #[command(after_long_help = REMOVE_NODE_HELP)]
+    RemoveNode(RemoveNodeArgs),
     /// Break the control plane on purpose, one scenario at a time, and measure what users of
     /// the API through the VIP feel; restore each. Exit 1 names a target that was missed.
     #[command(after_long_help = FAILOVER_HELP)]
@@ -91,6 +94,62 @@ What it does, in order (nothing changes until step 2 passes):
 Examples:
   khactl add-master cp4 -i inventory.yaml --dry-run
   khactl add-master cp4 -i inventory.yaml --yes     # 3 -> 4 members: even, accepted";
+
+const REMOVE_NODE_HELP: &str = "\
+What it does, in order (nothing changes if the gate refuses):
+  1. refuses a control plane whose removal would lose etcd's quorum or leave no ready
+     API server
+  2. if NODE holds the VIP, stops its agent (a graceful priority-0 handover) and waits
+     until another control plane holds it
+  3. drains NODE; removes its etcd member before its etcd stops
+  4. reloads every other agent without it (no restart, no VIP move)
+  5. `kubeadm reset -f` on NODE, removes khagent there, deletes its Node object
+With --unreachable (dead hardware) NODE is not contacted: only steps 1, 3 (the member), 4
+and the Node object. Keep NODE in the inventory for the run; delete it afterwards.
+
+Examples:
+  khactl remove-node cp2 -i inventory.yaml --dry-run
+  khactl remove-node w3 -i inventory.yaml --yes
+  khactl remove-node cp3 -i inventory.yaml --unreachable --yes";
+
+#[derive(Debug, Args)]
+pub struct RemoveNodeArgs {
+    /// The node to remove, as the inventory names it.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// The machine is gone: clean up the cluster's side only, never contact it.
+    #[arg(long)]
+    pub unreachable: bool,
+
+    /// Show what would change, per node; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// The khagent binary the other control planes run [default: next to khactl].
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+}
+
+impl RemoveNodeArgs {
+    pub fn options(&self) -> crate::commands::remove_node::RemoveOptions {
+        crate::commands::remove_node::RemoveOptions {
+            nodes: self.nodes.options(),
+            node: self.node.clone(),
+            unreachable: self.unreachable,
+            dry_run: self.dry_run,
+            yes: self.yes,
+            agent_binary: self.agent_binary.clone(),
+        }
+    }
+}
 
 const ADD_WORKER_HELP: &str = "\
 Prepares NODE, joins it as a worker and checks it registered; other workers are neither

@@ -7,7 +7,7 @@ use std::process::ExitCode as ProcessExit;
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
 use khactl::commands::{
-    ExitCode, UsageError, adopt_pki, failover_test, grow, render, up, validate,
+    ExitCode, UsageError, adopt_pki, failover_test, grow, remove_node, render, up, validate,
 };
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
@@ -73,6 +73,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 Stream::Stderr,
             )
         }
+        Command::RemoveNode(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(remove_node::run(&args.options(), reporter))?;
+            print_result(cli, "remove-node", &result, &result.text(), Stream::Stderr)
+        }
         Command::FailoverTest(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -106,6 +114,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::AddMaster(_) => "add-master",
         Command::AddWorker(_) => "add-worker",
         Command::FailoverTest(_) => "failover-test",
+        Command::RemoveNode(_) => "remove-node",
     }
 }
 

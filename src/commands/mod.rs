@@ -6,6 +6,7 @@ pub mod adopt_pki;
 pub mod failover_html;
 pub mod failover_test;
 pub mod grow;
+pub mod remove_node;
 pub mod render;
 pub mod up;
 pub mod validate;

@@ -201,7 +201,12 @@ impl Nodes {
                     }
                 }
                 Some("kubeadm") if argv.get(1).is_some_and(|a| a == "reset") => {
-                    cluster.borrow_mut().joined.retain(|n| n != node);
+                    // As with kubeadm: the node's files go, its Node object stays.
+                    let mut c = cluster.borrow_mut();
+                    if c.joined.iter().any(|n| n == node) {
+                        c.stale_nodes.push(node.to_owned());
+                    }
+                    c.joined.retain(|n| n != node);
                     output(0, "")
                 }
                 _ if label.contains("/v3/cluster/member/remove") => {
@@ -209,6 +214,9 @@ impl Nodes {
                     let id: String = argv[4 + 2].chars().filter(char::is_ascii_digit).collect();
                     let gone = |n: &String| last_octet(n).to_string() == id;
                     c.stale.retain(|n| !gone(n));
+                    // Its Node object stays until someone deletes it.
+                    let left: Vec<String> = c.joined.iter().filter(|n| gone(n)).cloned().collect();
+                    c.stale_nodes.extend(left);
                     c.joined.retain(|n| !gone(n));
                     output(0, "{}")
                 }
@@ -1265,4 +1273,72 @@ async fn add_master_refuses_while_another_control_plane_of_the_inventory_is_miss
         "{text}"
     );
     assert!(changed_nodes(&nodes).is_empty(), "{:?}", nodes.seen());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn remove_node_removes_the_etcd_member_before_its_reset_and_reloads_agents_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::with_cluster(Vec::new(), built());
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let node = ctx.inventory.node("cp3").unwrap().clone();
+    ctx.inventory.nodes.retain(|n| n.name.as_str() != "w1");
+    let leaving = kubernetes::Leaving {
+        node,
+        unreachable: false,
+    };
+    run(&mut ctx, crate::commands::remove_node::phases(&leaving))
+        .await
+        .unwrap();
+    assert!(
+        nodes.seen().iter().all(|s| s.node != "w1"),
+        "no worker contacted"
+    );
+    let order: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.label.contains("member/remove")
+                || s.label.starts_with("kubeadm reset")
+                || s.label.contains("delete node")
+        })
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.node,
+                s.label.split(' ').take(2).collect::<Vec<_>>().join(" ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "cp1: etcd-api https://127.0.0.1:2379",
+            "cp3: kubeadm reset",
+            "cp1: kubectl --kubeconfig"
+        ],
+        "member removed before the node's etcd stops; Node deleted last"
+    );
+    let cp3_agent_writes = nodes
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.node == "cp3" && !s.label.starts_with("khactl-probe") && s.label.contains("khagent")
+        })
+        .count();
+    assert_eq!(
+        cp3_agent_writes,
+        0,
+        "the leaving node's agent is not re-configured: {:?}",
+        seen_labels(&nodes, "cp3")
+    );
+    let cp1_config = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.node == "cp1" && s.label.starts_with("write-files"))
+        .map(|s| String::from_utf8_lossy(s.stdin.as_deref().unwrap_or_default()).into_owned())
+        .collect::<String>();
+    assert!(
+        cp1_config.contains("10.0.0.12") && !cp1_config.contains("10.0.0.13:6443"),
+        "cp1's agent balances to cp2 and no longer to cp3"
+    );
 }

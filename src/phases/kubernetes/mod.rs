@@ -22,6 +22,7 @@ mod grow;
 mod init;
 mod join_control_planes;
 mod join_workers;
+mod leave;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use grow::CheckGrowth;
 pub use init::InitCluster;
 pub use join_control_planes::JoinControlPlanes;
 pub use join_workers::JoinWorkers;
+pub use leave::{FinishRemoval, LeaveCluster, Leaving};
 pub use verify::VerifyCluster;
 
 use super::{Context, Mode};

@@ -1,0 +1,165 @@
+//! `khactl remove-node NAME`: take a node out of the running cluster without an outage. The
+//! runbook is [`phases`]; [`LeaveCluster`] and [`FinishRemoval`] hold the order (VIP away
+//! first, drain, etcd member removed before its etcd stops, agents reloaded without it, then
+//! the node reset). With `--unreachable` the machine is not contacted: only the cluster's
+//! side (etcd member, Node object, agents) is cleaned up.
+//!
+//! The node stays in the inventory for the run (khactl needs its address); the user deletes
+//! it from the file afterwards, which the result says.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::UsageError;
+use super::up::{NodeResult, VipResult, load_agent};
+use crate::inventory::Role;
+use crate::phases::kubernetes::{FinishRemoval, LeaveCluster, Leaving};
+use crate::phases::{
+    Connect, GatherFacts, GeneratePki, InstallAgent, Mode, Phase, Preflight, VerifyCluster,
+    WaitForVip,
+};
+use crate::report::Reporter;
+use crate::session::{self, Finished, NodeOptions};
+
+#[derive(Debug, Clone)]
+pub struct RemoveOptions {
+    pub nodes: NodeOptions,
+    pub node: String,
+    pub unreachable: bool,
+    pub dry_run: bool,
+    /// Do not ask.
+    pub yes: bool,
+    pub agent_binary: Option<PathBuf>,
+}
+
+pub fn phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
+    vec![
+        Box::new(GeneratePki),
+        Box::new(Connect),
+        Box::new(GatherFacts),
+        Box::new(Preflight),
+        Box::new(LeaveCluster(leaving.clone())),
+        Box::new(InstallAgent),
+        Box::new(WaitForVip),
+        Box::new(FinishRemoval(leaving.clone())),
+        Box::new(VerifyCluster),
+    ]
+}
+
+pub async fn run(
+    opts: &RemoveOptions,
+    reporter: Box<dyn Reporter>,
+) -> anyhow::Result<RemoveResult> {
+    let mut loaded = session::load(&opts.nodes)?;
+    let Some(node) = loaded.inventory.node(&opts.node).cloned() else {
+        return Err(UsageError::new(format!(
+            "remove-node: {} is not in the inventory",
+            opts.node
+        ))
+        .hint(format!(
+            "keep it in {} until it is removed (khactl needs its address); delete it from the \
+             file afterwards",
+            opts.nodes.inventory.display()
+        ))
+        .into());
+    };
+    if !opts.yes && !opts.dry_run && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(UsageError::new(
+            "remove-node changes the cluster and asks first; there is no terminal to ask on",
+        )
+        .hint("pass --yes to remove without asking")
+        .into());
+    }
+    let agent = Arc::new(load_agent(opts.agent_binary.as_deref())?);
+    // The control planes, and the leaving node unless the machine is gone: no other worker
+    // is contacted.
+    let name = opts.node.clone();
+    let unreachable = opts.unreachable;
+    loaded.inventory.nodes.retain(|n| {
+        n.name.as_str() == name && !unreachable
+            || n.role == Role::ControlPlane && n.name.as_str() != name
+    });
+    let mode = if opts.dry_run {
+        Mode::Plan
+    } else {
+        Mode::Apply
+    };
+    let cluster = loaded.inventory.cluster.name.to_string();
+    let mut ctx = loaded.start("remove-node", mode, reporter)?;
+    if !opts.yes && !opts.dry_run {
+        let prompt = format!(
+            "Remove {} from cluster {cluster}? Type the node's name to go on",
+            opts.node
+        );
+        if !ctx.report.confirm(&prompt, &opts.node)? {
+            anyhow::bail!("not confirmed; nothing was changed");
+        }
+    }
+    ctx.settings.agent_binary = Some(agent);
+    let leaving = Leaving { node, unreachable };
+    let result = session::run(&mut ctx, phases(&leaving)).await;
+    let finished = session::finish(ctx, result).await?;
+    Ok(RemoveResult::from_finished(opts, &finished))
+}
+
+/// What `remove-node` did (or would do). Field names are stable: see `docs/output.md`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveResult {
+    pub dry_run: bool,
+    pub cluster: String,
+    pub node: String,
+    pub unreachable: bool,
+    /// The nodes the run reached, with what changed on each.
+    pub nodes: Vec<NodeResult>,
+    pub total_changes: usize,
+    pub etcd_voters: Vec<String>,
+    pub vip: VipResult,
+    pub log: Option<PathBuf>,
+}
+
+impl RemoveResult {
+    fn from_finished(opts: &RemoveOptions, f: &Finished) -> Self {
+        RemoveResult {
+            dry_run: f.mode == Mode::Plan,
+            cluster: f.inventory.cluster.name.to_string(),
+            node: opts.node.clone(),
+            unreachable: opts.unreachable,
+            nodes: NodeResult::all(f),
+            total_changes: f.total_changes(),
+            etcd_voters: f
+                .cluster
+                .etcd
+                .iter()
+                .filter(|m| !m.is_learner && !m.name.is_empty())
+                .map(|m| m.name.clone())
+                .collect(),
+            vip: VipResult::of(f),
+            log: f.log.clone(),
+        }
+    }
+
+    pub fn text(&self) -> Vec<String> {
+        let mut lines = vec![if self.dry_run {
+            format!(
+                "dry run: {} change(s) planned to remove {}; nothing was changed",
+                self.total_changes, self.node
+            )
+        } else {
+            format!(
+                "remove-node: {} left the cluster; delete it from the inventory now",
+                self.node
+            )
+        }];
+        if !self.etcd_voters.is_empty() {
+            lines.push(format!("etcd voters: {}", self.etcd_voters.join(", ")));
+        }
+        if let Some(h) = &self.vip.holder {
+            lines.push(format!("VIP {} held by {h}", self.vip.address));
+        }
+        lines.push(super::log_line(self.log.as_deref()));
+        lines
+    }
+}

@@ -1,0 +1,310 @@
+//! `remove-node`: a node leaves the cluster in the order that keeps the API up. Before
+//! anything changes, the gate refuses a removal that would lose etcd's quorum or leave no
+//! API server. Then [`LeaveCluster`]: the VIP moves away first if the node holds it (its agent
+//! stopped: a priority-0 handover), the node is drained, a control plane's etcd member is
+//! removed **before** its etcd stops, and the node leaves the run's inventory, so the
+//! `InstallAgent` phase after it reloads every other agent without it. Last,
+//! [`FinishRemoval`]: `kubeadm reset -f` and khagent's files gone on the node (unless it is
+//! unreachable), its Node object deleted, and the state's record of it dropped.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::init::learn_members;
+use super::{delete_node_object, etcd_witness, kubeadm_command, remove_member};
+use crate::agent::{AGENT_BINARY, AGENT_CONFIG, OPENRC_SCRIPT, SERVICE, SYSTEMD_UNIT};
+use crate::cluster::{api, etcd, vip};
+use crate::diagnostics::Hinted;
+use crate::inventory::{Node, Role};
+use crate::os::service::ServiceAction;
+use crate::phases::changes::Change;
+use crate::phases::{Context, Mode, Phase, PhaseFuture};
+use crate::remote::{NodeHandle, RemoteCommand};
+use crate::render::kubeadm::API_SERVER_PORT;
+use crate::state::record::Placements;
+
+/// How long the other agents may take to take the VIP over after the holder's agent stopped.
+const HANDOVER_DEADLINE: Duration = Duration::from_secs(15);
+
+/// What the run removes.
+#[derive(Clone)]
+pub struct Leaving {
+    /// As the inventory names it.
+    pub node: Node,
+    /// The machine is gone: only the cluster's side is cleaned up.
+    pub unreachable: bool,
+}
+
+pub struct LeaveCluster(pub Leaving);
+
+impl Phase for LeaveCluster {
+    fn title(&self) -> &'static str {
+        "Leave the cluster"
+    }
+
+    /// What tells a member from a newcomer (kubeadm's files), as the kubeadm check reads it.
+    fn facts(&self, ctx: &Context, node: &Node) -> crate::facts::ProbeRequest {
+        super::CheckKubeadm.facts(ctx, node)
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            learn_members(ctx).await?;
+            let name = self.0.node.name.to_string();
+            let left = self.leave(ctx).await;
+            // From here on the node is not part of the run's cluster: the agents' phase
+            // reloads the others without it.
+            ctx.inventory.nodes.retain(|n| n.name.as_str() != name);
+            ctx.cluster.members.remove(&name);
+            ctx.settle(vec![(name, left)])
+        })
+    }
+}
+
+impl LeaveCluster {
+    async fn leave(&self, ctx: &Context) -> anyhow::Result<String> {
+        let node = &self.0.node;
+        let name = node.name.as_str();
+        if !ctx.cluster.initialized {
+            return Err(Hinted::new("there is no cluster to remove a node from")
+                .hint("`khactl reset` tears down nodes that never formed a cluster")
+                .into());
+        }
+        let members = ctx.cluster.etcd.clone();
+        if node.role == Role::ControlPlane {
+            self.refuse_unsafe(ctx, &members).await?;
+        }
+        let reachable = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable);
+        let mut done = Vec::new();
+        if let Some(host) = reachable
+            && node.role == Role::ControlPlane
+        {
+            self.hand_over_vip(ctx, host).await?;
+            done.push("VIP handed over");
+        }
+        if reachable.is_some() {
+            drain(ctx, name).await?;
+            done.push("drained");
+        }
+        if node.role == Role::ControlPlane {
+            let witness = etcd_witness(ctx, Some(name))
+                .ok_or_else(|| anyhow::anyhow!("no other control plane is an etcd member"))?;
+            let removed = remove_member(ctx, witness, node, &members).await?;
+            if removed > 0 {
+                done.push("etcd member removed");
+            }
+        }
+        Ok(if done.is_empty() {
+            "nothing to do on the cluster's side".to_owned()
+        } else {
+            done.join(", ")
+        })
+    }
+
+    /// A control plane's removal must leave etcd a quorum of healthy voters and at least one
+    /// ready API server.
+    async fn refuse_unsafe(&self, ctx: &Context, members: &[etcd::Member]) -> anyhow::Result<()> {
+        let node = &self.0.node;
+        let name = node.name.as_str();
+        let address = node.address.to_string();
+        let remaining: Vec<&etcd::Member> = members
+            .iter()
+            .filter(|m| !m.is_learner && !m.is_node(name, &address))
+            .collect();
+        let healthy = remaining.iter().filter(|m| m.healthy == Some(true)).count();
+        if remaining.is_empty() {
+            bail!(
+                "{name} is the last etcd member: removing it removes the cluster (`khactl reset`)"
+            );
+        }
+        if healthy < etcd::quorum(remaining.len()) {
+            return Err(Hinted::new(format!(
+                "removing {name} would leave {} etcd voter(s) of which {healthy} answer: etcd \
+                 needs {} to work",
+                remaining.len(),
+                etcd::quorum(remaining.len())
+            ))
+            .hint("bring the other members back first (`khactl status`)")
+            .into());
+        }
+        let fleet = ctx.fleet()?;
+        let mut ready = 0;
+        for other in ctx.inventory.control_plane() {
+            if other.name == node.name || !ctx.cluster.members.contains(other.name.as_str()) {
+                continue;
+            }
+            if let Some(h) = fleet.host(other.name.as_str()) {
+                let a = other.address.to_string();
+                if api::ready(h, &a, API_SERVER_PORT, &a).await? {
+                    ready += 1;
+                }
+            }
+        }
+        if ready == 0 {
+            bail!("removing {name} would leave no ready API server");
+        }
+        Ok(())
+    }
+
+    /// If the node holds the VIP, stops its agent (which gives the VIP up with a priority-0
+    /// advert) and waits until another control plane holds it.
+    async fn hand_over_vip(&self, ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+        let vip = ctx.inventory.vip.address;
+        let name = host.node().to_owned();
+        let fleet = ctx.fleet()?;
+        if !vip::holders(fleet, &[name.as_str()], vip)
+            .await?
+            .contains(&name)
+        {
+            return Ok(());
+        }
+        let init = ctx.facts_of(&name)?.init;
+        ctx.apply(host, &[service_change(init, ServiceAction::Stop)])
+            .await?;
+        if ctx.settings.mode == Mode::Plan {
+            return Ok(());
+        }
+        let others: Vec<&str> = ctx
+            .inventory
+            .control_plane()
+            .map(|n| n.name.as_str())
+            .filter(|n| *n != name)
+            .collect();
+        let started = Instant::now();
+        loop {
+            ctx.settings.interrupt.check()?;
+            if !vip::holders(fleet, &others, vip).await?.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > HANDOVER_DEADLINE {
+                bail!(
+                    "{name}'s agent stopped, but no other control plane took the VIP {vip} \
+                     within {}s",
+                    HANDOVER_DEADLINE.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn service_change(init: crate::facts::InitSystem, action: ServiceAction) -> Change {
+    Change::Service {
+        name: SERVICE.to_owned(),
+        init,
+        action,
+        check_first: None,
+    }
+}
+
+/// `kubectl drain` on a member control plane's own API server: cordon, evict what runs there
+/// (DaemonSet pods and the static pods' mirrors stay).
+async fn drain(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let Some(member) = etcd_witness(ctx, Some(name)) else {
+        return Ok(());
+    };
+    let server = format!(
+        "--server=https://{}:{API_SERVER_PORT}",
+        ctx.node(member.node())?.address
+    );
+    let headline = format!("drain {name} (kubectl, on {})", member.node());
+    ctx.step(member, &headline, async |m| {
+        m.run(
+            &RemoteCommand::new([
+                "kubectl",
+                "--kubeconfig",
+                "/etc/kubernetes/admin.conf",
+                server.as_str(),
+                "drain",
+                name,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--force",
+                "--timeout=120s",
+            ])
+            .timeout(Duration::from_secs(150)),
+        )
+        .await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// After the agents let go of the node: reset it and remove khagent (unless unreachable),
+/// delete its Node object, and drop it from the state's record.
+pub struct FinishRemoval(pub Leaving);
+
+impl Phase for FinishRemoval {
+    fn title(&self) -> &'static str {
+        "Clean up the removed node"
+    }
+
+    /// Which of khagent's files are on the leaving node.
+    fn facts(&self, _ctx: &Context, node: &Node) -> crate::facts::ProbeRequest {
+        if node.name != self.0.node.name {
+            return crate::facts::ProbeRequest::default();
+        }
+        crate::facts::ProbeRequest {
+            digests: [SYSTEMD_UNIT, OPENRC_SCRIPT, AGENT_CONFIG, AGENT_BINARY]
+                .iter()
+                .map(std::path::PathBuf::from)
+                .collect(),
+            ..crate::facts::ProbeRequest::default()
+        }
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
+        Box::pin(async move {
+            let name = self.0.node.name.to_string();
+            let r = self.finish(ctx).await;
+            ctx.settle(vec![(name, r)])
+        })
+    }
+}
+
+impl FinishRemoval {
+    async fn finish(&self, ctx: &Context) -> anyhow::Result<String> {
+        let name = self.0.node.name.as_str();
+        let host = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable);
+        if let Some(host) = host {
+            let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
+            ctx.step(host, "kubeadm reset -f (the node leaves)", async |h| {
+                h.run(&kubeadm_command(
+                    ["reset", "-f", "--cri-socket", cri.as_str()],
+                    None,
+                ))
+                .await?;
+                Ok(())
+            })
+            .await?;
+            let facts = ctx.facts_of(name)?;
+            let mut changes = Vec::new();
+            if facts.digest(std::path::Path::new(AGENT_BINARY)).is_some() {
+                changes.push(service_change(facts.init, ServiceAction::Stop));
+                changes.push(service_change(facts.init, ServiceAction::Disable));
+            }
+            for path in [SYSTEMD_UNIT, OPENRC_SCRIPT, AGENT_CONFIG, AGENT_BINARY] {
+                if facts.digest(std::path::Path::new(path)).is_some() {
+                    changes.push(Change::RemoveFile { path: path.into() });
+                }
+            }
+            ctx.apply(host, &changes).await?;
+        }
+        delete_node_object(ctx, name).await?;
+        if ctx.settings.mode == Mode::Apply {
+            let path = ctx.state.placements_path();
+            if let Ok(mut record) = Placements::load(&path)
+                && record.nodes.remove(name).is_some()
+            {
+                record.save(&path)?;
+            }
+        }
+        Ok(if self.0.unreachable {
+            "removed from the cluster's side; the machine was not touched".to_owned()
+        } else {
+            "reset; khagent removed; Node object deleted".to_owned()
+        })
+    }
+}
