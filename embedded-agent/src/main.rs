@@ -14,8 +14,8 @@
 //! anything binds; then the listeners bind, VRRP starts on its own thread, and the health,
 //! track, status and accept tasks run on one current-thread runtime (on 2 cores a
 //! work-stealing runtime only added cross-core wakeups). Signals feed one shutdown channel:
-//! SIGTERM/SIGINT stop accepting, stop VRRP cleanly (priority-0 advert, VIP removed) and drain
-//! connections for `drain_timeout`; SIGHUP reloads the config.
+//! SIGTERM/SIGINT stop VRRP cleanly (priority-0 advert, VIP removed), then stop accepting and
+//! drain connections for `drain_timeout`; SIGHUP reloads the config.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -166,6 +166,9 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     };
 
     let (shutdown_tx, shutdown) = watch::channel(false);
+    // VRRP stops first, on its own signal: the VIP leaves this node while the listener still
+    // accepts, so no client whose ARP cache still points here meets a closed port (a reset).
+    let (vrrp_shutdown_tx, vrrp_shutdown) = watch::channel(false);
     let (track_tx, track_rx) = watch::channel(TrackState::default());
     let events = Arc::new(EventLog::default());
     let vrrp_handle = match config.vrrp.clone() {
@@ -173,7 +176,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
             vrrp::spawn(
                 settings,
                 track_rx.clone(),
-                shutdown.clone(),
+                vrrp_shutdown,
                 Arc::clone(&events),
             )
             .map_err(|e| e.to_string())?,
@@ -270,6 +273,17 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
         lb.active(),
         running.drain_timeout.0
     ));
+    // The handover first: a priority-0 advert and the VIP removed (a backup takes over
+    // within its skew time); then stop accepting and drain.
+    vrrp_shutdown_tx.send_replace(true);
+    let vrrp_stopped = match vrrp_handle {
+        Some(handle) => match tokio::task::spawn_blocking(move || handle.join()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("vrrp stopped with an error: {e}")),
+            Err(e) => Err(format!("vrrp thread: {e}")),
+        },
+        None => Ok(()),
+    };
     shutdown_tx.send_replace(true);
     let _accept_done = accept_task.await;
     let forced = lb.drain(running.drain_timeout.0).await;
@@ -281,13 +295,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     if let Some(task) = status_task {
         let _status_done = task.await;
     }
-    if let Some(handle) = vrrp_handle {
-        match tokio::task::spawn_blocking(move || handle.join()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("vrrp stopped with an error: {e}")),
-            Err(e) => return Err(format!("vrrp thread: {e}")),
-        }
-    }
+    vrrp_stopped?;
     log::info(format_args!("stopped"));
     Ok(())
 }
