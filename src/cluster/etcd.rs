@@ -101,6 +101,39 @@ pub async fn remove(from: &NodeHandle, id: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The member id the local member on `from` believes is the leader (`Maintenance.Status`).
+pub async fn leader(from: &NodeHandle) -> anyhow::Result<u64> {
+    let out = from
+        .run(&call("/v3/maintenance/status", "{}").read_only())
+        .await
+        .context("asking etcd for its status")?;
+    parse_leader(&out.stdout_str())
+}
+
+/// The `leader` of a gateway `StatusResponse` (a 64-bit id, as a JSON string or number).
+pub fn parse_leader(json: &str) -> anyhow::Result<u64> {
+    let v: Value = serde_json::from_str(json.trim())
+        .with_context(|| format!("etcd's status is not JSON: {}", json.trim()))?;
+    match v.get("leader") {
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(Value::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+    .with_context(|| format!("etcd's status names no leader: {}", json.trim()))
+}
+
+/// Hands the leadership to `target` (`Maintenance.MoveLeader`); `from` must be the leader's
+/// node. Removing the leader itself would make the cluster elect a new one while every API
+/// server's request waits (about an election timeout); a transfer is one round trip. Not
+/// read-only: callers run it through the gate as a step.
+pub async fn move_leader(from: &NodeHandle, target: u64) -> anyhow::Result<()> {
+    let body = format!("{{\"targetID\":\"{target}\"}}");
+    from.run(&call("/v3/maintenance/transfer-leadership", &body))
+        .await
+        .with_context(|| format!("moving the etcd leadership to {target:x}"))?;
+    Ok(())
+}
+
 /// Parses the gateway's `MemberListResponse`.
 pub fn parse_members(json: &str) -> anyhow::Result<Vec<Member>> {
     let v: Value = serde_json::from_str(json.trim())
@@ -191,6 +224,14 @@ fn describe(m: &Member) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leader_is_read_from_a_status_answer_as_string_or_number() {
+        let status = r#"{"header":{"member_id":"1"},"version":"3.4.23","leader":"10276657743932975437","raftTerm":"2"}"#;
+        assert_eq!(parse_leader(status).unwrap(), 10276657743932975437);
+        assert_eq!(parse_leader(r#"{"leader":7}"#).unwrap(), 7);
+        assert!(parse_leader(r#"{"header":{}}"#).is_err());
+    }
 
     const LIST: &str = r#"{"header":{"cluster_id":"1","member_id":"2","raft_term":"3"},
       "members":[{"ID":"10276657743932975437","name":"cp1","peerURLs":["https://10.0.0.11:2380"],

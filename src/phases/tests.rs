@@ -243,6 +243,9 @@ impl Nodes {
                     c.joined.retain(|n| *n != name);
                     output(0, "")
                 }
+                // cp3 leads etcd.
+                _ if label.contains("/v3/maintenance/status") => output(0, r#"{"leader":"13"}"#),
+                _ if label.contains("/v3/maintenance/transfer-leadership") => output(0, "{}"),
                 _ if label.starts_with("etcd-api") => output(0, &cluster.borrow().members_json()),
                 _ if label.starts_with("etcd-health") => {
                     let text: String = argv[4..].iter().map(|u| format!("{u} ok\n")).collect();
@@ -1298,25 +1301,29 @@ async fn remove_node_removes_the_etcd_member_before_its_reset_and_reloads_agents
         .iter()
         .filter(|s| {
             s.label.contains("member/remove")
+                || s.label.contains("transfer-leadership")
                 || s.label.starts_with("kubeadm reset")
                 || s.label.contains("delete node")
         })
         .map(|s| {
+            let words: Vec<&str> = s.label.split(' ').collect();
             format!(
-                "{}: {}",
+                "{}: {} {}",
                 s.node,
-                s.label.split(' ').take(2).collect::<Vec<_>>().join(" ")
+                words[0],
+                words.get(2).copied().unwrap_or("")
             )
         })
         .collect();
     assert_eq!(
         order,
         [
-            "cp1: etcd-api https://127.0.0.1:2379",
-            "cp3: kubeadm reset",
-            "cp1: kubectl --kubeconfig"
+            "cp3: etcd-api /v3/maintenance/transfer-leadership",
+            "cp1: etcd-api /v3/cluster/member/remove",
+            "cp3: kubeadm -f",
+            "cp1: kubectl /etc/kubernetes/admin.conf",
         ],
-        "member removed before the node's etcd stops; Node deleted last"
+        "the leader hands over, its member goes before its etcd stops, the Node last"
     );
     let cp3_agent_writes = nodes
         .seen()

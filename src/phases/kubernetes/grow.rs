@@ -48,12 +48,20 @@ impl CheckGrowth {
         if ctx.cluster.members.contains(name) {
             return Ok(format!("{name} is already in the cluster: nothing to add"));
         }
-        let others_missing: Vec<&str> = ctx
-            .inventory
-            .control_plane()
-            .map(|n| n.name.as_str())
-            .filter(|n| *n != name && !ctx.cluster.members.contains(*n))
-            .collect();
+        let others_missing: Vec<&str> =
+            ctx.inventory
+                .control_plane()
+                .map(|n| n.name.as_str())
+                .filter(|n| *n != name && !ctx.cluster.members.contains(*n))
+                // A control plane etcd still counts as a voter is in the cluster, however broken
+                // its files are: the health check below says what is wrong with it.
+                .filter(|n| {
+                    let address = ctx.inventory.node(n).map(|x| x.address.to_string());
+                    !ctx.cluster.etcd.iter().any(|m| {
+                        !m.is_learner && address.as_deref().is_some_and(|a| m.is_node(n, a))
+                    })
+                })
+                .collect();
         if !others_missing.is_empty() {
             return Err(Hinted::new(format!(
                 "{} {} in the inventory but not in the cluster; control planes are added one \

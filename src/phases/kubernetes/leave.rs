@@ -1,10 +1,11 @@
 //! `remove-node`: a node leaves the cluster in the order that keeps the API up. Before
 //! anything changes, the gate refuses a removal that would lose etcd's quorum or leave no
 //! API server. Then [`LeaveCluster`]: the VIP moves away first if the node holds it (its agent
-//! stopped: a priority-0 handover), the node is drained, a control plane's etcd member is
-//! removed **before** its etcd stops, and the node leaves the run's inventory, so the
-//! `InstallAgent` phase after it reloads every other agent without it. Last,
-//! [`FinishRemoval`]: `kubeadm reset -f` and khagent's files gone on the node (unless it is
+//! stopped: a priority-0 handover), the node is drained, and it leaves the run's inventory, so
+//! the `InstallAgent` phase after it reloads every other agent without it. Last,
+//! [`FinishRemoval`]: a control plane's etcd member is removed — once no agent sends its API
+//! server traffic (an API server whose etcd left fails every request), and **before** its etcd
+//! stops — then `kubeadm reset -f` and khagent's files gone on the node (unless it is
 //! unreachable), its Node object deleted, and the state's record of it dropped.
 
 use std::time::{Duration, Instant};
@@ -71,9 +72,8 @@ impl LeaveCluster {
                 .hint("`khactl reset` tears down nodes that never formed a cluster")
                 .into());
         }
-        let members = ctx.cluster.etcd.clone();
         if node.role == Role::ControlPlane {
-            self.refuse_unsafe(ctx, &members).await?;
+            self.refuse_unsafe(ctx, &ctx.cluster.etcd).await?;
         }
         let reachable = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable);
         let mut done = Vec::new();
@@ -86,14 +86,6 @@ impl LeaveCluster {
         if reachable.is_some() {
             drain(ctx, name).await?;
             done.push("drained");
-        }
-        if node.role == Role::ControlPlane {
-            let witness = etcd_witness(ctx, Some(name))
-                .ok_or_else(|| anyhow::anyhow!("no other control plane is an etcd member"))?;
-            let removed = remove_member(ctx, witness, node, &members).await?;
-            if removed > 0 {
-                done.push("etcd member removed");
-            }
         }
         Ok(if done.is_empty() {
             "nothing to do on the cluster's side".to_owned()
@@ -189,6 +181,45 @@ impl LeaveCluster {
     }
 }
 
+/// If the leaving member leads etcd, moves the leadership to the witness's member first, so
+/// its removal costs no election.
+async fn hand_over_leadership(
+    ctx: &Context,
+    leaving: &NodeHandle,
+    witness: &NodeHandle,
+    node: &Node,
+    members: &[etcd::Member],
+) -> anyhow::Result<()> {
+    let address = node.address.to_string();
+    let Some(me) = members
+        .iter()
+        .find(|m| m.is_node(node.name.as_str(), &address))
+    else {
+        return Ok(());
+    };
+    if etcd::leader(witness).await? != me.id {
+        return Ok(());
+    }
+    let witness_node = ctx.node(witness.node())?;
+    let witness_address = witness_node.address.to_string();
+    let Some(target) = members
+        .iter()
+        .find(|m| m.is_node(witness_node.name.as_str(), &witness_address))
+    else {
+        return Ok(());
+    };
+    let target_id = target.id;
+    let headline = format!(
+        "move the etcd leadership from {} to {}",
+        node.name, witness_node.name
+    );
+    ctx.step(leaving, &headline, async |h| {
+        etcd::move_leader(h, target_id).await
+    })
+    .await?;
+    Ok(())
+}
+
 fn service_change(init: crate::facts::InitSystem, action: ServiceAction) -> Change {
     Change::Service {
         name: SERVICE.to_owned(),
@@ -266,7 +297,20 @@ impl Phase for FinishRemoval {
 
 impl FinishRemoval {
     async fn finish(&self, ctx: &Context) -> anyhow::Result<String> {
-        let name = self.0.node.name.as_str();
+        let node = &self.0.node;
+        let name = node.name.as_str();
+        if node.role == Role::ControlPlane {
+            // The agents no longer send it traffic: its API server can lose its etcd now.
+            // Removed before `kubeadm reset` stops that etcd, so the cluster never counts a
+            // voter that is gone.
+            let witness = etcd_witness(ctx, Some(name))
+                .ok_or_else(|| anyhow::anyhow!("no other control plane is an etcd member"))?;
+            let members = etcd::members(witness).await?;
+            if let Some(host) = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable) {
+                hand_over_leadership(ctx, host, witness, node, &members).await?;
+            }
+            remove_member(ctx, witness, node, &members).await?;
+        }
         let host = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable);
         if let Some(host) = host {
             let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
