@@ -20,16 +20,16 @@ const DEBIAN_KUBECTL: &str = "/opt/khalab/kubernetes-client/usr/bin/kubectl";
 
 /// One etcd member as `etcdctl member list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Member {
-    id: String,
-    started: bool,
-    name: String,
-    learner: bool,
+pub(crate) struct Member {
+    pub(crate) id: String,
+    pub(crate) started: bool,
+    pub(crate) name: String,
+    pub(crate) learner: bool,
 }
 
 /// The etcd members, read on `from` by the real `etcdctl` with khactl's healthcheck client
 /// certificate.
-fn members(lab: &Lab, from: &str) -> Vec<Member> {
+pub(crate) fn members(lab: &Lab, from: &str) -> Vec<Member> {
     let out = sh(
         lab,
         from,
@@ -51,7 +51,7 @@ fn members(lab: &Lab, from: &str) -> Vec<Member> {
         .collect()
 }
 
-fn voters(lab: &Lab, from: &str) -> Vec<String> {
+pub(crate) fn voters(lab: &Lab, from: &str) -> Vec<String> {
     let mut names: Vec<String> = members(lab, from)
         .into_iter()
         .filter(|m| m.started && !m.learner)

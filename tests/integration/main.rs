@@ -12,6 +12,7 @@ mod support;
 mod agent_install;
 mod cli;
 mod failover;
+mod grow;
 mod hardening;
 mod kubeadm;
 mod lab_smoke;

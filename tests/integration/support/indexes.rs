@@ -61,3 +61,9 @@ pub const KUBEADM_FAILED_JOIN: u8 = 73;
 /// `failover`: a 3-master cluster (`khactl up`) the drill breaks and restores (both tests,
 /// one drill at a time). 81..=86 are reserved for failover work.
 pub const FAILOVER: u8 = 80;
+/// `grow`: a 2-master cluster grown to 3 and then 4 by `add-master` under a `/readyz` prober.
+pub const GROW: u8 = 74;
+/// `grow`: `add-master` refused on an unhealthy cluster, a failed join, a stale member.
+pub const GROW_GUARDS: u8 = 75;
+/// `grow`: `add-master` of a node already in the cluster.
+pub const GROW_AGAIN: u8 = 76;
