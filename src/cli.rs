@@ -63,6 +63,10 @@ pub enum Command {
     /// planes into the state directory, so `up` keeps them instead of refusing the cluster.
     #[command(after_long_help = ADOPT_PKI_HELP)]
     AdoptPki(AdoptPkiArgs),
+    /// Show the cluster's health in one view: nodes, VIP holder, agents, load-balancer
+    /// backends, API servers, etcd, leaders, certificate expiry. Changes nothing.
+    #[command(after_long_help = STATUS_HELP)]
+    Status(StatusArgs),
 }
 
 const RENDER_HELP: &str = "\
@@ -236,6 +240,51 @@ impl UpArgs {
             nodes: self.nodes.options(),
             dry_run: self.dry_run,
             agent_binary: self.agent_binary.clone(),
+        }
+    }
+}
+
+const STATUS_HELP: &str = "\
+Read-only: every command status runs on a node only reads (the same gate as --dry-run
+refuses anything else). A node that cannot be reached is shown as such; the rest of the
+view still stands.
+
+Per node: reachable or not, whether it holds the VIP; on control planes khagent's VRRP
+state, priority and what lowered it, its load balancer's backends (healthy, connections)
+and the API server's /readyz; every node's certificates, the soonest to expire first
+(a warning under 30 days). For the cluster: /readyz through the VIP, the etcd members
+(voter or learner, healthy, leader, database size) and the controller-manager and
+scheduler leaders (their Leases). Every problem comes with a hint.
+
+Exit status: 0 healthy (warnings allowed), 1 degraded (the problems are listed), 2 bad
+usage or inventory.
+
+Examples:
+  khactl status -i inventory.yaml
+  khactl status -i inventory.yaml --output json   # one JSON document, also when degraded
+  khactl status -i inventory.yaml --watch          # redraw every 2 s until Ctrl-C";
+
+/// `status`'s options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Read again and redraw every --interval seconds until Ctrl-C (with --output json:
+    /// one JSON line per look).
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Seconds between two looks with --watch.
+    #[arg(long, value_name = "SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+}
+
+impl StatusArgs {
+    pub fn options(&self) -> crate::commands::status::StatusOptions {
+        crate::commands::status::StatusOptions {
+            nodes: self.nodes.options(),
+            watch: self.watch.then(|| Duration::from_secs(self.interval)),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Settings {
     pub verb: String,
     /// The inventory file, for commands a message tells the user to run.
     pub inventory_path: Option<std::path::PathBuf>,
+    /// The command only reads by nature (`status`): plan mode without being a dry run.
+    pub read_only_verb: bool,
 }
 
 pub struct Context {

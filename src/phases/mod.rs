@@ -28,6 +28,7 @@ pub mod install_agent;
 pub mod kubernetes;
 mod preflight;
 mod prepare_hosts;
+mod read_status;
 pub mod rolling;
 mod wait_for_vip;
 
@@ -44,7 +45,7 @@ use std::time::Instant;
 
 pub use adopt_pki::{AdoptPki, Adopted};
 pub use changes::{Change, ChangeRecord, Mode, SysctlChange};
-pub use connect::Connect;
+pub use connect::{Connect, ConnectReachable};
 pub use context::{Context, NodesFailed, Settings};
 pub use distribute_pki::DistributePki;
 pub use former_nodes::FormerNodes;
@@ -54,6 +55,7 @@ pub use install_agent::InstallAgent;
 pub use kubernetes::{CheckKubeadm, InitCluster, JoinControlPlanes, JoinWorkers, VerifyCluster};
 pub use preflight::Preflight;
 pub use prepare_hosts::PrepareHosts;
+pub use read_status::{OnRound, ReadStatus};
 pub use wait_for_vip::WaitForVip;
 
 use crate::facts::{HostFacts, ProbeRequest};
