@@ -14,4 +14,5 @@ mod cli;
 mod hardening;
 mod lab_smoke;
 mod pki_consumers;
+mod status;
 mod up;

@@ -50,3 +50,7 @@ pub const HARDENING_FOREIGN_PKI: u8 = 61;
 pub const HARDENING_LOCK: u8 = 62;
 /// `hardening`: a rotated host key with a state directory holding spaces and quotes.
 pub const HARDENING_HOSTKEY: u8 = 63;
+/// `status`: a healthy 3+1 cluster, then a VIP added by hand on a backup.
+pub const STATUS_HEALTHY: u8 = 90;
+/// `status`: one agent and one etcd member stopped.
+pub const STATUS_DEGRADED: u8 = 91;

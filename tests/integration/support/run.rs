@@ -1,0 +1,95 @@
+//! Running khactl against a lab and reading what came out: shared by the test modules.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::{Lab, khactl_bin};
+
+/// Runs `khactl up` (plus `extra` flags) with the lab's inventory and `state` as state dir.
+pub fn up(lab: &Lab, state: &Path, extra: &[&str]) -> Output {
+    assert!(
+        lab.is_up(),
+        "the lab must be up before khactl may connect to it"
+    );
+    Command::new(khactl_bin())
+        .arg("up")
+        .arg("-i")
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env_remove("KHACTL_STATE_DIR")
+        .output()
+        .expect("run khactl")
+}
+
+/// An output as a failure message shows it.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs a shell line in a node; it must succeed; its trimmed stdout.
+pub fn sh(lab: &Lab, node: &str, script: &str) -> String {
+    let out = lab.exec(node, &["sh", "-c", script]);
+    assert!(out.status.success(), "{node}: {script}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The one cluster directory khactl made under `--state-dir` (named after the cluster).
+pub fn cluster_state(base: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(base)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+}
+
+/// The one JSON document `--output json` prints on stdout.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(out)))
+}
+
+/// Every substring shaped like a bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`, not inside a
+/// longer word): what must never appear where a token could leak.
+pub fn token_shaped(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let tok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let mut found = Vec::new();
+    for i in 0..b.len().saturating_sub(22) {
+        let before_ok = i == 0 || !tok(b[i - 1]);
+        let after_ok = b.get(i + 23).is_none_or(|c| !tok(*c));
+        if before_ok
+            && after_ok
+            && b[i..i + 6].iter().all(|c| tok(*c))
+            && b[i + 6] == b'.'
+            && b[i + 7..i + 23].iter().all(|c| tok(*c))
+        {
+            found.push(text[i..i + 23].to_owned());
+        }
+    }
+    found
+}
+
+/// Runs `khactl VERB -i INVENTORY --state-dir STATE EXTRA…` against the lab.
+pub fn khactl(lab: &Lab, verb: &str, state: &Path, extra: &[&str]) -> Output {
+    assert!(
+        lab.is_up(),
+        "the lab must be up before khactl may connect to it"
+    );
+    Command::new(khactl_bin())
+        .arg(verb)
+        .arg("-i")
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env_remove("KHACTL_STATE_DIR")
+        .output()
+        .expect("run khactl")
+}
