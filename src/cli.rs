@@ -67,6 +67,10 @@ pub enum Command {
     /// backends, API servers, etcd, leaders, certificate expiry. Changes nothing.
     #[command(after_long_help = STATUS_HELP)]
     Status(StatusArgs),
+    /// Tear every node down to what it was before khactl: kubeadm reset, khagent, and
+    /// every file and setting khactl wrote (from each node's manifest).
+    #[command(after_long_help = RESET_HELP)]
+    Reset(ResetArgs),
 }
 
 const RENDER_HELP: &str = "\
@@ -285,6 +289,53 @@ impl StatusArgs {
         crate::commands::status::StatusOptions {
             nodes: self.nodes.options(),
             watch: self.watch.then(|| Duration::from_secs(self.interval)),
+        }
+    }
+}
+
+const RESET_HELP: &str = "\
+On every node of the inventory: `kubeadm reset -f` where kubeadm left anything (workers
+first, then the control planes one at a time), then exactly what the node's manifest
+(/var/lib/khactl/manifest, kept by `up`) says khactl wrote: khagent stopped and disabled,
+files khactl created removed and files it replaced put back, its /etc/hosts line removed,
+swap lines it commented out in /etc/fstab active again, sysctls set back to their values
+before `up`, then the manifest itself. Nothing else is touched. A second reset changes
+nothing.
+
+It asks you to type the cluster's name first (--yes: no question; without a terminal
+--yes is required). The local state directory is kept unless --purge-state.
+
+Examples:
+  khactl reset -i inventory.yaml --dry-run     # what it would undo, per node
+  khactl reset -i inventory.yaml
+  khactl reset -i inventory.yaml --yes --purge-state";
+
+/// `reset`'s options.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Reset without asking for the cluster's name (scripts).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Also remove the local state directory (the cluster's CAs, known_hosts, logs).
+    #[arg(long)]
+    pub purge_state: bool,
+
+    /// Show, per node, what would be undone; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl ResetArgs {
+    pub fn options(&self) -> crate::commands::reset::ResetOptions {
+        crate::commands::reset::ResetOptions {
+            nodes: self.nodes.options(),
+            yes: self.yes,
+            purge_state: self.purge_state,
+            dry_run: self.dry_run,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode as ProcessExit;
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
 use khactl::cluster::health::ClusterHealth;
-use khactl::commands::{ExitCode, UsageError, adopt_pki, render, status, up, validate};
+use khactl::commands::{ExitCode, UsageError, adopt_pki, render, reset, status, up, validate};
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
 use khactl::phases::{NodesFailed, RunInterrupted};
@@ -55,6 +55,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             print_result(cli, "adopt-pki", &result, &result.text(), Stream::Stderr)
         }
         Command::Status(args) => run_status(cli, args),
+        Command::Reset(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(reset::run(&args.options(), reporter))?;
+            print_result(cli, "reset", &result, &result.text(), Stream::Stderr)
+        }
     }
 }
 
@@ -271,6 +279,7 @@ fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
             Command::Render(_) => "render",
             Command::AdoptPki(_) => "adopt-pki",
             Command::Status(_) => "status",
+            Command::Reset(_) => "reset",
         };
         let doc: Document<'_, ()> = Document {
             command,

@@ -17,6 +17,31 @@ const READYZ: &str = r#"exec curl -sS --max-time 5 --cacert /etc/kubernetes/pki/
   --resolve "$1:$2:$3" "https://$1:$2/readyz"
 "#;
 
+/// Where kubectl keeps its HTTP and discovery cache when khactl runs it: tmpfs, gone at the
+/// next boot, instead of root's `~/.kube/cache`, so khactl leaves no file of kubectl's in
+/// root's home.
+pub const KUBECTL_CACHE: &str = "/run/khactl/kubectl-cache";
+
+/// `kubectl --kubeconfig /etc/kubernetes/admin.conf --cache-dir KUBECTL_CACHE ARGS…` on a
+/// control plane (not yet marked read-only, with the default timeout).
+pub fn kubectl<I, S>(args: I) -> RemoteCommand
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut argv: Vec<String> = [
+        "kubectl",
+        "--kubeconfig",
+        "/etc/kubernetes/admin.conf",
+        "--cache-dir",
+        KUBECTL_CACHE,
+    ]
+    .map(str::to_owned)
+    .into();
+    argv.extend(args.into_iter().map(Into::into));
+    RemoteCommand::new(argv)
+}
+
 /// Whether `/readyz` answers `ok` at `host:port` reached at `address`, with the serving
 /// certificate verified for `host` against the cluster CA (which `from` must have).
 pub async fn ready(
@@ -53,10 +78,7 @@ pub struct Leader {
 /// The leader-election Leases of kube-system, read with `admin.conf` against `server` (a
 /// node's own API server, so the answer does not depend on the VIP).
 pub async fn leaders(from: &NodeHandle, server: &str) -> anyhow::Result<Vec<Leader>> {
-    let cmd = RemoteCommand::new([
-        "kubectl",
-        "--kubeconfig",
-        "/etc/kubernetes/admin.conf",
+    let cmd = kubectl([
         "--server",
         server,
         "--request-timeout",
@@ -131,16 +153,9 @@ impl ApiNode {
 
 /// Every Node the API knows, read with the node's `admin.conf`.
 pub async fn nodes(from: &NodeHandle) -> anyhow::Result<Vec<ApiNode>> {
-    let cmd = RemoteCommand::new([
-        "kubectl",
-        "--kubeconfig",
-        "/etc/kubernetes/admin.conf",
-        "get",
-        "--raw",
-        "/api/v1/nodes",
-    ])
-    .read_only()
-    .timeout(Duration::from_secs(30));
+    let cmd = kubectl(["get", "--raw", "/api/v1/nodes"])
+        .read_only()
+        .timeout(Duration::from_secs(30));
     let out = from.run(&cmd).await.context("listing the Nodes")?;
     parse_nodes(&out.stdout_str())
 }

@@ -4,6 +4,7 @@
 
 pub mod adopt_pki;
 pub mod render;
+pub mod reset;
 pub mod status;
 pub mod up;
 pub mod validate;

@@ -99,6 +99,22 @@ pub struct NodeResult {
     pub changes: Vec<ChangeRecord>,
 }
 
+impl NodeResult {
+    /// Every inventory node with what changed on it, in inventory order.
+    pub fn every(f: &Finished) -> Vec<Self> {
+        f.inventory
+            .nodes
+            .iter()
+            .map(|n| NodeResult {
+                name: n.name.to_string(),
+                role: n.role.as_str(),
+                address: n.address.to_string(),
+                changes: f.journal.get(n.name.as_str()).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VipResult {
@@ -111,16 +127,7 @@ pub struct VipResult {
 impl UpResult {
     fn from_finished(f: &Finished) -> Self {
         let inv = &f.inventory;
-        let nodes = inv
-            .nodes
-            .iter()
-            .map(|n| NodeResult {
-                name: n.name.to_string(),
-                role: n.role.as_str(),
-                address: n.address.to_string(),
-                changes: f.journal.get(n.name.as_str()).cloned().unwrap_or_default(),
-            })
-            .collect();
+        let nodes = NodeResult::every(f);
         UpResult {
             dry_run: f.mode == Mode::Plan,
             cluster: inv.cluster.name.to_string(),

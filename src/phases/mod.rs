@@ -26,9 +26,11 @@ mod gather_facts;
 mod generate_pki;
 pub mod install_agent;
 pub mod kubernetes;
+pub mod manifest;
 mod preflight;
 mod prepare_hosts;
 mod read_status;
+mod reset_nodes;
 pub mod rolling;
 mod wait_for_vip;
 
@@ -56,6 +58,7 @@ pub use kubernetes::{CheckKubeadm, InitCluster, JoinControlPlanes, JoinWorkers, 
 pub use preflight::Preflight;
 pub use prepare_hosts::PrepareHosts;
 pub use read_status::{OnRound, ReadStatus};
+pub use reset_nodes::ResetNodes;
 pub use wait_for_vip::WaitForVip;
 
 use crate::facts::{HostFacts, ProbeRequest};

@@ -183,18 +183,7 @@ pub fn render(ctx: &Context, node: &Node, purpose: Purpose) -> anyhow::Result<Ku
 /// joins again, or after a join that failed. kubeadm removes its own etcd member when it can
 /// (and only warns when it cannot); khactl removes what is left by peer URL.
 pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Result<()> {
-    let headline = format!("kubeadm reset -f ({why})");
-    // The inventory's runtime: a node with two CRI sockets makes kubeadm refuse to guess.
-    let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
-    ctx.step(host, &headline, async |h| {
-        h.run(&kubeadm_command(
-            ["reset", "-f", "--cri-socket", cri.as_str()],
-            None,
-        ))
-        .await?;
-        Ok(())
-    })
-    .await?;
+    kubeadm_reset(ctx, host, why).await?;
     // kubeadm reset empties /etc/kubernetes/pki: put back what khactl placed there, or a
     // control plane's next join has no shared certificates (and kubeadm would make new ones).
     let node = ctx.node(host.node())?;
@@ -216,10 +205,7 @@ pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Resul
             member.node()
         );
         ctx.step(member, &headline, async |m| {
-            let cmd = RemoteCommand::new([
-                "kubectl",
-                "--kubeconfig",
-                "/etc/kubernetes/admin.conf",
+            let cmd = crate::cluster::api::kubectl([
                 "delete",
                 "node",
                 name.as_str(),
@@ -231,6 +217,23 @@ pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Resul
         })
         .await?;
     }
+    Ok(())
+}
+
+/// Only the `kubeadm reset -f` step of [`reset`], with the inventory's CRI socket (a node with
+/// two makes kubeadm refuse to guess); `why` is shown with it.
+pub async fn kubeadm_reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Result<()> {
+    let headline = format!("kubeadm reset -f ({why})");
+    let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
+    ctx.step(host, &headline, async |h| {
+        h.run(&kubeadm_command(
+            ["reset", "-f", "--cri-socket", cri.as_str()],
+            None,
+        ))
+        .await?;
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
