@@ -14,5 +14,6 @@ mod cli;
 mod hardening;
 mod lab_smoke;
 mod pki_consumers;
+mod reset;
 mod status;
 mod up;

@@ -54,3 +54,5 @@ pub const HARDENING_HOSTKEY: u8 = 63;
 pub const STATUS_HEALTHY: u8 = 90;
 /// `status`: one agent and one etcd member stopped.
 pub const STATUS_DEGRADED: u8 = 91;
+/// `reset`: a 3+1 cluster from `up`, reset twice.
+pub const RESET: u8 = 93;
