@@ -194,3 +194,78 @@ fn reset_after_up_leaves_no_file_of_khactls_puts_sysctls_back_and_a_second_reset
         "--purge-state removed it"
     );
 }
+
+/// A stand-in `ssh` that only records that it was called.
+fn tripwire_ssh(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let marker = dir.join("ssh-was-called");
+    let ssh = dir.join("ssh");
+    std::fs::write(
+        &ssh,
+        format!("#!/bin/sh\ntouch '{}'\nexit 255\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    marker
+}
+
+/// `status` and `reset` stop bad input with exit 2 before any connection: a broken
+/// inventory, and a reset that would have to ask without a terminal to ask on.
+#[test]
+fn status_and_reset_stop_bad_input_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = tripwire_ssh(dir.path());
+    let key = dir.path().join("id_ed25519");
+    std::fs::write(&key, "not used").unwrap();
+    let good = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "apiVersion: khactl.io/v1alpha1\nkind: Inventory\n\
+             cluster: {{ name: t, kubernetesVersion: v1.31.2 }}\n\
+             vip: {{ address: 10.0.0.100 }}\nssh: {{ identityFile: {} }}\n\
+             nodes:\n  - {{ name: cp1, address: 10.0.0.11, role: control-plane }}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let broken = crate::support::repo_root().join("tests/inventories/broken");
+    let broken = std::fs::read_dir(broken)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .unwrap();
+    let state = dir.path().join("state");
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], inventory: &std::path::Path| {
+        std::process::Command::new(crate::support::khactl_bin())
+            .args(args)
+            .arg("-i")
+            .arg(inventory)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("PATH", &path)
+            .env_remove("KHACTL_STATE_DIR")
+            .output()
+            .unwrap()
+    };
+    for args in [&["status"][..], &["reset", "--yes"][..]] {
+        let out = run(args, &broken);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    let out = run(&["reset"], &good);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no terminal to ask on"),
+        "{}",
+        text(&out)
+    );
+    let json = run(&["reset", "--output", "json"], &good);
+    assert_eq!(json_of(&json)["error"]["exitCode"], 2);
+    assert!(!marker.exists(), "ssh was started");
+    assert!(!state.exists(), "nothing was created");
+}
