@@ -76,6 +76,14 @@ pub enum Command {
     /// the API through the VIP feel; restore each. Exit 1 names a target that was missed.
     #[command(after_long_help = FAILOVER_HELP)]
     FailoverTest(FailoverTestArgs),
+    /// Show the cluster's health in one view: nodes, VIP holder, agents, load-balancer
+    /// backends, API servers, etcd, leaders, certificate expiry. Changes nothing.
+    #[command(after_long_help = STATUS_HELP)]
+    Status(StatusArgs),
+    /// Tear every node down to what it was before khactl: kubeadm reset, khagent, and
+    /// every file and setting khactl wrote (from each node's manifest).
+    #[command(after_long_help = RESET_HELP)]
+    Reset(ResetArgs),
 }
 
 const ADD_MASTER_HELP: &str = "\
@@ -468,6 +476,98 @@ impl FailoverTestArgs {
             node_up_cmd: self.node_up_cmd.clone(),
             report: self.report.clone(),
             probe_interval: self.probe_interval,
+        }
+    }
+}
+
+const STATUS_HELP: &str = "\
+Read-only: every command status runs on a node only reads (the same gate as --dry-run
+refuses anything else). A node that cannot be reached is shown as such; the rest of the
+view still stands.
+
+Per node: reachable or not, whether it holds the VIP; on control planes khagent's VRRP
+state, priority and what lowered it, its load balancer's backends (healthy, connections)
+and the API server's /readyz; every node's certificates, the soonest to expire first
+(a warning under 30 days). For the cluster: /readyz through the VIP, the etcd members
+(voter or learner, healthy, leader, database size) and the controller-manager and
+scheduler leaders (their Leases). Every problem comes with a hint.
+
+Exit status: 0 healthy (warnings allowed), 1 degraded (the problems are listed), 2 bad
+usage or inventory.
+
+Examples:
+  khactl status -i inventory.yaml
+  khactl status -i inventory.yaml --output json   # one JSON document, also when degraded
+  khactl status -i inventory.yaml --watch          # redraw every 2 s until Ctrl-C";
+
+/// `status`'s options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Read again and redraw every --interval seconds until Ctrl-C (with --output json:
+    /// one JSON line per look).
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Seconds between two looks with --watch.
+    #[arg(long, value_name = "SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+}
+
+impl StatusArgs {
+    pub fn options(&self) -> crate::commands::status::StatusOptions {
+        crate::commands::status::StatusOptions {
+            nodes: self.nodes.options(),
+            watch: self.watch.then(|| Duration::from_secs(self.interval)),
+        }
+    }
+}
+
+const RESET_HELP: &str = "\
+On every node of the inventory: `kubeadm reset -f` where kubeadm left anything (workers
+first, then the control planes one at a time), then exactly what the node's manifest
+(/var/lib/khactl/manifest, kept by `up`) says khactl wrote: khagent stopped and disabled,
+files khactl created removed and files it replaced put back, its /etc/hosts line removed,
+swap lines it commented out in /etc/fstab active again, sysctls set back to their values
+before `up`, then the manifest itself. Nothing else is touched. A second reset changes
+nothing.
+
+It asks you to type the cluster's name first (--yes: no question; without a terminal
+--yes is required). The local state directory is kept unless --purge-state.
+
+Examples:
+  khactl reset -i inventory.yaml --dry-run     # what it would undo, per node
+  khactl reset -i inventory.yaml
+  khactl reset -i inventory.yaml --yes --purge-state";
+
+/// `reset`'s options.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Reset without asking for the cluster's name (scripts).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Also remove the local state directory (the cluster's CAs, known_hosts, logs).
+    #[arg(long)]
+    pub purge_state: bool,
+
+    /// Show, per node, what would be undone; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl ResetArgs {
+    pub fn options(&self) -> crate::commands::reset::ResetOptions {
+        crate::commands::reset::ResetOptions {
+            nodes: self.nodes.options(),
+            yes: self.yes,
+            purge_state: self.purge_state,
+            dry_run: self.dry_run,
         }
     }
 }

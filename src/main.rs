@@ -6,8 +6,10 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use khactl::cli::{Cli, Command, Output};
+use khactl::cluster::health::ClusterHealth;
 use khactl::commands::{
-    ExitCode, UsageError, adopt_pki, failover_test, grow, remove_node, render, up, validate,
+    ExitCode, UsageError, adopt_pki, failover_test, grow, remove_node, render, reset, status, up,
+    validate,
 };
 use khactl::diagnostics::{Hinted, hints_of};
 use khactl::interrupt::Interrupted;
@@ -54,6 +56,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let reporter = report::for_terminal(cli.verbose);
             let result = runtime.block_on(adopt_pki::run(&args.options(), reporter))?;
             print_result(cli, "adopt-pki", &result, &result.text(), Stream::Stderr)
+        }
+        Command::Status(args) => run_status(cli, args),
+        Command::Reset(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reporter = report::for_terminal(cli.verbose);
+            let result = runtime.block_on(reset::run(&args.options(), reporter))?;
+            print_result(cli, "reset", &result, &result.text(), Stream::Stderr)
         }
         Command::AddMaster(args) | Command::AddWorker(args) => {
             let role = match &cli.command {
@@ -115,6 +126,92 @@ fn command_name(command: &Command) -> &'static str {
         Command::AddWorker(_) => "add-worker",
         Command::FailoverTest(_) => "failover-test",
         Command::RemoveNode(_) => "remove-node",
+        Command::Status(_) => "status",
+        Command::Reset(_) => "reset",
+    }
+}
+
+/// `status`: the view on stdout (redrawn with `--watch`), then exit 1 if degraded. A degraded
+/// cluster's JSON document carries both the result and the error.
+fn run_status(cli: &Cli, args: &khactl::cli::StatusArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let opts = args.options();
+    let watching = opts.watch.is_some();
+    let (reporter, on_round): (Box<dyn report::Reporter>, Option<khactl::phases::OnRound>) =
+        if watching {
+            let output = cli.output;
+            (
+                Box::new(report::SilentReporter),
+                Some(Box::new(move |h: &ClusterHealth| draw_round(output, h))),
+            )
+        } else {
+            (report::for_terminal(cli.verbose), None)
+        };
+    let result = runtime.block_on(status::run(&opts, reporter, on_round))?;
+    let degraded = result.degraded();
+    if !watching {
+        match (&degraded, cli.output) {
+            (Some(e), Output::Json) => {
+                let doc = Document {
+                    command: "status",
+                    ok: false,
+                    result: Some(&result),
+                    error: Some(ErrorDocument {
+                        message: e.to_string(),
+                        causes: Vec::new(),
+                        hints: e.hints().to_vec(),
+                        exit_code: ExitCode::Failed as u8,
+                    }),
+                };
+                print_json(&doc)?;
+            }
+            _ => print_result(cli, "status", &result, &result.text(), Stream::Stdout)?,
+        }
+    }
+    match degraded {
+        Some(_) => Err(Printed(format!(
+            "cluster {} is degraded: {} problem(s), listed above",
+            result.health.cluster,
+            result.health.problems.len()
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// An error whose details the command printed already (`status` on a degraded cluster): one
+/// line on stderr, no second JSON document.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Printed(String);
+
+#[expect(clippy::print_stdout, reason = "main prints the command's result")]
+fn print_json<T: Serialize>(doc: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(doc)?);
+    Ok(())
+}
+
+/// One look of `status --watch`: the view redrawn in place on a terminal, or one JSON line.
+#[expect(clippy::print_stdout, reason = "main prints the command's result")]
+fn draw_round(output: Output, health: &ClusterHealth) {
+    use std::io::IsTerminal;
+    match output {
+        Output::Json => match serde_json::to_string(health) {
+            Ok(line) => println!("{line}"),
+            Err(e) => println!("{{\"error\":\"cannot print the status as JSON: {e}\"}}"),
+        },
+        Output::Text => {
+            if std::io::stdout().is_terminal() {
+                // Home, then clear to the end of the screen: the view is redrawn in place.
+                print!("\x1b[H\x1b[2J");
+            }
+            for line in health.text() {
+                println!("{line}");
+            }
+            println!("(every look is read again; Ctrl-C to stop)");
+        }
     }
 }
 
@@ -123,6 +220,8 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
         .any(|c| c.is::<RunInterrupted>() || c.is::<Interrupted>())
     {
         ExitCode::Interrupted
+    } else if e.chain().any(|c| c.is::<Printed>()) {
+        ExitCode::Failed
     } else if e.chain().any(|c| c.is::<UsageError>()) {
         ExitCode::Usage
     } else {
@@ -229,6 +328,9 @@ fn hints(e: &anyhow::Error) -> Vec<String> {
 fn print_error(cli: &Cli, e: &anyhow::Error, code: ExitCode) {
     let hints = hints(e);
     eprintln!("error: {e}");
+    if e.is::<Printed>() {
+        return;
+    }
     for cause in e.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }

@@ -90,11 +90,35 @@ impl Loaded {
         self.start_with(verb, mode, reporter, Box::new(SshConnector))
     }
 
+    /// [`Loaded::start`] for a command that only reads (`status`): it runs in plan mode, so
+    /// the remote seam refuses any command not marked read-only, but it is no dry run of
+    /// anything and its log and lock say its own name.
+    pub fn start_read_only(
+        self,
+        verb: &str,
+        reporter: Box<dyn Reporter>,
+        connector: Option<Box<dyn Connector>>,
+    ) -> anyhow::Result<Context> {
+        let connector = connector.unwrap_or_else(|| Box::new(SshConnector));
+        self.start_inner(verb, Mode::Plan, true, reporter, connector)
+    }
+
     /// [`Loaded::start`] with another way to reach nodes (unit tests pass fakes).
     pub fn start_with(
         self,
         verb: &str,
         mode: Mode,
+        reporter: Box<dyn Reporter>,
+        connector: Box<dyn Connector>,
+    ) -> anyhow::Result<Context> {
+        self.start_inner(verb, mode, false, reporter, connector)
+    }
+
+    fn start_inner(
+        self,
+        verb: &str,
+        mode: Mode,
+        read_only_verb: bool,
         reporter: Box<dyn Reporter>,
         connector: Box<dyn Connector>,
     ) -> anyhow::Result<Context> {
@@ -113,12 +137,16 @@ impl Loaded {
         }
         state.create().map_err(|e| UsageError::new(e.to_string()))?;
         let command = match mode {
-            Mode::Plan => format!("{verb} --dry-run"),
-            Mode::Apply => verb.to_owned(),
+            Mode::Plan if !read_only_verb => format!("{verb} --dry-run"),
+            _ => verb.to_owned(),
         };
         let lock = StateLock::acquire(&state.lock_path(), &command)?;
         let swept = state.sweep_scratch(&lock)?;
-        let log_verb = if mode == Mode::Plan { "plan" } else { verb };
+        let log_verb = if mode == Mode::Plan && !read_only_verb {
+            "plan"
+        } else {
+            verb
+        };
         let log = RunLog::create(&state.logs_dir(), log_verb).map_err(|e| {
             UsageError::new(format!(
                 "cannot create the run log in {}: {e}",
@@ -149,6 +177,7 @@ impl Loaded {
             verb: verb.to_owned(),
             inventory_path: Some(self.options.inventory.clone()),
             scope: None,
+            read_only_verb,
         };
         let mut ctx = Context::new(self.inventory, settings, state, report, connector);
         ctx.state_lock = Some(lock);
@@ -270,8 +299,8 @@ pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Res
         Err(e) => {
             ctx.report.log_only(&format!("stopped: {e:#}"));
             let dry = match ctx.settings.mode {
-                Mode::Plan => " --dry-run",
-                Mode::Apply => "",
+                Mode::Plan if !ctx.settings.read_only_verb => " --dry-run",
+                _ => "",
             };
             let verb = &ctx.settings.verb;
             Err(e.context(format!("khactl {verb}{dry} stopped; full log: {shown}")))

@@ -17,6 +17,31 @@ const READYZ: &str = r#"exec curl -sS --max-time 5 --cacert /etc/kubernetes/pki/
   --resolve "$1:$2:$3" "https://$1:$2/readyz"
 "#;
 
+/// Where kubectl keeps its HTTP and discovery cache when khactl runs it: tmpfs, gone at the
+/// next boot, instead of root's `~/.kube/cache`, so khactl leaves no file of kubectl's in
+/// root's home.
+pub const KUBECTL_CACHE: &str = "/run/khactl/kubectl-cache";
+
+/// `kubectl --kubeconfig /etc/kubernetes/admin.conf --cache-dir KUBECTL_CACHE ARGS…` on a
+/// control plane (not yet marked read-only, with the default timeout).
+pub fn kubectl<I, S>(args: I) -> RemoteCommand
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut argv: Vec<String> = [
+        "kubectl",
+        "--kubeconfig",
+        "/etc/kubernetes/admin.conf",
+        "--cache-dir",
+        KUBECTL_CACHE,
+    ]
+    .map(str::to_owned)
+    .into();
+    argv.extend(args.into_iter().map(Into::into));
+    RemoteCommand::new(argv)
+}
+
 /// Whether `/readyz` answers `ok` at `host:port` reached at `address`, with the serving
 /// certificate verified for `host` against the cluster CA (which `from` must have).
 pub async fn ready(
@@ -34,6 +59,72 @@ pub async fn ready(
     .timeout(Duration::from_secs(10));
     let out = from.run_unchecked(&cmd).await?;
     Ok(out.success() && out.stdout_str().trim() == "ok")
+}
+
+/// Who holds a leader-election Lease (`kube-controller-manager`, `kube-scheduler`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Leader {
+    /// The Lease's name.
+    pub lease: String,
+    /// `holderIdentity` as the component wrote it (`<hostname>_<uuid>`).
+    pub holder: String,
+    /// The node part of the identity.
+    pub node: String,
+    /// The holder renewed it within its duration, as of the API server's answer.
+    pub fresh: bool,
+}
+
+/// The leader-election Leases of kube-system, read with `admin.conf` against `server` (a
+/// node's own API server, so the answer does not depend on the VIP).
+pub async fn leaders(from: &NodeHandle, server: &str) -> anyhow::Result<Vec<Leader>> {
+    let cmd = kubectl([
+        "--server",
+        server,
+        "--request-timeout",
+        "5s",
+        "get",
+        "--raw",
+        "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+    ])
+    .read_only()
+    .timeout(Duration::from_secs(20));
+    let out = from.run(&cmd).await.context("reading the leader Leases")?;
+    parse_leaders(&out.stdout_str(), time::OffsetDateTime::now_utc())
+}
+
+/// The Leases of `kube-controller-manager` and `kube-scheduler` in a LeaseList, judged fresh
+/// against `now`.
+pub fn parse_leaders(json: &str, now: time::OffsetDateTime) -> anyhow::Result<Vec<Leader>> {
+    let v: Value = serde_json::from_str(json).context("the Lease list is not JSON")?;
+    let items = v
+        .get("items")
+        .and_then(Value::as_array)
+        .context("the Lease list has no items")?;
+    let wanted = ["kube-controller-manager", "kube-scheduler"];
+    Ok(items
+        .iter()
+        .filter_map(|l| {
+            let name = l["metadata"]["name"].as_str()?;
+            if !wanted.contains(&name) {
+                return None;
+            }
+            let spec = &l["spec"];
+            let holder = spec["holderIdentity"].as_str().unwrap_or_default();
+            let renew = spec["renewTime"].as_str().and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            });
+            let duration = spec["leaseDurationSeconds"].as_i64().unwrap_or(15);
+            let fresh =
+                !holder.is_empty() && renew.is_some_and(|r| (now - r).whole_seconds() <= duration);
+            Some(Leader {
+                lease: name.to_owned(),
+                holder: holder.to_owned(),
+                node: holder.split('_').next().unwrap_or_default().to_owned(),
+                fresh,
+            })
+        })
+        .collect())
 }
 
 /// A Node object as `verify` needs it.
@@ -62,16 +153,9 @@ impl ApiNode {
 
 /// Every Node the API knows, read with the node's `admin.conf`.
 pub async fn nodes(from: &NodeHandle) -> anyhow::Result<Vec<ApiNode>> {
-    let cmd = RemoteCommand::new([
-        "kubectl",
-        "--kubeconfig",
-        "/etc/kubernetes/admin.conf",
-        "get",
-        "--raw",
-        "/api/v1/nodes",
-    ])
-    .read_only()
-    .timeout(Duration::from_secs(30));
+    let cmd = kubectl(["get", "--raw", "/api/v1/nodes"])
+        .read_only()
+        .timeout(Duration::from_secs(30));
     let out = from.run(&cmd).await.context("listing the Nodes")?;
     parse_nodes(&out.stdout_str())
 }
@@ -150,6 +234,24 @@ mod tests {
         );
         assert!(nodes[0].ready && !nodes[1].ready);
         assert!(!nodes[1].waits_for_a_network());
+    }
+
+    #[test]
+    fn leaders_are_read_from_their_leases_and_a_lapsed_one_is_not_fresh() {
+        let json = r#"{"items":[
+          {"metadata":{"name":"kube-controller-manager"},"spec":{"holderIdentity":"cp2_8f1c",
+            "leaseDurationSeconds":15,"renewTime":"2026-12-05T00:56:08.280920Z"}},
+          {"metadata":{"name":"kube-scheduler"},"spec":{"holderIdentity":"cp1_77aa",
+            "leaseDurationSeconds":15,"renewTime":"2026-12-05T00:55:00.000000Z"}},
+          {"metadata":{"name":"cp1"},"spec":{"holderIdentity":"cp1"}}]}"#;
+        let now = time::macros::datetime!(2026-12-05 00:56:10 UTC);
+        let leaders = parse_leaders(json, now).unwrap();
+        assert_eq!(leaders.len(), 2, "node Leases are not leaders: {leaders:?}");
+        assert_eq!(leaders[0].lease, "kube-controller-manager");
+        assert_eq!(leaders[0].node, "cp2");
+        assert!(leaders[0].fresh);
+        assert_eq!(leaders[1].node, "cp1");
+        assert!(!leaders[1].fresh, "renewed 70 s ago with a 15 s lease");
     }
 
     #[test]

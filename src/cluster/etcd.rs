@@ -33,6 +33,28 @@ const HEALTH: &str = r#"for url in "$@"; do
 done
 "#;
 
+/// Prints `URL STATUS-JSON` (one line) or `URL -` for each client URL given: etcd's
+/// `Maintenance.Status` through the JSON gateway, with the healthcheck client certificate.
+const STATUS: &str = r#"for url in "$@"; do
+  out=$(curl -sS --fail --max-time 3 --cacert /etc/kubernetes/pki/etcd/ca.crt \
+    --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt \
+    --key /etc/kubernetes/pki/etcd/healthcheck-client.key \
+    -X POST --data-binary '{}' "$url/v3/maintenance/status" 2>/dev/null | tr -d '\n') || out=
+  echo "$url ${out:--}"
+done
+"#;
+
+/// What one member says of itself (`Maintenance.Status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub member_id: u64,
+    /// The leader this member follows (0: none).
+    pub leader: u64,
+    pub db_size: u64,
+    pub version: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
@@ -89,6 +111,54 @@ pub async fn members(from: &NodeHandle) -> anyhow::Result<Vec<Member>> {
         }
     }
     Ok(members)
+}
+
+/// Each member's own status, asked on its first client URL from `from`, by member id;
+/// members that do not answer are left out.
+pub async fn statuses(
+    from: &NodeHandle,
+    members: &[Member],
+) -> anyhow::Result<std::collections::BTreeMap<u64, MemberStatus>> {
+    let urls: Vec<String> = members
+        .iter()
+        .filter_map(|m| m.client_urls.first().cloned())
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    if urls.is_empty() {
+        return Ok(out);
+    }
+    let cmd = RemoteCommand::script("etcd-status", STATUS, urls)
+        .read_only()
+        .timeout(TIMEOUT);
+    let text = from.run(&cmd).await?.stdout_str();
+    for line in text.lines() {
+        if let Some((_, json)) = line.split_once(' ')
+            && let Some(s) = parse_status(json)
+        {
+            out.insert(s.member_id, s);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the gateway's `StatusResponse` (64-bit numbers as strings); `None` if it is not one.
+pub fn parse_status(json: &str) -> Option<MemberStatus> {
+    let v: Value = serde_json::from_str(json.trim()).ok()?;
+    let num = |v: &Value| match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    Some(MemberStatus {
+        member_id: num(v.get("header")?.get("member_id")?)?,
+        leader: v.get("leader").and_then(num).unwrap_or(0),
+        db_size: v.get("dbSize").and_then(num).unwrap_or(0),
+        version: v
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
 /// Removes a member (not read-only: callers run it through the gate as a step).
@@ -273,6 +343,20 @@ mod tests {
         assert!(why.contains("cp3"), "{why}");
         let learner = [member("cp1", true, false), member("cp2", true, true)];
         assert!(join_refusal(&learner).unwrap().contains("learner"));
+    }
+
+    #[test]
+    fn reads_a_members_status_with_string_numbers() {
+        let s = parse_status(
+            r#"{"header":{"cluster_id":"1","member_id":"10276657743932975437","revision":"9"},
+               "version":"3.4.23","dbSize":"20480","leader":"2","raftIndex":"12"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.member_id, 10_276_657_743_932_975_437);
+        assert_eq!((s.leader, s.db_size), (2, 20480));
+        assert_eq!(s.version, "3.4.23");
+        assert_eq!(parse_status("-"), None);
+        assert_eq!(parse_status(r#"{"error":"x"}"#), None);
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! failover drill share (who holds the VIP, whether VIP:port answers), and [`ClusterState`],
 //! the cluster-wide values a run learns as it goes.
 
+pub mod agent;
 pub mod api;
+pub mod certs;
 pub mod etcd;
+pub mod health;
 pub mod prober;
 pub mod vip;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -45,6 +48,8 @@ pub struct ClusterState {
     /// Nodes khactl once placed its agent or the CA keys on that are no longer control
     /// planes, with what may be left there.
     pub former: Vec<FormerNode>,
+    /// Nodes a read-only view could not connect to, with why (`ConnectReachable`).
+    pub unreachable: BTreeMap<String, String>,
 }
 
 /// A node that left the control plane, and what khactl found of its agent and CA keys there.

@@ -16,17 +16,22 @@ const POLL_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which of `nodes` have the VIP on an interface now, in host order, asked side by side.
 pub async fn holders(fleet: &Fleet, nodes: &[&str], vip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
-    let cmd = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"])
-        .read_only()
-        .timeout(POLL_COMMAND_TIMEOUT);
     let asked = |h: &NodeHandle| nodes.contains(&h.node());
     let mut out = Vec::new();
-    for (node, output) in fleet.each(asked, async |h| h.run(&cmd).await).await {
-        if holds(&output?.stdout_str(), vip) {
+    for (node, held) in fleet.each(asked, async |h| holds_on(h, vip).await).await {
+        if held? {
             out.push(node);
         }
     }
     Ok(out)
+}
+
+/// Whether `host` has `vip` on an interface now.
+pub async fn holds_on(host: &NodeHandle, vip: Ipv4Addr) -> anyhow::Result<bool> {
+    let cmd = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"])
+        .read_only()
+        .timeout(POLL_COMMAND_TIMEOUT);
+    Ok(holds(&host.run(&cmd).await?.stdout_str(), vip))
 }
 
 /// Whether `ip -o -4 addr show` output lists `vip` (`2: eth0    inet 10.0.0.100/24 …`).

@@ -185,7 +185,7 @@ impl GrowResult {
             cluster: f.inventory.cluster.name.to_string(),
             node: opts.node.clone(),
             role: opts.role.as_str(),
-            nodes: NodeResult::all(f),
+            nodes: NodeResult::every(f),
             total_changes: f.total_changes(),
             etcd_voters,
             vip: VipResult::of(f),

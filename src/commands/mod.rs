@@ -8,6 +8,8 @@ pub mod failover_test;
 pub mod grow;
 pub mod remove_node;
 pub mod render;
+pub mod reset;
+pub mod status;
 pub mod up;
 pub mod validate;
 

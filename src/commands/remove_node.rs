@@ -127,7 +127,7 @@ impl RemoveResult {
             cluster: f.inventory.cluster.name.to_string(),
             node: opts.node.clone(),
             unreachable: opts.unreachable,
-            nodes: NodeResult::all(f),
+            nodes: NodeResult::every(f),
             total_changes: f.total_changes(),
             etcd_voters: f
                 .cluster

@@ -100,8 +100,8 @@ pub struct NodeResult {
 }
 
 impl NodeResult {
-    /// Every node of the run's inventory, with what changed on it.
-    pub fn all(f: &Finished) -> Vec<NodeResult> {
+    /// Every inventory node with what changed on it, in inventory order.
+    pub fn every(f: &Finished) -> Vec<Self> {
         f.inventory
             .nodes
             .iter()
@@ -139,7 +139,7 @@ impl UpResult {
         UpResult {
             dry_run: f.mode == Mode::Plan,
             cluster: f.inventory.cluster.name.to_string(),
-            nodes: NodeResult::all(f),
+            nodes: NodeResult::every(f),
             total_changes: f.total_changes(),
             nodes_changed: f.nodes_changed(),
             vip: VipResult::of(f),

@@ -10,6 +10,7 @@ use serde::Serialize;
 use similar::TextDiff;
 
 use super::Context;
+use super::manifest::manifest_functions;
 use crate::facts::InitSystem;
 use crate::inventory::SysctlKey;
 use crate::os::service;
@@ -47,6 +48,8 @@ pub enum Change {
     SetSysctls { values: Vec<SysctlChange> },
     /// Remove a file if it is there (`rm -f`).
     RemoveFile { path: PathBuf },
+    /// Put a file's original back from the copy khactl kept (`mv -f BACKUP PATH`).
+    RestoreFile { path: PathBuf, backup: PathBuf },
     /// `swapoff -a`.
     SwapOff,
     /// Load a kernel module now.
@@ -98,6 +101,9 @@ impl Change {
                 format!("set sysctl {}", keys.join(", "))
             }
             Change::RemoveFile { path } => format!("remove {}", path.display()),
+            Change::RestoreFile { path, backup } => {
+                format!("restore {} from {}", path.display(), backup.display())
+            }
             Change::SwapOff => "turn swap off (swapoff -a)".to_owned(),
             Change::LoadModule { name } => format!("load kernel module {name}"),
             Change::Service {
@@ -169,6 +175,7 @@ impl Change {
             Change::WriteFile { .. } => "write-file",
             Change::SetSysctls { .. } => "set-sysctls",
             Change::RemoveFile { .. } => "remove-file",
+            Change::RestoreFile { .. } => "restore-file",
             Change::SwapOff => "swap-off",
             Change::LoadModule { .. } => "load-module",
             Change::Service { .. } => "service",
@@ -181,7 +188,8 @@ impl Change {
 pub struct ChangeRecord {
     /// The phase that made or planned it.
     pub phase: &'static str,
-    /// `write-file`, `set-sysctls`, `remove-file`, `swap-off`, `load-module`, `service` or
+    /// `write-file`, `set-sysctls`, `remove-file`, `restore-file`, `swap-off`, `load-module`,
+    /// `service` or
     /// `step` (an imperative step such as `kubeadm init`).
     pub kind: &'static str,
     pub headline: String,
@@ -262,7 +270,11 @@ pub(super) async fn apply_changes(
 /// Writes files atomically, each with its mode set before any byte lands (a temp file
 /// made by mktemp, then renamed). Arguments come in fours — path, mode, backup, length —
 /// and the contents follow each other on stdin; `head -c` reads exactly that many bytes.
-const WRITE_FILES: &str = r#"set -eu
+/// Each file (and each directory it creates) is noted in the node's manifest first
+/// ([`super::manifest`]): new, or existed with the backup that keeps the original.
+const WRITE_FILES: &str = concat!(
+    manifest_functions!(),
+    r#"set -eu
 tmp=
 trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
 while [ "$#" -ge 4 ]; do
@@ -271,6 +283,8 @@ while [ "$#" -ge 4 ]; do
     (umask 077; mkdir -p "$(dirname "$backup")")
     cp -p "$path" "$backup"
   fi
+  note_dirs "$path"
+  if [ -e "$path" ]; then note file "$path" existed "$backup"; else note file "$path" new; fi
   mkdir -p "$(dirname "$path")"
   tmp=$(mktemp "$path.khactl.XXXXXX")
   chmod "$mode" "$tmp"
@@ -280,7 +294,8 @@ while [ "$#" -ge 4 ]; do
   mv -f "$tmp" "$path"
   tmp=
 done
-"#;
+"#
+);
 
 async fn write_files(host: &NodeHandle, batch: &[Change]) -> anyhow::Result<()> {
     let mut args = Vec::new();
@@ -323,13 +338,22 @@ async fn write_files(host: &NodeHandle, batch: &[Change]) -> anyhow::Result<()> 
 /// /proc/sys, a [`SysctlKey`], so never an option and never outside /proc/sys) and value. A
 /// refused write is reported on stderr and the read-back names it; `sysctl -w` is not used,
 /// because it would take a key such as `-p/x` as an option and mangle slashed keys.
-const SYSCTL_WRITE: &str = r#"while [ "$#" -ge 2 ]; do
-  printf '%s\n' "$2" > "/proc/sys/$1" || echo "writing /proc/sys/$1 failed" >&2
+/// The value before is noted in the node's manifest first ([`super::manifest`]).
+const SYSCTL_WRITE: &str = concat!(
+    manifest_functions!(),
+    r#"while [ "$#" -ge 2 ]; do
+  p=/proc/sys/$1
+  if [ -r "$p" ]; then note sysctl "$1" "$(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else note sysctl "$1"; fi
+  printf '%s\n' "$2" > "$p" || echo "writing $p failed" >&2
   shift 2
 done
-"#;
+"#
+);
 
-const SYSCTL_READ_BACK: &str = r#"for key in "$@"; do
+/// `note KIND KEY [VALUE…]` in the node's manifest ([`super::manifest`]).
+const MANIFEST_NOTE: &str = concat!(manifest_functions!(), "note \"$@\"\n");
+
+pub(super) const SYSCTL_READ_BACK: &str = r#"for key in "$@"; do
   p=/proc/sys/$key
   if [ -r "$p" ]; then printf '%s=%s\n' "$key" "$(tr '\t\n' '  ' < "$p" | sed 's/ *$//')"; else printf '%s\n' "$key"; fi
 done
@@ -370,7 +394,18 @@ async fn apply_one(ctx: &Context, host: &NodeHandle, change: &Change) -> anyhow:
             host.run(&RemoteCommand::new(["rm", "-f", "--", path.as_str()]))
                 .await?;
         }
+        Change::RestoreFile { path, backup } => {
+            let (path, backup) = (path.display().to_string(), backup.display().to_string());
+            host.run(&RemoteCommand::new(["mv", "-f", "--", &backup, &path]))
+                .await?;
+        }
         Change::SwapOff => {
+            host.run(&RemoteCommand::script(
+                "manifest-note",
+                MANIFEST_NOTE,
+                ["swap", "off"],
+            ))
+            .await?;
             host.run(&RemoteCommand::new(["swapoff", "-a"])).await?;
         }
         Change::LoadModule { name } => {
@@ -388,6 +423,11 @@ async fn apply_one(ctx: &Context, host: &NodeHandle, change: &Change) -> anyhow:
                     "the new configuration was refused, so the service was neither started \
                          nor restarted",
                 )?;
+            }
+            if *action == ServiceAction::EnableNow {
+                let note = ["service", name.as_str()];
+                host.run(&RemoteCommand::script("manifest-note", MANIFEST_NOTE, note))
+                    .await?;
             }
             for cmd in service::commands(*init, name, *action)? {
                 host.run(&cmd).await?;

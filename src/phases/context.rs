@@ -37,6 +37,8 @@ pub struct Settings {
     /// The nodes host preparation and certificate distribution may change (`add-master`,
     /// `add-worker`: the new node only); `None`: every node.
     pub scope: Option<std::collections::BTreeSet<String>>,
+    /// The command only reads by nature (`status`): plan mode without being a dry run.
+    pub read_only_verb: bool,
 }
 
 pub struct Context {

@@ -27,8 +27,11 @@ mod gather_facts;
 mod generate_pki;
 pub mod install_agent;
 pub mod kubernetes;
+pub mod manifest;
 mod preflight;
 mod prepare_hosts;
+mod read_status;
+mod reset_nodes;
 pub mod rolling;
 mod wait_for_vip;
 
@@ -45,7 +48,7 @@ use std::time::Instant;
 
 pub use adopt_pki::{AdoptPki, Adopted};
 pub use changes::{Change, ChangeRecord, Mode, SysctlChange};
-pub use connect::Connect;
+pub use connect::{Connect, ConnectReachable};
 pub use context::{Context, NodesFailed, Settings};
 pub use distribute_pki::DistributePki;
 pub use former_nodes::FormerNodes;
@@ -55,6 +58,8 @@ pub use install_agent::InstallAgent;
 pub use kubernetes::{CheckKubeadm, InitCluster, JoinControlPlanes, JoinWorkers, VerifyCluster};
 pub use preflight::Preflight;
 pub use prepare_hosts::PrepareHosts;
+pub use read_status::{OnRound, ReadStatus};
+pub use reset_nodes::ResetNodes;
 pub use wait_for_vip::WaitForVip;
 
 use crate::facts::{HostFacts, ProbeRequest};

@@ -162,10 +162,36 @@ pub fn render_fstab_without_swap(current: &[u8]) -> Option<Vec<u8>> {
             changed = true;
             out.extend_from_slice(b"# ");
             out.extend_from_slice(body);
-            out.extend_from_slice(format!(" {MARK}: swap off for the kubelet\n").as_bytes());
+            out.extend_from_slice(format!(" {MARK}{SWAP_MARK}\n").as_bytes());
         } else {
             out.extend_from_slice(body);
             out.push(b'\n');
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The suffix `render_fstab_without_swap` puts on each swap line it comments out.
+const SWAP_MARK: &str = ": swap off for the kubelet";
+
+/// `/etc/fstab` with the swap lines khactl commented out active again; `None` when there are
+/// none. Every other byte as it was.
+pub fn render_fstab_with_swap(current: &[u8]) -> Option<Vec<u8>> {
+    let suffix = format!(" {MARK}{SWAP_MARK}");
+    let mut changed = false;
+    let mut out = Vec::with_capacity(current.len());
+    for line in lines_of(current) {
+        let body = without_newline(line);
+        let restored = body
+            .strip_prefix(b"# ")
+            .and_then(|b| b.strip_suffix(suffix.as_bytes()));
+        match restored {
+            Some(original) => {
+                changed = true;
+                out.extend_from_slice(original);
+                out.push(b'\n');
+            }
+            None => out.extend_from_slice(line),
         }
     }
     changed.then_some(out)

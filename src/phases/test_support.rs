@@ -45,6 +45,11 @@ pub fn applied(mut host: HostFacts, changes: &[Change]) -> HostFacts {
                 host.files.insert(path.clone(), None);
                 host.digests.insert(path.clone(), None);
             }
+            Change::RestoreFile { path, backup } => {
+                let kept = host.files.remove(backup).flatten();
+                host.files.insert(backup.clone(), None);
+                host.files.insert(path.clone(), kept);
+            }
             Change::SwapOff => host.swap_active = 0,
             Change::LoadModule { name } => {
                 host.modules.insert(name.clone(), true);

@@ -49,6 +49,13 @@ pub fn stale_worker_paths() -> Vec<PathBuf> {
     vec![Path::new(REMOTE_DIR).join(format!("{}.crt", Authority::Kubernetes.base()))]
 }
 
+/// A PEM certificate's subject and end of validity.
+pub fn subject_and_not_after(pem: &[u8]) -> Result<(String, OffsetDateTime), String> {
+    let der = inspect::cert_der(pem)?;
+    let cert = inspect::parse(&der)?;
+    Ok((cert.subject().to_string(), inspect::not_after(&cert)))
+}
+
 /// The discovery pin (`sha256:<hex>` of the SubjectPublicKeyInfo) of the cluster CA stored
 /// in `dir`, without loading or generating anything else; `None` when there is no CA yet.
 pub fn stored_discovery_hash(dir: &Path) -> Result<Option<String>, PkiError> {

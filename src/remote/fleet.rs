@@ -32,6 +32,26 @@ impl Fleet {
         access: Access,
         observer: Arc<dyn Observer>,
     ) -> Result<Self, Vec<NodeFailure<RemoteError>>> {
+        let (fleet, failures) =
+            Self::connect_reachable(connector, targets, opts, parallelism, access, observer).await;
+        if failures.is_empty() {
+            Ok(fleet)
+        } else {
+            fleet.close().await;
+            Err(failures)
+        }
+    }
+
+    /// Connects to every target it can, `parallelism` at a time: the nodes that answered,
+    /// and a failure for each that did not (a read-only view such as `status` shows both).
+    pub async fn connect_reachable(
+        connector: &dyn Connector,
+        targets: &[SshTarget],
+        opts: &ConnectOptions,
+        parallelism: usize,
+        access: Access,
+        observer: Arc<dyn Observer>,
+    ) -> (Self, Vec<NodeFailure<RemoteError>>) {
         let parallelism = parallelism.max(1);
         let results = in_order(
             stream::iter(targets.iter().enumerate())
@@ -51,14 +71,7 @@ impl Fleet {
                 }),
             }
         }
-        if failures.is_empty() {
-            Ok(Self { hosts, parallelism })
-        } else {
-            for h in hosts {
-                h.close().await;
-            }
-            Err(failures)
-        }
+        (Self { hosts, parallelism }, failures)
     }
 
     /// A fleet of hosts already connected (tests pass fakes here).

@@ -77,6 +77,14 @@ pub trait Reporter: Send + Sync {
     }
 }
 
+/// Shows nothing (the run log still keeps every event): for views that redraw the terminal
+/// themselves, such as `status --watch`.
+pub struct SilentReporter;
+
+impl Reporter for SilentReporter {
+    fn event(&self, _event: &Event<'_>) {}
+}
+
 /// Picks the reporter for this terminal: progress bars on a TTY unless verbose.
 pub fn for_terminal(verbose: bool) -> Box<dyn Reporter> {
     use std::io::IsTerminal;

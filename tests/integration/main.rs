@@ -17,4 +17,6 @@ mod hardening;
 mod kubeadm;
 mod lab_smoke;
 mod pki_consumers;
+mod reset;
+mod status;
 mod up;

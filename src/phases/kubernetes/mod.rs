@@ -187,18 +187,7 @@ pub fn render(ctx: &Context, node: &Node, purpose: Purpose) -> anyhow::Result<Ku
 /// joins again, or after a join that failed. kubeadm removes its own etcd member when it can
 /// (and only warns when it cannot); khactl removes what is left by peer URL.
 pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Result<()> {
-    let headline = format!("kubeadm reset -f ({why})");
-    // The inventory's runtime: a node with two CRI sockets makes kubeadm refuse to guess.
-    let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
-    ctx.step(host, &headline, async |h| {
-        h.run(&kubeadm_command(
-            ["reset", "-f", "--cri-socket", cri.as_str()],
-            None,
-        ))
-        .await?;
-        Ok(())
-    })
-    .await?;
+    kubeadm_reset(ctx, host, why).await?;
     // kubeadm reset empties /etc/kubernetes/pki: put back what khactl placed there, or a
     // control plane's next join has no shared certificates (and kubeadm would make new ones).
     let node = ctx.node(host.node())?;
@@ -231,14 +220,8 @@ pub async fn delete_node_object(ctx: &Context, name: &str) -> anyhow::Result<()>
         crate::render::kubeadm::API_SERVER_PORT
     );
     let kubectl = |args: &[&str]| {
-        let mut argv = vec![
-            "kubectl",
-            "--kubeconfig",
-            "/etc/kubernetes/admin.conf",
-            server.as_str(),
-        ];
-        argv.extend_from_slice(args);
-        RemoteCommand::new(argv).timeout(Duration::from_secs(60))
+        let argv = [server.as_str()].into_iter().chain(args.iter().copied());
+        crate::cluster::api::kubectl(argv).timeout(Duration::from_secs(60))
     };
     let found = member
         .run(&kubectl(&["get", "node", name, "--ignore-not-found", "-o", "name"]).read_only())
@@ -253,6 +236,23 @@ pub async fn delete_node_object(ctx: &Context, name: &str) -> anyhow::Result<()>
     ctx.step(member, &headline, async |m| {
         m.run(&kubectl(&["delete", "node", name, "--ignore-not-found"]))
             .await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Only the `kubeadm reset -f` step of [`reset`], with the inventory's CRI socket (a node with
+/// two makes kubeadm refuse to guess); `why` is shown with it.
+pub async fn kubeadm_reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Result<()> {
+    let headline = format!("kubeadm reset -f ({why})");
+    let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
+    ctx.step(host, &headline, async |h| {
+        h.run(&kubeadm_command(
+            ["reset", "-f", "--cri-socket", cri.as_str()],
+            None,
+        ))
+        .await?;
         Ok(())
     })
     .await?;

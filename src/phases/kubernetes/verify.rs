@@ -17,7 +17,7 @@ use super::etcd_witness;
 use crate::cluster::{api, etcd};
 use crate::inventory::{Node, Role};
 use crate::phases::{Context, Mode, Phase, PhaseFuture};
-use crate::remote::{NodeHandle, RemoteCommand};
+use crate::remote::NodeHandle;
 use crate::render::kubeadm::effective_taints;
 use crate::report::Event;
 
@@ -215,18 +215,9 @@ async fn apply(ctx: &Context, host: &NodeHandle, d: &Drift) -> anyhow::Result<()
         Drift::Taint { node, taint } => ("taint", node, taint),
     };
     let headline = format!("kubectl {verb} node {node} {what} --overwrite");
-    let argv = [
-        "kubectl",
-        "--kubeconfig",
-        "/etc/kubernetes/admin.conf",
-        verb,
-        "node",
-        node.as_str(),
-        what.as_str(),
-        "--overwrite",
-    ];
+    let argv = [verb, "node", node.as_str(), what.as_str(), "--overwrite"];
     ctx.step(host, &headline, async |h| {
-        h.run(&RemoteCommand::new(argv).timeout(Duration::from_secs(60)))
+        h.run(&api::kubectl(argv).timeout(Duration::from_secs(60)))
             .await?;
         Ok(())
     })

@@ -333,3 +333,16 @@ fn a_sysctl_conf_that_undoes_a_value_at_boot_is_warned_about() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn swap_lines_khactl_commented_out_come_back_as_they_were_and_nothing_else_moves() {
+    let fstab = b"# /etc/fstab\nUUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n\
+                  # /old none swap sw 0 0\n";
+    let off = render_fstab_without_swap(fstab).unwrap();
+    assert_eq!(render_fstab_with_swap(&off).unwrap(), fstab.to_vec());
+    assert_eq!(
+        render_fstab_with_swap(fstab),
+        None,
+        "nothing of khactl's: no change"
+    );
+}

@@ -67,3 +67,9 @@ pub const GROW: u8 = 74;
 pub const GROW_GUARDS: u8 = 75;
 /// `grow`: `add-master` of a node already in the cluster.
 pub const GROW_AGAIN: u8 = 76;
+/// `status`: a healthy 3+1 cluster, then a VIP added by hand on a backup.
+pub const STATUS_HEALTHY: u8 = 90;
+/// `status`: one agent and one etcd member stopped.
+pub const STATUS_DEGRADED: u8 = 91;
+/// `reset`: a 3+1 cluster from `up`, reset twice.
+pub const RESET: u8 = 93;

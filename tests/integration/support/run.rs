@@ -75,3 +75,21 @@ pub fn token_shaped(text: &str) -> Vec<String> {
     }
     found
 }
+
+/// Runs `khactl VERB -i INVENTORY --state-dir STATE EXTRA…` against the lab.
+pub fn khactl(lab: &Lab, verb: &str, state: &Path, extra: &[&str]) -> Output {
+    assert!(
+        lab.is_up(),
+        "the lab must be up before khactl may connect to it"
+    );
+    Command::new(khactl_bin())
+        .arg(verb)
+        .arg("-i")
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env_remove("KHACTL_STATE_DIR")
+        .output()
+        .expect("run khactl")
+}
