@@ -105,6 +105,13 @@ impl Cluster {
     }
 }
 
+/// `kubectl … VERB node NAME …`: the NAME.
+fn verb_node(argv: &[String], verb: &str) -> Option<String> {
+    argv.windows(3)
+        .find(|w| w[0] == verb && w[1] == "node")
+        .map(|w| w[2].clone())
+}
+
 /// The probe's answer on `node`: a fresh Debian host with Kubernetes installed, plus the
 /// kubeadm files of a node in `cluster.joined`.
 fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
@@ -223,10 +230,10 @@ impl Nodes {
                 Some("kubectl") if argv.contains(&"--raw".to_owned()) => {
                     output(0, &cluster.borrow().nodes_json())
                 }
-                Some("kubectl") if argv.get(4..6) == Some(&["get".into(), "node".into()]) => {
+                Some("kubectl") if verb_node(argv, "get").is_some() => {
                     let c = cluster.borrow();
-                    let name = &argv[6];
-                    let exists = c.joined.iter().chain(&c.stale_nodes).any(|n| n == name);
+                    let name = verb_node(argv, "get").unwrap_or_default();
+                    let exists = c.joined.iter().chain(&c.stale_nodes).any(|n| *n == name);
                     output(
                         0,
                         &if exists {
@@ -236,9 +243,9 @@ impl Nodes {
                         },
                     )
                 }
-                Some("kubectl") if argv.get(4..6) == Some(&["delete".into(), "node".into()]) => {
+                Some("kubectl") if verb_node(argv, "delete").is_some() => {
                     let mut c = cluster.borrow_mut();
-                    let name = argv[6].clone();
+                    let name = verb_node(argv, "delete").unwrap_or_default();
                     c.stale_nodes.retain(|n| *n != name);
                     c.joined.retain(|n| *n != name);
                     output(0, "")
