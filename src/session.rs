@@ -259,6 +259,8 @@ impl Finished {
 /// Closes the connections, writes the outcome to the log, and returns what the phases did or
 /// the error, which then names the log.
 pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Result<Finished> {
+    // The cluster lock's command ends when its stdin closes; before the connections go.
+    drop(ctx.cluster_lock.take());
     if let Some(fleet) = ctx.fleet.take() {
         fleet.close().await;
     }

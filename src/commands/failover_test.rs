@@ -16,7 +16,7 @@ use super::UsageError;
 use crate::phases::failover::measure::Targets;
 use crate::phases::failover::scenario::{ALL, Scenario};
 use crate::phases::failover::{DrillOutcome, DrillPlan, FailoverDrill, Hooks, ScenarioReport};
-use crate::phases::{Connect, GatherFacts, Mode, Phase, Preflight};
+use crate::phases::{Connect, GatherFacts, LockCluster, Mode, Phase, Preflight};
 use crate::report::Reporter;
 use crate::session::{self, NodeOptions};
 
@@ -138,6 +138,7 @@ pub async fn run(
         Box::new(Connect),
         Box::new(GatherFacts),
         Box::new(Preflight),
+        Box::new(LockCluster),
         Box::new(FailoverDrill::new(
             DrillPlan {
                 scenarios,

@@ -22,8 +22,8 @@ use crate::inventory::Role;
 use crate::phases::kubernetes::CheckGrowth;
 use crate::phases::{
     CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts, GeneratePki,
-    InstallAgent, JoinControlPlanes, JoinWorkers, Mode, Phase, Preflight, PrepareHosts,
-    VerifyCluster, WaitForVip,
+    InstallAgent, JoinControlPlanes, JoinWorkers, LockCluster, Mode, Phase, Preflight,
+    PrepareHosts, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -63,6 +63,7 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(Connect),
             Box::new(GatherFacts),
             Box::new(Preflight),
+            Box::new(LockCluster),
             Box::new(FormerNodes),
             Box::new(CheckKubeadm),
             gate,
@@ -79,6 +80,7 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(Connect),
             Box::new(GatherFacts),
             Box::new(Preflight),
+            Box::new(LockCluster),
             Box::new(CheckKubeadm),
             gate,
             Box::new(PrepareHosts),

@@ -17,8 +17,8 @@ use super::up::{NodeResult, VipResult, load_agent};
 use crate::inventory::Role;
 use crate::phases::kubernetes::{FinishRemoval, LeaveCluster, Leaving};
 use crate::phases::{
-    Connect, GatherFacts, GeneratePki, InstallAgent, Mode, Phase, Preflight, VerifyCluster,
-    WaitForVip,
+    Connect, GatherFacts, GeneratePki, InstallAgent, LockCluster, Mode, Phase, Preflight,
+    VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -40,6 +40,7 @@ pub fn phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
         Box::new(Connect),
         Box::new(GatherFacts),
         Box::new(Preflight),
+        Box::new(LockCluster),
         Box::new(LeaveCluster(leaving.clone())),
         Box::new(InstallAgent),
         Box::new(WaitForVip),

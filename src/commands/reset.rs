@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::UsageError;
 use super::up::NodeResult;
 use crate::diagnostics::Hinted;
-use crate::phases::{Connect, GatherFacts, Mode, Phase, ResetNodes};
+use crate::phases::{Connect, GatherFacts, LockCluster, Mode, Phase, ResetNodes};
 use crate::report::Reporter;
 use crate::session::{self, NodeOptions};
 
@@ -31,6 +31,7 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
     vec![
         Box::new(Connect),
         Box::new(GatherFacts),
+        Box::new(LockCluster),
         Box::new(ResetNodes),
     ]
 }

@@ -10,7 +10,7 @@ use super::UsageError;
 use crate::agent::AgentBinary;
 use crate::phases::{
     ChangeRecord, CheckKubeadm, Connect, DistributePki, FormerNodes, GatherFacts, GeneratePki,
-    InitCluster, InstallAgent, JoinControlPlanes, JoinWorkers, Mode, Phase, Preflight,
+    InitCluster, InstallAgent, JoinControlPlanes, JoinWorkers, LockCluster, Mode, Phase, Preflight,
     PrepareHosts, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
@@ -32,6 +32,7 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(Connect),
         Box::new(GatherFacts),
         Box::new(Preflight),
+        Box::new(LockCluster),
         Box::new(FormerNodes),
         Box::new(CheckKubeadm),
         Box::new(PrepareHosts),

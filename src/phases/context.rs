@@ -65,6 +65,8 @@ pub struct Context {
     pub control_dir: Option<ControlDir>,
     /// The state directory's lock, held for the whole run (taken by the session).
     pub state_lock: Option<StateLock>,
+    /// The cluster lock on the first control plane (`LockCluster`), released by dropping it.
+    pub cluster_lock: Option<crate::remote::Held>,
     /// The command's phases, so GatherFacts and Preflight can ask each what it needs.
     pub(super) phases: Rc<[Box<dyn Phase>]>,
     pub(super) current_phase: &'static str,
@@ -113,6 +115,7 @@ impl Context {
             scratch: None,
             control_dir: None,
             state_lock: None,
+            cluster_lock: None,
             phases: Rc::new([]),
             current_phase: "",
         }

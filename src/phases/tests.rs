@@ -250,6 +250,7 @@ impl Nodes {
                     c.joined.retain(|n| *n != name);
                     output(0, "")
                 }
+                _ if label.starts_with("cluster-lock") => output(0, "locked\n"),
                 // cp3 leads etcd.
                 _ if label.contains("/v3/maintenance/status") => output(0, r#"{"leader":"13"}"#),
                 _ if label.contains("/v3/maintenance/transfer-leadership") => output(0, "{}"),
@@ -1355,4 +1356,40 @@ async fn remove_node_removes_the_etcd_member_before_its_reset_and_reloads_agents
         cp1_config.contains("10.0.0.12") && !cp1_config.contains("10.0.0.13:6443"),
         "cp1's agent balances to cp2 and no longer to cp3"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cluster_locked_by_another_khactl_stops_up_before_any_change_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let fresh = Rc::clone(&nodes.responder);
+    let busy: Responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
+        if cmd.label().starts_with("cluster-lock") {
+            Ok(output(
+                0,
+                "busy khactl up (pid 42 on ws2, since 2026-12-05T04:00:00Z)\n",
+            ))
+        } else {
+            fresh(node, cmd)
+        }
+    });
+    let connector = Box::new(FakeConnector {
+        responder: busy,
+        record: Rc::clone(&nodes.record),
+    });
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    ctx.connector = connector;
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("locked on cp1 by khactl up (pid 42 on ws2"),
+        "{text}"
+    );
+    let changed: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| !s.read_only && !s.label.starts_with("cluster-lock"))
+        .map(|s| s.label.clone())
+        .collect();
+    assert!(changed.is_empty(), "nothing changed: {changed:?}");
 }

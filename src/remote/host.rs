@@ -29,6 +29,45 @@ pub trait Host {
     /// Releases the connection. A failure is worth a line in the run log, not a failed run:
     /// an SSH master left behind exits by itself once idle.
     fn close(self: Box<Self>) -> HostFuture<'static, Result<(), String>>;
+
+    /// Starts `cmd` and keeps it running until the returned [`Held`] is dropped, which closes
+    /// its stdin (and the connection dying does the same): the remote half of a lock. Returns
+    /// the first line it printed. Hosts that cannot keep a command running run it to the end.
+    fn hold<'a>(
+        &'a self,
+        cmd: &'a RemoteCommand,
+    ) -> HostFuture<'a, Result<(String, Held), RemoteError>> {
+        Box::pin(async move {
+            let out = self.exec(cmd).await?;
+            let first = out
+                .stdout_str()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            Ok((first, Held::default()))
+        })
+    }
+}
+
+/// A remote command kept running; dropping it closes the command's stdin, so it ends.
+#[derive(Default)]
+pub struct Held(Option<Box<dyn std::any::Any>>);
+
+impl Held {
+    pub fn new(inner: Box<dyn std::any::Any>) -> Self {
+        Self(Some(inner))
+    }
+}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Held(running)"
+        } else {
+            "Held(none)"
+        })
+    }
 }
 
 /// Sees every command a [`NodeHandle`] runs. The report implements it.
@@ -122,6 +161,22 @@ impl NodeHandle {
                 .map_or_else(|| "by signal".to_owned(), |s| s.to_string()),
             tail: cmd.visible_output(&out).tail(10),
         })
+    }
+
+    /// Starts a command that keeps running until the returned [`Held`] is dropped (see
+    /// [`Host::hold`]), through the same gate and log as [`Self::run`].
+    pub async fn hold(&self, cmd: &RemoteCommand) -> Result<(String, Held), RemoteError> {
+        if self.access == Access::ReadOnly && !cmd.is_read_only() {
+            return Err(RemoteError::NotReadOnly {
+                node: self.node().to_owned(),
+                command: cmd.label(),
+            });
+        }
+        self.observer.command(self.node(), cmd);
+        let (first, held) = self.host.hold(cmd).await?;
+        self.observer
+            .note(self.node(), &format!("{}: {first}", cmd.label()));
+        Ok((first, held))
     }
 
     /// Closes the connection; a failure is told to the observer.

@@ -24,5 +24,5 @@ mod ssh;
 pub use command::{CommandOutput, REDACTED, RemoteCommand};
 pub use error::RemoteError;
 pub use fleet::{Fleet, NodeFailure};
-pub use host::{Access, Host, HostFuture, NodeHandle, Observer};
+pub use host::{Access, Held, Host, HostFuture, NodeHandle, Observer};
 pub use ssh::{ConnectOptions, Connector, SshConnector, SshHost, find_ssh_client, ssh_config_path};

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::command::{CommandOutput, RemoteCommand};
 use super::error::RemoteError;
-use super::host::{Host, HostFuture};
+use super::host::{Held, Host, HostFuture};
 use crate::inventory::{Bastion, SshTarget};
 
 /// A master left behind by a killed khactl exits after this long without sessions.
@@ -192,6 +192,39 @@ impl Host for SshHost {
         cmd: &'a RemoteCommand,
     ) -> HostFuture<'a, Result<CommandOutput, RemoteError>> {
         Box::pin(self.exec_ssh(cmd))
+    }
+
+    fn hold<'a>(
+        &'a self,
+        cmd: &'a RemoteCommand,
+    ) -> HostFuture<'a, Result<(String, Held), RemoteError>> {
+        Box::pin(async move {
+            use tokio::io::AsyncBufReadExt;
+            let argv = self.with_privilege(cmd);
+            let Some((program, args)) = argv.split_first() else {
+                return Ok((String::new(), Held::default()));
+            };
+            let mut c = Session::arc_command(Arc::clone(&self.session), program.as_str());
+            c.args(args.iter().map(String::as_str))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            let mut child = c.spawn().await.map_err(|e| self.broken(cmd, &e))?;
+            let Some(stdout) = child.stdout().take() else {
+                return Err(self.broken(cmd, &"no stdout"));
+            };
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let first = tokio::time::timeout(cmd.timeout, lines.next_line())
+                .await
+                .map_err(|_| RemoteError::Timeout {
+                    node: self.target.node.to_string(),
+                    command: cmd.label(),
+                    timeout: cmd.timeout,
+                })?
+                .map_err(|e| self.broken(cmd, &e))?
+                .unwrap_or_default();
+            Ok((first, Held::new(Box::new((child, lines)))))
+        })
     }
 
     fn close(self: Box<Self>) -> HostFuture<'static, Result<(), String>> {

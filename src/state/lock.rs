@@ -103,7 +103,7 @@ fn held(path: &Path, file: &mut File) -> Hinted {
         )
 }
 
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()

@@ -17,7 +17,8 @@
 #   --reps R        repetitions (default 5)
 #   --budget SECS   no repetition starts when it would end after SECS (default 480); at
 #                   least one repetition always runs
-#   --configs LIST  nodes:parallelism pairs (default "3:10 10:10 20:10 20:20")
+#   --configs LIST  CP+W:parallelism (or nodes:parallelism, 3 control planes) pairs
+#                   (default "3+2:10 5+5:10 5+15:10")
 #   --khactl BIN    binary to measure (default target/release/khactl)
 #   --commit REV    measure commit REV instead: exported with `git archive` (so edits in the
 #                   working tree are left out) and built with `cargo build --release -p
@@ -33,7 +34,7 @@ py=/usr/bin/python3 # not a pyenv shim: ~250 ms per call (docs/lab.md)
 
 reps=5
 budget=480
-configs="3:10 10:10 20:10 20:20"
+configs="3+2:10 5+5:10 5+15:10"
 khactl=$repo/target/release/khactl
 out=
 commit=
@@ -72,6 +73,11 @@ import csv, re, statistics, sys
 PHASES = [("Generate certificates", "PKI gen"), ("Connect to nodes", "Connect"),
           ("Gather facts", "Gather facts"), ("Preflight checks", "Preflight"),
           ("Prepare hosts", "Prepare hosts"), ("Distribute certificates", "Distribute")]
+# Phases later commits added (the agent, kubeadm): a column each when a run has them.
+LATER = [("Check the kubeadm configuration", "kubeadm check"), ("Install the agent", "Agent"),
+         ("Wait for the virtual IP", "VIP"), ("Initialize the control plane", "kubeadm init"),
+         ("Join control planes", "Join CPs"), ("Join workers", "Join workers"),
+         ("Verify the cluster", "Verify")]
 SSH = ["Connect to nodes", "Gather facts", "Preflight checks", "Prepare hosts",
        "Distribute certificates"]
 
@@ -90,7 +96,8 @@ def phases(path):
     missing = [p for p, _ in PHASES if p not in took]
     if missing:
         sys.exit(f"{path}: no timing for {missing}")
-    took["other"] = sum(t for p, t in took.items() if p not in dict(PHASES))
+    known = dict(PHASES) | dict(LATER)
+    took["other"] = sum(t for p, t in took.items() if p not in known)
     return took
 
 groups = {}
@@ -108,6 +115,8 @@ def med(rows, key):
 
 # The "other phases" column only when there are any.
 OTHER = any(r["other"] > 0 for rows in groups.values() for r in rows)
+PHASES = PHASES + [(k, s) for k, s in LATER
+                   if any(k in r for rows in groups.values() for r in rows)]
 
 def table(run, title):
     print(f"**{title}** (medians, seconds)\n")
@@ -118,7 +127,8 @@ def table(run, title):
     for (rn, n, p), rows in sorted(groups.items()):
         if rn != run:
             continue
-        cells = [f"{med(rows, k):.3f}" for k, _ in PHASES]
+        cells = [f"{med(rows, k):.3f}" if all(k in r for r in rows) else "–"
+                 for k, _ in PHASES]
         lo, hi = min(r["total"] for r in rows), max(r["total"] for r in rows)
         print(f"| {n} | {p} | {len(rows)} | " + " | ".join(cells)
               + (f" | {med(rows, 'other'):.3f}" if OTHER else "")
@@ -196,12 +206,18 @@ fi
 [[ $budget =~ ^[1-9][0-9]*$ ]] || die "--budget takes a positive number of seconds"
 
 # Lab name and index per node count; sizes are 3 control planes + workers.
-declare -A lab_index=()
+declare -A lab_index=() cps_of=()
 sizes=()
 for c in $configs; do
-	[[ $c =~ ^([0-9]+):([0-9]+)$ ]] || die "bad config '$c' (want NODES:PARALLEL)"
-	n=${BASH_REMATCH[1]}
-	((n >= 3 && n <= 80)) || die "config '$c': 3..80 nodes (3 control planes + workers)"
+	[[ $c =~ ^([0-9]+)(\+([0-9]+))?:([0-9]+)$ ]] || die "bad config '$c' (want NODES:PARALLEL or CP+W:PARALLEL)"
+	if [[ -n ${BASH_REMATCH[2]} ]]; then
+		cp=${BASH_REMATCH[1]} n=$((BASH_REMATCH[1] + BASH_REMATCH[3]))
+	else
+		cp=3 n=${BASH_REMATCH[1]}
+	fi
+	((cp >= 1 && n >= cp && n <= 80)) || die "config '$c': 1.. control planes, at most 80 nodes"
+	[[ -z ${cps_of[$n]:-} || ${cps_of[$n]} == "$cp" ]] || die "config '$c': one shape per node count"
+	cps_of[$n]=$cp
 	if [[ -z ${lab_index[$n]:-} ]]; then
 		lab_index[$n]=$((150 + ${#sizes[@]}))
 		sizes+=("$n")
@@ -302,7 +318,9 @@ for ((rep = 1; rep <= reps; rep++)); do
 		n=${c%%:*} par=${c##*:}
 		name=bprep-$n
 		"$lab" down "$name" >/dev/null 2>&1 || true
-		"$lab" up "$name" --index "${lab_index[$n]}" --control-planes 3 --workers $((n - 3)) >/dev/null
+		# The nodes carry the lab's stand-in control plane (tests/standin): `up` runs kubeadm.
+		"$lab" up "$name" --index "${lab_index[$n]}" --control-planes "${cps_of[$n]}" \
+			--workers $((n - ${cps_of[$n]})) --setup "$repo/tests/lab/with-standin.sh" >/dev/null
 		state=$out/state/rep$rep-n$n-p$par
 		baseline=$(ssh_baseline "$name" "$n" "$par" "$rep")
 		run_khactl first "$name" "$n" "$par" "$state" "$rep" "$baseline"

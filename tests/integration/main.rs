@@ -11,6 +11,7 @@ mod support;
 
 mod agent_install;
 mod cli;
+mod cluster_lock;
 mod failover;
 mod grow;
 mod hardening;

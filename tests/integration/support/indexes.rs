@@ -73,3 +73,5 @@ pub const STATUS_HEALTHY: u8 = 90;
 pub const STATUS_DEGRADED: u8 = 91;
 /// `reset`: a 3+1 cluster from `up`, reset twice.
 pub const RESET: u8 = 93;
+/// `cluster_lock`: two state directories, one cluster; a holder stopped, then killed.
+pub const CLUSTER_LOCK: u8 = 77;
