@@ -107,13 +107,14 @@ const REMOVE_NODE_HELP: &str = "\
 What it does, in order (nothing changes if the gate refuses):
   1. refuses a control plane whose removal would lose etcd's quorum or leave no ready
      API server
-  2. if NODE holds the VIP, stops its agent (a graceful priority-0 handover) and waits
-     until another control plane holds it
-  3. drains NODE; removes its etcd member before its etcd stops
-  4. reloads every other agent without it (no restart, no VIP move)
-  5. `kubeadm reset -f` on NODE, removes khagent there, deletes its Node object
-With --unreachable (dead hardware) NODE is not contacted: only steps 1, 3 (the member), 4
-and the Node object. Keep NODE in the inventory for the run; delete it afterwards.
+  2. stops and disables NODE's agent; if it held the VIP (a graceful priority-0 handover)
+     waits until another control plane holds it
+  3. drains NODE
+  4. reloads every other agent without it
+  5. removes its etcd member (handing the leadership over first if it leads), before its
+     etcd stops; `kubeadm reset -f` on NODE; removes khagent there; deletes its Node object
+With --unreachable (dead hardware) NODE is not contacted: only steps 1, 4, the member and
+the Node object. Keep NODE in the inventory for the run; delete it afterwards.
 
 Examples:
   khactl remove-node cp2 -i inventory.yaml --dry-run

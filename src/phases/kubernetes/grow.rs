@@ -48,20 +48,15 @@ impl CheckGrowth {
         if ctx.cluster.members.contains(name) {
             return Ok(format!("{name} is already in the cluster: nothing to add"));
         }
-        let others_missing: Vec<&str> =
-            ctx.inventory
-                .control_plane()
-                .map(|n| n.name.as_str())
-                .filter(|n| *n != name && !ctx.cluster.members.contains(*n))
-                // A control plane etcd still counts as a voter is in the cluster, however broken
-                // its files are: the health check below says what is wrong with it.
-                .filter(|n| {
-                    let address = ctx.inventory.node(n).map(|x| x.address.to_string());
-                    !ctx.cluster.etcd.iter().any(|m| {
-                        !m.is_learner && address.as_deref().is_some_and(|a| m.is_node(n, a))
-                    })
-                })
-                .collect();
+        let others_missing: Vec<&str> = ctx
+            .inventory
+            .control_plane()
+            .map(|n| n.name.as_str())
+            .filter(|n| *n != name && !ctx.cluster.members.contains(*n))
+            // A control plane etcd still counts as a voter is in the cluster, however
+            // broken: the health check below names it.
+            .filter(|n| !is_voter(ctx, n))
+            .collect();
         if !others_missing.is_empty() {
             return Err(Hinted::new(format!(
                 "{} {} in the inventory but not in the cluster; control planes are added one \
@@ -153,6 +148,15 @@ impl CheckGrowth {
                 problems.push(format!("etcd member {label} does not answer"));
             }
         }
+        for other in ctx.inventory.control_plane() {
+            let n = other.name.as_str();
+            if n != self.node && !ctx.cluster.members.contains(n) && is_voter(ctx, n) {
+                problems.push(format!(
+                    "{n} is an etcd voter but not a complete member (its kubelet.conf, etcd \
+                     manifest or Node object is missing)"
+                ));
+            }
+        }
         let fleet = ctx.fleet()?;
         let members: Vec<&crate::inventory::Node> = ctx
             .inventory
@@ -187,4 +191,16 @@ impl CheckGrowth {
         }
         Ok(problems)
     }
+}
+
+/// Whether etcd lists control plane `name` (by name or peer URL) as a voter.
+fn is_voter(ctx: &Context, name: &str) -> bool {
+    let Some(node) = ctx.inventory.node(name) else {
+        return false;
+    };
+    let address = node.address.to_string();
+    ctx.cluster
+        .etcd
+        .iter()
+        .any(|m| !m.is_learner && m.is_node(name, &address))
 }

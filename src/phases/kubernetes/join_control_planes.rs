@@ -37,6 +37,8 @@ impl Phase for JoinControlPlanes {
                 .inventory
                 .control_plane()
                 .filter(|n| !ctx.cluster.members.contains(n.name.as_str()))
+                // add-master joins its node and nothing else.
+                .filter(|n| ctx.in_scope(n.name.as_str()))
                 .map(|n| (n.name.to_string(), ()))
                 .collect();
             if joining.is_empty() {
@@ -121,10 +123,12 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
         Err(e) if e.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) => Err(e),
         Err(e) => {
             // Leave the cluster as it was: the node reset, its member (if added) removed.
+            // The member first, from a healthy member, then the reset: a promoted member
+            // that went away with the reset would count against the quorum meanwhile.
             let undo = async {
-                reset(ctx, host, "its join failed").await?;
                 let now = etcd::members(witness).await?;
                 remove_member(ctx, witness, node, &now).await?;
+                reset(ctx, host, "its join failed").await?;
                 anyhow::Ok(())
             }
             .await;

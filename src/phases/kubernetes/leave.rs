@@ -21,7 +21,7 @@ use crate::inventory::{Node, Role};
 use crate::os::service::ServiceAction;
 use crate::phases::changes::Change;
 use crate::phases::{Context, Mode, Phase, PhaseFuture};
-use crate::remote::{NodeHandle, RemoteCommand};
+use crate::remote::NodeHandle;
 use crate::render::kubeadm::API_SERVER_PORT;
 use crate::state::record::Placements;
 
@@ -80,10 +80,16 @@ impl LeaveCluster {
         if let Some(host) = reachable
             && node.role == Role::ControlPlane
         {
-            self.hand_over_vip(ctx, host).await?;
-            done.push("VIP handed over");
+            // Its agent stops now, holder or not: once the others are reloaded without it,
+            // they no longer hear or answer it, and a running agent there would take the VIP
+            // as soon as its master-down timer fired (a second holder).
+            if self.stop_agent(ctx, host).await? {
+                done.push("agent stopped (VIP handed over)");
+            } else {
+                done.push("agent stopped");
+            }
         }
-        if reachable.is_some() {
+        if reachable.is_some() && node_object_exists(ctx, name).await? {
             drain(ctx, name).await?;
             done.push("drained");
         }
@@ -139,23 +145,30 @@ impl LeaveCluster {
         Ok(())
     }
 
-    /// If the node holds the VIP, stops its agent (which gives the VIP up with a priority-0
-    /// advert) and waits until another control plane holds it.
-    async fn hand_over_vip(&self, ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    /// Stops and disables the node's agent. If it held the VIP (the stop gives it up with a
+    /// priority-0 advert), waits until another control plane holds it; returns whether it did.
+    async fn stop_agent(&self, ctx: &Context, host: &NodeHandle) -> anyhow::Result<bool> {
         let vip = ctx.inventory.vip.address;
         let name = host.node().to_owned();
         let fleet = ctx.fleet()?;
-        if !vip::holders(fleet, &[name.as_str()], vip)
-            .await?
-            .contains(&name)
-        {
-            return Ok(());
+        let facts = ctx.facts_of(&name)?;
+        if facts.digest(std::path::Path::new(AGENT_BINARY)).is_none() {
+            return Ok(false);
         }
-        let init = ctx.facts_of(&name)?.init;
-        ctx.apply(host, &[service_change(init, ServiceAction::Stop)])
-            .await?;
-        if ctx.settings.mode == Mode::Plan {
-            return Ok(());
+        let held = vip::holders(fleet, &[name.as_str()], vip)
+            .await?
+            .contains(&name);
+        let init = facts.init;
+        ctx.apply(
+            host,
+            &[
+                service_change(init, ServiceAction::Stop),
+                service_change(init, ServiceAction::Disable),
+            ],
+        )
+        .await?;
+        if !held || ctx.settings.mode == Mode::Plan {
+            return Ok(held);
         }
         let others: Vec<&str> = ctx
             .inventory
@@ -167,7 +180,7 @@ impl LeaveCluster {
         loop {
             ctx.settings.interrupt.check()?;
             if !vip::holders(fleet, &others, vip).await?.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             if started.elapsed() > HANDOVER_DEADLINE {
                 bail!(
@@ -229,6 +242,34 @@ fn service_change(init: crate::facts::InitSystem, action: ServiceAction) -> Chan
     }
 }
 
+/// Whether the API still has a Node object `name` (asked on a member's own API server): a
+/// second run after the Node was deleted, or a node that never joined, has nothing to drain.
+async fn node_object_exists(ctx: &Context, name: &str) -> anyhow::Result<bool> {
+    let Some(member) = etcd_witness(ctx, Some(name)) else {
+        return Ok(false);
+    };
+    let server = format!(
+        "--server=https://{}:{API_SERVER_PORT}",
+        ctx.node(member.node())?.address
+    );
+    let out = member
+        .run(
+            &crate::cluster::api::kubectl([
+                server.as_str(),
+                "get",
+                "node",
+                name,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])
+            .read_only()
+            .timeout(Duration::from_secs(60)),
+        )
+        .await?;
+    Ok(!out.stdout_str().trim().is_empty())
+}
+
 /// `kubectl drain` on a member control plane's own API server: cordon, evict what runs there
 /// (DaemonSet pods and the static pods' mirrors stay).
 async fn drain(ctx: &Context, name: &str) -> anyhow::Result<()> {
@@ -242,10 +283,7 @@ async fn drain(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let headline = format!("drain {name} (kubectl, on {})", member.node());
     ctx.step(member, &headline, async |m| {
         m.run(
-            &RemoteCommand::new([
-                "kubectl",
-                "--kubeconfig",
-                "/etc/kubernetes/admin.conf",
+            &crate::cluster::api::kubectl([
                 server.as_str(),
                 "drain",
                 name,
@@ -325,10 +363,7 @@ impl FinishRemoval {
             .await?;
             let facts = ctx.facts_of(name)?;
             let mut changes = Vec::new();
-            if facts.digest(std::path::Path::new(AGENT_BINARY)).is_some() {
-                changes.push(service_change(facts.init, ServiceAction::Stop));
-                changes.push(service_change(facts.init, ServiceAction::Disable));
-            }
+            // (Its agent was stopped and disabled by LeaveCluster.)
             for path in [SYSTEMD_UNIT, OPENRC_SCRIPT, AGENT_CONFIG, AGENT_BINARY] {
                 if facts.digest(std::path::Path::new(path)).is_some() {
                     changes.push(Change::RemoveFile { path: path.into() });
@@ -337,7 +372,9 @@ impl FinishRemoval {
             ctx.apply(host, &changes).await?;
         }
         delete_node_object(ctx, name).await?;
-        if ctx.settings.mode == Mode::Apply {
+        // A machine that was not reached keeps its record: its agent and keys are still
+        // there, and the next `up` looks for them (FormerNodes) once it answers again.
+        if ctx.settings.mode == Mode::Apply && !self.0.unreachable {
             let path = ctx.state.placements_path();
             if let Ok(mut record) = Placements::load(&path)
                 && record.nodes.remove(name).is_some()
