@@ -8,4 +8,9 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 tests/lab/install-deps.sh
 tests/lab/lab.sh down-all
 /usr/bin/python3 -m unittest discover -s tests/standin/tests -t tests/standin/tests
-exec cargo test --workspace --no-fail-fast
+# The failover drill measures takeover and outage times against its default targets, so it
+# runs alone after the rest, with no other lab's control plane competing for the 2 cores.
+status=0
+cargo test --workspace --no-fail-fast -- --skip failover::failover_test_ --skip failover::an_impossible_target || status=$?
+cargo test -p khactl --test integration failover:: || status=$?
+exit "$status"

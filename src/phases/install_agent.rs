@@ -128,6 +128,7 @@ impl Phase for InstallAgent {
                 })?;
             let is_cp =
                 |h: &NodeHandle| c.node(h.node()).is_ok_and(|n| n.role == Role::ControlPlane);
+            let prio = priorities(&c.inventory, |n| c.facts.get(n).and_then(current_priority));
 
             let files = c
                 .fleet()?
@@ -137,7 +138,8 @@ impl Phase for InstallAgent {
                     let state = service::state(host, facts.init, SERVICE)
                         .await
                         .context("reading whether khagent is enabled and running")?;
-                    let plan = plan_node(&c.inventory, node, facts, &binary, state)?;
+                    let priority = prio.get(host.node()).copied();
+                    let plan = plan_node_with(&c.inventory, node, facts, &binary, state, priority)?;
                     c.apply(host, &plan.files).await?;
                     anyhow::Ok((plan.service, !state.active))
                 })
@@ -305,11 +307,64 @@ pub fn restart_order<'a>(
     order
 }
 
-/// The agent config for one control-plane node. Pure: unit-tested without a node.
+/// Each control plane's VRRP priority, stable across runs: a running agent keeps the priority
+/// its config has (so adding or removing a control plane anywhere in the inventory changes no
+/// running agent's priority — a reload, not a restart that could move the VIP), and a node
+/// without one gets, in inventory order, the highest free step of the ladder (250, 210, …).
+pub fn priorities(
+    inv: &Inventory,
+    current: impl Fn(&str) -> Option<u8>,
+) -> std::collections::BTreeMap<String, i32> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut used = std::collections::BTreeSet::new();
+    let cps: Vec<&Node> = inv.control_plane().collect();
+    for n in &cps {
+        if let Some(p) = current(n.name.as_str())
+            && used.insert(i32::from(p))
+        {
+            out.insert(n.name.to_string(), i32::from(p));
+        }
+    }
+    let mut ladder =
+        (0..).map(|k: i32| TOP_PRIORITY.saturating_sub(k.saturating_mul(PRIORITY_STEP)));
+    for n in &cps {
+        if out.contains_key(n.name.as_str()) {
+            continue;
+        }
+        let p = ladder
+            .by_ref()
+            .find(|p| *p < 1 || !used.contains(p))
+            .unwrap_or(1)
+            .max(1);
+        used.insert(p);
+        out.insert(n.name.to_string(), p);
+    }
+    out
+}
+
+/// The VRRP priority in the agent config a node has now, if any.
+pub fn current_priority(facts: &HostFacts) -> Option<u8> {
+    let text = facts.file(Path::new(AGENT_CONFIG))?;
+    let config = khagent::config::Config::parse(&String::from_utf8_lossy(text)).ok()?;
+    config.vrrp.map(|v| v.priority)
+}
+
+/// The agent config for one control-plane node, with the rank-based priority. Pure:
+/// unit-tested without a node.
 pub fn agent_config(
     inv: &Inventory,
     node: &Node,
     facts: &HostFacts,
+) -> anyhow::Result<AgentConfig> {
+    agent_config_with(inv, node, facts, None)
+}
+
+/// The agent config for one control-plane node; `priority` from [`priorities`] (None: by rank).
+pub fn agent_config_with(
+    inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    priority: Option<i32>,
 ) -> anyhow::Result<AgentConfig> {
     let cps: Vec<&Node> = inv.control_plane().collect();
     let index = cps
@@ -345,7 +400,8 @@ pub fn agent_config(
     });
     let count = i32::try_from(cps.len()).unwrap_or(i32::MAX);
     let rank = i32::try_from(index).unwrap_or(i32::MAX);
-    let priority = TOP_PRIORITY.saturating_sub(rank.saturating_mul(PRIORITY_STEP));
+    let priority =
+        priority.unwrap_or_else(|| TOP_PRIORITY.saturating_sub(rank.saturating_mul(PRIORITY_STEP)));
     let mut peers = Vec::new();
     let mut backends = Vec::new();
     for n in &cps {
@@ -424,7 +480,8 @@ fn write_if_changed(
     })
 }
 
-/// Decides a control-plane node's changes from its facts. Pure: unit-tested without a node.
+/// Decides a control-plane node's changes from its facts, with the rank-based priority. Pure:
+/// unit-tested without a node.
 pub fn plan_node(
     inv: &Inventory,
     node: &Node,
@@ -432,8 +489,22 @@ pub fn plan_node(
     binary: &AgentBinary,
     state: ServiceState,
 ) -> anyhow::Result<NodePlan> {
+    plan_node_with(inv, node, facts, binary, state, None)
+}
+
+/// [`plan_node`] with the priority [`priorities`] gave the node.
+pub fn plan_node_with(
+    inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    binary: &AgentBinary,
+    state: ServiceState,
+    priority: Option<i32>,
+) -> anyhow::Result<NodePlan> {
     check_arch(binary, facts)?;
-    let config = agent_config(inv, node, facts)?.render()?.into_bytes();
+    let config = agent_config_with(inv, node, facts, priority)?
+        .render()?
+        .into_bytes();
     let reload_enough = facts
         .file(Path::new(AGENT_CONFIG))
         .is_some_and(|old| reload_is_enough(old, &config));

@@ -391,6 +391,7 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
     let (_dir, moved) = on_new_lb_port(&lab);
     let third = khactl_up(&moved, state.path(), &[]);
     assert!(third.status.success(), "{}", describe(&third));
+    kubelets_follow_the_new_port(&lab);
     assert_eq!(restarts(&run_log(&third)), ["cp2", "cp3", "cp1"]);
     assert_eq!(vip_holders(&lab).len(), 1);
     wait_vip_serves(&lab, "w1", NEW_LB_PORT);
@@ -468,13 +469,33 @@ const PREEMPT_DELAY: Duration = Duration::from_secs(5);
 
 /// A restarted agent took the VIP back no sooner than the preempt delay after systemd started
 /// it, and not much later: its first health check passes within about a second, then the
-/// delay runs, then one Master_Down_Interval. The slack is for a shared 2-core machine.
+/// delay runs, then one Master_Down_Interval. The slack is for a shared 2-core machine running
+/// other labs' control planes beside this one (10.6 s was seen there once).
 fn assert_preempted_after_the_delay(started: SystemTime, holds: SystemTime) {
     let after = holds.duration_since(started).unwrap_or_default();
     assert!(
-        (PREEMPT_DELAY..PREEMPT_DELAY + Duration::from_secs(4)).contains(&after),
+        (PREEMPT_DELAY..PREEMPT_DELAY + Duration::from_secs(8)).contains(&after),
         "cp1 took the VIP back {after:?} after its agent started (preempt delay {PREEMPT_DELAY:?})"
     );
+}
+
+/// What an operator does after moving the API endpoint's port (kubeadm does not rewrite the
+/// kubelets' kubeconfigs): every node's kubelet.conf names the new port, and the kubelet is
+/// restarted. Without it the Nodes go NotReady 40 s later and `up`'s check fails, rightly.
+fn kubelets_follow_the_new_port(lab: &Lab) {
+    for node in lab.nodes() {
+        lab.exec_ok(
+            &node.name,
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "sed -i 's/:{LB_PORT}$/:{NEW_LB_PORT}/' /etc/kubernetes/kubelet.conf \
+                     && systemctl restart kubelet"
+                ),
+            ],
+        );
+    }
 }
 
 /// The lab's inventory with the load balancer moved to NEW_LB_PORT, in a directory that lives
@@ -619,6 +640,7 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     );
     let fixed = khactl_up(&moved, state.path(), &[]);
     assert!(fixed.status.success(), "{}", describe(&fixed));
+    kubelets_follow_the_new_port(&lab);
     assert_eq!(restarts(&run_log(&fixed)), ["cp2", "cp3", "cp1"]);
     for node in CONTROL_PLANES {
         assert!(!has_restart_mark(&lab, node), "{node}: mark cleared");

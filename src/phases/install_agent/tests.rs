@@ -480,3 +480,68 @@ fn seven_control_planes_get_distinct_priorities_and_a_dead_apiserver_sinks_below
         );
     }
 }
+
+#[test]
+fn priorities_follow_the_ladder_on_a_fresh_cluster() {
+    let inv = inventory();
+    let p = priorities(&inv, |_| None);
+    assert_eq!(
+        p.into_iter().collect::<Vec<_>>(),
+        [
+            ("cp1".to_owned(), 250),
+            ("cp2".to_owned(), 210),
+            ("cp3".to_owned(), 170)
+        ]
+    );
+}
+
+#[test]
+fn removing_the_first_control_plane_changes_no_running_agent_s_priority() {
+    // The review's finding: by rank, cp2 and cp3 would move up (210 -> 250, 170 -> 210),
+    // which is a restart of every agent, and a VIP move.
+    let mut inv = inventory();
+    inv.nodes.retain(|n| n.name.as_str() != "cp1");
+    let cp2 = installed(&inventory(), "cp2", 12);
+    let cp3 = installed(&inventory(), "cp3", 13);
+    let current = |n: &str| match n {
+        "cp2" => current_priority(&cp2),
+        "cp3" => current_priority(&cp3),
+        _ => None,
+    };
+    let p = priorities(&inv, current);
+    assert_eq!((p["cp2"], p["cp3"]), (210, 170));
+    let plan = plan_node_with(
+        &inv,
+        node(&inv, "cp3"),
+        &cp3,
+        &binary(),
+        RUNNING,
+        Some(p["cp3"]),
+    )
+    .unwrap();
+    assert!(
+        plan.service.iter().all(|c| !matches!(
+            c,
+            Change::Service {
+                action: ServiceAction::Restart,
+                ..
+            }
+        )),
+        "a reload at most: {plan:?}"
+    );
+}
+
+#[test]
+fn a_control_plane_inserted_in_the_middle_takes_the_highest_free_step() {
+    let inv = inventory();
+    // cp2 is new; cp1 and cp3 run with 250 and 210 (cp3 was second before).
+    let p = priorities(&inv, |n| match n {
+        "cp1" => Some(250),
+        "cp3" => Some(210),
+        _ => None,
+    });
+    assert_eq!((p["cp1"], p["cp2"], p["cp3"]), (250, 170, 210));
+    // Two agents claiming one priority (edited by hand): the later one in order moves.
+    let p = priorities(&inv, |n| (n != "cp3").then_some(250));
+    assert_eq!((p["cp1"], p["cp2"], p["cp3"]), (250, 210, 170));
+}
