@@ -323,8 +323,10 @@ fn add_master_grows_two_to_three_to_four_with_no_failed_request_and_no_vip_move(
             .is_none(),
         "{removed} was reset"
     );
-    // The worker: drained, reset, its Node object gone.
-    let out = khactl(&["remove-node", "w1"], &four, state.path(), &["--yes"]);
+    // The worker: drained, reset, its Node object gone. (The removed control plane is out of
+    // the inventory now, as the result told the user.)
+    let without = inventory_without(&lab, dir.path(), &[removed.as_str()]);
+    let out = khactl(&["remove-node", "w1"], &without, state.path(), &["--yes"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         lab.read_file("w1", "/etc/kubernetes/kubelet.conf")
