@@ -54,18 +54,7 @@ pub async fn run(
     reporter: Box<dyn Reporter>,
 ) -> anyhow::Result<RemoveResult> {
     let mut loaded = session::load(&opts.nodes)?;
-    let Some(node) = loaded.inventory.node(&opts.node).cloned() else {
-        return Err(UsageError::new(format!(
-            "remove-node: {} is not in the inventory",
-            opts.node
-        ))
-        .hint(format!(
-            "keep it in {} until it is removed (khactl needs its address); delete it from the \
-             file afterwards",
-            opts.nodes.inventory.display()
-        ))
-        .into());
-    };
+    let listed = loaded.inventory.node(&opts.node).cloned();
     if !opts.yes && !opts.dry_run && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         return Err(UsageError::new(
             "remove-node changes the cluster and asks first; there is no terminal to ask on",
@@ -78,17 +67,37 @@ pub async fn run(
     // is contacted.
     let name = opts.node.clone();
     let unreachable = opts.unreachable;
-    loaded.inventory.nodes.retain(|n| {
-        n.name.as_str() == name && !unreachable
-            || n.role == Role::ControlPlane && n.name.as_str() != name
-    });
+    loaded
+        .inventory
+        .nodes
+        .retain(|n| n.role == Role::ControlPlane && n.name.as_str() != name);
     let mode = if opts.dry_run {
         Mode::Plan
     } else {
         Mode::Apply
     };
     let cluster = loaded.inventory.cluster.name.to_string();
+    let inventory_path = opts.nodes.inventory.clone();
     let mut ctx = loaded.start("remove-node", mode, reporter)?;
+    // A node taken out of the inventory already (as `up` then says to run remove-node) is
+    // known from the state's record of where khactl placed its agent and keys.
+    let node = match listed {
+        Some(node) => node,
+        None => recorded_node(&ctx, &name).ok_or_else(|| {
+            UsageError::new(format!(
+                "remove-node: {name} is neither in the inventory nor in the state's record of \
+                 the nodes khactl placed its agent on"
+            ))
+            .hint(format!(
+                "put it back in {} for the removal (khactl needs its address), or check \
+                 --state-dir",
+                inventory_path.display()
+            ))
+        })?,
+    };
+    if !unreachable {
+        ctx.inventory.nodes.push(node.clone());
+    }
     if !opts.yes && !opts.dry_run {
         let prompt = format!(
             "Remove {} from cluster {cluster}? Type the node's name to go on",
@@ -103,6 +112,27 @@ pub async fn run(
     let result = session::run(&mut ctx, phases(&leaving)).await;
     let finished = session::finish(ctx, result).await?;
     Ok(RemoveResult::from_finished(opts, &finished))
+}
+
+/// A control plane khactl placed its agent on, as the state's record has it (address and SSH).
+fn recorded_node(ctx: &crate::phases::Context, name: &str) -> Option<crate::inventory::Node> {
+    let record = crate::state::record::Placements::load(&ctx.state.placements_path()).ok()?;
+    let placed = record.nodes.get(name)?;
+    let target = placed.target(name).ok()?;
+    Some(crate::inventory::Node {
+        name: target.node,
+        address: target.address,
+        role: Role::ControlPlane,
+        ssh: crate::inventory::SshOverrides {
+            user: Some(target.user),
+            port: Some(target.port),
+            identity_file: target.identity_file,
+            sudo: Some(target.sudo),
+            bastion: target.bastion,
+        },
+        labels: Default::default(),
+        taints: None,
+    })
 }
 
 /// What `remove-node` did (or would do). Field names are stable: see `docs/output.md`.

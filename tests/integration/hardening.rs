@@ -88,8 +88,26 @@ fn a_control_plane_removed_from_the_inventory_keeps_up_from_succeeding_and_names
     assert!(err.contains("cp3"), "{}", describe(&out));
     assert!(err.contains("khactl remove-node cp3"), "{}", describe(&out));
     assert!(!err.contains("up: made") && !err.contains("nothing to change"));
-    // The other half of the test ("after that, exactly one holder") needs
-    // `remove-node`, which does not exist yet.
+
+    // As told: remove-node cp3 (known from the state's record, no longer from the inventory).
+    // Its agent is stopped before the others forget it; then exactly one node holds the VIP,
+    // and `up` succeeds again.
+    let out = khactl(&["remove-node", "cp3", "--yes"], &inventory, state.path());
+    assert!(out.status.success(), "{}", describe(&out));
+    let vip = lab.vip().to_string();
+    let holders: Vec<&str> = ["cp1", "cp2", "cp3"]
+        .into_iter()
+        .filter(|n| {
+            lab.exec_ok(n, &["ip", "-o", "-4", "addr", "show"])
+                .split_whitespace()
+                .any(|w| w.split('/').next() == Some(vip.as_str()))
+        })
+        .collect();
+    assert_eq!(holders.len(), 1, "exactly one holder: {holders:?}");
+    assert_ne!(holders, ["cp3"]);
+    assert!(lab.read_file("cp3", "/usr/local/bin/khagent").is_none());
+    let out = khactl(&["up"], &inventory, state.path());
+    assert!(out.status.success(), "{}", describe(&out));
 }
 
 /// Another cluster's PKI, made by openssl inside the node, as kubeadm lays it out.
