@@ -296,8 +296,27 @@ pub async fn remove_member(
             node.name
         );
         let id = m.id;
-        ctx.step(from, &headline, async |h| etcd::remove(h, id).await)
-            .await?;
+        let interrupt = ctx.settings.interrupt.clone();
+        ctx.step(from, &headline, async |h| {
+            // etcd answers 503 while it cannot yet vouch that enough members stay connected
+            // (right after a leader change, or with a peer that just went); kubeadm retries
+            // the removal too.
+            let started = std::time::Instant::now();
+            loop {
+                match etcd::remove(h, id).await {
+                    Ok(()) => return Ok(()),
+                    Err(e)
+                        if format!("{e:#}").contains("503")
+                            && started.elapsed() < Duration::from_secs(20) =>
+                    {
+                        interrupt.check()?;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await?;
     }
     Ok(stale.len())
 }
