@@ -316,6 +316,7 @@ for ((rep = 1; rep <= reps; rep++)); do
 	echo "repetition $rep"
 	for c in $configs; do
 		n=${c%%:*} par=${c##*:}
+		if [[ $n == *+* ]]; then n=$((${n%%+*} + ${n##*+})); fi
 		name=bprep-$n
 		"$lab" down "$name" >/dev/null 2>&1 || true
 		# The nodes carry the lab's stand-in control plane (tests/standin): `up` runs kubeadm.
