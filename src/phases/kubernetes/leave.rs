@@ -142,7 +142,9 @@ impl LeaveCluster {
     /// If the node holds the VIP, stops its agent (which gives the VIP up with a priority-0
     /// advert) and waits until another control plane holds it.
     async fn hand_over_vip(&self, ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
-        let vip = ctx.inventory.vip.address;
+        let Some(vip) = ctx.inventory.vip.as_ref().map(|v| v.address) else {
+            return Ok(()); // node-local balancers: no VIP to hand over
+        };
         let name = host.node().to_owned();
         let fleet = ctx.fleet()?;
         if !vip::holders(fleet, &[name.as_str()], vip)
