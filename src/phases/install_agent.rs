@@ -598,6 +598,9 @@ pub fn plan_node(
     Ok(plan)
 }
 
+mod before_join;
 mod conflicts;
+
+pub use before_join::InstallAgentBeforeJoin;
 #[cfg(test)]
 mod tests;

@@ -272,6 +272,15 @@ fn node_registration<'a>(input: &Input<'a>) -> NodeRegistrationContext<'a> {
             .collect();
         kubelet_args.insert("node-labels".to_owned(), labels.join(","));
     }
+    if input.inventory.node_local().is_some() {
+        // The kubelet picks its node IP from the route to the API server when not told; with
+        // the API server on 127.0.0.1 that would be loopback (or whatever the default route
+        // says), so the node's inventory address is stated, as the node-local guides do. A
+        // user's own `node-ip` wins.
+        kubelet_args
+            .entry("node-ip".to_owned())
+            .or_insert_with(|| node.address.to_string());
+    }
     NodeRegistrationContext {
         name: node.name.as_str(),
         cri_socket: input.inventory.kubeadm.cri_socket.as_str(),

@@ -422,4 +422,10 @@ fn with_node_local_balancers_the_endpoint_is_the_name_on_the_local_port() {
     };
     let d = w.discovery.bootstrap_token.as_ref().unwrap();
     assert_eq!(d.api_server_endpoint, "k8s-api.cluster.internal:6444");
+    // The node IP cannot come from the route to 127.0.0.1: it is the inventory's.
+    assert!(
+        worker.text().contains("node-ip") && worker.text().contains("192.168.1.111"),
+        "{}",
+        worker.text()
+    );
 }
