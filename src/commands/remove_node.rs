@@ -75,12 +75,18 @@ pub async fn run(
     }
     let agent = Arc::new(load_agent(opts.agent_binary.as_deref())?);
     // The control planes, and the leaving node unless the machine is gone: no other worker
-    // is contacted.
+    // is contacted, unless a control plane leaves node-local balancers: then every worker's
+    // agent is reloaded without it.
     let name = opts.node.clone();
     let unreachable = opts.unreachable;
+    let every_agent = loaded.inventory.node_local().is_some()
+        && loaded
+            .inventory
+            .node(&name)
+            .is_some_and(|n| n.role == Role::ControlPlane);
     loaded.inventory.nodes.retain(|n| {
         n.name.as_str() == name && !unreachable
-            || n.role == Role::ControlPlane && n.name.as_str() != name
+            || (n.role == Role::ControlPlane || every_agent) && n.name.as_str() != name
     });
     let mode = if opts.dry_run {
         Mode::Plan

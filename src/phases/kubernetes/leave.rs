@@ -20,6 +20,7 @@ use crate::diagnostics::Hinted;
 use crate::inventory::{Node, Role};
 use crate::os::service::ServiceAction;
 use crate::phases::changes::Change;
+use crate::phases::install_agent::NODE_LOCAL_CA;
 use crate::phases::{Context, Mode, Phase, PhaseFuture};
 use crate::remote::{NodeHandle, RemoteCommand};
 use crate::render::kubeadm::API_SERVER_PORT;
@@ -280,10 +281,16 @@ impl Phase for FinishRemoval {
             return crate::facts::ProbeRequest::default();
         }
         crate::facts::ProbeRequest {
-            digests: [SYSTEMD_UNIT, OPENRC_SCRIPT, AGENT_CONFIG, AGENT_BINARY]
-                .iter()
-                .map(std::path::PathBuf::from)
-                .collect(),
+            digests: [
+                SYSTEMD_UNIT,
+                OPENRC_SCRIPT,
+                AGENT_CONFIG,
+                AGENT_BINARY,
+                NODE_LOCAL_CA,
+            ]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
             ..crate::facts::ProbeRequest::default()
         }
     }
@@ -331,7 +338,13 @@ impl FinishRemoval {
                 changes.push(service_change(facts.init, ServiceAction::Stop));
                 changes.push(service_change(facts.init, ServiceAction::Disable));
             }
-            for path in [SYSTEMD_UNIT, OPENRC_SCRIPT, AGENT_CONFIG, AGENT_BINARY] {
+            for path in [
+                SYSTEMD_UNIT,
+                OPENRC_SCRIPT,
+                AGENT_CONFIG,
+                AGENT_BINARY,
+                NODE_LOCAL_CA,
+            ] {
                 if facts.digest(std::path::Path::new(path)).is_some() {
                     changes.push(Change::RemoveFile { path: path.into() });
                 }
