@@ -99,11 +99,7 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
 /// node-local balancers a new control plane is every worker's new backend, so then every
 /// node), and what it may prepare: `node` only.
 pub fn narrow(ctx: &mut Context, node: &str) {
-    let every_agent = ctx.inventory.node_local().is_some()
-        && ctx
-            .inventory
-            .node(node)
-            .is_some_and(|n| n.role == Role::ControlPlane);
+    let every_agent = ctx.inventory.changes_every_agent(node);
     ctx.inventory
         .nodes
         .retain(|n| every_agent || n.role == Role::ControlPlane || n.name.as_str() == node);

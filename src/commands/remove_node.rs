@@ -79,11 +79,7 @@ pub async fn run(
     // agent is reloaded without it.
     let name = opts.node.clone();
     let unreachable = opts.unreachable;
-    let every_agent = loaded.inventory.node_local().is_some()
-        && loaded
-            .inventory
-            .node(&name)
-            .is_some_and(|n| n.role == Role::ControlPlane);
+    let every_agent = loaded.inventory.changes_every_agent(&name);
     loaded.inventory.nodes.retain(|n| {
         n.name.as_str() == name && !unreachable
             || (n.role == Role::ControlPlane || every_agent) && n.name.as_str() != name

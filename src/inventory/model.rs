@@ -459,6 +459,16 @@ impl Inventory {
         node.role == Role::ControlPlane || self.load_balancer.mode == LbMode::NodeLocal
     }
 
+    /// Whether adding or removing node `name` changes every agent's backends, workers'
+    /// included: a control plane, with node-local balancers. Behind a VIP only the control
+    /// planes run agents.
+    pub fn changes_every_agent(&self, name: &str) -> bool {
+        self.load_balancer.mode == LbMode::NodeLocal
+            && self
+                .node(name)
+                .is_some_and(|n| n.role == Role::ControlPlane)
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name.as_str() == name)
     }

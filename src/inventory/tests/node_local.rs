@@ -51,6 +51,23 @@ fn the_vip_mode_is_the_default_and_keeps_workers_without_an_agent() {
 }
 
 #[test]
+fn a_control_plane_added_or_removed_reaches_every_node_local_agent() {
+    let nl = with("loadBalancer: { mode: node-local, dnsName: api.internal }\n")
+        .unwrap()
+        .inventory;
+    assert!(nl.changes_every_agent("cp1"));
+    assert!(
+        !nl.changes_every_agent("w1"),
+        "a worker is no one's backend"
+    );
+    let vip = with("vip: { address: 10.0.0.100 }\n").unwrap().inventory;
+    assert!(
+        !vip.changes_every_agent("cp1"),
+        "behind a VIP workers run no agent"
+    );
+}
+
+#[test]
 fn node_local_without_a_dns_name_is_refused_naming_the_field() {
     let e = errors("loadBalancer: { mode: node-local }\n");
     assert_eq!(e.len(), 1, "{e:?}");
