@@ -190,6 +190,12 @@ fn node_local_balancers_keep_every_node_ready_without_a_vip_when_an_api_server_s
             "{worker}: its kubelet reached the API through 127.0.0.1:{PORT}: {status}"
         );
     }
+    // A second run finds every agent, CA copy and hosts entry in place.
+    let again = up(&lab, &inventory, &state);
+    assert!(again.status.success(), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing to change"), "{}", text(&again));
+
     let before = nodes_seen(&lab, "cp2");
     let names: Vec<&str> = before.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(names, ALL);
