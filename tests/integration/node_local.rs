@@ -22,9 +22,15 @@ fn dns_name(lab: &Lab) -> String {
 
 /// The lab's inventory with its `vip` line replaced by node-local balancers.
 fn node_local_inventory(lab: &Lab, dir: &Path) -> PathBuf {
+    node_local_inventory_without(lab, dir, &[])
+}
+
+/// [`node_local_inventory`] without the nodes named in `left_out`.
+fn node_local_inventory_without(lab: &Lab, dir: &Path, left_out: &[&str]) -> PathBuf {
     let lab_inventory = std::fs::read_to_string(lab.inventory_path()).unwrap();
     let replaced: String = lab_inventory
         .lines()
+        .filter(|l| !left_out.iter().any(|n| l.contains(&format!("name: {n},"))))
         .map(|l| {
             if l.starts_with("vip:") {
                 format!(
@@ -37,15 +43,20 @@ fn node_local_inventory(lab: &Lab, dir: &Path) -> PathBuf {
         })
         .collect();
     assert!(replaced.contains("node-local") && !replaced.contains("vip:"));
-    let path = dir.join("node-local.yaml");
+    let path = dir.join(format!("node-local-{}.yaml", left_out.len()));
     std::fs::write(&path, replaced).unwrap();
     path
 }
 
 fn up(lab: &Lab, inventory: &Path, state: &Path) -> Output {
+    khactl(lab, &["up"], inventory, state)
+}
+
+fn khactl(lab: &Lab, verb: &[&str], inventory: &Path, state: &Path) -> Output {
     lab.assert_up();
     Command::new(khactl_bin())
-        .args(["up", "-i"])
+        .args(verb)
+        .arg("-i")
         .arg(inventory)
         .arg("--state-dir")
         .arg(state)
@@ -284,5 +295,70 @@ fn node_local_balancers_keep_every_node_ready_without_a_vip_when_an_api_server_s
             "/root/kube-apiserver.yaml",
             "/etc/kubernetes/manifests/kube-apiserver.yaml",
         ],
+    );
+}
+
+/// The backends of `node`'s agent, sorted, and its process id.
+fn backends_and_pid(lab: &Lab, node: &str) -> (Vec<String>, String) {
+    let status = agent_status(lab, node);
+    let mut names: Vec<String> = status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    let pid = lab.exec_ok(
+        node,
+        &[
+            "systemctl",
+            "show",
+            "khagent.service",
+            "-p",
+            "MainPID",
+            "--value",
+        ],
+    );
+    (names, pid.trim().to_owned())
+}
+
+#[test]
+fn add_master_and_remove_node_reload_every_node_local_agent_workers_included() {
+    require_root();
+    let lab = Lab::up("nodelocal-grow", indexes::NODE_LOCAL_GROW, 3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let two = node_local_inventory_without(&lab, dir.path(), &["cp3"]);
+    let three = node_local_inventory(&lab, dir.path());
+    let state = dir.path().join("state");
+    let out = up(&lab, &two, &state);
+    assert!(out.status.success(), "{}", text(&out));
+    let (backends, w1_pid) = backends_and_pid(&lab, "w1");
+    assert_eq!(backends, ["cp1", "cp2"]);
+
+    // add-master: cp3 gets its agent before it joins (it reaches the API through it), and
+    // every other agent, the worker's included, is reloaded with cp3 as a backend.
+    let out = khactl(&lab, &["add-master", "cp3", "--yes"], &three, &state);
+    assert!(out.status.success(), "{}", text(&out));
+    for node in ["cp1", "cp2", "cp3", "w1"] {
+        let (backends, _) = backends_and_pid(&lab, node);
+        assert_eq!(backends, ["cp1", "cp2", "cp3"], "{node}");
+    }
+    let (_, pid) = backends_and_pid(&lab, "w1");
+    assert_eq!(
+        pid, w1_pid,
+        "w1's agent was reloaded in place, not restarted"
+    );
+
+    // remove-node: every remaining agent, the worker's included, lets cp3 go.
+    let out = khactl(&lab, &["remove-node", "cp3", "--yes"], &three, &state);
+    assert!(out.status.success(), "{}", text(&out));
+    for node in ["cp1", "cp2", "w1"] {
+        let (backends, _) = backends_and_pid(&lab, node);
+        assert_eq!(backends, ["cp1", "cp2"], "{node}");
+    }
+    let (_, pid) = backends_and_pid(&lab, "w1");
+    assert_eq!(
+        pid, w1_pid,
+        "w1's agent was reloaded in place, not restarted"
     );
 }
