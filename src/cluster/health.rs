@@ -198,14 +198,17 @@ impl ClusterHealth {
         }
 
         let del = |node: &str| {
-            let dev = inv.vip.interface.as_deref().unwrap_or("IFACE");
-            let prefix = inv
-                .vip
-                .prefix_length
+            let v = inv.vip.as_ref();
+            let dev = v.and_then(|v| v.interface.as_deref()).unwrap_or("IFACE");
+            let prefix = v
+                .and_then(|v| v.prefix_length)
                 .map_or_else(|| "PREFIX".to_owned(), |p| p.to_string());
             format!("`ip addr del {}/{prefix} dev {dev}` on {node}", vip.address)
         };
-        match vip.holders.as_slice() {
+        // Node-local balancers: no VIP, so no holder to count.
+        let holders: &[String] = if inv.vip.is_some() { &vip.holders } else { &[] };
+        match holders {
+            [] if inv.vip.is_none() => {}
             [] => problems.push(finding(
                 None,
                 format!("no node holds the VIP {}", vip.address),

@@ -66,11 +66,12 @@ pub fn holder_in_facts<'a>(
     inv: &Inventory,
     facts: &'a BTreeMap<String, HostFacts>,
 ) -> Option<&'a str> {
+    let vip = inv.vip.as_ref()?.address;
     inv.control_plane().find_map(|n| {
         let (name, f) = facts.get_key_value(n.name.as_str())?;
         f.addresses
             .iter()
-            .any(|(_, net)| net.addr() == inv.vip.address)
+            .any(|(_, net)| net.addr() == vip)
             .then_some(name.as_str())
     })
 }

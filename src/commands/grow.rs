@@ -22,8 +22,8 @@ use crate::inventory::Role;
 use crate::phases::kubernetes::CheckGrowth;
 use crate::phases::{
     CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts, GeneratePki,
-    InstallAgent, JoinControlPlanes, JoinWorkers, LockCluster, Mode, Phase, Preflight,
-    PrepareHosts, VerifyCluster, WaitForVip,
+    InstallAgent, InstallAgentBeforeJoin, JoinControlPlanes, JoinWorkers, LockCluster, Mode, Phase,
+    Preflight, PrepareHosts, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -69,7 +69,10 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             gate,
             Box::new(PrepareHosts),
             Box::new(DistributePki),
-            // Joined and ready before any agent sends it traffic.
+            // Node-local balancers only: the joining node dials its own agent.
+            Box::new(InstallAgentBeforeJoin { preflight: false }),
+            // Joined and ready before any agent sends it traffic (behind a VIP; a node-local
+            // agent health-checks the new backend before it sends it anything).
             Box::new(JoinControlPlanes),
             Box::new(InstallAgent),
             Box::new(WaitForVip),
@@ -85,18 +88,21 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             gate,
             Box::new(PrepareHosts),
             Box::new(DistributePki),
+            Box::new(InstallAgentBeforeJoin { preflight: true }),
             Box::new(JoinWorkers),
             Box::new(VerifyCluster),
         ],
     }
 }
 
-/// What the run sees: the control planes and `node` (no other worker is contacted), and what
-/// it may prepare: `node` only.
+/// What the run sees: the control planes and `node` (no other worker is contacted; with
+/// node-local balancers a new control plane is every worker's new backend, so then every
+/// node), and what it may prepare: `node` only.
 pub fn narrow(ctx: &mut Context, node: &str) {
+    let every_agent = ctx.inventory.changes_every_agent(node);
     ctx.inventory
         .nodes
-        .retain(|n| n.role == Role::ControlPlane || n.name.as_str() == node);
+        .retain(|n| every_agent || n.role == Role::ControlPlane || n.name.as_str() == node);
     ctx.settings.scope = Some(BTreeSet::from([node.to_owned()]));
 }
 

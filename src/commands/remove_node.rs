@@ -64,13 +64,15 @@ pub async fn run(
     }
     let agent = Arc::new(load_agent(opts.agent_binary.as_deref())?);
     // The control planes, and the leaving node unless the machine is gone: no other worker
-    // is contacted.
+    // is contacted, unless a control plane leaves node-local balancers: then every worker's
+    // agent is reloaded without it.
     let name = opts.node.clone();
     let unreachable = opts.unreachable;
+    let every_agent = loaded.inventory.changes_every_agent(&name);
     loaded
         .inventory
         .nodes
-        .retain(|n| n.role == Role::ControlPlane && n.name.as_str() != name);
+        .retain(|n| (n.role == Role::ControlPlane || every_agent) && n.name.as_str() != name);
     let mode = if opts.dry_run {
         Mode::Plan
     } else {

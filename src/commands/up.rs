@@ -128,8 +128,12 @@ pub struct VipResult {
 impl VipResult {
     pub fn of(f: &Finished) -> VipResult {
         VipResult {
-            address: f.inventory.vip.address.to_string(),
-            port: f.inventory.vip.port.get(),
+            // Node-local balancers: each node's own, on 127.0.0.1.
+            address: f.inventory.vip.as_ref().map_or_else(
+                || std::net::Ipv4Addr::LOCALHOST.to_string(),
+                |v| v.address.to_string(),
+            ),
+            port: f.inventory.api_endpoint().port,
             holder: f.cluster.vip_holder.clone(),
         }
     }

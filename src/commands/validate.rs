@@ -44,18 +44,13 @@ impl ValidateResult {
 pub fn run(path: &Path) -> Result<ValidateResult, UsageError> {
     let v = inventory::load(path).map_err(|e| UsageError::new(e.to_string()))?;
     let inv = &v.inventory;
-    let host = inv
-        .vip
-        .dns_name
-        .as_ref()
-        .map_or_else(|| inv.vip.address.to_string(), |d| d.to_string());
     Ok(ValidateResult {
         path: path.to_path_buf(),
         cluster: inv.cluster.name.to_string(),
         kubernetes_version: inv.cluster.kubernetes_version.to_string(),
         control_planes: inv.control_plane().count(),
         workers: inv.workers().count(),
-        endpoint: format!("{host}:{}", inv.vip.port),
+        endpoint: inv.api_endpoint().to_string(),
         warnings: v.warnings.iter().map(ToString::to_string).collect(),
     })
 }

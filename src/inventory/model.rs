@@ -22,7 +22,12 @@ pub struct Inventory {
     pub api_version: String,
     pub kind: String,
     pub cluster: Cluster,
-    pub vip: Vip,
+    /// Required unless `loadBalancer.mode` is `node-local` (which runs without a VIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Vip>,
+    /// Where the API endpoint is balanced: on the VIP (default) or on every node.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub load_balancer: LoadBalancer,
     #[serde(default)]
     pub ssh: SshDefaults,
     pub nodes: Vec<Node>,
@@ -76,6 +81,39 @@ pub struct Vip {
     /// Optional DNS name for the API endpoint (e.g. `k8s-api.virtual.local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<DnsName>,
+}
+
+/// Where clients reach the API servers through khagent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancer {
+    #[serde(default)]
+    pub mode: LbMode,
+    /// The node-local balancer's port on `127.0.0.1` (node-local mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    /// The API endpoint's name, resolved to `127.0.0.1` on every node (node-local mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<DnsName>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbMode {
+    /// khagent on each control plane: VRRP holds `vip.address`, the holder balances.
+    #[default]
+    Vip,
+    /// khagent on every node, workers too, balancing `127.0.0.1:port` to every API
+    /// server; no VRRP, no VIP (the kubespray/"nginx on each worker" layout).
+    NodeLocal,
+}
+
+/// The node-local balancer's settings, once the inventory has validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLocal {
+    pub port: Port,
+    /// The API endpoint's name (`loadBalancer.dnsName`).
+    pub host: String,
 }
 
 fn default_router_id() -> RouterId {
@@ -370,6 +408,67 @@ impl Inventory {
         self.nodes.iter().filter(|n| n.role == Role::Worker)
     }
 
+    /// The node-local balancer, when `loadBalancer.mode` is `node-local`.
+    pub fn node_local(&self) -> Option<NodeLocal> {
+        let lb = &self.load_balancer;
+        (lb.mode == LbMode::NodeLocal).then(|| NodeLocal {
+            port: lb.port.unwrap_or(Port::NODE_LOCAL_DEFAULT),
+            // Validation requires the name; an unvalidated one still names a host.
+            host: lb
+                .dns_name
+                .as_ref()
+                .map_or_else(|| "127.0.0.1".to_owned(), ToString::to_string),
+        })
+    }
+
+    /// The API endpoint every kubeconfig and kubeadm names: the node-local name and port,
+    /// or the VIP's DNS name (else its address) and port. A validated inventory has one
+    /// of the two; one that is not falls back to the node-local defaults.
+    pub fn api_endpoint(&self) -> ApiEndpoint {
+        match (&self.vip, self.node_local()) {
+            (Some(vip), None) => ApiEndpoint {
+                host: vip
+                    .dns_name
+                    .as_ref()
+                    .map_or_else(|| vip.address.to_string(), ToString::to_string),
+                port: vip.port.get(),
+            },
+            (_, nl) => {
+                let nl = nl.unwrap_or(NodeLocal {
+                    port: Port::NODE_LOCAL_DEFAULT,
+                    host: "127.0.0.1".to_owned(),
+                });
+                ApiEndpoint {
+                    host: nl.host,
+                    port: nl.port.get(),
+                }
+            }
+        }
+    }
+
+    /// The DNS name of the API endpoint, if there is one.
+    pub fn api_dns_name(&self) -> Option<&DnsName> {
+        match self.load_balancer.mode {
+            LbMode::NodeLocal => self.load_balancer.dns_name.as_ref(),
+            LbMode::Vip => self.vip.as_ref()?.dns_name.as_ref(),
+        }
+    }
+
+    /// Whether `node` runs khagent: every control plane, and in node-local mode every node.
+    pub fn runs_agent(&self, node: &Node) -> bool {
+        node.role == Role::ControlPlane || self.load_balancer.mode == LbMode::NodeLocal
+    }
+
+    /// Whether adding or removing node `name` changes every agent's backends, workers'
+    /// included: a control plane, with node-local balancers. Behind a VIP only the control
+    /// planes run agents.
+    pub fn changes_every_agent(&self, name: &str) -> bool {
+        self.load_balancer.mode == LbMode::NodeLocal
+            && self
+                .node(name)
+                .is_some_and(|n| n.role == Role::ControlPlane)
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name.as_str() == name)
     }
@@ -400,6 +499,19 @@ pub(super) fn expand_home(path: &std::path::Path, home: Option<PathBuf>) -> Path
     match (path.strip_prefix("~"), home) {
         (Ok(rest), Some(home)) => home.join(rest),
         _ => path.to_path_buf(),
+    }
+}
+
+/// `host:port` of the API endpoint (host a DNS name or an IPv4 address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for ApiEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 

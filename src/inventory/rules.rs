@@ -11,13 +11,18 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-use super::model::{KubeadmExtras, Networking, Node, PkiSettings, Role, SshDefaults, Vip};
+use super::model::{
+    KubeadmExtras, LbMode, LoadBalancer, Networking, Node, PkiSettings, Role, SshDefaults, Vip,
+};
 use super::problems::{FieldPath, Findings};
 
 /// The parts of the document that parsed cleanly, by section.
 #[derive(Debug, Default)]
 pub(super) struct Draft {
     pub vip: Option<Vip>,
+    /// Whether the document has a `vip` key at all (parsed or not).
+    pub vip_written: bool,
+    pub load_balancer: Option<LoadBalancer>,
     pub ssh: Option<SshDefaults>,
     /// One entry per item of `nodes`, `None` where that item has errors; `None` as a
     /// whole when `nodes` is not a list.
@@ -66,6 +71,8 @@ impl Draft {
         };
         Self {
             vip: section("vip", None).and_then(typed),
+            vip_written: map.contains_key("vip"),
+            load_balancer: section("loadBalancer", empty()).and_then(typed),
             ssh: section("ssh", empty()).and_then(typed),
             nodes,
             networking: section("networking", empty()).and_then(typed),
@@ -121,6 +128,7 @@ fn who(i: usize, node: &Node) -> String {
 
 pub(super) fn check(d: &Draft, out: &mut Findings) {
     control_plane_count(d, out);
+    load_balancer_mode(d, out);
     unique_nodes(d, out);
     vip_against_nodes(d, out);
     subnets(d, out);
@@ -168,6 +176,55 @@ fn control_plane_count(d: &Draft, out: &mut Findings) {
                 cps + 1
             ),
         );
+    }
+}
+
+/// The VIP and the node-local balancer are two ways to the API servers; each mode has
+/// its own fields, and a field of the other mode would be silently ignored.
+fn load_balancer_mode(d: &Draft, out: &mut Findings) {
+    let Some(lb) = &d.load_balancer else { return };
+    let path = FieldPath::root().key("loadBalancer");
+    match lb.mode {
+        LbMode::Vip => {
+            if !d.vip_written {
+                out.error(
+                    &FieldPath::root().key("vip"),
+                    "missing field `vip`: write `vip: { address: 192.168.1.100 }`, or set \
+                     `loadBalancer: { mode: node-local, dnsName: … }` to balance on every node \
+                     without a VIP",
+                );
+            }
+            for (field, value) in [
+                ("port", lb.port.map(|p| p.get().to_string())),
+                ("dnsName", lb.dns_name.as_ref().map(ToString::to_string)),
+            ] {
+                if value.is_some() {
+                    out.error(
+                        &path.key(field),
+                        format!(
+                            "loadBalancer.{field} applies to `mode: node-local` only; with the \
+                             VIP write vip.{field}, or set loadBalancer.mode: node-local"
+                        ),
+                    );
+                }
+            }
+        }
+        LbMode::NodeLocal => {
+            if d.vip_written {
+                out.error(
+                    &FieldPath::root().key("vip"),
+                    "a VIP next to node-local balancers (for clients outside the cluster) is \
+                     not supported yet: remove `vip`, or use loadBalancer.mode: vip",
+                );
+            }
+            if lb.dns_name.is_none() {
+                out.error(
+                    &path.key("dnsName"),
+                    "node-local mode needs the API endpoint's name, which every node resolves \
+                     to 127.0.0.1: write e.g. `dnsName: k8s-api.cluster.internal`",
+                );
+            }
+        }
     }
 }
 

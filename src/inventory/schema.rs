@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::checks::{self, Check, KeyCheck, show, typed};
-use super::model::{KeyType, Role, TaintEffect};
+use super::model::{KeyType, LbMode, Role, TaintEffect};
 use super::problems::{FieldPath, Findings};
 use super::types::{CriSocket, DnsName, NodeName, Port, RouterId};
 
@@ -66,11 +66,9 @@ pub(super) static INVENTORY: Shape = Shape {
             Required("cluster: { name: prod, kubernetesVersion: v1.31.2 }"),
             Struct(&CLUSTER),
         ),
-        field(
-            "vip",
-            Required("vip: { address: 192.168.1.100 }"),
-            Struct(&VIP),
-        ),
+        // Required unless `loadBalancer.mode: node-local`: a rule in `rules.rs`.
+        field("vip", Optional, Struct(&VIP)),
+        field("loadBalancer", Defaulted, Struct(&LOAD_BALANCER)),
         field("ssh", Defaulted, Struct(&SSH)),
         field(
             "nodes",
@@ -111,6 +109,14 @@ static VIP: Shape = Shape {
         field("interface", Optional, Leaf(checks::interface)),
         field("routerId", Defaulted, Leaf(typed::<RouterId>)),
         field("port", Defaulted, Leaf(checks::lb_port)),
+        field("dnsName", Optional, Leaf(typed::<DnsName>)),
+    ],
+};
+
+static LOAD_BALANCER: Shape = Shape {
+    fields: &[
+        field("mode", Defaulted, Leaf(typed::<LbMode>)),
+        field("port", Optional, Leaf(checks::lb_port)),
         field("dnsName", Optional, Leaf(typed::<DnsName>)),
     ],
 };
@@ -463,6 +469,7 @@ mod tests {
             (serde_fields::<Inventory>(), &INVENTORY),
             (serde_fields::<Cluster>(), &CLUSTER),
             (serde_fields::<Vip>(), &VIP),
+            (serde_fields::<LoadBalancer>(), &LOAD_BALANCER),
             (serde_fields::<SshDefaults>(), &SSH),
             (serde_fields::<SshOverrides>(), &SSH_OVERRIDES),
             (serde_fields::<Bastion>(), &BASTION),

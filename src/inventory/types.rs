@@ -72,6 +72,9 @@ impl Port {
     /// The classic guides put the load balancer on 8443 (or 16443) so it does not clash
     /// with the apiserver's own 6443 on the same node.
     pub const API_ENDPOINT_DEFAULT: Port = Port(8443);
+    /// The node-local balancer's default on `127.0.0.1`: next to the API server's 6443,
+    /// which it cannot take on a control plane.
+    pub const NODE_LOCAL_DEFAULT: Port = Port(6444);
 
     pub fn new(n: u64) -> Result<Self, String> {
         match u16::try_from(n) {

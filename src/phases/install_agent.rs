@@ -1,7 +1,11 @@
 //! Install khagent (the API load balancer + VRRP virtual IP) on every control-plane node:
 //! the binary that was built next to khactl, its config rendered from the inventory and the
 //! node's facts, and a systemd unit or OpenRC script; then start it, or restart it where
-//! something changed. Workers get nothing.
+//! something changed. Workers get nothing, except with `loadBalancer.mode: node-local`:
+//! then every node, workers too, runs khagent as a load balancer on `127.0.0.1:port` to
+//! every API server, without VRRP. A worker's agent verifies the API servers against its
+//! own copy of the cluster CA ([`NODE_LOCAL_CA`]): kubeadm join refuses a node that already
+//! has `/etc/kubernetes/pki/ca.crt`.
 //!
 //! Files are compared by digest and mode with the node's facts, so an unchanged node gets no
 //! write and no restart. Files are written on every node in parallel; starts and restarts then
@@ -22,14 +26,17 @@ pub use crate::agent::{
 };
 use crate::cluster::vip;
 use crate::facts::{HostFacts, InitSystem, ProbeRequest, sha256_hex};
-use crate::inventory::{Inventory, Node, Role};
+use crate::inventory::{Inventory, Node, Port, Role, Vip};
 use crate::os::service::{self, ServiceState};
+use crate::pki::Authority;
 use crate::remote::{NodeHandle, RemoteCommand};
 use crate::render::{AgentBackend, AgentConfig, AgentService, AgentTrack, AgentVrrp};
 use khagent::vrrp::probe::Heard;
 
 /// The cluster CA as DistributePki places it; the agent verifies apiservers against it.
 const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
+/// A worker's copy of the cluster CA for its node-local agent (public; see the module doc).
+pub const NODE_LOCAL_CA: &str = "/etc/khagent/cluster-ca.crt";
 /// Every kube-apiserver listens here on its node (kubeadm's default bind port).
 const APISERVER_PORT: u16 = 6443;
 /// Loopback only: the status page has no password by default, and operators reach it over
@@ -88,15 +95,19 @@ impl Phase for InstallAgent {
         "Install the agent"
     }
 
-    fn facts(&self, _ctx: &Context, node: &Node) -> ProbeRequest {
-        if node.role != Role::ControlPlane {
+    fn facts(&self, ctx: &Context, node: &Node) -> ProbeRequest {
+        if !ctx.inventory.runs_agent(node) {
             return ProbeRequest::default();
         }
         let mut files = files_read();
         files.extend(conflicts::files().into_iter().map(PathBuf::from));
+        let mut digests = digests_read();
+        if node.role == Role::Worker {
+            digests.push(NODE_LOCAL_CA.into());
+        }
         ProbeRequest {
             files,
-            digests: digests_read(),
+            digests,
             ..ProbeRequest::default()
         }
     }
@@ -106,7 +117,7 @@ impl Phase for InstallAgent {
     /// port, a keepalived for this VIP: see [`conflicts`]), is refused now, before any host is
     /// prepared, not halfway through the install.
     fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
-        if node.role != Role::ControlPlane {
+        if !ctx.inventory.runs_agent(node) {
             return Vec::new();
         }
         let mut problems = vip_problems(&ctx.inventory, node, facts);
@@ -126,20 +137,33 @@ impl Phase for InstallAgent {
                 c.settings.agent_binary.clone().ok_or_else(|| {
                     anyhow::anyhow!("internal: `up` did not load the agent binary")
                 })?;
-            let is_cp =
-                |h: &NodeHandle| c.node(h.node()).is_ok_and(|n| n.role == Role::ControlPlane);
+            let runs_agent =
+                |h: &NodeHandle| c.node(h.node()).is_ok_and(|n| c.inventory.runs_agent(n));
+            // Workers' node-local agents verify the API servers against the cluster CA.
+            let cluster_ca = match c.inventory.node_local() {
+                Some(_) => Some(c.pki()?.authority_cert(Authority::Kubernetes).to_vec()),
+                None => None,
+            };
             let prio = priorities(&c.inventory, |n| c.facts.get(n).and_then(current_priority));
 
             let files = c
                 .fleet()?
-                .each(is_cp, async |host| {
+                .each(runs_agent, async |host| {
                     let node = c.node(host.node())?;
                     let facts = c.facts_of(host.node())?;
                     let state = service::state(host, facts.init, SERVICE)
                         .await
                         .context("reading whether khagent is enabled and running")?;
                     let priority = prio.get(host.node()).copied();
-                    let plan = plan_node_with(&c.inventory, node, facts, &binary, state, priority)?;
+                    let mut plan =
+                        plan_node_with(&c.inventory, node, facts, &binary, state, priority)?;
+                    if let Some(ca) = cluster_ca.as_ref().filter(|_| node.role == Role::Worker) {
+                        let sha = sha256_hex(ca);
+                        // Before the config, so the agent never starts without it.
+                        let write =
+                            write_if_changed(facts, NODE_LOCAL_CA, ca.clone(), &sha, 0o644, false);
+                        plan.files.splice(0..0, write);
+                    }
                     c.apply(host, &plan.files).await?;
                     anyhow::Ok((plan.service, !state.active))
                 })
@@ -234,15 +258,20 @@ async fn no_foreign_vrrp_router(
     if c.settings.mode == super::Mode::Plan || nodes.is_empty() {
         return Ok(Vec::new());
     }
-    let vrid = c.inventory.vip.router_id.get().to_string();
+    let Some(vip) = &c.inventory.vip else {
+        return Ok(Vec::new()); // no VRRP anywhere
+    };
+    let vrid = vip.router_id.get().to_string();
     Ok(c.fleet()?
         .each(
             |h| nodes.iter().any(|n| n == h.node()),
             async |host| {
                 let node = c.node(host.node())?;
-                let interface = agent_config(&c.inventory, node, c.facts_of(host.node())?)?
-                    .vrrp
-                    .interface;
+                let Some(vrrp) = agent_config(&c.inventory, node, c.facts_of(host.node())?)?.vrrp
+                else {
+                    return Ok(());
+                };
+                let interface = vrrp.interface;
                 let argv = [AGENT_BINARY, "probe-vrid", "--interface", &interface]
                     .into_iter()
                     .chain(["--vrid", &vrid, "--for", PROBE_VRID_FOR]);
@@ -266,6 +295,9 @@ async fn no_foreign_vrrp_router(
 /// one L2 segment, and `vip.interface` (when set) must exist. Pure.
 pub fn vip_problems(inv: &Inventory, node: &Node, facts: &HostFacts) -> Vec<String> {
     let mut problems = Vec::new();
+    let Some(vip) = &inv.vip else {
+        return problems; // node-local balancers: nothing moves between nodes
+    };
     let own = facts
         .addresses
         .iter()
@@ -276,15 +308,15 @@ pub fn vip_problems(inv: &Inventory, node: &Node, facts: &HostFacts) -> Vec<Stri
             node.address
         )),
         Some((dev, net)) => {
-            if !net.trunc().contains(&inv.vip.address) {
+            if !net.trunc().contains(&vip.address) {
                 problems.push(format!(
                     "vip.address {} is outside this node's subnet {} (on {dev}); the VIP \
                      must be on the control-plane nodes' own network for VRRP to move it",
-                    inv.vip.address,
+                    vip.address,
                     net.trunc()
                 ));
             }
-            if let Some(want) = &inv.vip.interface
+            if let Some(want) = &vip.interface
                 && !facts.addresses.iter().any(|(d, _)| d == want)
             {
                 problems.push(format!(
@@ -349,8 +381,8 @@ pub fn current_priority(facts: &HostFacts) -> Option<u8> {
     config.vrrp.map(|v| v.priority)
 }
 
-/// The agent config for one control-plane node, with the rank-based priority. Pure:
-/// unit-tested without a node.
+/// The agent config for one node, with the rank-based priority. Pure: unit-tested without a
+/// node.
 pub fn agent_config(
     inv: &Inventory,
     node: &Node,
@@ -359,9 +391,50 @@ pub fn agent_config(
     agent_config_with(inv, node, facts, None)
 }
 
-/// The agent config for one control-plane node; `priority` from [`priorities`] (None: by rank).
+/// The agent config for one node; `priority` from [`priorities`] (None: by rank).
 pub fn agent_config_with(
     inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    priority: Option<i32>,
+) -> anyhow::Result<AgentConfig> {
+    match (&inv.vip, inv.node_local()) {
+        (Some(vip), None) => vip_agent_config(inv, vip, node, facts, priority),
+        (_, Some(nl)) => Ok(node_local_agent_config(inv, node, nl.port)),
+        (None, None) => bail!("internal: the inventory has neither a VIP nor node-local balancers"),
+    }
+}
+
+/// A node-local balancer: `127.0.0.1:port` to every API server, health-checked like the VIP's
+/// balancer; no tracked check and no VRRP (nothing to elect). Every node's file is the same
+/// but for the CA's path and the comment, so a control plane added or removed is a reload.
+fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentConfig {
+    let backends = inv
+        .control_plane()
+        .map(|n| AgentBackend {
+            name: n.name.to_string(),
+            address: SocketAddr::new(n.address, APISERVER_PORT),
+        })
+        .collect();
+    AgentConfig {
+        node: node.name.to_string(),
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.get()),
+        backends,
+        ca_file: match node.role {
+            Role::ControlPlane => CLUSTER_CA,
+            Role::Worker => NODE_LOCAL_CA,
+        }
+        .to_owned(),
+        status_listen: STATUS_LISTEN,
+        track: None,
+        vrrp: None,
+    }
+}
+
+/// A control plane behind the VIP: balancer on VIP:port, VRRP, and its own API server tracked.
+fn vip_agent_config(
+    inv: &Inventory,
+    vip: &Vip,
     node: &Node,
     facts: &HostFacts,
     priority: Option<i32>,
@@ -388,14 +461,14 @@ pub fn agent_config_with(
         .ok_or_else(|| {
             anyhow::anyhow!("the node does not have its inventory address {own} on any interface")
         })?;
-    let interface = inv.vip.interface.clone().unwrap_or_else(|| dev.clone());
+    let interface = vip.interface.clone().unwrap_or_else(|| dev.clone());
     // The prefix the VIP is added with: the inventory's, else that of the subnet holding the
     // VIP on the chosen interface, else the node address's own.
-    let prefix = inv.vip.prefix_length.unwrap_or_else(|| {
+    let prefix = vip.prefix_length.unwrap_or_else(|| {
         facts
             .addresses
             .iter()
-            .find(|(d, n)| *d == interface && n.trunc().contains(&inv.vip.address))
+            .find(|(d, n)| *d == interface && n.trunc().contains(&vip.address))
             .map_or(net.prefix_len(), |(_, n)| n.prefix_len())
     });
     let count = i32::try_from(cps.len()).unwrap_or(i32::MAX);
@@ -416,26 +489,26 @@ pub fn agent_config_with(
     }
     Ok(AgentConfig {
         node: node.name.to_string(),
-        listen: SocketAddr::new(IpAddr::V4(inv.vip.address), inv.vip.port.get()),
+        listen: SocketAddr::new(IpAddr::V4(vip.address), vip.port.get()),
         backends,
         ca_file: CLUSTER_CA.to_owned(),
         status_listen: STATUS_LISTEN,
-        track: AgentTrack {
+        track: Some(AgentTrack {
             backend: node.name.to_string(),
             // A dead local apiserver costs more than the whole priority ladder, so any node
             // with a live apiserver outranks every node without one.
             weight: -(count.saturating_mul(PRIORITY_STEP)).clamp(1, 254),
-        },
-        vrrp: AgentVrrp {
+        }),
+        vrrp: Some(AgentVrrp {
             interface,
-            router_id: inv.vip.router_id.get(),
+            router_id: vip.router_id.get(),
             priority: u8::try_from(priority.clamp(1, 254)).unwrap_or(1),
-            vip: inv.vip.address,
+            vip: vip.address,
             vip_prefix_len: prefix,
             source_address: own,
             preempt_delay_ms: PREEMPT_DELAY_MS,
             peers,
-        },
+        }),
     })
 }
 
@@ -480,7 +553,7 @@ fn write_if_changed(
     })
 }
 
-/// Decides a control-plane node's changes from its facts, with the rank-based priority. Pure:
+/// Decides a node's agent changes from its facts, with the rank-based priority. Pure:
 /// unit-tested without a node.
 pub fn plan_node(
     inv: &Inventory,
@@ -598,6 +671,9 @@ pub fn plan_node_with(
     Ok(plan)
 }
 
+mod before_join;
 mod conflicts;
+
+pub use before_join::InstallAgentBeforeJoin;
 #[cfg(test)]
 mod tests;

@@ -55,7 +55,7 @@ pub use distribute_pki::DistributePki;
 pub use former_nodes::FormerNodes;
 pub use gather_facts::GatherFacts;
 pub use generate_pki::GeneratePki;
-pub use install_agent::InstallAgent;
+pub use install_agent::{InstallAgent, InstallAgentBeforeJoin};
 pub use kubernetes::{CheckKubeadm, InitCluster, JoinControlPlanes, JoinWorkers, VerifyCluster};
 pub use lock_cluster::LockCluster;
 pub use preflight::Preflight;

@@ -126,6 +126,17 @@ fn without_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\n").unwrap_or(line)
 }
 
+/// The `/etc/hosts` line for the API's DNS name: the VIP, or with node-local balancers
+/// 127.0.0.1, so every node (control planes too) reaches the API through its own balancer.
+fn hosts_entry(inv: &crate::inventory::Inventory) -> Option<String> {
+    let dns = inv.api_dns_name()?;
+    let address = match &inv.vip {
+        Some(vip) if inv.node_local().is_none() => vip.address.to_string(),
+        _ => std::net::Ipv4Addr::LOCALHOST.to_string(),
+    };
+    Some(format!("{address} {dns}"))
+}
+
 /// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`); every other
 /// byte as it was.
 pub fn render_hosts(current: &[u8], entry: Option<&str>) -> Vec<u8> {
@@ -335,11 +346,7 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
     }
 
     let current_hosts = facts.file(Path::new(HOSTS));
-    let entry = inv
-        .vip
-        .dns_name
-        .as_ref()
-        .map(|d| format!("{} {}", inv.vip.address, d));
+    let entry = hosts_entry(inv);
     let hosts = render_hosts(current_hosts.unwrap_or_default(), entry.as_deref());
     if current_hosts != Some(hosts.as_slice()) && !(current_hosts.is_none() && hosts.is_empty()) {
         changes.push(Change::WriteFile {

@@ -140,15 +140,15 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
             Err(e) => leaders.error = Some(format!("{e:#}")),
         }
     }
-    let vip_host = inv
-        .vip
-        .dns_name
-        .as_ref()
-        .map_or_else(|| inv.vip.address.to_string(), ToString::to_string);
+    // The endpoint as clients dial it: the VIP, or a node's own balancer on 127.0.0.1.
+    let endpoint = inv.api_endpoint();
+    let address = inv.vip.as_ref().map_or_else(
+        || std::net::Ipv4Addr::LOCALHOST.to_string(),
+        |v| v.address.to_string(),
+    );
     let (api_ready, asked_from) = match asking.first() {
         Some((_, host)) => {
-            let address = inv.vip.address.to_string();
-            let ready = api::ready(host, &vip_host, inv.vip.port.get(), &address).await;
+            let ready = api::ready(host, &endpoint.host, endpoint.port, &address).await;
             (ready.ok(), Some(host.node().to_owned()))
         }
         None => (None, None),
@@ -165,8 +165,8 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         vip: VipHealth {
-            address: inv.vip.address.to_string(),
-            port: inv.vip.port.get(),
+            address,
+            port: endpoint.port,
             holders,
             api_ready,
             asked_from,
@@ -189,12 +189,13 @@ async fn node_view(ctx: &Context, host: &NodeHandle) -> NodeHealth {
     let role = node.map_or(Role::Worker, |n| n.role);
     let address = node.map(|n| n.address.to_string()).unwrap_or_default();
     let mut errors = Vec::new();
-    let holds_vip = vip::holds_on(host, inv.vip.address)
-        .await
-        .unwrap_or_else(|e| {
+    let holds_vip = match &inv.vip {
+        Some(v) => vip::holds_on(host, v.address).await.unwrap_or_else(|e| {
             errors.push(format!("cannot read its addresses: {e:#}"));
             false
-        });
+        }),
+        None => false,
+    };
     let mut agent_view = None;
     let mut api_ready = None;
     if role == Role::ControlPlane {

@@ -8,6 +8,9 @@
 //! Holders are counted among every node khactl ever installed an agent on that may still run
 //! it (`FormerNodes`), not only today's control planes: a former control plane holding the
 //! VIP fails the run at once, and while one may still run khagent the run does not succeed.
+//!
+//! With node-local balancers (no VIP) it waits instead for `127.0.0.1:port` on every node
+//! ([`node_local`]).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// advert intervals (100 ms by default) have passed without either yielding.
 const SPLIT_BRAIN_AFTER: Duration = Duration::from_secs(3);
 
+mod node_local;
+
 pub struct WaitForVip;
 
 impl Phase for WaitForVip {
@@ -40,9 +45,12 @@ impl Phase for WaitForVip {
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
+            let Some(v) = &ctx.inventory.vip else {
+                let port = ctx.inventory.api_endpoint().port;
+                return node_local::wait(ctx, port).await;
+            };
+            let (vip, port) = (v.address, v.port.get());
             let c = &*ctx;
-            let vip = c.inventory.vip.address;
-            let port = c.inventory.vip.port.get();
             let cps: Vec<&NodeHandle> = c
                 .inventory
                 .control_plane()

@@ -384,18 +384,22 @@ fn apiserver_dns_names(inventory: &Inventory, node: &Node) -> Vec<String> {
         "kubernetes.default.svc.{}",
         inventory.networking.dns_domain
     ));
-    if let Some(dns) = &inventory.vip.dns_name {
+    if let Some(dns) = inventory.api_dns_name() {
         names.push(dns.to_string());
     }
     dedup(names)
 }
 
+/// The node-local balancer dials its backends by address, but kubelets and kube-proxy
+/// reach the API as `https://<name>:<port>` resolved to 127.0.0.1; a client that uses the
+/// bare loopback address must verify too, so 127.0.0.1 is named as well.
 fn apiserver_ips(inventory: &Inventory, node: &Node, service_ip: IpAddr) -> Vec<IpAddr> {
-    dedup(vec![
-        service_ip,
-        node.address,
-        IpAddr::V4(inventory.vip.address),
-    ])
+    let mut ips = vec![service_ip, node.address];
+    ips.extend(inventory.vip.as_ref().map(|v| IpAddr::V4(v.address)));
+    if inventory.node_local().is_some() {
+        ips.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    dedup(ips)
 }
 
 /// The port every kube-apiserver binds on its node (kubeadm's default
@@ -407,11 +411,7 @@ pub const APISERVER_BIND_PORT: u16 = 6443;
 /// exactly this value: `admin.conf`'s server URL is derived from it, and kubeadm
 /// compares that URL with the one in a kubeconfig it finds in place.
 pub fn control_plane_endpoint(inventory: &Inventory) -> String {
-    let port = inventory.vip.port.get();
-    match &inventory.vip.dns_name {
-        Some(name) => format!("{name}:{port}"),
-        None => format!("{}:{port}", inventory.vip.address),
-    }
+    inventory.api_endpoint().to_string()
 }
 
 /// kubeadm's URL for `admin.conf` and `super-admin.conf` (`GetControlPlaneEndpoint`):
@@ -432,13 +432,15 @@ pub fn local_api_url(node: &Node) -> String {
 
 /// The URL of the workstation's `admin.conf`: the VIP by address, which works where the
 /// VIP's DNS name does not resolve (it is often only in the nodes' `/etc/hosts`); every
-/// API server certificate names the VIP.
+/// API server certificate names the VIP. Without a VIP (node-local balancers, whose name
+/// means 127.0.0.1 on the nodes only) it is the first control plane's own API server,
+/// whose certificate names its address.
 pub fn workstation_url(inventory: &Inventory) -> String {
-    format!(
-        "https://{}:{}",
-        inventory.vip.address,
-        inventory.vip.port.get()
-    )
+    match (&inventory.vip, inventory.control_plane().next()) {
+        (Some(vip), _) => format!("https://{}:{}", vip.address, vip.port.get()),
+        (None, Some(cp)) => local_api_url(cp),
+        (None, None) => endpoint_url(inventory),
+    }
 }
 
 /// The `kubernetes` service's cluster IP: the service subnet's network address + 1,
@@ -490,9 +492,9 @@ mod tests {
         let mut inv = inventory(1, 0);
         assert_eq!(control_plane_endpoint(&inv), "k8s-api.lab.test:8443");
         assert_eq!(endpoint_url(&inv), "https://k8s-api.lab.test:8443");
-        inv.vip.dns_name = None;
+        inv.vip.as_mut().unwrap().dns_name = None;
         assert_eq!(endpoint_url(&inv), "https://10.77.0.100:8443");
-        inv.vip.dns_name = Some(DnsName::new("api.example").unwrap());
+        inv.vip.as_mut().unwrap().dns_name = Some(DnsName::new("api.example").unwrap());
         assert_eq!(
             workstation_url(&inv),
             "https://10.77.0.100:8443",
@@ -555,6 +557,29 @@ mod tests {
     }
 
     #[test]
+    fn node_local_apiservers_name_the_endpoint_and_loopback_and_no_vip() {
+        let example = include_str!("../../inventories/nginx-on-every-node.yaml");
+        let inv = crate::inventory::parse(example).unwrap().inventory;
+        let specs = leaf_specs(&inv).unwrap();
+        let api = spec(&specs, "apiserver", Some("master2"));
+        assert!(
+            api.dns_names
+                .contains(&"k8s-api.cluster.internal".to_owned())
+        );
+        let ips: Vec<String> = api.ip_addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["10.96.0.1", "192.168.1.102", "127.0.0.1"]);
+        assert_eq!(
+            control_plane_endpoint(&inv),
+            "k8s-api.cluster.internal:6444"
+        );
+        assert_eq!(
+            workstation_url(&inv),
+            "https://192.168.1.101:6443",
+            "no VIP: the workstation dials the first control plane"
+        );
+    }
+
+    #[test]
     fn apiserver_names_follow_the_dns_domain() {
         let mut inv = inventory(1, 0);
         inv.networking.dns_domain = DnsName::new("corp.example").unwrap();
@@ -567,7 +592,7 @@ mod tests {
     #[test]
     fn apiserver_has_no_dns_name_san_when_the_vip_has_none() {
         let mut inv = inventory(1, 0);
-        inv.vip.dns_name = None;
+        inv.vip.as_mut().unwrap().dns_name = None;
         let specs = leaf_specs(&inv).unwrap();
         assert!(
             !spec(&specs, "apiserver", Some("cp-1"))

@@ -538,7 +538,8 @@ fn a_new_api_dns_name_reissues_the_apiserver_certs_and_nothing_else() {
     let tmp = tempfile::tempdir().unwrap();
     ensure(tmp.path(), &inventory(2, 0)).unwrap();
     let mut renamed = inventory(2, 0);
-    renamed.vip.dns_name = Some(crate::inventory::DnsName::new("api.lab.test").unwrap());
+    renamed.vip.as_mut().unwrap().dns_name =
+        Some(crate::inventory::DnsName::new("api.lab.test").unwrap());
     let (_, report) = ensure(tmp.path(), &renamed).unwrap();
     assert_only(
         &report,

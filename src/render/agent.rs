@@ -21,19 +21,20 @@ const OPENRC: Template = Template {
     text: include_str!("../../templates/khagent.openrc.tera"),
 };
 
-/// Context of `templates/khagent.yaml.tera`: one control-plane node's agent config.
+/// Context of `templates/khagent.yaml.tera`: one node's agent config. A control plane
+/// behind the VIP has `track` and `vrrp`; a node-local balancer has neither.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentConfig {
     /// The node the file is for (a comment only).
     pub node: String,
-    /// VIP:port clients use.
+    /// VIP:port clients use, or 127.0.0.1:port for a node-local balancer.
     pub listen: SocketAddr,
     pub backends: Vec<AgentBackend>,
     /// The cluster CA the apiservers' certificates are verified against.
     pub ca_file: String,
     pub status_listen: SocketAddr,
-    pub track: AgentTrack,
-    pub vrrp: AgentVrrp,
+    pub track: Option<AgentTrack>,
+    pub vrrp: Option<AgentVrrp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -421,7 +421,7 @@ fn lab_inventory_is_what_lab_sh_prints_and_a_valid_khactl_inventory() {
         .map(|n| (n.name.clone(), n.address.to_string()))
         .collect();
     assert_eq!(nodes, expected);
-    assert_eq!(inventory.vip.address, lab.vip());
+    assert_eq!(inventory.vip.as_ref().unwrap().address, lab.vip());
     assert_eq!(
         inventory.ssh.identity_file.as_deref(),
         Some(lab.ssh_key_path().as_path())

@@ -17,6 +17,7 @@ mod grow;
 mod hardening;
 mod kubeadm;
 mod lab_smoke;
+mod node_local;
 mod pki_consumers;
 mod reset;
 mod status;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 mod cost;
+mod node_local;
 
 fn repo_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(sub)
@@ -77,7 +78,7 @@ fn the_full_example_reads_as_documented() {
     let inv = v.inventory;
     assert_eq!(inv.control_plane().count(), 3);
     assert_eq!(inv.workers().count(), 2);
-    assert_eq!(inv.vip.prefix_length, Some(24));
+    assert_eq!(inv.vip.as_ref().unwrap().prefix_length, Some(24));
     assert_eq!(inv.pki.key_type, KeyType::EcdsaP256);
     // Numbers in free-form maps arrive as the text a program on the node receives.
     assert_eq!(inv.sysctls["vm.swappiness"], "0");
@@ -142,8 +143,8 @@ fn left_out_fields_take_their_documented_defaults() {
     let inv = load(&repo_dir("inventories/minimal.yaml"))
         .unwrap()
         .inventory;
-    assert_eq!(inv.vip.router_id, RouterId::DEFAULT);
-    assert_eq!(inv.vip.port.get(), 8443);
+    assert_eq!(inv.vip.as_ref().unwrap().router_id, RouterId::DEFAULT);
+    assert_eq!(inv.vip.as_ref().unwrap().port.get(), 8443);
     assert_eq!(
         (inv.ssh.user.as_str(), inv.ssh.port.get(), inv.ssh.sudo),
         ("root", 22, false)

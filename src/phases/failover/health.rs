@@ -90,7 +90,10 @@ async fn look(
     let addrs = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"])
         .read_only()
         .timeout(Duration::from_secs(3));
-    let holds_vip = vip::holds(&host.run(&addrs).await?.stdout_str(), inv.vip.address);
+    let holds_vip = match &inv.vip {
+        Some(v) => vip::holds(&host.run(&addrs).await?.stdout_str(), v.address),
+        None => false,
+    };
     let agent_active = service::state(host, init, "khagent").await?.active;
     let apiserver_ready = api::ready(host, &address, API_SERVER_PORT, &address).await?;
     Ok(NodeLook {

@@ -193,9 +193,10 @@ fn start_prober(ctx: &Context, interval: Duration) -> anyhow::Result<Prober> {
     let ca_path = ctx.state.pki_dir().join("ca.crt");
     let ca = std::fs::read(&ca_path)
         .with_context(|| format!("reading the cluster CA {}", ca_path.display()))?;
-    let vip = ctx.inventory.vip.address;
+    let v = the_vip(ctx)?;
+    let vip = v.address;
     let settings = ProberSettings {
-        address: (vip, ctx.inventory.vip.port.get()).into(),
+        address: (vip, v.port.get()).into(),
         server_name: vip.to_string(),
         interval,
         timeout: Duration::from_secs(2),
@@ -204,9 +205,19 @@ fn start_prober(ctx: &Context, interval: Duration) -> anyhow::Result<Prober> {
     Prober::start(settings, &ca, Clock::new())
 }
 
+/// The VIP the drill moves; node-local balancers have none.
+fn the_vip(ctx: &Context) -> anyhow::Result<&crate::inventory::Vip> {
+    ctx.inventory.vip.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "failover-test moves the VIP, and this inventory has none \
+             (loadBalancer.mode: node-local: every node balances on its own 127.0.0.1)"
+        )
+    })
+}
+
 /// The interface holding the node's own address (where the VIP lives too).
 fn interface_of(ctx: &Context, node: &str) -> anyhow::Result<String> {
-    if let Some(i) = &ctx.inventory.vip.interface {
+    if let Some(i) = &the_vip(ctx)?.interface {
         return Ok(i.clone());
     }
     let address = ctx.node(node)?.address;
@@ -409,7 +420,8 @@ impl FailoverDrill {
             let fleet = ctx.fleet()?;
             while Instant::now() < deadline {
                 ctx.settings.interrupt.check()?;
-                if let Ok(h) = vip::holders(fleet, &others, ctx.inventory.vip.address).await
+                if let Ok(v) = the_vip(ctx)
+                    && let Ok(h) = vip::holders(fleet, &others, v.address).await
                     && !h.is_empty()
                 {
                     break;

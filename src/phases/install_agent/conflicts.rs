@@ -85,7 +85,9 @@ pub fn problems(inv: &Inventory, facts: &HostFacts) -> Vec<String> {
 
 /// The VIP on an interface of this node, and the agent's record does not name it there.
 pub fn vip_held_by_another(inv: &Inventory, facts: &HostFacts) -> Vec<String> {
-    let vip = inv.vip.address;
+    let Some(vip) = inv.vip.as_ref().map(|v| v.address) else {
+        return Vec::new();
+    };
     let record = text(facts, &marker_path());
     facts
         .addresses
@@ -139,7 +141,15 @@ pub fn listeners(table: &str) -> Vec<SocketAddr> {
 /// A listener that would keep the agent from binding VIP:port, or take its clients: on a
 /// wildcard address (never the agent's), or on the VIP itself where no agent was installed.
 pub fn port_taken(inv: &Inventory, facts: &HostFacts) -> Vec<String> {
-    let (vip, port) = (inv.vip.address, inv.vip.port.get());
+    let (vip, port, field) = match (&inv.vip, inv.node_local()) {
+        (Some(v), None) => (v.address, v.port.get(), "vip.port"),
+        (_, nl) => (
+            Ipv4Addr::LOCALHOST,
+            nl.map_or(crate::inventory::Port::NODE_LOCAL_DEFAULT, |n| n.port)
+                .get(),
+            "loadBalancer.port",
+        ),
+    };
     let who = if present(facts, HAPROXY_PID) {
         format!(" (haproxy runs here: {HAPROXY_PID})")
     } else {
@@ -158,7 +168,7 @@ pub fn port_taken(inv: &Inventory, facts: &HostFacts) -> Vec<String> {
             format!(
                 "something already listens on {a}{who}: khagent could not serve \
                  {vip}:{port} here. Stop it (the kubeadm guides' haproxy is what khagent \
-                 replaces: `systemctl disable --now haproxy`), or choose another vip.port"
+                 replaces: `systemctl disable --now haproxy`), or choose another {field}"
             )
         })
         .collect()
@@ -191,8 +201,8 @@ pub fn keepalived_or_haproxy(inv: &Inventory, facts: &HostFacts) -> Vec<String> 
     ]
     .into_iter()
     .find_map(|(found, how)| found.then_some(how));
-    if let Some(how) = running {
-        let id = inv.vip.router_id.get();
+    if let (Some(how), Some(vip)) = (running, &inv.vip) {
+        let id = vip.router_id.get();
         let ours = match text(facts, KEEPALIVED_CONF) {
             // Without its config, it may be ours: say so rather than guess.
             None => Some(format!(
@@ -203,7 +213,7 @@ pub fn keepalived_or_haproxy(inv: &Inventory, facts: &HostFacts) -> Vec<String> 
                 let vrid = words
                     .windows(2)
                     .any(|w| w[0] == "virtual_router_id" && w[1] == id.to_string());
-                let vip = inv.vip.address.to_string();
+                let vip = vip.address.to_string();
                 let holds_vip = words
                     .iter()
                     .any(|w| w.split('/').next() == Some(vip.as_str()));
@@ -236,7 +246,9 @@ pub fn keepalived_or_haproxy(inv: &Inventory, facts: &HostFacts) -> Vec<String> 
 /// agents for the VIP, or be dropped as strangers while they hold it.
 pub fn foreign_routers(inv: &Inventory, interface: &str, heard: &[Heard]) -> Vec<String> {
     let ours: Vec<IpAddr> = inv.control_plane().map(|n: &Node| n.address).collect();
-    let id = inv.vip.router_id.get();
+    let Some(id) = inv.vip.as_ref().map(|v| v.router_id.get()) else {
+        return Vec::new();
+    };
     heard
         .iter()
         .filter(|h| !ours.contains(&IpAddr::V4(h.src)))

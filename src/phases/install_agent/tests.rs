@@ -81,7 +81,7 @@ const RUNNING: ServiceState = ServiceState {
 /// `inv` with another VRRP router id: a change only a restart applies.
 fn with_router_id_77(inv: &Inventory) -> Inventory {
     let mut moved = inv.clone();
-    moved.vip.router_id = crate::inventory::RouterId::new(77).unwrap();
+    moved.vip.as_mut().unwrap().router_id = crate::inventory::RouterId::new(77).unwrap();
     moved
 }
 
@@ -133,15 +133,27 @@ fn priorities_descend_by_control_plane_order_and_peers_are_the_others() {
     let inv = inventory();
     let c1 = agent_config(&inv, node(&inv, "cp1"), &fresh(11)).unwrap();
     let c3 = agent_config(&inv, node(&inv, "cp3"), &fresh(13)).unwrap();
-    assert_eq!((c1.vrrp.priority, c3.vrrp.priority), (250, 170));
     assert_eq!(
-        c3.vrrp.peers,
+        (
+            c1.vrrp.as_ref().unwrap().priority,
+            c3.vrrp.as_ref().unwrap().priority
+        ),
+        (250, 170)
+    );
+    assert_eq!(
+        c3.vrrp.as_ref().unwrap().peers,
         [Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)]
     );
-    assert_eq!(c3.vrrp.source_address, Ipv4Addr::new(10, 0, 0, 13));
-    assert_eq!(c3.vrrp.router_id, 61);
     assert_eq!(
-        (c3.vrrp.interface.as_str(), c3.vrrp.vip_prefix_len),
+        c3.vrrp.as_ref().unwrap().source_address,
+        Ipv4Addr::new(10, 0, 0, 13)
+    );
+    assert_eq!(c3.vrrp.as_ref().unwrap().router_id, 61);
+    assert_eq!(
+        (
+            c3.vrrp.as_ref().unwrap().interface.as_str(),
+            c3.vrrp.as_ref().unwrap().vip_prefix_len
+        ),
         ("eth0", 24)
     );
     assert_eq!(c3.listen.to_string(), "10.0.0.100:8443");
@@ -159,19 +171,25 @@ fn priorities_descend_by_control_plane_order_and_peers_are_the_others() {
             "cp3=10.0.0.13:6443"
         ]
     );
-    assert_eq!(c3.track.backend, "cp3");
+    assert_eq!(c3.track.as_ref().unwrap().backend, "cp3");
     // A dead apiserver drops even the top node below the lowest healthy one.
-    assert!(i32::from(c1.vrrp.priority) + c1.track.weight < i32::from(c3.vrrp.priority));
+    assert!(
+        i32::from(c1.vrrp.as_ref().unwrap().priority) + c1.track.as_ref().unwrap().weight
+            < i32::from(c3.vrrp.as_ref().unwrap().priority)
+    );
 }
 
 #[test]
 fn the_inventory_interface_and_prefix_win_over_facts() {
     let mut inv = inventory();
-    inv.vip.interface = Some("bond0".into());
-    inv.vip.prefix_length = Some(25);
+    inv.vip.as_mut().unwrap().interface = Some("bond0".into());
+    inv.vip.as_mut().unwrap().prefix_length = Some(25);
     let c = agent_config(&inv, node(&inv, "cp2"), &fresh(12)).unwrap();
     assert_eq!(
-        (c.vrrp.interface.as_str(), c.vrrp.vip_prefix_len),
+        (
+            c.vrrp.as_ref().unwrap().interface.as_str(),
+            c.vrrp.as_ref().unwrap().vip_prefix_len
+        ),
         ("bond0", 25)
     );
 }
@@ -446,7 +464,7 @@ fn reload_or_restart_is_the_agents_own_decision_on_the_rendered_configs() {
         "another router id: a restart"
     );
     let mut other_port = inv.clone();
-    other_port.vip.port = crate::inventory::Port::new(9443).unwrap();
+    other_port.vip.as_mut().unwrap().port = crate::inventory::Port::new(9443).unwrap();
     let relisten = rendered(&other_port, "cp2", 12);
     assert!(
         !reload_is_enough(base.as_bytes(), relisten.as_bytes()),
@@ -470,11 +488,14 @@ fn seven_control_planes_get_distinct_priorities_and_a_dead_apiserver_sinks_below
             agent_config(&inv, node(&inv, &name), &fresh(10 + i)).unwrap()
         })
         .collect();
-    let priorities: Vec<u8> = configs.iter().map(|c| c.vrrp.priority).collect();
+    let priorities: Vec<u8> = configs
+        .iter()
+        .map(|c| c.vrrp.as_ref().unwrap().priority)
+        .collect();
     assert_eq!(priorities, [250, 210, 170, 130, 90, 50, 10]);
     for c in &configs {
         assert!(
-            i32::from(c.vrrp.priority) + c.track.weight < 10,
+            i32::from(c.vrrp.as_ref().unwrap().priority) + c.track.as_ref().unwrap().weight < 10,
             "{}: with its apiserver down it must sink below every live node",
             c.node
         );
@@ -544,4 +565,66 @@ fn a_control_plane_inserted_in_the_middle_takes_the_highest_free_step() {
     // Two agents claiming one priority (edited by hand): the later one in order moves.
     let p = priorities(&inv, |n| (n != "cp3").then_some(250));
     assert_eq!((p["cp1"], p["cp2"], p["cp3"]), (250, 210, 170));
+}
+
+const NODE_LOCAL: &str = r#"
+apiVersion: khactl.io/v1alpha1
+kind: Inventory
+cluster: { name: t, kubernetesVersion: v1.31.2 }
+loadBalancer: { mode: node-local, port: 7443, dnsName: api.internal }
+nodes:
+  - { name: cp1, address: 10.0.0.11, role: control-plane }
+  - { name: cp2, address: 10.0.0.12, role: control-plane }
+  - { name: w1, address: 10.0.0.21, role: worker }
+"#;
+
+#[test]
+fn node_local_agents_balance_loopback_to_every_api_server_without_vrrp() {
+    let inv = crate::inventory::parse(NODE_LOCAL).unwrap().inventory;
+    for (name, ca) in [("cp1", CLUSTER_CA), ("w1", NODE_LOCAL_CA)] {
+        let c = agent_config(&inv, node(&inv, name), &fresh(21)).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7443", "{name}");
+        let backends: Vec<String> = c.backends.iter().map(|b| b.address.to_string()).collect();
+        assert_eq!(backends, ["10.0.0.11:6443", "10.0.0.12:6443"], "{name}");
+        assert!(c.vrrp.is_none() && c.track.is_none(), "{name}");
+        assert_eq!(
+            c.ca_file, ca,
+            "{name}: a worker may not hold kubeadm's ca.crt before join"
+        );
+        // The agent itself accepts the rendered file, and it has no VRRP section.
+        let text = c.render().unwrap();
+        let parsed = khagent::config::Config::parse(&text).unwrap();
+        assert!(parsed.vrrp.is_none() && parsed.track.is_empty(), "{text}");
+        assert!(text.contains("node-local API load balancer"), "{text}");
+    }
+}
+
+#[test]
+fn adding_a_control_plane_reloads_a_node_local_agent() {
+    let inv = crate::inventory::parse(NODE_LOCAL).unwrap().inventory;
+    let mut grown = inv.clone();
+    let mut cp3 = grown.nodes[0].clone();
+    cp3.name = crate::inventory::NodeName::new("cp3").unwrap();
+    cp3.address = "10.0.0.13".parse().unwrap();
+    grown.nodes.push(cp3);
+    let w1 = node(&inv, "w1");
+    let before = agent_config(&inv, w1, &fresh(21))
+        .unwrap()
+        .render()
+        .unwrap();
+    let after = agent_config(&grown, w1, &fresh(21))
+        .unwrap()
+        .render()
+        .unwrap();
+    assert_ne!(before, after);
+    assert!(reload_is_enough(before.as_bytes(), after.as_bytes()));
+}
+
+#[test]
+fn a_worker_gets_an_agent_only_with_node_local_balancers() {
+    let nl = crate::inventory::parse(NODE_LOCAL).unwrap().inventory;
+    let w1 = node(&nl, "w1");
+    assert!(nl.runs_agent(w1));
+    let vip = inventory();
+    assert!(!vip.runs_agent(node(&vip, "w1")));
 }

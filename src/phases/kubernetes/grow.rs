@@ -176,18 +176,14 @@ impl CheckGrowth {
             }
         }
         let names: Vec<&str> = members.iter().map(|n| n.name.as_str()).collect();
-        let holders = vip::holders(fleet, &names, ctx.inventory.vip.address).await?;
-        match holders.len() {
-            1 => {}
-            0 => problems.push(format!(
-                "no node holds the VIP {}",
-                ctx.inventory.vip.address
-            )),
-            _ => problems.push(format!(
-                "{} all hold the VIP {}",
-                holders.join(", "),
-                ctx.inventory.vip.address
-            )),
+        // Node-local balancers: no VIP to be held.
+        if let Some(vip) = ctx.inventory.vip.as_ref().map(|v| v.address) {
+            let holders = vip::holders(fleet, &names, vip).await?;
+            match holders.len() {
+                1 => {}
+                0 => problems.push(format!("no node holds the VIP {vip}")),
+                _ => problems.push(format!("{} all hold the VIP {vip}", holders.join(", "))),
+            }
         }
         Ok(problems)
     }

@@ -61,9 +61,8 @@ impl Phase for InitCluster {
             ctx.cluster.etcd_answers_on = Some(name.clone());
             let ready = wait_ready_through_vip(ctx, &name).await.map(|()| {
                 format!(
-                    "initialized; /readyz answers through {}:{}",
-                    endpoint_host(ctx),
-                    ctx.inventory.vip.port
+                    "initialized; /readyz answers through {}",
+                    ctx.inventory.api_endpoint()
                 )
             });
             save_admin_conf(ctx)?;
@@ -208,25 +207,24 @@ pub async fn learn_members(ctx: &mut Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The host in `controlPlaneEndpoint`: the API's DNS name, else the VIP.
-pub fn endpoint_host(ctx: &Context) -> String {
-    ctx.inventory.vip.dns_name.as_ref().map_or_else(
-        || ctx.inventory.vip.address.to_string(),
-        ToString::to_string,
-    )
-}
-
 /// Polls `/readyz` through the VIP from `host` until it answers, checking the certificate for
-/// the VIP and (when set) the DNS name.
+/// the VIP and (when set) the DNS name; with node-local balancers, through this node's
+/// own balancer on 127.0.0.1, for the name and 127.0.0.1.
 async fn wait_ready_through_vip(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let host = ctx
         .fleet()?
         .host(name)
         .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
-    let vip = ctx.inventory.vip.address.to_string();
-    let port = ctx.inventory.vip.port.get();
+    let (vip, port) = match (&ctx.inventory.vip, ctx.inventory.node_local()) {
+        (Some(v), _) => (v.address.to_string(), v.port.get()),
+        (None, nl) => (
+            std::net::Ipv4Addr::LOCALHOST.to_string(),
+            nl.map_or(crate::inventory::Port::NODE_LOCAL_DEFAULT, |n| n.port)
+                .get(),
+        ),
+    };
     let mut names = vec![vip.clone()];
-    if let Some(dns) = &ctx.inventory.vip.dns_name {
+    if let Some(dns) = ctx.inventory.api_dns_name() {
         names.push(dns.to_string());
     }
     let started = Instant::now();

@@ -20,6 +20,7 @@ use crate::diagnostics::Hinted;
 use crate::inventory::{Node, Role};
 use crate::os::service::ServiceAction;
 use crate::phases::changes::Change;
+use crate::phases::install_agent::NODE_LOCAL_CA;
 use crate::phases::{Context, Mode, Phase, PhaseFuture};
 use crate::remote::NodeHandle;
 use crate::render::kubeadm::API_SERVER_PORT;
@@ -148,16 +149,20 @@ impl LeaveCluster {
     /// Stops and disables the node's agent. If it held the VIP (the stop gives it up with a
     /// priority-0 advert), waits until another control plane holds it; returns whether it did.
     async fn stop_agent(&self, ctx: &Context, host: &NodeHandle) -> anyhow::Result<bool> {
-        let vip = ctx.inventory.vip.address;
+        // Node-local balancers have no VIP to hand over.
+        let vip = ctx.inventory.vip.as_ref().map(|v| v.address);
         let name = host.node().to_owned();
         let fleet = ctx.fleet()?;
         let facts = ctx.facts_of(&name)?;
         if facts.digest(std::path::Path::new(AGENT_BINARY)).is_none() {
             return Ok(false);
         }
-        let held = vip::holders(fleet, &[name.as_str()], vip)
-            .await?
-            .contains(&name);
+        let held = match vip {
+            Some(vip) => vip::holders(fleet, &[name.as_str()], vip)
+                .await?
+                .contains(&name),
+            None => false,
+        };
         let init = facts.init;
         ctx.apply(
             host,
@@ -167,9 +172,9 @@ impl LeaveCluster {
             ],
         )
         .await?;
-        if !held || ctx.settings.mode == Mode::Plan {
+        let Some(vip) = vip.filter(|_| held && ctx.settings.mode == Mode::Apply) else {
             return Ok(held);
-        }
+        };
         let others: Vec<&str> = ctx
             .inventory
             .control_plane()
@@ -316,10 +321,16 @@ impl Phase for FinishRemoval {
             return crate::facts::ProbeRequest::default();
         }
         crate::facts::ProbeRequest {
-            digests: [SYSTEMD_UNIT, OPENRC_SCRIPT, AGENT_CONFIG, AGENT_BINARY]
-                .iter()
-                .map(std::path::PathBuf::from)
-                .collect(),
+            digests: [
+                SYSTEMD_UNIT,
+                OPENRC_SCRIPT,
+                AGENT_CONFIG,
+                AGENT_BINARY,
+                NODE_LOCAL_CA,
+            ]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
             ..crate::facts::ProbeRequest::default()
         }
     }
@@ -364,7 +375,13 @@ impl FinishRemoval {
             let facts = ctx.facts_of(name)?;
             let mut changes = Vec::new();
             // (Its agent was stopped and disabled by LeaveCluster.)
-            for path in [SYSTEMD_UNIT, OPENRC_SCRIPT, AGENT_CONFIG, AGENT_BINARY] {
+            for path in [
+                SYSTEMD_UNIT,
+                OPENRC_SCRIPT,
+                AGENT_CONFIG,
+                AGENT_BINARY,
+                NODE_LOCAL_CA,
+            ] {
                 if facts.digest(std::path::Path::new(path)).is_some() {
                     changes.push(Change::RemoveFile { path: path.into() });
                 }

@@ -346,3 +346,17 @@ fn swap_lines_khactl_commented_out_come_back_as_they_were_and_nothing_else_moves
         "nothing of khactl's: no change"
     );
 }
+
+#[test]
+fn node_local_balancers_resolve_the_api_name_to_loopback_on_every_node() {
+    let example = include_str!("../../../inventories/nginx-on-every-node.yaml");
+    let inv = crate::inventory::parse(example).unwrap().inventory;
+    assert_eq!(
+        hosts_entry(&inv).as_deref(),
+        Some("127.0.0.1 k8s-api.cluster.internal")
+    );
+    assert_eq!(
+        hosts_entry(&inventory()).as_deref(),
+        Some("10.0.0.100 k8s-api.virtual.local")
+    );
+}

@@ -199,7 +199,7 @@ fn the_ca_data_is_the_pem_kubeadm_encodes_even_for_an_adopted_ca_file_with_text(
 fn the_workstation_admin_conf_dials_the_vip_with_a_key_no_node_has() {
     let tmp = tempfile::tempdir().unwrap();
     let mut inv = inventory(2, 0);
-    inv.vip.dns_name = Some(DnsName::new("api.corp.example").unwrap());
+    inv.vip.as_mut().unwrap().dns_name = Some(DnsName::new("api.corp.example").unwrap());
     let (pki, _) = ensure(&tmp.path().join("pki"), &inv).unwrap();
     let c: Config = serde_yaml_ng::from_slice(pki.workstation_admin_conf()).unwrap();
     assert_eq!(c.clusters[0].cluster.server, "https://10.77.0.100:8443");
@@ -243,7 +243,7 @@ fn a_new_endpoint_rewrites_the_admin_confs_but_keeps_their_certificates() {
     let inv = inventory(1, 0);
     let (before, _) = ensure(tmp.path(), &inv).unwrap();
     let mut moved = inventory(1, 0);
-    moved.vip.dns_name = None;
+    moved.vip.as_mut().unwrap().dns_name = None;
     let (after, report) = ensure(tmp.path(), &moved).unwrap();
     assert_eq!(report.outcome("admin.conf (cp-1)"), Some(&Outcome::Reused));
     let old = conf(&files_of(&before, &inv, "cp-1"), "admin.conf").unwrap();

@@ -16,11 +16,11 @@ fn config() -> AgentConfig {
             .collect(),
         ca_file: "/etc/kubernetes/pki/ca.crt".into(),
         status_listen: "127.0.0.1:9901".parse().unwrap(),
-        track: AgentTrack {
+        track: Some(AgentTrack {
             backend: "cp-1".into(),
             weight: -30,
-        },
-        vrrp: AgentVrrp {
+        }),
+        vrrp: Some(AgentVrrp {
             interface: "eth0".into(),
             router_id: 51,
             priority: 150,
@@ -29,7 +29,7 @@ fn config() -> AgentConfig {
             source_address: cp(1),
             preempt_delay_ms: 5000,
             peers: vec![cp(2), cp(3)],
-        },
+        }),
     }
 }
 
@@ -85,7 +85,7 @@ vrrp:
 fn agent_config_of_a_single_node_is_unicast_with_no_peers() {
     let mut c = config();
     c.backends.truncate(1);
-    c.vrrp.peers.clear();
+    c.vrrp.as_mut().unwrap().peers.clear();
     let text = c.render().unwrap();
     assert!(text.contains("\n  unicast: true\n  peers: []\n"), "{text}");
     let vrrp = khagent::config::Config::parse(&text).unwrap().vrrp.unwrap();
@@ -99,7 +99,7 @@ fn hostile_strings_cannot_add_yaml_keys() {
     let mut c = config();
     c.node = "x\"\nlisten: 0.0.0.0:1".into();
     c.backends[0].name = "cp-1\n    evil: true".into();
-    c.vrrp.interface = "eth0\"\n  priority: 254 #".into();
+    c.vrrp.as_mut().unwrap().interface = "eth0\"\n  priority: 254 #".into();
     let text = c.render().unwrap();
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     assert_eq!(doc["listen"].as_str(), Some("10.0.0.100:8443"), "{text}");

@@ -76,11 +76,7 @@ pub(super) struct Input<'a> {
 
 /// `host:port` of the API endpoint: the DNS name when there is one, else the VIP.
 pub(super) fn control_plane_endpoint(inventory: &Inventory) -> String {
-    let host = match &inventory.vip.dns_name {
-        Some(name) => name.to_string(),
-        None => inventory.vip.address.to_string(),
-    };
-    format!("{host}:{}", inventory.vip.port)
+    inventory.api_endpoint().to_string()
 }
 
 /// The taints a node registers with: the inventory's when given, else what kubeadm would
@@ -235,8 +231,13 @@ pub(super) fn render_file(t: &Templates, input: &Input<'_>) -> Result<String, Re
 
 fn cluster<'a>(input: &Input<'a>) -> ClusterContext<'a> {
     let inv = input.inventory;
-    let mut cert_sans = vec![inv.vip.address.to_string()];
-    cert_sans.extend(inv.vip.dns_name.as_ref().map(|n| n.to_string()));
+    // The same extra names as khactl's own certificates (`pki::catalog`): the VIP, or in
+    // node-local mode 127.0.0.1, and the endpoint's DNS name.
+    let mut cert_sans: Vec<String> = inv.vip.iter().map(|v| v.address.to_string()).collect();
+    if inv.node_local().is_some() {
+        cert_sans.push(std::net::Ipv4Addr::LOCALHOST.to_string());
+    }
+    cert_sans.extend(inv.api_dns_name().map(|n| n.to_string()));
     let v1beta3 = input.api == KubeadmApi::V1beta3;
     ClusterContext {
         api_version: input.api.as_str(),
@@ -270,6 +271,15 @@ fn node_registration<'a>(input: &Input<'a>) -> NodeRegistrationContext<'a> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         kubelet_args.insert("node-labels".to_owned(), labels.join(","));
+    }
+    if input.inventory.node_local().is_some() {
+        // The kubelet picks its node IP from the route to the API server when not told; with
+        // the API server on 127.0.0.1 that would be loopback (or whatever the default route
+        // says), so the node's inventory address is stated, as the node-local guides do. A
+        // user's own `node-ip` wins.
+        kubelet_args
+            .entry("node-ip".to_owned())
+            .or_insert_with(|| node.address.to_string());
     }
     NodeRegistrationContext {
         name: node.name.as_str(),

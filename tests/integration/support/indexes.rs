@@ -75,3 +75,8 @@ pub const STATUS_DEGRADED: u8 = 91;
 pub const RESET: u8 = 93;
 /// `cluster_lock`: two state directories, one cluster; a holder stopped, then killed.
 pub const CLUSTER_LOCK: u8 = 77;
+/// `node_local`: a 3+2 cluster with khagent on every node on 127.0.0.1, no VIP; one API
+/// server stopped. 101..=104 are reserved for node-local work.
+pub const NODE_LOCAL: u8 = 100;
+/// `node_local`: add-master and remove-node reach every node-local agent, workers' too.
+pub const NODE_LOCAL_GROW: u8 = 101;

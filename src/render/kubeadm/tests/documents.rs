@@ -400,3 +400,32 @@ fn without_a_dns_name_the_endpoint_is_the_vip() {
     assert!(w.node_registration.kubelet_extra_args.is_empty());
     assert!(!worker.text().contains("kubeletExtraArgs"));
 }
+
+/// Node-local balancers: every node dials the endpoint's name, which its `/etc/hosts` makes
+/// 127.0.0.1 (its own khagent); the API server certificates name it and 127.0.0.1, no VIP.
+#[test]
+fn with_node_local_balancers_the_endpoint_is_the_name_on_the_local_port() {
+    let example = include_str!("../../../../inventories/nginx-on-every-node.yaml");
+    let inv = inventory::parse(example).unwrap().inventory;
+    let init = render(&inv, "master1");
+    let Document::ClusterV1beta4(c) = &init.documents()[1] else {
+        panic!()
+    };
+    assert_eq!(c.control_plane_endpoint, "k8s-api.cluster.internal:6444");
+    assert_eq!(
+        c.api_server.cert_sans,
+        ["127.0.0.1", "k8s-api.cluster.internal"]
+    );
+    let worker = render(&inv, "node1");
+    let Document::JoinV1beta4(w) = &worker.documents()[0] else {
+        panic!()
+    };
+    let d = w.discovery.bootstrap_token.as_ref().unwrap();
+    assert_eq!(d.api_server_endpoint, "k8s-api.cluster.internal:6444");
+    // The node IP cannot come from the route to 127.0.0.1: it is the inventory's.
+    assert!(
+        worker.text().contains("node-ip") && worker.text().contains("192.168.1.111"),
+        "{}",
+        worker.text()
+    );
+}
