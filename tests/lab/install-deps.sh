@@ -16,6 +16,7 @@ readonly PACKAGES=(
 	systemd dbus                  # PID 1 of every node (dbus for its logind)
 	iproute2 util-linux procps    # ip/bridge/veth/netns; nsenter/unshare/pivot_root/setpriv; sysctl/pgrep
 	python3                       # the lab's helpers and small test servers in nodes
+	curl ca-certificates          # /readyz and etcd checks from tests and khactl, on the host and in nodes
 	iptables nftables arping tcpdump
 	keepalived haproxy nginx libnginx-mod-stream # baselines and VRRP peers
 	etcd-server etcd-client                      # PKI consumers
