@@ -52,6 +52,17 @@ pub struct ClusterState {
     pub unreachable: BTreeMap<String, String>,
 }
 
+impl ClusterState {
+    /// The started etcd voters' names, as last read.
+    pub fn voter_names(&self) -> Vec<String> {
+        self.etcd
+            .iter()
+            .filter(|m| !m.is_learner && !m.name.is_empty())
+            .map(|m| m.name.clone())
+            .collect()
+    }
+}
+
 /// A node that left the control plane, and what khactl found of its agent and CA keys there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

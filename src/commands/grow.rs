@@ -181,13 +181,7 @@ pub struct GrowResult {
 
 impl GrowResult {
     fn from_finished(opts: &GrowOptions, f: &Finished) -> Self {
-        let etcd_voters = f
-            .cluster
-            .etcd
-            .iter()
-            .filter(|m| !m.is_learner && !m.name.is_empty())
-            .map(|m| m.name.clone())
-            .collect();
+        let etcd_voters = f.cluster.voter_names();
         GrowResult {
             dry_run: f.mode == Mode::Plan,
             cluster: f.inventory.cluster.name.to_string(),
@@ -220,13 +214,11 @@ impl GrowResult {
             (false, n) => format!("{verb}: {} is in the cluster ({n} change(s))", self.node),
         };
         let mut lines = vec![first];
-        if !self.etcd_voters.is_empty() {
-            lines.push(format!("etcd voters: {}", self.etcd_voters.join(", ")));
-        }
-        if let Some(h) = &self.vip.holder {
-            lines.push(format!("VIP {} held by {h}", self.vip.address));
-        }
-        lines.push(super::log_line(self.log.as_deref()));
+        lines.extend(super::membership_lines(
+            &self.etcd_voters,
+            &self.vip,
+            self.log.as_deref(),
+        ));
         lines
     }
 }

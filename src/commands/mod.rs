@@ -15,6 +15,24 @@ pub mod validate;
 
 pub use crate::session::UsageError;
 
+/// The last lines of `add-master`'s and `remove-node`'s text: the etcd voters, the VIP
+/// holder, the run log.
+pub fn membership_lines(
+    voters: &[String],
+    vip: &up::VipResult,
+    log: Option<&std::path::Path>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !voters.is_empty() {
+        lines.push(format!("etcd voters: {}", voters.join(", ")));
+    }
+    if let Some(h) = &vip.holder {
+        lines.push(format!("VIP {} held by {h}", vip.address));
+    }
+    lines.push(log_line(log));
+    lines
+}
+
 /// The last line of a command's text: where its run log is.
 pub fn log_line(log: Option<&std::path::Path>) -> String {
     format!(

@@ -162,13 +162,7 @@ impl RemoveResult {
             unreachable: opts.unreachable,
             nodes: NodeResult::every(f),
             total_changes: f.total_changes(),
-            etcd_voters: f
-                .cluster
-                .etcd
-                .iter()
-                .filter(|m| !m.is_learner && !m.name.is_empty())
-                .map(|m| m.name.clone())
-                .collect(),
+            etcd_voters: f.cluster.voter_names(),
             vip: VipResult::of(f),
             log: f.log.clone(),
         }
@@ -186,13 +180,11 @@ impl RemoveResult {
                 self.node
             )
         }];
-        if !self.etcd_voters.is_empty() {
-            lines.push(format!("etcd voters: {}", self.etcd_voters.join(", ")));
-        }
-        if let Some(h) = &self.vip.holder {
-            lines.push(format!("VIP {} held by {h}", self.vip.address));
-        }
-        lines.push(super::log_line(self.log.as_deref()));
+        lines.extend(super::membership_lines(
+            &self.etcd_voters,
+            &self.vip,
+            self.log.as_deref(),
+        ));
         lines
     }
 }

@@ -1189,6 +1189,23 @@ async fn a_removed_control_plane_found_clean_is_forgotten() {
     assert_eq!(recorded(&record), ["cp1", "cp2", "cp3"]);
 }
 
+/// `remove-node NAME` on the fake nodes, the worker left out of the run as the command does.
+async fn remove_node(
+    dir: &std::path::Path,
+    mode: Mode,
+    nodes: &Nodes,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut ctx = context(dir, mode, nodes, &Lines::default());
+    let node = ctx.inventory.node(name).unwrap().clone();
+    ctx.inventory.nodes.retain(|n| n.name.as_str() != "w1");
+    let leaving = kubernetes::Leaving {
+        node,
+        unreachable: false,
+    };
+    run(&mut ctx, crate::commands::remove_node::phases(&leaving)).await
+}
+
 fn grow_options(
     node: &str,
     role: crate::inventory::Role,
@@ -1317,14 +1334,7 @@ async fn add_master_refuses_while_another_control_plane_of_the_inventory_is_miss
 async fn remove_node_removes_the_etcd_member_before_its_reset_and_reloads_agents_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = Nodes::with_cluster(Vec::new(), built());
-    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
-    let node = ctx.inventory.node("cp3").unwrap().clone();
-    ctx.inventory.nodes.retain(|n| n.name.as_str() != "w1");
-    let leaving = kubernetes::Leaving {
-        node,
-        unreachable: false,
-    };
-    run(&mut ctx, crate::commands::remove_node::phases(&leaving))
+    remove_node(dir.path(), Mode::Apply, &nodes, "cp3")
         .await
         .unwrap();
     assert!(
@@ -1431,14 +1441,7 @@ async fn a_leaving_control_plane_s_agent_stops_before_the_others_forget_it() {
     // without it; hearing no one, it took the VIP (a second holder).
     let dir = tempfile::tempdir().unwrap();
     let nodes = Nodes::with_cluster(Vec::new(), built());
-    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
-    let node = ctx.inventory.node("cp2").unwrap().clone();
-    ctx.inventory.nodes.retain(|n| n.name.as_str() != "w1");
-    let leaving = kubernetes::Leaving {
-        node,
-        unreachable: false,
-    };
-    run(&mut ctx, crate::commands::remove_node::phases(&leaving))
+    remove_node(dir.path(), Mode::Apply, &nodes, "cp2")
         .await
         .unwrap();
     let seen = nodes.seen();
@@ -1465,14 +1468,7 @@ async fn remove_node_run_twice_finishes_the_second_time_without_a_drain() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = Nodes::with_cluster(Vec::new(), built());
     for round in 0..2 {
-        let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
-        let node = ctx.inventory.node("cp3").unwrap().clone();
-        ctx.inventory.nodes.retain(|n| n.name.as_str() != "w1");
-        let leaving = kubernetes::Leaving {
-            node,
-            unreachable: false,
-        };
-        let r = run(&mut ctx, crate::commands::remove_node::phases(&leaving)).await;
+        let r = remove_node(dir.path(), Mode::Apply, &nodes, "cp3").await;
         assert!(r.is_ok(), "round {round}: {:#}", r.unwrap_err());
     }
 }
@@ -1506,14 +1502,7 @@ async fn add_master_never_touches_another_control_plane_that_is_an_incomplete_me
 async fn dry_runs_of_add_master_and_remove_node_pass_the_read_only_seam() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = Nodes::with_cluster(Vec::new(), built());
-    let mut ctx = context(dir.path(), Mode::Plan, &nodes, &Lines::default());
-    let node = ctx.inventory.node("cp2").unwrap().clone();
-    ctx.inventory.nodes.retain(|n| n.name.as_str() != "w1");
-    let leaving = kubernetes::Leaving {
-        node,
-        unreachable: false,
-    };
-    run(&mut ctx, crate::commands::remove_node::phases(&leaving))
+    remove_node(dir.path(), Mode::Plan, &nodes, "cp2")
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

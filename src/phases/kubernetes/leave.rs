@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::init::learn_members;
-use super::{delete_node_object, etcd_witness, kubeadm_command, remove_member};
+use super::{
+    delete_node_object, etcd_witness, kubeadm_command, member_kubectl, node_object_exists,
+    remove_member,
+};
 use crate::agent::{AGENT_BINARY, AGENT_CONFIG, OPENRC_SCRIPT, SERVICE, SYSTEMD_UNIT};
 use crate::cluster::{api, etcd, vip};
 use crate::diagnostics::Hinted;
@@ -90,8 +93,7 @@ impl LeaveCluster {
                 done.push("agent stopped");
             }
         }
-        if reachable.is_some() && node_object_exists(ctx, name).await? {
-            drain(ctx, name).await?;
+        if reachable.is_some() && drain(ctx, name).await? {
             done.push("drained");
         }
         Ok(if done.is_empty() {
@@ -247,63 +249,36 @@ fn service_change(init: crate::facts::InitSystem, action: ServiceAction) -> Chan
     }
 }
 
-/// Whether the API still has a Node object `name` (asked on a member's own API server): a
-/// second run after the Node was deleted, or a node that never joined, has nothing to drain.
-async fn node_object_exists(ctx: &Context, name: &str) -> anyhow::Result<bool> {
+/// `kubectl drain` on a member control plane's own API server: cordon, evict what runs there
+/// (DaemonSet pods and the static pods' mirrors stay). A Node already gone (a second run, a
+/// node that never joined) has nothing to drain.
+async fn drain(ctx: &Context, name: &str) -> anyhow::Result<bool> {
     let Some(member) = etcd_witness(ctx, Some(name)) else {
         return Ok(false);
     };
-    let server = format!(
-        "--server=https://{}:{API_SERVER_PORT}",
-        ctx.node(member.node())?.address
-    );
-    let out = member
-        .run(
-            &crate::cluster::api::kubectl([
-                server.as_str(),
-                "get",
-                "node",
-                name,
-                "--ignore-not-found",
-                "-o",
-                "name",
-            ])
-            .read_only()
-            .timeout(Duration::from_secs(60)),
-        )
-        .await?;
-    Ok(!out.stdout_str().trim().is_empty())
-}
-
-/// `kubectl drain` on a member control plane's own API server: cordon, evict what runs there
-/// (DaemonSet pods and the static pods' mirrors stay).
-async fn drain(ctx: &Context, name: &str) -> anyhow::Result<()> {
-    let Some(member) = etcd_witness(ctx, Some(name)) else {
-        return Ok(());
-    };
-    let server = format!(
-        "--server=https://{}:{API_SERVER_PORT}",
-        ctx.node(member.node())?.address
-    );
+    if !node_object_exists(ctx, member, name).await? {
+        return Ok(false);
+    }
+    let cmd = member_kubectl(
+        ctx,
+        member,
+        &[
+            "drain",
+            name,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--force",
+            "--timeout=120s",
+        ],
+    )?
+    .timeout(Duration::from_secs(150));
     let headline = format!("drain {name} (kubectl, on {})", member.node());
     ctx.step(member, &headline, async |m| {
-        m.run(
-            &crate::cluster::api::kubectl([
-                server.as_str(),
-                "drain",
-                name,
-                "--ignore-daemonsets",
-                "--delete-emptydir-data",
-                "--force",
-                "--timeout=120s",
-            ])
-            .timeout(Duration::from_secs(150)),
-        )
-        .await?;
+        m.run(&cmd).await?;
         Ok(())
     })
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// After the agents let go of the node: reset it and remove khagent (unless unreachable),

@@ -212,34 +212,51 @@ pub async fn delete_node_object(ctx: &Context, name: &str) -> anyhow::Result<()>
     let Some(member) = etcd_witness(ctx, Some(name)) else {
         return Ok(());
     };
-    // The member's own API server, not the VIP: after a failed join the load balancer may
-    // still pick the half-joined node's API server while it is being torn down.
-    let server = format!(
-        "--server=https://{}:{}",
-        ctx.node(member.node())?.address,
-        crate::render::kubeadm::API_SERVER_PORT
-    );
-    let kubectl = |args: &[&str]| {
-        let argv = [server.as_str()].into_iter().chain(args.iter().copied());
-        crate::cluster::api::kubectl(argv).timeout(Duration::from_secs(60))
-    };
-    let found = member
-        .run(&kubectl(&["get", "node", name, "--ignore-not-found", "-o", "name"]).read_only())
-        .await?;
-    if found.stdout_str().trim().is_empty() {
+    if !node_object_exists(ctx, member, name).await? {
         return Ok(());
     }
     let headline = format!(
         "delete the Node object {name} (kubectl, on {})",
         member.node()
     );
+    let cmd = member_kubectl(ctx, member, &["delete", "node", name, "--ignore-not-found"])?;
     ctx.step(member, &headline, async |m| {
-        m.run(&kubectl(&["delete", "node", name, "--ignore-not-found"]))
-            .await?;
+        m.run(&cmd).await?;
         Ok(())
     })
     .await?;
     Ok(())
+}
+
+/// `kubectl ARGS…` with `admin.conf` against `member`'s own API server, not the VIP: while a
+/// node joins or leaves, the load balancer may pick that node's API server as it goes down.
+pub fn member_kubectl(
+    ctx: &Context,
+    member: &NodeHandle,
+    args: &[&str],
+) -> anyhow::Result<RemoteCommand> {
+    let server = format!(
+        "--server=https://{}:{}",
+        ctx.node(member.node())?.address,
+        crate::render::kubeadm::API_SERVER_PORT
+    );
+    let argv = [server.as_str()].into_iter().chain(args.iter().copied());
+    Ok(crate::cluster::api::kubectl(argv).timeout(Duration::from_secs(60)))
+}
+
+/// Whether the API has a Node object `name`, asked on `member`'s own API server.
+pub async fn node_object_exists(
+    ctx: &Context,
+    member: &NodeHandle,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let get = member_kubectl(
+        ctx,
+        member,
+        &["get", "node", name, "--ignore-not-found", "-o", "name"],
+    )?;
+    let out = member.run(&get.read_only()).await?;
+    Ok(!out.stdout_str().trim().is_empty())
 }
 
 /// Only the `kubeadm reset -f` step of [`reset`], with the inventory's CRI socket (a node with
