@@ -6,21 +6,12 @@
 //! them, reports the figures, and leaves the cluster whole.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::support::{Lab, indexes, khactl_bin, repo_root, require_root};
+use crate::support::run::{json_of, khactl, text};
+use crate::support::{Lab, indexes, repo_root, require_root};
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The lab both tests use, brought up once with `khactl up`, and a lock so that one drill
 /// runs at a time (two would break each other's cluster and timing).
@@ -30,30 +21,11 @@ fn cluster() -> (Arc<Lab>, MutexGuard<'static, Option<PathBuf>>) {
     let mut ready = READY.lock().unwrap_or_else(|p| p.into_inner());
     if ready.is_none() {
         let state = lab.dir().join("khactl-state");
-        let out = khactl(&lab, &state, "up", &[]);
+        let out = khactl(&lab, "up", &state, &[]);
         assert!(out.status.success(), "khactl up: {}", text(&out));
         *ready = Some(state);
     }
     (lab, ready)
-}
-
-fn khactl(lab: &Lab, state: &std::path::Path, verb: &str, extra: &[&str]) -> Output {
-    lab.assert_up();
-    Command::new(khactl_bin())
-        .arg(verb)
-        .arg("-i")
-        .arg(lab.inventory_path())
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .env_remove("KHACTL_STATE_DIR")
-        .output()
-        .expect("run khactl")
-}
-
-fn json_of(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(out)))
 }
 
 /// The control planes holding the VIP now, read in the nodes themselves.
@@ -104,8 +76,8 @@ fn failover_test_passes_every_scenario_with_the_default_targets_and_reports_the_
     let report = lab.dir().join("drill.html");
     let out = khactl(
         &lab,
-        &state,
         "failover-test",
+        &state,
         &[
             "--yes",
             "--output",
@@ -188,8 +160,8 @@ fn an_impossible_target_exits_1_naming_the_scenario_and_the_target() {
     let state = state.as_ref().unwrap().clone();
     let out = khactl(
         &lab,
-        &state,
         "failover-test",
+        &state,
         &[
             "--yes",
             "--scenario",

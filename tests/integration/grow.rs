@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::kubeadm::{members, voters};
-use crate::support::run::{cluster_state, sh, text};
-use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
+use crate::support::run::{cluster_state, khactl_with, sh, text};
+use crate::support::{Lab, indexes, require_root, wait_for};
 
 /// The lab's inventory without the named control planes (`- { name: cp3, … }` lines).
 fn inventory_without(lab: &Lab, dir: &Path, drop: &[&str]) -> PathBuf {
@@ -35,28 +35,15 @@ fn inventory_without(lab: &Lab, dir: &Path, drop: &[&str]) -> PathBuf {
     path
 }
 
-fn khactl(verb: &[&str], inventory: &Path, state: &Path, extra: &[&str]) -> Output {
-    Command::new(khactl_bin())
-        .args(verb)
-        .arg("-i")
-        .arg(inventory)
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .env_remove("KHACTL_STATE_DIR")
-        .output()
-        .unwrap()
-}
-
 fn up(lab: &Lab, inventory: &Path, state: &Path) {
     lab.assert_up();
-    let out = khactl(&["up"], inventory, state, &[]);
+    let out = khactl_with(lab, &["up"], inventory, state, &[]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
 fn add_master(lab: &Lab, node: &str, inventory: &Path, state: &Path, extra: &[&str]) -> Output {
     lab.assert_up();
-    khactl(&["add-master", node], inventory, state, extra)
+    khactl_with(lab, &["add-master", node], inventory, state, extra)
 }
 
 /// A client on this machine calling `/readyz` through the VIP every 20 ms, TLS verified
@@ -277,7 +264,13 @@ fn add_master_grows_two_to_three_to_four_with_no_failed_request_and_no_vip_move(
     let seqs: Vec<u64> = rest.iter().map(|n| last_seq(&lab, n)).collect();
     let rest_pids: Vec<String> = rest.iter().map(|n| agent_pid(&lab, n)).collect();
     let prober = Prober::start(&lab, state.path());
-    let out = khactl(&["remove-node", &removed], &four, state.path(), &["--yes"]);
+    let out = khactl_with(
+        &lab,
+        &["remove-node", &removed],
+        &four,
+        state.path(),
+        &["--yes"],
+    );
     let (calls, failures) = prober.finish();
     assert!(out.status.success(), "{}", text(&out));
     assert!(calls > 20, "the prober ran ({calls} calls)");
@@ -326,7 +319,13 @@ fn add_master_grows_two_to_three_to_four_with_no_failed_request_and_no_vip_move(
     // The worker: drained, reset, its Node object gone. (The removed control plane is out of
     // the inventory now, as the result told the user.)
     let without = inventory_without(&lab, dir.path(), &[removed.as_str()]);
-    let out = khactl(&["remove-node", "w1"], &without, state.path(), &["--yes"]);
+    let out = khactl_with(
+        &lab,
+        &["remove-node", "w1"],
+        &without,
+        state.path(),
+        &["--yes"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         lab.read_file("w1", "/etc/kubernetes/kubelet.conf")
@@ -447,7 +446,8 @@ fn add_master_refuses_an_unhealthy_cluster_undoes_a_failed_join_and_replaces_a_s
     // Dead hardware: cp4 loses power. remove-node --unreachable cleans up the cluster's side
     // (etcd member, Node object, the other agents) without contacting it.
     lab.stop_node("cp4", true);
-    let out = khactl(
+    let out = khactl_with(
+        &lab,
         &["remove-node", "cp4"],
         &four,
         state.path(),

@@ -7,20 +7,7 @@ use super::{Lab, khactl_bin};
 
 /// Runs `khactl up` (plus `extra` flags) with the lab's inventory and `state` as state dir.
 pub fn up(lab: &Lab, state: &Path, extra: &[&str]) -> Output {
-    assert!(
-        lab.is_up(),
-        "the lab must be up before khactl may connect to it"
-    );
-    Command::new(khactl_bin())
-        .arg("up")
-        .arg("-i")
-        .arg(lab.inventory_path())
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .env_remove("KHACTL_STATE_DIR")
-        .output()
-        .expect("run khactl")
+    khactl(lab, "up", state, extra)
 }
 
 /// An output as a failure message shows it.
@@ -78,14 +65,26 @@ pub fn token_shaped(text: &str) -> Vec<String> {
 
 /// Runs `khactl VERB -i INVENTORY --state-dir STATE EXTRA…` against the lab.
 pub fn khactl(lab: &Lab, verb: &str, state: &Path, extra: &[&str]) -> Output {
+    khactl_with(lab, &[verb], &lab.inventory_path(), state, extra)
+}
+
+/// Runs `khactl VERB… -i INVENTORY --state-dir STATE EXTRA…` with another inventory of the
+/// lab's nodes (one without some of them, say).
+pub fn khactl_with(
+    lab: &Lab,
+    verb: &[&str],
+    inventory: &Path,
+    state: &Path,
+    extra: &[&str],
+) -> Output {
     assert!(
         lab.is_up(),
         "the lab must be up before khactl may connect to it"
     );
     Command::new(khactl_bin())
-        .arg(verb)
+        .args(verb)
         .arg("-i")
-        .arg(lab.inventory_path())
+        .arg(inventory)
         .arg("--state-dir")
         .arg(state)
         .args(extra)
