@@ -39,12 +39,14 @@ pub fn find_ssh_client() -> Result<PathBuf, RemoteError> {
 pub struct SshHost {
     target: SshTarget,
     session: Arc<Session>,
-    keepalive: tokio::task::JoinHandle<()>,
+    keepalive: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for SshHost {
     fn drop(&mut self) {
-        self.keepalive.abort();
+        if let Some(task) = &self.keepalive {
+            task.abort();
+        }
     }
 }
 
@@ -104,7 +106,7 @@ impl SshHost {
         let session = Arc::new(session);
         Ok(Self {
             target: target.clone(),
-            keepalive: keep_alive(Arc::clone(&session)),
+            keepalive: Some(keep_alive(Arc::clone(&session))),
             session,
         })
     }
@@ -229,27 +231,19 @@ impl Host for SshHost {
 
     fn close(self: Box<Self>) -> HostFuture<'static, Result<(), String>> {
         Box::pin(async move {
-            self.keepalive.abort();
-            let this = *self;
-            // The aborted keep-alive task drops its clone once it has stopped.
-            let mut session = Arc::clone(&this.session);
+            let mut this = *self;
+            // Stop the keep-alive task and wait until it has dropped its handle on the session.
+            if let Some(task) = this.keepalive.take() {
+                task.abort();
+                let _ = task.await;
+            }
+            let session = Arc::clone(&this.session);
             drop(this);
-            let mut waits = 0;
-            let session = loop {
-                match Arc::try_unwrap(session) {
-                    Ok(s) => break s,
-                    Err(_) if waits == 100 => {
-                        return Err(format!(
-                            "the connection was still in use; its master process exits by \
-                             itself after {CONTROL_PERSIST_SECS} s idle"
-                        ));
-                    }
-                    Err(still_shared) => {
-                        session = still_shared;
-                        waits += 1;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
+            let Ok(session) = Arc::try_unwrap(session) else {
+                return Err(format!(
+                    "the connection was still in use; its master process exits by itself \
+                     after {CONTROL_PERSIST_SECS} s idle"
+                ));
             };
             session.close().await.map_err(|e| {
                 format!(
