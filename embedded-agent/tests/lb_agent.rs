@@ -485,28 +485,56 @@ fn unhealthy_backend_gets_no_connections() {
 }
 
 #[test]
-fn connect_failure_retries_the_next_backend() {
+fn connect_failure_retries_the_next_backend_and_marks_the_failed_one_down() {
     let live = Backend::start("live");
     let dead_port = free_port();
-    // Health checks every hour: the dead backend still counts as up, so only the retry saves
-    // the connections that pick it first.
+    // Health checks every hour: the first runs at start and fails once, and fall 2 keeps the
+    // dead backend up, so only a client's failed connect can take it out.
     let agent = Agent::start(&format!(
         "{}  - {{name: dead, address: 127.0.0.1:{dead_port}}}\nhealth: {{interval: 1h, timeout: 1s}}\n",
         backends_yaml(&[&live])
     ));
-    // The first check runs at start and fails once; fall 2 keeps the backend up.
+    assert_eq!(agent.backend("dead")["healthy"], true);
+    // Every client reaches the live one: the one that picked `dead` first was retried.
+    let reached = counts((0..2).map(|_| agent.connect().1));
+    assert_eq!(reached, HashMap::from([("live".into(), 2)]));
+    // That refused connect marked `dead` down at once, an hour before its next check.
+    wait_for("dead marked down by the failed connect", || {
+        agent.backend("dead")["healthy"] == false
+    });
+    let failures = |a: &Agent| {
+        a.backend("dead")["connect_failures_total"]
+            .as_u64()
+            .unwrap()
+    };
+    let after_mark = failures(&agent);
+    assert!(after_mark >= 1, "{}", agent.backend("dead"));
     let reached = counts((0..6).map(|_| agent.connect().1));
     assert_eq!(reached, HashMap::from([("live".into(), 6)]));
-    let dead = agent.backend("dead");
-    assert_eq!(dead["healthy"], true);
+    assert_eq!(
+        failures(&agent),
+        after_mark,
+        "a backend marked down is not tried"
+    );
+    let (code, _, body) = agent.get("/events", None);
+    assert_eq!(code, 200);
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let down = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["backend"] == "dead" && e["to"] == "down")
+        .unwrap_or_else(|| panic!("no down event for dead: {page}"))
+        .clone();
+    let reason = down["reason"].as_str().unwrap();
     assert!(
-        dead["connect_failures_total"].as_u64().unwrap() >= 3,
-        "{dead}"
+        reason.contains("a client's connect failed") && reason.contains("marked down until 2"),
+        "{reason}"
     );
 }
 
 #[test]
-fn connect_timeout_moves_on_to_the_next_backend() {
+fn connect_timeout_moves_on_to_the_next_backend_and_marks_it_down_at_once() {
     let live = Backend::start("live");
     // A backend whose accept queue is full: the kernel drops further SYNs, so connects hang
     // until the agent's connect timeout (a black hole, on loopback).
@@ -525,7 +553,7 @@ fn connect_timeout_moves_on_to_the_next_backend() {
         assert!(fillers.len() < 100, "accept queue never filled");
     }
     let agent = Agent::start(&format!(
-        "{}  - {{name: stuck, address: {stuck_addr}}}\ntimeouts: {{connect: 300ms}}\nhealth: {{interval: 1h, timeout: 1s}}\n",
+        "{}  - {{name: stuck, address: {stuck_addr}}}\ntimeouts: {{connect: 300ms}}\nhealth: {{interval: 1h, timeout: 1h}}\n",
         backends_yaml(&[&live])
     ));
     // Round-robin starts each pick one further: of two connections one tries `stuck` first
@@ -548,6 +576,11 @@ fn connect_timeout_moves_on_to_the_next_backend() {
         "{stuck_status}"
     );
     assert_eq!(stuck_status["connections_total"], 0);
+    // The timed-out connect marked `stuck` down while its first health check still hangs (an
+    // hour's timeout): no later client waits on it again.
+    wait_for("stuck marked down during its hanging check", || {
+        agent.backend("stuck")["healthy"] == false
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

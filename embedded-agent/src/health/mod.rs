@@ -81,6 +81,15 @@ impl Threshold {
         self.up
     }
 
+    /// Takes an up backend down at once (a client's connect to it failed); returns whether it
+    /// was up. `rise` passing checks bring it back.
+    pub fn force_down(&mut self) -> bool {
+        let was_up = self.up;
+        self.up = false;
+        self.streak = 0;
+        was_up
+    }
+
     /// Records one check result; returns the new state when it changed.
     pub fn record(&mut self, ok: bool) -> Option<bool> {
         if ok == self.up {
@@ -154,13 +163,30 @@ async fn check_loop(
     let h = &plan.health;
     let mut threshold = Threshold::new(backend.is_healthy(), h.rise, h.fall);
     let mut local_failure_logged: Option<Instant> = None;
+    // A client's failed connect takes the backend down at once, also while a check runs (a
+    // check of a vanished backend waits out its whole timeout).
+    let mark_down = |threshold: &mut Threshold| {
+        if threshold.force_down() {
+            let reason = format!(
+                "{}; marked down until {} consecutive checks pass",
+                backend.last_error().unwrap_or_default(),
+                h.rise
+            );
+            transition(&backend, false, reason, &events, &changed);
+        }
+    };
     loop {
-        let result = tokio::select! {
-            r = tokio::time::timeout(h.timeout.0, check_once(&backend, &plan, &reserve)) => match r {
-                Ok(r) => r,
-                Err(_) => Err(CheckError::Backend(format!("no answer within {:?}", h.timeout.0))),
-            },
-            _ = stop.wait_for(|s| *s) => return,
+        let check = tokio::time::timeout(h.timeout.0, check_once(&backend, &plan, &reserve));
+        tokio::pin!(check);
+        let result = loop {
+            tokio::select! {
+                r = &mut check => break match r {
+                    Ok(r) => r,
+                    Err(_) => Err(CheckError::Backend(format!("no answer within {:?}", h.timeout.0))),
+                },
+                () = backend.connect_failed.notified() => mark_down(&mut threshold),
+                _ = stop.wait_for(|s| *s) => return,
+            }
         };
         // The check's socket is closed by now: take its number back before any other task runs.
         reserve.refill();
@@ -193,46 +219,57 @@ async fn check_loop(
             }
         };
         if let Some(up) = observed.and_then(|ok| threshold.record(ok)) {
-            if up {
-                backend.set_last_error(None);
-                log::info(format_args!(
-                    "backend {} ({}) is up",
-                    backend.name, backend.address
-                ));
+            let reason = if up {
+                format!("{} consecutive checks passed", h.rise)
             } else {
-                log::warn(format_args!(
-                    "backend {} ({}) is down: {}; closing its {} connections",
-                    backend.name,
-                    backend.address,
-                    backend.last_error().unwrap_or_default(),
-                    backend.active.load(Ordering::Relaxed),
-                ));
-            }
-            let (from, to) = if up { ("down", "up") } else { ("up", "down") };
-            events.record(Entry {
-                kind: Kind::Backend,
-                from: from.into(),
-                to: to.into(),
-                reason: if up {
-                    format!("{} consecutive checks passed", h.rise)
-                } else {
-                    format!(
-                        "{} consecutive checks failed: {}",
-                        h.fall,
-                        backend.last_error().unwrap_or_default()
-                    )
-                },
-                priority: None,
-                backend: Some(backend.name.clone()),
-            });
-            backend.set_healthy(up);
-            changed.notify_one();
+                format!(
+                    "{} consecutive checks failed: {}",
+                    h.fall,
+                    backend.last_error().unwrap_or_default()
+                )
+            };
+            transition(&backend, up, reason, &events, &changed);
         }
-        tokio::select! {
-            () = tokio::time::sleep(h.interval.0) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        let pause = tokio::time::sleep(h.interval.0);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => break,
+                () = backend.connect_failed.notified() => mark_down(&mut threshold),
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
     }
+}
+
+/// A backend going up or down: logged, recorded as an event, published (marking down closes
+/// its connections) and the tracked checks woken.
+fn transition(backend: &Backend, up: bool, reason: String, events: &EventLog, changed: &Notify) {
+    if up {
+        backend.set_last_error(None);
+        log::info(format_args!(
+            "backend {} ({}) is up",
+            backend.name, backend.address
+        ));
+    } else {
+        log::warn(format_args!(
+            "backend {} ({}) is down: {reason}; closing its {} connections",
+            backend.name,
+            backend.address,
+            backend.active.load(Ordering::Relaxed),
+        ));
+    }
+    let (from, to) = if up { ("down", "up") } else { ("up", "down") };
+    events.record(Entry {
+        kind: Kind::Backend,
+        from: from.into(),
+        to: to.into(),
+        reason,
+        priority: None,
+        backend: Some(backend.name.clone()),
+    });
+    backend.set_healthy(up);
+    changed.notify_one();
 }
 
 async fn check_once(backend: &Backend, plan: &Plan, reserve: &Reserve) -> Result<(), CheckError> {

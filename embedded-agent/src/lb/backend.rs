@@ -36,6 +36,11 @@ pub struct Backend {
     pub checks_failed: AtomicU64,
     /// Checks that could not run for a local reason (`health::CheckError::Local`).
     pub checks_unknown: AtomicU64,
+    /// Woken when a client's connect to this backend failed for the backend's own reason
+    /// (refused, unreachable, no answer within `timeouts.connect`): its health loop marks it
+    /// down at once instead of after `fall` checks (haproxy's `observe layer4` with
+    /// `on-error mark-down`).
+    pub connect_failed: tokio::sync::Notify,
 }
 
 impl Backend {
@@ -56,6 +61,7 @@ impl Backend {
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
             checks_unknown: AtomicU64::new(0),
+            connect_failed: tokio::sync::Notify::new(),
         })
     }
 

@@ -128,8 +128,21 @@ async fn connect_any(generation: &Generation) -> Option<(Active, TcpStream)> {
                 backend.total.fetch_add(1, Ordering::Relaxed);
                 return Some((active, stream));
             }
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(e)) => {
                 backend.connect_failures.fetch_add(1, Ordering::Relaxed);
+                // Running out of descriptors or ports is this host's fault, not the backend's.
+                if !super::is_exhaustion(&e) {
+                    backend.set_last_error(Some(format!("a client's connect failed: {e}")));
+                    backend.connect_failed.notify_one();
+                }
+            }
+            Err(_) => {
+                backend.connect_failures.fetch_add(1, Ordering::Relaxed);
+                backend.set_last_error(Some(format!(
+                    "a client's connect got no answer within {:?}",
+                    generation.timeouts.connect.0
+                )));
+                backend.connect_failed.notify_one();
             }
         }
     }
