@@ -21,6 +21,12 @@ use crate::vrrp::TrackState;
 pub fn evaluate(tracks: &[TrackConfig], set: &BackendSet, listening: bool) -> TrackState {
     let mut state = TrackState::default();
     for t in tracks {
+        if let Some(b) = t.backend.as_ref().and_then(|name| set.by_name(name))
+            && b.checks_ok.load(Ordering::Relaxed) == 0
+            && b.checks_failed.load(Ordering::Relaxed) == 0
+        {
+            state.pending = true;
+        }
         let (ok, what) = match &t.backend {
             // A tracked backend counts as passing only once a check has succeeded: the
             // load balancer starts backends optimistic (as haproxy does), but a freshly
@@ -133,7 +139,12 @@ mod tests {
             s.backends[0].is_healthy(),
             "backends start optimistic for traffic"
         );
-        assert_eq!(evaluate(&tracks, &s, true).priority_delta, -50);
+        let before = evaluate(&tracks, &s, true);
+        assert_eq!(before.priority_delta, -50);
+        assert!(
+            before.pending,
+            "no check has run: the priority is not final"
+        );
         checked(&s);
         assert_eq!(evaluate(&tracks, &s, true), TrackState::default());
     }

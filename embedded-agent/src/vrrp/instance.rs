@@ -85,6 +85,8 @@ pub struct Instance {
     track: TrackState,
     master_adver_interval_cs: u16,
     master_address: Option<Ipv4Addr>,
+    /// The priority the master we follow last advertised (backup only).
+    master_priority: Option<u8>,
     preemption: Preemption,
 }
 
@@ -102,6 +104,7 @@ impl Instance {
             track: TrackState::default(),
             master_adver_interval_cs,
             master_address: None,
+            master_priority: None,
             preemption: Preemption::Idle,
         }
     }
@@ -116,6 +119,12 @@ impl Instance {
 
     pub fn master_address(&self) -> Option<Ipv4Addr> {
         self.master_address
+    }
+
+    /// Whether this backup has seen a lower-priority master and will take over from it once
+    /// the preempt delay runs out: the VIP is about to move.
+    pub fn preempt_pending(&self) -> bool {
+        self.state == VrrpState::Backup && self.preemption != Preemption::Idle
     }
 
     pub fn master_adver_interval(&self) -> Duration {
@@ -179,6 +188,7 @@ impl Instance {
         self.state = VrrpState::Backup;
         self.master_adver_interval_cs = self.config.advert_interval_cs;
         self.master_address = None;
+        self.master_priority = None;
         self.preemption = Preemption::Idle;
         vec![Action::Arm(Timer::MasterDown, self.master_down_interval())]
     }
@@ -198,6 +208,7 @@ impl Instance {
                 // "If the Priority in the ADVERTISEMENT is zero, then: Set the
                 // Master_Down_Timer to Skew_Time."
                 self.master_address = None;
+                self.master_priority = None;
                 vec![Action::Arm(Timer::MasterDown, self.skew_time())]
             }
             Event::Advert {
@@ -205,31 +216,17 @@ impl Instance {
                 priority,
                 max_advert_int_cs,
             } => {
-                let local = self.effective_priority();
-                let mut actions = Vec::new();
-                if priority >= local {
-                    if self.preemption != Preemption::Idle {
-                        actions.push(Action::Cancel(Timer::PreemptDelay));
-                    }
-                    self.preemption = Preemption::Idle;
-                } else if self.config.preempt {
-                    // "Otherwise: Discard the ADVERTISEMENT" — unless the preempt delay
-                    // still tolerates this lower-priority master.
-                    match self.preemption {
-                        Preemption::Due => return actions,
-                        Preemption::Idle if self.config.preempt_delay.is_zero() => return actions,
-                        Preemption::Idle => {
-                            self.preemption = Preemption::Waiting;
-                            actions
-                                .push(Action::Arm(Timer::PreemptDelay, self.config.preempt_delay));
-                        }
-                        Preemption::Waiting => {}
-                    }
+                let mut actions = self.weigh_master(priority);
+                // "Otherwise: Discard the ADVERTISEMENT" — once the preempt delay no longer
+                // tolerates this lower-priority master.
+                if self.preemption == Preemption::Due {
+                    return actions;
                 }
                 // "If Preempt_Mode is False, or if the Priority in the ADVERTISEMENT is
                 // greater than or equal to the local Priority: Reset the Master_Down_Timer to
                 // Master_Down_Interval", having learnt the master's interval (version 3).
                 self.master_address = Some(src);
+                self.master_priority = Some(priority);
                 self.master_adver_interval_cs = max_advert_int_cs;
                 actions.push(Action::Arm(Timer::MasterDown, self.master_down_interval()));
                 actions
@@ -244,10 +241,33 @@ impl Instance {
         }
     }
 
+    /// Holds the master's advertised priority against ours: a lower-priority master starts
+    /// the preempt delay (or, with none, is due to be preempted at once); one of at least our
+    /// priority calls off a preemption under way. Run on each advert and whenever a tracked
+    /// check moves our priority, so the delay starts the moment we outrank the master.
+    fn weigh_master(&mut self, priority: u8) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if priority >= self.effective_priority() {
+            if self.preemption != Preemption::Idle {
+                actions.push(Action::Cancel(Timer::PreemptDelay));
+            }
+            self.preemption = Preemption::Idle;
+        } else if self.config.preempt && self.preemption == Preemption::Idle {
+            if self.config.preempt_delay.is_zero() {
+                self.preemption = Preemption::Due;
+            } else {
+                self.preemption = Preemption::Waiting;
+                actions.push(Action::Arm(Timer::PreemptDelay, self.config.preempt_delay));
+            }
+        }
+        actions
+    }
+
     /// §6.4.2 "If the Master_Down_Timer fires".
     fn become_master(&mut self) -> Vec<Action> {
         self.state = VrrpState::Master;
         self.master_address = Some(self.config.local_address);
+        self.master_priority = None;
         let mut actions = Vec::new();
         if self.preemption != Preemption::Idle {
             actions.push(Action::Cancel(Timer::PreemptDelay));
@@ -286,6 +306,7 @@ impl Instance {
                 }
                 self.state = VrrpState::Backup;
                 self.master_address = Some(src);
+                self.master_priority = Some(priority);
                 self.master_adver_interval_cs = max_advert_int_cs;
                 vec![
                     Action::Cancel(Timer::Advert),
@@ -305,6 +326,7 @@ impl Instance {
     fn release(&mut self, next: VrrpState) -> Vec<Action> {
         self.state = next;
         self.master_address = None;
+        self.master_priority = None;
         vec![
             Action::Cancel(Timer::Advert),
             Action::SendAdvert { priority: 0 },
@@ -336,13 +358,17 @@ impl Instance {
             VrrpState::Backup if forced => {
                 self.state = VrrpState::Fault;
                 self.master_address = None;
+                self.master_priority = None;
                 self.preemption = Preemption::Idle;
                 vec![
                     Action::Cancel(Timer::MasterDown),
                     Action::Cancel(Timer::PreemptDelay),
                 ]
             }
-            VrrpState::Backup => Vec::new(),
+            VrrpState::Backup => match self.master_priority {
+                Some(p) if self.effective_priority() != before => self.weigh_master(p),
+                _ => Vec::new(),
+            },
             VrrpState::Master if forced && !was_forced => self.release(VrrpState::Fault),
             VrrpState::Master if self.effective_priority() != before => self.advertise_now(),
             VrrpState::Master => Vec::new(),
@@ -622,6 +648,83 @@ mod tests {
             sim.became_master_at(),
             Some(ms(900) + Duration::from_micros(360_937))
         );
+    }
+
+    /// While the delay runs, the backup says the VIP is about to move (operators and the
+    /// failover drill wait for it); not before a lower master is seen, not once master.
+    #[test]
+    fn a_running_preempt_delay_is_reported_until_the_takeover() {
+        let mut sim = Sim::new(Config {
+            preempt_delay: ms(1000),
+            ..config(100)
+        });
+        sim.advance_to(ms(0));
+        assert!(!sim.inst.preempt_pending());
+        sim.feed(advert(LOWER_ADDR, 50));
+        assert_eq!(sim.inst.state(), VrrpState::Backup);
+        assert!(sim.inst.preempt_pending());
+        for i in 1..30 {
+            sim.advance_to(ms(i * 100));
+            sim.feed(advert(LOWER_ADDR, 50));
+        }
+        assert_eq!(sim.inst.state(), VrrpState::Master);
+        assert!(!sim.inst.preempt_pending());
+
+        let mut at_once = Sim::new(config(100));
+        at_once.advance_to(ms(0));
+        at_once.feed(advert(LOWER_ADDR, 50));
+        assert_eq!(at_once.inst.state(), VrrpState::Backup);
+        assert!(at_once.inst.preempt_pending());
+
+        let mut follower = Sim::new(Config {
+            preempt: false,
+            ..config(100)
+        });
+        follower.advance_to(ms(0));
+        follower.feed(advert(LOWER_ADDR, 50));
+        assert!(!follower.inst.preempt_pending());
+    }
+
+    /// A tracked check that lifts a backup above the master it follows starts the preempt
+    /// delay at once (not at the master's next advert), and one that drops it again calls the
+    /// preemption off at once: what the backup reports is never a stale "settled".
+    #[test]
+    fn a_priority_change_from_tracking_weighs_the_master_at_once() {
+        let track = |delta| {
+            Event::Track(TrackState {
+                priority_delta: delta,
+                ..TrackState::default()
+            })
+        };
+        let mut sim = Sim::new(Config {
+            preempt_delay: ms(1000),
+            ..config(100)
+        });
+        sim.feed(track(-60));
+        for i in 0..3 {
+            sim.advance_to(ms(i * 100));
+            sim.feed(advert(LOWER_ADDR, 50));
+        }
+        assert!(!sim.inst.preempt_pending(), "40 < 50: following the master");
+        sim.advance_to(ms(250));
+        sim.feed(track(0));
+        assert!(
+            sim.inst.preempt_pending(),
+            "100 > 50: preempting, delay running"
+        );
+        assert!(sim.timers.contains_key(&Timer::PreemptDelay));
+        sim.feed(track(-60));
+        assert!(!sim.inst.preempt_pending());
+        assert!(!sim.timers.contains_key(&Timer::PreemptDelay));
+        sim.feed(track(0));
+        for i in 3..30 {
+            sim.advance_to(ms(i * 100));
+            sim.feed(advert(LOWER_ADDR, 50));
+        }
+        assert_eq!(sim.inst.state(), VrrpState::Master);
+        // The delay ran from the track change at 250 ms: first advert discarded at 1300.
+        let at = sim.became_master_at().unwrap();
+        assert!(at > ms(1200) && at < ms(1700), "{at:?}");
     }
 
     /// The preempt delay restarts once a master of at least our priority was seen.

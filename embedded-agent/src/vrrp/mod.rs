@@ -34,6 +34,9 @@ pub struct TrackState {
     pub force_fault: bool,
     /// Human-readable causes, shown in status.
     pub reasons: Vec<String>,
+    /// A tracked backend has had no check yet (a freshly started or reloaded agent): it
+    /// counts as failing, so the priority is not yet what it will settle at.
+    pub pending: bool,
 }
 
 /// VRRP state of this node (RFC 5798 §6.4, plus `fault` for a forced-out node).
@@ -91,6 +94,9 @@ pub struct VrrpStatus {
     /// Master_Adver_Interval in milliseconds: learnt from the master while backup (§6.4.2).
     pub master_advert_interval_ms: u32,
     pub holds_vip: bool,
+    /// A backup that saw a lower-priority master and will preempt it once the preempt delay
+    /// runs out: the VIP is about to move here, so the group has not settled yet.
+    pub preempt_pending: bool,
     /// Whether the VRRP thread runs under `SCHED_RR` (see `realtime_priority`).
     pub realtime: bool,
     pub counters: VrrpCounters,

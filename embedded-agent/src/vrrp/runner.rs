@@ -633,6 +633,7 @@ impl Runner {
             )
             .unwrap_or(u32::MAX),
             holds_vip: self.holds_vip,
+            preempt_pending: self.instance.preempt_pending(),
             realtime: self.realtime,
             counters: self.counters.clone(),
             last_error: self.last_error.clone(),

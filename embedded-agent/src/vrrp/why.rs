@@ -145,6 +145,7 @@ mod tests {
             priority_delta: 0,
             force_fault: true,
             reasons: vec!["listener: no healthy backend".into()],
+            pending: false,
         };
         let why = transition(
             &Event::Track(track),
@@ -175,6 +176,7 @@ mod tests {
             priority_delta: -50,
             force_fault: false,
             reasons: vec!["local-apiserver: backend cp1 down".into()],
+            pending: false,
         };
         assert_eq!(
             priority(&track),
