@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -268,11 +268,29 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
         }
     }
 
-    log::info(format_args!(
-        "stopping: {} connections to drain (up to {:?})",
-        lb.active(),
+    // Connections accepted on the VIP get no more packets once it is handed over (they reach
+    // the new holder, which resets them): draining them only delays the exit, and with it a
+    // restart, by the whole drain_timeout.
+    let on_vip = running
+        .vrrp
+        .as_ref()
+        .is_some_and(|v| running.listen.ip() == std::net::IpAddr::V4(v.vip));
+    let drain_for = if on_vip {
+        Duration::ZERO
+    } else {
         running.drain_timeout.0
-    ));
+    };
+    if on_vip {
+        log::info(format_args!(
+            "stopping: the VIP is handed over, so the {} connections accepted on it are closed",
+            lb.active()
+        ));
+    } else {
+        log::info(format_args!(
+            "stopping: {} connections to drain (up to {drain_for:?})",
+            lb.active()
+        ));
+    }
     // The handover first: a priority-0 advert and the VIP removed (a backup takes over
     // within its skew time); then stop accepting and drain.
     vrrp_shutdown_tx.send_replace(true);
@@ -286,8 +304,8 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     };
     shutdown_tx.send_replace(true);
     let _accept_done = accept_task.await;
-    let forced = lb.drain(running.drain_timeout.0).await;
-    if forced > 0 {
+    let forced = lb.drain(drain_for).await;
+    if forced > 0 && !on_vip {
         log::warn(format_args!("drain timeout: closed {forced} connections"));
     }
     let _health_done = health_task.await;

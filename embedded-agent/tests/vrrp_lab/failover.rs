@@ -214,6 +214,82 @@ fn sigterm_hands_over_within_skew_time_and_removes_the_vip() {
     );
 }
 
+/// A load balancer listening on the VIP (as khactl sets it up on control planes) does not
+/// drain at SIGTERM: once the VIP is handed over, the connections it accepted on it get no
+/// more packets (they reach the new holder), so waiting `drain_timeout` for them would only
+/// hold up the exit and, under systemd, the restart.
+#[test]
+fn sigterm_on_the_vip_closes_its_connections_instead_of_draining_them() {
+    let lab = Lab::new(95, 2);
+    // A backend that keeps each connection open and echoes, on node 1.
+    let echo = "import socket,threading\n\
+        s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+        s.bind(('127.0.0.1',6443)); s.listen(64)\n\
+        def serve(c):\n    while True:\n        d=c.recv(64)\n        if not d: break\n        c.sendall(d)\n\
+        while True:\n    c,_=s.accept(); threading.Thread(target=serve,args=(c,),daemon=True).start()\n";
+    let _backend = Proc::spawn(&lab, 1, "echo-1", "python3", &["-c", echo]);
+    wait_for("the echo backend", Duration::from_secs(5), || {
+        run("ip", &["netns", "exec", &lab.ns(1), "ss", "-Hltn"]).contains("127.0.0.1:6443")
+    });
+    let mut agents: Vec<Proc> = [(1, 150), (2, 100)]
+        .into_iter()
+        .map(|(i, priority)| {
+            let path = write_config(&lab, i, priority, "", "drain_timeout: 30s\n");
+            let text = std::fs::read_to_string(&path).unwrap().replace(
+                "listen: 0.0.0.0:16443",
+                &format!("listen: {}:16443", lab.vip()),
+            );
+            std::fs::write(&path, text).unwrap();
+            let agent = Proc::spawn(
+                &lab,
+                i,
+                &format!("khagent-{i}"),
+                env!("CARGO_BIN_EXE_khagent"),
+                &["--config", path.to_str().unwrap()],
+            );
+            wait_for("the agent's status", Duration::from_secs(10), || {
+                lab.status(i).is_some()
+            });
+            agent
+        })
+        .collect();
+    wait_for("node 1 to hold the VIP", Duration::from_secs(5), || {
+        lab.holders() == [1]
+    });
+    // A client on node 2 holds one connection through node 1's load balancer.
+    let client = "import socket,sys,time\n\
+        c=socket.create_connection((sys.argv[1],16443),2); c.sendall(b'hi'); c.settimeout(2)\n\
+        print('echoed', c.recv(64).decode(), flush=True); time.sleep(120)\n";
+    let vip = lab.vip().to_string();
+    let held = Proc::spawn(&lab, 2, "client", "python3", &["-c", client, &vip]);
+    wait_for("the client's echo", Duration::from_secs(5), || {
+        held.log_text().contains("echoed hi")
+    });
+    assert_eq!(lab.status(1).unwrap()["listener"]["active_connections"], 1);
+    let stopped = Instant::now();
+    agents[0].signal("TERM");
+    assert!(
+        agents[0].wait_exit(Duration::from_secs(10)),
+        "khagent did not exit 0: {}",
+        agents[0].log_text()
+    );
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}: it drained a connection the VIP no longer reaches"
+    );
+    assert!(
+        agents[0]
+            .log_text()
+            .contains("the VIP is handed over, so the 1 connections accepted on it are closed"),
+        "{}",
+        agents[0].log_text()
+    );
+    wait_for("node 2 to hold the VIP", Duration::from_secs(2), || {
+        lab.holders() == [2]
+    });
+}
+
 /// Priorities 150 and 100, both preempting (so node 1 wins the start-up whatever the order):
 /// SIGKILL node 1, wait for node 2 to take over, restart node 1 with `restart_extra`.
 fn kill_and_restart_node_1(lab: &Lab, restart_extra: &str) -> Vec<Proc> {
