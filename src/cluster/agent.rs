@@ -40,7 +40,12 @@ pub struct AgentStatus {
     pub effective_priority: Option<u64>,
     /// What the agent says moved its priority or forced it out (its tracked checks).
     pub track_reasons: Vec<String>,
+    /// A tracked check has not run yet (a freshly started agent): its priority is not final.
+    pub track_pending: bool,
     pub holds_vip: bool,
+    /// A backup that will take the VIP over from a lower-priority holder once its preempt
+    /// delay runs out (the VIP is about to move).
+    pub preempt_pending: bool,
     /// The address whose adverts it follows (its own while master).
     pub master_address: Option<String>,
     pub last_error: Option<String>,
@@ -95,8 +100,9 @@ pub fn parse_status(json: &str) -> anyhow::Result<AgentStatus> {
                 .collect()
         })
         .unwrap_or_default();
-    // The track state is served twice (top level and inside vrrp); they are the same.
-    let track = v.get("track").or_else(|| in_vrrp("track"));
+    // The track state is served twice (top level and inside vrrp); the one inside vrrp was
+    // published together with the VRRP state (`preempt_pending`) it led to.
+    let track = in_vrrp("track").or_else(|| v.get("track"));
     let track_reasons = track
         .and_then(|t| t["reasons"].as_array())
         .map(|r| r.iter().filter_map(text).collect())
@@ -108,7 +114,11 @@ pub fn parse_status(json: &str) -> anyhow::Result<AgentStatus> {
         base_priority: in_vrrp("base_priority").and_then(Value::as_u64),
         effective_priority: in_vrrp("effective_priority").and_then(Value::as_u64),
         track_reasons,
+        track_pending: track.and_then(|t| t["pending"].as_bool()).unwrap_or(false),
         holds_vip: in_vrrp("holds_vip")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        preempt_pending: in_vrrp("preempt_pending")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         master_address: in_vrrp("master_address").and_then(text),
@@ -131,9 +141,10 @@ mod tests {
         {"name": "cp1", "address": "10.0.0.11:6443", "healthy": true, "active_connections": 2, "last_error": null},
         {"name": "cp2", "address": "10.0.0.12:6443", "healthy": false, "active_connections": 0, "last_error": "connection refused"}
       ],
-      "track": {"priority_delta": -50, "force_fault": false, "reasons": ["apiserver: backend cp2 failing (-50)", "lb: listener ok (+5)"]},
+      "track": {"priority_delta": -50, "force_fault": false, "reasons": ["apiserver: backend cp2 failing (-50)", "lb: listener ok (+5)"], "pending": true},
       "vrrp": {"state": "backup", "router_id": 51, "vip": "10.0.0.100", "base_priority": 210,
                "effective_priority": 160, "master_address": "10.0.0.11", "holds_vip": false,
+               "preempt_pending": true,
                "last_error": null, "counters": {"adverts_rx": 10}},
       "events": [{"what": "a field this khactl does not know"}]
     }"#;
@@ -147,7 +158,7 @@ mod tests {
             (Some(210), Some(160))
         );
         assert_eq!(s.lowered_by(), ["apiserver: backend cp2 failing (-50)"]);
-        assert!(!s.holds_vip && s.listening);
+        assert!(!s.holds_vip && s.listening && s.preempt_pending && s.track_pending);
         assert_eq!(s.active_connections, 3);
         assert_eq!(s.backends.len(), 2);
         assert!(s.backends[0].healthy && !s.backends[1].healthy);

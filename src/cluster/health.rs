@@ -671,6 +671,12 @@ fn agent_text(a: &AgentHealth) -> String {
     if s.holds_vip {
         text.push_str(", holds the VIP");
     }
+    if s.track_pending {
+        text.push_str(", tracked checks not all run yet (just started)");
+    }
+    if s.preempt_pending {
+        text.push_str(", takes the VIP over once its preempt delay runs out");
+    }
     text.push_str(&format!("; {} connection(s)", s.active_connections));
     text
 }

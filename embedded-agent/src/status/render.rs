@@ -407,10 +407,15 @@ impl Snapshot {
                     .unwrap_or_default();
                 let _ = write!(
                     h,
-                    "<p>state <b>{}</b>, VIP {}{}, priority {} (base {}), master {}</p>",
+                    "<p>state <b>{}</b>, VIP {}{}{}, priority {} (base {}), master {}</p>",
                     esc(state.trim_matches('"')),
                     v.vip.map(|a| a.to_string()).unwrap_or_default(),
                     if v.holds_vip { " held here" } else { "" },
+                    if v.preempt_pending {
+                        ", taking it over once the preempt delay runs out"
+                    } else {
+                        ""
+                    },
                     v.effective_priority,
                     v.base_priority,
                     v.master_address

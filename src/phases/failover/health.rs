@@ -1,11 +1,14 @@
-//! Whether the control plane is whole: every agent running, exactly one VIP holder, every
-//! API server ready, every etcd member a healthy voter. The drill starts only from there and
-//! waits for it between scenarios. Read-only.
+//! Whether the control plane is whole: every agent running, exactly one VIP holder that the
+//! others follow and none is about to preempt, every API server ready, every etcd member a
+//! healthy voter. The drill starts only from there and waits for it between scenarios (a
+//! restarted agent takes the VIP back after its preempt delay: a scenario started in that
+//! window would break the wrong node). Read-only.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cluster::agent::{self, AgentStatus};
 use crate::cluster::{api, etcd, vip};
 use crate::inventory::Inventory;
 use crate::os::service;
@@ -20,6 +23,9 @@ pub struct Health {
     pub control_planes: usize,
     pub holders: Vec<String>,
     pub agents_down: Vec<String>,
+    /// Agents not yet settled behind the holder, with why: about to preempt it, not yet
+    /// following it, or out of the running.
+    pub unsettled: Vec<String>,
     pub apiservers_ready: Vec<String>,
     pub apiservers_not_ready: Vec<String>,
     /// Members not healthy or still learners, by name (or id).
@@ -31,6 +37,17 @@ pub struct Health {
 impl Health {
     pub fn healthy(&self) -> bool {
         self.problems().is_empty()
+    }
+
+    /// Whether all that is wrong is VRRP still settling (an agent about to take the VIP back
+    /// or just restarted), which passes on its own within a preempt delay.
+    pub fn only_settling(&self) -> bool {
+        !self.unsettled.is_empty()
+            && Health {
+                unsettled: Vec::new(),
+                ..self.clone()
+            }
+            .healthy()
     }
 
     /// What is wrong, one line each.
@@ -45,6 +62,9 @@ impl Health {
                 "khagent not running on {}",
                 list(&self.agents_down)
             ));
+        }
+        if !self.unsettled.is_empty() {
+            p.push(format!("VRRP not settled: {}", list(&self.unsettled)));
         }
         match self.holders.len() {
             1 => {}
@@ -74,6 +94,8 @@ impl Health {
 /// One node's part.
 struct NodeLook {
     agent_active: bool,
+    /// Its `/status` (`None`: not answering).
+    agent: Option<AgentStatus>,
     holds_vip: bool,
     apiserver_ready: bool,
 }
@@ -95,9 +117,15 @@ async fn look(
         None => false,
     };
     let agent_active = service::state(host, init, "khagent").await?.active;
+    let agent = if agent_active {
+        agent::status(host).await?
+    } else {
+        None
+    };
     let apiserver_ready = api::ready(host, &address, API_SERVER_PORT, &address).await?;
     Ok(NodeLook {
         agent_active,
+        agent,
         holds_vip,
         apiserver_ready,
     })
@@ -125,6 +153,7 @@ pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
         ..Health::default()
     };
     let mut ask_etcd = None;
+    let mut agents = Vec::new();
     for (node, look) in looks {
         match look {
             Ok(l) => {
@@ -133,6 +162,8 @@ pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
                 }
                 if !l.agent_active {
                     health.agents_down.push(node.clone());
+                } else {
+                    agents.push((node.clone(), l.agent));
                 }
                 if l.apiserver_ready {
                     health.apiservers_ready.push(node.clone());
@@ -143,6 +174,19 @@ pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
             }
             Err(e) => health.unreachable.push(format!("{node} ({e:#})")),
         }
+    }
+    if inv.vip.is_some() {
+        let holder_address = match health.holders.as_slice() {
+            [one] => inv.node(one).map(|n| n.address.to_string()),
+            _ => None,
+        };
+        health.unsettled = agents
+            .iter()
+            .filter_map(|(node, status)| {
+                unsettled(status.as_ref(), holder_address.as_deref())
+                    .map(|why| format!("{node} ({why})"))
+            })
+            .collect();
     }
     match ask_etcd.as_deref().and_then(|n| fleet.host(n)) {
         Some(host) => match etcd::members(host).await {
@@ -164,6 +208,48 @@ pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
             .push("(no control plane with a ready API server to ask)".to_owned()),
     }
     Ok(health)
+}
+
+/// How long the drill waits for VRRP to settle (a preempt delay, 5 s, and then some) before
+/// it calls the control plane not whole.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(20);
+
+/// [`check`], again every half second while all that is wrong is VRRP settling, for up to
+/// [`SETTLE_WAIT`].
+pub async fn settled(ctx: &Context) -> anyhow::Result<Health> {
+    let deadline = std::time::Instant::now() + SETTLE_WAIT;
+    loop {
+        let h = check(ctx).await?;
+        if !h.only_settling() || std::time::Instant::now() > deadline {
+            return Ok(h);
+        }
+        ctx.settings.interrupt.check()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Why a running agent is not settled behind the one holder at `holder_address` (`None`
+/// when there is not exactly one holder: that is its own problem), or `None` if it is.
+fn unsettled(status: Option<&AgentStatus>, holder_address: Option<&str>) -> Option<String> {
+    let Some(s) = status else {
+        return Some("its status page does not answer".to_owned());
+    };
+    if s.track_pending {
+        return Some("its tracked checks have not all run yet".to_owned());
+    }
+    match s.vrrp_state.as_deref() {
+        Some("master") => None,
+        Some("backup") if s.preempt_pending => {
+            Some("takes the VIP over once its preempt delay runs out".to_owned())
+        }
+        Some("backup") => match (s.master_address.as_deref(), holder_address) {
+            (None, _) => Some("has not heard the holder yet".to_owned()),
+            (Some(m), Some(h)) if m != h => Some(format!("follows {m}, not the holder")),
+            _ => None,
+        },
+        Some(other) => Some(format!("VRRP state {other}")),
+        None => Some("runs no VRRP".to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -201,5 +287,58 @@ mod tests {
         );
         h.holders.clear();
         assert!(h.problems().contains(&"no node holds the VIP".to_owned()));
+    }
+
+    fn agent(state: &str, master: Option<&str>, preempt_pending: bool) -> AgentStatus {
+        AgentStatus {
+            version: None,
+            uptime_seconds: None,
+            vrrp_state: Some(state.to_owned()),
+            base_priority: Some(200),
+            effective_priority: Some(200),
+            track_reasons: vec![],
+            track_pending: false,
+            holds_vip: state == "master",
+            preempt_pending,
+            master_address: master.map(str::to_owned),
+            last_error: None,
+            listening: true,
+            active_connections: 0,
+            backends: vec![],
+        }
+    }
+
+    /// A restarted higher-priority agent takes the VIP back after its preempt delay; until
+    /// then the group is not settled and the drill must not pick a victim.
+    #[test]
+    fn an_agent_about_to_preempt_or_not_yet_following_the_holder_is_unsettled() {
+        let holder = Some("10.0.0.12");
+        let settled = |s: AgentStatus| unsettled(Some(&s), holder);
+        assert_eq!(settled(agent("master", Some("10.0.0.12"), false)), None);
+        assert_eq!(settled(agent("backup", Some("10.0.0.12"), false)), None);
+        assert_eq!(
+            settled(agent("backup", Some("10.0.0.12"), true)).as_deref(),
+            Some("takes the VIP over once its preempt delay runs out")
+        );
+        assert_eq!(
+            settled(agent("backup", None, false)).as_deref(),
+            Some("has not heard the holder yet")
+        );
+        assert_eq!(
+            settled(agent("backup", Some("10.0.0.13"), false)).as_deref(),
+            Some("follows 10.0.0.13, not the holder")
+        );
+        assert!(settled(agent("fault", None, false)).is_some());
+        let mut fresh = agent("backup", Some("10.0.0.12"), false);
+        fresh.track_pending = true;
+        assert_eq!(
+            settled(fresh).as_deref(),
+            Some("its tracked checks have not all run yet")
+        );
+        assert!(unsettled(None, holder).is_some());
+        let mut h = whole();
+        h.unsettled
+            .push("cp1 (has not heard the holder yet)".into());
+        assert!(!h.healthy());
     }
 }

@@ -124,7 +124,7 @@ impl Phase for FailoverDrill {
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let before = health::check(ctx).await?;
+            let before = health::settled(ctx).await?;
             if before.control_planes < 2 || before.apiservers_ready.len() < 2 {
                 return Err(Hinted::new(format!(
                     "a failover drill needs at least two ready control planes; {} of {} are ready",
@@ -364,7 +364,7 @@ impl FailoverDrill {
             return Ok(report);
         }
         ctx.settings.interrupt.check()?;
-        let before = health::check(ctx).await?;
+        let before = health::settled(ctx).await?;
         if !before.healthy() {
             bail!(
                 "before {}: the control plane is not whole: {}",
