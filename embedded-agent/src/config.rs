@@ -267,8 +267,12 @@ fn default_threshold() -> u32 {
 fn default_path() -> String {
     "/readyz".to_owned()
 }
+/// A backend on the control planes' network answers a SYN in well under a millisecond; one
+/// that has not answered in a second has vanished (or dropped the SYN, whose first retransmit
+/// is due only now), and every client behind it waits as long: better to try the next one.
+/// The same bound as a health check's.
 fn default_connect() -> Dur {
-    Dur(Duration::from_secs(2))
+    Dur(Duration::from_secs(1))
 }
 fn default_idle() -> Dur {
     Dur(Duration::from_secs(86_400))

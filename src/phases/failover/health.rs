@@ -1,8 +1,8 @@
-//! Whether the control plane is whole: every agent running, exactly one VIP holder that the
-//! others follow and none is about to preempt, every API server ready, every etcd member a
-//! healthy voter. The drill starts only from there and waits for it between scenarios (a
-//! restarted agent takes the VIP back after its preempt delay: a scenario started in that
-//! window would break the wrong node). Read-only.
+//! Whether the control plane is whole: every agent running and seeing every API server up,
+//! exactly one VIP holder that the others follow and none is about to preempt, every API
+//! server ready, every etcd member a healthy voter. The drill starts only from there and
+//! waits for it between scenarios (a restarted agent takes the VIP back after its preempt
+//! delay: a scenario started in that window would break the wrong node). Read-only.
 
 use std::time::Duration;
 
@@ -237,6 +237,27 @@ fn unsettled(status: Option<&AgentStatus>, holder_address: Option<&str>) -> Opti
     if s.track_pending {
         return Some("its tracked checks have not all run yet".to_owned());
     }
+    // With every API server ready, an agent that still counts one down has not caught up
+    // (rise checks to go): its priority or its load balancing is about to change.
+    let lowered = s.lowered_by();
+    if !lowered.is_empty() {
+        return Some(format!(
+            "its priority is still lowered: {}",
+            lowered.join("; ")
+        ));
+    }
+    let down: Vec<&str> = s
+        .backends
+        .iter()
+        .filter(|b| !b.healthy)
+        .map(|b| b.name.as_str())
+        .collect();
+    if !down.is_empty() {
+        return Some(format!(
+            "its load balancer still counts {} down",
+            down.join(", ")
+        ));
+    }
     match s.vrrp_state.as_deref() {
         Some("master") => None,
         Some("backup") if s.preempt_pending => {
@@ -329,6 +350,24 @@ mod tests {
             Some("follows 10.0.0.13, not the holder")
         );
         assert!(settled(agent("fault", None, false)).is_some());
+        let mut lowered = agent("backup", Some("10.0.0.12"), false);
+        lowered.track_reasons = vec!["local-apiserver: backend cp1 failing (-120)".into()];
+        assert_eq!(
+            settled(lowered).as_deref(),
+            Some("its priority is still lowered: local-apiserver: backend cp1 failing (-120)")
+        );
+        let mut behind = agent("backup", Some("10.0.0.12"), false);
+        behind.backends = vec![crate::cluster::agent::Backend {
+            name: "cp1".into(),
+            address: "10.0.0.11:6443".into(),
+            healthy: false,
+            active_connections: 0,
+            last_error: None,
+        }];
+        assert_eq!(
+            settled(behind).as_deref(),
+            Some("its load balancer still counts cp1 down")
+        );
         let mut fresh = agent("backup", Some("10.0.0.12"), false);
         fresh.track_pending = true;
         assert_eq!(

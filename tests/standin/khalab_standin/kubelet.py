@@ -59,6 +59,18 @@ def proc_start_time(pid):
 ETCD34_FLAGS = {"--feature-gates=InitialCorruptCheck=true": "--experimental-initial-corrupt-check=true"}
 
 
+def etcd34_argv(args):
+    """The manifest's etcd arguments for Debian's etcd 3.4, behaving as the 3.5/3.6 image of
+    the real kubelet: flags by their 3.4 names, and Raft pre-vote on, which etcd 3.5 turned on
+    by default (etcd-io/etcd#12770) and 3.4 leaves off. Without it a member cut off for a few
+    seconds comes back with a higher term and deposes the leader: an etcd outage of seconds
+    that no real kubeadm cluster has."""
+    out = [etcd34_flag(a) for a in args]
+    if not any(a == "--pre-vote" or a.startswith("--pre-vote=") for a in out):
+        out.append("--pre-vote=true")
+    return out
+
+
 def etcd34_flag(arg):
     if arg in ETCD34_FLAGS:
         return ETCD34_FLAGS[arg]
@@ -143,7 +155,7 @@ class StaticPod:
                 raise ValueError('exec: "%s": executable file not found in $PATH' % prog)
             argv[0] = found
             if prog == "etcd":
-                argv = [argv[0]] + [etcd34_flag(a) for a in argv[1:]]
+                argv = [argv[0]] + etcd34_argv(argv[1:])
             if env.redirected():
                 argv = [argv[0]] + [self._host_arg(a) for a in argv[1:]]
         return argv
