@@ -387,8 +387,9 @@ The cluster must be whole first (every agent up, one VIP holder, every API serve
 every etcd member healthy) and is waited for between scenarios. A prober calls /readyz
 through the VIP every --probe-interval (TLS verified against the state directory's CA)
 and keeps one long-lived connection; the agents' event logs say when the VIP moved.
-Default targets per scenario: docs/failover.md. Ctrl-C or an error restores what was
-broken.
+Default targets per scenario: docs/failover.md; the inventory's failoverTest section
+sets targets (for every scenario and per scenario) and the node-down hooks, and the
+flags override it. Ctrl-C or an error restores what was broken.
 
 Examples:
   khactl failover-test -i inventory.yaml

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::UsageError;
+use crate::inventory::{FailoverTestSettings, Limit, TargetSettings};
 use crate::phases::failover::measure::Targets;
 use crate::phases::failover::scenario::{ALL, Scenario};
 use crate::phases::failover::{DrillOutcome, DrillPlan, FailoverDrill, Hooks, ScenarioReport};
@@ -65,26 +66,66 @@ pub struct FailoverOptions {
     pub probe_interval: Duration,
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `1m`.
+/// Parses `250ms`, `2s`, `1.5s`, `1m` (as the inventory's `failoverTest` targets).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| t.split_at(i))
-        .ok_or_else(|| format!("{text:?}: give a unit (ms, s or m), e.g. 500ms"))?;
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: not a number followed by ms, s or m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
-    };
-    if !(0.0..=86_400.0).contains(&seconds) {
-        return Err(format!("{text:?}: must be between 0 and 24 h"));
+    Limit::parse(text).map(Limit::get)
+}
+
+impl From<&TargetSettings> for TargetOverrides {
+    fn from(s: &TargetSettings) -> Self {
+        let d = |l: Option<Limit>| l.map(Limit::get);
+        Self {
+            max_takeover: d(s.max_takeover),
+            max_api_unavailable: d(s.max_api_unavailable),
+            max_long_lived_recovery: d(s.max_long_lived_recovery),
+            max_split_brain: d(s.max_split_brain),
+            max_healthy_after: d(s.max_healthy_after),
+        }
     }
-    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// One scenario's targets: its defaults, then the inventory's targets for every scenario,
+/// then the inventory's for this one, then the flags.
+fn targets_for(s: Scenario, inventory: &FailoverTestSettings, flags: &TargetOverrides) -> Targets {
+    let own = match s {
+        Scenario::AgentCrash => &inventory.scenarios.agent_crash,
+        Scenario::AgentStop => &inventory.scenarios.agent_stop,
+        Scenario::ApiserverDown => &inventory.scenarios.apiserver_down,
+        Scenario::EtcdMemberDown => &inventory.scenarios.etcd_member_down,
+        Scenario::NetworkCut => &inventory.scenarios.network_cut,
+        Scenario::NodeDown => &inventory.scenarios.node_down,
+    };
+    let common = TargetOverrides::from(&inventory.targets);
+    flags.apply(TargetOverrides::from(own).apply(common.apply(s.default_targets())))
+}
+
+/// The node-down hooks: the flags if given (both), else the inventory's (both).
+fn hooks(
+    opts: &FailoverOptions,
+    inventory: &FailoverTestSettings,
+) -> Result<Option<Hooks>, UsageError> {
+    let pair = |down: &Option<String>, up: &Option<String>, names: &str| match (down, up) {
+        (Some(down), Some(up)) => Ok(Some(Hooks {
+            down: down.clone(),
+            up: up.clone(),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(UsageError::new(format!(
+            "{names} go together: one breaks, the other restores"
+        ))),
+    };
+    match pair(
+        &opts.node_down_cmd,
+        &opts.node_up_cmd,
+        "--node-down-cmd and --node-up-cmd",
+    )? {
+        Some(h) => Ok(Some(h)),
+        None => pair(
+            &inventory.node_down_cmd,
+            &inventory.node_up_cmd,
+            "failoverTest.nodeDownCmd and failoverTest.nodeUpCmd in the inventory",
+        ),
+    }
 }
 
 pub async fn run(
@@ -92,24 +133,16 @@ pub async fn run(
     reporter: Box<dyn Reporter>,
 ) -> anyhow::Result<FailoverResult> {
     let loaded = session::load(&opts.nodes)?;
-    let hooks = match (&opts.node_down_cmd, &opts.node_up_cmd) {
-        (Some(down), Some(up)) => Some(Hooks {
-            down: down.clone(),
-            up: up.clone(),
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(UsageError::new(
-                "--node-down-cmd and --node-up-cmd go together: one breaks, the other restores",
-            )
-            .into());
-        }
-    };
+    let settings = loaded.inventory.failover_test.clone();
+    let hooks = hooks(opts, &settings)?;
     if opts.scenario == Some(Scenario::NodeDown) && hooks.is_none() {
         return Err(UsageError::new(
             "--scenario node-down needs --node-down-cmd and --node-up-cmd",
         )
-        .hint("e.g. --node-down-cmd 'virsh destroy {node}' --node-up-cmd 'virsh start {node}'")
+        .hint(
+            "e.g. --node-down-cmd 'virsh destroy {node}' --node-up-cmd 'virsh start {node}', \
+             or failoverTest.nodeDownCmd and nodeUpCmd in the inventory",
+        )
         .into());
     }
     if !opts.yes && !std::io::stdin().is_terminal() {
@@ -130,7 +163,7 @@ pub async fn run(
     };
     let targets: BTreeMap<&'static str, Targets> = ALL
         .iter()
-        .map(|s| (s.name(), opts.targets.apply(s.default_targets())))
+        .map(|s| (s.name(), targets_for(*s, &settings, &opts.targets)))
         .collect();
     let cluster = loaded.inventory.cluster.name.to_string();
     let outcome = Rc::new(RefCell::new(None));
@@ -282,6 +315,7 @@ impl FailoverResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::NodeOptions;
 
     #[test]
     fn durations_take_a_unit() {
@@ -306,5 +340,86 @@ mod tests {
             assert_eq!(t.max_api_unavailable_ms, Some(1.0));
             assert_eq!(t.max_takeover_ms, s.default_targets().max_takeover_ms);
         }
+    }
+
+    fn limit(text: &str) -> Option<Limit> {
+        Some(Limit::parse(text).unwrap())
+    }
+
+    /// Defaults, then the inventory for every scenario, then for one, then the flags.
+    #[test]
+    fn targets_stack_defaults_inventory_scenario_and_flags() {
+        let mut inv = FailoverTestSettings::default();
+        inv.targets.max_api_unavailable = limit("1500ms");
+        inv.targets.max_split_brain = limit("200ms");
+        inv.scenarios.agent_crash.max_api_unavailable = limit("500ms");
+        let flags = TargetOverrides {
+            max_split_brain: Some(Duration::from_millis(50)),
+            ..TargetOverrides::default()
+        };
+        let crash = targets_for(Scenario::AgentCrash, &inv, &flags);
+        assert_eq!(crash.max_api_unavailable_ms, Some(500.0));
+        assert_eq!(crash.max_split_brain_ms, Some(50.0));
+        assert_eq!(
+            crash.max_takeover_ms,
+            Scenario::AgentCrash.default_targets().max_takeover_ms
+        );
+        let cut = targets_for(Scenario::NetworkCut, &inv, &TargetOverrides::default());
+        assert_eq!(cut.max_api_unavailable_ms, Some(1500.0));
+        assert_eq!(cut.max_split_brain_ms, Some(200.0));
+        // etcd-member-down keeps its "the VIP must not move".
+        let etcd = targets_for(Scenario::EtcdMemberDown, &inv, &flags);
+        assert_eq!(etcd.max_vip_moves, Some(0));
+    }
+
+    fn options(down: Option<&str>, up: Option<&str>) -> FailoverOptions {
+        FailoverOptions {
+            nodes: NodeOptions {
+                inventory: PathBuf::from("inventory.yaml"),
+                parallelism: 1,
+                connect_timeout: Duration::from_secs(1),
+                state_dir: None,
+            },
+            yes: true,
+            scenario: None,
+            targets: TargetOverrides::default(),
+            node_down_cmd: down.map(str::to_owned),
+            node_up_cmd: up.map(str::to_owned),
+            report: None,
+            probe_interval: Duration::from_millis(20),
+        }
+    }
+
+    #[test]
+    fn hooks_come_from_the_flags_or_else_the_inventory_and_always_in_pairs() {
+        let inv = FailoverTestSettings {
+            node_down_cmd: Some("virsh destroy {node}".into()),
+            node_up_cmd: Some("virsh start {node}".into()),
+            ..FailoverTestSettings::default()
+        };
+        let h = hooks(&options(None, None), &inv).unwrap().unwrap();
+        assert_eq!(h.down, "virsh destroy {node}");
+        let h = hooks(&options(Some("freeze {node}"), Some("thaw {node}")), &inv)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.down.as_str(), h.up.as_str()),
+            ("freeze {node}", "thaw {node}")
+        );
+        assert!(hooks(&options(Some("freeze {node}"), None), &inv).is_err());
+        let half = FailoverTestSettings {
+            node_up_cmd: None,
+            ..inv
+        };
+        let err = hooks(&options(None, None), &half).unwrap_err();
+        assert!(
+            err.to_string().contains("failoverTest.nodeDownCmd"),
+            "{err}"
+        );
+        assert!(
+            hooks(&options(None, None), &FailoverTestSettings::default())
+                .unwrap()
+                .is_none()
+        );
     }
 }

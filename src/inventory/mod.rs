@@ -22,7 +22,9 @@ mod tests;
 
 pub use model::*;
 pub use problems::{InventoryError, Problem, Severity, Validated};
-pub use types::{CriSocket, DnsName, KubernetesVersion, NodeName, Port, RouterId, SysctlKey};
+pub use types::{
+    CriSocket, DnsName, KubernetesVersion, Limit, NodeName, Port, RouterId, SysctlKey,
+};
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::types::{CriSocket, DnsName, KubernetesVersion, NodeName, Port, RouterId};
+use super::types::{CriSocket, DnsName, KubernetesVersion, Limit, NodeName, Port, RouterId};
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "khactl.io/v1alpha1";
@@ -47,6 +47,60 @@ pub struct Inventory {
     pub pki: PkiSettings,
     #[serde(default)]
     pub kubeadm: KubeadmExtras,
+    /// The failover drill's targets and node-down hooks (flags override them).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub failover_test: FailoverTestSettings,
+}
+
+/// Targets of `khactl failover-test`; unset ones keep the scenario's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_takeover: Option<Limit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_api_unavailable: Option<Limit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_long_lived_recovery: Option<Limit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_split_brain: Option<Limit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_healthy_after: Option<Limit>,
+}
+
+/// Targets for one scenario each, over the common ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScenarioTargets {
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub agent_crash: TargetSettings,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub agent_stop: TargetSettings,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub apiserver_down: TargetSettings,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub etcd_member_down: TargetSettings,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub network_cut: TargetSettings,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub node_down: TargetSettings,
+}
+
+/// `failoverTest:` in the inventory: targets for every scenario, per scenario, and the
+/// node-down hooks, so a cluster's drill is the same whoever runs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailoverTestSettings {
+    /// Every scenario.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub targets: TargetSettings,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub scenarios: ScenarioTargets,
+    /// Run locally with `sh -c`, `{node}` replaced by the node's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_down_cmd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_up_cmd: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::checks::{self, Check, KeyCheck, show, typed};
 use super::model::{KeyType, LbMode, Role, TaintEffect};
 use super::problems::{FieldPath, Findings};
-use super::types::{CriSocket, DnsName, NodeName, Port, RouterId};
+use super::types::{CriSocket, DnsName, Limit, NodeName, Port, RouterId};
 
 /// The fields of one YAML mapping.
 pub(super) struct Shape {
@@ -84,6 +84,37 @@ pub(super) static INVENTORY: Shape = Shape {
         ),
         field("pki", Defaulted, Struct(&PKI)),
         field("kubeadm", Defaulted, Struct(&KUBEADM)),
+        field("failoverTest", Defaulted, Struct(&FAILOVER_TEST)),
+    ],
+};
+
+static FAILOVER_TEST: Shape = Shape {
+    fields: &[
+        field("targets", Defaulted, Struct(&TARGETS)),
+        field("scenarios", Defaulted, Struct(&SCENARIO_TARGETS)),
+        field("nodeDownCmd", Optional, Leaf(checks::single_line)),
+        field("nodeUpCmd", Optional, Leaf(checks::single_line)),
+    ],
+};
+
+static TARGETS: Shape = Shape {
+    fields: &[
+        field("maxTakeover", Optional, Leaf(typed::<Limit>)),
+        field("maxApiUnavailable", Optional, Leaf(typed::<Limit>)),
+        field("maxLongLivedRecovery", Optional, Leaf(typed::<Limit>)),
+        field("maxSplitBrain", Optional, Leaf(typed::<Limit>)),
+        field("maxHealthyAfter", Optional, Leaf(typed::<Limit>)),
+    ],
+};
+
+static SCENARIO_TARGETS: Shape = Shape {
+    fields: &[
+        field("agentCrash", Defaulted, Struct(&TARGETS)),
+        field("agentStop", Defaulted, Struct(&TARGETS)),
+        field("apiserverDown", Defaulted, Struct(&TARGETS)),
+        field("etcdMemberDown", Defaulted, Struct(&TARGETS)),
+        field("networkCut", Defaulted, Struct(&TARGETS)),
+        field("nodeDown", Defaulted, Struct(&TARGETS)),
     ],
 };
 

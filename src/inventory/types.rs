@@ -259,6 +259,67 @@ impl Default for CriSocket {
     }
 }
 
+/// A time limit written with its unit: `250ms`, `2s`, `1.5s`, `1m` (at most 24 h). The
+/// failover drill's targets, in the inventory and on the command line alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Limit(std::time::Duration);
+
+impl Limit {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let (number, unit) = t
+            .find(|c: char| c.is_ascii_alphabetic())
+            .map(|i| t.split_at(i))
+            .ok_or_else(|| format!("{text:?}: give a unit (ms, s or m), e.g. 500ms"))?;
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: not a number followed by ms, s or m"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+        };
+        if !(0.0..=86_400.0).contains(&seconds) {
+            return Err(format!("{text:?}: must be between 0 and 24 h"));
+        }
+        Ok(Self(std::time::Duration::from_secs_f64(seconds)))
+    }
+
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+impl Serialize for Limit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_string().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Number(f64),
+        }
+        let text = match Written::deserialize(d)? {
+            Written::Text(s) => s,
+            // `500` alone: say what is missing rather than "expected a string".
+            Written::Number(n) => n.to_string(),
+        };
+        Limit::parse(&text).map_err(de::Error::custom)
+    }
+}
+
 macro_rules! display_as_inner {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::support::run::{json_of, khactl, text};
+use crate::support::run::{json_of, khactl, khactl_with, text};
 use crate::support::{Lab, indexes, repo_root, require_root};
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
@@ -153,20 +153,30 @@ fn failover_test_passes_every_scenario_with_the_default_targets_and_reports_the_
     }
 }
 
+/// Targets come from the inventory's `failoverTest` section and from the flags, which win:
+/// one impossible target from each, and both are named.
 #[test]
-fn an_impossible_target_exits_1_naming_the_scenario_and_the_target() {
+fn impossible_targets_from_the_inventory_and_a_flag_exit_1_naming_the_scenario_and_both() {
     require_root();
     let (lab, state) = cluster();
     let state = state.as_ref().unwrap().clone();
-    let out = khactl(
+    let inventory = lab.dir().join("inventory-with-drill-targets.yaml");
+    let mut text_of = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    text_of.push_str(
+        "\nfailoverTest:\n  targets: { maxApiUnavailable: 5s, maxTakeover: 5s }\n  \
+         scenarios:\n    agentCrash: { maxApiUnavailable: 1ms }\n",
+    );
+    std::fs::write(&inventory, text_of).unwrap();
+    let out = khactl_with(
         &lab,
-        "failover-test",
+        &["failover-test"],
+        &inventory,
         &state,
         &[
             "--yes",
             "--scenario",
             "agent-crash",
-            "--max-api-unavailable",
+            "--max-takeover",
             "1ms",
             "--output",
             "json",
@@ -174,17 +184,29 @@ fn an_impossible_target_exits_1_naming_the_scenario_and_the_target() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("agent-crash missed max-api-unavailable"),
-        "{}",
-        text(&out)
-    );
+    for target in ["max-takeover", "max-api-unavailable"] {
+        assert!(
+            stderr.contains(&format!("agent-crash missed {target}")),
+            "{target}: {}",
+            text(&out)
+        );
+    }
     // Still one JSON document, with every figure and what was missed.
     let doc = json_of(&out);
     let s = &doc["result"]["scenarios"][0];
     assert_eq!(doc["result"]["passed"], false);
-    assert_eq!(s["missed"][0]["target"], "max-api-unavailable", "{s}");
-    assert_eq!(s["missed"][0]["limit"], "1 ms", "{s}");
+    let missed: Vec<(&str, &str)> = s["missed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["target"].as_str().unwrap(), m["limit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        missed,
+        [("max-takeover", "1 ms"), ("max-api-unavailable", "1 ms")],
+        "{s}"
+    );
+    assert_eq!(s["targets"]["maxApiUnavailableMs"], 1.0, "{s}");
     assert!(
         s["figures"]["apiUnavailableMs"].as_f64().unwrap() > 1.0,
         "{s}"

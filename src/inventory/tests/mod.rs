@@ -91,6 +91,18 @@ fn the_full_example_reads_as_documented() {
         inv.kubeadm.cri_socket.as_str(),
         "unix:///var/run/containerd/containerd.sock"
     );
+    let drill = &inv.failover_test;
+    let ms = |l: Option<Limit>| l.map(|l| l.get().as_millis());
+    assert_eq!(ms(drill.targets.max_split_brain), Some(500));
+    assert_eq!(
+        ms(drill.scenarios.agent_crash.max_api_unavailable),
+        Some(1000)
+    );
+    assert_eq!(
+        ms(drill.scenarios.network_cut.max_long_lived_recovery),
+        Some(2500)
+    );
+    assert_eq!(drill.node_up_cmd.as_deref(), Some("virsh start {node}"));
 }
 
 /// kubeadm taints a control plane when `taints` is unset and not when it is `[]`: the
@@ -525,6 +537,18 @@ const CASES: &[Case] = &[
         "kubeadm.schedulerExtraArgs[\"--v\"]",
         "without the leading dashes",
         Some(15),
+    ),
+    case(
+        "failover-target-without-unit",
+        "failoverTest.scenarios.agentCrash.maxApiUnavailable",
+        "give a unit (ms, s or m)",
+        Some(10),
+    ),
+    case(
+        "failover-scenario-spelt-as-the-flag",
+        "failoverTest.scenarios.agent-crash",
+        "did you mean `agentCrash`?",
+        Some(10),
     ),
 ];
 

@@ -359,8 +359,11 @@ impl FailoverDrill {
             timeline: None,
         };
         if s == Scenario::NodeDown && self.plan.hooks.is_none() {
-            report.skipped =
-                Some("needs --node-down-cmd and --node-up-cmd (see docs/failover.md)".into());
+            report.skipped = Some(
+                "needs --node-down-cmd and --node-up-cmd, or failoverTest.nodeDownCmd and \
+                 nodeUpCmd in the inventory (see docs/failover.md)"
+                    .into(),
+            );
             return Ok(report);
         }
         ctx.settings.interrupt.check()?;
