@@ -70,6 +70,8 @@ pub struct HostFacts {
     pub dirs: BTreeMap<PathBuf, DirState>,
     /// Each asked-for path that must be a Unix socket (a container runtime's).
     pub sockets: BTreeMap<PathBuf, bool>,
+    /// Each asked-for kubeconfig's server URL (`None`: no such file, or no server line).
+    pub kubeconfig_servers: BTreeMap<PathBuf, Option<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,8 @@ pub struct ProbeRequest {
     pub ports: Vec<u16>,
     pub dirs: Vec<PathBuf>,
     pub sockets: Vec<PathBuf>,
+    /// Kubeconfigs whose server URL to read (only that line: they may hold a client key).
+    pub kubeconfig_servers: Vec<PathBuf>,
 }
 
 impl ProbeRequest {
@@ -114,6 +118,7 @@ impl ProbeRequest {
         add(&mut self.ports, other.ports);
         add(&mut self.dirs, other.dirs);
         add(&mut self.sockets, other.sockets);
+        add(&mut self.kubeconfig_servers, other.kubeconfig_servers);
     }
 }
 
@@ -144,6 +149,11 @@ impl HostFacts {
                 .iter()
                 .map(|p| format!("socket:{}", p.display())),
         );
+        args.extend(
+            req.kubeconfig_servers
+                .iter()
+                .map(|p| format!("server:{}", p.display())),
+        );
         let cmd = RemoteCommand::script("khactl-probe", PROBE, args).read_only();
         let sent = std::time::SystemTime::now();
         let out = host.run(&cmd).await?;
@@ -162,6 +172,11 @@ impl HostFacts {
     /// The version line of `tool`, when it is installed.
     pub fn version(&self, tool: &str) -> Option<&str> {
         self.versions.get(tool).and_then(|v| v.as_deref())
+    }
+
+    /// The server URL of a kubeconfig asked for in [`ProbeRequest::kubeconfig_servers`].
+    pub fn kubeconfig_server(&self, path: &Path) -> Option<&str> {
+        self.kubeconfig_servers.get(path).and_then(|s| s.as_deref())
     }
 
     pub fn has_tool(&self, tool: &str) -> bool {
@@ -211,6 +226,7 @@ impl HostFacts {
             listening: BTreeMap::new(),
             dirs: BTreeMap::new(),
             sockets: BTreeMap::new(),
+            kubeconfig_servers: BTreeMap::new(),
         }
     }
 
@@ -304,6 +320,11 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
             "socket" => {
                 let (path, state) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
                 f.sockets.insert(PathBuf::from(path), state == "yes");
+            }
+            "server" => {
+                let (path, url) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
+                let url = (url != "-").then(|| url.to_owned());
+                f.kubeconfig_servers.insert(PathBuf::from(path), url);
             }
             "hash" => {
                 let (path, _) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
@@ -464,6 +485,35 @@ mod tests {
         assert!(f.has_tool("sh"));
         assert!(!f.has_tool("no-such-tool-here"));
         assert!(f.clock_skew.is_some() && !f.hostname.is_empty());
+    }
+
+    /// Only the server line leaves the node: a kubeconfig may embed a client key.
+    #[test]
+    fn the_probe_reads_a_kubeconfigs_server_and_nothing_else_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("kubelet.conf");
+        std::fs::write(
+            &conf,
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    \
+             server: https://10.0.0.100:8443\n  name: k\nusers:\n- user:\n    \
+             client-key-data: U0VDUkVU\n",
+        )
+        .unwrap();
+        let absent = dir.path().join("absent.conf");
+        let request = ProbeRequest {
+            kubeconfig_servers: vec![conf.clone(), absent.clone()],
+            ..ProbeRequest::default()
+        };
+        let args: Vec<String> = request
+            .kubeconfig_servers
+            .iter()
+            .map(|p| format!("server:{}", p.display()))
+            .collect();
+        let out = probe_here(&args);
+        assert!(!out.contains("U0VDUkVU"), "the key left the node: {out}");
+        let f = parse("here", &out, &request).unwrap();
+        assert_eq!(f.kubeconfig_server(&conf), Some("https://10.0.0.100:8443"));
+        assert_eq!(f.kubeconfig_server(&absent), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 # khactl host probe: read-only. Prints one fact per line: "<kind> <key> <value>".
 # Values arrive as positional arguments ("sysctl:PATH" under /proc/sys, "file:PATH",
-# "conf:DIR" for every *.conf file in DIR, "hash:PATH");
+# "conf:DIR" for every *.conf file in DIR, "hash:PATH", "server:KUBECONFIG");
 # nothing from the inventory is ever spliced into this text.
 set -u
 if [ -r /etc/os-release ]; then . /etc/os-release; fi
@@ -50,6 +50,10 @@ for a in "$@"; do
       else echo "dir $val full"; fi ;;
     socket)
       if [ -S "$val" ]; then echo "socket $val yes"; else echo "socket $val no"; fi ;;
+    server)
+      # A kubeconfig's first server URL and nothing else of it (it may hold a client key).
+      s=; if [ -f "$val" ]; then s=$(sed -n 's/^[[:space:]]*server:[[:space:]]*//p' "$val" | head -n 1 | tr -d ' \t\r'); fi
+      echo "server $val ${s:--}" ;;
     conf)
       for f in "$val"/*.conf; do
         if [ -f "$f" ]; then echo "file $f =$(base64 -w0 < "$f")"; fi

@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::kubernetes::KUBELET_CONF;
+use super::kubernetes::{KUBELET_CONF, has_member_files};
 use super::{Change, Context, Phase, PhaseFuture, existing_pki};
 use crate::facts::{HostFacts, ProbeRequest, sha256_hex};
-use crate::inventory::{Node, Role};
+use crate::inventory::{Node, NodeName, Role};
 use crate::pki::{self, PkiFile};
 
 pub struct DistributePki;
@@ -76,13 +76,31 @@ impl Phase for DistributePki {
     }
 }
 
-/// A node's files; `super-admin.conf` goes to the first control plane, the node `kubeadm
-/// init` runs on.
+/// A node's files; `super-admin.conf` goes where [`super_admin_node`] says.
 pub(super) fn files_for(ctx: &Context, node: &Node) -> Vec<PkiFile> {
     ctx.pki
         .as_ref()
-        .map(|p| p.files_for(node, pki::default_init_node(&ctx.inventory)))
+        .map(|p| p.files_for(node, super_admin_node(ctx)))
         .unwrap_or_default()
+}
+
+/// Where `super-admin.conf` belongs: only `kubeadm init` needs it, so the first control plane
+/// gets it while no control plane is a member yet (init is to come), and keeps it once it has
+/// it. A cluster that exists gets no new copy: after its init node was removed, the next `up`
+/// does not hand the one credential RBAC cannot restrict to whichever node is now first.
+/// Before the facts are in, the first control plane, so its copy is probed.
+fn super_admin_node(ctx: &Context) -> Option<&NodeName> {
+    let first = pki::default_init_node(&ctx.inventory)?;
+    let Ok(facts) = ctx.facts_of(first.as_str()) else {
+        return Some(first);
+    };
+    let path = Path::new("/etc/kubernetes").join(pki::Kubeconfig::SuperAdmin.file_name());
+    let has_it = facts.digest(&path).is_some();
+    let cluster_exists = ctx.inventory.control_plane().any(|n| {
+        ctx.facts_of(n.name.as_str())
+            .is_ok_and(|f| has_member_files(n, f))
+    });
+    (has_it || !cluster_exists).then_some(first)
 }
 
 /// Removes what older khactl placed on a worker, before its first join only: once it joined,

@@ -147,6 +147,13 @@ fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
             out.push_str(&format!("dir {path} absent\n"));
         } else if let Some(path) = arg.strip_prefix("socket:") {
             out.push_str(&format!("socket {path} yes\n"));
+        } else if let Some(path) = arg.strip_prefix("server:") {
+            // A member's kubelet reaches the API through the endpoint it joined with.
+            if path == "/etc/kubernetes/kubelet.conf" && cluster.joined.iter().any(|n| n == node) {
+                out.push_str(&format!("server {path} https://10.0.0.100:8443\n"));
+            } else {
+                out.push_str(&format!("server {path} -\n"));
+            }
         }
     }
     out
@@ -843,6 +850,76 @@ async fn a_second_up_on_a_built_cluster_runs_no_kubeadm_and_no_token_is_made() {
     run(&mut ctx, up_phases()).await.unwrap();
     let ran = kubeadm_runs(&nodes);
     assert!(ran.is_empty(), "{ran:?}");
+}
+
+/// The nodes `super-admin.conf` was written to.
+fn super_admin_written(nodes: &Nodes) -> Vec<String> {
+    nodes
+        .seen()
+        .iter()
+        .filter(|s| s.argv.iter().any(|a| a.ends_with("/super-admin.conf")))
+        .filter(|s| !s.label.starts_with("khactl-probe"))
+        .map(|s| s.node.clone())
+        .collect()
+}
+
+/// Only `kubeadm init` needs the one credential RBAC cannot restrict: a fresh cluster's first
+/// control plane gets it; once the cluster exists, removing its init node does not hand a new
+/// copy to whichever control plane is now first.
+#[tokio::test(flavor = "current_thread")]
+async fn super_admin_conf_goes_to_the_init_node_of_a_fresh_cluster_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(None);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
+    assert_eq!(super_admin_written(&nodes), ["cp1"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::with_cluster(Vec::new(), built());
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    ctx.inventory.nodes.retain(|n| n.name.as_str() != "cp1");
+    // Up to the certificates: the fake answers that only cp1 holds the VIP.
+    let mut phases = up_phases();
+    let distribute = phases
+        .iter()
+        .position(|p| p.title() == "Distribute certificates")
+        .unwrap();
+    phases.truncate(distribute + 1);
+    run(&mut ctx, phases).await.unwrap();
+    let written = super_admin_written(&nodes);
+    assert!(written.is_empty(), "written to {written:?}");
+}
+
+/// kubeadm wrote the endpoint into every kubelet.conf: a changed `vip.port` on a running
+/// cluster would move the agents away from every kubelet. `up` stops before any change,
+/// naming the members and the way back; the unchanged endpoint passes.
+#[tokio::test(flavor = "current_thread")]
+async fn up_refuses_to_move_a_running_clusters_endpoint_before_any_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::with_cluster(Vec::new(), built());
+    let lines = Lines::default();
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &lines);
+    ctx.inventory.vip.as_mut().unwrap().port = crate::inventory::Port::new(9443).unwrap();
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let text = format!("{err:#} {}", lines.0.lock().unwrap().join("\n"));
+    for node in ["cp1", "w1"] {
+        assert!(text.contains(node), "{node} not named: {text}");
+    }
+    assert!(
+        text.contains("https://10.0.0.100:8443") && text.contains("https://10.0.0.100:9443"),
+        "{text}"
+    );
+    assert!(text.contains("put the inventory's vip"), "{text}");
+    assert!(
+        changed_nodes(&nodes).is_empty(),
+        "{:?}",
+        changed_nodes(&nodes)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::with_cluster(Vec::new(), built());
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    run(&mut ctx, up_phases()).await.unwrap();
 }
 
 #[tokio::test(flavor = "current_thread")]

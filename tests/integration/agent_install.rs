@@ -1,8 +1,8 @@
 //! `khactl up` installs khagent on the control-plane nodes of a real lab (3 control planes +
 //! 1 worker), where systemd runs it inside the unit's sandbox, and leaves exactly one node
 //! holding the VIP, with data through it reaching an apiserver; a second run changes nothing;
-//! a changed config restarts the agents one at a time and stops at one that exits within a
-//! second; a crashed agent is restarted by systemd and its node takes its role back after the
+//! an upgraded agent binary restarts the agents one at a time and stops at one that exits
+//! within a second; a crashed agent is restarted by systemd and its node takes its role back after the
 //! preempt delay. Also: what `up` does, before contacting anyone, when the agent binary is
 //! missing or not an executable.
 
@@ -14,8 +14,6 @@ use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
 const LB_PORT: &str = "8443";
-/// The port a changed inventory moves the load balancer to.
-const NEW_LB_PORT: &str = "9443";
 /// The cluster CA as khactl distributes it.
 const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 
@@ -386,15 +384,15 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
     );
     assert!(restarts(&run_log(&again)).is_empty());
 
-    // A changed inventory: every agent gets the new config, restarted one at a time with the
-    // VIP holder last, and `up` again returns with exactly one holder serving the new port.
-    let (_dir, moved) = on_new_lb_port(&lab);
-    let third = khactl_up(&moved, state.path(), &[]);
+    // An upgraded agent: every node gets the new binary, restarted one at a time with the VIP
+    // holder last, and `up` again returns with exactly one holder serving through the VIP.
+    let (_dir, upgraded) = upgraded_agent();
+    let upgrade = ["--agent-binary", upgraded.to_str().unwrap()];
+    let third = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
     assert!(third.status.success(), "{}", describe(&third));
-    kubelets_follow_the_new_port(&lab);
     assert_eq!(restarts(&run_log(&third)), ["cp2", "cp3", "cp1"]);
     assert_eq!(vip_holders(&lab).len(), 1);
-    wait_vip_serves(&lab, "w1", NEW_LB_PORT);
+    wait_vip_serves(&lab, "w1", LB_PORT);
     // cp1's restart handed the VIP over; its new agent outranks the holder at once but takes
     // the VIP back only once it has done so for the whole preempt delay (5 s).
     let restarted = agent_started_at(&lab, "cp1");
@@ -412,7 +410,7 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
             "mkdir -p /var/lib/khagent && echo cut short > /var/lib/khagent/restart-pending",
         ],
     );
-    let fourth = khactl_up(&moved, state.path(), &[]);
+    let fourth = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
     assert!(fourth.status.success(), "{}", describe(&fourth));
     assert_eq!(restarts(&run_log(&fourth)), ["cp3"]);
     assert!(
@@ -442,7 +440,7 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
         (cp2_before + 1, cp3_before),
         "the VIP moved once, to cp2 (transitions to master of cp2, cp3)"
     );
-    wait_vip_serves(&lab, "w1", NEW_LB_PORT);
+    wait_vip_serves(&lab, "w1", LB_PORT);
     wait_for(
         "systemd to restart cp1's agent",
         Duration::from_secs(10),
@@ -461,7 +459,7 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
     let restarted = agent_started_at(&lab, "cp1");
     let back = wait_sole_holder(&lab, "cp1", Duration::from_secs(15));
     assert_preempted_after_the_delay(restarted, back);
-    wait_vip_serves(&lab, "w1", NEW_LB_PORT);
+    wait_vip_serves(&lab, "w1", LB_PORT);
 }
 
 /// `preempt_delay_ms` as khactl renders it (src/phases/install_agent.rs).
@@ -479,35 +477,18 @@ fn assert_preempted_after_the_delay(started: SystemTime, holds: SystemTime) {
     );
 }
 
-/// What an operator does after moving the API endpoint's port (kubeadm does not rewrite the
-/// kubelets' kubeconfigs): every node's kubelet.conf names the new port, and the kubelet is
-/// restarted. Without it the Nodes go NotReady 40 s later and `up`'s check fails, rightly.
-fn kubelets_follow_the_new_port(lab: &Lab) {
-    for node in lab.nodes() {
-        lab.exec_ok(
-            &node.name,
-            &[
-                "sh",
-                "-c",
-                &format!(
-                    "sed -i 's/:{LB_PORT}$/:{NEW_LB_PORT}/' /etc/kubernetes/kubelet.conf \
-                     && systemctl restart kubelet"
-                ),
-            ],
-        );
-    }
-}
-
-/// The lab's inventory with the load balancer moved to NEW_LB_PORT, in a directory that lives
-/// as long as the returned guard.
-fn on_new_lb_port(lab: &Lab) -> (tempfile::TempDir, PathBuf) {
-    let original = std::fs::read_to_string(lab.inventory_path()).unwrap();
-    let changed = original.replace(&format!("port: {LB_PORT}"), &format!("port: {NEW_LB_PORT}"));
-    assert_ne!(original, changed, "the lab inventory names the LB port");
+/// A new build of the agent, as an upgrade brings: the same program with other bytes (a
+/// trailing note, which the ELF loader ignores), so its digest differs, in a directory that
+/// lives as long as the returned guard.
+fn upgraded_agent() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(agent_bin()).unwrap();
+    bytes.extend_from_slice(b"\nkhactl lab test: an upgraded khagent\n");
     let dir = tempfile::tempdir().unwrap();
-    let moved = dir.path().join("inventory.yaml");
-    std::fs::write(&moved, changed).unwrap();
-    (dir, moved)
+    let path = dir.path().join("khagent");
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, path)
 }
 
 /// A new lab of `control_planes` control planes (no workers) and an empty state directory,
@@ -534,50 +515,24 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     assert_eq!(vip_holders(&lab), ["cp1"]);
     wait_vip_serves(&lab, "cp3", LB_PORT);
 
-    // On cp2 something else already listens on the VIP at the port the new inventory moves
-    // the load balancer to: the config passes `khagent check`, but the restarted agent cannot
-    // bind and exits, after systemd has reported it active. (On a wildcard address preflight
-    // would refuse it before any change; on the VIP of a node whose agent is installed, it
-    // cannot tell it from the agent's own listener. IP_FREEBIND (15): cp2 does not hold the
-    // VIP.)
-    lab.exec_ok(
-        "cp2",
-        &[
-            "systemd-run",
-            "--quiet",
-            "--unit=port-blocker",
-            "python3",
-            "-c",
-            "import socket,sys,time; s=socket.socket(); \
-             s.setsockopt(socket.SOL_IP, 15, 1); \
-             s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); time.sleep(600)",
-            &lab.vip().to_string(),
-            NEW_LB_PORT,
-        ],
-    );
-    wait_for(
-        "the blocker to listen on cp2",
-        Duration::from_secs(5),
-        || {
-            lab.exec_ok("cp2", &["ss", "-Hltn"])
-                .contains(&format!(":{NEW_LB_PORT}"))
-        },
-    );
-    // Here the agent meets the taken port 2 ms after it starts, before khactl's first look;
-    // an agent with more to do first (a loaded node) exits later. This drop-in makes cp2's
-    // agent start half a second late, so that systemd (and khactl) see it active before it
-    // exits, well within the second a restart must hold: the case the window is for.
+    // On cp2 the upgraded agent exits right after it starts (here: a drop-in that points it at
+    // a config that is not there, as a broken package would), after systemd has reported it
+    // active. An agent with more to do first (a loaded node) exits later than one that fails
+    // at once: the drop-in makes it start half a second late, so that systemd (and khactl)
+    // see it active before it exits, well within the second a restart must hold: the case
+    // the window is for. It takes effect at the next (re)start only.
     lab.exec_ok("cp2", &["mkdir", "-p", AGENT_DROP_IN_DIR]);
     lab.write_file(
         "cp2",
         &format!("{AGENT_DROP_IN_DIR}/late.conf"),
         "[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 0.5; exec /usr/local/bin/khagent \
-         --config /etc/khagent/khagent.yaml'\n",
+         --config /etc/khagent/missing.yaml'\n",
     );
     lab.exec_ok("cp2", &["systemctl", "daemon-reload"]);
-    let (_dir, moved) = on_new_lb_port(&lab);
+    let (_dir, upgraded) = upgraded_agent();
+    let upgrade = ["--agent-binary", upgraded.to_str().unwrap()];
 
-    let failed = khactl_up(&moved, state.path(), &[]);
+    let failed = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
     let text = describe(&failed);
     assert_eq!(failed.status.code(), Some(1), "{text}");
     // systemd reported cp2's agent active (Type=simple: once it forked), so `systemctl
@@ -604,15 +559,15 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     // Meanwhile systemd kept restarting it (Restart=always), and it kept exiting.
     let log = lab.unit_log("cp2", "khagent.service");
     assert!(
-        log.contains("Address already in use"),
-        "cp2's agent exits on the taken port:\n{log}"
+        log.contains("missing.yaml"),
+        "cp2's agent exits on its missing config:\n{log}"
     );
     let crash_loops: u64 = unit_property(&lab, "cp2", "NRestarts").parse().unwrap();
     assert!(
         crash_loops >= 2,
         "systemd restarted cp2's agent {crash_loops} times"
     );
-    // The two agents not restarted still serve the VIP on the old port.
+    // The two agents not restarted still serve the VIP.
     assert_eq!(vip_holders(&lab), ["cp1"]);
     wait_vip_serves(&lab, "cp3", LB_PORT);
     for node in CONTROL_PLANES {
@@ -622,31 +577,29 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
         );
     }
 
-    // Once the port is free, systemd's next restart of cp2's agent holds by itself; the next
-    // run restarts all three (their marks are pending: cp2's mark cannot tell which config
-    // its agent runs), the holder last.
-    lab.exec_ok("cp2", &["systemctl", "stop", "port-blocker.service"]);
+    // Once the drop-in is gone, systemd's next restart of cp2's agent holds by itself; the
+    // next run restarts all three (their marks are pending: cp2's mark cannot tell which
+    // files its agent runs), the holder last.
     lab.exec_ok("cp2", &["rm", "-r", AGENT_DROP_IN_DIR]);
     lab.exec_ok("cp2", &["systemctl", "daemon-reload"]);
     wait_for(
-        "systemd to bring cp2's agent up on the free port",
+        "systemd to bring cp2's agent up again",
         Duration::from_secs(10),
         || {
             unit_property(&lab, "cp2", "ActiveState") == "active"
                 && lab
                     .exec_ok("cp2", &["ss", "-Hltn"])
-                    .contains(&format!(":{NEW_LB_PORT}"))
+                    .contains(&format!(":{LB_PORT}"))
         },
     );
-    let fixed = khactl_up(&moved, state.path(), &[]);
+    let fixed = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
     assert!(fixed.status.success(), "{}", describe(&fixed));
-    kubelets_follow_the_new_port(&lab);
     assert_eq!(restarts(&run_log(&fixed)), ["cp2", "cp3", "cp1"]);
     for node in CONTROL_PLANES {
         assert!(!has_restart_mark(&lab, node), "{node}: mark cleared");
     }
     assert_eq!(vip_holders(&lab).len(), 1);
-    wait_vip_serves(&lab, "cp3", NEW_LB_PORT);
+    wait_vip_serves(&lab, "cp3", LB_PORT);
 }
 
 /// Where a test adds its own drop-ins to the agent's unit (khactl manages only the unit).

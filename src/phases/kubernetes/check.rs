@@ -60,6 +60,7 @@ impl Phase for CheckKubeadm {
             .into_iter()
             .map(PathBuf::from)
             .collect(),
+            kubeconfig_servers: vec![KUBELET_CONF.into()],
             ..ProbeRequest::default()
         }
     }
@@ -67,6 +68,7 @@ impl Phase for CheckKubeadm {
     fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
         let mut problems = prerequisites(ctx, node, facts);
         problems.extend(identity_clashes(&ctx.facts, node.name.as_str()));
+        problems.extend(endpoint_moved(ctx, node, facts));
         problems
     }
 
@@ -114,6 +116,34 @@ impl Phase for CheckKubeadm {
             ctx.settle(results)
         })
     }
+}
+
+/// A member whose kubelet reaches the API elsewhere than the inventory's endpoint now says:
+/// kubeadm wrote the endpoint into every kubelet.conf and the cluster's kubeadm-config, and
+/// moving the agents to a new port or name would cut every kubelet off. A control plane's
+/// kubelet may instead use its own API server (kubeadm's ControlPlaneKubeletLocalMode, on by
+/// default since 1.33). Pure.
+pub fn endpoint_moved(ctx: &Context, node: &Node, facts: &HostFacts) -> Option<String> {
+    if !super::has_member_files(node, facts) {
+        return None;
+    }
+    let found = facts.kubeconfig_server(Path::new(KUBELET_CONF))?;
+    let expected = format!("https://{}", ctx.inventory.api_endpoint());
+    let local = format!(
+        "https://{}:{}",
+        node.address,
+        crate::render::kubeadm::API_SERVER_PORT
+    );
+    if found == expected || (node.role == Role::ControlPlane && found == local) {
+        return None;
+    }
+    Some(format!(
+        "its kubelet reaches the API at {found} ({KUBELET_CONF}), but the inventory now makes \
+         the endpoint {expected}. kubeadm wrote the endpoint into every node's kubelet.conf and \
+         the cluster's kubeadm-config, and khactl does not move a running cluster to another \
+         one: put the inventory's vip (address, dnsName, port) or loadBalancer settings back so \
+         the endpoint is {found} again"
+    ))
 }
 
 /// The CRI socket path kubeadm and the kubelet will dial.
