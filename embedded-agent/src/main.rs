@@ -183,6 +183,11 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
         ),
         None => None,
     };
+    let listens_on_vip = vrrp_handle.is_some()
+        && config
+            .vrrp
+            .as_ref()
+            .is_some_and(|v| config.listen.ip() == std::net::IpAddr::V4(v.vip));
 
     let changed = Arc::new(Notify::new());
     let plan = |generation, config: &Config, tls| {
@@ -270,11 +275,9 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
 
     // Connections accepted on the VIP get no more packets once it is handed over (they reach
     // the new holder, which resets them): draining them only delays the exit, and with it a
-    // restart, by the whole drain_timeout.
-    let on_vip = running
-        .vrrp
-        .as_ref()
-        .is_some_and(|v| running.listen.ip() == std::net::IpAddr::V4(v.vip));
+    // restart, by the whole drain_timeout. Decided by what was bound at start and whether
+    // VRRP runs (`listen` and `vrrp` change only with a restart, not a reload).
+    let on_vip = listens_on_vip;
     let drain_for = if on_vip {
         Duration::ZERO
     } else {

@@ -52,7 +52,7 @@ for a in "$@"; do
       if [ -S "$val" ]; then echo "socket $val yes"; else echo "socket $val no"; fi ;;
     server)
       # A kubeconfig's first server URL and nothing else of it (it may hold a client key).
-      s=; if [ -f "$val" ]; then s=$(sed -n 's/^[[:space:]]*server:[[:space:]]*//p' "$val" | head -n 1 | tr -d ' \t\r'); fi
+      s=; if [ -f "$val" ]; then s=$(sed -n 's/^[[:space:]]*server:[[:space:]]*//p' "$val" | head -n 1 | tr -d ' \t\r"'"'"); fi
       echo "server $val ${s:--}" ;;
     conf)
       for f in "$val"/*.conf; do

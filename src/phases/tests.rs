@@ -149,7 +149,16 @@ fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
             out.push_str(&format!("socket {path} yes\n"));
         } else if let Some(path) = arg.strip_prefix("server:") {
             // A member's kubelet reaches the API through the endpoint it joined with.
-            if path == "/etc/kubernetes/kubelet.conf" && cluster.joined.iter().any(|n| n == node) {
+            // Control planes' kubelets use their own API server (ControlPlaneKubeletLocalMode,
+            // 1.33+); admin.conf and the workers' kubelet.conf name the endpoint.
+            let joined = cluster.joined.iter().any(|n| n == node);
+            let cp = node.starts_with("cp");
+            if joined && cp && path == "/etc/kubernetes/kubelet.conf" {
+                let local = format!("https://10.0.0.{}:6443", last_octet(node));
+                out.push_str(&format!("server {path} {local}\n"));
+            } else if joined
+                && (path == "/etc/kubernetes/kubelet.conf" || path == "/etc/kubernetes/admin.conf")
+            {
                 out.push_str(&format!("server {path} https://10.0.0.100:8443\n"));
             } else {
                 out.push_str(&format!("server {path} -\n"));
@@ -910,6 +919,7 @@ async fn up_refuses_to_move_a_running_clusters_endpoint_before_any_change() {
         "{text}"
     );
     assert!(text.contains("put the inventory's vip"), "{text}");
+    assert!(text.contains("/etc/kubernetes/admin.conf"), "{text}");
     assert!(
         changed_nodes(&nodes).is_empty(),
         "{:?}",

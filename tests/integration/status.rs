@@ -157,15 +157,28 @@ fn status_of_a_healthy_cluster_exits_0_and_a_double_holder_is_named_and_agents_c
     // INPUT), so it becomes master too. khagent never removes an address it did not add
     // (docs/security.md), so a VIP added by hand stays for the operator to remove, as the
     // hint above says; a conflict between agents is VRRP's to resolve.
-    let drop_vrrp = "iptables -w -I INPUT -p vrrp -j DROP";
-    sh(&lab, backup, drop_vrrp);
+    // The backup must rank below the holder, or the holder would yield to it at once.
+    let priority = |doc: &serde_json::Value, node: &str| {
+        doc["result"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| n["agent"]["status"]["effectivePriority"].as_u64())
+            .unwrap_or_else(|| panic!("{node}: no agent priority in {doc:#}"))
+    };
+    assert!(
+        priority(&doc, backup) < priority(&doc, &holder),
+        "{backup} outranks the holder {holder}: {doc:#}"
+    );
+    let deaf = VrrpDropped::on(&lab, backup);
     wait_for("both agents master", Duration::from_secs(10), || {
         let (_, doc) = status_json(&lab, state.path());
         holders(&doc).len() == 2
     });
     let (code, doc) = status_json(&lab, state.path());
     let unblocked = unix_us();
-    sh(&lab, backup, "iptables -w -D INPUT -p vrrp -j DROP");
+    drop(deaf);
     assert_eq!(code, Some(1), "{doc:#}");
     assert_eq!(holders(&doc), both, "{doc:#}");
     let double = doc["result"]["problems"]
@@ -213,6 +226,31 @@ fn status_of_a_healthy_cluster_exits_0_and_a_double_holder_is_named_and_agents_c
     );
     let (code, doc) = status_json(&lab, state.path());
     assert_eq!(code, Some(0), "{doc:#}");
+}
+
+/// VRRP dropped on a node's INPUT until dropped itself (also when the test fails).
+struct VrrpDropped<'a> {
+    lab: &'a Lab,
+    node: &'a str,
+}
+
+impl<'a> VrrpDropped<'a> {
+    fn on(lab: &'a Lab, node: &'a str) -> Self {
+        sh(lab, node, "iptables -w -I INPUT -p vrrp -j DROP");
+        Self { lab, node }
+    }
+}
+
+impl Drop for VrrpDropped<'_> {
+    fn drop(&mut self) {
+        let out = self.lab.exec(
+            self.node,
+            &["iptables", "-w", "-D", "INPUT", "-p", "vrrp", "-j", "DROP"],
+        );
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("{}: removing the VRRP drop: {}", self.node, text(&out));
+        }
+    }
 }
 
 fn unix_us() -> u64 {

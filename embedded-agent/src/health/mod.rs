@@ -81,15 +81,6 @@ impl Threshold {
         self.up
     }
 
-    /// Takes an up backend down at once (a client's connect to it failed); returns whether it
-    /// was up. `rise` passing checks bring it back.
-    pub fn force_down(&mut self) -> bool {
-        let was_up = self.up;
-        self.up = false;
-        self.streak = 0;
-        was_up
-    }
-
     /// Records one check result; returns the new state when it changed.
     pub fn record(&mut self, ok: bool) -> Option<bool> {
         if ok == self.up {
@@ -163,16 +154,19 @@ async fn check_loop(
     let h = &plan.health;
     let mut threshold = Threshold::new(backend.is_healthy(), h.rise, h.fall);
     let mut local_failure_logged: Option<Instant> = None;
-    // A client's failed connect takes the backend down at once, also while a check runs (a
-    // check of a vanished backend waits out its whole timeout).
-    let mark_down = |threshold: &mut Threshold| {
-        if threshold.force_down() {
+    // A client's failed connect counts as one failed check (haproxy's `observe layer4`), also
+    // while a check runs, and brings the next check forward (`on-error fastinter`): a backend
+    // that vanished is out after its first failed client and one more failure, while one
+    // dropped SYN to a busy backend whose next check passes takes nothing down (nor closes
+    // its connections).
+    let passive = |threshold: &mut Threshold| {
+        if let Some(up) = threshold.record(false) {
             let reason = format!(
-                "{}; marked down until {} consecutive checks pass",
-                backend.last_error().unwrap_or_default(),
-                h.rise
+                "{} consecutive failures, the last a client's: {}",
+                h.fall,
+                backend.last_error().unwrap_or_default()
             );
-            transition(&backend, false, reason, &events, &changed);
+            transition(&backend, up, reason, &events, &changed);
         }
     };
     loop {
@@ -184,7 +178,7 @@ async fn check_loop(
                     Ok(r) => r,
                     Err(_) => Err(CheckError::Backend(format!("no answer within {:?}", h.timeout.0))),
                 },
-                () = backend.connect_failed.notified() => mark_down(&mut threshold),
+                () = backend.connect_failed.notified() => passive(&mut threshold),
                 _ = stop.wait_for(|s| *s) => return,
             }
         };
@@ -232,12 +226,10 @@ async fn check_loop(
         }
         let pause = tokio::time::sleep(h.interval.0);
         tokio::pin!(pause);
-        loop {
-            tokio::select! {
-                () = &mut pause => break,
-                () = backend.connect_failed.notified() => mark_down(&mut threshold),
-                _ = stop.wait_for(|s| *s) => return,
-            }
+        tokio::select! {
+            () = &mut pause => {}
+            () = backend.connect_failed.notified() => passive(&mut threshold),
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -37,9 +37,9 @@ pub struct Backend {
     /// Checks that could not run for a local reason (`health::CheckError::Local`).
     pub checks_unknown: AtomicU64,
     /// Woken when a client's connect to this backend failed for the backend's own reason
-    /// (refused, unreachable, no answer within `timeouts.connect`): its health loop marks it
-    /// down at once instead of after `fall` checks (haproxy's `observe layer4` with
-    /// `on-error mark-down`).
+    /// (refused, unreachable, no answer within `timeouts.connect`): its health loop counts it
+    /// as a failed check and checks again at once (haproxy's `observe layer4` with `on-error
+    /// fastinter`).
     pub connect_failed: tokio::sync::Notify,
 }
 

@@ -230,11 +230,12 @@ pub(crate) fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     }
 }
 
-/// Errors that mean this process or host ran out of descriptors or memory.
+/// Errors that mean this process or host ran out of descriptors, memory or local ports
+/// (`EADDRNOTAVAIL` from a connect: no ephemeral port left).
 pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
     )
 }
 

@@ -216,6 +216,9 @@ impl Instance {
                 priority,
                 max_advert_int_cs,
             } => {
+                // Weighed on every advert, a discarded one too: a later tracked change of our
+                // own priority must meet the master's priority of now.
+                self.master_priority = Some(priority);
                 let mut actions = self.weigh_master(priority);
                 // "Otherwise: Discard the ADVERTISEMENT" — once the preempt delay no longer
                 // tolerates this lower-priority master.
@@ -226,7 +229,6 @@ impl Instance {
                 // greater than or equal to the local Priority: Reset the Master_Down_Timer to
                 // Master_Down_Interval", having learnt the master's interval (version 3).
                 self.master_address = Some(src);
-                self.master_priority = Some(priority);
                 self.master_adver_interval_cs = max_advert_int_cs;
                 actions.push(Action::Arm(Timer::MasterDown, self.master_down_interval()));
                 actions
@@ -725,6 +727,19 @@ mod tests {
         // The delay ran from the track change at 250 ms: first advert discarded at 1300.
         let at = sim.became_master_at().unwrap();
         assert!(at > ms(1200) && at < ms(1700), "{at:?}");
+
+        // Due against a master at 50 (no delay): the master's own priority rises to 80 in an
+        // advert that is discarded, then ours drops to 60: weighed against 80, not 50, the
+        // preemption is off and the master is followed again.
+        let mut due = Sim::new(config(100));
+        due.advance_to(ms(0));
+        due.feed(advert(LOWER_ADDR, 50));
+        assert!(due.inst.preempt_pending());
+        due.feed(advert(LOWER_ADDR, 80));
+        due.feed(track(-40));
+        assert!(!due.inst.preempt_pending(), "60 < 80: no preemption");
+        due.feed(advert(LOWER_ADDR, 80));
+        assert_eq!(due.inst.master_address(), Some(LOWER_ADDR));
     }
 
     /// The preempt delay restarts once a master of at least our priority was seen.

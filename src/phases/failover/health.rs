@@ -237,6 +237,9 @@ fn unsettled(status: Option<&AgentStatus>, holder_address: Option<&str>) -> Opti
     if s.track_pending {
         return Some("its tracked checks have not all run yet".to_owned());
     }
+    if !s.listening {
+        return Some("its load balancer is not listening".to_owned());
+    }
     // With every API server ready, an agent that still counts one down has not caught up
     // (rise checks to go): its priority or its load balancing is about to change.
     let lowered = s.lowered_by();
@@ -367,6 +370,12 @@ mod tests {
         assert_eq!(
             settled(behind).as_deref(),
             Some("its load balancer still counts cp1 down")
+        );
+        let mut deaf = agent("backup", Some("10.0.0.12"), false);
+        deaf.listening = false;
+        assert_eq!(
+            settled(deaf).as_deref(),
+            Some("its load balancer is not listening")
         );
         let mut fresh = agent("backup", Some("10.0.0.12"), false);
         fresh.track_pending = true;

@@ -147,9 +147,19 @@ impl Phase for FailoverDrill {
             if self.plan.confirm {
                 let cluster = ctx.inventory.cluster.name.to_string();
                 let names: Vec<&str> = self.plan.scenarios.iter().map(|s| s.name()).collect();
+                let hooks = match (
+                    &self.plan.hooks,
+                    self.plan.scenarios.contains(&Scenario::NodeDown),
+                ) {
+                    (Some(h), true) => format!(
+                        "; node-down runs `{}` and `{}` on this machine",
+                        h.down, h.up
+                    ),
+                    _ => String::new(),
+                };
                 let prompt = format!(
                     "This breaks cluster {cluster} on purpose ({}), one scenario at a time, and \
-                     restores each. Type the cluster's name to go on",
+                     restores each{hooks}. Type the cluster's name to go on",
                     names.join(", ")
                 );
                 if !ctx.report.confirm(&prompt, &cluster)? {
@@ -558,7 +568,7 @@ impl FailoverDrill {
                 .context("node-down without hooks")?;
             ctx.report.event(Event::NodeStep {
                 node: &b.node,
-                message: &headline,
+                message: &format!("{headline}: running `{}` here", hooks.down),
             });
             return run_hook(&hooks.down, &b.node).await;
         }

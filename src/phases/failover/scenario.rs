@@ -110,7 +110,7 @@ impl Scenario {
             },
             // The first connection the new holder's load balancer sends to the vanished
             // node's API server waits out the 1 s connect timeout before it is retried (and
-            // marks that backend down); a long-lived reconnect that a slow lab stretches past
+            // counts as a failed check of it); a long-lived reconnect that a slow lab stretches past
             // the prober's 2 s timeout costs one more attempt (measured up to 2.1 s).
             Scenario::NetworkCut | Scenario::NodeDown => Targets {
                 max_api_unavailable_ms: Some(3_000.0),

@@ -60,7 +60,11 @@ impl Phase for CheckKubeadm {
             .into_iter()
             .map(PathBuf::from)
             .collect(),
-            kubeconfig_servers: vec![KUBELET_CONF.into()],
+            kubeconfig_servers: if cp {
+                vec![KUBELET_CONF.into(), ADMIN_CONF.into()]
+            } else {
+                vec![KUBELET_CONF.into()]
+            },
             ..ProbeRequest::default()
         }
     }
@@ -118,31 +122,38 @@ impl Phase for CheckKubeadm {
     }
 }
 
-/// A member whose kubelet reaches the API elsewhere than the inventory's endpoint now says:
-/// kubeadm wrote the endpoint into every kubelet.conf and the cluster's kubeadm-config, and
-/// moving the agents to a new port or name would cut every kubelet off. A control plane's
-/// kubelet may instead use its own API server (kubeadm's ControlPlaneKubeletLocalMode, on by
-/// default since 1.33). Pure.
+/// Where kubeadm (and khactl, before it) wrote the endpoint on a control plane.
+const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+
+/// A member that reaches the API elsewhere than the inventory's endpoint now says: kubeadm
+/// wrote the endpoint into every node's kubelet.conf, every control plane's admin.conf and the
+/// cluster's kubeadm-config, and moving the agents to a new port or name would cut every
+/// kubelet off. A control plane's kubelet may instead use its own API server (kubeadm's
+/// ControlPlaneKubeletLocalMode, on by default since 1.33), so there admin.conf says it. Pure.
 pub fn endpoint_moved(ctx: &Context, node: &Node, facts: &HostFacts) -> Option<String> {
     if !super::has_member_files(node, facts) {
         return None;
     }
-    let found = facts.kubeconfig_server(Path::new(KUBELET_CONF))?;
     let expected = format!("https://{}", ctx.inventory.api_endpoint());
     let local = format!(
-        "https://{}:{}",
-        node.address,
-        crate::render::kubeadm::API_SERVER_PORT
+        "https://{}",
+        std::net::SocketAddr::new(node.address, crate::render::kubeadm::API_SERVER_PORT)
     );
-    if found == expected || (node.role == Role::ControlPlane && found == local) {
-        return None;
-    }
+    let cp = node.role == Role::ControlPlane;
+    let read = |path: &'static str| facts.kubeconfig_server(Path::new(path)).map(|s| (path, s));
+    let moved = [read(KUBELET_CONF), if cp { read(ADMIN_CONF) } else { None }]
+        .into_iter()
+        .flatten()
+        .find(|(path, found)| {
+            *found != expected && !(cp && *path == KUBELET_CONF && *found == local)
+        })?;
+    let (path, found) = moved;
     Some(format!(
-        "its kubelet reaches the API at {found} ({KUBELET_CONF}), but the inventory now makes \
-         the endpoint {expected}. kubeadm wrote the endpoint into every node's kubelet.conf and \
-         the cluster's kubeadm-config, and khactl does not move a running cluster to another \
-         one: put the inventory's vip (address, dnsName, port) or loadBalancer settings back so \
-         the endpoint is {found} again"
+        "it reaches the API at {found} ({path}), but the inventory now makes the endpoint \
+         {expected}. kubeadm wrote the endpoint into every node's kubelet.conf, the control \
+         planes' admin.conf and the cluster's kubeadm-config, and khactl does not move a \
+         running cluster to another one: put the inventory's vip (address, dnsName, port) or \
+         loadBalancer settings back so the endpoint is {found} again"
     ))
 }
 
