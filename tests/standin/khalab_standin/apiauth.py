@@ -76,22 +76,25 @@ class Authorizer:
         self._admins = (0.0, set(), set())
 
     def forget(self):
-        """A ClusterRoleBinding changed through this server."""
+        """A ClusterRoleBinding changed through this server: read them again."""
         with self._lock:
-            self._admins = (0.0, set(), set())
+            _, users, groups = self._admins
+            self._admins = (0.0, users, groups)
 
     def _cluster_admins(self):
         """Users and groups bound to the cluster-admin ClusterRole (cached for 1 s, the
-        stand-in's informer)."""
+        stand-in's informer). A list that fails (etcd slow or electing) keeps what was known,
+        as an informer's cache does, and is retried on the next request: an empty answer
+        cached for a second made admin.conf forbidden on a loaded machine."""
         with self._lock:
             stamp, users, groups = self._admins
             if time.monotonic() - stamp < 1:
                 return users, groups
-            users, groups = set(), set()
             try:
                 items, _ = self.store.list("clusterrolebindings")
             except apistore.StoreError:
-                items = []
+                return users, groups
+            users, groups = set(), set()
             for crb in items:
                 ref = crb.get("roleRef") or {}
                 if ref.get("kind") != "ClusterRole" or ref.get("name") != "cluster-admin":
