@@ -185,10 +185,18 @@ fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
     let lab = Lab::up("up-plan", indexes::UP_DRY_RUN, 3, 2);
     let state = tempfile::tempdir().unwrap();
     // Every file each node has changed since boot: sshd and our read-only probe add none.
+    // Left out: the stand-in's record of every invocation of its programs (tests/standin), which
+    // its kubelet service starts on its own schedule after boot and the dry run's read-only
+    // `kubeadm config validate` appends to: instrumentation, not a change to the node.
+    let changed = |n: &str| {
+        let mut paths = lab.changed_paths(n);
+        paths.retain(|p| !p.starts_with("/var/log/khalab-standin"));
+        paths
+    };
     let before: Vec<_> = CONTROL_PLANES
         .iter()
         .chain(&WORKERS)
-        .map(|n| lab.changed_paths(n))
+        .map(|n| changed(n))
         .collect();
     let sysctl_before = sh(&lab, "cp1", "cat /proc/sys/net/ipv4/ip_nonlocal_bind");
 
@@ -256,7 +264,7 @@ fn dry_run_lists_the_changes_and_leaves_every_node_untouched() {
     let after: Vec<_> = CONTROL_PLANES
         .iter()
         .chain(&WORKERS)
-        .map(|n| lab.changed_paths(n))
+        .map(|n| changed(n))
         .collect();
     assert_eq!(before, after, "a dry run wrote files on nodes");
     assert_eq!(
