@@ -515,18 +515,30 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     assert_eq!(vip_holders(&lab), ["cp1"]);
     wait_vip_serves(&lab, "cp3", LB_PORT);
 
-    // On cp2 the upgraded agent exits right after it starts (here: a drop-in that points it at
-    // a config that is not there, as a broken package would), after systemd has reported it
-    // active. An agent with more to do first (a loaded node) exits later than one that fails
-    // at once: the drop-in makes it start half a second late, so that systemd (and khactl)
-    // see it active before it exits, well within the second a restart must hold: the case
-    // the window is for. It takes effect at the next (re)start only.
+    // On cp2 something grabs the agent's port on the VIP between the old agent's stop and
+    // the upgraded one's start: the restarted agent cannot bind and exits, after systemd has
+    // reported it active. A drop-in starts the grabber in the unit itself just before the
+    // agent (IP_FREEBIND (15): cp2 does not hold the VIP), and starts the agent half a second
+    // late, as on a loaded node, so that systemd (and khactl) see it active before it exits,
+    // well within the second a restart must hold: the case the window is for. It takes effect
+    // at the next (re)start only; the grabber dies with the unit's cgroup each time.
+    lab.write_file(
+        "cp2",
+        PORT_GRABBER,
+        "#!/usr/bin/python3\nimport socket, sys, time\ns = socket.socket()\n\
+         s.setsockopt(socket.SOL_IP, 15, 1)\ns.bind((sys.argv[1], int(sys.argv[2])))\n\
+         s.listen()\ntime.sleep(600)\n",
+    );
+    lab.exec_ok("cp2", &["chmod", "0755", PORT_GRABBER]);
     lab.exec_ok("cp2", &["mkdir", "-p", AGENT_DROP_IN_DIR]);
     lab.write_file(
         "cp2",
         &format!("{AGENT_DROP_IN_DIR}/late.conf"),
-        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 0.5; exec /usr/local/bin/khagent \
-         --config /etc/khagent/missing.yaml'\n",
+        &format!(
+            "[Service]\nExecStart=\nExecStart=/bin/sh -c '{PORT_GRABBER} {} {LB_PORT} & \
+             sleep 0.5; exec /usr/local/bin/khagent --config /etc/khagent/khagent.yaml'\n",
+            lab.vip()
+        ),
     );
     lab.exec_ok("cp2", &["systemctl", "daemon-reload"]);
     let (_dir, upgraded) = upgraded_agent();
@@ -559,8 +571,8 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     // Meanwhile systemd kept restarting it (Restart=always), and it kept exiting.
     let log = lab.unit_log("cp2", "khagent.service");
     assert!(
-        log.contains("missing.yaml"),
-        "cp2's agent exits on its missing config:\n{log}"
+        log.contains("Address already in use"),
+        "cp2's agent exits on the taken port:\n{log}"
     );
     let crash_loops: u64 = unit_property(&lab, "cp2", "NRestarts").parse().unwrap();
     assert!(
@@ -577,9 +589,9 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
         );
     }
 
-    // Once the drop-in is gone, systemd's next restart of cp2's agent holds by itself; the
-    // next run restarts all three (their marks are pending: cp2's mark cannot tell which
-    // files its agent runs), the holder last.
+    // Once the drop-in is gone (and the grabber with it), systemd's next restart of cp2's
+    // agent holds by itself; the next run restarts all three (their marks are pending: cp2's
+    // mark cannot tell which files its agent runs), the holder last.
     lab.exec_ok("cp2", &["rm", "-r", AGENT_DROP_IN_DIR]);
     lab.exec_ok("cp2", &["systemctl", "daemon-reload"]);
     wait_for(
@@ -601,6 +613,9 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     assert_eq!(vip_holders(&lab).len(), 1);
     wait_vip_serves(&lab, "cp3", LB_PORT);
 }
+
+/// A test's program that takes a port on a node and holds it.
+const PORT_GRABBER: &str = "/usr/local/bin/khalab-port-grabber";
 
 /// Where a test adds its own drop-ins to the agent's unit (khactl manages only the unit).
 const AGENT_DROP_IN_DIR: &str = "/etc/systemd/system/khagent.service.d";
