@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
+use crate::support::run::{agent_page, khactl_with, text, up};
 use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
@@ -28,28 +29,6 @@ fn agent_bin() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn khactl_up(inventory: &Path, state: &Path, extra: &[&str]) -> Output {
-    Command::new(khactl_bin())
-        .arg("up")
-        .arg("-i")
-        .arg(inventory)
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .env_remove("KHACTL_STATE_DIR")
-        .output()
-        .unwrap()
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The control-plane nodes with the VIP on an interface, read in each node's own netns.
@@ -75,7 +54,7 @@ fn run_log(out: &Output) -> String {
             l.strip_prefix("log: ")
                 .or_else(|| l.split_once("full log: ").map(|(_, path)| path))
         })
-        .unwrap_or_else(|| panic!("no log path in {}", describe(out)));
+        .unwrap_or_else(|| panic!("no log path in {}", text(out)));
     std::fs::read_to_string(path.trim()).unwrap()
 }
 
@@ -101,12 +80,12 @@ fn local_sha(path: &Path) -> String {
         .to_owned()
 }
 
-/// Sends an HTTPS request to VIP:port from inside `from` (lab traffic only, bridge checked),
+/// Sends an HTTPS request to VIP:LB_PORT from inside `from` (lab traffic only, bridge checked),
 /// verifying the server against the cluster CA, and returns which control plane's API server
 /// the load balancer chose, or `None`. The API server's discovery document (`GET /api`) names
 /// the address it advertises (`serverAddressByClientCIDRs`), as a real kube-apiserver does; the
 /// request authenticates with the apiserver-kubelet-client certificate khactl distributed.
-fn vip_serves(lab: &Lab, from: &str, port: &str) -> Option<String> {
+fn vip_serves(lab: &Lab, from: &str) -> Option<String> {
     for (name, source) in [
         ("ca.crt", CLUSTER_CA),
         (
@@ -125,7 +104,7 @@ fn vip_serves(lab: &Lab, from: &str, port: &str) -> Option<String> {
         }
     }
     lab.assert_up();
-    let url = format!("https://{}:{port}/api", lab.vip());
+    let url = format!("https://{}:{LB_PORT}/api", lab.vip());
     let out = lab.exec(
         from,
         &[
@@ -156,14 +135,14 @@ fn vip_serves(lab: &Lab, from: &str, port: &str) -> Option<String> {
     Some(node)
 }
 
-/// Waits until the VIP serves from `from` on `port`; returns which control plane answered.
-fn wait_vip_serves(lab: &Lab, from: &str, port: &str) -> String {
+/// Waits until the VIP serves from `from`; returns which control plane answered.
+fn wait_vip_serves(lab: &Lab, from: &str) -> String {
     let mut answer = None;
     wait_for(
-        &format!("{}:{port} to serve from {from}", lab.vip()),
+        &format!("{}:{LB_PORT} to serve from {from}", lab.vip()),
         Duration::from_secs(15),
         || {
-            answer = vip_serves(lab, from, port);
+            answer = vip_serves(lab, from);
             answer.is_some()
         },
     );
@@ -227,17 +206,10 @@ fn wait_sole_holder(lab: &Lab, node: &'static str, limit: Duration) -> SystemTim
 
 /// A counter from the `vrrp.counters` of the agent's /status on `node`.
 fn vrrp_counter(lab: &Lab, node: &str, name: &str) -> u64 {
-    let status = agent_status(lab, node);
-    let key = format!("\"{name}\":");
-    let at = status
-        .find(&key)
-        .unwrap_or_else(|| panic!("{node}: no {name} in /status: {status}"));
-    status[at + key.len()..]
-        .trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{node}: {name} is not a number in {status}"))
+    let status = agent_page(lab, node, "/status");
+    status["vrrp"]["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{node}: no counter {name} in /status: {status}"))
 }
 
 /// Capability bits by name, for the ones the agent's unit may grant (`capability.h`).
@@ -313,8 +285,8 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
     let lab = Lab::up("agent-install", indexes::AGENT_INSTALL, 3, 1);
     let state = tempfile::tempdir().unwrap();
     assert!(lab.is_up(), "the lab must be up before khactl connects");
-    let out = khactl_up(&lab.inventory_path(), state.path(), &[]);
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = up(&lab, state.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
 
     // `up` returned only once the VIP was settled: no polling needed here.
     let holders = vip_holders(&lab);
@@ -325,7 +297,7 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
     );
     // Data through the VIP reaches an apiserver (the load balancer's backends) and back.
     for from in ["cp2", "w1"] {
-        wait_vip_serves(&lab, from, LB_PORT);
+        wait_vip_serves(&lab, from);
     }
 
     let binary_sha = local_sha(&agent);
@@ -368,14 +340,14 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
         "workers get no agent"
     );
 
-    let again = khactl_up(&lab.inventory_path(), state.path(), &[]);
-    assert!(again.status.success(), "{}", describe(&again));
-    let text = String::from_utf8_lossy(&again.stdout).into_owned()
+    let again = up(&lab, state.path(), &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    let said = String::from_utf8_lossy(&again.stdout).into_owned()
         + &String::from_utf8_lossy(&again.stderr);
     assert!(
-        text.contains("nothing to change"),
+        said.contains("nothing to change"),
         "second run: {}",
-        describe(&again)
+        text(&again)
     );
     assert_eq!(
         vip_holders(&lab),
@@ -388,11 +360,11 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
     // holder last, and `up` again returns with exactly one holder serving through the VIP.
     let (_dir, upgraded) = upgraded_agent();
     let upgrade = ["--agent-binary", upgraded.to_str().unwrap()];
-    let third = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
-    assert!(third.status.success(), "{}", describe(&third));
+    let third = up(&lab, state.path(), &upgrade);
+    assert!(third.status.success(), "{}", text(&third));
     assert_eq!(restarts(&run_log(&third)), ["cp2", "cp3", "cp1"]);
     assert_eq!(vip_holders(&lab).len(), 1);
-    wait_vip_serves(&lab, "w1", LB_PORT);
+    wait_vip_serves(&lab, "w1");
     // cp1's restart handed the VIP over; its new agent outranks the holder at once but takes
     // the VIP back only once it has done so for the whole preempt delay (5 s).
     let restarted = agent_started_at(&lab, "cp1");
@@ -410,8 +382,8 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
             "mkdir -p /var/lib/khagent && echo cut short > /var/lib/khagent/restart-pending",
         ],
     );
-    let fourth = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
-    assert!(fourth.status.success(), "{}", describe(&fourth));
+    let fourth = up(&lab, state.path(), &upgrade);
+    assert!(fourth.status.success(), "{}", text(&fourth));
     assert_eq!(restarts(&run_log(&fourth)), ["cp3"]);
     assert!(
         !has_restart_mark(&lab, "cp3"),
@@ -440,7 +412,7 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
         (cp2_before + 1, cp3_before),
         "the VIP moved once, to cp2 (transitions to master of cp2, cp3)"
     );
-    wait_vip_serves(&lab, "w1", LB_PORT);
+    wait_vip_serves(&lab, "w1");
     wait_for(
         "systemd to restart cp1's agent",
         Duration::from_secs(10),
@@ -459,7 +431,7 @@ fn up_installs_a_sandboxed_agent_that_systemd_restarts_and_one_node_holds_the_vi
     let restarted = agent_started_at(&lab, "cp1");
     let back = wait_sole_holder(&lab, "cp1", Duration::from_secs(15));
     assert_preempted_after_the_delay(restarted, back);
-    wait_vip_serves(&lab, "w1", LB_PORT);
+    wait_vip_serves(&lab, "w1");
 }
 
 /// `preempt_delay_ms` as khactl renders it (src/phases/install_agent.rs).
@@ -510,10 +482,10 @@ fn has_restart_mark(lab: &Lab, node: &str) -> bool {
 #[test]
 fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart() {
     let (lab, state) = fresh_lab("agent-restart-fail", indexes::AGENT_RESTART_FAIL, 3);
-    let first = khactl_up(&lab.inventory_path(), state.path(), &[]);
-    assert!(first.status.success(), "{}", describe(&first));
+    let first = up(&lab, state.path(), &[]);
+    assert!(first.status.success(), "{}", text(&first));
     assert_eq!(vip_holders(&lab), ["cp1"]);
-    wait_vip_serves(&lab, "cp3", LB_PORT);
+    wait_vip_serves(&lab, "cp3");
 
     // On cp2 something grabs the agent's port on the VIP between the old agent's stop and
     // the upgraded one's start: the restarted agent cannot bind and exits, after systemd has
@@ -544,23 +516,23 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     let (_dir, upgraded) = upgraded_agent();
     let upgrade = ["--agent-binary", upgraded.to_str().unwrap()];
 
-    let failed = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
-    let text = describe(&failed);
-    assert_eq!(failed.status.code(), Some(1), "{text}");
+    let failed = up(&lab, state.path(), &upgrade);
+    let report = text(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{report}");
     // systemd reported cp2's agent active (Type=simple: once it forked), so `systemctl
     // restart` succeeded; khactl saw it active, then saw it stop within the second, and did
     // not count the restart as done.
     assert!(
-        text.contains("cp2: FAILED: restart service khagent")
-            && text.contains("keeps stopping after it starts"),
-        "cp2's restart is the failure, seen active and then stopping: {text}"
+        report.contains("cp2: FAILED: restart service khagent")
+            && report.contains("keeps stopping after it starts"),
+        "cp2's restart is the failure, seen active and then stopping: {report}"
     );
     for skipped in ["cp3", "cp1"] {
         assert!(
-            text.contains(&format!(
+            report.contains(&format!(
                 "{skipped}: FAILED: not restarted or started: the rolling restart stopped at cp2"
             )),
-            "{skipped} named as not restarted: {text}"
+            "{skipped} named as not restarted: {report}"
         );
     }
     assert_eq!(
@@ -581,7 +553,7 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
     );
     // The two agents not restarted still serve the VIP.
     assert_eq!(vip_holders(&lab), ["cp1"]);
-    wait_vip_serves(&lab, "cp3", LB_PORT);
+    wait_vip_serves(&lab, "cp3");
     for node in CONTROL_PLANES {
         assert!(
             has_restart_mark(&lab, node),
@@ -604,14 +576,14 @@ fn an_agent_that_exits_within_a_second_of_its_restart_stops_the_rolling_restart(
                     .contains(&format!(":{LB_PORT}"))
         },
     );
-    let fixed = khactl_up(&lab.inventory_path(), state.path(), &upgrade);
-    assert!(fixed.status.success(), "{}", describe(&fixed));
+    let fixed = up(&lab, state.path(), &upgrade);
+    assert!(fixed.status.success(), "{}", text(&fixed));
     assert_eq!(restarts(&run_log(&fixed)), ["cp2", "cp3", "cp1"]);
     for node in CONTROL_PLANES {
         assert!(!has_restart_mark(&lab, node), "{node}: mark cleared");
     }
     assert_eq!(vip_holders(&lab).len(), 1);
-    wait_vip_serves(&lab, "cp3", LB_PORT);
+    wait_vip_serves(&lab, "cp3");
 }
 
 /// A test's program that takes a port on a node and holds it.
@@ -623,13 +595,6 @@ const AGENT_DROP_IN_DIR: &str = "/etc/systemd/system/khagent.service.d";
 /// The pid of the khagent running on `node`, as systemd knows it.
 fn agent_pid(lab: &Lab, node: &str) -> String {
     unit_property(lab, node, "MainPID")
-}
-
-/// The agent's /status on `node`, fetched inside the node from its loopback status listener.
-fn agent_status(lab: &Lab, node: &str) -> String {
-    let fetch = "import urllib.request; \
-                 print(urllib.request.urlopen('http://127.0.0.1:9901/status', timeout=2).read().decode())";
-    lab.exec_ok(node, &["python3", "-c", fetch])
 }
 
 #[test]
@@ -645,13 +610,13 @@ fn a_control_plane_added_to_the_inventory_reaches_running_agents_by_reload() {
     let dir = tempfile::tempdir().unwrap();
     let three = dir.path().join("inventory.yaml");
     std::fs::write(&three, without_cp4).unwrap();
-    let first = khactl_up(&three, state.path(), &[]);
-    assert!(first.status.success(), "{}", describe(&first));
+    let first = khactl_with(&lab, &["up"], &three, state.path(), &[]);
+    assert!(first.status.success(), "{}", text(&first));
     assert_eq!(vip_holders(&lab), ["cp1"]);
     let pids: Vec<String> = CONTROL_PLANES.iter().map(|n| agent_pid(&lab, n)).collect();
 
-    let grown = khactl_up(&lab.inventory_path(), state.path(), &[]);
-    assert!(grown.status.success(), "{}", describe(&grown));
+    let grown = up(&lab, state.path(), &[]);
+    assert!(grown.status.success(), "{}", text(&grown));
     let log = run_log(&grown);
     assert!(restarts(&log).is_empty(), "no agent restarted: {log}");
     for node in CONTROL_PLANES {
@@ -674,7 +639,7 @@ fn a_control_plane_added_to_the_inventory_reaches_running_agents_by_reload() {
     let now: Vec<String> = CONTROL_PLANES.iter().map(|n| agent_pid(&lab, n)).collect();
     assert_eq!(pids, now, "the same agent processes, reloaded in place");
     for node in CONTROL_PLANES {
-        let status = agent_status(&lab, node);
+        let status = agent_page(&lab, node, "/status").to_string();
         assert!(
             status.contains("\"cp4\""),
             "{node} balances to cp4 now: {status}"
@@ -738,21 +703,21 @@ fn up_with_tripwire(dir: &Path, agent_binary: &Path) -> (Output, String) {
 fn a_missing_agent_binary_stops_up_before_any_connection() {
     let dir = tempfile::tempdir().unwrap();
     let (out, ssh_ran) = up_with_tripwire(dir.path(), &dir.path().join("no-such-khagent"));
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(ssh_ran, "", "ssh ran before the binary was refused");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-such-khagent"), "{}", describe(&out));
-    assert!(err.contains("cargo build --release"), "{}", describe(&out));
+    assert!(err.contains("no-such-khagent"), "{}", text(&out));
+    assert!(err.contains("cargo build --release"), "{}", text(&out));
 
     // The tripwire is live: with a real agent binary, `up` goes on to connect, and the only
     // `ssh` it finds is the tripwire's.
     let again = tempfile::tempdir().unwrap();
     let (out, ssh_ran) = up_with_tripwire(again.path(), &agent_bin());
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         ssh_ran.contains("192.0.2.11"),
         "{ssh_ran:?}: {}",
-        describe(&out)
+        text(&out)
     );
 }
 
@@ -762,11 +727,11 @@ fn a_non_executable_agent_binary_is_refused() {
     let script = dir.path().join("khagent");
     std::fs::write(&script, "#!/bin/sh\necho not an agent\n").unwrap();
     let (out, ssh_ran) = up_with_tripwire(dir.path(), &script);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(ssh_ran, "", "ssh ran before the binary was refused");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not a Linux executable"),
         "{}",
-        describe(&out)
+        text(&out)
     );
 }

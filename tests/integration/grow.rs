@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::kubeadm::{members, voters};
-use crate::support::run::{cluster_state, khactl_with, sh, text};
+use crate::support::run::{
+    agent_backends, agent_page, agent_pid, cluster_state, khactl_with, sh, text,
+};
 use crate::support::{Lab, indexes, require_root, wait_for};
 
 /// The lab's inventory without the named control planes (`- { name: cp3, … }` lines).
@@ -105,31 +107,6 @@ fn vip_holders(lab: &Lab, nodes: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn agent_pid(lab: &Lab, node: &str) -> String {
-    sh(
-        lab,
-        node,
-        "systemctl show khagent.service -p MainPID --value",
-    )
-}
-
-/// The names of the backends the agent on `node` balances to (its `/status`).
-fn agent_backends(lab: &Lab, node: &str) -> Vec<String> {
-    let out = sh(
-        lab,
-        node,
-        "python3 -c \"import urllib.request; \
-         print(urllib.request.urlopen('http://127.0.0.1:9901/status', timeout=2).read().decode())\"",
-    );
-    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    doc["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|b| b["name"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// Whether `node`'s etcd answers `/health`, asked from cp1 by the real `etcdctl`.
 fn etcd_healthy(lab: &Lab, node: &str) -> bool {
     let endpoint = format!("https://{}:2379", lab.node_address(node));
@@ -158,13 +135,10 @@ fn etcd_healthy(lab: &Lab, node: &str) -> bool {
 
 /// The agent's event log on `node` after sequence number `since` (`/events?since=`).
 fn agent_events(lab: &Lab, node: &str, since: u64) -> Vec<serde_json::Value> {
-    let url = format!("http://127.0.0.1:9901/events?since={since}");
-    let fetch = format!(
-        "import urllib.request; print(urllib.request.urlopen('{url}', timeout=2).read().decode())"
-    );
-    let out = lab.exec_ok(node, &["python3", "-c", fetch.as_str()]);
-    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    doc["events"].as_array().cloned().unwrap_or_default()
+    agent_page(lab, node, &format!("/events?since={since}"))["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn last_seq(lab: &Lab, node: &str) -> u64 {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::run::text;
-use crate::support::{Lab, indexes, khactl_bin, require_root, wait_for};
+use crate::support::run::{agent_backends, agent_page, agent_pid, khactl_with, text};
+use crate::support::{Lab, indexes, require_root, wait_for};
 
 const ALL: [&str; 5] = ["cp1", "cp2", "cp3", "w1", "w2"];
 const PORT: u16 = 6444;
@@ -49,27 +49,7 @@ fn node_local_inventory_without(lab: &Lab, dir: &Path, left_out: &[&str]) -> Pat
 }
 
 fn up(lab: &Lab, inventory: &Path, state: &Path) -> Output {
-    khactl(lab, &["up"], inventory, state)
-}
-
-fn khactl(lab: &Lab, verb: &[&str], inventory: &Path, state: &Path) -> Output {
-    lab.assert_up();
-    Command::new(khactl_bin())
-        .args(verb)
-        .arg("-i")
-        .arg(inventory)
-        .arg("--state-dir")
-        .arg(state)
-        .env_remove("KHACTL_STATE_DIR")
-        .output()
-        .unwrap()
-}
-
-/// The agent's /status on `node`, from its loopback status listener.
-fn agent_status(lab: &Lab, node: &str) -> serde_json::Value {
-    let fetch = "import urllib.request; \
-                 print(urllib.request.urlopen('http://127.0.0.1:9901/status', timeout=2).read().decode())";
-    serde_json::from_str(&lab.exec_ok(node, &["python3", "-c", fetch])).unwrap()
+    khactl_with(lab, &["up"], inventory, state, &[])
 }
 
 /// Every Node's Ready condition and Lease renewal, read on `from` with Debian's kubectl and
@@ -163,21 +143,14 @@ fn node_local_balancers_keep_every_node_ready_without_a_vip_when_an_api_server_s
                 .eq(["127.0.0.1", name.as_str()])),
             "{node}: /etc/hosts maps {name} to 127.0.0.1: {hosts}"
         );
-        let status = agent_status(&lab, node);
+        let status = agent_page(&lab, node, "/status");
         assert_eq!(
             status["listener"]["address"],
             format!("127.0.0.1:{PORT}"),
             "{node}"
         );
         assert!(status["vrrp"].is_null(), "{node}: no VRRP: {status}");
-        let mut backends: Vec<&str> = status["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["name"].as_str().unwrap())
-            .collect();
-        backends.sort_unstable();
-        assert_eq!(backends, ["cp1", "cp2", "cp3"], "{node}");
+        assert_eq!(agent_backends(&lab, node), ["cp1", "cp2", "cp3"], "{node}");
     }
     // Each worker's kubelet dials the name, and its agent carried the connections.
     for worker in ["w1", "w2"] {
@@ -188,7 +161,7 @@ fn node_local_balancers_keep_every_node_ready_without_a_vip_when_an_api_server_s
             kubelet_conf.contains(&format!("server: https://{name}:{PORT}")),
             "{worker}: {kubelet_conf}"
         );
-        let status = agent_status(&lab, worker);
+        let status = agent_page(&lab, worker, "/status");
         let accepted = status["listener"]["accepted_total"].as_u64().unwrap();
         let to_backends: u64 = status["backends"]
             .as_array()
@@ -269,7 +242,7 @@ fn node_local_balancers_keep_every_node_ready_without_a_vip_when_an_api_server_s
     );
     // The workers' agents saw cp1 go down and kept serving from the others.
     for worker in ["w1", "w2"] {
-        let status = agent_status(&lab, worker);
+        let status = agent_page(&lab, worker, "/status");
         let health: Vec<(String, bool)> = status["backends"]
             .as_array()
             .unwrap()
@@ -298,30 +271,6 @@ fn node_local_balancers_keep_every_node_ready_without_a_vip_when_an_api_server_s
     );
 }
 
-/// The backends of `node`'s agent, sorted, and its process id.
-fn backends_and_pid(lab: &Lab, node: &str) -> (Vec<String>, String) {
-    let status = agent_status(lab, node);
-    let mut names: Vec<String> = status["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    let pid = lab.exec_ok(
-        node,
-        &[
-            "systemctl",
-            "show",
-            "khagent.service",
-            "-p",
-            "MainPID",
-            "--value",
-        ],
-    );
-    (names, pid.trim().to_owned())
-}
-
 #[test]
 fn add_master_and_remove_node_reload_every_node_local_agent_workers_included() {
     require_root();
@@ -332,33 +281,31 @@ fn add_master_and_remove_node_reload_every_node_local_agent_workers_included() {
     let state = dir.path().join("state");
     let out = up(&lab, &two, &state);
     assert!(out.status.success(), "{}", text(&out));
-    let (backends, w1_pid) = backends_and_pid(&lab, "w1");
-    assert_eq!(backends, ["cp1", "cp2"]);
+    assert_eq!(agent_backends(&lab, "w1"), ["cp1", "cp2"]);
+    let w1_pid = agent_pid(&lab, "w1");
 
     // add-master: cp3 gets its agent before it joins (it reaches the API through it), and
     // every other agent, the worker's included, is reloaded with cp3 as a backend.
-    let out = khactl(&lab, &["add-master", "cp3", "--yes"], &three, &state);
+    let out = khactl_with(&lab, &["add-master", "cp3", "--yes"], &three, &state, &[]);
     assert!(out.status.success(), "{}", text(&out));
     for node in ["cp1", "cp2", "cp3", "w1"] {
-        let (backends, _) = backends_and_pid(&lab, node);
-        assert_eq!(backends, ["cp1", "cp2", "cp3"], "{node}");
+        assert_eq!(agent_backends(&lab, node), ["cp1", "cp2", "cp3"], "{node}");
     }
-    let (_, pid) = backends_and_pid(&lab, "w1");
     assert_eq!(
-        pid, w1_pid,
+        agent_pid(&lab, "w1"),
+        w1_pid,
         "w1's agent was reloaded in place, not restarted"
     );
 
     // remove-node: every remaining agent, the worker's included, lets cp3 go.
-    let out = khactl(&lab, &["remove-node", "cp3", "--yes"], &three, &state);
+    let out = khactl_with(&lab, &["remove-node", "cp3", "--yes"], &three, &state, &[]);
     assert!(out.status.success(), "{}", text(&out));
     for node in ["cp1", "cp2", "w1"] {
-        let (backends, _) = backends_and_pid(&lab, node);
-        assert_eq!(backends, ["cp1", "cp2"], "{node}");
+        assert_eq!(agent_backends(&lab, node), ["cp1", "cp2"], "{node}");
     }
-    let (_, pid) = backends_and_pid(&lab, "w1");
     assert_eq!(
-        pid, w1_pid,
+        agent_pid(&lab, "w1"),
+        w1_pid,
         "w1's agent was reloaded in place, not restarted"
     );
 }

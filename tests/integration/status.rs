@@ -7,7 +7,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::support::run::{json_of, khactl, sh, text, up};
+use crate::support::run::{agent_page, json_of, khactl, sh, text, up};
 use crate::support::{Lab, indexes, require_root, wait_for};
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
@@ -50,6 +50,18 @@ fn problems(doc: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|p| p["message"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The hint of the "double holder" problem `status` reported.
+fn double_holder_hint(doc: &serde_json::Value) -> String {
+    doc["result"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["message"].as_str().unwrap().contains("double holder"))
+        .and_then(|p| p["hint"].as_str())
+        .unwrap_or_else(|| panic!("no double holder with a hint: {doc:#}"))
+        .to_owned()
 }
 
 fn holders(doc: &serde_json::Value) -> Vec<String> {
@@ -137,13 +149,7 @@ fn status_of_a_healthy_cluster_exits_0_and_a_double_holder_is_named_and_agents_c
     let mut both = vec![holder.clone(), (*backup).to_owned()];
     both.sort();
     assert_eq!(holders(&doc), both, "{doc:#}");
-    let double = doc["result"]["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["message"].as_str().unwrap().contains("double holder"))
-        .unwrap_or_else(|| panic!("no double holder: {doc:#}"));
-    let hint = double["hint"].as_str().unwrap();
+    let hint = double_holder_hint(&doc);
     assert!(
         hint.contains(&format!("on {backup} was not added by its agent")),
         "{hint}"
@@ -172,28 +178,18 @@ fn status_of_a_healthy_cluster_exits_0_and_a_double_holder_is_named_and_agents_c
         "{backup} outranks the holder {holder}: {doc:#}"
     );
     let deaf = VrrpDropped::on(&lab, backup);
+    let mut seen = (None, serde_json::Value::Null);
     wait_for("both agents master", Duration::from_secs(10), || {
-        let (_, doc) = status_json(&lab, state.path());
-        holders(&doc).len() == 2
+        seen = status_json(&lab, state.path());
+        holders(&seen.1).len() == 2
     });
-    let (code, doc) = status_json(&lab, state.path());
+    let (code, doc) = seen;
     let unblocked = unix_us();
     drop(deaf);
     assert_eq!(code, Some(1), "{doc:#}");
     assert_eq!(holders(&doc), both, "{doc:#}");
-    let double = doc["result"]["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["message"].as_str().unwrap().contains("double holder"))
-        .unwrap_or_else(|| panic!("no double holder: {doc:#}"));
-    assert!(
-        double["hint"]
-            .as_str()
-            .unwrap()
-            .contains("two agents are master at once"),
-        "{double}"
-    );
+    let hint = double_holder_hint(&doc);
+    assert!(hint.contains("two agents are master at once"), "{hint}");
     // They converge once they hear each other: the lower priority gives way, as its own
     // event log stamps it, within a second of the adverts getting through again.
     wait_for("one holder again", Duration::from_secs(10), || {
@@ -203,13 +199,7 @@ fn status_of_a_healthy_cluster_exits_0_and_a_double_holder_is_named_and_agents_c
     let gave_way = both
         .iter()
         .filter_map(|n| {
-            let page = sh(
-                &lab,
-                n,
-                "curl -sS --max-time 3 http://127.0.0.1:9901/events",
-            );
-            let page: serde_json::Value = serde_json::from_str(&page).unwrap();
-            page["events"]
+            agent_page(&lab, n, "/events")["events"]
                 .as_array()
                 .unwrap()
                 .iter()

@@ -20,6 +20,38 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// A page of the khagent on `node` (`/status`, `/events?since=N`) as JSON, fetched inside the
+/// node from the agent's loopback status listener.
+pub fn agent_page(lab: &Lab, node: &str, path: &str) -> serde_json::Value {
+    let fetch = format!(
+        "import urllib.request; \
+         print(urllib.request.urlopen('http://127.0.0.1:9901{path}', timeout=2).read().decode())"
+    );
+    let out = lab.exec_ok(node, &["python3", "-c", &fetch]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{node}: {path} is not JSON ({e}): {out}"))
+}
+
+/// The process id of the khagent on `node`, as systemd knows it.
+pub fn agent_pid(lab: &Lab, node: &str) -> String {
+    sh(
+        lab,
+        node,
+        "systemctl show khagent.service -p MainPID --value",
+    )
+}
+
+/// The names of the backends the agent on `node` balances to (its `/status`), sorted.
+pub fn agent_backends(lab: &Lab, node: &str) -> Vec<String> {
+    let mut names: Vec<String> = agent_page(lab, node, "/status")["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Runs a shell line in a node; it must succeed; its trimmed stdout.
 pub fn sh(lab: &Lab, node: &str, script: &str) -> String {
     let out = lab.exec(node, &["sh", "-c", script]);
