@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::up::UpOptions;
+use crate::inventory::Limit;
 use crate::session::NodeOptions;
 
 const EXIT_CODES: &str = "\
@@ -398,10 +399,6 @@ Examples:
   khactl failover-test -i inventory.yaml --scenario node-down \\
       --node-down-cmd 'virsh destroy {node}' --node-up-cmd 'virsh start {node}'";
 
-fn duration(text: &str) -> Result<Duration, String> {
-    crate::commands::failover_test::parse_duration(text)
-}
-
 /// `failover-test`'s options.
 #[derive(Debug, Args)]
 pub struct FailoverTestArgs {
@@ -429,24 +426,24 @@ pub struct FailoverTestArgs {
     pub node_up_cmd: Option<String>,
 
     /// Target: break → another node holds the VIP (e.g. 500ms), for every scenario run.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub max_takeover: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = Limit::parse)]
+    pub max_takeover: Option<Limit>,
 
     /// Target: time the API through the VIP failed.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub max_api_unavailable: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = Limit::parse)]
+    pub max_api_unavailable: Option<Limit>,
 
     /// Target: break → a new long-lived connection works (when the old one broke).
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub max_long_lived_recovery: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = Limit::parse)]
+    pub max_long_lived_recovery: Option<Limit>,
 
     /// Target: time with two VIP holders at once.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub max_split_brain: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = Limit::parse)]
+    pub max_split_brain: Option<Limit>,
 
     /// Target: restore → the control plane whole again.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub max_healthy_after: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = Limit::parse)]
+    pub max_healthy_after: Option<Limit>,
 
     /// How often the prober starts a fresh /readyz call through the VIP (10ms..=100ms).
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = probe_interval)]
@@ -454,7 +451,7 @@ pub struct FailoverTestArgs {
 }
 
 fn probe_interval(text: &str) -> Result<Duration, String> {
-    let d = duration(text)?;
+    let d = Limit::parse(text)?.get();
     if d < Duration::from_millis(10) || d > Duration::from_millis(100) {
         return Err(format!("{text}: between 10ms and 100ms"));
     }
@@ -467,7 +464,7 @@ impl FailoverTestArgs {
             nodes: self.nodes.options(),
             yes: self.yes,
             scenario: self.scenario,
-            targets: crate::commands::failover_test::TargetOverrides {
+            targets: crate::inventory::TargetSettings {
                 max_takeover: self.max_takeover,
                 max_api_unavailable: self.max_api_unavailable,
                 max_long_lived_recovery: self.max_long_lived_recovery,

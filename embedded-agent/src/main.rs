@@ -277,13 +277,12 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     // the new holder, which resets them): draining them only delays the exit, and with it a
     // restart, by the whole drain_timeout. Decided by what was bound at start and whether
     // VRRP runs (`listen` and `vrrp` change only with a restart, not a reload).
-    let on_vip = listens_on_vip;
-    let drain_for = if on_vip {
+    let drain_for = if listens_on_vip {
         Duration::ZERO
     } else {
         running.drain_timeout.0
     };
-    if on_vip {
+    if listens_on_vip {
         log::info(format_args!(
             "stopping: the VIP is handed over, so the {} connections accepted on it are closed",
             lb.active()
@@ -308,7 +307,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     shutdown_tx.send_replace(true);
     let _accept_done = accept_task.await;
     let forced = lb.drain(drain_for).await;
-    if forced > 0 && !on_vip {
+    if forced > 0 && !listens_on_vip {
         log::warn(format_args!("drain timeout: closed {forced} connections"));
     }
     let _health_done = health_task.await;

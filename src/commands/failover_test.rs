@@ -21,36 +21,20 @@ use crate::phases::{Connect, GatherFacts, LockCluster, Mode, Phase, Preflight};
 use crate::report::Reporter;
 use crate::session::{self, NodeOptions};
 
-/// Targets set on the command line: they replace the defaults in every scenario run.
-#[derive(Debug, Clone, Default)]
-pub struct TargetOverrides {
-    pub max_takeover: Option<Duration>,
-    pub max_api_unavailable: Option<Duration>,
-    pub max_long_lived_recovery: Option<Duration>,
-    pub max_split_brain: Option<Duration>,
-    pub max_healthy_after: Option<Duration>,
-}
-
-impl TargetOverrides {
-    fn apply(&self, mut t: Targets) -> Targets {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        if let Some(d) = self.max_takeover {
-            t.max_takeover_ms = Some(ms(d));
+/// `t` with every target `s` sets replaced (the inventory's, then the flags').
+fn apply(s: &TargetSettings, mut t: Targets) -> Targets {
+    let ms = |l: Limit| l.get().as_secs_f64() * 1000.0;
+    let set = |target: &mut Option<f64>, limit: Option<Limit>| {
+        if let Some(l) = limit {
+            *target = Some(ms(l));
         }
-        if let Some(d) = self.max_api_unavailable {
-            t.max_api_unavailable_ms = Some(ms(d));
-        }
-        if let Some(d) = self.max_long_lived_recovery {
-            t.max_long_lived_recovery_ms = Some(ms(d));
-        }
-        if let Some(d) = self.max_split_brain {
-            t.max_split_brain_ms = Some(ms(d));
-        }
-        if let Some(d) = self.max_healthy_after {
-            t.max_healthy_after_ms = Some(ms(d));
-        }
-        t
-    }
+    };
+    set(&mut t.max_takeover_ms, s.max_takeover);
+    set(&mut t.max_api_unavailable_ms, s.max_api_unavailable);
+    set(&mut t.max_long_lived_recovery_ms, s.max_long_lived_recovery);
+    set(&mut t.max_split_brain_ms, s.max_split_brain);
+    set(&mut t.max_healthy_after_ms, s.max_healthy_after);
+    t
 }
 
 #[derive(Debug, Clone)]
@@ -59,34 +43,17 @@ pub struct FailoverOptions {
     pub yes: bool,
     /// `None`: every scenario.
     pub scenario: Option<Scenario>,
-    pub targets: TargetOverrides,
+    /// Targets set on the command line: they win over the inventory's in every scenario run.
+    pub targets: TargetSettings,
     pub node_down_cmd: Option<String>,
     pub node_up_cmd: Option<String>,
     pub report: Option<PathBuf>,
     pub probe_interval: Duration,
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `1m` (as the inventory's `failoverTest` targets).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    Limit::parse(text).map(Limit::get)
-}
-
-impl From<&TargetSettings> for TargetOverrides {
-    fn from(s: &TargetSettings) -> Self {
-        let d = |l: Option<Limit>| l.map(Limit::get);
-        Self {
-            max_takeover: d(s.max_takeover),
-            max_api_unavailable: d(s.max_api_unavailable),
-            max_long_lived_recovery: d(s.max_long_lived_recovery),
-            max_split_brain: d(s.max_split_brain),
-            max_healthy_after: d(s.max_healthy_after),
-        }
-    }
-}
-
 /// One scenario's targets: its defaults, then the inventory's targets for every scenario,
 /// then the inventory's for this one, then the flags.
-fn targets_for(s: Scenario, inventory: &FailoverTestSettings, flags: &TargetOverrides) -> Targets {
+fn targets_for(s: Scenario, inventory: &FailoverTestSettings, flags: &TargetSettings) -> Targets {
     let own = match s {
         Scenario::AgentCrash => &inventory.scenarios.agent_crash,
         Scenario::AgentStop => &inventory.scenarios.agent_stop,
@@ -95,8 +62,10 @@ fn targets_for(s: Scenario, inventory: &FailoverTestSettings, flags: &TargetOver
         Scenario::NetworkCut => &inventory.scenarios.network_cut,
         Scenario::NodeDown => &inventory.scenarios.node_down,
     };
-    let common = TargetOverrides::from(&inventory.targets);
-    flags.apply(TargetOverrides::from(own).apply(common.apply(s.default_targets())))
+    apply(
+        flags,
+        apply(own, apply(&inventory.targets, s.default_targets())),
+    )
 }
 
 /// The node-down hooks: the flags if given (both), else the inventory's (both).
@@ -317,6 +286,10 @@ mod tests {
     use super::*;
     use crate::session::NodeOptions;
 
+    fn parse_duration(text: &str) -> Result<Duration, String> {
+        Limit::parse(text).map(Limit::get)
+    }
+
     #[test]
     fn durations_take_a_unit() {
         assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
@@ -331,12 +304,12 @@ mod tests {
 
     #[test]
     fn an_override_replaces_the_default_in_every_scenario() {
-        let o = TargetOverrides {
-            max_api_unavailable: Some(Duration::from_millis(1)),
-            ..TargetOverrides::default()
+        let o = TargetSettings {
+            max_api_unavailable: limit("1ms"),
+            ..TargetSettings::default()
         };
         for s in ALL {
-            let t = o.apply(s.default_targets());
+            let t = apply(&o, s.default_targets());
             assert_eq!(t.max_api_unavailable_ms, Some(1.0));
             assert_eq!(t.max_takeover_ms, s.default_targets().max_takeover_ms);
         }
@@ -353,9 +326,9 @@ mod tests {
         inv.targets.max_api_unavailable = limit("1500ms");
         inv.targets.max_split_brain = limit("200ms");
         inv.scenarios.agent_crash.max_api_unavailable = limit("500ms");
-        let flags = TargetOverrides {
-            max_split_brain: Some(Duration::from_millis(50)),
-            ..TargetOverrides::default()
+        let flags = TargetSettings {
+            max_split_brain: limit("50ms"),
+            ..TargetSettings::default()
         };
         let crash = targets_for(Scenario::AgentCrash, &inv, &flags);
         assert_eq!(crash.max_api_unavailable_ms, Some(500.0));
@@ -364,7 +337,7 @@ mod tests {
             crash.max_takeover_ms,
             Scenario::AgentCrash.default_targets().max_takeover_ms
         );
-        let cut = targets_for(Scenario::NetworkCut, &inv, &TargetOverrides::default());
+        let cut = targets_for(Scenario::NetworkCut, &inv, &TargetSettings::default());
         assert_eq!(cut.max_api_unavailable_ms, Some(1500.0));
         assert_eq!(cut.max_split_brain_ms, Some(200.0));
         // etcd-member-down keeps its "the VIP must not move".
@@ -382,7 +355,7 @@ mod tests {
             },
             yes: true,
             scenario: None,
-            targets: TargetOverrides::default(),
+            targets: TargetSettings::default(),
             node_down_cmd: down.map(str::to_owned),
             node_up_cmd: up.map(str::to_owned),
             report: None,

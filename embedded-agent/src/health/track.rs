@@ -21,22 +21,22 @@ use crate::vrrp::TrackState;
 pub fn evaluate(tracks: &[TrackConfig], set: &BackendSet, listening: bool) -> TrackState {
     let mut state = TrackState::default();
     for t in tracks {
-        if let Some(b) = t.backend.as_ref().and_then(|name| set.by_name(name))
-            && b.checks_ok.load(Ordering::Relaxed) == 0
-            && b.checks_failed.load(Ordering::Relaxed) == 0
-        {
-            state.pending = true;
-        }
         let (ok, what) = match &t.backend {
             // A tracked backend counts as passing only once a check has succeeded: the
             // load balancer starts backends optimistic (as haproxy does), but a freshly
             // started agent must not claim a priority its apiserver has not earned, or it
-            // preempts the VIP and hands it back a few seconds later.
-            Some(name) => (
-                set.by_name(name)
-                    .is_some_and(|b| b.is_healthy() && b.checks_ok.load(Ordering::Relaxed) > 0),
-                format!("backend {name}"),
-            ),
+            // preempts the VIP and hands it back a few seconds later. Until any check has
+            // ended, the priority is not final (`pending`).
+            Some(name) => {
+                let backend = set.by_name(name);
+                let passed = backend.map_or(0, |b| b.checks_ok.load(Ordering::Relaxed));
+                let failed = backend.map_or(0, |b| b.checks_failed.load(Ordering::Relaxed));
+                state.pending |= backend.is_some() && passed == 0 && failed == 0;
+                (
+                    backend.is_some_and(|b| b.is_healthy() && passed > 0),
+                    format!("backend {name}"),
+                )
+            }
             None => (listening && set.healthy_count() > 0, "listener".to_owned()),
         };
         if t.fault && !ok {

@@ -42,12 +42,8 @@ impl Health {
     /// Whether all that is wrong is VRRP still settling (an agent about to take the VIP back
     /// or just restarted), which passes on its own within a preempt delay.
     pub fn only_settling(&self) -> bool {
-        !self.unsettled.is_empty()
-            && Health {
-                unsettled: Vec::new(),
-                ..self.clone()
-            }
-            .healthy()
+        // The unsettled agents are one line of the problems.
+        !self.unsettled.is_empty() && self.problems().len() == 1
     }
 
     /// What is wrong, one line each.

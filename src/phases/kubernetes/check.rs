@@ -15,6 +15,7 @@ use crate::facts::{DirState, HostFacts, InitSystem, ProbeRequest};
 use crate::inventory::{KubernetesVersion, Node, Role};
 use crate::os::packages::{Need, install_hint};
 use crate::phases::{Context, Phase, PhaseFuture};
+use crate::pki::catalog::{endpoint_url, local_api_url};
 use crate::render::kubeadm::{BootstrapToken, ETCD_DATA_DIR, Purpose};
 
 /// Ports kubeadm's preflight needs free on a node that is not in the cluster yet.
@@ -134,20 +135,16 @@ pub fn endpoint_moved(ctx: &Context, node: &Node, facts: &HostFacts) -> Option<S
     if !super::has_member_files(node, facts) {
         return None;
     }
-    let expected = format!("https://{}", ctx.inventory.api_endpoint());
-    let local = format!(
-        "https://{}",
-        std::net::SocketAddr::new(node.address, crate::render::kubeadm::API_SERVER_PORT)
-    );
+    let expected = endpoint_url(&ctx.inventory);
+    let local = local_api_url(node);
     let cp = node.role == Role::ControlPlane;
     let read = |path: &'static str| facts.kubeconfig_server(Path::new(path)).map(|s| (path, s));
-    let moved = [read(KUBELET_CONF), if cp { read(ADMIN_CONF) } else { None }]
+    let (path, found) = [read(KUBELET_CONF), if cp { read(ADMIN_CONF) } else { None }]
         .into_iter()
         .flatten()
         .find(|(path, found)| {
             *found != expected && !(cp && *path == KUBELET_CONF && *found == local)
         })?;
-    let (path, found) = moved;
     Some(format!(
         "it reaches the API at {found} ({path}), but the inventory now makes the endpoint \
          {expected}. kubeadm wrote the endpoint into every node's kubelet.conf, the control \
