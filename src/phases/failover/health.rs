@@ -13,7 +13,7 @@ use crate::cluster::{api, etcd, vip};
 use crate::inventory::Inventory;
 use crate::os::service;
 use crate::phases::Context;
-use crate::remote::{NodeHandle, RemoteCommand};
+use crate::remote::NodeHandle;
 use crate::render::kubeadm::API_SERVER_PORT;
 
 /// One look at the control plane.
@@ -105,11 +105,8 @@ async fn look(
         .node(host.node())
         .map(|n| n.address.to_string())
         .unwrap_or_default();
-    let addrs = RemoteCommand::new(["ip", "-o", "-4", "addr", "show"])
-        .read_only()
-        .timeout(Duration::from_secs(3));
     let holds_vip = match &inv.vip {
-        Some(v) => vip::holds(&host.run(&addrs).await?.stdout_str(), v.address),
+        Some(v) => vip::holds_on(host, v.address).await?,
         None => false,
     };
     let agent_active = service::state(host, init, "khagent").await?.active;
