@@ -128,11 +128,13 @@ pub struct VipResult {
 impl VipResult {
     pub fn of(f: &Finished) -> VipResult {
         VipResult {
-            // Node-local balancers: each node's own, on 127.0.0.1.
-            address: f.inventory.vip.as_ref().map_or_else(
-                || std::net::Ipv4Addr::LOCALHOST.to_string(),
-                |v| v.address.to_string(),
-            ),
+            // Node-local balancers: each node's own, on 127.0.0.1; an external one: its
+            // address, or the name DNS resolves to it.
+            address: match (&f.inventory.vip, f.inventory.external_lb()) {
+                (Some(v), _) => v.address.to_string(),
+                (None, Some(ext)) => ext.address.map_or(ext.host, |a| a.to_string()),
+                (None, None) => std::net::Ipv4Addr::LOCALHOST.to_string(),
+            },
             port: f.inventory.api_endpoint().port,
             holder: f.cluster.vip_holder.clone(),
         }

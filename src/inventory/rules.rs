@@ -15,6 +15,7 @@ use super::model::{
     KubeadmExtras, LbMode, LoadBalancer, Networking, Node, PkiSettings, Role, SshDefaults, Vip,
 };
 use super::problems::{FieldPath, Findings};
+use super::types::Port;
 
 /// The parts of the document that parsed cleanly, by section.
 #[derive(Debug, Default)]
@@ -179,19 +180,28 @@ fn control_plane_count(d: &Draft, out: &mut Findings) {
     }
 }
 
-/// The VIP and the node-local balancer are two ways to the API servers; each mode has
-/// its own fields, and a field of the other mode would be silently ignored.
+/// The VIP, the node-local balancer and an external balancer are three ways to the API
+/// servers; each mode has its own fields, and a field of another mode would be silently
+/// ignored.
 fn load_balancer_mode(d: &Draft, out: &mut Findings) {
     let Some(lb) = &d.load_balancer else { return };
     let path = FieldPath::root().key("loadBalancer");
+    let vip = FieldPath::root().key("vip");
+    if lb.mode != LbMode::External && lb.address.is_some() {
+        out.error(
+            &path.key("address"),
+            "loadBalancer.address names an external balancer: set `mode: external` with it, \
+             or remove it",
+        );
+    }
     match lb.mode {
         LbMode::Vip => {
             if !d.vip_written {
                 out.error(
-                    &FieldPath::root().key("vip"),
+                    &vip,
                     "missing field `vip`: write `vip: { address: 192.168.1.100 }`, or set \
                      `loadBalancer: { mode: node-local, dnsName: … }` to balance on every node \
-                     without a VIP",
+                     without a VIP, or `mode: external` behind a balancer you run",
                 );
             }
             for (field, value) in [
@@ -202,8 +212,9 @@ fn load_balancer_mode(d: &Draft, out: &mut Findings) {
                     out.error(
                         &path.key(field),
                         format!(
-                            "loadBalancer.{field} applies to `mode: node-local` only; with the \
-                             VIP write vip.{field}, or set loadBalancer.mode: node-local"
+                            "loadBalancer.{field} applies to `mode: node-local` and `mode: \
+                             external` only; with the VIP write vip.{field}, or set \
+                             loadBalancer.mode"
                         ),
                     );
                 }
@@ -212,16 +223,60 @@ fn load_balancer_mode(d: &Draft, out: &mut Findings) {
         LbMode::NodeLocal => {
             if d.vip_written {
                 out.error(
-                    &FieldPath::root().key("vip"),
+                    &vip,
                     "a VIP next to node-local balancers (for clients outside the cluster) is \
                      not supported yet: remove `vip`, or use loadBalancer.mode: vip",
                 );
+            }
+            if let Some(p) = lb.port
+                && let Err(why) = super::checks::balancer_port(p.get())
+            {
+                out.error(&path.key("port"), why);
             }
             if lb.dns_name.is_none() {
                 out.error(
                     &path.key("dnsName"),
                     "node-local mode needs the API endpoint's name, which every node resolves \
                      to 127.0.0.1: write e.g. `dnsName: k8s-api.cluster.internal`",
+                );
+            }
+        }
+        LbMode::External => {
+            if d.vip_written {
+                out.error(
+                    &vip,
+                    "an external load balancer holds the API address and khactl runs no VRRP \
+                     (no vip.address, no vip.routerId): remove `vip`, or use loadBalancer.mode: \
+                     vip",
+                );
+            }
+            if let Some(p) = lb.port
+                && p != Port::API_SERVER
+            {
+                out.error(
+                    &path.key("port"),
+                    format!(
+                        "the external balancer must listen on {api}, the API servers' port: \
+                         control planes reach the API name on 127.0.0.1 at the balancer's port, \
+                         which is their own API server only on {api}; forward {api} to every \
+                         control plane's {api}, or leave `port` out",
+                        api = Port::API_SERVER.get()
+                    ),
+                );
+            }
+            if lb.dns_name.is_none() {
+                out.error(
+                    &path.key("dnsName"),
+                    "external mode needs the API endpoint's name: control planes resolve it to \
+                     127.0.0.1 (a cloud balancer drops a backend's connection to itself), \
+                     workers to the balancer; write e.g. `dnsName: k8s-api.cluster.internal`",
+                );
+            }
+            if lb.address.is_none() {
+                out.warning(
+                    &path.key("address"),
+                    "no address for the external balancer: workers resolve loadBalancer.dnsName \
+                     through DNS, which must answer with the balancer's address",
                 );
             }
         }

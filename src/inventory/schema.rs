@@ -147,8 +147,11 @@ static VIP: Shape = Shape {
 static LOAD_BALANCER: Shape = Shape {
     fields: &[
         field("mode", Defaulted, Leaf(typed::<LbMode>)),
-        field("port", Optional, Leaf(checks::lb_port)),
+        // 6443 is refused for khagent's own balancers and required of an external one: a
+        // rule in `rules.rs`, which knows the mode.
+        field("port", Optional, Leaf(typed::<Port>)),
         field("dnsName", Optional, Leaf(typed::<DnsName>)),
+        field("address", Optional, Leaf(checks::external_lb_address)),
     ],
 };
 

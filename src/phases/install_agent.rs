@@ -130,6 +130,12 @@ impl Phase for InstallAgent {
         problems
     }
 
+    fn skip_reason(&self, ctx: &Context) -> Option<String> {
+        ctx.inventory.external_lb().is_some().then(|| {
+            "an external load balancer fronts the API servers: no node runs khagent".to_owned()
+        })
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;

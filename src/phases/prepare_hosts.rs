@@ -5,14 +5,16 @@
 //! second run changes nothing.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
 use super::changes::{Change, SysctlChange, normalise};
+use super::kubernetes::KUBELET_CONF;
 use super::{Context, Phase, PhaseFuture};
 use crate::facts::{HostFacts, ProbeRequest};
-use crate::inventory::{Inventory, Node, SysctlKey};
+use crate::inventory::{Inventory, Node, Role, SysctlKey};
 use crate::report::Event;
 
 mod boot_sysctls;
@@ -126,15 +128,99 @@ fn without_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\n").unwrap_or(line)
 }
 
-/// The `/etc/hosts` line for the API's DNS name: the VIP, or with node-local balancers
-/// 127.0.0.1, so every node (control planes too) reaches the API through its own balancer.
-fn hosts_entry(inv: &crate::inventory::Inventory) -> Option<String> {
+/// The `/etc/hosts` line for the API's DNS name on `node`: the VIP; with node-local
+/// balancers 127.0.0.1, so every node (control planes too) reaches the API through its own
+/// balancer; behind an external balancer, 127.0.0.1 on a control plane (its own API server:
+/// such a balancer drops a backend's connection to itself) and the balancer's address on a
+/// worker. `via`: a control plane not yet in the cluster reaches the API through that
+/// member's address until its own API server is up (see [`joining_via`]).
+pub fn hosts_entry(inv: &Inventory, node: &Node, via: Option<IpAddr>) -> Option<String> {
     let dns = inv.api_dns_name()?;
-    let address = match &inv.vip {
-        Some(vip) if inv.node_local().is_none() => vip.address.to_string(),
-        _ => std::net::Ipv4Addr::LOCALHOST.to_string(),
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let address = match (inv.external_lb(), &inv.vip) {
+        (Some(ext), _) if node.role == Role::Worker => IpAddr::V4(ext.address?),
+        (Some(_), _) => via.unwrap_or(loopback),
+        (None, Some(vip)) if inv.node_local().is_none() => IpAddr::V4(vip.address),
+        (None, _) => loopback,
     };
     Some(format!("{address} {dns}"))
+}
+
+/// Behind an external balancer, the member a control plane that is not in the cluster yet
+/// reaches the API name through while it joins: kubeadm's discovery, check-etcd and the
+/// kubelet's TLS bootstrap all dial the name, which on a control plane is 127.0.0.1, where
+/// nothing answers until the join is done (the guides point the name at the first master,
+/// then at 127.0.0.1). `None` for a member (or the node `kubeadm init` runs on), and in every
+/// other mode. `in_cluster`: whether a node holds a kubelet.conf.
+pub fn joining_via(
+    inv: &Inventory,
+    node: &Node,
+    in_cluster: impl Fn(&Node) -> bool,
+) -> Option<IpAddr> {
+    if inv.external_lb().is_none() || node.role != Role::ControlPlane || in_cluster(node) {
+        return None;
+    }
+    let mut members = inv.control_plane().filter(|n| in_cluster(n));
+    let via = match members.next() {
+        Some(member) => member,
+        // A fresh cluster: `kubeadm init` runs on the first control plane.
+        None => inv.control_plane().next()?,
+    };
+    (via.name != node.name).then_some(via.address)
+}
+
+/// Behind an external balancer, a control plane whose join is done stops going through the
+/// member it joined through (`via`) and reaches the API name on its own API server: the
+/// `/etc/hosts` write from the line `plan_node` gave it to 127.0.0.1. `None` when it had no
+/// `via`.
+pub fn hosts_after_join(
+    inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    via: Option<IpAddr>,
+) -> Option<Change> {
+    via?;
+    let original = facts.file(Path::new(HOSTS)).unwrap_or_default();
+    let joining = render_hosts(original, hosts_entry(inv, node, via).as_deref());
+    Some(Change::WriteFile {
+        path: HOSTS.into(),
+        contents: render_hosts(original, hosts_entry(inv, node, None).as_deref()),
+        mode: 0o644,
+        secret: false,
+        diff: true,
+        current: Some(joining),
+        backup: Some(HOSTS_BACKUP.into()),
+        preview: None,
+    })
+}
+
+/// Whether a node holds a kubelet.conf: it joined (or is joining) the cluster.
+pub fn in_cluster(facts: &HostFacts) -> bool {
+    facts.digest(Path::new(KUBELET_CONF)).is_some()
+}
+
+/// [`joining_via`] with what the run's facts say of every node.
+pub fn join_route(ctx: &Context, node: &Node) -> Option<IpAddr> {
+    joining_via(&ctx.inventory, node, |n| {
+        ctx.facts.get(n.name.as_str()).is_some_and(in_cluster)
+    })
+}
+
+/// The change that gives `/etc/hosts` khactl's line `entry` (or takes it out), if any.
+pub fn hosts_change(facts: &HostFacts, entry: Option<&str>) -> Option<Change> {
+    let current_hosts = facts.file(Path::new(HOSTS));
+    let hosts = render_hosts(current_hosts.unwrap_or_default(), entry);
+    (current_hosts != Some(hosts.as_slice()) && !(current_hosts.is_none() && hosts.is_empty()))
+        .then(|| Change::WriteFile {
+            path: HOSTS.into(),
+            contents: hosts,
+            mode: 0o644,
+            secret: false,
+            diff: true,
+            current: current_hosts.map(<[u8]>::to_vec),
+            backup: Some(HOSTS_BACKUP.into()),
+            preview: None,
+        })
 }
 
 /// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`); every other
@@ -222,6 +308,8 @@ impl Phase for PrepareHosts {
                 .unwrap_or_default(),
             files: files_read(),
             conf_dirs: boot_sysctls::DIRS.iter().map(PathBuf::from).collect(),
+            // Which control planes are in the cluster: see `joining_via`.
+            digests: vec![KUBELET_CONF.into()],
             ..ProbeRequest::default()
         }
     }
@@ -235,7 +323,9 @@ impl Phase for PrepareHosts {
                     |h| c.in_scope(h.node()),
                     async |host| {
                         let facts = c.facts_of(host.node())?;
-                        let (changes, warnings) = plan_node(&c.inventory, facts)?;
+                        let node = c.node(host.node())?;
+                        let via = join_route(c, node);
+                        let (changes, warnings) = plan_node(&c.inventory, node, facts, via)?;
                         for w in &warnings {
                             c.report.event(Event::Warning {
                                 node: Some(host.node()),
@@ -265,8 +355,14 @@ fn file_change(facts: &HostFacts, path: &str, contents: String, mode: u32) -> Op
     })
 }
 
-/// Decides a node's changes from its facts. Pure: unit-tested without a node.
-pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
+/// Decides a node's changes from its facts (`via`: see [`joining_via`]). Pure: unit-tested
+/// without a node.
+pub fn plan_node(
+    inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    via: Option<IpAddr>,
+) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
 
@@ -345,21 +441,7 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
         });
     }
 
-    let current_hosts = facts.file(Path::new(HOSTS));
-    let entry = hosts_entry(inv);
-    let hosts = render_hosts(current_hosts.unwrap_or_default(), entry.as_deref());
-    if current_hosts != Some(hosts.as_slice()) && !(current_hosts.is_none() && hosts.is_empty()) {
-        changes.push(Change::WriteFile {
-            path: HOSTS.into(),
-            contents: hosts,
-            mode: 0o644,
-            secret: false,
-            diff: true,
-            current: current_hosts.map(<[u8]>::to_vec),
-            backup: Some(HOSTS_BACKUP.into()),
-            preview: None,
-        });
-    }
+    changes.extend(hosts_change(facts, hosts_entry(inv, node, via).as_deref()));
     Ok((changes, warnings))
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 mod cost;
+mod external_lb;
 mod node_local;
 
 fn repo_dir(sub: &str) -> PathBuf {

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::cluster::{api, etcd};
 use crate::inventory::Node;
+use crate::phases::prepare_hosts::{hosts_after_join, join_route};
 use crate::phases::{Context, Mode, Phase, PhaseFuture, rolling};
 use crate::render::kubeadm::{API_SERVER_PORT, Purpose};
 
@@ -111,6 +112,13 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
         run_join(ctx, host, node).await?;
         if ctx.settings.mode == Mode::Apply {
             wait_voter_and_ready(ctx, witness, node).await?;
+        }
+        // Behind an external balancer: from now on the API name is this node's own API
+        // server, no longer the member it joined through.
+        let facts = ctx.facts_of(name)?;
+        let via = join_route(ctx, node);
+        if let Some(change) = hosts_after_join(&ctx.inventory, node, facts, via) {
+            ctx.apply(host, &[change]).await?;
         }
         anyhow::Ok(())
     }

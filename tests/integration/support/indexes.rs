@@ -80,3 +80,6 @@ pub const CLUSTER_LOCK: u8 = 77;
 pub const NODE_LOCAL: u8 = 100;
 /// `node_local`: add-master and remove-node reach every node-local agent, workers' too.
 pub const NODE_LOCAL_GROW: u8 = 101;
+/// `external_lb`: a 3+1 cluster behind a real haproxy playing a cloud balancer that cannot
+/// hairpin (on a fifth namespace, not in the inventory). 106..=109 are reserved for it.
+pub const EXTERNAL_LB: u8 = 105;

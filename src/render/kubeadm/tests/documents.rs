@@ -429,3 +429,35 @@ fn with_node_local_balancers_the_endpoint_is_the_name_on_the_local_port() {
         worker.text()
     );
 }
+
+/// An external balancer without hairpin (the cloud-LB guide): the endpoint is the name on
+/// the API servers' own 6443 (control planes resolve it to themselves); the certificates
+/// name the balancer's address, 127.0.0.1 and the name; the comment says which layout.
+#[test]
+fn behind_an_external_balancer_the_endpoint_is_the_name_on_6443() {
+    let example = include_str!("../../../../inventories/cloud-lb-without-hairpin.yaml");
+    let inv = inventory::parse(example).unwrap().inventory;
+    let init = render(&inv, "master1");
+    let Document::ClusterV1beta4(c) = &init.documents()[1] else {
+        panic!()
+    };
+    assert_eq!(c.control_plane_endpoint, "k8s-api.cluster.internal:6443");
+    assert_eq!(
+        c.api_server.cert_sans,
+        ["192.168.1.200", "127.0.0.1", "k8s-api.cluster.internal"]
+    );
+    assert!(
+        init.text().contains("An external load balancer"),
+        "{}",
+        init.text()
+    );
+    for node in ["master2", "node1"] {
+        let join = render(&inv, node);
+        let Document::JoinV1beta4(j) = &join.documents()[0] else {
+            panic!()
+        };
+        let d = j.discovery.bootstrap_token.as_ref().unwrap();
+        assert_eq!(d.api_server_endpoint, "k8s-api.cluster.internal:6443");
+        assert!(join.text().contains("node-ip"), "{node}: {}", join.text());
+    }
+}
