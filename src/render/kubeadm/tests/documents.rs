@@ -461,3 +461,37 @@ fn behind_an_external_balancer_the_endpoint_is_the_name_on_6443() {
         assert!(join.text().contains("node-ip"), "{node}: {}", join.text());
     }
 }
+
+/// Every example in `inventories/` (each named after the guide it replaces) renders every
+/// node's documents, and the ClusterConfiguration says which layout the endpoint has.
+#[test]
+fn every_example_inventory_renders_each_node_with_its_layout_explained() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let inv = inventory::parse(&text).unwrap().inventory;
+        let layout = match inv.load_balancer.mode {
+            inventory::LbMode::Vip => "through khagent's load balancer on the virtual IP",
+            inventory::LbMode::NodeLocal => "Every node resolves this name to 127.0.0.1",
+            inventory::LbMode::External => "An external load balancer",
+        };
+        for node in &inv.nodes {
+            let docs = render(&inv, node.name.as_str());
+            if Purpose::for_node(&inv, node) == Purpose::Init {
+                assert!(
+                    docs.text().contains(layout),
+                    "{}: {}",
+                    path.display(),
+                    docs.text()
+                );
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "examples missing in {}", dir.display());
+}
