@@ -409,6 +409,20 @@ impl ClusterHealth {
             }
         }
 
+        if self.vip.external && self.vip.api_ready.is_none() {
+            warnings.push(finding(
+                None,
+                format!(
+                    "the API through the external load balancer ({}:{}) was not checked",
+                    self.vip.address, self.vip.port
+                ),
+                "it is asked from a worker, as workers use it (a control plane may be refused \
+                 by its own balancer): give the inventory a worker and loadBalancer.address, \
+                 or check it from a machine that is no control plane"
+                    .to_owned(),
+            ));
+        }
+
         self.healthy = problems.is_empty();
         self.problems = problems;
         self.warnings = warnings;

@@ -187,6 +187,21 @@ fn load_balancer_mode(d: &Draft, out: &mut Findings) {
     let Some(lb) = &d.load_balancer else { return };
     let path = FieldPath::root().key("loadBalancer");
     let vip = FieldPath::root().key("vip");
+    // The name is what `/etc/hosts` maps per node; a resolver never looks an address up
+    // there, and a name without a dot is a search-domain candidate.
+    if let Some(name) = &lb.dns_name {
+        let text = name.to_string();
+        if text.parse::<IpAddr>().is_ok() || !text.contains('.') {
+            out.error(
+                &path.key("dnsName"),
+                format!(
+                    "{text:?} is not a fully qualified name: each node's /etc/hosts maps the \
+                     endpoint's name to where that node reaches the API, so write a name such \
+                     as k8s-api.cluster.internal"
+                ),
+            );
+        }
+    }
     if lb.mode != LbMode::External && lb.address.is_some() {
         out.error(
             &path.key("address"),
@@ -271,6 +286,20 @@ fn load_balancer_mode(d: &Draft, out: &mut Findings) {
                      127.0.0.1 (a cloud balancer drops a backend's connection to itself), \
                      workers to the balancer; write e.g. `dnsName: k8s-api.cluster.internal`",
                 );
+            }
+            if let Some(address) = lb.address {
+                for (i, node) in d.parsed_nodes() {
+                    if node.address == IpAddr::V4(address) {
+                        out.error(
+                            &path.key("address"),
+                            format!(
+                                "{address} is also the address of {}; write the external \
+                                 balancer's own address",
+                                who(i, node)
+                            ),
+                        );
+                    }
+                }
             }
             if lb.address.is_none() {
                 out.warning(

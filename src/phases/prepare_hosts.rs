@@ -169,26 +169,31 @@ pub fn joining_via(
     (via.name != node.name).then_some(via.address)
 }
 
-/// Behind an external balancer, a control plane whose join is done stops going through the
-/// member it joined through (`via`) and reaches the API name on its own API server: the
-/// `/etc/hosts` write from the line `plan_node` gave it to 127.0.0.1. `None` when it had no
-/// `via`.
-pub fn hosts_after_join(
+/// Behind an external balancer, the `/etc/hosts` write that points a joining control plane's
+/// API name at member `to` while it joins, or (`to` = `None`) at 127.0.0.1 once its own API
+/// server is ready, from the line it had pointing at `from` (the same encoding). `None` when
+/// nothing changes, for workers, and in the other modes.
+pub fn hosts_for_join(
     inv: &Inventory,
     node: &Node,
     facts: &HostFacts,
-    via: Option<IpAddr>,
+    from: Option<IpAddr>,
+    to: Option<IpAddr>,
 ) -> Option<Change> {
-    via?;
+    if inv.external_lb().is_none() || node.role != Role::ControlPlane || from == to {
+        return None;
+    }
     let original = facts.file(Path::new(HOSTS)).unwrap_or_default();
-    let joining = render_hosts(original, hosts_entry(inv, node, via).as_deref());
     Some(Change::WriteFile {
         path: HOSTS.into(),
-        contents: render_hosts(original, hosts_entry(inv, node, None).as_deref()),
+        contents: render_hosts(original, hosts_entry(inv, node, to).as_deref()),
         mode: 0o644,
         secret: false,
         diff: true,
-        current: Some(joining),
+        current: Some(render_hosts(
+            original,
+            hosts_entry(inv, node, from).as_deref(),
+        )),
         backup: Some(HOSTS_BACKUP.into()),
         preview: None,
     })

@@ -67,3 +67,19 @@ fn the_guide_named_example_validates_without_warnings() {
     assert!(v.warnings.is_empty(), "{:?}", v.warnings);
     assert!(v.inventory.external_lb().is_some());
 }
+
+#[test]
+fn the_name_must_be_a_real_name_and_the_address_no_node_s() {
+    for name in ["192.168.1.200", "localhost"] {
+        let e = errors(&format!(
+            "loadBalancer: {{ mode: external, dnsName: {name}, address: 10.0.0.200 }}\n"
+        ));
+        assert_eq!(e.len(), 1, "{name}: {e:?}");
+        assert_eq!(e[0].0, "loadBalancer.dnsName");
+        assert!(e[0].1.contains("/etc/hosts"), "{}", e[0].1);
+    }
+    let e = errors("loadBalancer: { mode: external, dnsName: a.b, address: 10.0.0.21 }\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "loadBalancer.address");
+    assert!(e[0].1.contains("w1"), "{}", e[0].1);
+}

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::cluster::{api, etcd};
 use crate::inventory::Node;
-use crate::phases::prepare_hosts::{hosts_after_join, join_route};
+use crate::phases::prepare_hosts::{hosts_for_join, join_route};
 use crate::phases::{Context, Mode, Phase, PhaseFuture, rolling};
 use crate::render::kubeadm::{API_SERVER_PORT, Purpose};
 
@@ -108,21 +108,36 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
     // kubeadm's check-etcd dials the dead member and fails.
     remove_member(ctx, witness, node, &members).await?;
     reset_leftovers(ctx, host).await?;
+    // Behind an external balancer the node's API name is its own API server, which does not
+    // exist before the join: kubeadm's discovery, check-etcd and the TLS bootstrap reach it
+    // at the member just asked while it joins, at 127.0.0.1 once it is ready.
+    let facts = ctx.facts_of(name)?;
+    let through = ctx.node(witness.node())?.address;
+    let prepared = join_route(ctx, node);
     let joined = async {
+        if let Some(line) = hosts_for_join(&ctx.inventory, node, facts, prepared, Some(through)) {
+            ctx.apply(host, &[line]).await?;
+        }
         run_join(ctx, host, node).await?;
         if ctx.settings.mode == Mode::Apply {
             wait_voter_and_ready(ctx, witness, node).await?;
         }
-        // Behind an external balancer: from now on the API name is this node's own API
-        // server, no longer the member it joined through.
-        let facts = ctx.facts_of(name)?;
-        let via = join_route(ctx, node);
-        if let Some(change) = hosts_after_join(&ctx.inventory, node, facts, via) {
-            ctx.apply(host, &[change]).await?;
-        }
         anyhow::Ok(())
     }
     .await;
+    if joined.is_ok()
+        && let Some(line) = hosts_for_join(&ctx.inventory, node, facts, Some(through), None)
+        && let Err(e) = ctx.apply(host, &[line]).await
+    {
+        // The join stands: the next run's host preparation points a member at 127.0.0.1.
+        ctx.report.event(crate::report::Event::Warning {
+            node: Some(name),
+            message: &format!(
+                "joined, but /etc/hosts still sends the API name to {through} ({e:#}); \
+                 `khactl up` sets it to 127.0.0.1"
+            ),
+        });
+    }
     match joined {
         Ok(()) if ctx.settings.mode == Mode::Plan => Ok("join planned".to_owned()),
         Ok(()) => Ok("joined; etcd voter, API server ready".to_owned()),

@@ -428,7 +428,7 @@ fn a_joining_control_plane_goes_through_a_member_then_the_init_node() {
 }
 
 #[test]
-fn after_its_join_a_control_plane_s_line_moves_to_loopback_and_the_rest_stays() {
+fn a_joining_control_plane_s_line_goes_through_its_member_then_to_loopback() {
     let inv = cloud_lb();
     let master2 = inv.node("master2").unwrap();
     let mut f = fresh();
@@ -449,7 +449,14 @@ fn after_its_join_a_control_plane_s_line_moves_to_loopback_and_the_rest_stays() 
         joining,
         "127.0.0.1 localhost\n10.9.9.9 db\n192.168.1.101 k8s-api.cluster.internal # khactl\n"
     );
-    let after = hosts_after_join(&inv, master2, &f, via).expect("a second write");
+    // The join goes through the member it was checked on (master3), then 127.0.0.1.
+    let master3 = Some("192.168.1.103".parse().unwrap());
+    let through = hosts_for_join(&inv, master2, &f, via, master3).expect("a joining write");
+    assert_eq!(
+        written(&through).unwrap(),
+        "127.0.0.1 localhost\n10.9.9.9 db\n192.168.1.103 k8s-api.cluster.internal # khactl\n"
+    );
+    let after = hosts_for_join(&inv, master2, &f, master3, None).expect("a second write");
     assert_eq!(
         written(&after).unwrap(),
         "127.0.0.1 localhost\n10.9.9.9 db\n127.0.0.1 k8s-api.cluster.internal # khactl\n"
@@ -458,7 +465,16 @@ fn after_its_join_a_control_plane_s_line_moves_to_loopback_and_the_rest_stays() 
     let Change::WriteFile { current, .. } = &after else {
         unreachable!()
     };
-    assert_eq!(current.as_deref(), Some(joining.as_bytes()));
-    // A node that needed no detour needs no second write.
-    assert_eq!(hosts_after_join(&inv, master2, &f, None), None);
+    assert_eq!(
+        current.as_deref(),
+        Some(written(&through).unwrap().as_bytes())
+    );
+    // Nothing to change, no write; workers and other modes never get one.
+    assert_eq!(hosts_for_join(&inv, master2, &f, via, via), None);
+    assert_eq!(
+        hosts_for_join(&inv, inv.node("node1").unwrap(), &f, via, None),
+        None
+    );
+    let vip = inventory();
+    assert_eq!(hosts_for_join(&vip, &vip.nodes[0], &f, via, None), None);
 }
