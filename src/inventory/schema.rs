@@ -85,6 +85,11 @@ pub(super) static INVENTORY: Shape = Shape {
         field("pki", Defaulted, Struct(&PKI)),
         field("kubeadm", Defaulted, Struct(&KUBEADM)),
         field("failoverTest", Defaulted, Struct(&FAILOVER_TEST)),
+        field(
+            "statsPage",
+            Optional,
+            Struct(&super::stats_page::STATS_PAGE),
+        ),
     ],
 };
 
@@ -509,6 +514,10 @@ mod tests {
             (serde_fields::<Networking>(), &NETWORKING),
             (serde_fields::<PkiSettings>(), &PKI),
             (serde_fields::<KubeadmExtras>(), &KUBEADM),
+            (
+                serde_fields::<crate::inventory::StatsPage>(),
+                &super::super::stats_page::STATS_PAGE,
+            ),
         ];
         for (serde, shape) in pairs {
             assert_eq!(serde, table_fields(shape));
