@@ -17,11 +17,13 @@ mod schema;
 pub mod types;
 mod validate;
 // Optional sections, one file each (type, fields, checks, rules).
+mod host_preparation;
 mod stats_page;
 
 #[cfg(test)]
 mod tests;
 
+pub use host_preparation::{FirewalldAction, HostPreparation, SelinuxAction};
 pub use model::*;
 pub use problems::{InventoryError, Problem, Severity, Validated};
 pub use stats_page::{StatsBind, StatsPage};

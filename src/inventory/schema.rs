@@ -90,6 +90,11 @@ pub(super) static INVENTORY: Shape = Shape {
             Optional,
             Struct(&super::stats_page::STATS_PAGE),
         ),
+        field(
+            "hostPreparation",
+            Defaulted,
+            Struct(&super::host_preparation::HOST_PREPARATION),
+        ),
     ],
 };
 
@@ -517,6 +522,10 @@ mod tests {
             (
                 serde_fields::<crate::inventory::StatsPage>(),
                 &super::super::stats_page::STATS_PAGE,
+            ),
+            (
+                serde_fields::<crate::inventory::HostPreparation>(),
+                &super::super::host_preparation::HOST_PREPARATION,
             ),
         ];
         for (serde, shape) in pairs {

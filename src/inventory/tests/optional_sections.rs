@@ -1,4 +1,4 @@
-//! `statsPage`: defaults, and each bad value named by its path.
+//! `statsPage` and `hostPreparation`: defaults, and each bad value named by its path.
 
 use super::super::*;
 
@@ -78,4 +78,23 @@ fn stats_page_port_may_not_be_the_load_balancers_or_the_control_planes() {
         assert_eq!(errs[0].0, "statsPage.port");
         assert!(errs[0].1.contains(what), "{port}: {}", errs[0].1);
     }
+}
+
+#[test]
+fn host_preparation_defaults_to_open_ports_and_permissive_and_names_bad_values() {
+    let inv = with("").unwrap().inventory;
+    assert_eq!(inv.host_preparation.firewalld, FirewalldAction::OpenPorts);
+    assert_eq!(inv.host_preparation.selinux, SelinuxAction::Permissive);
+    let inv = with("hostPreparation: { firewalld: stop, selinux: leave }\n")
+        .unwrap()
+        .inventory;
+    assert_eq!(inv.host_preparation.firewalld, FirewalldAction::Stop);
+    assert_eq!(inv.host_preparation.selinux, SelinuxAction::Leave);
+    let errs = errors("hostPreparation: { firewalld: disabled, selinux: disabled }\n");
+    assert_eq!(
+        errs.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["hostPreparation.firewalld", "hostPreparation.selinux"],
+        "{errs:?}"
+    );
+    assert!(errs[0].1.contains("open-ports"), "{}", errs[0].1);
 }
