@@ -244,6 +244,8 @@ pub struct Finished {
     pub journal: std::collections::BTreeMap<String, Vec<ChangeRecord>>,
     pub cluster: ClusterState,
     pub log: Option<PathBuf>,
+    /// The cluster's state directory (where a generated stats password is kept).
+    pub state: StateDir,
 }
 
 impl Finished {
@@ -294,6 +296,7 @@ pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Res
                 mode: ctx.settings.mode,
                 journal: ctx.journal(),
                 cluster: ctx.cluster.clone(),
+                state: ctx.state.clone(),
                 inventory: ctx.inventory,
                 log,
             })
