@@ -3,7 +3,7 @@
 //! without credentials, 200 with them. The password khactl generated is in the state
 //! directory (0600) and on the nodes (0600) and nowhere else: not in the inventory, the
 //! config, the run log, khactl's output or the agent's argv. A new password (from
-//! `passwordFile`) reaches the running agents by reload, not restart.
+//! `passwordFile`) reaches the running agents by reload, not restart; `reset` removes it.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -183,4 +183,14 @@ fn the_stats_page_asks_for_the_password_and_a_new_one_arrives_by_reload() {
         "the same password is no change: {}",
         text(&third)
     );
+
+    // reset takes the password off the nodes with the rest of khactl's files.
+    let reset = khactl_with(&lab, &["reset"], &inventory, base.path(), &["--yes"]);
+    assert!(reset.status.success(), "{}", text(&reset));
+    for node in CONTROL_PLANES {
+        assert!(
+            lab.read_file(node, "/etc/khagent/stats.password").is_none(),
+            "{node} still has the password"
+        );
+    }
 }
