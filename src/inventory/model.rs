@@ -51,6 +51,12 @@ pub struct Inventory {
     /// The failover drill's targets and node-down hooks (flags override them).
     #[serde(default, skip_serializing_if = "is_default")]
     pub failover_test: FailoverTestSettings,
+    /// khagent's HTML stats page on its own port, behind basic auth (haproxy's `listen stats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_page: Option<super::StatsPage>,
+    /// What host preparation does about firewalld and SELinux (RHEL family).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub host_preparation: super::HostPreparation,
 }
 
 /// Targets of `khactl failover-test`; unset ones keep the scenario's default.

@@ -35,6 +35,7 @@ pub(super) struct Draft {
     pub kubeadm: Option<KubeadmExtras>,
     /// The `networking` fields the user wrote (the others hold defaults).
     pub networking_written: Vec<String>,
+    pub stats_page: Option<super::StatsPage>,
 }
 
 impl Draft {
@@ -92,6 +93,7 @@ impl Draft {
                     .collect(),
                 _ => Vec::new(),
             },
+            stats_page: section("statsPage", None).and_then(typed),
         }
     }
 
@@ -137,6 +139,7 @@ pub(super) fn check(d: &Draft, out: &mut Findings) {
     sudo_for_non_root(d, out);
     certificate_lifetimes(d, out);
     sysctl_spellings(d, out);
+    super::stats_page::port_is_free(d, out);
 }
 
 /// etcd needs a majority of members to accept writes: with n members it survives

@@ -85,6 +85,16 @@ pub(super) static INVENTORY: Shape = Shape {
         field("pki", Defaulted, Struct(&PKI)),
         field("kubeadm", Defaulted, Struct(&KUBEADM)),
         field("failoverTest", Defaulted, Struct(&FAILOVER_TEST)),
+        field(
+            "statsPage",
+            Optional,
+            Struct(&super::stats_page::STATS_PAGE),
+        ),
+        field(
+            "hostPreparation",
+            Defaulted,
+            Struct(&super::host_preparation::HOST_PREPARATION),
+        ),
     ],
 };
 
@@ -512,6 +522,14 @@ mod tests {
             (serde_fields::<Networking>(), &NETWORKING),
             (serde_fields::<PkiSettings>(), &PKI),
             (serde_fields::<KubeadmExtras>(), &KUBEADM),
+            (
+                serde_fields::<crate::inventory::StatsPage>(),
+                &super::super::stats_page::STATS_PAGE,
+            ),
+            (
+                serde_fields::<crate::inventory::HostPreparation>(),
+                &super::super::host_preparation::HOST_PREPARATION,
+            ),
         ];
         for (serde, shape) in pairs {
             assert_eq!(serde, table_fields(shape));

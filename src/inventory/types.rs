@@ -78,6 +78,8 @@ impl Port {
     /// Where every kube-apiserver listens on its node: kubeadm's default
     /// `localAPIEndpoint.bindPort`, which khactl keeps.
     pub const API_SERVER: Port = Port(6443);
+    /// The guides' haproxy `listen stats` port.
+    pub const STATS_PAGE_DEFAULT: Port = Port(9000);
 
     pub fn new(n: u64) -> Result<Self, String> {
         match u16::try_from(n) {

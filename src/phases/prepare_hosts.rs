@@ -1,4 +1,5 @@
-//! Prepare hosts for Kubernetes: kernel settings in a sysctl drop-in (applied, read back,
+//! Prepare hosts for Kubernetes: on the RHEL family SELinux permissive and firewalld opened
+//! or stopped ([`rhel`]); kernel settings in a sysctl drop-in (applied, read back,
 //! and checked against what the other sysctl.d files would set at boot), the `overlay` and `br_netfilter` modules loaded and persisted where the kernel
 //! can, swap off now and in fstab (with a backup), and an `/etc/hosts` entry for the API
 //! DNS name pointing at the VIP. Each item is compared with the node's facts first, so a
@@ -18,6 +19,7 @@ use crate::inventory::{Inventory, Node, Role, SysctlKey};
 use crate::report::Event;
 
 mod boot_sysctls;
+pub mod rhel;
 
 /// Named to sort after Debian's `99-sysctl.conf` (the link to /etc/sysctl.conf), so at boot
 /// systemd-sysctl applies it last and its values win.
@@ -89,6 +91,7 @@ pub fn files_read() -> Vec<PathBuf> {
         MODULES_LOAD,
         HOSTS,
         FSTAB,
+        rhel::SELINUX_CONFIG,
     ]
     .iter()
     .map(PathBuf::from)
@@ -329,8 +332,11 @@ impl Phase for PrepareHosts {
                     async |host| {
                         let facts = c.facts_of(host.node())?;
                         let node = c.node(host.node())?;
+                        let (mut changes, mut warnings) = rhel::plan(&c.inventory, node, facts)?;
                         let via = join_route(c, node);
-                        let (changes, warnings) = plan_node(&c.inventory, node, facts, via)?;
+                        let (more, more_warnings) = plan_node(&c.inventory, node, facts, via)?;
+                        changes.extend(more);
+                        warnings.extend(more_warnings);
                         for w in &warnings {
                             c.report.event(Event::Warning {
                                 node: Some(host.node()),

@@ -21,5 +21,6 @@ mod lab_smoke;
 mod node_local;
 mod pki_consumers;
 mod reset;
+mod stats_page;
 mod status;
 mod up;

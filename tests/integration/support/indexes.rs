@@ -83,3 +83,6 @@ pub const NODE_LOCAL_GROW: u8 = 101;
 /// `external_lb`: a 3+1 cluster behind a real haproxy playing a cloud balancer that cannot
 /// hairpin (on a fifth namespace, not in the inventory). 106..=109 are reserved for it.
 pub const EXTERNAL_LB: u8 = 105;
+/// `stats_page`: khagent's stats page behind basic auth on 3 control planes, a new password
+/// by reload. (130 is kept for the hand-run lab of the docs' screenshot.)
+pub const STATS_PAGE: u8 = 131;
