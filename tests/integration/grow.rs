@@ -94,12 +94,7 @@ impl Prober {
 }
 
 /// One client's loop: `(calls, failures with when and what)`.
-fn probe(
-    stop: &AtomicBool,
-    ca: &Path,
-    url: &str,
-    max_time: u32,
-) -> Probed {
+fn probe(stop: &AtomicBool, ca: &Path, url: &str, max_time: u32) -> Probed {
     let started = std::time::Instant::now();
     let mut calls = 0;
     let mut failures = Vec::new();
