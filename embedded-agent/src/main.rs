@@ -158,8 +158,6 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {} (listen): {e}", config.listen))?;
     let status_listener =
         bind_pages(config.status.as_ref().map(|s| s.listen), "status.listen").await?;
-    let stats_listener =
-        bind_pages(config.stats.as_ref().map(|s| s.listen), "stats.listen").await?;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     // VRRP stops first, on its own signal: the VIP leaves this node while the listener still
@@ -234,15 +232,11 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     });
     // The stats page's path, realm and credentials reach its server through a watch channel,
     // so a reload swaps them; its listener stays (`stats.listen` needs a restart).
-    let (stats_tx, stats_task) = match (stats_listener, stats_access(&config, &material)) {
-        (Some(listener), Some(access)) => {
+    let stats_listen = config.stats.as_ref().map(|s| s.listen);
+    let (stats_tx, stats_task) = match (stats_listen, stats_access(&config, &material)) {
+        (Some(addr), Some(access)) => {
             let (tx, rx) = watch::channel(access);
-            let task = tokio::spawn(status::run(
-                listener,
-                status_ctx.clone(),
-                status::Site::Stats(rx),
-                shutdown.clone(),
-            ));
+            let task = tokio::spawn(serve_stats(addr, status_ctx.clone(), rx, shutdown.clone()));
             (Some(tx), Some(task))
         }
         _ => (None, None),
@@ -354,6 +348,37 @@ async fn bind_pages(
         .await
         .map(Some)
         .map_err(|e| format!("cannot listen on {addr} ({field}): {e}"))
+}
+
+/// How long the stats page waits before it tries its port again.
+const STATS_BIND_RETRY: Duration = Duration::from_secs(10);
+
+/// The stats page on `addr` until shutdown. It is a convenience: a port another program
+/// holds, or a node address not up yet at boot, must never keep the balancer and VRRP from
+/// running, so a failed bind is logged and tried again, never fatal.
+async fn serve_stats(
+    addr: std::net::SocketAddr,
+    ctx: status::Context,
+    access: watch::Receiver<Arc<status::stats::Access>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = loop {
+        match status::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                log::warn(format_args!(
+                    "cannot listen on {addr} (stats.listen): {e}; the stats page is off, \
+                     trying again in {}s",
+                    STATS_BIND_RETRY.as_secs()
+                ));
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    () = tokio::time::sleep(STATS_BIND_RETRY) => {}
+                }
+            }
+        }
+    };
+    status::run(listener, ctx, status::Site::Stats(access), shutdown).await;
 }
 
 /// The stats page's path, realm and credentials, when the config has a `stats` section (its

@@ -65,7 +65,12 @@ impl Auth {
     /// Checks an `Authorization` header value. The comparison touches every byte of the
     /// expected credentials whatever the input, so timing does not reveal how much matched.
     pub fn allows(&self, header: Option<&str>) -> bool {
-        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+        // The scheme's name is case-insensitive (RFC 7235 §2.1).
+        let Some(encoded) = header
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .map(|(_, rest)| rest)
+        else {
             return false;
         };
         let Ok(given) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
@@ -329,6 +334,10 @@ mod tests {
     fn basic_auth_accepts_only_the_exact_credentials() {
         // base64("admin:s3cret") = YWRtaW46czNjcmV0
         assert!(auth().allows(Some("Basic YWRtaW46czNjcmV0")));
+        assert!(
+            auth().allows(Some("basic YWRtaW46czNjcmV0")),
+            "the scheme ignores case"
+        );
         // base64("admin:s3cre") and ("admin:s3cretX")
         assert!(!auth().allows(Some("Basic YWRtaW46czNjcmU=")));
         assert!(!auth().allows(Some("Basic YWRtaW46czNjcmV0WA==")));

@@ -30,11 +30,13 @@ impl Access {
 }
 
 pub(super) fn route(req: &Request, ctx: &Context, access: &Access) -> Response {
-    if req.method != "GET" && req.method != "HEAD" {
-        return Response::text(405, "only GET\n");
-    }
+    // Credentials first: without them every request, whatever its method or path, gets
+    // the same 401.
     if !access.auth.allows(req.authorization.as_deref()) {
         return Response::unauthorized(&access.realm);
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        return Response::text(405, "only GET\n");
     }
     if req.path != access.uri {
         return Response::text(404, "not found\n");
@@ -110,6 +112,14 @@ mod tests {
             assert!(!r.body.contains("cp-1"), "{path} leaks the page");
         }
         assert_eq!(get("/stats", Some(WRONG)).code, 401);
+        // Nor does another method tell anything before the credentials.
+        let post = parse_head("POST /stats HTTP/1.1\r\nHost: x").unwrap();
+        assert_eq!(route(&post, &context(), &access()).code, 401);
+        let post = parse_head(&format!(
+            "POST /stats HTTP/1.1\r\nHost: x\r\nAuthorization: {GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(route(&post, &context(), &access()).code, 405);
     }
 
     #[test]
