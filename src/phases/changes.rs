@@ -130,10 +130,7 @@ impl Change {
             Change::SelinuxPermissive => "set SELinux to permissive now (setenforce 0)".to_owned(),
             Change::FirewalldOpen { ports, protocols } => {
                 let all: Vec<&str> = ports.iter().chain(protocols).map(String::as_str).collect();
-                format!(
-                    "open {} in firewalld (permanent, then reload)",
-                    all.join(" ")
-                )
+                format!("open {} in firewalld (now and permanently)", all.join(" "))
             }
         }
     }
@@ -466,12 +463,15 @@ async fn apply_one(ctx: &Context, host: &NodeHandle, change: &Change) -> anyhow:
                 .iter()
                 .map(|p| format!("--add-port={p}"))
                 .chain(protocols.iter().map(|p| format!("--add-protocol={p}")));
-            let argv = ["firewall-cmd".to_owned(), "--permanent".to_owned()]
+            // Now and permanently, without `--reload`: a reload would drop the running
+            // firewall's rules that someone added without `--permanent`.
+            let adds: Vec<String> = adds.collect();
+            let now = std::iter::once("firewall-cmd".to_owned()).chain(adds.iter().cloned());
+            host.run(&RemoteCommand::new(now)).await?;
+            let permanent = ["firewall-cmd".to_owned(), "--permanent".to_owned()]
                 .into_iter()
                 .chain(adds);
-            host.run(&RemoteCommand::new(argv)).await?;
-            host.run(&RemoteCommand::new(["firewall-cmd", "--reload"]))
-                .await?;
+            host.run(&RemoteCommand::new(permanent)).await?;
         }
     }
     Ok(())

@@ -78,7 +78,13 @@ fn selinux(
             }
         }
         SelinuxAction::Permissive => {
-            let new_config = config.and_then(permissive_config);
+            // Only where SELinux runs: a node without it (Debian with a policy package
+            // installed, RHEL booted with selinux=0) keeps its file as it is.
+            let running = matches!(
+                facts.selinux,
+                SelinuxMode::Enforcing | SelinuxMode::Permissive
+            );
+            let new_config = config.filter(|_| running).and_then(permissive_config);
             if enforcing {
                 changes.push(Change::SelinuxPermissive);
             }
@@ -109,12 +115,15 @@ fn selinux(
 
 /// /etc/selinux/config with `SELINUX=enforcing` made `SELINUX=permissive`, every other byte
 /// kept; `None` when it says something else (permissive, or disabled, which is left alone).
+/// The value is read as libselinux does: the line starts `SELINUX=` and its value starts
+/// with `enforcing` in any case (`SELINUX=Enforcing # x` enforces too).
 fn permissive_config(current: &[u8]) -> Option<Vec<u8>> {
     let mut changed = false;
     let mut out = Vec::with_capacity(current.len());
     for line in current.split_inclusive(|b| *b == b'\n') {
         let body = line.strip_suffix(b"\n").unwrap_or(line);
-        if body.trim_ascii() == b"SELINUX=enforcing" {
+        let value = body.trim_ascii_start().strip_prefix(b"SELINUX=");
+        if value.is_some_and(|v| v.len() >= 9 && v[..9].eq_ignore_ascii_case(b"enforcing")) {
             changed = true;
             out.extend_from_slice(b"SELINUX=permissive");
             out.extend_from_slice(&line[body.len()..]);

@@ -78,7 +78,8 @@ struct Rhel9 {
     /// The permanent rules (`--list-ports`, `--list-protocols`).
     ports: Vec<String>,
     protocols: Vec<String>,
-    /// What `--reload` made the running firewall: the permanent rules at that moment.
+    /// The running firewall's ports (adds without `--permanent`; a `--reload` would make
+    /// them the permanent ones).
     runtime_ports: Vec<String>,
     sysctls: BTreeMap<String, String>,
 }
@@ -170,6 +171,14 @@ impl Rhel9 {
             }
             ["firewall-cmd", "--reload"] => {
                 self.runtime_ports = self.ports.clone();
+                output(0, FIREWALLD_SUCCESS)
+            }
+            ["firewall-cmd", adds @ ..] if adds.iter().all(|a| a.starts_with("--add-")) => {
+                for a in adds {
+                    if let Some(p) = a.strip_prefix("--add-port=") {
+                        self.runtime_ports.push(p.to_owned());
+                    }
+                }
                 output(0, FIREWALLD_SUCCESS)
             }
             ["systemctl", "stop", "firewalld"] => {
@@ -314,17 +323,19 @@ async fn a_fresh_rhel9_node_gets_permissive_selinux_and_its_roles_ports_then_not
         [
             "setenforce 0",
             "write-files /etc/selinux/config 0644 /etc/selinux/config.khactl.bak 1185",
+            "firewall-cmd --add-port=6443/tcp --add-port=2379-2380/tcp \
+             --add-port=10250/tcp --add-port=10257/tcp --add-port=10259/tcp \
+             --add-port=16443/tcp --add-protocol=vrrp",
             "firewall-cmd --permanent --add-port=6443/tcp --add-port=2379-2380/tcp \
              --add-port=10250/tcp --add-port=10257/tcp --add-port=10259/tcp \
              --add-port=16443/tcp --add-protocol=vrrp",
-            "firewall-cmd --reload",
         ]
     );
     assert_eq!(
         seen["w1"][2..],
         [
+            "firewall-cmd --add-port=10250/tcp --add-port=30000-32767/tcp",
             "firewall-cmd --permanent --add-port=10250/tcp --add-port=30000-32767/tcp",
-            "firewall-cmd --reload",
         ],
         "a worker: the kubelet and NodePorts, no VRRP"
     );
@@ -338,7 +349,7 @@ async fn a_fresh_rhel9_node_gets_permissive_selinux_and_its_roles_ports_then_not
     );
     assert_eq!(
         cp1.runtime_ports, cp1.ports,
-        "reloaded into the running firewall"
+        "opened in the running firewall too"
     );
     assert_eq!(cp1.protocols, ["vrrp"]);
     assert!(
@@ -369,9 +380,10 @@ async fn ports_already_open_are_not_added_again_and_the_stats_page_port_is_opene
     assert_eq!(
         seen["cp1"],
         [
+            "firewall-cmd --add-port=10257/tcp --add-port=10259/tcp \
+             --add-port=16443/tcp --add-port=9000/tcp",
             "firewall-cmd --permanent --add-port=10257/tcp --add-port=10259/tcp \
              --add-port=16443/tcp --add-port=9000/tcp",
-            "firewall-cmd --reload",
         ]
     );
     assert_eq!(
@@ -428,4 +440,63 @@ async fn firewalld_enabled_but_stopped_is_a_warning_not_a_change() {
         ),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn the_selinux_config_is_read_as_libselinux_reads_it() {
+    use super::permissive_config;
+    for enforcing in [
+        "SELINUX=enforcing\n",
+        "SELINUX=Enforcing\n",
+        "SELINUX=enforcing # set by the installer\n",
+        "  SELINUX=ENFORCING\n",
+    ] {
+        let file = format!("# comment SELINUX=enforcing\n{enforcing}SELINUXTYPE=targeted\n");
+        let new = permissive_config(file.as_bytes()).expect(enforcing);
+        assert_eq!(
+            String::from_utf8(new).unwrap(),
+            "# comment SELINUX=enforcing\nSELINUX=permissive\nSELINUXTYPE=targeted\n",
+            "{enforcing:?}"
+        );
+    }
+    for other in [
+        "SELINUX=permissive\n",
+        "SELINUX=disabled\n",
+        "#SELINUX=enforcing\n",
+    ] {
+        assert_eq!(permissive_config(other.as_bytes()), None, "{other:?}");
+    }
+}
+
+#[test]
+fn a_node_without_running_selinux_keeps_its_config_file() {
+    use crate::facts::{HostFacts, SelinuxMode};
+    let inv = crate::inventory::parse(
+        "apiVersion: khactl.io/v1alpha1\nkind: Inventory\n\
+         cluster: { name: t, kubernetesVersion: v1.31.2 }\nvip: { address: 10.0.0.100 }\n\
+         nodes:\n  - { name: cp1, address: 10.0.0.11, role: control-plane }\n",
+    )
+    .unwrap()
+    .inventory;
+    for mode in [SelinuxMode::Absent, SelinuxMode::Disabled] {
+        let mut facts = HostFacts {
+            selinux: mode,
+            ..crate::phases::test_support::debian_host()
+        };
+        facts.files.insert(
+            super::SELINUX_CONFIG.into(),
+            Some(b"SELINUX=enforcing\n".to_vec()),
+        );
+        let (changes, warnings) = super::plan(&inv, &inv.nodes[0], &facts).unwrap();
+        assert!(
+            changes
+                .iter()
+                .all(|c| !c.headline().contains("/etc/selinux/config")),
+            "{mode:?}: {changes:?}"
+        );
+        assert!(
+            warnings.iter().all(|w| !w.contains("SELinux")),
+            "{warnings:?}"
+        );
+    }
 }
