@@ -78,6 +78,27 @@ pub fn load(options: &NodeOptions) -> Result<Loaded, UsageError> {
 }
 
 impl Loaded {
+    /// For the commands that write agent configs (`up`, `add-*`, `remove-node`): the stats
+    /// page's `passwordFile` must be readable and private, before any connection. The others
+    /// (`status`, `reset`, the drill) never need it, so a teammate without it can run them.
+    pub fn check_stats_password(&self) -> Result<(), UsageError> {
+        let Some(path) = self
+            .inventory
+            .stats_page
+            .as_ref()
+            .and_then(|p| p.password_file())
+        else {
+            return Ok(());
+        };
+        crate::phases::install_agent::stats_page::read_password_file(&path)
+            .map(drop)
+            .map_err(|e| {
+                UsageError::new(format!(
+                    "the inventory names a password file that cannot be used:\n  error: {e}"
+                ))
+            })
+    }
+
     /// Creates the state directory, takes its lock (so one khactl at a time writes it or
     /// changes the cluster's nodes: an error naming the holder, exit 1, otherwise), creates
     /// the run log, and starts listening for Ctrl-C and SIGTERM.
@@ -336,22 +357,11 @@ fn check_local_files(inv: &Inventory) -> Result<(), UsageError> {
             }
         }
     }
-    let mut what = "SSH keys";
-    if let Some(path) = inv.stats_page.as_ref().and_then(|p| p.password_file())
-        && let Err(e) = crate::phases::install_agent::stats_page::read_password_file(&path)
-    {
-        what = if problems.is_empty() {
-            "a password file"
-        } else {
-            "files"
-        };
-        problems.push(format!("  error: {e}"));
-    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(UsageError::new(format!(
-            "the inventory names {what} that cannot be used:\n{}",
+            "the inventory names SSH keys that cannot be used:\n{}",
             problems.join("\n")
         )))
     }

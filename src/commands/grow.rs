@@ -108,6 +108,7 @@ pub fn narrow(ctx: &mut Context, node: &str) {
 
 pub async fn run(opts: &GrowOptions, reporter: Box<dyn Reporter>) -> anyhow::Result<GrowResult> {
     let loaded = session::load(&opts.nodes)?;
+    loaded.check_stats_password()?;
     let verb = opts.verb();
     let Some(node) = loaded.inventory.node(&opts.node) else {
         let known: Vec<&str> = loaded

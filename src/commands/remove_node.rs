@@ -54,6 +54,7 @@ pub async fn run(
     reporter: Box<dyn Reporter>,
 ) -> anyhow::Result<RemoveResult> {
     let mut loaded = session::load(&opts.nodes)?;
+    loaded.check_stats_password()?;
     let listed = loaded.inventory.node(&opts.node).cloned();
     if !opts.yes && !opts.dry_run && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         return Err(UsageError::new(

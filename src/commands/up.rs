@@ -49,6 +49,7 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
 pub async fn run(opts: &UpOptions, reporter: Box<dyn Reporter>) -> anyhow::Result<UpResult> {
     // Everything that can be wrong locally is found before anything is created or contacted.
     let loaded = session::load(&opts.nodes)?;
+    loaded.check_stats_password()?;
     let agent = load_agent(opts.agent_binary.as_deref())?;
     let mode = if opts.dry_run {
         Mode::Plan

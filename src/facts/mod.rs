@@ -99,6 +99,9 @@ pub struct ProbeRequest {
     /// Directories whose `*.conf` files are read (sysctl.d), into [`HostFacts::files`].
     pub conf_dirs: Vec<PathBuf>,
     pub digests: Vec<PathBuf>,
+    /// Read like `digests`, but their lines never reach a log or the screen (a password's:
+    /// an unsalted hash of a chosen password can be cracked offline).
+    pub secret_digests: Vec<PathBuf>,
     /// Tools whose version to read (`kubeadm`, `kubelet`, `kubectl`, `curl`).
     pub versions: Vec<String>,
     pub ports: Vec<u16>,
@@ -122,6 +125,7 @@ impl ProbeRequest {
         add(&mut self.files, other.files);
         add(&mut self.conf_dirs, other.conf_dirs);
         add(&mut self.digests, other.digests);
+        add(&mut self.secret_digests, other.secret_digests);
         add(&mut self.versions, other.versions);
         add(&mut self.ports, other.ports);
         add(&mut self.dirs, other.dirs);
@@ -148,7 +152,12 @@ impl HostFacts {
                 .iter()
                 .map(|p| format!("conf:{}", p.display())),
         );
-        args.extend(req.digests.iter().map(|p| format!("hash:{}", p.display())));
+        args.extend(
+            req.digests
+                .iter()
+                .chain(&req.secret_digests)
+                .map(|p| format!("hash:{}", p.display())),
+        );
         args.extend(req.versions.iter().map(|t| format!("version:{t}")));
         args.extend(req.ports.iter().map(|p| format!("port:{p}")));
         args.extend(req.dirs.iter().map(|p| format!("dir:{}", p.display())));
@@ -162,7 +171,10 @@ impl HostFacts {
                 .iter()
                 .map(|p| format!("server:{}", p.display())),
         );
-        let cmd = RemoteCommand::script("khactl-probe", PROBE, args).read_only();
+        let cmd = req.secret_digests.iter().fold(
+            RemoteCommand::script("khactl-probe", PROBE, args).read_only(),
+            |cmd, p| cmd.redacting_lines_containing(p.display().to_string()),
+        );
         let sent = std::time::SystemTime::now();
         let out = host.run(&cmd).await?;
         let received = std::time::SystemTime::now();

@@ -144,6 +144,10 @@ const TAKEN: &[(u16, &str)] = &[
     (10250, "the kubelet's port"),
     (10257, "kube-controller-manager's port"),
     (10259, "kube-scheduler's port"),
+    (10248, "the kubelet's health port"),
+    (10249, "kube-proxy's metrics port"),
+    (10256, "kube-proxy's health port (on every address)"),
+    (2381, "etcd's metrics port"),
     (
         9901,
         "khagent's own status port (127.0.0.1:9901, which khactl reads)",
@@ -152,6 +156,14 @@ const TAKEN: &[(u16, &str)] = &[
 
 pub(super) fn port_is_free(d: &Draft, out: &mut Findings) {
     let Some(stats) = &d.stats_page else { return };
+    if d.load_balancer.as_ref().map(|lb| lb.mode) == Some(LbMode::External) {
+        out.error(
+            &FieldPath::root().key("statsPage"),
+            "behind an external load balancer no node runs khagent, so there is no stats page \
+             to publish: remove statsPage (your balancer has its own)",
+        );
+        return;
+    }
     let port = stats.port.get();
     let at = FieldPath::root().key("statsPage").key("port");
     if let Some((_, what)) = TAKEN.iter().find(|(p, _)| *p == port) {

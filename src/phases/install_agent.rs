@@ -75,8 +75,6 @@ pub fn digests_read() -> Vec<PathBuf> {
         SYSTEMD_UNIT,
         OPENRC_SCRIPT,
         RESTART_PENDING,
-        // By digest only: the password's bytes are never read back.
-        STATS_PASSWORD,
     ]
     .iter()
     .map(PathBuf::from)
@@ -110,6 +108,8 @@ impl Phase for InstallAgent {
         ProbeRequest {
             files,
             digests,
+            // By digest only, never logged: the password's bytes are never read back.
+            secret_digests: vec![STATS_PASSWORD.into()],
             ..ProbeRequest::default()
         }
     }

@@ -24,6 +24,8 @@ pub struct RemoteCommand {
     /// Secrets this command may echo (a token it was given in a file): blanked wherever its
     /// output is logged or shown.
     pub(crate) redact: Vec<String>,
+    /// Output lines holding one of these are blanked whole where logged or shown.
+    pub(crate) redact_lines: Vec<String>,
 }
 
 impl RemoteCommand {
@@ -40,6 +42,7 @@ impl RemoteCommand {
             read_only: false,
             secret_stdout: false,
             redact: Vec::new(),
+            redact_lines: Vec::new(),
         }
     }
 
@@ -100,6 +103,16 @@ impl RemoteCommand {
         self
     }
 
+    /// Blanks every output line that holds `needle` (say a digest line naming a password
+    /// file: a hash of a chosen password can be cracked offline).
+    pub fn redacting_lines_containing(mut self, needle: impl Into<String>) -> Self {
+        let needle = needle.into();
+        if !needle.is_empty() {
+            self.redact_lines.push(needle);
+        }
+        self
+    }
+
     /// The output as it may be logged or shown: a secret stdout dropped, known secrets
     /// blanked in the rest.
     pub fn visible_output(&self, out: &CommandOutput) -> CommandOutput {
@@ -107,6 +120,22 @@ impl RemoteCommand {
             let mut text = String::from_utf8_lossy(bytes).into_owned();
             for s in &self.redact {
                 text = text.replace(s.as_str(), REDACTED);
+            }
+            if !self.redact_lines.is_empty() {
+                text = text
+                    .split_inclusive('\n')
+                    .map(|line| {
+                        if self.redact_lines.iter().any(|n| line.contains(n.as_str())) {
+                            if line.ends_with('\n') {
+                                format!("{REDACTED}\n")
+                            } else {
+                                REDACTED.to_owned()
+                            }
+                        } else {
+                            line.to_owned()
+                        }
+                    })
+                    .collect();
             }
             text.into_bytes()
         };
@@ -222,6 +251,18 @@ mod tests {
     fn display_quotes_arguments_that_need_it() {
         let c = RemoteCommand::new(["sysctl", "-w", "net.ipv4.ip_forward=1", "a b"]);
         assert_eq!(c.to_string(), "sysctl -w net.ipv4.ip_forward=1 'a b'");
+    }
+
+    #[test]
+    fn lines_naming_a_secret_file_are_blanked_whole() {
+        let cmd = RemoteCommand::new(["probe"]).redacting_lines_containing("/etc/k/pw");
+        let out = CommandOutput {
+            status: Some(0),
+            stdout: b"sum 5e88  /etc/k/pw\nsum 1234  /etc/k/config\n".to_vec(),
+            stderr: Vec::new(),
+        };
+        let shown = cmd.visible_output(&out);
+        assert_eq!(shown.stdout, b"<redacted>\nsum 1234  /etc/k/config\n");
     }
 
     #[test]

@@ -29,17 +29,23 @@ pub fn read_or_generate(path: &Path, keep: bool) -> Result<Vec<u8>, StateError> 
     }
     let secret = generate().map_err(io_err)?;
     if keep {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io_err)?;
-        file.write_all(&secret)
-            .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.sync_all())
-            .map_err(io_err)?;
+        // Written whole beside it, then linked into place (which, like O_EXCL, never
+        // replaces a file): a run killed halfway leaves no empty password behind.
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let written = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            file.write_all(&secret)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            fs::hard_link(&tmp, path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        written.map_err(io_err)?;
     }
     Ok(secret)
 }
@@ -47,15 +53,24 @@ pub fn read_or_generate(path: &Path, keep: bool) -> Result<Vec<u8>, StateError> 
 /// A password kept in a file: a regular file no one else can read (no group or other bits),
 /// its one line without the newline. Also the rule for a `passwordFile` the inventory names.
 pub fn read_private(path: &Path) -> io::Result<Vec<u8>> {
+    // O_NONBLOCK: a FIFO planted there must not hang the run (it is refused below).
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() || meta.mode() & 0o077 != 0 {
         return Err(io::Error::other(format!(
             "not a private regular file (mode {:o}); make it 0600 (`chmod 600`)",
             meta.mode() & 0o7777
+        )));
+    }
+    // /proc/self belongs to the process's effective user.
+    let me = fs::metadata("/proc/self")?.uid();
+    if meta.uid() != me {
+        return Err(io::Error::other(format!(
+            "owned by uid {}, not by the user running khactl (uid {me}); `chown` it",
+            meta.uid()
         )));
     }
     let mut bytes = Vec::new();

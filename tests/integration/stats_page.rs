@@ -184,6 +184,20 @@ fn the_stats_page_asks_for_the_password_and_a_new_one_arrives_by_reload() {
         text(&third)
     );
 
+    // Nor a hash of it: an unsalted SHA-256 of a password someone chose cracks offline.
+    let outputs = text(&second) + &text(&third);
+    let everywhere = places_a_password_must_not_be(&lab, &state, &outputs);
+    for node in CONTROL_PLANES {
+        let hash = sh(&lab, node, "sha256sum < /etc/khagent/stats.password");
+        let hash = hash.split_whitespace().next().unwrap();
+        assert_eq!(hash.len(), 64);
+        assert!(
+            !everywhere.contains(hash),
+            "{node}: the password's hash leaked into output or logs"
+        );
+    }
+    assert!(!everywhere.contains("my-own-stats-password"));
+
     // reset takes the password off the nodes with the rest of khactl's files.
     let reset = khactl_with(&lab, &["reset"], &inventory, base.path(), &["--yes"]);
     assert!(reset.status.success(), "{}", text(&reset));

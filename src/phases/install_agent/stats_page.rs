@@ -54,14 +54,27 @@ pub fn password(ctx: &Context) -> anyhow::Result<Option<Vec<u8>>> {
 
 /// `statsPage.passwordFile`, read and checked (private, one line); the error names the field.
 pub fn read_password_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    secret::read_private(path).map_err(|e| {
+    let password = secret::read_private(path).map_err(|e| {
         anyhow::anyhow!(
             "statsPage.passwordFile: cannot use {}: {e}; write the password on one line in a \
              file only you can read, or leave the field out to have khactl generate one",
             path.display()
         )
-    })
+    })?;
+    // The page answers anyone who can reach its port, as fast as they ask.
+    if password.len() < MIN_PASSWORD_LEN {
+        anyhow::bail!(
+            "statsPage.passwordFile: the password in {} has {} characters; use at least \
+             {MIN_PASSWORD_LEN} (or leave the field out to have khactl generate 32)",
+            path.display(),
+            password.len()
+        );
+    }
+    Ok(password)
 }
+
+/// The shortest password a `passwordFile` may hold.
+const MIN_PASSWORD_LEN: usize = 16;
 
 /// The password file's write (with a newline, 0600, secret) when it differs from the node's,
 /// or its removal when the inventory no longer publishes the page.

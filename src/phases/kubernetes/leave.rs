@@ -17,7 +17,9 @@ use super::{
     delete_node_object, etcd_witness, kubeadm_command, member_kubectl, node_object_exists,
     remove_member,
 };
-use crate::agent::{AGENT_BINARY, AGENT_CONFIG, OPENRC_SCRIPT, SERVICE, SYSTEMD_UNIT};
+use crate::agent::{
+    AGENT_BINARY, AGENT_CONFIG, OPENRC_SCRIPT, SERVICE, STATS_PASSWORD, SYSTEMD_UNIT,
+};
 use crate::cluster::{api, etcd, vip};
 use crate::diagnostics::Hinted;
 use crate::inventory::{Node, Role};
@@ -364,6 +366,7 @@ impl Phase for FinishRemoval {
             .iter()
             .map(std::path::PathBuf::from)
             .collect(),
+            secret_digests: vec![STATS_PASSWORD.into()],
             ..crate::facts::ProbeRequest::default()
         }
     }
@@ -414,6 +417,7 @@ impl FinishRemoval {
                 AGENT_CONFIG,
                 AGENT_BINARY,
                 NODE_LOCAL_CA,
+                STATS_PASSWORD,
             ] {
                 if facts.digest(std::path::Path::new(path)).is_some() {
                     changes.push(Change::RemoveFile { path: path.into() });
