@@ -46,6 +46,7 @@ impl GrowOptions {
         match self.role {
             Role::ControlPlane => "add-master",
             Role::Worker => "add-worker",
+            Role::Etcd => "add-etcd",
         }
     }
 }
@@ -78,6 +79,8 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(WaitForVip),
             Box::new(VerifyCluster),
         ],
+        // `add-etcd` is not built yet: the command line offers no way here.
+        Role::Etcd => Vec::new(),
         Role::Worker => vec![
             Box::new(GeneratePki),
             Box::new(Connect),
@@ -133,6 +136,7 @@ pub async fn run(opts: &GrowOptions, reporter: Box<dyn Reporter>) -> anyhow::Res
         let other = match node.role {
             Role::ControlPlane => "add-master",
             Role::Worker => "add-worker",
+            Role::Etcd => "add-etcd",
         };
         return Err(UsageError::new(format!(
             "{verb}: {} is a {} in the inventory",
@@ -144,7 +148,7 @@ pub async fn run(opts: &GrowOptions, reporter: Box<dyn Reporter>) -> anyhow::Res
     }
     let agent = match opts.role {
         Role::ControlPlane => Some(Arc::new(load_agent(opts.agent_binary.as_deref())?)),
-        Role::Worker => None,
+        Role::Worker | Role::Etcd => None,
     };
     let mode = if opts.dry_run {
         Mode::Plan

@@ -255,6 +255,23 @@ pub(super) fn identity_file(v: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// `etcd.binary`: an absolute path on the etcd nodes (no shell expands it there).
+pub(super) fn etcd_binary(v: &Value) -> Result<(), String> {
+    let s = string(v, "/usr/local/bin/etcd")?;
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "{s:?} has spaces or control characters; write the bare path, e.g. /usr/local/bin/etcd"
+        ));
+    }
+    if !s.starts_with('/') || s.ends_with('/') || s.split('/').any(|p| p == "..") {
+        return Err(format!(
+            "{s:?} is not an absolute path to a file; write e.g. /usr/local/bin/etcd, or leave \
+             `binary` out to install the distribution's etcd package"
+        ));
+    }
+    Ok(())
+}
+
 fn cidr(v: &Value, example: &str) -> Result<IpNet, String> {
     let s = string(v, example)?;
     let net: IpNet = s.parse().map_err(|_| {

@@ -50,6 +50,19 @@ pub struct Inventory {
     /// The failover drill's targets and node-down hooks (flags override them).
     #[serde(default, skip_serializing_if = "is_default")]
     pub failover_test: FailoverTestSettings,
+    /// How the external etcd cluster on the `role: etcd` nodes is installed.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub etcd: EtcdSettings,
+}
+
+/// `etcd:` in the inventory, for the external topology (nodes with `role: etcd`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// The etcd binary already on every etcd node; when absent, the distribution's
+    /// package (`etcd-server` on Debian and Ubuntu, `etcd` elsewhere) provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<PathBuf>,
 }
 
 /// Targets of `khactl failover-test`; unset ones keep the scenario's default.
@@ -246,6 +259,8 @@ pub struct SshOverrides {
 pub enum Role {
     ControlPlane,
     Worker,
+    /// A member of the external etcd cluster: no kubelet, no kubeadm, only etcd.
+    Etcd,
 }
 
 impl Role {
@@ -253,7 +268,13 @@ impl Role {
         match self {
             Role::ControlPlane => "control-plane",
             Role::Worker => "worker",
+            Role::Etcd => "etcd",
         }
+    }
+
+    /// Whether nodes of this role join the Kubernetes cluster (kubelet and kubeadm).
+    pub fn is_kubernetes_node(self) -> bool {
+        self != Role::Etcd
     }
 }
 
@@ -276,6 +297,29 @@ pub struct Node {
     /// (`taints: []`) means no taint at all, also on a control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taints: Option<Vec<Taint>>,
+}
+
+/// The port etcd serves clients on (its default, IANA-registered).
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// The port etcd members talk to each other on.
+pub const ETCD_PEER_PORT: u16 = 2380;
+
+impl Node {
+    /// `https://ADDRESS:2379`, IPv6 in brackets as Go's `net.JoinHostPort` writes it.
+    pub fn etcd_client_url(&self) -> String {
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.address, ETCD_CLIENT_PORT)
+        )
+    }
+
+    /// `https://ADDRESS:2380`, the member's peer URL.
+    pub fn etcd_peer_url(&self) -> String {
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.address, ETCD_PEER_PORT)
+        )
+    }
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -462,6 +506,31 @@ impl Inventory {
         self.nodes.iter().filter(|n| n.role == Role::Worker)
     }
 
+    /// The nodes with `role: etcd`: the external etcd cluster, when there are any.
+    pub fn etcd_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Etcd)
+    }
+
+    /// Whether etcd runs on its own nodes (kubeadm's `etcd.external`) rather than stacked
+    /// on the control planes.
+    pub fn external_etcd(&self) -> bool {
+        self.etcd_nodes().next().is_some()
+    }
+
+    /// The nodes that run an etcd member: the `role: etcd` nodes in the external
+    /// topology, else every control plane (kubeadm's stacked etcd).
+    pub fn etcd_members(&self) -> impl Iterator<Item = &Node> {
+        let external = self.external_etcd();
+        self.nodes.iter().filter(move |n| {
+            n.role
+                == if external {
+                    Role::Etcd
+                } else {
+                    Role::ControlPlane
+                }
+        })
+    }
+
     /// The node-local balancer, when `loadBalancer.mode` is `node-local`.
     pub fn node_local(&self) -> Option<NodeLocal> {
         let lb = &self.load_balancer;
@@ -508,9 +577,11 @@ impl Inventory {
         }
     }
 
-    /// Whether `node` runs khagent: every control plane, and in node-local mode every node.
+    /// Whether `node` runs khagent: every control plane, and in node-local mode every
+    /// Kubernetes node (etcd nodes never dial the API).
     pub fn runs_agent(&self, node: &Node) -> bool {
-        node.role == Role::ControlPlane || self.load_balancer.mode == LbMode::NodeLocal
+        node.role == Role::ControlPlane
+            || (self.load_balancer.mode == LbMode::NodeLocal && node.role.is_kubernetes_node())
     }
 
     /// Whether adding or removing node `name` changes every agent's backends, workers'

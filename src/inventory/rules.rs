@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::model::{
-    KubeadmExtras, LbMode, LoadBalancer, Networking, Node, PkiSettings, Role, SshDefaults, Vip,
+    EtcdSettings, KubeadmExtras, LbMode, LoadBalancer, Networking, Node, PkiSettings, Role,
+    SshDefaults, Vip,
 };
 use super::problems::{FieldPath, Findings};
 
@@ -34,6 +35,8 @@ pub(super) struct Draft {
     pub kubeadm: Option<KubeadmExtras>,
     /// The `networking` fields the user wrote (the others hold defaults).
     pub networking_written: Vec<String>,
+    /// `etcd` as written, when it parsed; `None` when left out.
+    pub etcd: Option<EtcdSettings>,
 }
 
 impl Draft {
@@ -84,6 +87,7 @@ impl Draft {
                 _ => Vec::new(),
             },
             kubeadm: section("kubeadm", empty()).and_then(typed),
+            etcd: section("etcd", None).and_then(typed),
             networking_written: match map.get("networking") {
                 Some(Value::Mapping(m)) => m
                     .keys()
@@ -136,6 +140,7 @@ pub(super) fn check(d: &Draft, out: &mut Findings) {
     sudo_for_non_root(d, out);
     certificate_lifetimes(d, out);
     sysctl_spellings(d, out);
+    external_etcd(d, out);
 }
 
 /// etcd needs a majority of members to accept writes: with n members it survives
@@ -160,23 +165,28 @@ fn control_plane_count(d: &Draft, out: &mut Findings) {
             "no node has `role: control-plane`; the cluster needs at least one (three to survive \
              the loss of one)",
         );
-    } else if cps % 2 == 0 {
-        let tolerated = (cps - 1) / 2;
-        let failures = if tolerated == 0 {
-            "no failure".to_owned()
-        } else {
-            format!("only {tolerated} failure(s), like {}", cps - 1)
-        };
-        out.warning(
-            &path,
-            format!(
-                "{cps} control-plane nodes: etcd needs {} of {cps} members for quorum, so they \
-                 tolerate {failures}; an odd number ({}) is the usual choice",
-                cps / 2 + 1,
-                cps + 1
-            ),
-        );
+    } else if cps % 2 == 0 && !nodes.iter().any(|(_, n)| n.role == Role::Etcd) {
+        // With `role: etcd` nodes the control planes hold no etcd member: `external_etcd`
+        // counts the members instead.
+        out.warning(&path, quorum_warning(cps, "control-plane nodes"));
     }
+}
+
+/// The warning for an even number of etcd members: with n members etcd survives (n-1)/2
+/// failures, so an even n survives no more than n-1 would.
+fn quorum_warning(n: usize, members: &str) -> String {
+    let tolerated = n.saturating_sub(1) / 2;
+    let failures = if tolerated == 0 {
+        "no failure".to_owned()
+    } else {
+        format!("only {tolerated} failure(s), like {}", n - 1)
+    };
+    format!(
+        "{n} {members}: etcd needs {} of {n} members for quorum, so they tolerate {failures}; \
+         an odd number ({}) is the usual choice",
+        n / 2 + 1,
+        n + 1
+    )
 }
 
 /// The VIP and the node-local balancer are two ways to the API servers; each mode has
@@ -417,7 +427,12 @@ fn pod_subnet_room(d: &Draft, out: &mut Findings) {
         return;
     }
     let room = 1u128 << u32::from(per_node - pods.prefix_len()).min(100);
-    let nodes = d.nodes.as_ref().map_or(0, Vec::len) as u128;
+    // etcd nodes run no kubelet and get no pod range.
+    let etcd = d
+        .parsed_nodes()
+        .filter(|(_, n)| n.role == Role::Etcd)
+        .count();
+    let nodes = d.nodes.as_ref().map_or(0, Vec::len).saturating_sub(etcd) as u128;
     if room < nodes {
         out.warning(
             &path,
@@ -490,5 +505,65 @@ fn sysctl_spellings(d: &Draft, out: &mut Findings) {
                 format!("{key:?} is the same sysctl as {first:?}; write it once"),
             );
         }
+    }
+}
+
+/// The external etcd topology (nodes with `role: etcd`): the quorum warning counts the
+/// etcd nodes, and what only a Kubernetes node or kubeadm's stacked etcd reads is refused
+/// on them rather than silently ignored.
+fn external_etcd(d: &Draft, out: &mut Findings) {
+    let etcd: Vec<(usize, &Node)> = d
+        .parsed_nodes()
+        .filter(|(_, n)| n.role == Role::Etcd)
+        .collect();
+    if etcd.is_empty() {
+        if d.etcd
+            .as_ref()
+            .is_some_and(|e| *e != EtcdSettings::default())
+        {
+            out.error(
+                &FieldPath::root().key("etcd"),
+                "`etcd` configures the external etcd cluster, but no node has `role: etcd`; \
+                 add etcd nodes, or remove `etcd` to keep etcd stacked on the control planes",
+            );
+        }
+        return;
+    }
+    for (i, node) in &etcd {
+        for (field, written) in [
+            ("labels", !node.labels.is_empty()),
+            ("taints", node.taints.is_some()),
+        ] {
+            if written {
+                out.error(
+                    &node_path(*i).key(field),
+                    format!(
+                        "{} runs only etcd and never registers with Kubernetes, so it has no \
+                         {field}; remove `{field}`",
+                        who(*i, node)
+                    ),
+                );
+            }
+        }
+    }
+    if d.kubeadm
+        .as_ref()
+        .is_some_and(|k| !k.etcd_extra_args.is_empty())
+    {
+        out.error(
+            &FieldPath::root().key("kubeadm").key("etcdExtraArgs"),
+            "kubeadm.etcdExtraArgs configures kubeadm's stacked etcd, and with `role: etcd` \
+             nodes kubeadm runs no etcd; remove it (khactl configures the etcd service on the \
+             etcd nodes itself)",
+        );
+    }
+    // Counted only when every node parsed, like the control planes: a guess would mislead.
+    let Some(all) = d.all_nodes() else { return };
+    let n = all.iter().filter(|(_, n)| n.role == Role::Etcd).count();
+    if n % 2 == 0 {
+        out.warning(
+            &FieldPath::root().key("nodes"),
+            quorum_warning(n, "etcd nodes"),
+        );
     }
 }

@@ -85,7 +85,12 @@ pub(super) static INVENTORY: Shape = Shape {
         field("pki", Defaulted, Struct(&PKI)),
         field("kubeadm", Defaulted, Struct(&KUBEADM)),
         field("failoverTest", Defaulted, Struct(&FAILOVER_TEST)),
+        field("etcd", Defaulted, Struct(&ETCD)),
     ],
+};
+
+static ETCD: Shape = Shape {
+    fields: &[field("binary", Optional, Leaf(checks::etcd_binary))],
 };
 
 static FAILOVER_TEST: Shape = Shape {
@@ -194,7 +199,7 @@ static NODE: Shape = Shape {
         ),
         field(
             "role",
-            Required("role: control-plane (or worker)"),
+            Required("role: control-plane (or worker, or etcd)"),
             Leaf(typed::<Role>),
         ),
         field("ssh", Defaulted, Struct(&SSH_OVERRIDES)),

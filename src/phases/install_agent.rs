@@ -422,7 +422,8 @@ fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentCon
         backends,
         ca_file: match node.role {
             Role::ControlPlane => CLUSTER_CA,
-            Role::Worker => NODE_LOCAL_CA,
+            // An etcd node runs no agent (`Inventory::runs_agent`).
+            Role::Worker | Role::Etcd => NODE_LOCAL_CA,
         }
         .to_owned(),
         status_listen: STATUS_LISTEN,
