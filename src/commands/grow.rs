@@ -98,14 +98,14 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
     }
 }
 
-/// What the run sees: the control planes and `node` (no other worker is contacted; with
-/// node-local balancers a new control plane is every worker's new backend, so then every
-/// node), and what it may prepare: `node` only.
+/// What the run sees: the control planes, the external etcd nodes (asked, never changed) and
+/// `node` (no other worker is contacted; with node-local balancers a new control plane is
+/// every worker's new backend, so then every node), and what it may prepare: `node` only.
 pub fn narrow(ctx: &mut Context, node: &str) {
     let every_agent = ctx.inventory.changes_every_agent(node);
-    ctx.inventory
-        .nodes
-        .retain(|n| every_agent || n.role == Role::ControlPlane || n.name.as_str() == node);
+    ctx.inventory.nodes.retain(|n| {
+        every_agent || matches!(n.role, Role::ControlPlane | Role::Etcd) || n.name.as_str() == node
+    });
     ctx.settings.scope = Some(BTreeSet::from([node.to_owned()]));
 }
 

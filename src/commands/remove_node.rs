@@ -68,11 +68,23 @@ pub async fn run(
     // agent is reloaded without it.
     let name = opts.node.clone();
     let unreachable = opts.unreachable;
+    if listed.as_ref().is_some_and(|n| n.role == Role::Etcd) {
+        return Err(UsageError::new(format!(
+            "remove-node: {name} is an etcd node, and removing a member of the external etcd \
+             is not supported yet"
+        ))
+        .hint(format!(
+            "remove its member by hand first (`etcdctl member remove`, from another etcd node), \
+             then stop etcd on {name}"
+        ))
+        .into());
+    }
     let every_agent = loaded.inventory.changes_every_agent(&name);
-    loaded
-        .inventory
-        .nodes
-        .retain(|n| (n.role == Role::ControlPlane || every_agent) && n.name.as_str() != name);
+    // External etcd nodes are asked (members, health), never changed.
+    loaded.inventory.nodes.retain(|n| {
+        (matches!(n.role, Role::ControlPlane | Role::Etcd) || every_agent)
+            && n.name.as_str() != name
+    });
     let mode = if opts.dry_run {
         Mode::Plan
     } else {

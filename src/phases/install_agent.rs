@@ -521,7 +521,7 @@ fn service_files() -> AgentService {
 }
 
 /// A write when the node's file differs in content or mode; `diff` files show a line diff.
-fn write_if_changed(
+pub(super) fn write_if_changed(
     facts: &HostFacts,
     path: &str,
     contents: Vec<u8>,

@@ -143,7 +143,7 @@ const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 /// kubelet off. A control plane's kubelet may instead use its own API server (kubeadm's
 /// ControlPlaneKubeletLocalMode, on by default since 1.33), so there admin.conf says it. Pure.
 pub fn endpoint_moved(ctx: &Context, node: &Node, facts: &HostFacts) -> Option<String> {
-    if !super::has_member_files(node, facts) {
+    if !super::has_member_files(&ctx.inventory, node, facts) {
         return None;
     }
     let expected = endpoint_url(&ctx.inventory);

@@ -80,3 +80,6 @@ pub const CLUSTER_LOCK: u8 = 77;
 pub const NODE_LOCAL: u8 = 100;
 /// `node_local`: add-master and remove-node reach every node-local agent, workers' too.
 pub const NODE_LOCAL_GROW: u8 = 101;
+/// `external_etcd`: 2 control planes on a 3-node external etcd (lab workers as `role: etcd`),
+/// then add-master. 141..=149 are reserved for external-etcd work.
+pub const EXTERNAL_ETCD: u8 = 140;

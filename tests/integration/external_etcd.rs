@@ -1,0 +1,176 @@
+//! The external etcd topology (the cfssl guide's): lab nodes w1..w3 are declared `role: etcd`,
+//! so khactl runs etcd there as a systemd service with its own certificates, and the control
+//! planes' API servers use it through `etcd.external`. From fresh nodes: a 3-member etcd that
+//! the real `etcdctl` reaches over mTLS with khactl's certificates (and that refuses a client
+//! without one), API servers ready through it, no etcd on any control plane, and `add-master`
+//! that leaves the etcd membership exactly as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::kubeadm::{kubectl, members, voters};
+use crate::support::run::{cluster_state, khactl_with, sh, text};
+use crate::support::{Lab, indexes, require_root};
+
+const ETCD_NODES: [&str; 3] = ["w1", "w2", "w3"];
+
+/// The lab's inventory with its workers as etcd nodes, without the control planes in `drop`.
+fn inventory(lab: &Lab, dir: &Path, drop: &[&str]) -> PathBuf {
+    let full = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    let text: String = full
+        .lines()
+        .filter(|l| !drop.iter().any(|n| l.contains(&format!("name: {n},"))))
+        .map(|l| format!("{}\n", l.replace("role: worker", "role: etcd")))
+        .collect();
+    assert_eq!(
+        text.matches("role: etcd").count(),
+        ETCD_NODES.len(),
+        "the lab inventory lists each worker on one line:\n{full}"
+    );
+    let path = dir.join(format!("external-etcd-without-{}.yaml", drop.join("-")));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(lab: &Lab, verb: &[&str], inventory: &Path, state: &Path) -> Output {
+    lab.assert_up();
+    khactl_with(lab, verb, inventory, state, &[])
+}
+
+/// `etcdctl endpoint health` of every etcd node from control plane `cp`, with the API server's
+/// own client certificate (apiserver-etcd-client) khactl placed there.
+fn health_from_control_plane(lab: &Lab, cp: &str, with_cert: bool) -> Output {
+    let endpoints: Vec<String> = ETCD_NODES
+        .iter()
+        .map(|n| format!("https://{}:2379", lab.node_address(n)))
+        .collect();
+    let mut argv = vec![
+        "etcdctl".to_owned(),
+        "--endpoints".to_owned(),
+        endpoints.join(","),
+        "--cacert".to_owned(),
+        "/etc/kubernetes/pki/etcd/ca.crt".to_owned(),
+        "--dial-timeout".to_owned(),
+        "3s".to_owned(),
+        "--command-timeout".to_owned(),
+        "3s".to_owned(),
+    ];
+    if with_cert {
+        argv.extend([
+            "--cert".to_owned(),
+            "/etc/kubernetes/pki/apiserver-etcd-client.crt".to_owned(),
+            "--key".to_owned(),
+            "/etc/kubernetes/pki/apiserver-etcd-client.key".to_owned(),
+        ]);
+    }
+    argv.extend(["endpoint".to_owned(), "health".to_owned()]);
+    let mut env = vec!["env".to_owned(), "ETCDCTL_API=3".to_owned()];
+    env.extend(argv);
+    lab.exec(cp, &env)
+}
+
+/// `/readyz` of `cp`'s own API server, read on the node, TLS verified against the cluster CA.
+fn readyz(lab: &Lab, cp: &str) -> String {
+    let address = lab.node_address(cp);
+    sh(
+        lab,
+        cp,
+        &format!(
+            "curl -sS --max-time 5 --cacert /etc/kubernetes/pki/ca.crt \
+             https://{address}:6443/readyz"
+        ),
+    )
+}
+
+#[test]
+fn up_builds_an_external_etcd_the_api_servers_use_and_add_master_leaves_its_members_alone() {
+    require_root();
+    let lab = Lab::up("extetcd", indexes::EXTERNAL_ETCD, 3, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let two = inventory(&lab, dir.path(), &["cp3"]);
+    let out = run(&lab, &["up"], &two, &state);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Three started voters, named after the etcd nodes, on every etcd node's view.
+    for node in ETCD_NODES {
+        assert_eq!(voters(&lab, node), ETCD_NODES, "as {node} sees it");
+        assert_eq!(
+            sh(
+                &lab,
+                node,
+                "systemctl is-active etcd; systemctl is-enabled etcd"
+            ),
+            "active\nenabled"
+        );
+    }
+    let before = members(&lab, "w1");
+    // From a control plane: the API server's client certificate is accepted by every
+    // member; without a client certificate etcd refuses.
+    let ok = health_from_control_plane(&lab, "cp1", true);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stderr)
+            .matches("is healthy")
+            .count()
+            + String::from_utf8_lossy(&ok.stdout)
+                .matches("is healthy")
+                .count(),
+        3,
+        "{}",
+        text(&ok)
+    );
+    let refused = health_from_control_plane(&lab, "cp1", false);
+    assert!(!refused.status.success(), "{}", text(&refused));
+
+    // The API servers are ready, through etcd.external; no control plane runs etcd or holds
+    // an etcd member's certificate.
+    for cp in ["cp1", "cp2"] {
+        assert_eq!(readyz(&lab, cp), "ok", "{cp}");
+        let manifest = lab
+            .read_file(cp, "/etc/kubernetes/manifests/kube-apiserver.yaml")
+            .unwrap();
+        let servers: Vec<String> = ETCD_NODES
+            .iter()
+            .map(|n| format!("https://{}:2379", lab.node_address(n)))
+            .collect();
+        assert!(
+            manifest.contains(&format!("--etcd-servers={}", servers.join(","))),
+            "{cp}: {manifest}"
+        );
+        for absent in [
+            "/etc/kubernetes/manifests/etcd.yaml",
+            "/etc/kubernetes/pki/etcd/server.crt",
+            "/etc/kubernetes/pki/etcd/peer.key",
+            "/etc/kubernetes/pki/etcd/ca.key",
+        ] {
+            assert!(lab.read_file(cp, absent).is_none(), "{cp} has {absent}");
+        }
+    }
+    // The etcd nodes never registered with Kubernetes.
+    let nodes = kubectl(&state, &["get", "nodes", "-o", "name"]);
+    assert!(nodes.status.success(), "{}", text(&nodes));
+    let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
+    let mut names: Vec<&str> = nodes.lines().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["node/cp1", "node/cp2"]);
+
+    // add-master: the new control plane joins, its API server is ready, and etcd's members
+    // are exactly the ones before (same IDs, same URLs).
+    let three = inventory(&lab, dir.path(), &[]);
+    let out = run(&lab, &["add-master", "cp3"], &three, &state);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(readyz(&lab, "cp3"), "ok");
+    assert_eq!(members(&lab, "w2"), before);
+    assert!(
+        lab.read_file("cp3", "/etc/kubernetes/manifests/etcd.yaml")
+            .is_none()
+    );
+
+    // A second `up` with every node changes nothing.
+    let again = run(&lab, &["up"], &three, &state);
+    assert!(again.status.success(), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing to change"), "{}", text(&again));
+    assert!(cluster_state(&state).is_some());
+}
