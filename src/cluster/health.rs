@@ -85,7 +85,8 @@ pub struct AgentHealth {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdHealth {
-    /// The control plane whose etcd answered the member list.
+    /// The node whose etcd answered the member list (a control plane, or an etcd node with
+    /// external etcd).
     pub asked_on: Option<String>,
     pub error: Option<String>,
     pub members: Vec<EtcdMemberHealth>,
@@ -401,13 +402,23 @@ impl ClusterHealth {
 
     fn assess_etcd(&self, inv: &Inventory, problems: &mut Vec<Finding>) {
         let e = &self.etcd;
+        let external = inv.external_etcd();
+        let (member_nodes, run_it) = if external {
+            (
+                "etcd node",
+                "the etcd service (`systemctl status etcd`, `journalctl -u etcd`)",
+            )
+        } else {
+            (
+                "control plane",
+                "its static pod, /etc/kubernetes/manifests/etcd.yaml (`crictl ps -a`)",
+            )
+        };
         if let Some(err) = &e.error {
             problems.push(finding(
                 None,
-                format!("etcd could not be read on any control plane: {err}"),
-                "etcd may have lost quorum: see each control plane's etcd static pod \
-                 (`crictl ps -a`)"
-                    .to_owned(),
+                format!("etcd could not be read on any {member_nodes}: {err}"),
+                format!("etcd may have lost quorum: see on each {member_nodes} {run_it}"),
             ));
             return;
         }
@@ -432,11 +443,18 @@ impl ClusterHealth {
                         m.peer_url,
                         voters.len()
                     ),
-                    format!(
-                        "start etcd on {name} again (its static pod, \
-                         /etc/kubernetes/manifests/etcd.yaml); if the machine is gone for \
-                         good, remove the member (`khactl remove-node {name} --unreachable`)"
-                    ),
+                    if external {
+                        format!(
+                            "start etcd on {name} again ({run_it}); if the machine is gone \
+                             for good, remove its member by hand (`etcdctl member remove`)"
+                        )
+                    } else {
+                        format!(
+                            "start etcd on {name} again ({run_it}); if the machine is gone \
+                             for good, remove the member (`khactl remove-node {name} \
+                             --unreachable`)"
+                        )
+                    },
                 ));
             }
             if m.learner {
@@ -459,7 +477,7 @@ impl ClusterHealth {
                 format!("etcd needs {quorum} healthy voters to elect one"),
             ));
         }
-        for cp in inv.control_plane() {
+        for cp in inv.etcd_members() {
             let address = cp.address.to_string();
             let listed = e
                 .members
@@ -474,20 +492,25 @@ impl ClusterHealth {
             }
         }
         for m in &e.members {
-            let known = inv.control_plane().any(|cp| {
+            let known = inv.etcd_members().any(|cp| {
                 m.name == cp.name.as_str() || m.peer_url == etcd::peer_url(&cp.address.to_string())
             });
             if !known {
                 problems.push(finding(
                     None,
                     format!(
-                        "etcd member {} ({}) is not a control plane of the inventory",
+                        "etcd member {} ({}) is not {} of the inventory",
                         if m.name.is_empty() {
                             "(unstarted)"
                         } else {
                             &m.name
                         },
-                        m.peer_url
+                        m.peer_url,
+                        if external {
+                            "an etcd node"
+                        } else {
+                            "a control plane"
+                        }
                     ),
                     "a node removed by hand: remove its member (`khactl remove-node NAME \
                      --unreachable`)"
@@ -686,7 +709,7 @@ fn etcd_line(e: &EtcdHealth) -> String {
         return format!("etcd      could not be read: {err}");
     }
     if e.asked_on.is_none() {
-        return "etcd      not asked (no control plane reachable)".to_owned();
+        return "etcd      not asked (no node running a member is reachable)".to_owned();
     }
     let members: Vec<String> = e
         .members

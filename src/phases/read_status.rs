@@ -1,8 +1,8 @@
 //! Read the whole cluster's health, read-only ([`crate::cluster::health`]): on every node
 //! that answered, in parallel, whether it holds the VIP and its certificates' expiry; on each
 //! control plane also its agent (service state and `/status`) and its own API server's
-//! `/readyz`; then, from the first control plane that can say, the etcd members with each
-//! member's own status, the leader Leases, and `/readyz` through the VIP. A query that fails
+//! `/readyz`; then, from the first control plane that can say (the first etcd node, with
+//! external etcd), the etcd members with each member's own status, the leader Leases, and `/readyz` through the VIP. A query that fails
 //! is recorded with the node and the rest of the view still stands. With `watch`, it reads
 //! again every interval until Ctrl-C, handing each look to `on_round`.
 
@@ -113,8 +113,18 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
         !ready
     });
 
+    // etcd on its own nodes (external), else on the control planes, the ready ones first.
+    let etcd_nodes: Vec<&NodeHandle> = inv
+        .etcd_nodes()
+        .filter_map(|n| fleet.host(n.name.as_str()))
+        .collect();
+    let etcd_asking: Vec<&NodeHandle> = if inv.external_etcd() {
+        etcd_nodes
+    } else {
+        asking.iter().map(|(_, h)| *h).collect()
+    };
     let mut etcd_view = EtcdHealth::default();
-    for (_, host) in &asking {
+    for host in etcd_asking {
         match etcd::members(host).await {
             Ok(members) => {
                 let statuses = etcd::statuses(host, &members).await.unwrap_or_default();

@@ -12,6 +12,10 @@
 //! - swap on again if khactl turned it off; directories khactl's writes created removed if
 //!   empty; last, `/var/lib/khactl` (the manifest, PKI backups).
 //!
+//! On an external etcd node (`role: etcd`), once its etcd service is stopped and its files
+//! gone, the member's data directory is removed too, as `kubeadm reset` removes a stacked
+//! member's: a later `up` founds a new etcd instead of reviving the old cluster's data.
+//!
 //! The manifest goes last, so a reset cut short is finished by the next; a node without a
 //! manifest has nothing of khactl's to undo, and a second reset changes nothing.
 
@@ -29,9 +33,10 @@ use super::prepare_hosts::{
 };
 use super::{Context, Phase, PhaseFuture};
 use crate::agent::{OPENRC_SCRIPT, SERVICE, SYSTEMD_UNIT};
-use crate::facts::{HostFacts, InitSystem, ProbeRequest};
+use crate::facts::{DirState, HostFacts, InitSystem, ProbeRequest};
 use crate::inventory::{Node, Role, SysctlKey};
 use crate::remote::{NodeHandle, RemoteCommand};
+use crate::render::etcd::DATA_DIR as ETCD_DATA_DIR;
 
 /// khagent's own state directory (systemd's `StateDirectory=khagent`: its VIP record).
 pub const AGENT_STATE_DIR: &str = "/var/lib/khagent";
@@ -53,8 +58,13 @@ impl Phase for ResetNodes {
         "Reset nodes"
     }
 
-    fn facts(&self, _ctx: &Context, _node: &Node) -> ProbeRequest {
+    fn facts(&self, _ctx: &Context, node: &Node) -> ProbeRequest {
         ProbeRequest {
+            dirs: if node.role == Role::Etcd {
+                vec![ETCD_DATA_DIR.into()]
+            } else {
+                Vec::new()
+            },
             files: [HOSTS, FSTAB, manifest::PATH]
                 .iter()
                 .map(PathBuf::from)
@@ -97,11 +107,45 @@ impl Phase for ResetNodes {
             }
             let results = c
                 .fleet()?
-                .each(|_| true, async |host| undo_khactl(c, host).await)
+                .each(
+                    |_| true,
+                    async |host| {
+                        undo_khactl(c, host).await?;
+                        if role(host) == Some(Role::Etcd) {
+                            remove_etcd_data(c, host).await?;
+                        }
+                        anyhow::Ok(())
+                    },
+                )
                 .await;
             ctx.settle_changes(results)
         })
     }
+}
+
+/// The external etcd member's data, once `undo_khactl` stopped its service (the manifest
+/// noted the service khactl enabled).
+async fn remove_etcd_data(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let facts = ctx.facts_of(host.node())?;
+    if matches!(
+        facts.dirs.get(Path::new(ETCD_DATA_DIR)),
+        None | Some(DirState::Absent)
+    ) {
+        return Ok(());
+    }
+    let headline = format!("remove the etcd member's data ({ETCD_DATA_DIR})");
+    ctx.step(host, &headline, async |h| {
+        h.run(&RemoteCommand::new([
+            "rm",
+            "-rf",
+            "--one-file-system",
+            ETCD_DATA_DIR,
+        ]))
+        .await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
 }
 
 /// `kubeadm reset -f` on a node kubeadm left files on.

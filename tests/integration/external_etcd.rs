@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::kubeadm::{kubectl, members, voters};
-use crate::support::run::{cluster_state, khactl_with, sh, text};
+use crate::support::run::{cluster_state, json_of, khactl_with, sh, text};
 use crate::support::{Lab, indexes, require_root};
 
 const ETCD_NODES: [&str; 3] = ["w1", "w2", "w3"];
@@ -167,10 +167,62 @@ fn up_builds_an_external_etcd_the_api_servers_use_and_add_master_leaves_its_memb
             .is_none()
     );
 
+    // `status` shows the etcd nodes: each as a node of role etcd, each a healthy voter, and
+    // the cluster healthy with no control plane expected in etcd.
+    let status = run(&lab, &["status", "--output", "json"], &three, &state);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let doc = json_of(&status);
+    let result = &doc["result"];
+    let roles: Vec<(&str, &str)> = result["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["role"].as_str().unwrap()))
+        .filter(|(_, role)| *role == "etcd")
+        .collect();
+    assert_eq!(roles, [("w1", "etcd"), ("w2", "etcd"), ("w3", "etcd")]);
+    let etcd_members: Vec<(&str, bool)> = result["etcd"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["healthy"] == true))
+        .collect();
+    let mut etcd_members = etcd_members;
+    etcd_members.sort_unstable();
+    assert_eq!(etcd_members, [("w1", true), ("w2", true), ("w3", true)]);
+
     // A second `up` with every node changes nothing.
     let again = run(&lab, &["up"], &three, &state);
     assert!(again.status.success(), "{}", text(&again));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("nothing to change"), "{}", text(&again));
     assert!(cluster_state(&state).is_some());
+
+    // `reset` takes the etcd nodes back too: the service stopped, its files and the
+    // member's data gone, so a later `up` founds a new etcd.
+    let reset = khactl_with(&lab, &["reset"], &three, &state, &["--yes"]);
+    assert!(reset.status.success(), "{}", text(&reset));
+    for node in ETCD_NODES {
+        assert_eq!(
+            sh(&lab, node, "systemctl is-active etcd || true"),
+            "inactive",
+            "{node}"
+        );
+        for gone in [
+            "/etc/systemd/system/etcd.service",
+            "/etc/etcd/etcd.conf.yml",
+            "/etc/kubernetes/pki/etcd/server.key",
+        ] {
+            assert!(lab.read_file(node, gone).is_none(), "{node} keeps {gone}");
+        }
+        assert_eq!(
+            sh(
+                &lab,
+                node,
+                "test -e /var/lib/etcd && echo there || echo gone"
+            ),
+            "gone",
+            "{node}"
+        );
+    }
 }

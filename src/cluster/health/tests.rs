@@ -389,3 +389,48 @@ fn the_json_names_are_camel_case_and_stable() {
     assert_eq!(v["etcd"]["members"][0]["dbSize"], 20480);
     assert_eq!(v["leaders"]["controllerManager"]["node"], "cp2");
 }
+
+/// The same cluster with w1 replaced by three etcd nodes (external etcd): the members are
+/// theirs, the control planes are not expected in etcd, and a down member's hint is the
+/// service's, not a static pod's.
+#[test]
+fn with_external_etcd_the_members_are_the_etcd_nodes_and_the_control_planes_are_not() {
+    let text = INVENTORY.replace(
+        "  - { name: w1, address: 10.0.0.21, role: worker }\n",
+        "  - { name: e1, address: 10.0.0.31, role: etcd }\n  \
+         - { name: e2, address: 10.0.0.32, role: etcd }\n  \
+         - { name: e3, address: 10.0.0.33, role: etcd }\n",
+    );
+    let inv = crate::inventory::parse(&text).unwrap().inventory;
+    let mut h = healthy();
+    h.nodes.retain(|n| n.name != "w1");
+    h.etcd.asked_on = Some("e1".to_owned());
+    h.etcd.members = vec![
+        member("e1", 31, true),
+        member("e2", 32, false),
+        member("e3", 33, false),
+    ];
+    h.assess(&inv);
+    assert!(h.healthy, "{:?}", h.problems);
+
+    // The stacked members would be strangers here, and the etcd nodes missing.
+    h.etcd.members = vec![member("cp1", 11, true), member("e2", 32, false)];
+    h.etcd.members[1].healthy = Some(false);
+    h.assess(&inv);
+    let m = messages(&h);
+    assert!(
+        m.contains(
+            &"etcd member cp1 (https://10.0.0.11:2380) is not an etcd node of the inventory"
+        ),
+        "{m:?}"
+    );
+    assert!(m.contains(&"e1 is not an etcd member"), "{m:?}");
+    assert!(m.contains(&"e3 is not an etcd member"), "{m:?}");
+    assert!(!m.iter().any(|p| p.starts_with("cp2 is not")), "{m:?}");
+    let down = h
+        .problems
+        .iter()
+        .find(|p| p.message.starts_with("etcd member e2"))
+        .unwrap();
+    assert!(down.hint.contains("systemctl status etcd"), "{}", down.hint);
+}
