@@ -21,9 +21,9 @@ use super::up::{NodeResult, VipResult, load_agent};
 use crate::inventory::Role;
 use crate::phases::kubernetes::CheckGrowth;
 use crate::phases::{
-    CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts, GeneratePki,
-    InstallAgent, InstallAgentBeforeJoin, JoinControlPlanes, JoinWorkers, LockCluster, Mode, Phase,
-    Preflight, PrepareHosts, VerifyCluster, WaitForVip,
+    CheckEtcdGrowth, CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts,
+    GeneratePki, InstallAgent, InstallAgentBeforeJoin, JoinControlPlanes, JoinEtcdMember,
+    JoinWorkers, LockCluster, Mode, Phase, Preflight, PrepareHosts, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -79,8 +79,23 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(WaitForVip),
             Box::new(VerifyCluster),
         ],
-        // `add-etcd` is not built yet: the command line offers no way here.
-        Role::Etcd => Vec::new(),
+        // Nothing of Kubernetes changes: the etcd node, its certificates, its member.
+        Role::Etcd => vec![
+            Box::new(GeneratePki),
+            Box::new(Connect),
+            Box::new(GatherFacts),
+            Box::new(Preflight),
+            Box::new(LockCluster),
+            Box::new(CheckEtcdGrowth {
+                node: opts.node.clone(),
+                allow_even: opts.yes,
+            }),
+            Box::new(PrepareHosts),
+            Box::new(DistributePki),
+            Box::new(JoinEtcdMember {
+                node: opts.node.clone(),
+            }),
+        ],
         Role::Worker => vec![
             Box::new(GeneratePki),
             Box::new(Connect),
@@ -200,10 +215,10 @@ impl GrowResult {
     }
 
     pub fn text(&self) -> Vec<String> {
-        let verb = if self.role == Role::ControlPlane.as_str() {
-            "add-master"
-        } else {
-            "add-worker"
+        let verb = match self.role {
+            "control-plane" => "add-master",
+            "etcd" => "add-etcd",
+            _ => "add-worker",
         };
         let first = match (self.dry_run, self.total_changes) {
             (true, 0) => format!("dry run: {} needs no change", self.node),

@@ -75,7 +75,13 @@ impl Phase for InstallEtcd {
                     let state = service::state(host, facts.init, SERVICE)
                         .await
                         .context("reading whether etcd is enabled and running")?;
-                    let (files, service) = plan_member(&c.inventory, node, facts, state)?;
+                    let member = EtcdMember::new(
+                        &c.inventory,
+                        node,
+                        c.inventory.etcd_nodes(),
+                        ClusterState::New,
+                    );
+                    let (files, service) = plan_member(&member, facts, state)?;
                     c.apply(host, &files).await?;
                     anyhow::Ok(service)
                 })
@@ -169,16 +175,15 @@ pub fn prerequisites(inventory: &Inventory, facts: &HostFacts) -> Vec<String> {
     problems
 }
 
-/// Pure: the files of `node`'s member (first) and the service changes (after), from what the
-/// node has now. A member founds the cluster with every etcd node of the inventory; once its
-/// data directory holds data, etcd reads no `initial-*` setting again.
+/// Pure: the files of a member (first) and the service changes (after), from what the node
+/// has now. `up` founds the cluster with every etcd node of the inventory (`new`); `add-etcd`
+/// joins the running members (`existing`). Once its data directory holds data, etcd reads no
+/// `initial-*` setting again.
 pub fn plan_member(
-    inventory: &Inventory,
-    node: &Node,
+    member: &EtcdMember,
     facts: &HostFacts,
     state: ServiceState,
 ) -> anyhow::Result<(Vec<Change>, Vec<Change>)> {
-    let member = EtcdMember::new(inventory, node, inventory.etcd_nodes(), ClusterState::New);
     let write = |path: &str, text: String| {
         let bytes = text.into_bytes();
         let sha = sha256_hex(&bytes);

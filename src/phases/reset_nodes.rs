@@ -33,7 +33,7 @@ use super::prepare_hosts::{
 };
 use super::{Context, Phase, PhaseFuture};
 use crate::agent::{OPENRC_SCRIPT, SERVICE, SYSTEMD_UNIT};
-use crate::facts::{DirState, HostFacts, InitSystem, ProbeRequest};
+use crate::facts::{HostFacts, InitSystem, ProbeRequest};
 use crate::inventory::{Node, Role, SysctlKey};
 use crate::remote::{NodeHandle, RemoteCommand};
 use crate::render::etcd::DATA_DIR as ETCD_DATA_DIR;
@@ -112,7 +112,7 @@ impl Phase for ResetNodes {
                     async |host| {
                         undo_khactl(c, host).await?;
                         if role(host) == Some(Role::Etcd) {
-                            remove_etcd_data(c, host).await?;
+                            super::etcd_membership::remove_data(c, host, false).await?;
                         }
                         anyhow::Ok(())
                     },
@@ -121,31 +121,6 @@ impl Phase for ResetNodes {
             ctx.settle_changes(results)
         })
     }
-}
-
-/// The external etcd member's data, once `undo_khactl` stopped its service (the manifest
-/// noted the service khactl enabled).
-async fn remove_etcd_data(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
-    let facts = ctx.facts_of(host.node())?;
-    if matches!(
-        facts.dirs.get(Path::new(ETCD_DATA_DIR)),
-        None | Some(DirState::Absent)
-    ) {
-        return Ok(());
-    }
-    let headline = format!("remove the etcd member's data ({ETCD_DATA_DIR})");
-    ctx.step(host, &headline, async |h| {
-        h.run(&RemoteCommand::new([
-            "rm",
-            "-rf",
-            "--one-file-system",
-            ETCD_DATA_DIR,
-        ]))
-        .await?;
-        Ok(())
-    })
-    .await?;
-    Ok(())
 }
 
 /// `kubeadm reset -f` on a node kubeadm left files on.

@@ -14,7 +14,7 @@ use crate::support::{Lab, indexes, require_root};
 
 const ETCD_NODES: [&str; 3] = ["w1", "w2", "w3"];
 
-/// The lab's inventory with its workers as etcd nodes, without the control planes in `drop`.
+/// The lab's inventory with its workers as etcd nodes, without the nodes in `drop`.
 fn inventory(lab: &Lab, dir: &Path, drop: &[&str]) -> PathBuf {
     let full = std::fs::read_to_string(lab.inventory_path()).unwrap();
     let text: String = full
@@ -23,9 +23,9 @@ fn inventory(lab: &Lab, dir: &Path, drop: &[&str]) -> PathBuf {
         .map(|l| format!("{}\n", l.replace("role: worker", "role: etcd")))
         .collect();
     assert_eq!(
-        text.matches("role: etcd").count(),
-        ETCD_NODES.len(),
-        "the lab inventory lists each worker on one line:\n{full}"
+        full.lines().count() - text.lines().count(),
+        drop.len(),
+        "the lab inventory lists each node on one line:\n{full}"
     );
     let path = dir.join(format!("external-etcd-without-{}.yaml", drop.join("-")));
     std::fs::write(&path, text).unwrap();
@@ -225,4 +225,62 @@ fn up_builds_an_external_etcd_the_api_servers_use_and_add_master_leaves_its_memb
             "{node}"
         );
     }
+}
+
+/// `add-etcd` grows the external etcd by a learner that is promoted, refusing an even size
+/// without `--yes`; `remove-node` of an etcd node removes its member before its etcd stops,
+/// and the API keeps answering through the members left.
+#[test]
+fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_stops() {
+    require_root();
+    let lab = Lab::up("extetcdm", indexes::EXTERNAL_ETCD_MEMBERSHIP, 1, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let three = inventory(&lab, dir.path(), &["w4"]);
+    let out = run(&lab, &["up"], &three, &state);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(voters(&lab, "w1"), ETCD_NODES);
+
+    let four = inventory(&lab, dir.path(), &[]);
+    let refused = run(&lab, &["add-etcd", "w4"], &four, &state);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("etcd would have 4 members"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(members(&lab, "w1").len(), 3, "a refusal changes nothing");
+
+    let added = khactl_with(&lab, &["add-etcd", "w4"], &four, &state, &["--yes"]);
+    assert!(added.status.success(), "{}", text(&added));
+    assert_eq!(voters(&lab, "w2"), ["w1", "w2", "w3", "w4"]);
+    assert!(
+        sh(&lab, "w4", "cat /etc/etcd/etcd.conf.yml")
+            .contains("initial-cluster-state: \"existing\""),
+        "w4 joined the running cluster"
+    );
+    assert_eq!(readyz(&lab, "cp1"), "ok");
+
+    // Out again: the member first (from another etcd node), then its etcd stopped.
+    let removed = khactl_with(&lab, &["remove-node", "w4"], &four, &state, &["--yes"]);
+    assert!(removed.status.success(), "{}", text(&removed));
+    assert_eq!(voters(&lab, "w1"), ETCD_NODES);
+    assert_eq!(
+        sh(&lab, "w4", "systemctl is-active etcd || true"),
+        "inactive"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "w4",
+            "test -e /var/lib/etcd && echo there || echo gone"
+        ),
+        "gone"
+    );
+
+    // A founding member can leave too; the API server keeps working through the others.
+    let removed = khactl_with(&lab, &["remove-node", "w1"], &three, &state, &["--yes"]);
+    assert!(removed.status.success(), "{}", text(&removed));
+    assert_eq!(voters(&lab, "w2"), ["w2", "w3"]);
+    assert_eq!(readyz(&lab, "cp1"), "ok");
 }

@@ -371,8 +371,12 @@ impl FinishRemoval {
         })
     }
 }
-/// A stacked control plane's removal must leave etcd a quorum of healthy voters.
-fn etcd_quorum_after(name: &str, address: &str, members: &[etcd::Member]) -> anyhow::Result<()> {
+/// Removing member `name` must leave etcd a quorum of healthy voters, and some voter.
+pub fn etcd_quorum_after(
+    name: &str,
+    address: &str,
+    members: &[etcd::Member],
+) -> anyhow::Result<()> {
     let remaining: Vec<&etcd::Member> = members
         .iter()
         .filter(|m| !m.is_learner && !m.is_node(name, address))
