@@ -7,7 +7,7 @@
 //! The binary is the distribution's package (`/usr/bin/etcd`) or the inventory's
 //! `etcd.binary`; khactl does not install packages, preflight names the command that does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -60,7 +60,9 @@ impl Phase for InstallEtcd {
         if node.role != Role::Etcd {
             return Vec::new();
         }
-        prerequisites(&ctx.inventory, facts)
+        let mut problems = prerequisites(&ctx.inventory, facts);
+        problems.extend(newcomer(ctx, node));
+        problems
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
@@ -80,7 +82,8 @@ impl Phase for InstallEtcd {
                         node,
                         c.inventory.etcd_nodes(),
                         ClusterState::New,
-                    );
+                    )
+                    .keeping_initial_cluster(facts.file(Path::new(CONFIG_FILE)));
                     let (files, service) = plan_member(&member, facts, state)?;
                     c.apply(host, &files).await?;
                     anyhow::Ok(service)
@@ -132,6 +135,38 @@ impl Phase for InstallEtcd {
             ctx.settle_changes(results)
         })
     }
+}
+
+/// `up` founds an etcd cluster; it does not grow a running one. An etcd node without a
+/// member config is refused when other etcd nodes have one whose initial cluster does not
+/// list it (started with `new`, it would found a second cluster, or fail against the
+/// first), with the command that adds it. A founding cut short (some configs written, each
+/// listing this node) goes on.
+fn newcomer(ctx: &Context, node: &Node) -> Option<String> {
+    let config = |n: &Node| {
+        ctx.facts
+            .get(n.name.as_str())
+            .and_then(|f| f.file(Path::new(CONFIG_FILE)))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    if config(node).is_some() {
+        return None;
+    }
+    let configs: Vec<String> = ctx.inventory.etcd_nodes().filter_map(config).collect();
+    let entry = format!("{}={}", node.name, node.etcd_peer_url());
+    let listed = configs.iter().any(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("initial-cluster:"))
+            .any(|l| l.contains(&entry))
+    });
+    (!configs.is_empty() && !listed).then(|| {
+        format!(
+            "it is not among the members the running etcd was founded with, and `up` founds \
+             an etcd cluster but does not grow one: add it with `khactl add-etcd {}`, then run \
+             `up` again",
+            node.name
+        )
+    })
 }
 
 /// The etcd binary every etcd node runs.

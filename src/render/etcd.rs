@@ -101,6 +101,30 @@ impl EtcdMember {
         }
     }
 
+    /// Keeps the `initial-*` settings of the member's config on the node, if it has one:
+    /// etcd reads them only while its data directory is empty, so a running member keeps
+    /// what it was founded or joined with, and a member added later (`add-etcd`) does not
+    /// change, and restart, every other member at the next `up`.
+    pub fn keeping_initial_cluster(mut self, existing: Option<&[u8]>) -> Self {
+        let Some(old) =
+            existing.and_then(|b| serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(b).ok())
+        else {
+            return self;
+        };
+        if let (Some(cluster), Some(state)) = (
+            old["initial-cluster"].as_str(),
+            old["initial-cluster-state"].as_str(),
+        ) {
+            cluster.clone_into(&mut self.initial_cluster);
+            self.initial_cluster_state = if state == "existing" {
+                ClusterState::Existing
+            } else {
+                ClusterState::New
+            };
+        }
+        self
+    }
+
     pub fn render_config(&self) -> Result<String, RenderError> {
         render(&CONFIG, self)
     }
@@ -187,6 +211,21 @@ mod tests {
             unit.contains("\nExecStart=\"/opt/etcd v3/etcd\" --config-file"),
             "{unit}"
         );
+    }
+
+    #[test]
+    fn a_running_members_initial_cluster_is_kept_whatever_the_inventory_says_now() {
+        let inv = guide();
+        let node = inv.node("etcd1").unwrap();
+        let joined = EtcdMember::new(&inv, node, inv.etcd_nodes().take(2), ClusterState::Existing)
+            .render_config()
+            .unwrap();
+        let now = EtcdMember::new(&inv, node, inv.etcd_nodes(), ClusterState::New)
+            .keeping_initial_cluster(Some(joined.as_bytes()));
+        assert_eq!(now.render_config().unwrap(), joined);
+        let fresh = EtcdMember::new(&inv, node, inv.etcd_nodes(), ClusterState::New);
+        assert_eq!(fresh.clone().keeping_initial_cluster(None), fresh);
+        assert_eq!(fresh.clone().keeping_initial_cluster(Some(b"{")), fresh);
     }
 
     #[test]

@@ -242,6 +242,16 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     assert_eq!(voters(&lab, "w1"), ETCD_NODES);
 
     let four = inventory(&lab, dir.path(), &[]);
+    // `up` founds an etcd cluster, it does not grow one: refused in preflight, w4 untouched.
+    let grown = run(&lab, &["up"], &four, &state);
+    assert!(!grown.status.success(), "{}", text(&grown));
+    assert!(
+        String::from_utf8_lossy(&grown.stderr).contains("khactl add-etcd w4"),
+        "{}",
+        text(&grown)
+    );
+    assert!(lab.read_file("w4", "/etc/etcd/etcd.conf.yml").is_none());
+
     let refused = run(&lab, &["add-etcd", "w4"], &four, &state);
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
@@ -260,6 +270,11 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
         "w4 joined the running cluster"
     );
     assert_eq!(readyz(&lab, "cp1"), "ok");
+    // The next `up` keeps every member as it is: no config rewritten, no restart.
+    let again = run(&lab, &["up"], &four, &state);
+    assert!(again.status.success(), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing to change"), "{}", text(&again));
 
     // Out again: the member first (from another etcd node), then its etcd stopped.
     let removed = khactl_with(&lab, &["remove-node", "w4"], &four, &state, &["--yes"]);
