@@ -244,6 +244,8 @@ pub struct Finished {
     pub journal: std::collections::BTreeMap<String, Vec<ChangeRecord>>,
     pub cluster: ClusterState,
     pub log: Option<PathBuf>,
+    /// The cluster's state directory (where a generated stats password is kept).
+    pub state: StateDir,
 }
 
 impl Finished {
@@ -294,6 +296,7 @@ pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Res
                 mode: ctx.settings.mode,
                 journal: ctx.journal(),
                 cluster: ctx.cluster.clone(),
+                state: ctx.state.clone(),
                 inventory: ctx.inventory,
                 log,
             })
@@ -310,7 +313,8 @@ pub async fn finish(mut ctx: Context, result: anyhow::Result<()>) -> anyhow::Res
     }
 }
 
-/// Identity files must exist here, on this machine, before any node is contacted.
+/// Identity files and the stats page's password file must be usable here, on this machine,
+/// before any node is contacted.
 fn check_local_files(inv: &Inventory) -> Result<(), UsageError> {
     let mut problems = Vec::new();
     for (i, node) in inv.nodes.iter().enumerate() {
@@ -332,11 +336,22 @@ fn check_local_files(inv: &Inventory) -> Result<(), UsageError> {
             }
         }
     }
+    let mut what = "SSH keys";
+    if let Some(path) = inv.stats_page.as_ref().and_then(|p| p.password_file())
+        && let Err(e) = crate::phases::install_agent::stats_page::read_password_file(&path)
+    {
+        what = if problems.is_empty() {
+            "a password file"
+        } else {
+            "files"
+        };
+        problems.push(format!("  error: {e}"));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(UsageError::new(format!(
-            "the inventory names SSH keys that cannot be used:\n{}",
+            "the inventory names {what} that cannot be used:\n{}",
             problems.join("\n")
         )))
     }

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod stats;
+pub use stats::StatsConfig;
+
 /// Everything that can be wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -108,6 +111,8 @@ pub struct Config {
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Dur,
     pub status: Option<StatusConfig>,
+    /// The HTML page on a listener of its own, behind basic auth (haproxy's `listen stats`).
+    pub stats: Option<StatsConfig>,
     #[serde(default)]
     pub track: Vec<TrackConfig>,
     /// Absent on workers, where the agent is only a node-local load balancer.
@@ -287,6 +292,8 @@ pub struct Material {
     pub client_key_pem: Option<Vec<u8>>,
     /// Basic-auth password, trailing newline removed.
     pub status_password: Option<Vec<u8>>,
+    /// The stats page's password (`stats.password_file`), trailing newline removed.
+    pub stats_password: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Material {
@@ -300,6 +307,7 @@ impl fmt::Debug for Material {
             )
             .field("client_key_pem", &self.client_key_pem.is_some())
             .field("status_password", &self.status_password.is_some())
+            .field("stats_password", &self.stats_password.is_some())
             .finish()
     }
 }
@@ -384,6 +392,10 @@ impl Config {
         [
             ("listen", self.listen != next.listen),
             ("status", self.status != next.status),
+            (
+                "stats.listen",
+                self.stats.as_ref().map(|s| s.listen) != next.stats.as_ref().map(|s| s.listen),
+            ),
             (
                 "max_connections",
                 self.max_connections != next.max_connections,
@@ -585,6 +597,13 @@ impl Config {
                 });
             }
         }
+        if let Some(s) = &self.stats {
+            s.problems(
+                self.listen,
+                self.status.as_ref().map(|s| s.listen),
+                &mut out,
+            );
+        }
         out
     }
 
@@ -625,17 +644,32 @@ impl Config {
             }
             pw
         });
+        let stats_raw = read(
+            "stats.password_file",
+            &self.stats.as_ref().map(|s| s.password_file.clone()),
+        );
         if status_password.as_ref().is_some_and(Vec::is_empty) {
             problems.push(Problem {
                 field: "status.basic_auth.password_file".into(),
                 message: "holds an empty password".into(),
             });
         }
+        let stats_password = stats_raw.and_then(|bytes| match stats::password_from_file(bytes) {
+            Ok(pw) => Some(pw),
+            Err(message) => {
+                problems.push(Problem {
+                    field: "stats.password_file".into(),
+                    message,
+                });
+                None
+            }
+        });
         Material {
             ca_pem,
             client_cert_pem,
             client_key_pem,
             status_password,
+            stats_password,
         }
     }
 }
@@ -753,6 +787,45 @@ mod tests {
     fn https_checks_need_a_ca() {
         let p = problems_of(&format!("{MINIMAL}health: {{kind: https}}\n"));
         assert!(p.iter().any(|m| m.starts_with("health.ca_file")), "{p:?}");
+    }
+
+    #[test]
+    fn stats_password_user_realm_and_uri_reload_but_its_listen_needs_a_restart() {
+        let stats = |listen: &str, rest: &str| {
+            Config::parse(&format!(
+                "{MINIMAL}stats: {{listen: \"{listen}\", password_file: /p{rest}}}\n"
+            ))
+            .unwrap()
+        };
+        let base = stats("0.0.0.0:9000", ", user: admin");
+        let changed = stats("0.0.0.0:9000", ", user: ops, uri: /s, realm: R");
+        assert!(base.restart_needed(&changed).is_empty());
+        assert_eq!(
+            base.restart_needed(&stats("0.0.0.0:9001", ", user: admin")),
+            ["stats.listen"]
+        );
+        let none = Config::parse(MINIMAL).unwrap();
+        assert_eq!(none.restart_needed(&base), ["stats.listen"]);
+    }
+
+    #[test]
+    fn stats_problems_name_their_fields() {
+        let p = problems_of(&format!(
+            "{MINIMAL}status: {{listen: \"127.0.0.1:9000\"}}\nstats: {{listen: \"127.0.0.1:9000\", \
+             user: \"a:b\", realm: \"x\\\"y\", uri: stats, password_file: /nonexistent/pw}}\n"
+        ));
+        let fields: Vec<&str> = p.iter().filter_map(|l| l.split(':').next()).collect();
+        assert_eq!(
+            fields,
+            [
+                "stats.listen",
+                "stats.uri",
+                "stats.realm",
+                "stats.user",
+                "stats.password_file"
+            ],
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -156,14 +156,10 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     let lb = Lb::new(&config);
     let listener = Lb::bind(config.listen)
         .map_err(|e| format!("cannot listen on {} (listen): {e}", config.listen))?;
-    let status_listener = match &config.status {
-        Some(s) => Some(
-            status::bind(s.listen)
-                .await
-                .map_err(|e| format!("cannot listen on {} (status.listen): {e}", s.listen))?,
-        ),
-        None => None,
-    };
+    let status_listener =
+        bind_pages(config.status.as_ref().map(|s| s.listen), "status.listen").await?;
+    let stats_listener =
+        bind_pages(config.stats.as_ref().map(|s| s.listen), "stats.listen").await?;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     // VRRP stops first, on its own signal: the VIP leaves this node while the listener still
@@ -208,29 +204,49 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     let track_task =
         health::track::spawn(lb.clone(), tracks_rx, track_tx, changed, shutdown.clone());
     let reloads = Arc::new(AtomicU64::new(0));
+    let status_ctx = status::Context {
+        lb: lb.clone(),
+        listen: config.listen,
+        vrrp: vrrp_handle.as_ref().map(vrrp::VrrpHandle::status),
+        track: track_rx.clone(),
+        auth: config
+            .status
+            .as_ref()
+            .and_then(|s| s.basic_auth.as_ref())
+            .and_then(|a| {
+                let password = material.status_password.clone()?;
+                Some(Arc::new(status::Auth {
+                    user: a.user.clone(),
+                    password,
+                }))
+            }),
+        started,
+        reloads: Arc::clone(&reloads),
+        events: Arc::clone(&events),
+    };
     let status_task = status_listener.map(|listener| {
-        let ctx = status::Context {
-            lb: lb.clone(),
-            listen: config.listen,
-            vrrp: vrrp_handle.as_ref().map(vrrp::VrrpHandle::status),
-            track: track_rx.clone(),
-            auth: config
-                .status
-                .as_ref()
-                .and_then(|s| s.basic_auth.as_ref())
-                .and_then(|a| {
-                    let password = material.status_password.clone()?;
-                    Some(Arc::new(status::Auth {
-                        user: a.user.clone(),
-                        password,
-                    }))
-                }),
-            started,
-            reloads: Arc::clone(&reloads),
-            events: Arc::clone(&events),
-        };
-        tokio::spawn(status::run(listener, ctx, shutdown.clone()))
+        tokio::spawn(status::run(
+            listener,
+            status_ctx.clone(),
+            status::Site::Status,
+            shutdown.clone(),
+        ))
     });
+    // The stats page's path, realm and credentials reach its server through a watch channel,
+    // so a reload swaps them; its listener stays (`stats.listen` needs a restart).
+    let (stats_tx, stats_task) = match (stats_listener, stats_access(&config, &material)) {
+        (Some(listener), Some(access)) => {
+            let (tx, rx) = watch::channel(access);
+            let task = tokio::spawn(status::run(
+                listener,
+                status_ctx.clone(),
+                status::Site::Stats(rx),
+                shutdown.clone(),
+            ));
+            (Some(tx), Some(task))
+        }
+        _ => (None, None),
+    };
     let accept_task = {
         let lb = lb.clone();
         let shutdown = shutdown.clone();
@@ -258,6 +274,11 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
                         tracks_tx.send_replace(Arc::new(next.config.track.clone()));
                         if let (Some(h), Some(v)) = (&vrrp_handle, &next.config.vrrp) {
                             h.update_peers(v);
+                        }
+                        if let (Some(tx), Some(access)) =
+                            (&stats_tx, stats_access(&next.config, &next.material))
+                        {
+                            tx.send_replace(access);
                         }
                         reloads.fetch_add(1, Ordering::Relaxed);
                         log::info(format_args!(
@@ -315,9 +336,35 @@ async fn run(path: PathBuf, loaded: Loaded) -> Result<(), String> {
     if let Some(task) = status_task {
         let _status_done = task.await;
     }
+    if let Some(task) = stats_task {
+        let _stats_done = task.await;
+    }
     vrrp_stopped?;
     log::info(format_args!("stopped"));
     Ok(())
+}
+
+/// The listener of a page server the config asks for (`field` names it in the error).
+async fn bind_pages(
+    addr: Option<std::net::SocketAddr>,
+    field: &str,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    status::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| format!("cannot listen on {addr} ({field}): {e}"))
+}
+
+/// The stats page's path, realm and credentials, when the config has a `stats` section (its
+/// password was read with the config, so a loaded config always has it).
+fn stats_access(
+    config: &Config,
+    material: &khagent::config::Material,
+) -> Option<Arc<status::stats::Access>> {
+    let stats = config.stats.as_ref()?;
+    let password = material.stats_password.clone()?;
+    Some(status::stats::Access::new(stats, password))
 }
 
 /// Settings a reload cannot apply without re-binding sockets or restarting VRRP.

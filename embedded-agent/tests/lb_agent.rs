@@ -1799,3 +1799,69 @@ fn https_backend_not_ready_gets_no_traffic_though_it_accepts_tcp() {
         agent.status_json()["listener"]["no_backend_total"] == 1
     });
 }
+
+/// The guides' haproxy `listen stats` block: its own port, its path, its realm, its password;
+/// a reload (SIGHUP) brings a new password, user or path without a restart.
+#[test]
+fn stats_page_has_its_own_listener_realm_and_password_and_a_reload_changes_them() {
+    let a = Backend::start("a");
+    let dir = temp_dir("stats");
+    let pw = dir.join("stats.password");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let section = |uri: &str| {
+        format!(
+            "stats:\n  listen: {stats}\n  uri: {uri}\n  realm: HAProxy Statistics\n  user: admin\n  \
+             password_file: {}\n",
+            pw.display()
+        )
+    };
+    let body = format!("{}{}", backends_yaml(&[&a]), section("/stats"));
+    let agent = Agent::start(&body);
+    // base64("admin:s3cret"), base64("admin:n3w"), base64("admin:wrong")
+    let (old, new, wrong) = ("YWRtaW46czNjcmV0", "YWRtaW46bjN3", "YWRtaW46d3Jvbmc=");
+    wait_for("stats listener up", || TcpStream::connect(stats).is_ok());
+
+    let (code, head, body) = http_get(stats, "/stats", None);
+    assert_eq!(code, 401, "{head}");
+    assert!(
+        head.contains("WWW-Authenticate: Basic realm=\"HAProxy Statistics\""),
+        "{head}"
+    );
+    assert!(!body.contains("<html"), "{body}");
+    assert_eq!(http_get(stats, "/stats", Some(wrong)).0, 401);
+    let (code, _, page) = http_get(stats, "/stats", Some(old));
+    assert_eq!(code, 200);
+    assert!(page.contains("<h2>Backends</h2>"), "{page}");
+    // Only the page: the JSON and metrics stay on the status listener.
+    assert_eq!(http_get(stats, "/status", Some(old)).0, 404);
+    // The status listener is untouched by the stats section: no password there.
+    assert_eq!(agent.get("/status", None).0, 200);
+
+    std::fs::write(&pw, "n3w\n").unwrap();
+    agent.rewrite(&format!(
+        "{}{}",
+        backends_yaml(&[&a]),
+        section("/haproxy?stats")
+    ));
+    agent.signal("-HUP");
+    wait_for("reload failure logged", || {
+        agent.log().contains("reload failed")
+    });
+    assert!(agent.log().contains("stats.uri"), "{}", agent.log());
+    assert_eq!(
+        http_get(stats, "/stats", Some(old)).0,
+        200,
+        "a bad reload keeps the old"
+    );
+
+    agent.rewrite(&format!("{}{}", backends_yaml(&[&a]), section("/lb-stats")));
+    agent.signal("-HUP");
+    wait_for("reload applied", || {
+        agent.status_json()["reloads_total"] == 1
+    });
+    assert_eq!(http_get(stats, "/lb-stats", Some(old)).0, 401);
+    assert_eq!(http_get(stats, "/lb-stats", Some(new)).0, 200);
+    assert_eq!(http_get(stats, "/stats", Some(new)).0, 404);
+    assert!(!agent.log().contains("restart"), "{}", agent.log());
+}

@@ -16,6 +16,8 @@ pub const OPENRC_SCRIPT: &str = "/etc/init.d/khagent";
 /// rolling restart) leaves it behind, and the next `up` restarts that agent even though its
 /// files already match.
 pub const RESTART_PENDING: &str = "/var/lib/khagent/restart-pending";
+/// The stats page's password (`statsPage`), one line, 0600: never in the config, argv or logs.
+pub const STATS_PASSWORD: &str = "/etc/khagent/stats.password";
 
 /// Whether a running agent on config `old` takes config `new` by reload (SIGHUP), as the
 /// agent itself decides it ([`khagent::config::Config::restart_needed`]). Anything either

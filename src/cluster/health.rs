@@ -40,6 +40,10 @@ pub struct ClusterHealth {
 pub struct VipHealth {
     pub address: String,
     pub port: u16,
+    /// An external balancer (`loadBalancer.mode: external`) fronts the API, not a VIP of
+    /// khagent's: no node is expected to hold it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
     /// Nodes that have the VIP on an interface (`ip addr`), in inventory order.
     pub holders: Vec<String>,
     /// `/readyz` through the VIP and the agents, TLS verified against the cluster CA, asked
@@ -266,12 +270,23 @@ impl ClusterHealth {
             problems.push(finding(
                 None,
                 format!(
-                    "the API does not answer ready through the VIP ({}:{}, asked from {})",
+                    "the API does not answer ready through the {} ({}:{}, asked from {})",
+                    if vip.external {
+                        "external load balancer"
+                    } else {
+                        "VIP"
+                    },
                     vip.address,
                     vip.port,
                     vip.asked_from.as_deref().unwrap_or("?")
                 ),
-                "see the VIP holder's agent and its backends below".to_owned(),
+                if vip.external {
+                    "check the balancer forwards port 6443 to every control plane's 6443 and \
+                     its health checks (the API servers are listed below)"
+                } else {
+                    "see the VIP holder's agent and its backends below"
+                }
+                .to_owned(),
             ));
         }
 
@@ -393,6 +408,20 @@ impl ClusterHealth {
                     "the run log has the command and its output".to_owned(),
                 ));
             }
+        }
+
+        if self.vip.external && self.vip.api_ready.is_none() {
+            warnings.push(finding(
+                None,
+                format!(
+                    "the API through the external load balancer ({}:{}) was not checked",
+                    self.vip.address, self.vip.port
+                ),
+                "it is asked from a worker, as workers use it (a control plane may be refused \
+                 by its own balancer): give the inventory a worker and loadBalancer.address, \
+                 or check it from a machine that is no control plane"
+                    .to_owned(),
+            ));
         }
 
         self.healthy = problems.is_empty();
@@ -587,10 +616,22 @@ impl ClusterHealth {
             Some(false) => "API NOT ready through it",
             None => "API through it not asked",
         };
-        out.push(format!(
-            "VIP {}:{}  {holders}; {through}",
-            self.vip.address, self.vip.port
-        ));
+        out.push(if self.vip.external {
+            format!(
+                "external load balancer {}:{}  {through}{}",
+                self.vip.address,
+                self.vip.port,
+                self.vip
+                    .asked_from
+                    .as_ref()
+                    .map_or_else(String::new, |w| format!(" (asked from {w})"))
+            )
+        } else {
+            format!(
+                "VIP {}:{}  {holders}; {through}",
+                self.vip.address, self.vip.port
+            )
+        });
         for n in &self.nodes {
             out.extend(node_lines(n));
         }

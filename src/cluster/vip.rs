@@ -34,6 +34,63 @@ pub async fn holds_on(host: &NodeHandle, vip: Ipv4Addr) -> anyhow::Result<bool> 
     Ok(holds(&host.run(&cmd).await?.stdout_str(), vip))
 }
 
+/// `$1` = VIP, `$2` = port, `$3` = seconds: inserts (once) the iptables rule that drops new
+/// connections (SYNs) to the VIP's port on this node, and leaves a process on the node that
+/// takes it out after `$3` seconds whatever becomes of khactl (Ctrl-C, a lost connection):
+/// a forgotten rule would drop every new connection to a holder that kept the VIP.
+const HOLD: &str = r#"rule="INPUT -p tcp -d $1 --dport $2 --syn -m comment --comment khactl-vip-handover -j DROP"
+iptables -w 2 -C $rule 2>/dev/null || iptables -w 2 -I $rule || exit
+setsid -f sh -c "sleep $3; while iptables -w 2 -D $rule 2>/dev/null; do :; done" \
+  </dev/null >/dev/null 2>&1
+"#;
+
+/// `$1` = VIP, `$2` = port: takes out every copy of [`HOLD`]'s rule; fails only if one is
+/// still there.
+const RELEASE: &str = r#"rule="INPUT -p tcp -d $1 --dport $2 --syn -m comment --comment khactl-vip-handover -j DROP"
+while iptables -w 2 -D $rule 2>/dev/null; do :; done
+! iptables -w 2 -C $rule 2>/dev/null
+"#;
+
+/// How long the rule may live at most, whatever happens to the run that set it.
+const HOLD_AT_MOST_SECS: u32 = 5;
+
+/// Before a planned handover: new connections to `vip:port` on this holder are dropped,
+/// not refused, so their clients send the SYN again a second later (Linux's first
+/// retransmission), by then to the next holder, while the requests already in flight here
+/// finish. A connection started here just before the VIP moved would be cut: the client's
+/// next packets reach the new holder, which never saw it. The rule goes by itself after
+/// a few seconds; [`release_new_connections`] takes it out at once.
+pub async fn hold_new_connections(
+    host: &NodeHandle,
+    vip: Ipv4Addr,
+    port: u16,
+) -> anyhow::Result<()> {
+    let cmd = RemoteCommand::script(
+        "vip-hold",
+        HOLD,
+        [
+            vip.to_string(),
+            port.to_string(),
+            HOLD_AT_MOST_SECS.to_string(),
+        ],
+    )
+    .timeout(POLL_COMMAND_TIMEOUT);
+    host.run(&cmd).await?;
+    Ok(())
+}
+
+/// Takes [`hold_new_connections`]'s rule out again (every copy of it).
+pub async fn release_new_connections(
+    host: &NodeHandle,
+    vip: Ipv4Addr,
+    port: u16,
+) -> anyhow::Result<()> {
+    let cmd = RemoteCommand::script("vip-release", RELEASE, [vip.to_string(), port.to_string()])
+        .timeout(POLL_COMMAND_TIMEOUT);
+    host.run(&cmd).await?;
+    Ok(())
+}
+
 /// Whether `ip -o -4 addr show` output lists `vip` (`2: eth0    inet 10.0.0.100/24 …`).
 pub fn holds(ip_addr_output: &str, vip: Ipv4Addr) -> bool {
     ip_addr_output.lines().any(|line| {

@@ -104,6 +104,27 @@ pub async fn run(
     let loaded = session::load(&opts.nodes)?;
     let settings = loaded.inventory.failover_test.clone();
     let hooks = hooks(opts, &settings)?;
+    if loaded.inventory.vip.is_none() {
+        let (layout, instead) = if loaded.inventory.external_lb().is_some() {
+            (
+                "an external load balancer (loadBalancer.mode: external) fronts the API",
+                "drill that balancer's own failover; `khactl status` shows whether it reaches \
+                 the API servers",
+            )
+        } else {
+            (
+                "every node balances on its own 127.0.0.1 (loadBalancer.mode: node-local)",
+                "stop an API server and watch `khactl status`: every node's balancer moves to \
+                 the others",
+            )
+        };
+        return Err(UsageError::new(format!(
+            "failover-test breaks the holder of khagent's VIP, and this inventory has none: \
+             {layout}"
+        ))
+        .hint(instead)
+        .into());
+    }
     if opts.scenario == Some(Scenario::NodeDown) && hooks.is_none() {
         return Err(UsageError::new(
             "--scenario node-down needs --node-down-cmd and --node-up-cmd",

@@ -90,7 +90,37 @@ pub struct UpResult {
     /// How many nodes had at least one.
     pub nodes_changed: usize,
     pub vip: VipResult,
+    /// Where the stats page is and where its password is read (`statsPage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_page: Option<StatsPageResult>,
     pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsPageResult {
+    /// The first control plane's page (every node running khagent has one).
+    pub url: String,
+    pub user: String,
+    /// The local file holding the password: `passwordFile`, or the state directory's.
+    pub password_file: PathBuf,
+}
+
+impl StatsPageResult {
+    fn of(f: &Finished) -> Option<Self> {
+        let page = f.inventory.stats_page.as_ref()?;
+        let host = match page.bind {
+            crate::inventory::StatsBind::Loopback => "127.0.0.1".to_owned(),
+            _ => f.inventory.control_plane().next()?.address.to_string(),
+        };
+        Some(StatsPageResult {
+            url: format!("http://{host}:{}{}", page.port.get(), page.path),
+            user: page.user.clone(),
+            password_file: page
+                .password_file()
+                .unwrap_or_else(|| f.state.stats_password_path()),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,11 +160,13 @@ pub struct VipResult {
 impl VipResult {
     pub fn of(f: &Finished) -> VipResult {
         VipResult {
-            // Node-local balancers: each node's own, on 127.0.0.1.
-            address: f.inventory.vip.as_ref().map_or_else(
-                || std::net::Ipv4Addr::LOCALHOST.to_string(),
-                |v| v.address.to_string(),
-            ),
+            // Node-local balancers: each node's own, on 127.0.0.1; an external one: its
+            // address, or the name DNS resolves to it.
+            address: match (&f.inventory.vip, f.inventory.external_lb()) {
+                (Some(v), _) => v.address.to_string(),
+                (None, Some(ext)) => ext.address.map_or(ext.host, |a| a.to_string()),
+                (None, None) => std::net::Ipv4Addr::LOCALHOST.to_string(),
+            },
             port: f.inventory.api_endpoint().port,
             holder: f.cluster.vip_holder.clone(),
         }
@@ -150,6 +182,7 @@ impl UpResult {
             total_changes: f.total_changes(),
             nodes_changed: f.nodes_changed(),
             vip: VipResult::of(f),
+            stats_page: StatsPageResult::of(f),
             log: f.log.clone(),
         }
     }
@@ -165,6 +198,16 @@ impl UpResult {
             (false, 0) => "up: nothing to change, every node was already up to date".to_owned(),
             (false, n) => format!("up: made {n} change(s) on {nodes} node(s)"),
         };
-        vec![first, super::log_line(self.log.as_deref())]
+        let mut lines = vec![first];
+        if let Some(s) = &self.stats_page {
+            lines.push(format!(
+                "stats page: {} (and on each node running khagent), user {}, password in {}",
+                s.url,
+                s.user,
+                s.password_file.display()
+            ));
+        }
+        lines.push(super::log_line(self.log.as_deref()));
+        lines
     }
 }

@@ -11,6 +11,10 @@ use ipnet::Ipv4Net;
 
 use crate::remote::{NodeHandle, RemoteCommand, RemoteError};
 
+mod rhel;
+
+pub use rhel::{Firewalld, SelinuxMode};
+
 const PROBE: &str = include_str!("probe.sh");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,10 @@ pub struct HostFacts {
     pub sockets: BTreeMap<PathBuf, bool>,
     /// Each asked-for kubeconfig's server URL (`None`: no such file, or no server line).
     pub kubeconfig_servers: BTreeMap<PathBuf, Option<String>>,
+    /// SELinux's mode now (RHEL family; `Absent` elsewhere).
+    pub selinux: SelinuxMode,
+    /// firewalld, when it is installed.
+    pub firewalld: Option<Firewalld>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +235,8 @@ impl HostFacts {
             dirs: BTreeMap::new(),
             sockets: BTreeMap::new(),
             kubeconfig_servers: BTreeMap::new(),
+            selinux: SelinuxMode::Absent,
+            firewalld: None,
         }
     }
 
@@ -325,6 +335,10 @@ fn parse(node: &str, text: &str, req: &ProbeRequest) -> Result<HostFacts, FactsE
                 let (path, url) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
                 let url = (url != "-").then(|| url.to_owned());
                 f.kubeconfig_servers.insert(PathBuf::from(path), url);
+            }
+            "selinux" | "firewalld" => {
+                rhel::parse_line(kind, rest, &mut f.selinux, &mut f.firewalld)
+                    .map_err(|()| bad(line))?;
             }
             "hash" => {
                 let (path, _) = rest.rsplit_once(' ').ok_or_else(|| bad(line))?;
@@ -439,11 +453,18 @@ mod tests {
 
     /// Runs the probe script here, as a node would, with `args`.
     fn probe_here(args: &[String]) -> String {
-        let out = std::process::Command::new("/bin/sh")
-            .args(["-c", PROBE, "khactl-probe"])
-            .args(args)
-            .output()
-            .unwrap();
+        probe_with_tools(args, None)
+    }
+
+    /// [`probe_here`] with `tools` first on PATH (stand-ins for a node's own commands).
+    pub(super) fn probe_with_tools(args: &[String], tools: Option<&Path>) -> String {
+        let mut command = std::process::Command::new("/bin/sh");
+        command.args(["-c", PROBE, "khactl-probe"]).args(args);
+        if let Some(dir) = tools {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        let out = command.output().unwrap();
         assert!(
             out.status.success(),
             "{}",

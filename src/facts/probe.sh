@@ -18,6 +18,22 @@ if grep -qw overlay /proc/filesystems; then echo "module overlay present"; else 
 if [ -d /proc/sys/net/bridge ]; then echo "module br_netfilter present"; else echo "module br_netfilter absent"; fi
 if command -v modprobe >/dev/null 2>&1 && [ -e /proc/modules ]; then echo "os modprobe yes"; else echo "os modprobe no"; fi
 ip -o -4 addr show 2>/dev/null | while read -r _ dev _ addr _; do echo "addr $dev $addr"; done
+# SELinux and firewalld (RHEL family): what the tools print, parsed by facts/rhel.rs.
+if command -v getenforce >/dev/null 2>&1; then echo "selinux getenforce $(getenforce 2>/dev/null)"
+elif [ -r /sys/fs/selinux/enforce ]; then echo "selinux enforce $(cat /sys/fs/selinux/enforce)"
+else echo "selinux absent"; fi
+if command -v firewall-cmd >/dev/null 2>&1; then
+  # "running", or "not running" on stderr with exit 252.
+  echo "firewalld state $(firewall-cmd --state 2>&1 | head -n 1)"
+  if command -v systemctl >/dev/null 2>&1; then echo "firewalld enabled $(systemctl is-enabled firewalld 2>/dev/null | head -n 1)"; fi
+  if firewall-cmd --state >/dev/null 2>&1; then
+    echo "firewalld ports $(firewall-cmd --permanent --list-ports 2>/dev/null)"
+    echo "firewalld protocols $(firewall-cmd --permanent --list-protocols 2>/dev/null)"
+  fi
+elif command -v systemctl >/dev/null 2>&1 && systemctl cat firewalld.service >/dev/null 2>&1; then
+  echo "firewalld active $(systemctl is-active firewalld 2>/dev/null | head -n 1)"
+  echo "firewalld enabled $(systemctl is-enabled firewalld 2>/dev/null | head -n 1)"
+fi
 for a in "$@"; do
   kind=${a%%:*}; val=${a#*:}
   case $kind in

@@ -120,6 +120,18 @@ pub(super) fn vip_address(v: &Value) -> Result<(), String> {
     address_use(IpAddr::V4(ip))
 }
 
+/// An external balancer's address: IPv4, like the VIP it stands in for.
+pub(super) fn external_lb_address(v: &Value) -> Result<(), String> {
+    let s = string(v, "192.168.1.200")?;
+    let ip: Ipv4Addr = s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IPv4 address; write the balancer's address (e.g. 192.168.1.200), \
+             or leave it out and let DNS resolve loadBalancer.dnsName"
+        )
+    })?;
+    address_use(IpAddr::V4(ip))
+}
+
 pub(super) fn node_address(v: &Value) -> Result<(), String> {
     let s = string(v, "192.168.1.11")?;
     if let Some((addr, _)) = s.split_once('/') {
@@ -164,13 +176,20 @@ pub(super) fn interface(v: &Value) -> Result<(), String> {
 /// kubelet 0.0.0.0:10250 on every control-plane node, so the balancer cannot take those.
 pub(super) fn lb_port(v: &Value) -> Result<(), String> {
     typed::<super::types::Port>(v)?;
-    match v.as_u64() {
-        Some(6443) => Err(
+    v.as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .map_or(Ok(()), balancer_port)
+}
+
+/// A port khagent may listen on: not one a Kubernetes component binds on every node.
+pub(super) fn balancer_port(port: u16) -> Result<(), String> {
+    match port {
+        6443 => Err(
             "port 6443 is the API server's own port on every control-plane node \
                            (it binds 0.0.0.0:6443); put the load balancer on 8443 or 16443"
                 .to_owned(),
         ),
-        Some(10250) => Err("port 10250 is the kubelet's port on every node; \
+        10250 => Err("port 10250 is the kubelet's port on every node; \
                             put the load balancer on 8443 or 16443"
             .to_owned()),
         _ => Ok(()),
@@ -250,23 +269,6 @@ pub(super) fn identity_file(v: &Value) -> Result<(), String> {
     if s.ends_with(".pub") {
         return Err(format!(
             "{s:?} is a public key; point at the private key (without .pub)"
-        ));
-    }
-    Ok(())
-}
-
-/// `etcd.binary`: an absolute path on the etcd nodes (no shell expands it there).
-pub(super) fn etcd_binary(v: &Value) -> Result<(), String> {
-    let s = string(v, "/usr/local/bin/etcd")?;
-    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "{s:?} has spaces or control characters; write the bare path, e.g. /usr/local/bin/etcd"
-        ));
-    }
-    if !s.starts_with('/') || s.ends_with('/') || s.split('/').any(|p| p == "..") {
-        return Err(format!(
-            "{s:?} is not an absolute path to a file; write e.g. /usr/local/bin/etcd, or leave \
-             `binary` out to install the distribution's etcd package"
         ));
     }
     Ok(())

@@ -16,12 +16,19 @@ mod rules;
 mod schema;
 pub mod types;
 mod validate;
+// Optional sections, one file each (type, fields, checks, rules).
+mod etcd;
+mod host_preparation;
+mod stats_page;
 
 #[cfg(test)]
 mod tests;
 
+pub use etcd::EtcdSettings;
+pub use host_preparation::{FirewalldAction, HostPreparation, SelinuxAction};
 pub use model::*;
 pub use problems::{InventoryError, Problem, Severity, Validated};
+pub use stats_page::{StatsBind, StatsPage};
 pub use types::{
     CriSocket, DnsName, KubernetesVersion, Limit, NodeName, Port, RouterId, SysctlKey,
 };

@@ -22,7 +22,8 @@ pub struct Inventory {
     pub api_version: String,
     pub kind: String,
     pub cluster: Cluster,
-    /// Required unless `loadBalancer.mode` is `node-local` (which runs without a VIP).
+    /// Required when `loadBalancer.mode` is `vip` (the default); absent with node-local or
+    /// external balancers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<Vip>,
     /// Where the API endpoint is balanced: on the VIP (default) or on every node.
@@ -50,19 +51,15 @@ pub struct Inventory {
     /// The failover drill's targets and node-down hooks (flags override them).
     #[serde(default, skip_serializing_if = "is_default")]
     pub failover_test: FailoverTestSettings,
+    /// khagent's HTML stats page on its own port, behind basic auth (haproxy's `listen stats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_page: Option<super::StatsPage>,
+    /// What host preparation does about firewalld and SELinux (RHEL family).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub host_preparation: super::HostPreparation,
     /// How the external etcd cluster on the `role: etcd` nodes is installed.
     #[serde(default, skip_serializing_if = "is_default")]
-    pub etcd: EtcdSettings,
-}
-
-/// `etcd:` in the inventory, for the external topology (nodes with `role: etcd`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EtcdSettings {
-    /// The etcd binary already on every etcd node; when absent, the distribution's
-    /// package (`etcd-server` on Debian and Ubuntu, `etcd` elsewhere) provides it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binary: Option<PathBuf>,
+    pub etcd: super::EtcdSettings,
 }
 
 /// Targets of `khactl failover-test`; unset ones keep the scenario's default.
@@ -159,9 +156,14 @@ pub struct LoadBalancer {
     /// The node-local balancer's port on `127.0.0.1` (node-local mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<Port>,
-    /// The API endpoint's name, resolved to `127.0.0.1` on every node (node-local mode only).
+    /// The API endpoint's name: resolved to `127.0.0.1` on every node (node-local mode), or
+    /// served by the external balancer (external mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<DnsName>,
+    /// The external balancer's address, which workers resolve the name to (external mode
+    /// only; without it the name must resolve through DNS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +175,20 @@ pub enum LbMode {
     /// khagent on every node, workers too, balancing `127.0.0.1:port` to every API
     /// server; no VRRP, no VIP (the kubespray/"nginx on each worker" layout).
     NodeLocal,
+    /// A balancer khactl does not run (a cloud LB) forwarding the API name's port to every
+    /// API server; no agent anywhere. Such balancers often drop a backend's connection to
+    /// itself (no hairpin), so control planes resolve the name to their own API server on
+    /// 127.0.0.1 and only workers go through the balancer (the Aliyun SLB guide).
+    External,
+}
+
+/// The external balancer's settings, once the inventory has validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalLb {
+    /// The API endpoint's name (`loadBalancer.dnsName`).
+    pub host: String,
+    /// Where workers send it; `None`: the name resolves through DNS.
+    pub address: Option<Ipv4Addr>,
 }
 
 /// The node-local balancer's settings, once the inventory has validated.
@@ -544,10 +560,30 @@ impl Inventory {
         })
     }
 
+    /// The external balancer, when `loadBalancer.mode` is `external`.
+    pub fn external_lb(&self) -> Option<ExternalLb> {
+        let lb = &self.load_balancer;
+        (lb.mode == LbMode::External).then(|| ExternalLb {
+            // Validation requires the name; an unvalidated one still names a host.
+            host: lb.dns_name.as_ref().map_or_else(
+                || lb.address.unwrap_or(Ipv4Addr::LOCALHOST).to_string(),
+                ToString::to_string,
+            ),
+            address: lb.address,
+        })
+    }
+
     /// The API endpoint every kubeconfig and kubeadm names: the node-local name and port,
-    /// or the VIP's DNS name (else its address) and port. A validated inventory has one
-    /// of the two; one that is not falls back to the node-local defaults.
+    /// the external balancer's name and the API servers' port (6443: control planes reach
+    /// their own there), or the VIP's DNS name (else its address) and port. A validated
+    /// inventory has one of them; one that is not falls back to the node-local defaults.
     pub fn api_endpoint(&self) -> ApiEndpoint {
+        if let Some(ext) = self.external_lb() {
+            return ApiEndpoint {
+                host: ext.host,
+                port: Port::API_SERVER.get(),
+            };
+        }
         match (&self.vip, self.node_local()) {
             (Some(vip), None) => ApiEndpoint {
                 host: vip
@@ -572,16 +608,19 @@ impl Inventory {
     /// The DNS name of the API endpoint, if there is one.
     pub fn api_dns_name(&self) -> Option<&DnsName> {
         match self.load_balancer.mode {
-            LbMode::NodeLocal => self.load_balancer.dns_name.as_ref(),
+            LbMode::NodeLocal | LbMode::External => self.load_balancer.dns_name.as_ref(),
             LbMode::Vip => self.vip.as_ref()?.dns_name.as_ref(),
         }
     }
 
-    /// Whether `node` runs khagent: every control plane, and in node-local mode every
-    /// Kubernetes node (etcd nodes never dial the API).
+    /// Whether `node` runs khagent: every control plane, in node-local mode every Kubernetes
+    /// node (etcd nodes never dial the API), and behind an external balancer none.
     pub fn runs_agent(&self, node: &Node) -> bool {
-        node.role == Role::ControlPlane
-            || (self.load_balancer.mode == LbMode::NodeLocal && node.role.is_kubernetes_node())
+        match self.load_balancer.mode {
+            LbMode::Vip => node.role == Role::ControlPlane,
+            LbMode::NodeLocal => node.role.is_kubernetes_node(),
+            LbMode::External => false,
+        }
     }
 
     /// Whether adding or removing node `name` changes every agent's backends, workers'

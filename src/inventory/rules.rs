@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::model::{
-    EtcdSettings, KubeadmExtras, LbMode, LoadBalancer, Networking, Node, PkiSettings, Role,
-    SshDefaults, Vip,
+    KubeadmExtras, LbMode, LoadBalancer, Networking, Node, PkiSettings, Role, SshDefaults, Vip,
 };
 use super::problems::{FieldPath, Findings};
+use super::types::Port;
 
 /// The parts of the document that parsed cleanly, by section.
 #[derive(Debug, Default)]
@@ -35,8 +35,9 @@ pub(super) struct Draft {
     pub kubeadm: Option<KubeadmExtras>,
     /// The `networking` fields the user wrote (the others hold defaults).
     pub networking_written: Vec<String>,
+    pub stats_page: Option<super::StatsPage>,
     /// `etcd` as written, when it parsed; `None` when left out.
-    pub etcd: Option<EtcdSettings>,
+    pub etcd: Option<super::EtcdSettings>,
 }
 
 impl Draft {
@@ -95,12 +96,13 @@ impl Draft {
                     .collect(),
                 _ => Vec::new(),
             },
+            stats_page: section("statsPage", None).and_then(typed),
         }
     }
 
     /// The nodes with their index, when every one of them parsed (counting rules would
     /// mislead otherwise).
-    fn all_nodes(&self) -> Option<Vec<(usize, &Node)>> {
+    pub(super) fn all_nodes(&self) -> Option<Vec<(usize, &Node)>> {
         self.nodes
             .as_ref()?
             .iter()
@@ -109,7 +111,7 @@ impl Draft {
             .collect()
     }
 
-    fn parsed_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+    pub(super) fn parsed_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
         self.nodes
             .iter()
             .flatten()
@@ -122,11 +124,11 @@ fn typed<T: DeserializeOwned>(v: Value) -> Option<T> {
     serde_yaml_ng::from_value(v).ok()
 }
 
-fn node_path(i: usize) -> FieldPath {
+pub(super) fn node_path(i: usize) -> FieldPath {
     FieldPath::root().key("nodes").index(i)
 }
 
-fn who(i: usize, node: &Node) -> String {
+pub(super) fn who(i: usize, node: &Node) -> String {
     format!("nodes[{i}] ({})", node.name)
 }
 
@@ -140,7 +142,8 @@ pub(super) fn check(d: &Draft, out: &mut Findings) {
     sudo_for_non_root(d, out);
     certificate_lifetimes(d, out);
     sysctl_spellings(d, out);
-    external_etcd(d, out);
+    super::stats_page::port_is_free(d, out);
+    super::etcd::external_etcd(d, out);
 }
 
 /// etcd needs a majority of members to accept writes: with n members it survives
@@ -174,7 +177,7 @@ fn control_plane_count(d: &Draft, out: &mut Findings) {
 
 /// The warning for an even number of etcd members: with n members etcd survives (n-1)/2
 /// failures, so an even n survives no more than n-1 would.
-fn quorum_warning(n: usize, members: &str) -> String {
+pub(super) fn quorum_warning(n: usize, members: &str) -> String {
     let tolerated = n.saturating_sub(1) / 2;
     let failures = if tolerated == 0 {
         "no failure".to_owned()
@@ -189,19 +192,43 @@ fn quorum_warning(n: usize, members: &str) -> String {
     )
 }
 
-/// The VIP and the node-local balancer are two ways to the API servers; each mode has
-/// its own fields, and a field of the other mode would be silently ignored.
+/// The VIP, the node-local balancer and an external balancer are three ways to the API
+/// servers; each mode has its own fields, and a field of another mode would be silently
+/// ignored.
 fn load_balancer_mode(d: &Draft, out: &mut Findings) {
     let Some(lb) = &d.load_balancer else { return };
     let path = FieldPath::root().key("loadBalancer");
+    let vip = FieldPath::root().key("vip");
+    // The name is what `/etc/hosts` maps per node; a resolver never looks an address up
+    // there, and a name without a dot is a search-domain candidate.
+    if let Some(name) = &lb.dns_name {
+        let text = name.to_string();
+        if text.parse::<IpAddr>().is_ok() || !text.contains('.') {
+            out.error(
+                &path.key("dnsName"),
+                format!(
+                    "{text:?} is not a fully qualified name: each node's /etc/hosts maps the \
+                     endpoint's name to where that node reaches the API, so write a name such \
+                     as k8s-api.cluster.internal"
+                ),
+            );
+        }
+    }
+    if lb.mode != LbMode::External && lb.address.is_some() {
+        out.error(
+            &path.key("address"),
+            "loadBalancer.address names an external balancer: set `mode: external` with it, \
+             or remove it",
+        );
+    }
     match lb.mode {
         LbMode::Vip => {
             if !d.vip_written {
                 out.error(
-                    &FieldPath::root().key("vip"),
+                    &vip,
                     "missing field `vip`: write `vip: { address: 192.168.1.100 }`, or set \
                      `loadBalancer: { mode: node-local, dnsName: … }` to balance on every node \
-                     without a VIP",
+                     without a VIP, or `mode: external` behind a balancer you run",
                 );
             }
             for (field, value) in [
@@ -212,8 +239,9 @@ fn load_balancer_mode(d: &Draft, out: &mut Findings) {
                     out.error(
                         &path.key(field),
                         format!(
-                            "loadBalancer.{field} applies to `mode: node-local` only; with the \
-                             VIP write vip.{field}, or set loadBalancer.mode: node-local"
+                            "loadBalancer.{field} applies to `mode: node-local` and `mode: \
+                             external` only; with the VIP write vip.{field}, or set \
+                             loadBalancer.mode"
                         ),
                     );
                 }
@@ -222,16 +250,74 @@ fn load_balancer_mode(d: &Draft, out: &mut Findings) {
         LbMode::NodeLocal => {
             if d.vip_written {
                 out.error(
-                    &FieldPath::root().key("vip"),
+                    &vip,
                     "a VIP next to node-local balancers (for clients outside the cluster) is \
                      not supported yet: remove `vip`, or use loadBalancer.mode: vip",
                 );
+            }
+            if let Some(p) = lb.port
+                && let Err(why) = super::checks::balancer_port(p.get())
+            {
+                out.error(&path.key("port"), why);
             }
             if lb.dns_name.is_none() {
                 out.error(
                     &path.key("dnsName"),
                     "node-local mode needs the API endpoint's name, which every node resolves \
                      to 127.0.0.1: write e.g. `dnsName: k8s-api.cluster.internal`",
+                );
+            }
+        }
+        LbMode::External => {
+            if d.vip_written {
+                out.error(
+                    &vip,
+                    "an external load balancer holds the API address and khactl runs no VRRP \
+                     (no vip.address, no vip.routerId): remove `vip`, or use loadBalancer.mode: \
+                     vip",
+                );
+            }
+            if let Some(p) = lb.port
+                && p != Port::API_SERVER
+            {
+                out.error(
+                    &path.key("port"),
+                    format!(
+                        "the external balancer must listen on {api}, the API servers' port: \
+                         control planes reach the API name on 127.0.0.1 at the balancer's port, \
+                         which is their own API server only on {api}; forward {api} to every \
+                         control plane's {api}, or leave `port` out",
+                        api = Port::API_SERVER.get()
+                    ),
+                );
+            }
+            if lb.dns_name.is_none() {
+                out.error(
+                    &path.key("dnsName"),
+                    "external mode needs the API endpoint's name: control planes resolve it to \
+                     127.0.0.1 (a cloud balancer drops a backend's connection to itself), \
+                     workers to the balancer; write e.g. `dnsName: k8s-api.cluster.internal`",
+                );
+            }
+            if let Some(address) = lb.address {
+                for (i, node) in d.parsed_nodes() {
+                    if node.address == IpAddr::V4(address) {
+                        out.error(
+                            &path.key("address"),
+                            format!(
+                                "{address} is also the address of {}; write the external \
+                                 balancer's own address",
+                                who(i, node)
+                            ),
+                        );
+                    }
+                }
+            }
+            if lb.address.is_none() {
+                out.warning(
+                    &path.key("address"),
+                    "no address for the external balancer: workers resolve loadBalancer.dnsName \
+                     through DNS, which must answer with the balancer's address",
                 );
             }
         }
@@ -505,65 +591,5 @@ fn sysctl_spellings(d: &Draft, out: &mut Findings) {
                 format!("{key:?} is the same sysctl as {first:?}; write it once"),
             );
         }
-    }
-}
-
-/// The external etcd topology (nodes with `role: etcd`): the quorum warning counts the
-/// etcd nodes, and what only a Kubernetes node or kubeadm's stacked etcd reads is refused
-/// on them rather than silently ignored.
-fn external_etcd(d: &Draft, out: &mut Findings) {
-    let etcd: Vec<(usize, &Node)> = d
-        .parsed_nodes()
-        .filter(|(_, n)| n.role == Role::Etcd)
-        .collect();
-    if etcd.is_empty() {
-        if d.etcd
-            .as_ref()
-            .is_some_and(|e| *e != EtcdSettings::default())
-        {
-            out.error(
-                &FieldPath::root().key("etcd"),
-                "`etcd` configures the external etcd cluster, but no node has `role: etcd`; \
-                 add etcd nodes, or remove `etcd` to keep etcd stacked on the control planes",
-            );
-        }
-        return;
-    }
-    for (i, node) in &etcd {
-        for (field, written) in [
-            ("labels", !node.labels.is_empty()),
-            ("taints", node.taints.is_some()),
-        ] {
-            if written {
-                out.error(
-                    &node_path(*i).key(field),
-                    format!(
-                        "{} runs only etcd and never registers with Kubernetes, so it has no \
-                         {field}; remove `{field}`",
-                        who(*i, node)
-                    ),
-                );
-            }
-        }
-    }
-    if d.kubeadm
-        .as_ref()
-        .is_some_and(|k| !k.etcd_extra_args.is_empty())
-    {
-        out.error(
-            &FieldPath::root().key("kubeadm").key("etcdExtraArgs"),
-            "kubeadm.etcdExtraArgs configures kubeadm's stacked etcd, and with `role: etcd` \
-             nodes kubeadm runs no etcd; remove it (khactl configures the etcd service on the \
-             etcd nodes itself)",
-        );
-    }
-    // Counted only when every node parsed, like the control planes: a guess would mislead.
-    let Some(all) = d.all_nodes() else { return };
-    let n = all.iter().filter(|(_, n)| n.role == Role::Etcd).count();
-    if n % 2 == 0 {
-        out.warning(
-            &FieldPath::root().key("nodes"),
-            quorum_warning(n, "etcd nodes"),
-        );
     }
 }

@@ -85,12 +85,18 @@ pub(super) static INVENTORY: Shape = Shape {
         field("pki", Defaulted, Struct(&PKI)),
         field("kubeadm", Defaulted, Struct(&KUBEADM)),
         field("failoverTest", Defaulted, Struct(&FAILOVER_TEST)),
-        field("etcd", Defaulted, Struct(&ETCD)),
+        field(
+            "statsPage",
+            Optional,
+            Struct(&super::stats_page::STATS_PAGE),
+        ),
+        field(
+            "hostPreparation",
+            Defaulted,
+            Struct(&super::host_preparation::HOST_PREPARATION),
+        ),
+        field("etcd", Defaulted, Struct(&super::etcd::ETCD)),
     ],
-};
-
-static ETCD: Shape = Shape {
-    fields: &[field("binary", Optional, Leaf(checks::etcd_binary))],
 };
 
 static FAILOVER_TEST: Shape = Shape {
@@ -152,8 +158,11 @@ static VIP: Shape = Shape {
 static LOAD_BALANCER: Shape = Shape {
     fields: &[
         field("mode", Defaulted, Leaf(typed::<LbMode>)),
-        field("port", Optional, Leaf(checks::lb_port)),
+        // 6443 is refused for khagent's own balancers and required of an external one: a
+        // rule in `rules.rs`, which knows the mode.
+        field("port", Optional, Leaf(typed::<Port>)),
         field("dnsName", Optional, Leaf(typed::<DnsName>)),
+        field("address", Optional, Leaf(checks::external_lb_address)),
     ],
 };
 
@@ -514,6 +523,14 @@ mod tests {
             (serde_fields::<Networking>(), &NETWORKING),
             (serde_fields::<PkiSettings>(), &PKI),
             (serde_fields::<KubeadmExtras>(), &KUBEADM),
+            (
+                serde_fields::<crate::inventory::StatsPage>(),
+                &super::super::stats_page::STATS_PAGE,
+            ),
+            (
+                serde_fields::<crate::inventory::HostPreparation>(),
+                &super::super::host_preparation::HOST_PREPARATION,
+            ),
         ];
         for (serde, shape) in pairs {
             assert_eq!(serde, table_fields(shape));

@@ -75,6 +75,11 @@ impl Port {
     /// The node-local balancer's default on `127.0.0.1`: next to the API server's 6443,
     /// which it cannot take on a control plane.
     pub const NODE_LOCAL_DEFAULT: Port = Port(6444);
+    /// Where every kube-apiserver listens on its node: kubeadm's default
+    /// `localAPIEndpoint.bindPort`, which khactl keeps.
+    pub const API_SERVER: Port = Port(6443);
+    /// The guides' haproxy `listen stats` port.
+    pub const STATS_PAGE_DEFAULT: Port = Port(9000);
 
     pub fn new(n: u64) -> Result<Self, String> {
         match u16::try_from(n) {
@@ -83,7 +88,7 @@ impl Port {
         }
     }
 
-    pub fn get(self) -> u16 {
+    pub const fn get(self) -> u16 {
         self.0
     }
 }

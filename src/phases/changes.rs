@@ -63,6 +63,15 @@ pub enum Change {
         action: ServiceAction,
         check_first: Option<Vec<String>>,
     },
+    /// `setenforce 0`: SELinux permissive until the next boot (the config file is a
+    /// [`Change::WriteFile`] of its own).
+    SelinuxPermissive,
+    /// Add ports (`6443/tcp`) and IP protocols (`vrrp`) to firewalld's default zone,
+    /// permanently, then `firewall-cmd --reload` so the running firewall has them too.
+    FirewalldOpen {
+        ports: Vec<String>,
+        protocols: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +126,14 @@ impl Change {
                     s.push_str(&format!(", after `{}` passes", argv.join(" ")));
                 }
                 s
+            }
+            Change::SelinuxPermissive => "set SELinux to permissive now (setenforce 0)".to_owned(),
+            Change::FirewalldOpen { ports, protocols } => {
+                let all: Vec<&str> = ports.iter().chain(protocols).map(String::as_str).collect();
+                format!(
+                    "open {} in firewalld (permanent, then reload)",
+                    all.join(" ")
+                )
             }
         }
     }
@@ -179,6 +196,8 @@ impl Change {
             Change::SwapOff => "swap-off",
             Change::LoadModule { .. } => "load-module",
             Change::Service { .. } => "service",
+            Change::SelinuxPermissive => "selinux-permissive",
+            Change::FirewalldOpen { .. } => "firewalld-open",
         }
     }
 }
@@ -189,7 +208,7 @@ pub struct ChangeRecord {
     /// The phase that made or planned it.
     pub phase: &'static str,
     /// `write-file`, `set-sysctls`, `remove-file`, `restore-file`, `swap-off`, `load-module`,
-    /// `service` or
+    /// `service`, `selinux-permissive`, `firewalld-open` or
     /// `step` (an imperative step such as `kubeadm init`).
     pub kind: &'static str,
     pub headline: String,
@@ -436,6 +455,23 @@ async fn apply_one(ctx: &Context, host: &NodeHandle, change: &Change) -> anyhow:
                 let interrupt = &ctx.settings.interrupt;
                 service::wait_active(host, *init, name, stable, interrupt).await?;
             }
+        }
+        Change::SelinuxPermissive => {
+            host.run(&RemoteCommand::new(["setenforce", "0"])).await?;
+        }
+        Change::FirewalldOpen { ports, protocols } => {
+            // One call for all: firewall-cmd takes the option repeated, and one already there
+            // is a warning (ALREADY_ENABLED), not a failure.
+            let adds = ports
+                .iter()
+                .map(|p| format!("--add-port={p}"))
+                .chain(protocols.iter().map(|p| format!("--add-protocol={p}")));
+            let argv = ["firewall-cmd".to_owned(), "--permanent".to_owned()]
+                .into_iter()
+                .chain(adds);
+            host.run(&RemoteCommand::new(argv)).await?;
+            host.run(&RemoteCommand::new(["firewall-cmd", "--reload"]))
+                .await?;
         }
     }
     Ok(())

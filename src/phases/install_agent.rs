@@ -21,8 +21,8 @@ use super::changes::{Change, ServiceAction};
 use super::{Context, Phase, PhaseFuture, rolling};
 use crate::agent::reload_is_enough;
 pub use crate::agent::{
-    AGENT_BINARY, AGENT_CONFIG, AgentBinary, OPENRC_SCRIPT, RESTART_PENDING, SERVICE, SYSTEMD_UNIT,
-    check_arch,
+    AGENT_BINARY, AGENT_CONFIG, AgentBinary, OPENRC_SCRIPT, RESTART_PENDING, SERVICE,
+    STATS_PASSWORD, SYSTEMD_UNIT, check_arch,
 };
 use crate::cluster::vip;
 use crate::facts::{HostFacts, InitSystem, ProbeRequest, sha256_hex};
@@ -75,6 +75,8 @@ pub fn digests_read() -> Vec<PathBuf> {
         SYSTEMD_UNIT,
         OPENRC_SCRIPT,
         RESTART_PENDING,
+        // By digest only: the password's bytes are never read back.
+        STATS_PASSWORD,
     ]
     .iter()
     .map(PathBuf::from)
@@ -130,6 +132,12 @@ impl Phase for InstallAgent {
         problems
     }
 
+    fn skip_reason(&self, ctx: &Context) -> Option<String> {
+        ctx.inventory.external_lb().is_some().then(|| {
+            "an external load balancer fronts the API servers: no node runs khagent".to_owned()
+        })
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;
@@ -145,6 +153,7 @@ impl Phase for InstallAgent {
                 None => None,
             };
             let prio = priorities(&c.inventory, |n| c.facts.get(n).and_then(current_priority));
+            let stats_password = stats_page::password(c)?;
 
             let files = c
                 .fleet()?
@@ -155,8 +164,15 @@ impl Phase for InstallAgent {
                         .await
                         .context("reading whether khagent is enabled and running")?;
                     let priority = prio.get(host.node()).copied();
-                    let mut plan =
-                        plan_node_with(&c.inventory, node, facts, &binary, state, priority)?;
+                    let mut plan = plan_node_with(
+                        &c.inventory,
+                        node,
+                        facts,
+                        &binary,
+                        state,
+                        priority,
+                        stats_password.as_deref(),
+                    )?;
                     if let Some(ca) = cluster_ca.as_ref().filter(|_| node.role == Role::Worker) {
                         let sha = sha256_hex(ca);
                         // Before the config, so the agent never starts without it.
@@ -427,6 +443,7 @@ fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentCon
         }
         .to_owned(),
         status_listen: STATUS_LISTEN,
+        stats: stats_page::section(inv, node),
         track: None,
         vrrp: None,
     }
@@ -494,6 +511,7 @@ fn vip_agent_config(
         backends,
         ca_file: CLUSTER_CA.to_owned(),
         status_listen: STATUS_LISTEN,
+        stats: stats_page::section(inv, node),
         track: Some(AgentTrack {
             backend: node.name.to_string(),
             // A dead local apiserver costs more than the whole priority ladder, so any node
@@ -554,6 +572,17 @@ pub(super) fn write_if_changed(
     })
 }
 
+/// A secret's write (0600, shown and logged by size only) when the node's differs by digest
+/// or mode; its bytes are never read from the node.
+fn write_secret_if_changed(facts: &HostFacts, path: &str, contents: Vec<u8>) -> Option<Change> {
+    let sha = sha256_hex(&contents);
+    let mut change = write_if_changed(facts, path, contents, &sha, 0o600, false)?;
+    if let Change::WriteFile { secret, .. } = &mut change {
+        *secret = true;
+    }
+    Some(change)
+}
+
 /// Decides a node's agent changes from its facts, with the rank-based priority. Pure:
 /// unit-tested without a node.
 pub fn plan_node(
@@ -563,10 +592,11 @@ pub fn plan_node(
     binary: &AgentBinary,
     state: ServiceState,
 ) -> anyhow::Result<NodePlan> {
-    plan_node_with(inv, node, facts, binary, state, None)
+    plan_node_with(inv, node, facts, binary, state, None, None)
 }
 
-/// [`plan_node`] with the priority [`priorities`] gave the node.
+/// [`plan_node`] with the priority [`priorities`] gave the node and the stats page's password
+/// ([`stats_page::password`]; `None` without `statsPage`).
 pub fn plan_node_with(
     inv: &Inventory,
     node: &Node,
@@ -574,6 +604,7 @@ pub fn plan_node_with(
     binary: &AgentBinary,
     state: ServiceState,
     priority: Option<i32>,
+    stats_password: Option<&[u8]>,
 ) -> anyhow::Result<NodePlan> {
     check_arch(binary, facts)?;
     let config = agent_config_with(inv, node, facts, priority)?
@@ -600,6 +631,14 @@ pub fn plan_node_with(
     );
     let same_binary = binary_change.is_none();
     plan.files.extend(binary_change);
+    // A password is written before the config that names it, and removed only after the
+    // config that no longer does: `khagent check` never meets a config without its file.
+    let (password_first, password_last) =
+        match stats_page::password_change(inv, facts, stats_password)? {
+            Some(remove @ Change::RemoveFile { .. }) => (None, Some(remove)),
+            write => (write, None),
+        };
+    plan.files.extend(password_first);
     let sha = sha256_hex(&config);
     // Not secret (it names no key), but private to root all the same: 0600.
     plan.files.extend(write_if_changed(
@@ -610,6 +649,7 @@ pub fn plan_node_with(
         0o600,
         true,
     ));
+    plan.files.extend(password_last);
     let unit = unit.into_bytes();
     let sha = sha256_hex(&unit);
     let unit_change = write_if_changed(facts, unit_path, unit, &sha, unit_mode, true);
@@ -674,6 +714,7 @@ pub fn plan_node_with(
 
 mod before_join;
 mod conflicts;
+pub mod stats_page;
 
 pub use before_join::InstallAgentBeforeJoin;
 #[cfg(test)]

@@ -1,21 +1,25 @@
-//! Prepare hosts for Kubernetes: kernel settings in a sysctl drop-in (applied, read back,
+//! Prepare hosts for Kubernetes: on the RHEL family SELinux permissive and firewalld opened
+//! or stopped ([`rhel`]); kernel settings in a sysctl drop-in (applied, read back,
 //! and checked against what the other sysctl.d files would set at boot), the `overlay` and `br_netfilter` modules loaded and persisted where the kernel
 //! can, swap off now and in fstab (with a backup), and an `/etc/hosts` entry for the API
 //! DNS name pointing at the VIP. Each item is compared with the node's facts first, so a
 //! second run changes nothing.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
 use super::changes::{Change, SysctlChange, normalise};
+use super::kubernetes::KUBELET_CONF;
 use super::{Context, Phase, PhaseFuture};
 use crate::facts::{HostFacts, ProbeRequest};
-use crate::inventory::{Inventory, Node, SysctlKey};
+use crate::inventory::{Inventory, Node, Role, SysctlKey};
 use crate::report::Event;
 
 mod boot_sysctls;
+pub mod rhel;
 
 /// Named to sort after Debian's `99-sysctl.conf` (the link to /etc/sysctl.conf), so at boot
 /// systemd-sysctl applies it last and its values win.
@@ -87,6 +91,7 @@ pub fn files_read() -> Vec<PathBuf> {
         MODULES_LOAD,
         HOSTS,
         FSTAB,
+        rhel::SELINUX_CONFIG,
     ]
     .iter()
     .map(PathBuf::from)
@@ -126,15 +131,109 @@ fn without_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\n").unwrap_or(line)
 }
 
-/// The `/etc/hosts` line for the API's DNS name: the VIP, or with node-local balancers
-/// 127.0.0.1, so every node (control planes too) reaches the API through its own balancer.
-fn hosts_entry(inv: &crate::inventory::Inventory) -> Option<String> {
+/// The `/etc/hosts` line for the API's DNS name on `node`: the VIP; with node-local
+/// balancers 127.0.0.1, so every node (control planes too) reaches the API through its own
+/// balancer; behind an external balancer, 127.0.0.1 on a control plane (its own API server:
+/// such a balancer drops a backend's connection to itself) and the balancer's address on a
+/// worker. `via`: a control plane not yet in the cluster reaches the API through that
+/// member's address until its own API server is up (see [`joining_via`]). None on an etcd
+/// node.
+pub fn hosts_entry(inv: &Inventory, node: &Node, via: Option<IpAddr>) -> Option<String> {
+    // An external etcd node never dials the API.
+    if !node.role.is_kubernetes_node() {
+        return None;
+    }
     let dns = inv.api_dns_name()?;
-    let address = match &inv.vip {
-        Some(vip) if inv.node_local().is_none() => vip.address.to_string(),
-        _ => std::net::Ipv4Addr::LOCALHOST.to_string(),
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let address = match (inv.external_lb(), &inv.vip) {
+        (Some(ext), _) if node.role == Role::Worker => IpAddr::V4(ext.address?),
+        (Some(_), _) => via.unwrap_or(loopback),
+        (None, Some(vip)) if inv.node_local().is_none() => IpAddr::V4(vip.address),
+        (None, _) => loopback,
     };
     Some(format!("{address} {dns}"))
+}
+
+/// Behind an external balancer, the member a control plane that is not in the cluster yet
+/// reaches the API name through while it joins: kubeadm's discovery, check-etcd and the
+/// kubelet's TLS bootstrap all dial the name, which on a control plane is 127.0.0.1, where
+/// nothing answers until the join is done (the guides point the name at the first master,
+/// then at 127.0.0.1). `None` for a member (or the node `kubeadm init` runs on), and in every
+/// other mode. `in_cluster`: whether a node holds a kubelet.conf.
+pub fn joining_via(
+    inv: &Inventory,
+    node: &Node,
+    in_cluster: impl Fn(&Node) -> bool,
+) -> Option<IpAddr> {
+    if inv.external_lb().is_none() || node.role != Role::ControlPlane || in_cluster(node) {
+        return None;
+    }
+    let mut members = inv.control_plane().filter(|n| in_cluster(n));
+    let via = match members.next() {
+        Some(member) => member,
+        // A fresh cluster: `kubeadm init` runs on the first control plane.
+        None => inv.control_plane().next()?,
+    };
+    (via.name != node.name).then_some(via.address)
+}
+
+/// Behind an external balancer, the `/etc/hosts` write that points a joining control plane's
+/// API name at member `to` while it joins, or (`to` = `None`) at 127.0.0.1 once its own API
+/// server is ready, from the line it had pointing at `from` (the same encoding). `None` when
+/// nothing changes, for workers, and in the other modes.
+pub fn hosts_for_join(
+    inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    from: Option<IpAddr>,
+    to: Option<IpAddr>,
+) -> Option<Change> {
+    if inv.external_lb().is_none() || node.role != Role::ControlPlane || from == to {
+        return None;
+    }
+    let original = facts.file(Path::new(HOSTS)).unwrap_or_default();
+    Some(Change::WriteFile {
+        path: HOSTS.into(),
+        contents: render_hosts(original, hosts_entry(inv, node, to).as_deref()),
+        mode: 0o644,
+        secret: false,
+        diff: true,
+        current: Some(render_hosts(
+            original,
+            hosts_entry(inv, node, from).as_deref(),
+        )),
+        backup: Some(HOSTS_BACKUP.into()),
+        preview: None,
+    })
+}
+
+/// Whether a node holds a kubelet.conf: it joined (or is joining) the cluster.
+pub fn in_cluster(facts: &HostFacts) -> bool {
+    facts.digest(Path::new(KUBELET_CONF)).is_some()
+}
+
+/// [`joining_via`] with what the run's facts say of every node.
+pub fn join_route(ctx: &Context, node: &Node) -> Option<IpAddr> {
+    joining_via(&ctx.inventory, node, |n| {
+        ctx.facts.get(n.name.as_str()).is_some_and(in_cluster)
+    })
+}
+
+/// The change that gives `/etc/hosts` khactl's line `entry` (or takes it out), if any.
+pub fn hosts_change(facts: &HostFacts, entry: Option<&str>) -> Option<Change> {
+    let current_hosts = facts.file(Path::new(HOSTS));
+    let hosts = render_hosts(current_hosts.unwrap_or_default(), entry);
+    (current_hosts != Some(hosts.as_slice()) && !(current_hosts.is_none() && hosts.is_empty()))
+        .then(|| Change::WriteFile {
+            path: HOSTS.into(),
+            contents: hosts,
+            mode: 0o644,
+            secret: false,
+            diff: true,
+            current: current_hosts.map(<[u8]>::to_vec),
+            backup: Some(HOSTS_BACKUP.into()),
+            preview: None,
+        })
 }
 
 /// `/etc/hosts` with khactl's lines replaced by `entry` (or removed when `None`); every other
@@ -222,6 +321,8 @@ impl Phase for PrepareHosts {
                 .unwrap_or_default(),
             files: files_read(),
             conf_dirs: boot_sysctls::DIRS.iter().map(PathBuf::from).collect(),
+            // Which control planes are in the cluster: see `joining_via`.
+            digests: vec![KUBELET_CONF.into()],
             ..ProbeRequest::default()
         }
     }
@@ -235,7 +336,12 @@ impl Phase for PrepareHosts {
                     |h| c.in_scope(h.node()),
                     async |host| {
                         let facts = c.facts_of(host.node())?;
-                        let (changes, warnings) = plan_node(&c.inventory, facts)?;
+                        let node = c.node(host.node())?;
+                        let (mut changes, mut warnings) = rhel::plan(&c.inventory, node, facts)?;
+                        let via = join_route(c, node);
+                        let (more, more_warnings) = plan_node(&c.inventory, node, facts, via)?;
+                        changes.extend(more);
+                        warnings.extend(more_warnings);
                         for w in &warnings {
                             c.report.event(Event::Warning {
                                 node: Some(host.node()),
@@ -265,8 +371,14 @@ fn file_change(facts: &HostFacts, path: &str, contents: String, mode: u32) -> Op
     })
 }
 
-/// Decides a node's changes from its facts. Pure: unit-tested without a node.
-pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
+/// Decides a node's changes from its facts (`via`: see [`joining_via`]). Pure: unit-tested
+/// without a node.
+pub fn plan_node(
+    inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    via: Option<IpAddr>,
+) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
 
@@ -345,21 +457,7 @@ pub fn plan_node(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Chan
         });
     }
 
-    let current_hosts = facts.file(Path::new(HOSTS));
-    let entry = hosts_entry(inv);
-    let hosts = render_hosts(current_hosts.unwrap_or_default(), entry.as_deref());
-    if current_hosts != Some(hosts.as_slice()) && !(current_hosts.is_none() && hosts.is_empty()) {
-        changes.push(Change::WriteFile {
-            path: HOSTS.into(),
-            contents: hosts,
-            mode: 0o644,
-            secret: false,
-            diff: true,
-            current: current_hosts.map(<[u8]>::to_vec),
-            backup: Some(HOSTS_BACKUP.into()),
-            preview: None,
-        });
-    }
+    changes.extend(hosts_change(facts, hosts_entry(inv, node, via).as_deref()));
     Ok((changes, warnings))
 }
 

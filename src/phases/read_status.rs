@@ -150,14 +150,28 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
             Err(e) => leaders.error = Some(format!("{e:#}")),
         }
     }
-    // The endpoint as clients dial it: the VIP, or a node's own balancer on 127.0.0.1.
+    // The endpoint as clients dial it: the VIP, or a node's own balancer on 127.0.0.1, from
+    // a control plane; an external balancer from a worker, as workers use it (it may refuse
+    // its own backends).
     let endpoint = inv.api_endpoint();
-    let address = inv.vip.as_ref().map_or_else(
-        || std::net::Ipv4Addr::LOCALHOST.to_string(),
-        |v| v.address.to_string(),
-    );
-    let (api_ready, asked_from) = match asking.first() {
-        Some((_, host)) => {
+    let external = inv.external_lb();
+    let (address, from) = match &external {
+        Some(ext) => (
+            ext.address
+                .map_or_else(|| endpoint.host.clone(), |a| a.to_string()),
+            ext.address
+                .and(inv.workers().find_map(|n| fleet.host(n.name.as_str()))),
+        ),
+        None => (
+            inv.vip.as_ref().map_or_else(
+                || std::net::Ipv4Addr::LOCALHOST.to_string(),
+                |v| v.address.to_string(),
+            ),
+            asking.first().map(|(_, host)| *host),
+        ),
+    };
+    let (api_ready, asked_from) = match from {
+        Some(host) => {
             let ready = api::ready(host, &endpoint.host, endpoint.port, &address).await;
             (ready.ok(), Some(host.node().to_owned()))
         }
@@ -177,6 +191,7 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
         vip: VipHealth {
             address,
             port: endpoint.port,
+            external: external.is_some(),
             holders,
             api_ready,
             asked_from,
@@ -208,7 +223,7 @@ async fn node_view(ctx: &Context, host: &NodeHandle) -> NodeHealth {
     };
     let mut agent_view = None;
     let mut api_ready = None;
-    if role == Role::ControlPlane {
+    if node.is_some_and(|n| inv.runs_agent(n)) {
         let init = ctx.facts_of(name).map_or(InitSystem::Unknown, |f| f.init);
         match service::state(host, init, SERVICE).await {
             Ok(state) => {
@@ -229,6 +244,8 @@ async fn node_view(ctx: &Context, host: &NodeHandle) -> NodeHealth {
             }
             Err(e) => errors.push(format!("khagent's service state: {e:#}")),
         }
+    }
+    if role == Role::ControlPlane {
         match api::ready(host, &address, APISERVER_BIND_PORT, &address).await {
             Ok(ready) => api_ready = Some(ready),
             Err(e) => errors.push(format!("the API server's /readyz: {e:#}")),

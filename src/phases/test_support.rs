@@ -55,6 +55,13 @@ pub fn applied(mut host: HostFacts, changes: &[Change]) -> HostFacts {
                 host.modules.insert(name.clone(), true);
             }
             Change::Service { .. } => {}
+            Change::SelinuxPermissive => host.selinux = crate::facts::SelinuxMode::Permissive,
+            Change::FirewalldOpen { ports, protocols } => {
+                if let Some(f) = host.firewalld.as_mut() {
+                    f.ports.extend(ports.iter().cloned());
+                    f.protocols.extend(protocols.iter().cloned());
+                }
+            }
         }
     }
     host

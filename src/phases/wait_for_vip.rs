@@ -39,6 +39,9 @@ impl Phase for WaitForVip {
     }
 
     fn skip_reason(&self, ctx: &Context) -> Option<String> {
+        if ctx.inventory.external_lb().is_some() {
+            return Some("an external load balancer fronts the API servers: no VIP".to_owned());
+        }
         (ctx.settings.mode == Mode::Plan)
             .then(|| "dry run: no agent was started, so there is no VIP to wait for".to_owned())
     }

@@ -405,11 +405,15 @@ fn apiserver_dns_names(inventory: &Inventory, node: &Node) -> Vec<String> {
 
 /// The node-local balancer dials its backends by address, but kubelets and kube-proxy
 /// reach the API as `https://<name>:<port>` resolved to 127.0.0.1; a client that uses the
-/// bare loopback address must verify too, so 127.0.0.1 is named as well.
+/// bare loopback address must verify too, so 127.0.0.1 is named as well. Behind an
+/// external balancer control planes resolve the name to 127.0.0.1 too, and a client may
+/// dial the balancer's address.
 fn apiserver_ips(inventory: &Inventory, node: &Node, service_ip: IpAddr) -> Vec<IpAddr> {
     let mut ips = vec![service_ip, node.address];
     ips.extend(inventory.vip.as_ref().map(|v| IpAddr::V4(v.address)));
-    if inventory.node_local().is_some() {
+    let external = inventory.external_lb();
+    ips.extend(external.as_ref().and_then(|e| e.address).map(IpAddr::V4));
+    if inventory.node_local().is_some() || external.is_some() {
         ips.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     }
     dedup(ips)
@@ -417,7 +421,7 @@ fn apiserver_ips(inventory: &Inventory, node: &Node, service_ip: IpAddr) -> Vec<
 
 /// The port every kube-apiserver binds on its node (kubeadm's default
 /// `localAPIEndpoint.bindPort`, which khactl's kubeadm configuration keeps).
-pub const APISERVER_BIND_PORT: u16 = 6443;
+pub const APISERVER_BIND_PORT: u16 = crate::inventory::Port::API_SERVER.get();
 
 /// The controlPlaneEndpoint, `host:port`: the VIP's DNS name when the inventory has one,
 /// else the VIP, with the load balancer's port. The kubeadm configuration must use
@@ -447,8 +451,15 @@ pub fn local_api_url(node: &Node) -> String {
 /// VIP's DNS name does not resolve (it is often only in the nodes' `/etc/hosts`); every
 /// API server certificate names the VIP. Without a VIP (node-local balancers, whose name
 /// means 127.0.0.1 on the nodes only) it is the first control plane's own API server,
-/// whose certificate names its address.
+/// whose certificate names its address. Behind an external balancer it is the balancer
+/// (a workstation is not one of its backends), by address when the inventory has it.
 pub fn workstation_url(inventory: &Inventory) -> String {
+    if let Some(ext) = inventory.external_lb() {
+        return match ext.address {
+            Some(a) => format!("https://{a}:{APISERVER_BIND_PORT}"),
+            None => endpoint_url(inventory),
+        };
+    }
     match (&inventory.vip, inventory.control_plane().next()) {
         (Some(vip), _) => format!("https://{}:{}", vip.address, vip.port.get()),
         (None, Some(cp)) => local_api_url(cp),

@@ -409,6 +409,33 @@ fn openssl_accepts_the_apiserver_cert_for_its_node_the_vip_and_the_service_only(
 }
 
 #[test]
+fn behind_an_external_balancer_the_apiserver_cert_names_it_loopback_and_the_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = include_str!("../../inventories/cloud-lb-without-hairpin.yaml");
+    let inv = crate::inventory::parse(example).unwrap().inventory;
+    ensure(tmp.path(), &inv).unwrap();
+    let leaf = "nodes/master1/apiserver.crt";
+    for ip in ["192.168.1.200", "127.0.0.1", "192.168.1.101"] {
+        let (ok, out) = verify(tmp.path(), "ca.crt", leaf, &["-verify_ip", ip]);
+        assert!(ok, "{ip}: {out}");
+    }
+    let (ok, out) = verify(
+        tmp.path(),
+        "ca.crt",
+        leaf,
+        &["-verify_hostname", "k8s-api.cluster.internal"],
+    );
+    assert!(ok, "{out}");
+    let (ok, _) = verify(tmp.path(), "ca.crt", leaf, &["-verify_ip", "192.168.1.201"]);
+    assert!(!ok, "an address that is not the balancer's is refused");
+    assert_eq!(
+        catalog::workstation_url(&inv),
+        "https://192.168.1.200:6443",
+        "a workstation is no backend: it dials the balancer"
+    );
+}
+
+#[test]
 fn rsa_pki_uses_2048_bit_keys_and_a_pkix_service_account_key() {
     let tmp = tempfile::tempdir().unwrap();
     ensure(tmp.path(), &rsa(inventory(1, 0))).unwrap();

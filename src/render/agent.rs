@@ -33,6 +33,8 @@ pub struct AgentConfig {
     /// The cluster CA the apiservers' certificates are verified against.
     pub ca_file: String,
     pub status_listen: SocketAddr,
+    /// The HTML page on its own listener behind basic auth (`statsPage`).
+    pub stats: Option<AgentStats>,
     pub track: Option<AgentTrack>,
     pub vrrp: Option<AgentVrrp>,
 }
@@ -41,6 +43,16 @@ pub struct AgentConfig {
 pub struct AgentBackend {
     pub name: String,
     pub address: SocketAddr,
+}
+
+/// The `stats:` section; the password is in `password_file`, never here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentStats {
+    pub listen: SocketAddr,
+    pub uri: String,
+    pub realm: String,
+    pub user: String,
+    pub password_file: String,
 }
 
 /// The tracked check: this node's own apiserver moves its priority by `weight` while down.

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use tera::{Tera, Value};
 
-pub use agent::{AgentBackend, AgentConfig, AgentService, AgentTrack, AgentVrrp};
+pub use agent::{AgentBackend, AgentConfig, AgentService, AgentStats, AgentTrack, AgentVrrp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

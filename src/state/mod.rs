@@ -10,6 +10,7 @@
 pub mod control;
 pub mod lock;
 pub mod record;
+pub mod secret;
 
 use std::fs;
 use std::io;
@@ -89,6 +90,11 @@ impl StateDir {
     /// Where khactl placed its agent and the CA keys ([`record::Placements`]).
     pub fn placements_path(&self) -> PathBuf {
         self.root.join("placements.json")
+    }
+
+    /// The stats page's password when the inventory names no `passwordFile` ([`secret`]).
+    pub fn stats_password_path(&self) -> PathBuf {
+        self.root.join("stats-password")
     }
 
     /// The file every command that writes state or changes nodes locks ([`StateLock`]).

@@ -7,10 +7,13 @@
 //! `/events` (the event log as JSON, all kept events or with `?since=SEQ` those after SEQ),
 //! `/` (an HTML page like haproxy's stats page). With `basic_auth` configured every route but
 //! `/healthz` needs the user and password; the password is compared in constant time.
+//! The same server also runs the `stats:` listener ([`stats`]): only the HTML page, at its
+//! own path, always behind basic auth with its own realm.
 //! What is shown is assembled in [`render`]; [`log`] is the agent's log output.
 
 pub mod log;
 pub mod render;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,8 +91,22 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Which pages a listener serves.
+#[derive(Clone)]
+pub enum Site {
+    /// `status.listen`: every route.
+    Status,
+    /// `stats.listen`: the HTML page at its `uri`, behind its credentials (swapped on reload).
+    Stats(watch::Receiver<Arc<stats::Access>>),
+}
+
 /// Serves until `shutdown` turns true, at most [`MAX_CONNECTIONS`] connections at once.
-pub async fn run(listener: TcpListener, ctx: Context, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    listener: TcpListener,
+    ctx: Context,
+    site: Site,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let slot = tokio::select! {
@@ -106,9 +123,10 @@ pub async fn run(listener: TcpListener, ctx: Context, mut shutdown: watch::Recei
         match accepted {
             Ok((stream, _)) => {
                 let ctx = ctx.clone();
+                let site = site.clone();
                 tokio::spawn(async move {
                     let _ignored =
-                        tokio::time::timeout(CONNECTION_TIMEOUT, serve(stream, &ctx)).await;
+                        tokio::time::timeout(CONNECTION_TIMEOUT, serve(stream, &ctx, &site)).await;
                     drop(slot);
                 });
             }
@@ -171,11 +189,17 @@ async fn read_head(stream: &mut TcpStream) -> Result<String, u16> {
     }
 }
 
-async fn serve(mut stream: TcpStream, ctx: &Context) {
+async fn serve(mut stream: TcpStream, ctx: &Context, site: &Site) {
     let response = match read_head(&mut stream).await {
         Ok(head) => match parse_head(&head) {
             Some(req) => {
-                let mut r = route(&req, ctx);
+                let mut r = match site {
+                    Site::Status => route(&req, ctx),
+                    Site::Stats(access) => {
+                        let access = Arc::clone(&access.borrow());
+                        stats::route(&req, ctx, &access)
+                    }
+                };
                 r.head_only = req.method == "HEAD";
                 r
             }
@@ -201,9 +225,7 @@ fn route(req: &Request, ctx: &Context) -> Response {
     if let Some(auth) = &ctx.auth
         && !auth.allows(req.authorization.as_deref())
     {
-        let mut r = Response::text(401, "authentication required\n");
-        r.extra = "WWW-Authenticate: Basic realm=\"khagent\", charset=\"UTF-8\"\r\n";
-        return r;
+        return Response::unauthorized("khagent");
     }
     if req.path == "/events" {
         return match since(req.query.as_deref()) {
@@ -235,7 +257,7 @@ fn since(query: Option<&str>) -> Result<Option<u64>, ()> {
 struct Response {
     code: u16,
     content_type: &'static str,
-    extra: &'static str,
+    extra: String,
     body: String,
     /// HEAD: headers (with the body's length) but no body.
     head_only: bool,
@@ -246,7 +268,7 @@ impl Response {
         Response {
             code,
             content_type,
-            extra: "",
+            extra: String::new(),
             body,
             head_only: false,
         }
@@ -254,6 +276,14 @@ impl Response {
 
     fn text(code: u16, body: &str) -> Response {
         Response::new(code, "text/plain; charset=utf-8", body.to_owned())
+    }
+
+    /// 401 with the challenge browsers answer with a password prompt. `realm` has no `"`,
+    /// `\` or control character (the config refuses them), so it cannot end the quoted string.
+    fn unauthorized(realm: &str) -> Response {
+        let mut r = Response::text(401, "authentication required\n");
+        r.extra = format!("WWW-Authenticate: Basic realm=\"{realm}\", charset=\"UTF-8\"\r\n");
+        r
     }
 
     fn into_bytes(self) -> Vec<u8> {

@@ -117,6 +117,7 @@ fn healthy() -> ClusterHealth {
         vip: VipHealth {
             address: "10.0.0.100".to_owned(),
             port: 8443,
+            external: false,
             holders: vec!["cp1".to_owned()],
             api_ready: Some(true),
             asked_from: Some("cp1".to_owned()),

@@ -9,7 +9,9 @@ use super::*;
 
 mod cost;
 mod external_etcd;
+mod external_lb;
 mod node_local;
+mod optional_sections;
 
 fn repo_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(sub)

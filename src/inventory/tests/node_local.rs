@@ -1,4 +1,5 @@
-//! `loadBalancer.mode: node-local`: khagent on every node on 127.0.0.1, no VIP.
+//! `loadBalancer.mode: node-local`: khagent on every node on 127.0.0.1, no VIP. Its
+//! `with` and `errors` serve the other modes' tests too.
 
 use super::super::*;
 
@@ -8,12 +9,12 @@ const NODES: &str = "nodes:\n\
                      - { name: cp1, address: 10.0.0.11, role: control-plane }\n\
                      - { name: w1, address: 10.0.0.21, role: worker }\n";
 
-fn with(section: &str) -> Result<Validated, InventoryError> {
+pub(super) fn with(section: &str) -> Result<Validated, InventoryError> {
     parse(&format!("{HEAD}{section}{NODES}"))
 }
 
 /// `(path, message)` of every error.
-fn errors(section: &str) -> Vec<(String, String)> {
+pub(super) fn errors(section: &str) -> Vec<(String, String)> {
     match with(section) {
         Err(InventoryError::Invalid { problems, .. }) => problems
             .into_iter()

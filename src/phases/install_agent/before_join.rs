@@ -31,6 +31,9 @@ impl Phase for InstallAgentBeforeJoin {
     }
 
     fn skip_reason(&self, ctx: &Context) -> Option<String> {
+        if let Some(reason) = InstallAgent.skip_reason(ctx) {
+            return Some(reason);
+        }
         ctx.inventory
             .node_local()
             .is_none()

@@ -290,18 +290,20 @@ async fn external_view(c: &Context, candidates: &[String]) -> anyhow::Result<Clu
 
 /// Polls `/readyz` through the VIP from `host` until it answers, checking the certificate for
 /// the VIP and (when set) the DNS name; with node-local balancers, through this node's
-/// own balancer on 127.0.0.1, for the name and 127.0.0.1.
+/// own balancer on 127.0.0.1, for the name and 127.0.0.1; behind an external balancer, on
+/// 127.0.0.1 as the node's kubeconfigs do (the balancer may refuse its own backends).
 async fn wait_ready_through_vip(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let host = ctx
         .fleet()?
         .host(name)
         .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
-    let (vip, port) = match (&ctx.inventory.vip, ctx.inventory.node_local()) {
-        (Some(v), _) => (v.address.to_string(), v.port.get()),
-        (None, nl) => (
+    let (vip, port) = match &ctx.inventory.vip {
+        Some(v) => (v.address.to_string(), v.port.get()),
+        // Node-local balancers, or behind an external one: a control plane reaches the API
+        // name on 127.0.0.1 (its balancer, or its own API server).
+        None => (
             std::net::Ipv4Addr::LOCALHOST.to_string(),
-            nl.map_or(crate::inventory::Port::NODE_LOCAL_DEFAULT, |n| n.port)
-                .get(),
+            ctx.inventory.api_endpoint().port,
         ),
     };
     let mut names = vec![vip.clone()];

@@ -16,11 +16,12 @@ use anyhow::bail;
 
 use super::init::reset_half_joined;
 use super::{
-    ensure_token, etcd_witness, kubeadm_with_config, read_members, remove_member, render, reset,
-    reset_leftovers,
+    ensure_token, etcd_witness, kubeadm_with_config, member_control_plane, read_members,
+    remove_member, render, reset, reset_leftovers,
 };
 use crate::cluster::{api, etcd};
 use crate::inventory::Node;
+use crate::phases::prepare_hosts::{hosts_for_join, join_route};
 use crate::phases::{Context, Mode, Phase, PhaseFuture, rolling};
 use crate::render::kubeadm::{API_SERVER_PORT, Purpose};
 
@@ -113,7 +114,16 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
     // kubeadm's check-etcd dials the dead member and fails.
     remove_member(ctx, witness, node, &members).await?;
     reset_leftovers(ctx, host).await?;
+    // Behind an external balancer the node's API name is its own API server, which does not
+    // exist before the join: kubeadm's discovery, check-etcd and the TLS bootstrap reach it
+    // at the member just asked while it joins, at 127.0.0.1 once it is ready.
+    let facts = ctx.facts_of(name)?;
+    let through = ctx.node(witness.node())?.address;
+    let prepared = join_route(ctx, node);
     let joined = async {
+        if let Some(line) = hosts_for_join(&ctx.inventory, node, facts, prepared, Some(through)) {
+            ctx.apply(host, &[line]).await?;
+        }
         run_join(ctx, host, node).await?;
         if ctx.settings.mode == Mode::Apply {
             wait_voter_and_ready(ctx, witness, node).await?;
@@ -121,6 +131,19 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
         anyhow::Ok(())
     }
     .await;
+    if joined.is_ok()
+        && let Some(line) = hosts_for_join(&ctx.inventory, node, facts, Some(through), None)
+        && let Err(e) = ctx.apply(host, &[line]).await
+    {
+        // The join stands: the next run's host preparation points a member at 127.0.0.1.
+        ctx.report.event(crate::report::Event::Warning {
+            node: Some(name),
+            message: &format!(
+                "joined, but /etc/hosts still sends the API name to {through} ({e:#}); \
+                 `khactl up` sets it to 127.0.0.1"
+            ),
+        });
+    }
     match joined {
         Ok(()) if ctx.settings.mode == Mode::Plan => Ok("join planned".to_owned()),
         Ok(()) => Ok("joined; etcd voter, API server ready".to_owned()),
@@ -163,9 +186,21 @@ async fn join_etcd_client(
         return Ok("join planned (etcd is external: no member added)".to_owned());
     }
     reset_leftovers(ctx, host).await?;
+    // Behind an external balancer too, the API name goes to a member while the node joins
+    // and to 127.0.0.1 once its own API server is ready, as in the stacked join above.
+    let through = match member_control_plane(ctx, Some(name)) {
+        Some(m) => Some(ctx.node(m.node())?.address),
+        None => None,
+    };
+    let facts = ctx.facts_of(name)?;
     let joined = async {
+        let route = hosts_for_join(&ctx.inventory, node, facts, join_route(ctx, node), through);
+        ctx.apply(host, &Vec::from_iter(route)).await?;
         run_join(ctx, host, node).await?;
-        wait_api_ready(ctx, host, node).await
+        wait_api_ready(ctx, host, node).await?;
+        let back = hosts_for_join(&ctx.inventory, node, facts, through, None);
+        ctx.apply(host, &Vec::from_iter(back)).await?;
+        anyhow::Ok(())
     }
     .await;
     match joined {

@@ -27,10 +27,16 @@ use crate::phases::install_agent::NODE_LOCAL_CA;
 use crate::phases::{Context, Mode, Phase, PhaseFuture};
 use crate::remote::NodeHandle;
 use crate::render::kubeadm::API_SERVER_PORT;
+use crate::report::Event;
 use crate::state::record::Placements;
 
 /// How long the other agents may take to take the VIP over after the holder's agent stopped.
 const HANDOVER_DEADLINE: Duration = Duration::from_secs(15);
+/// How long the holder lets requests in flight on the VIP finish before it hands the VIP
+/// over, new connections dropped meanwhile: an API request takes milliseconds, and a
+/// dropped SYN comes back after the kernel's first retransmission timeout (1 s), which
+/// this window plus the handover (the agent's stop and a ~60 ms skew) must stay well under.
+const HANDOVER_DRAIN: Duration = Duration::from_millis(300);
 
 /// What the run removes.
 #[derive(Clone)]
@@ -156,14 +162,66 @@ impl LeaveCluster {
             None => false,
         };
         let init = facts.init;
-        ctx.apply(
-            host,
-            &[
-                service_change(init, ServiceAction::Stop),
-                service_change(init, ServiceAction::Disable),
-            ],
-        )
-        .await?;
+        // The holder first lets the requests in flight on the VIP finish while new
+        // connections wait for the next holder: a request under way when the VIP moves is
+        // lost with its connection.
+        let port = ctx.inventory.api_endpoint().port;
+        let holding = vip.filter(|_| held);
+        if let Some(vip) = holding {
+            let hold = ctx
+                .step(
+                    host,
+                    &format!(
+                        "drop new connections to {vip}:{port} for {} ms, then hand the VIP over",
+                        HANDOVER_DRAIN.as_millis()
+                    ),
+                    async |h| {
+                        vip::hold_new_connections(h, vip, port).await?;
+                        tokio::time::sleep(HANDOVER_DRAIN).await;
+                        anyhow::Ok(())
+                    },
+                )
+                .await;
+            match hold {
+                Err(e) if e.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) => {
+                    return Err(e);
+                }
+                // Without iptables the handover still happens, only less gently.
+                Err(e) => ctx.report.event(Event::Warning {
+                    node: Some(&name),
+                    message: &format!(
+                        "could not hold new connections before the handover ({e:#}); requests \
+                         in flight on the VIP may fail once"
+                    ),
+                }),
+                Ok(_) => {}
+            }
+        }
+        let stopped = ctx
+            .apply(
+                host,
+                &[
+                    service_change(init, ServiceAction::Stop),
+                    service_change(init, ServiceAction::Disable),
+                ],
+            )
+            .await;
+        // Whatever became of the hold and the stop (a Ctrl-C included): not through the
+        // change gate, which a Ctrl-C closes, so the rule never outlives the run here.
+        if let Some(vip) = holding.filter(|_| ctx.settings.mode == Mode::Apply)
+            && let Err(e) = vip::release_new_connections(host, vip, port).await
+        {
+            ctx.report.event(Event::Warning {
+                node: Some(&name),
+                message: &format!(
+                    "the rule holding new connections to {vip}:{port} may still be there ({e:#}); \
+                     it removes itself within seconds, or run `iptables -D INPUT -p tcp -d {vip} \
+                     --dport {port} --syn -m comment --comment khactl-vip-handover -j DROP` on \
+                     {name}"
+                ),
+            });
+        }
+        stopped?;
         let Some(vip) = vip.filter(|_| held && ctx.settings.mode == Mode::Apply) else {
             return Ok(held);
         };

@@ -20,6 +20,11 @@ fn inventory() -> Inventory {
     crate::inventory::parse(INVENTORY).unwrap().inventory
 }
 
+/// The plan for the inventory's first node.
+fn plan(inv: &Inventory, facts: &HostFacts) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
+    plan_node(inv, &inv.nodes[0], facts, None)
+}
+
 /// A fresh Debian host: nothing set, bridge module present, no swap.
 fn fresh() -> HostFacts {
     let inv = inventory();
@@ -43,7 +48,7 @@ fn fresh() -> HostFacts {
 
 #[test]
 fn fresh_host_gets_drop_in_sysctls_modules_file_and_hosts_entry() {
-    let (changes, warnings) = plan_node(&inventory(), &fresh()).unwrap();
+    let (changes, warnings) = plan(&inventory(), &fresh()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let heads: Vec<String> = changes.iter().map(Change::headline).collect();
     assert!(
@@ -75,8 +80,8 @@ fn fresh_host_gets_drop_in_sysctls_modules_file_and_hosts_entry() {
 #[test]
 fn second_run_plans_nothing() {
     let inv = inventory();
-    let (changes, _) = plan_node(&inv, &fresh()).unwrap();
-    let (again, _) = plan_node(&inv, &applied(fresh(), &changes)).unwrap();
+    let (changes, _) = plan(&inv, &fresh()).unwrap();
+    let (again, _) = plan(&inv, &applied(fresh(), &changes)).unwrap();
     assert!(again.is_empty(), "{again:?}");
 }
 
@@ -98,7 +103,7 @@ fn kernel_without_br_netfilter_skips_bridge_sysctls_with_a_warning() {
         .insert("net/bridge/bridge-nf-call-iptables".into(), None);
     f.sysctls
         .insert("net/bridge/bridge-nf-call-ip6tables".into(), None);
-    let (changes, warnings) = plan_node(&inventory(), &f).unwrap();
+    let (changes, warnings) = plan(&inventory(), &f).unwrap();
     assert!(
         warnings.iter().any(|w| w.contains("br_netfilter")),
         "{warnings:?}"
@@ -131,7 +136,7 @@ fn missing_module_is_loaded_when_the_kernel_can() {
     let mut f = fresh();
     f.modules.insert("br_netfilter".into(), false);
     f.can_modprobe = true;
-    let (changes, _) = plan_node(&inventory(), &f).unwrap();
+    let (changes, _) = plan(&inventory(), &f).unwrap();
     assert_eq!(
         changes[0],
         Change::LoadModule {
@@ -144,7 +149,7 @@ fn missing_module_is_loaded_when_the_kernel_can() {
 fn unknown_inventory_sysctl_is_an_error_naming_it() {
     let mut f = fresh();
     f.sysctls.insert("vm/swappiness".into(), None);
-    let err = plan_node(&inventory(), &f).unwrap_err().to_string();
+    let err = plan(&inventory(), &f).unwrap_err().to_string();
     assert!(err.contains("vm.swappiness"), "{err}");
 }
 
@@ -156,7 +161,7 @@ fn swap_is_turned_off_and_commented_out_of_fstab_with_a_backup() {
         FSTAB.into(),
         Some(b"UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n".to_vec()),
     );
-    let (changes, _) = plan_node(&inventory(), &f).unwrap();
+    let (changes, _) = plan(&inventory(), &f).unwrap();
     assert!(changes.contains(&Change::SwapOff));
     let fstab = changes.iter().find_map(|c| match c {
         Change::WriteFile {
@@ -194,7 +199,7 @@ fn hosts_keeps_every_byte_it_does_not_own_and_is_backed_up_once() {
     let old: &[u8] = b"127.0.0.1 localhost # caf\xe9\r\n10.1.1.1 db\r\n192.0.2.9 x";
     let mut f = fresh();
     f.files.insert(HOSTS.into(), Some(old.to_vec()));
-    let (changes, _) = plan_node(&inventory(), &f).unwrap();
+    let (changes, _) = plan(&inventory(), &f).unwrap();
     let (contents, backup) = changes
         .iter()
         .find_map(|c| match c {
@@ -212,7 +217,7 @@ fn hosts_keeps_every_byte_it_does_not_own_and_is_backed_up_once() {
     assert_eq!(contents, want);
     assert_eq!(backup, Some(PathBuf::from(HOSTS_BACKUP)));
     // Once the entry is there, nothing changes.
-    let (again, _) = plan_node(&inventory(), &applied(f, &changes)).unwrap();
+    let (again, _) = plan(&inventory(), &applied(f, &changes)).unwrap();
     assert!(
         again.iter().all(|c| !c.headline().contains("/etc/hosts")),
         "{again:?}"
@@ -250,7 +255,7 @@ fn a_slashed_key_names_its_own_file_under_proc_sys() {
     let mut f = fresh();
     f.sysctls
         .insert("net/ipv4/conf/eth0.5/rp_filter".into(), Some("0".into()));
-    let (changes, _) = plan_node(&inv, &f).unwrap();
+    let (changes, _) = plan(&inv, &f).unwrap();
     let drop_in = changes
         .iter()
         .find_map(|c| match c {
@@ -294,7 +299,7 @@ fn the_drop_in_sorts_after_debians_sysctl_conf_and_replaces_the_old_one() {
         OLD_SYSCTL_DROP_IN.into(),
         Some(b"net.ipv4.ip_forward = 1\n".to_vec()),
     );
-    let (changes, _) = plan_node(&inventory(), &f).unwrap();
+    let (changes, _) = plan(&inventory(), &f).unwrap();
     let write = changes
         .iter()
         .position(|c| {
@@ -314,7 +319,7 @@ fn the_drop_in_sorts_after_debians_sysctl_conf_and_replaces_the_old_one() {
         write < remove,
         "written before the old one goes: {changes:?}"
     );
-    let (again, _) = plan_node(&inventory(), &applied(f, &changes)).unwrap();
+    let (again, _) = plan(&inventory(), &applied(f, &changes)).unwrap();
     assert!(again.is_empty(), "{again:?}");
 }
 
@@ -325,7 +330,7 @@ fn a_sysctl_conf_that_undoes_a_value_at_boot_is_warned_about() {
         "/etc/sysctl.conf".into(),
         Some(b"net.ipv4.ip_forward=0\n".to_vec()),
     );
-    let (_, warnings) = plan_node(&inventory(), &f).unwrap();
+    let (_, warnings) = plan(&inventory(), &f).unwrap();
     assert!(
         warnings
             .iter()
@@ -351,12 +356,125 @@ fn swap_lines_khactl_commented_out_come_back_as_they_were_and_nothing_else_moves
 fn node_local_balancers_resolve_the_api_name_to_loopback_on_every_node() {
     let example = include_str!("../../../inventories/nginx-on-every-node.yaml");
     let inv = crate::inventory::parse(example).unwrap().inventory;
+    for node in &inv.nodes {
+        assert_eq!(
+            hosts_entry(&inv, node, None).as_deref(),
+            Some("127.0.0.1 k8s-api.cluster.internal"),
+            "{}",
+            node.name
+        );
+    }
+    let vip = inventory();
     assert_eq!(
-        hosts_entry(&inv).as_deref(),
+        hosts_entry(&vip, &vip.nodes[0], None).as_deref(),
+        Some("10.0.0.100 k8s-api.virtual.local")
+    );
+}
+
+fn cloud_lb() -> Inventory {
+    let example = include_str!("../../../inventories/cloud-lb-without-hairpin.yaml");
+    crate::inventory::parse(example).unwrap().inventory
+}
+
+#[test]
+fn behind_a_cloud_balancer_control_planes_use_loopback_and_workers_the_balancer() {
+    let inv = cloud_lb();
+    let entry = |name: &str, via| hosts_entry(&inv, inv.node(name).unwrap(), via);
+    assert_eq!(
+        entry("master1", None).as_deref(),
         Some("127.0.0.1 k8s-api.cluster.internal")
     );
     assert_eq!(
-        hosts_entry(&inventory()).as_deref(),
-        Some("10.0.0.100 k8s-api.virtual.local")
+        entry("node1", None).as_deref(),
+        Some("192.168.1.200 k8s-api.cluster.internal")
     );
+    // A joining control plane goes through a member until its own API server is up.
+    let via = Some("192.168.1.101".parse().unwrap());
+    assert_eq!(
+        entry("master2", via).as_deref(),
+        Some("192.168.1.101 k8s-api.cluster.internal")
+    );
+    // Without the balancer's address, workers get no line: DNS answers for the name.
+    let mut by_dns = inv.clone();
+    by_dns.load_balancer.address = None;
+    assert_eq!(
+        hosts_entry(&by_dns, by_dns.node("node1").unwrap(), None),
+        None
+    );
+}
+
+#[test]
+fn a_joining_control_plane_goes_through_a_member_then_the_init_node() {
+    let inv = cloud_lb();
+    let node = |name: &str| inv.node(name).unwrap();
+    let master1: IpAddr = "192.168.1.101".parse().unwrap();
+    let master3: IpAddr = "192.168.1.103".parse().unwrap();
+    // A fresh cluster: init runs on master1, which needs nobody; the others go through it.
+    let fresh = |_: &Node| false;
+    assert_eq!(joining_via(&inv, node("master1"), fresh), None);
+    assert_eq!(joining_via(&inv, node("master2"), fresh), Some(master1));
+    // master1 gone, master3 in: master2 rejoins through master3. Members and workers need
+    // no detour.
+    let only_master3 = |n: &Node| n.name.as_str() == "master3";
+    assert_eq!(
+        joining_via(&inv, node("master2"), only_master3),
+        Some(master3)
+    );
+    assert_eq!(joining_via(&inv, node("master3"), only_master3), None);
+    assert_eq!(joining_via(&inv, node("node1"), fresh), None);
+    // Behind a VIP or node-local balancers there is never a detour.
+    let vip = inventory();
+    assert_eq!(joining_via(&vip, &vip.nodes[0], fresh), None);
+}
+
+#[test]
+fn a_joining_control_plane_s_line_goes_through_its_member_then_to_loopback() {
+    let inv = cloud_lb();
+    let master2 = inv.node("master2").unwrap();
+    let mut f = fresh();
+    f.files.insert(
+        HOSTS.into(),
+        Some(b"127.0.0.1 localhost\n10.9.9.9 db\n".to_vec()),
+    );
+    let via = Some("192.168.1.101".parse().unwrap());
+    let (changes, _) = plan_node(&inv, master2, &f, via).unwrap();
+    let written = |c: &Change| match c {
+        Change::WriteFile { path, contents, .. } if path == &PathBuf::from(HOSTS) => {
+            Some(String::from_utf8(contents.clone()).unwrap())
+        }
+        _ => None,
+    };
+    let joining = changes.iter().find_map(written).expect("a hosts write");
+    assert_eq!(
+        joining,
+        "127.0.0.1 localhost\n10.9.9.9 db\n192.168.1.101 k8s-api.cluster.internal # khactl\n"
+    );
+    // The join goes through the member it was checked on (master3), then 127.0.0.1.
+    let master3 = Some("192.168.1.103".parse().unwrap());
+    let through = hosts_for_join(&inv, master2, &f, via, master3).expect("a joining write");
+    assert_eq!(
+        written(&through).unwrap(),
+        "127.0.0.1 localhost\n10.9.9.9 db\n192.168.1.103 k8s-api.cluster.internal # khactl\n"
+    );
+    let after = hosts_for_join(&inv, master2, &f, master3, None).expect("a second write");
+    assert_eq!(
+        written(&after).unwrap(),
+        "127.0.0.1 localhost\n10.9.9.9 db\n127.0.0.1 k8s-api.cluster.internal # khactl\n"
+    );
+    // The diff it shows is from the joining line.
+    let Change::WriteFile { current, .. } = &after else {
+        unreachable!()
+    };
+    assert_eq!(
+        current.as_deref(),
+        Some(written(&through).unwrap().as_bytes())
+    );
+    // Nothing to change, no write; workers and other modes never get one.
+    assert_eq!(hosts_for_join(&inv, master2, &f, via, via), None);
+    assert_eq!(
+        hosts_for_join(&inv, inv.node("node1").unwrap(), &f, via, None),
+        None
+    );
+    let vip = inventory();
+    assert_eq!(hosts_for_join(&vip, &vip.nodes[0], &f, via, None), None);
 }

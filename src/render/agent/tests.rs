@@ -16,6 +16,13 @@ fn config() -> AgentConfig {
             .collect(),
         ca_file: "/etc/kubernetes/pki/ca.crt".into(),
         status_listen: "127.0.0.1:9901".parse().unwrap(),
+        stats: Some(AgentStats {
+            listen: "10.0.0.11:9000".parse().unwrap(),
+            uri: "/stats".into(),
+            realm: "HAProxy Statistics".into(),
+            user: "admin".into(),
+            password_file: "/etc/khagent/stats.password".into(),
+        }),
         track: Some(AgentTrack {
             backend: "cp-1".into(),
             weight: -30,
@@ -59,6 +66,12 @@ health:
   ca_file: "/etc/kubernetes/pki/ca.crt"
 status:
   listen: "127.0.0.1:9901"
+stats:
+  listen: "10.0.0.11:9000"
+  uri: "/stats"
+  realm: "HAProxy Statistics"
+  user: "admin"
+  password_file: "/etc/khagent/stats.password"
 track:
   - name: "local-apiserver"
     backend: "cp-1"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{KubeadmApi, Purpose, Timeouts};
-use crate::inventory::{Inventory, Node, Role, Taint, TaintEffect};
+use crate::inventory::{Inventory, LbMode, Node, Role, Taint, TaintEffect};
 use crate::render::{RenderError, Template, render, render_with};
 
 /// The templates of one configuration file; a parameter so that tests can feed the very
@@ -52,7 +52,7 @@ pub(super) const TEMPLATES: Templates = Templates {
 
 /// The port every API server binds on its own node (kubeadm's default). khagent balances
 /// to it; the load balancer itself listens on `vip.port`, which validation keeps off 6443.
-pub const API_SERVER_PORT: u16 = 6443;
+pub const API_SERVER_PORT: u16 = crate::inventory::Port::API_SERVER.get();
 /// Where kubeadm keeps a stacked etcd member's data (its default, written out).
 pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
 /// How long the bootstrap token lives: long enough for every join of one run, short
@@ -124,6 +124,8 @@ struct ClusterContext<'a> {
     cluster_name: &'a str,
     kubernetes_version: &'a str,
     control_plane_endpoint: String,
+    /// `vip`, `node-local` or `external`: what the comment above the endpoint explains.
+    endpoint_layout: &'static str,
     image_repository: Option<&'a str>,
     pod_subnet: String,
     service_subnet: String,
@@ -248,9 +250,17 @@ pub(super) fn render_file(t: &Templates, input: &Input<'_>) -> Result<String, Re
 fn cluster<'a>(input: &Input<'a>) -> ClusterContext<'a> {
     let inv = input.inventory;
     // The same extra names as khactl's own certificates (`pki::catalog`): the VIP, or in
-    // node-local mode 127.0.0.1, and the endpoint's DNS name.
+    // node-local mode 127.0.0.1, or an external balancer's address and 127.0.0.1, and the
+    // endpoint's DNS name.
     let mut cert_sans: Vec<String> = inv.vip.iter().map(|v| v.address.to_string()).collect();
-    if inv.node_local().is_some() {
+    let external = inv.external_lb();
+    cert_sans.extend(
+        external
+            .as_ref()
+            .and_then(|e| e.address)
+            .map(|a| a.to_string()),
+    );
+    if inv.node_local().is_some() || external.is_some() {
         cert_sans.push(std::net::Ipv4Addr::LOCALHOST.to_string());
     }
     cert_sans.extend(inv.api_dns_name().map(|n| n.to_string()));
@@ -261,6 +271,11 @@ fn cluster<'a>(input: &Input<'a>) -> ClusterContext<'a> {
         cluster_name: inv.cluster.name.as_str(),
         kubernetes_version: inv.cluster.kubernetes_version.as_str(),
         control_plane_endpoint: control_plane_endpoint(inv),
+        endpoint_layout: match inv.load_balancer.mode {
+            LbMode::Vip => "vip",
+            LbMode::NodeLocal => "node-local",
+            LbMode::External => "external",
+        },
         image_repository: inv.image_repository.as_deref(),
         pod_subnet: inv.networking.pod_subnet.to_string(),
         service_subnet: inv.networking.service_subnet.to_string(),
@@ -300,9 +315,10 @@ fn node_registration<'a>(input: &Input<'a>) -> NodeRegistrationContext<'a> {
             .collect();
         kubelet_args.insert("node-labels".to_owned(), labels.join(","));
     }
-    if input.inventory.node_local().is_some() {
+    if input.inventory.node_local().is_some() || input.inventory.external_lb().is_some() {
         // The kubelet picks its node IP from the route to the API server when not told; with
-        // the API server on 127.0.0.1 that would be loopback (or whatever the default route
+        // the API server on 127.0.0.1 (every node with node-local balancers, control planes
+        // behind an external one) that would be loopback (or whatever the default route
         // says), so the node's inventory address is stated, as the node-local guides do. A
         // user's own `node-ip` wins.
         kubelet_args

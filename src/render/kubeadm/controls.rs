@@ -37,6 +37,9 @@ pub(super) struct Expected<'a> {
     pub node_name: &'a str,
     pub node_address: String,
     pub endpoint: String,
+    /// khagent serves the endpoint on the nodes (a VIP, or node-local balancers), so it
+    /// must stay off the API servers' port; an external balancer is on it.
+    pub agent_serves_endpoint: bool,
     pub token: &'a str,
     pub ca_hash: &'a str,
     pub cri_socket: &'a str,
@@ -215,7 +218,9 @@ fn check_cluster(c: &Cluster<'_>, want: &Expected<'_>, out: &mut Vec<String>) {
             c.control_plane_endpoint, want.endpoint
         ));
     }
-    if c.control_plane_endpoint.rsplit_once(':').map(|(_, p)| p) == Some("6443") {
+    if want.agent_serves_endpoint
+        && c.control_plane_endpoint.rsplit_once(':').map(|(_, p)| p) == Some("6443")
+    {
         out.push(
             "controlPlaneEndpoint is on port 6443, the API servers' own port: the balancer \
              and the local API server would compete for it and kubeadm's Port-6443 \

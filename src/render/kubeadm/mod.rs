@@ -296,6 +296,7 @@ fn render_node_with(
         node_name: node.name.as_str(),
         node_address: node.address.to_string(),
         endpoint: context::control_plane_endpoint(inventory),
+        agent_serves_endpoint: inventory.external_lb().is_none(),
         token: &token,
         ca_hash,
         cri_socket: inventory.kubeadm.cri_socket.as_str(),

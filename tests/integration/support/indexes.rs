@@ -80,6 +80,12 @@ pub const CLUSTER_LOCK: u8 = 77;
 pub const NODE_LOCAL: u8 = 100;
 /// `node_local`: add-master and remove-node reach every node-local agent, workers' too.
 pub const NODE_LOCAL_GROW: u8 = 101;
+/// `external_lb`: a 3+1 cluster behind a real haproxy playing a cloud balancer that cannot
+/// hairpin (on a fifth namespace, not in the inventory). 106..=109 are reserved for it.
+pub const EXTERNAL_LB: u8 = 105;
+/// `stats_page`: khagent's stats page behind basic auth on 3 control planes, a new password
+/// by reload. (130 is kept for the hand-run lab of the docs' screenshot.)
+pub const STATS_PAGE: u8 = 131;
 /// `external_etcd`: 2 control planes on a 3-node external etcd (lab workers as `role: etcd`),
 /// then add-master. 141..=149 are reserved for external-etcd work.
 pub const EXTERNAL_ETCD: u8 = 140;

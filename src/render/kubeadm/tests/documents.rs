@@ -429,3 +429,73 @@ fn with_node_local_balancers_the_endpoint_is_the_name_on_the_local_port() {
         worker.text()
     );
 }
+
+/// An external balancer without hairpin (the cloud-LB guide): the endpoint is the name on
+/// the API servers' own 6443 (control planes resolve it to themselves); the certificates
+/// name the balancer's address, 127.0.0.1 and the name; the comment says which layout.
+#[test]
+fn behind_an_external_balancer_the_endpoint_is_the_name_on_6443() {
+    let example = include_str!("../../../../inventories/cloud-lb-without-hairpin.yaml");
+    let inv = inventory::parse(example).unwrap().inventory;
+    let init = render(&inv, "master1");
+    let Document::ClusterV1beta4(c) = &init.documents()[1] else {
+        panic!()
+    };
+    assert_eq!(c.control_plane_endpoint, "k8s-api.cluster.internal:6443");
+    assert_eq!(
+        c.api_server.cert_sans,
+        ["192.168.1.200", "127.0.0.1", "k8s-api.cluster.internal"]
+    );
+    assert!(
+        init.text().contains("An external load balancer"),
+        "{}",
+        init.text()
+    );
+    for node in ["master2", "node1"] {
+        let join = render(&inv, node);
+        let Document::JoinV1beta4(j) = &join.documents()[0] else {
+            panic!()
+        };
+        let d = j.discovery.bootstrap_token.as_ref().unwrap();
+        assert_eq!(d.api_server_endpoint, "k8s-api.cluster.internal:6443");
+        assert!(join.text().contains("node-ip"), "{node}: {}", join.text());
+    }
+}
+
+/// Every example in `inventories/` (each named after the guide it replaces) renders every
+/// node's documents, and the ClusterConfiguration says which layout the endpoint has.
+#[test]
+fn every_example_inventory_renders_each_node_with_its_layout_explained() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let inv = inventory::parse(&text).unwrap().inventory;
+        let layout = match inv.load_balancer.mode {
+            inventory::LbMode::Vip => "through khagent's load balancer on the virtual IP",
+            inventory::LbMode::NodeLocal => "Every node resolves this name to 127.0.0.1",
+            inventory::LbMode::External => "An external load balancer",
+        };
+        for node in &inv.nodes {
+            // An etcd node (external etcd) runs no kubeadm.
+            let Some(purpose) = Purpose::for_node(&inv, node) else {
+                continue;
+            };
+            let docs = render(&inv, node.name.as_str());
+            if purpose == Purpose::Init {
+                assert!(
+                    docs.text().contains(layout),
+                    "{}: {}",
+                    path.display(),
+                    docs.text()
+                );
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "examples missing in {}", dir.display());
+}

@@ -538,6 +538,7 @@ fn removing_the_first_control_plane_changes_no_running_agent_s_priority() {
         &binary(),
         RUNNING,
         Some(p["cp3"]),
+        None,
     )
     .unwrap();
     assert!(
@@ -628,3 +629,5 @@ fn a_worker_gets_an_agent_only_with_node_local_balancers() {
     let vip = inventory();
     assert!(!vip.runs_agent(node(&vip, "w1")));
 }
+
+mod stats_page;
