@@ -1,6 +1,7 @@
-//! The stacked etcd cluster, asked through etcd's own JSON gateway (`/v3/...` on the client
-//! port, served by etcd 3.4 and newer) with `curl` on a control plane and the healthcheck
-//! client certificate khactl placed there. Real clusters run etcd as a static pod with no
+//! The etcd cluster, asked through etcd's own JSON gateway (`/v3/...` on the client port,
+//! served by etcd 3.4 and newer) with `curl` on a node running a member (a control plane when
+//! etcd is stacked, an etcd node when it is external) and the healthcheck client certificate
+//! khactl placed there. Real clusters run etcd as a static pod with no
 //! `etcdctl` on the host, so this is what works everywhere.
 
 use std::time::Duration;

@@ -72,6 +72,19 @@ pub struct NodeHealth {
     pub certificates: Vec<CertExpiry>,
     /// Queries that failed on this node (the rest of its view still stands).
     pub errors: Vec<String>,
+    /// The etcd service of an external etcd node (`role: etcd`); `None` elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_service: Option<ServiceHealth>,
+}
+
+/// A service as the node's init system sees it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceHealth {
+    pub active: bool,
+    pub enabled: bool,
+    /// Where to read its log on this node.
+    pub logs: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -378,6 +391,28 @@ impl ClusterHealth {
             }
         }
 
+        for n in &self.nodes {
+            let Some(service) = &n.etcd_service else {
+                continue;
+            };
+            let name = n.name.as_str();
+            if !service.active {
+                problems.push(finding(
+                    Some(name),
+                    format!("{name}: the etcd service is not running"),
+                    format!(
+                        "`systemctl start etcd` on {name}; `{}` says why it stopped",
+                        service.logs
+                    ),
+                ));
+            } else if !service.enabled {
+                warnings.push(finding(
+                    Some(name),
+                    format!("{name}: the etcd service is not enabled at boot"),
+                    "`khactl up` enables it".to_owned(),
+                ));
+            }
+        }
         self.assess_etcd(inv, &mut problems);
         self.assess_leaders(&mut problems);
 
@@ -688,6 +723,17 @@ fn node_lines(n: &NodeHealth) -> Vec<String> {
                 .collect();
             out.push(format!("  backends  {}", list.join(", ")));
         }
+    }
+    if let Some(s) = &n.etcd_service {
+        out.push(format!(
+            "  etcd      service {}, {}",
+            if s.active { "running" } else { "NOT running" },
+            if s.enabled {
+                "enabled"
+            } else {
+                "not enabled at boot"
+            }
+        ));
     }
     if let Some(ready) = n.api_ready {
         let text = if ready {

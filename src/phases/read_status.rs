@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::{Context, Phase, PhaseFuture};
 use crate::agent::SERVICE;
 use crate::cluster::health::{
-    AgentHealth, ClusterHealth, EtcdHealth, LeadersHealth, NodeHealth, VipHealth,
+    AgentHealth, ClusterHealth, EtcdHealth, LeadersHealth, NodeHealth, ServiceHealth, VipHealth,
 };
 use crate::cluster::{agent, api, certs, etcd, vip};
 use crate::facts::InitSystem;
@@ -21,6 +21,7 @@ use crate::inventory::{Node, Role};
 use crate::os::service;
 use crate::pki::catalog::{APISERVER_BIND_PORT, local_api_url};
 use crate::remote::NodeHandle;
+use crate::render::etcd::SERVICE as ETCD_SERVICE;
 
 /// Sees each look as it is taken.
 pub type OnRound = Box<dyn Fn(&ClusterHealth)>;
@@ -98,6 +99,7 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
                 api_ready: None,
                 certificates: Vec::new(),
                 errors: Vec::new(),
+                etcd_service: None,
             }
         }));
     }
@@ -251,6 +253,20 @@ async fn node_view(ctx: &Context, host: &NodeHandle) -> NodeHealth {
             Err(e) => errors.push(format!("the API server's /readyz: {e:#}")),
         }
     }
+    let mut etcd_service = None;
+    if role == Role::Etcd {
+        let init = ctx.facts_of(name).map_or(InitSystem::Unknown, |f| f.init);
+        match service::state(host, init, ETCD_SERVICE).await {
+            Ok(state) => {
+                etcd_service = Some(ServiceHealth {
+                    active: state.active,
+                    enabled: state.enabled,
+                    logs: service::logs_hint(init, ETCD_SERVICE),
+                });
+            }
+            Err(e) => errors.push(format!("etcd's service state: {e:#}")),
+        }
+    }
     let certificates = certs::read(host).await.unwrap_or_else(|e| {
         errors.push(format!("its certificates: {e:#}"));
         Vec::new()
@@ -266,5 +282,6 @@ async fn node_view(ctx: &Context, host: &NodeHandle) -> NodeHealth {
         api_ready,
         certificates,
         errors,
+        etcd_service,
     }
 }

@@ -173,14 +173,27 @@ fn up_builds_an_external_etcd_the_api_servers_use_and_add_master_leaves_its_memb
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let doc = json_of(&status);
     let result = &doc["result"];
-    let roles: Vec<(&str, &str)> = result["nodes"]
+    let roles: Vec<(&str, &str, bool)> = result["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["name"].as_str().unwrap(), n["role"].as_str().unwrap()))
-        .filter(|(_, role)| *role == "etcd")
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap(),
+                n["role"].as_str().unwrap(),
+                n["etcdService"]["active"] == true,
+            )
+        })
+        .filter(|(_, role, _)| *role == "etcd")
         .collect();
-    assert_eq!(roles, [("w1", "etcd"), ("w2", "etcd"), ("w3", "etcd")]);
+    assert_eq!(
+        roles,
+        [
+            ("w1", "etcd", true),
+            ("w2", "etcd", true),
+            ("w3", "etcd", true)
+        ]
+    );
     let etcd_members: Vec<(&str, bool)> = result["etcd"]["members"]
         .as_array()
         .unwrap()

@@ -107,6 +107,7 @@ fn healthy() -> ClusterHealth {
                 api_ready: cp.then_some(true),
                 certificates: vec![cert("/etc/kubernetes/pki/apiserver.crt", 364)],
                 errors: vec![],
+                etcd_service: None,
             }
         })
         .collect();
@@ -434,4 +435,35 @@ fn with_external_etcd_the_members_are_the_etcd_nodes_and_the_control_planes_are_
         .find(|p| p.message.starts_with("etcd member e2"))
         .unwrap();
     assert!(down.hint.contains("systemctl status etcd"), "{}", down.hint);
+
+    // An etcd node whose service stopped is a problem of its own, with the command.
+    let mut e2 = node(&mut h, "cp3").clone();
+    e2.name = "e2".to_owned();
+    e2.role = "etcd";
+    e2.agent = None;
+    e2.api_ready = None;
+    e2.etcd_service = Some(ServiceHealth {
+        active: false,
+        enabled: true,
+        logs: "journalctl -u etcd".to_owned(),
+    });
+    h.nodes.push(e2);
+    h.assess(&inv);
+    let stopped = h
+        .problems
+        .iter()
+        .find(|p| p.message == "e2: the etcd service is not running")
+        .unwrap();
+    assert!(
+        stopped.hint.contains("systemctl start etcd"),
+        "{}",
+        stopped.hint
+    );
+    assert!(
+        h.text()
+            .join("\n")
+            .contains("  etcd      service NOT running, enabled"),
+        "{}",
+        h.text().join("\n")
+    );
 }

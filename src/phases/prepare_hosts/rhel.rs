@@ -23,13 +23,15 @@ pub const SELINUX_CONFIG_BACKUP: &str = "/etc/selinux/config.khactl.bak";
 /// stats page when the inventory publishes it beyond loopback.
 pub fn needed(inv: &Inventory, node: &Node) -> (Vec<String>, bool) {
     let mut ports: Vec<String> = match node.role {
-        Role::ControlPlane => vec![
-            "6443/tcp".into(),
-            "2379-2380/tcp".into(),
-            "10250/tcp".into(),
-            "10257/tcp".into(),
-            "10259/tcp".into(),
-        ],
+        Role::ControlPlane => {
+            let mut ports = vec!["6443/tcp".into()];
+            // A stacked etcd member; with external etcd the control planes are only clients.
+            if !inv.external_etcd() {
+                ports.push("2379-2380/tcp".into());
+            }
+            ports.extend(["10250/tcp".into(), "10257/tcp".into(), "10259/tcp".into()]);
+            ports
+        }
         Role::Worker => vec!["10250/tcp".into(), "30000-32767/tcp".into()],
         // An external etcd member: its clients and its peers.
         Role::Etcd => vec!["2379-2380/tcp".into()],
