@@ -70,6 +70,10 @@ pub enum Command {
     /// Add a worker the inventory names to the running cluster.
     #[command(after_long_help = ADD_WORKER_HELP)]
     AddWorker(GrowArgs),
+    /// Add an etcd node the inventory names to the running external etcd (as a learner,
+    /// then promoted).
+    #[command(after_long_help = ADD_ETCD_HELP)]
+    AddEtcd(GrowArgs),
     /// Take a node out of the running cluster (drain, etcd member, agents, kubeadm reset).
     #[command(after_long_help = REMOVE_NODE_HELP)]
     RemoveNode(RemoveNodeArgs),
@@ -161,6 +165,16 @@ impl RemoveNodeArgs {
     }
 }
 
+const ADD_ETCD_HELP: &str = "\
+External etcd only (nodes with `role: etcd`). Refuses unless every etcd member is healthy
+and no learner is pending; then prepares NODE, gives it its etcd certificates, adds it as a
+learner (it votes only once promoted), writes its member config with the running members as
+its initial cluster, starts etcd there and promotes it once it has caught up. An even size
+afterwards needs --yes. Control planes and other nodes are not changed.
+
+Examples:
+  khactl add-etcd etcd4 -i inventory.yaml --yes";
+
 const ADD_WORKER_HELP: &str = "\
 Prepares NODE, joins it as a worker and checks it registered; other workers are neither
 contacted nor changed. The cluster must exist and be healthy.
@@ -181,7 +195,7 @@ pub struct GrowArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Accept an even number of etcd members (add-master).
+    /// Accept an even number of etcd members (add-master, add-etcd).
     #[arg(long)]
     pub yes: bool,
 

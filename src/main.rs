@@ -66,9 +66,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let result = runtime.block_on(reset::run(&args.options(), reporter))?;
             print_result(cli, "reset", &result, &result.text(), Stream::Stderr)
         }
-        Command::AddMaster(args) | Command::AddWorker(args) => {
+        Command::AddMaster(args) | Command::AddWorker(args) | Command::AddEtcd(args) => {
             let role = match &cli.command {
                 Command::AddMaster(_) => khactl::inventory::Role::ControlPlane,
+                Command::AddEtcd(_) => khactl::inventory::Role::Etcd,
                 _ => khactl::inventory::Role::Worker,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -124,6 +125,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::AdoptPki(_) => "adopt-pki",
         Command::AddMaster(_) => "add-master",
         Command::AddWorker(_) => "add-worker",
+        Command::AddEtcd(_) => "add-etcd",
         Command::FailoverTest(_) => "failover-test",
         Command::RemoveNode(_) => "remove-node",
         Command::Status(_) => "status",

@@ -1,6 +1,7 @@
-//! The stacked etcd cluster, asked through etcd's own JSON gateway (`/v3/...` on the client
-//! port, served by etcd 3.4 and newer) with `curl` on a control plane and the healthcheck
-//! client certificate khactl placed there. Real clusters run etcd as a static pod with no
+//! The etcd cluster, asked through etcd's own JSON gateway (`/v3/...` on the client port,
+//! served by etcd 3.4 and newer) with `curl` on a node running a member (a control plane when
+//! etcd is stacked, an etcd node when it is external) and the healthcheck client certificate
+//! khactl placed there. Real clusters run etcd as a static pod with no
 //! `etcdctl` on the host, so this is what works everywhere.
 
 use std::time::Duration;
@@ -171,6 +172,45 @@ pub async fn remove(from: &NodeHandle, id: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds a learner with `peer_url` (`Cluster.MemberAdd` with `isLearner`): a member that
+/// receives the log but does not vote, so the quorum does not grow before it has caught up.
+/// Returns its id. Not read-only: callers run it through the gate as a step.
+pub async fn add_learner(from: &NodeHandle, peer_url: &str) -> anyhow::Result<u64> {
+    let body = serde_json::json!({ "peerURLs": [peer_url], "isLearner": true }).to_string();
+    let out = from
+        .run(&call("/v3/cluster/member/add", &body))
+        .await
+        .with_context(|| format!("adding etcd learner {peer_url}"))?;
+    parse_added(&out.stdout_str())
+}
+
+/// The id of the member a gateway `MemberAddResponse` added.
+pub fn parse_added(json: &str) -> anyhow::Result<u64> {
+    let v: Value = serde_json::from_str(json.trim())
+        .with_context(|| format!("etcd's answer to member add is not JSON: {}", json.trim()))?;
+    match v.get("member").and_then(|m| m.get("ID")) {
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(Value::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+    .with_context(|| {
+        format!(
+            "etcd's answer to member add names no member: {}",
+            json.trim()
+        )
+    })
+}
+
+/// Promotes learner `id` to a voter (`Cluster.MemberPromote`). etcd refuses while the learner
+/// has not caught up with the leader's log. Not read-only: callers run it through the gate.
+pub async fn promote(from: &NodeHandle, id: u64) -> anyhow::Result<()> {
+    let body = format!("{{\"ID\":\"{id}\"}}");
+    from.run(&call("/v3/cluster/member/promote", &body))
+        .await
+        .with_context(|| format!("promoting etcd learner {id:x}"))?;
+    Ok(())
+}
+
 /// The member id the local member on `from` believes is the leader (`Maintenance.Status`).
 pub async fn leader(from: &NodeHandle) -> anyhow::Result<u64> {
     let out = from
@@ -294,6 +334,13 @@ fn describe(m: &Member) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_added_members_id_is_read_from_the_gateways_answer() {
+        let answer = r#"{"header":{"cluster_id":"1"},"member":{"ID":"10276657743932975437","peerURLs":["https://10.0.0.24:2380"],"isLearner":true},"members":[]}"#;
+        assert_eq!(parse_added(answer).unwrap(), 10276657743932975437);
+        assert!(parse_added(r#"{"header":{}}"#).is_err());
+    }
 
     #[test]
     fn the_leader_is_read_from_a_status_answer_as_string_or_number() {

@@ -72,6 +72,19 @@ pub struct NodeHealth {
     pub certificates: Vec<CertExpiry>,
     /// Queries that failed on this node (the rest of its view still stands).
     pub errors: Vec<String>,
+    /// The etcd service of an external etcd node (`role: etcd`); `None` elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_service: Option<ServiceHealth>,
+}
+
+/// A service as the node's init system sees it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceHealth {
+    pub active: bool,
+    pub enabled: bool,
+    /// Where to read its log on this node.
+    pub logs: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +102,8 @@ pub struct AgentHealth {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdHealth {
-    /// The control plane whose etcd answered the member list.
+    /// The node whose etcd answered the member list (a control plane, or an etcd node with
+    /// external etcd).
     pub asked_on: Option<String>,
     pub error: Option<String>,
     pub members: Vec<EtcdMemberHealth>,
@@ -377,6 +391,28 @@ impl ClusterHealth {
             }
         }
 
+        for n in &self.nodes {
+            let Some(service) = &n.etcd_service else {
+                continue;
+            };
+            let name = n.name.as_str();
+            if !service.active {
+                problems.push(finding(
+                    Some(name),
+                    format!("{name}: the etcd service is not running"),
+                    format!(
+                        "`systemctl start etcd` on {name}; `{}` says why it stopped",
+                        service.logs
+                    ),
+                ));
+            } else if !service.enabled {
+                warnings.push(finding(
+                    Some(name),
+                    format!("{name}: the etcd service is not enabled at boot"),
+                    "`khactl up` enables it".to_owned(),
+                ));
+            }
+        }
         self.assess_etcd(inv, &mut problems);
         self.assess_leaders(&mut problems);
 
@@ -430,13 +466,23 @@ impl ClusterHealth {
 
     fn assess_etcd(&self, inv: &Inventory, problems: &mut Vec<Finding>) {
         let e = &self.etcd;
+        let external = inv.external_etcd();
+        let (member_nodes, run_it) = if external {
+            (
+                "etcd node",
+                "the etcd service (`systemctl status etcd`, `journalctl -u etcd`)",
+            )
+        } else {
+            (
+                "control plane",
+                "its static pod, /etc/kubernetes/manifests/etcd.yaml (`crictl ps -a`)",
+            )
+        };
         if let Some(err) = &e.error {
             problems.push(finding(
                 None,
-                format!("etcd could not be read on any control plane: {err}"),
-                "etcd may have lost quorum: see each control plane's etcd static pod \
-                 (`crictl ps -a`)"
-                    .to_owned(),
+                format!("etcd could not be read on any {member_nodes}: {err}"),
+                format!("etcd may have lost quorum: see on each {member_nodes} {run_it}"),
             ));
             return;
         }
@@ -461,11 +507,18 @@ impl ClusterHealth {
                         m.peer_url,
                         voters.len()
                     ),
-                    format!(
-                        "start etcd on {name} again (its static pod, \
-                         /etc/kubernetes/manifests/etcd.yaml); if the machine is gone for \
-                         good, remove the member (`khactl remove-node {name} --unreachable`)"
-                    ),
+                    if external {
+                        format!(
+                            "start etcd on {name} again ({run_it}); if the machine is gone \
+                             for good, remove its member by hand (`etcdctl member remove`)"
+                        )
+                    } else {
+                        format!(
+                            "start etcd on {name} again ({run_it}); if the machine is gone \
+                             for good, remove the member (`khactl remove-node {name} \
+                             --unreachable`)"
+                        )
+                    },
                 ));
             }
             if m.learner {
@@ -488,7 +541,7 @@ impl ClusterHealth {
                 format!("etcd needs {quorum} healthy voters to elect one"),
             ));
         }
-        for cp in inv.control_plane() {
+        for cp in inv.etcd_members() {
             let address = cp.address.to_string();
             let listed = e
                 .members
@@ -503,20 +556,25 @@ impl ClusterHealth {
             }
         }
         for m in &e.members {
-            let known = inv.control_plane().any(|cp| {
+            let known = inv.etcd_members().any(|cp| {
                 m.name == cp.name.as_str() || m.peer_url == etcd::peer_url(&cp.address.to_string())
             });
             if !known {
                 problems.push(finding(
                     None,
                     format!(
-                        "etcd member {} ({}) is not a control plane of the inventory",
+                        "etcd member {} ({}) is not {} of the inventory",
                         if m.name.is_empty() {
                             "(unstarted)"
                         } else {
                             &m.name
                         },
-                        m.peer_url
+                        m.peer_url,
+                        if external {
+                            "an etcd node"
+                        } else {
+                            "a control plane"
+                        }
                     ),
                     "a node removed by hand: remove its member (`khactl remove-node NAME \
                      --unreachable`)"
@@ -666,6 +724,17 @@ fn node_lines(n: &NodeHealth) -> Vec<String> {
             out.push(format!("  backends  {}", list.join(", ")));
         }
     }
+    if let Some(s) = &n.etcd_service {
+        out.push(format!(
+            "  etcd      service {}, {}",
+            if s.active { "running" } else { "NOT running" },
+            if s.enabled {
+                "enabled"
+            } else {
+                "not enabled at boot"
+            }
+        ));
+    }
     if let Some(ready) = n.api_ready {
         let text = if ready {
             "/readyz ok"
@@ -727,7 +796,7 @@ fn etcd_line(e: &EtcdHealth) -> String {
         return format!("etcd      could not be read: {err}");
     }
     if e.asked_on.is_none() {
-        return "etcd      not asked (no control plane reachable)".to_owned();
+        return "etcd      not asked (no node running a member is reachable)".to_owned();
     }
     let members: Vec<String> = e
         .members

@@ -147,9 +147,24 @@ pub async fn run(
         crate::phases::failover::check_report_path(path)
             .map_err(|e| UsageError::new(e.to_string()))?;
     }
+    // The etcd-member-down scenario parks a control plane's etcd static pod; an external
+    // etcd runs as a service on its own nodes, which the drill does not stop yet.
+    let external = loaded.inventory.external_etcd();
+    if external && opts.scenario == Some(Scenario::EtcdMemberDown) {
+        return Err(UsageError::new(
+            "--scenario etcd-member-down stops a control plane's stacked etcd member, and this \
+             cluster's etcd is external (role: etcd nodes)",
+        )
+        .hint("run the other scenarios; stop etcd on one etcd node by hand to drill a member loss")
+        .into());
+    }
     let scenarios: Vec<Scenario> = match opts.scenario {
         Some(s) => vec![s],
-        None => ALL.to_vec(),
+        None => ALL
+            .iter()
+            .copied()
+            .filter(|s| !external || *s != Scenario::EtcdMemberDown)
+            .collect(),
     };
     let targets: BTreeMap<&'static str, Targets> = ALL
         .iter()

@@ -21,9 +21,9 @@ use super::up::{NodeResult, VipResult, load_agent};
 use crate::inventory::Role;
 use crate::phases::kubernetes::CheckGrowth;
 use crate::phases::{
-    CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts, GeneratePki,
-    InstallAgent, InstallAgentBeforeJoin, JoinControlPlanes, JoinWorkers, LockCluster, Mode, Phase,
-    Preflight, PrepareHosts, VerifyCluster, WaitForVip,
+    CheckEtcdGrowth, CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts,
+    GeneratePki, InstallAgent, InstallAgentBeforeJoin, JoinControlPlanes, JoinEtcdMember,
+    JoinWorkers, LockCluster, Mode, Phase, Preflight, PrepareHosts, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -46,6 +46,7 @@ impl GrowOptions {
         match self.role {
             Role::ControlPlane => "add-master",
             Role::Worker => "add-worker",
+            Role::Etcd => "add-etcd",
         }
     }
 }
@@ -78,6 +79,23 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(WaitForVip),
             Box::new(VerifyCluster),
         ],
+        // Nothing of Kubernetes changes: the etcd node, its certificates, its member.
+        Role::Etcd => vec![
+            Box::new(GeneratePki),
+            Box::new(Connect),
+            Box::new(GatherFacts),
+            Box::new(Preflight),
+            Box::new(LockCluster),
+            Box::new(CheckEtcdGrowth {
+                node: opts.node.clone(),
+                allow_even: opts.yes,
+            }),
+            Box::new(PrepareHosts),
+            Box::new(DistributePki),
+            Box::new(JoinEtcdMember {
+                node: opts.node.clone(),
+            }),
+        ],
         Role::Worker => vec![
             Box::new(GeneratePki),
             Box::new(Connect),
@@ -95,14 +113,14 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
     }
 }
 
-/// What the run sees: the control planes and `node` (no other worker is contacted; with
-/// node-local balancers a new control plane is every worker's new backend, so then every
-/// node), and what it may prepare: `node` only.
+/// What the run sees: the control planes, the external etcd nodes (asked, never changed) and
+/// `node` (no other worker is contacted; with node-local balancers a new control plane is
+/// every worker's new backend, so then every node), and what it may prepare: `node` only.
 pub fn narrow(ctx: &mut Context, node: &str) {
     let every_agent = ctx.inventory.changes_every_agent(node);
-    ctx.inventory
-        .nodes
-        .retain(|n| every_agent || n.role == Role::ControlPlane || n.name.as_str() == node);
+    ctx.inventory.nodes.retain(|n| {
+        every_agent || matches!(n.role, Role::ControlPlane | Role::Etcd) || n.name.as_str() == node
+    });
     ctx.settings.scope = Some(BTreeSet::from([node.to_owned()]));
 }
 
@@ -134,6 +152,7 @@ pub async fn run(opts: &GrowOptions, reporter: Box<dyn Reporter>) -> anyhow::Res
         let other = match node.role {
             Role::ControlPlane => "add-master",
             Role::Worker => "add-worker",
+            Role::Etcd => "add-etcd",
         };
         return Err(UsageError::new(format!(
             "{verb}: {} is a {} in the inventory",
@@ -145,7 +164,7 @@ pub async fn run(opts: &GrowOptions, reporter: Box<dyn Reporter>) -> anyhow::Res
     }
     let agent = match opts.role {
         Role::ControlPlane => Some(Arc::new(load_agent(opts.agent_binary.as_deref())?)),
-        Role::Worker => None,
+        Role::Worker | Role::Etcd => None,
     };
     let mode = if opts.dry_run {
         Mode::Plan
@@ -197,10 +216,10 @@ impl GrowResult {
     }
 
     pub fn text(&self) -> Vec<String> {
-        let verb = if self.role == Role::ControlPlane.as_str() {
-            "add-master"
-        } else {
-            "add-worker"
+        let verb = match self.role {
+            "control-plane" => "add-master",
+            "etcd" => "add-etcd",
+            _ => "add-worker",
         };
         let first = match (self.dry_run, self.total_changes) {
             (true, 0) => format!("dry run: {} needs no change", self.node),

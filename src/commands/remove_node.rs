@@ -4,6 +4,9 @@
 //! the node reset). With `--unreachable` the machine is not contacted: only the cluster's
 //! side (etcd member, Node object, agents) is cleaned up.
 //!
+//! An etcd node of the external etcd takes [`etcd_phases`] instead: its member removed
+//! before its etcd stops, nothing of Kubernetes touched.
+//!
 //! The node stays in the inventory for the run (khactl needs its address); the user deletes
 //! it from the file afterwards, which the result says.
 
@@ -17,8 +20,8 @@ use super::up::{NodeResult, VipResult, load_agent};
 use crate::inventory::Role;
 use crate::phases::kubernetes::{FinishRemoval, LeaveCluster, Leaving};
 use crate::phases::{
-    Connect, GatherFacts, GeneratePki, InstallAgent, LockCluster, Mode, Phase, Preflight,
-    VerifyCluster, WaitForVip,
+    Connect, GatherFacts, GeneratePki, InstallAgent, LeaveEtcd, LockCluster, Mode, Phase,
+    Preflight, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -49,6 +52,21 @@ pub fn phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
     ]
 }
 
+/// An external etcd node: its member removed first, from another etcd node, then etcd
+/// stopped there and its files and data removed. Kubernetes is not involved.
+pub fn etcd_phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
+    vec![
+        Box::new(Connect),
+        Box::new(GatherFacts),
+        Box::new(Preflight),
+        Box::new(LockCluster),
+        Box::new(LeaveEtcd {
+            node: leaving.node.clone(),
+            unreachable: leaving.unreachable,
+        }),
+    ]
+}
+
 pub async fn run(
     opts: &RemoveOptions,
     reporter: Box<dyn Reporter>,
@@ -70,10 +88,11 @@ pub async fn run(
     let name = opts.node.clone();
     let unreachable = opts.unreachable;
     let every_agent = loaded.inventory.changes_every_agent(&name);
-    loaded
-        .inventory
-        .nodes
-        .retain(|n| (n.role == Role::ControlPlane || every_agent) && n.name.as_str() != name);
+    // External etcd nodes are asked (members, health), never changed.
+    loaded.inventory.nodes.retain(|n| {
+        (matches!(n.role, Role::ControlPlane | Role::Etcd) || every_agent)
+            && n.name.as_str() != name
+    });
     let mode = if opts.dry_run {
         Mode::Plan
     } else {
@@ -112,7 +131,12 @@ pub async fn run(
     }
     ctx.settings.agent_binary = Some(agent);
     let leaving = Leaving { node, unreachable };
-    let result = session::run(&mut ctx, phases(&leaving)).await;
+    let phases = if leaving.node.role == Role::Etcd {
+        etcd_phases(&leaving)
+    } else {
+        phases(&leaving)
+    };
+    let result = session::run(&mut ctx, phases).await;
     let finished = session::finish(ctx, result).await?;
     Ok(RemoveResult::from_finished(opts, &finished))
 }

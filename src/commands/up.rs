@@ -10,8 +10,8 @@ use super::UsageError;
 use crate::agent::AgentBinary;
 use crate::phases::{
     ChangeRecord, CheckKubeadm, Connect, DistributePki, FormerNodes, GatherFacts, GeneratePki,
-    InitCluster, InstallAgent, JoinControlPlanes, JoinWorkers, LockCluster, Mode, Phase, Preflight,
-    PrepareHosts, VerifyCluster, WaitForVip,
+    InitCluster, InstallAgent, InstallEtcd, JoinControlPlanes, JoinWorkers, LockCluster, Mode,
+    Phase, Preflight, PrepareHosts, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -37,6 +37,8 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(CheckKubeadm),
         Box::new(PrepareHosts),
         Box::new(DistributePki),
+        // External etcd only: a healthy etcd cluster before kubeadm dials it.
+        Box::new(InstallEtcd),
         Box::new(InstallAgent),
         Box::new(WaitForVip),
         Box::new(InitCluster),

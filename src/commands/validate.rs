@@ -16,6 +16,8 @@ pub struct ValidateResult {
     pub kubernetes_version: String,
     pub control_planes: usize,
     pub workers: usize,
+    /// Nodes with `role: etcd` (external etcd); 0 when etcd is stacked.
+    pub etcd_nodes: usize,
     /// `host:port` the API is reached at (the DNS name or the VIP, and the LB port).
     pub endpoint: String,
     pub warnings: Vec<String>,
@@ -29,8 +31,12 @@ impl ValidateResult {
             .iter()
             .map(|w| format!("warning: {w}"))
             .collect();
+        let etcd = match self.etcd_nodes {
+            0 => String::new(),
+            n => format!(", {n} external etcd node(s)"),
+        };
         lines.push(format!(
-            "{}: valid: cluster {}, {} control-plane and {} worker node(s), API endpoint {}",
+            "{}: valid: cluster {}, {} control-plane and {} worker node(s){etcd}, API endpoint {}",
             self.path.display(),
             self.cluster,
             self.control_planes,
@@ -50,6 +56,7 @@ pub fn run(path: &Path) -> Result<ValidateResult, UsageError> {
         kubernetes_version: inv.cluster.kubernetes_version.to_string(),
         control_planes: inv.control_plane().count(),
         workers: inv.workers().count(),
+        etcd_nodes: inv.etcd_nodes().count(),
         endpoint: inv.api_endpoint().to_string(),
         warnings: v.warnings.iter().map(ToString::to_string).collect(),
     })

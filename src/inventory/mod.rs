@@ -17,12 +17,14 @@ mod schema;
 pub mod types;
 mod validate;
 // Optional sections, one file each (type, fields, checks, rules).
+mod etcd;
 mod host_preparation;
 mod stats_page;
 
 #[cfg(test)]
 mod tests;
 
+pub use etcd::EtcdSettings;
 pub use host_preparation::{FirewalldAction, HostPreparation, SelinuxAction};
 pub use model::*;
 pub use problems::{InventoryError, Problem, Severity, Validated};

@@ -57,6 +57,9 @@ pub struct Inventory {
     /// What host preparation does about firewalld and SELinux (RHEL family).
     #[serde(default, skip_serializing_if = "is_default")]
     pub host_preparation: super::HostPreparation,
+    /// How the external etcd cluster on the `role: etcd` nodes is installed.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub etcd: super::EtcdSettings,
 }
 
 /// Targets of `khactl failover-test`; unset ones keep the scenario's default.
@@ -272,6 +275,8 @@ pub struct SshOverrides {
 pub enum Role {
     ControlPlane,
     Worker,
+    /// A member of the external etcd cluster: no kubelet, no kubeadm, only etcd.
+    Etcd,
 }
 
 impl Role {
@@ -279,7 +284,13 @@ impl Role {
         match self {
             Role::ControlPlane => "control-plane",
             Role::Worker => "worker",
+            Role::Etcd => "etcd",
         }
+    }
+
+    /// Whether nodes of this role join the Kubernetes cluster (kubelet and kubeadm).
+    pub fn is_kubernetes_node(self) -> bool {
+        self != Role::Etcd
     }
 }
 
@@ -302,6 +313,29 @@ pub struct Node {
     /// (`taints: []`) means no taint at all, also on a control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taints: Option<Vec<Taint>>,
+}
+
+/// The port etcd serves clients on (its default, IANA-registered).
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// The port etcd members talk to each other on.
+pub const ETCD_PEER_PORT: u16 = 2380;
+
+impl Node {
+    /// `https://ADDRESS:2379`, IPv6 in brackets as Go's `net.JoinHostPort` writes it.
+    pub fn etcd_client_url(&self) -> String {
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.address, ETCD_CLIENT_PORT)
+        )
+    }
+
+    /// `https://ADDRESS:2380`, the member's peer URL.
+    pub fn etcd_peer_url(&self) -> String {
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.address, ETCD_PEER_PORT)
+        )
+    }
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -488,6 +522,31 @@ impl Inventory {
         self.nodes.iter().filter(|n| n.role == Role::Worker)
     }
 
+    /// The nodes with `role: etcd`: the external etcd cluster, when there are any.
+    pub fn etcd_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Etcd)
+    }
+
+    /// Whether etcd runs on its own nodes (kubeadm's `etcd.external`) rather than stacked
+    /// on the control planes.
+    pub fn external_etcd(&self) -> bool {
+        self.etcd_nodes().next().is_some()
+    }
+
+    /// The nodes that run an etcd member: the `role: etcd` nodes in the external
+    /// topology, else every control plane (kubeadm's stacked etcd).
+    pub fn etcd_members(&self) -> impl Iterator<Item = &Node> {
+        let external = self.external_etcd();
+        self.nodes.iter().filter(move |n| {
+            n.role
+                == if external {
+                    Role::Etcd
+                } else {
+                    Role::ControlPlane
+                }
+        })
+    }
+
     /// The node-local balancer, when `loadBalancer.mode` is `node-local`.
     pub fn node_local(&self) -> Option<NodeLocal> {
         let lb = &self.load_balancer;
@@ -554,12 +613,12 @@ impl Inventory {
         }
     }
 
-    /// Whether `node` runs khagent: every control plane, in node-local mode every node, and
-    /// behind an external balancer none.
+    /// Whether `node` runs khagent: every control plane, in node-local mode every Kubernetes
+    /// node (etcd nodes never dial the API), and behind an external balancer none.
     pub fn runs_agent(&self, node: &Node) -> bool {
         match self.load_balancer.mode {
             LbMode::Vip => node.role == Role::ControlPlane,
-            LbMode::NodeLocal => true,
+            LbMode::NodeLocal => node.role.is_kubernetes_node(),
             LbMode::External => false,
         }
     }

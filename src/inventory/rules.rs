@@ -36,6 +36,8 @@ pub(super) struct Draft {
     /// The `networking` fields the user wrote (the others hold defaults).
     pub networking_written: Vec<String>,
     pub stats_page: Option<super::StatsPage>,
+    /// `etcd` as written, when it parsed; `None` when left out.
+    pub etcd: Option<super::EtcdSettings>,
 }
 
 impl Draft {
@@ -86,6 +88,7 @@ impl Draft {
                 _ => Vec::new(),
             },
             kubeadm: section("kubeadm", empty()).and_then(typed),
+            etcd: section("etcd", None).and_then(typed),
             networking_written: match map.get("networking") {
                 Some(Value::Mapping(m)) => m
                     .keys()
@@ -99,7 +102,7 @@ impl Draft {
 
     /// The nodes with their index, when every one of them parsed (counting rules would
     /// mislead otherwise).
-    fn all_nodes(&self) -> Option<Vec<(usize, &Node)>> {
+    pub(super) fn all_nodes(&self) -> Option<Vec<(usize, &Node)>> {
         self.nodes
             .as_ref()?
             .iter()
@@ -108,7 +111,7 @@ impl Draft {
             .collect()
     }
 
-    fn parsed_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+    pub(super) fn parsed_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
         self.nodes
             .iter()
             .flatten()
@@ -121,11 +124,11 @@ fn typed<T: DeserializeOwned>(v: Value) -> Option<T> {
     serde_yaml_ng::from_value(v).ok()
 }
 
-fn node_path(i: usize) -> FieldPath {
+pub(super) fn node_path(i: usize) -> FieldPath {
     FieldPath::root().key("nodes").index(i)
 }
 
-fn who(i: usize, node: &Node) -> String {
+pub(super) fn who(i: usize, node: &Node) -> String {
     format!("nodes[{i}] ({})", node.name)
 }
 
@@ -140,6 +143,7 @@ pub(super) fn check(d: &Draft, out: &mut Findings) {
     certificate_lifetimes(d, out);
     sysctl_spellings(d, out);
     super::stats_page::port_is_free(d, out);
+    super::etcd::external_etcd(d, out);
 }
 
 /// etcd needs a majority of members to accept writes: with n members it survives
@@ -164,23 +168,28 @@ fn control_plane_count(d: &Draft, out: &mut Findings) {
             "no node has `role: control-plane`; the cluster needs at least one (three to survive \
              the loss of one)",
         );
-    } else if cps % 2 == 0 {
-        let tolerated = (cps - 1) / 2;
-        let failures = if tolerated == 0 {
-            "no failure".to_owned()
-        } else {
-            format!("only {tolerated} failure(s), like {}", cps - 1)
-        };
-        out.warning(
-            &path,
-            format!(
-                "{cps} control-plane nodes: etcd needs {} of {cps} members for quorum, so they \
-                 tolerate {failures}; an odd number ({}) is the usual choice",
-                cps / 2 + 1,
-                cps + 1
-            ),
-        );
+    } else if cps % 2 == 0 && !nodes.iter().any(|(_, n)| n.role == Role::Etcd) {
+        // With `role: etcd` nodes the control planes hold no etcd member: `external_etcd`
+        // counts the members instead.
+        out.warning(&path, quorum_warning(cps, "control-plane nodes"));
     }
+}
+
+/// The warning for an even number of etcd members: with n members etcd survives (n-1)/2
+/// failures, so an even n survives no more than n-1 would.
+pub(super) fn quorum_warning(n: usize, members: &str) -> String {
+    let tolerated = n.saturating_sub(1) / 2;
+    let failures = if tolerated == 0 {
+        "no failure".to_owned()
+    } else {
+        format!("only {tolerated} failure(s), like {}", n - 1)
+    };
+    format!(
+        "{n} {members}: etcd needs {} of {n} members for quorum, so they tolerate {failures}; \
+         an odd number ({}) is the usual choice",
+        n / 2 + 1,
+        n + 1
+    )
 }
 
 /// The VIP, the node-local balancer and an external balancer are three ways to the API
@@ -504,7 +513,12 @@ fn pod_subnet_room(d: &Draft, out: &mut Findings) {
         return;
     }
     let room = 1u128 << u32::from(per_node - pods.prefix_len()).min(100);
-    let nodes = d.nodes.as_ref().map_or(0, Vec::len) as u128;
+    // etcd nodes run no kubelet and get no pod range.
+    let etcd = d
+        .parsed_nodes()
+        .filter(|(_, n)| n.role == Role::Etcd)
+        .count();
+    let nodes = d.nodes.as_ref().map_or(0, Vec::len).saturating_sub(etcd) as u128;
     if room < nodes {
         out.warning(
             &path,

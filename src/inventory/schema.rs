@@ -95,6 +95,7 @@ pub(super) static INVENTORY: Shape = Shape {
             Defaulted,
             Struct(&super::host_preparation::HOST_PREPARATION),
         ),
+        field("etcd", Defaulted, Struct(&super::etcd::ETCD)),
     ],
 };
 
@@ -207,7 +208,7 @@ static NODE: Shape = Shape {
         ),
         field(
             "role",
-            Required("role: control-plane (or worker)"),
+            Required("role: control-plane (or worker, or etcd)"),
             Leaf(typed::<Role>),
         ),
         field("ssh", Defaulted, Struct(&SSH_OVERRIDES)),

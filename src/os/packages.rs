@@ -11,6 +11,8 @@ pub enum Need {
     /// A container runtime listening on the CRI socket.
     ContainerRuntime,
     Curl,
+    /// The etcd server of an external etcd node.
+    Etcd,
 }
 
 /// The command that installs `need` on a node with these facts (`/etc/os-release` ID).
@@ -55,6 +57,13 @@ pub fn install_hint(facts: &HostFacts, need: Need, minor: u32) -> String {
             "install a CRI runtime (containerd or cri-o) and start it".to_owned()
         }
         (Family::Other, Need::Curl) => "install curl".to_owned(),
+        // Debian's package starts its own etcd.service at once; khactl's unit replaces it.
+        (Family::Deb, Need::Etcd) => "`apt-get install -y etcd-server`".to_owned(),
+        (Family::Rpm, Need::Etcd) => "`dnf install -y etcd`".to_owned(),
+        (Family::Apk, Need::Etcd) => "`apk add etcd` (community repository)".to_owned(),
+        (Family::Other, Need::Etcd) => "install etcd from your distribution, or place a \
+             release binary and name it in the inventory's `etcd.binary`"
+            .to_owned(),
     }
 }
 

@@ -98,7 +98,7 @@ fn super_admin_node(ctx: &Context) -> Option<&NodeName> {
     let has_it = facts.digest(&path).is_some();
     let cluster_exists = ctx.inventory.control_plane().any(|n| {
         ctx.facts_of(n.name.as_str())
-            .is_ok_and(|f| has_member_files(n, f))
+            .is_ok_and(|f| has_member_files(&ctx.inventory, n, f))
     });
     (has_it || !cluster_exists).then_some(first)
 }

@@ -438,7 +438,8 @@ fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentCon
         backends,
         ca_file: match node.role {
             Role::ControlPlane => CLUSTER_CA,
-            Role::Worker => NODE_LOCAL_CA,
+            // An etcd node runs no agent (`Inventory::runs_agent`).
+            Role::Worker | Role::Etcd => NODE_LOCAL_CA,
         }
         .to_owned(),
         status_listen: STATUS_LISTEN,
@@ -538,7 +539,7 @@ fn service_files() -> AgentService {
 }
 
 /// A write when the node's file differs in content or mode; `diff` files show a line diff.
-fn write_if_changed(
+pub(super) fn write_if_changed(
     facts: &HostFacts,
     path: &str,
     contents: Vec<u8>,

@@ -136,8 +136,13 @@ fn without_newline(line: &[u8]) -> &[u8] {
 /// balancer; behind an external balancer, 127.0.0.1 on a control plane (its own API server:
 /// such a balancer drops a backend's connection to itself) and the balancer's address on a
 /// worker. `via`: a control plane not yet in the cluster reaches the API through that
-/// member's address until its own API server is up (see [`joining_via`]).
+/// member's address until its own API server is up (see [`joining_via`]). None on an etcd
+/// node.
 pub fn hosts_entry(inv: &Inventory, node: &Node, via: Option<IpAddr>) -> Option<String> {
+    // An external etcd node never dials the API.
+    if !node.role.is_kubernetes_node() {
+        return None;
+    }
     let dns = inv.api_dns_name()?;
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let address = match (inv.external_lb(), &inv.vip) {

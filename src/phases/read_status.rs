@@ -1,8 +1,8 @@
 //! Read the whole cluster's health, read-only ([`crate::cluster::health`]): on every node
 //! that answered, in parallel, whether it holds the VIP and its certificates' expiry; on each
 //! control plane also its agent (service state and `/status`) and its own API server's
-//! `/readyz`; then, from the first control plane that can say, the etcd members with each
-//! member's own status, the leader Leases, and `/readyz` through the VIP. A query that fails
+//! `/readyz`; then, from the first control plane that can say (the first etcd node, with
+//! external etcd), the etcd members with each member's own status, the leader Leases, and `/readyz` through the VIP. A query that fails
 //! is recorded with the node and the rest of the view still stands. With `watch`, it reads
 //! again every interval until Ctrl-C, handing each look to `on_round`.
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::{Context, Phase, PhaseFuture};
 use crate::agent::SERVICE;
 use crate::cluster::health::{
-    AgentHealth, ClusterHealth, EtcdHealth, LeadersHealth, NodeHealth, VipHealth,
+    AgentHealth, ClusterHealth, EtcdHealth, LeadersHealth, NodeHealth, ServiceHealth, VipHealth,
 };
 use crate::cluster::{agent, api, certs, etcd, vip};
 use crate::facts::InitSystem;
@@ -21,6 +21,7 @@ use crate::inventory::{Node, Role};
 use crate::os::service;
 use crate::pki::catalog::{APISERVER_BIND_PORT, local_api_url};
 use crate::remote::NodeHandle;
+use crate::render::etcd::SERVICE as ETCD_SERVICE;
 
 /// Sees each look as it is taken.
 pub type OnRound = Box<dyn Fn(&ClusterHealth)>;
@@ -98,6 +99,7 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
                 api_ready: None,
                 certificates: Vec::new(),
                 errors: Vec::new(),
+                etcd_service: None,
             }
         }));
     }
@@ -113,8 +115,18 @@ pub async fn observe(ctx: &Context) -> anyhow::Result<ClusterHealth> {
         !ready
     });
 
+    // etcd on its own nodes (external), else on the control planes, the ready ones first.
+    let etcd_nodes: Vec<&NodeHandle> = inv
+        .etcd_nodes()
+        .filter_map(|n| fleet.host(n.name.as_str()))
+        .collect();
+    let etcd_asking: Vec<&NodeHandle> = if inv.external_etcd() {
+        etcd_nodes
+    } else {
+        asking.iter().map(|(_, h)| *h).collect()
+    };
     let mut etcd_view = EtcdHealth::default();
-    for (_, host) in &asking {
+    for host in etcd_asking {
         match etcd::members(host).await {
             Ok(members) => {
                 let statuses = etcd::statuses(host, &members).await.unwrap_or_default();
@@ -241,6 +253,20 @@ async fn node_view(ctx: &Context, host: &NodeHandle) -> NodeHealth {
             Err(e) => errors.push(format!("the API server's /readyz: {e:#}")),
         }
     }
+    let mut etcd_service = None;
+    if role == Role::Etcd {
+        let init = ctx.facts_of(name).map_or(InitSystem::Unknown, |f| f.init);
+        match service::state(host, init, ETCD_SERVICE).await {
+            Ok(state) => {
+                etcd_service = Some(ServiceHealth {
+                    active: state.active,
+                    enabled: state.enabled,
+                    logs: service::logs_hint(init, ETCD_SERVICE),
+                });
+            }
+            Err(e) => errors.push(format!("etcd's service state: {e:#}")),
+        }
+    }
     let certificates = certs::read(host).await.unwrap_or_else(|e| {
         errors.push(format!("its certificates: {e:#}"));
         Vec::new()
@@ -256,5 +282,6 @@ async fn node_view(ctx: &Context, host: &NodeHandle) -> NodeHealth {
         api_ready,
         certificates,
         errors,
+        etcd_service,
     }
 }

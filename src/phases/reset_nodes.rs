@@ -12,6 +12,10 @@
 //! - swap on again if khactl turned it off; directories khactl's writes created removed if
 //!   empty; last, `/var/lib/khactl` (the manifest, PKI backups).
 //!
+//! On an external etcd node (`role: etcd`), once its etcd service is stopped and its files
+//! gone, the member's data directory is removed too, as `kubeadm reset` removes a stacked
+//! member's: a later `up` founds a new etcd instead of reviving the old cluster's data.
+//!
 //! The manifest goes last, so a reset cut short is finished by the next; a node without a
 //! manifest has nothing of khactl's to undo, and a second reset changes nothing.
 
@@ -32,6 +36,7 @@ use crate::agent::{OPENRC_SCRIPT, SERVICE, SYSTEMD_UNIT};
 use crate::facts::{HostFacts, InitSystem, ProbeRequest};
 use crate::inventory::{Node, Role, SysctlKey};
 use crate::remote::{NodeHandle, RemoteCommand};
+use crate::render::etcd::DATA_DIR as ETCD_DATA_DIR;
 
 /// khagent's own state directory (systemd's `StateDirectory=khagent`: its VIP record).
 pub const AGENT_STATE_DIR: &str = "/var/lib/khagent";
@@ -53,8 +58,13 @@ impl Phase for ResetNodes {
         "Reset nodes"
     }
 
-    fn facts(&self, _ctx: &Context, _node: &Node) -> ProbeRequest {
+    fn facts(&self, _ctx: &Context, node: &Node) -> ProbeRequest {
         ProbeRequest {
+            dirs: if node.role == Role::Etcd {
+                vec![ETCD_DATA_DIR.into()]
+            } else {
+                Vec::new()
+            },
             files: [HOSTS, FSTAB, manifest::PATH]
                 .iter()
                 .map(PathBuf::from)
@@ -97,7 +107,16 @@ impl Phase for ResetNodes {
             }
             let results = c
                 .fleet()?
-                .each(|_| true, async |host| undo_khactl(c, host).await)
+                .each(
+                    |_| true,
+                    async |host| {
+                        undo_khactl(c, host).await?;
+                        if role(host) == Some(Role::Etcd) {
+                            super::etcd_membership::remove_data(c, host, false).await?;
+                        }
+                        anyhow::Ok(())
+                    },
+                )
                 .await;
             ctx.settle_changes(results)
         })

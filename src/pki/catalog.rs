@@ -203,7 +203,7 @@ impl LeafSpec {
 }
 
 /// Every leaf certificate placed on nodes, shared ones first, then per control-plane
-/// node in inventory order. Nothing of one node's depends on another node, so adding a
+/// node in inventory order, then (external etcd) per etcd node. Nothing of one node's depends on another node, so adding a
 /// control plane adds its leaves and changes no other.
 pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
     let service_ip = first_service_ip(inventory.networking.service_subnet)?;
@@ -252,27 +252,8 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
             dns_names: apiserver_dns_names(inventory, node),
             ip_addresses: apiserver_ips(inventory, node, service_ip),
         });
-        for (base, profile) in [
-            ("etcd/server", Profile::Server),
-            ("etcd/peer", Profile::Peer),
-        ] {
-            // kubeadm: CN and first SAN are the node name, plus loopback in every
-            // form so `etcdctl --endpoints https://127.0.0.1:2379` verifies too.
-            specs.push(LeafSpec {
-                base,
-                node: Some(node.name.clone()),
-                placement: Placement::PkiDir,
-                authority: Authority::Etcd,
-                common_name: node.name.to_string(),
-                organizations: vec![],
-                profile,
-                dns_names: vec![node.name.to_string(), "localhost".to_owned()],
-                ip_addresses: dedup(vec![
-                    node.address,
-                    IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(Ipv6Addr::LOCALHOST),
-                ]),
-            });
+        if !inventory.external_etcd() {
+            specs.extend(etcd_member_specs(node));
         }
         // kubeadm writes these on every control plane, each with its own key; the
         // components reach their own node's API server, the admin the endpoint.
@@ -284,7 +265,39 @@ pub fn leaf_specs(inventory: &Inventory) -> Result<Vec<LeafSpec>, PkiError> {
             specs.push(kubeconfig_client(kind, Some(&node.name), version, server));
         }
     }
+    // External etcd: the members are the `role: etcd` nodes (the cfssl guide's server and
+    // peer profiles), after every control plane so theirs keep their order.
+    if inventory.external_etcd() {
+        for node in inventory.etcd_nodes() {
+            specs.extend(etcd_member_specs(node));
+        }
+    }
     Ok(specs)
+}
+
+/// An etcd member's server and peer certificates. kubeadm: CN and first SAN are the node
+/// name, plus loopback in every form so `etcdctl --endpoints https://127.0.0.1:2379`
+/// verifies too.
+fn etcd_member_specs(node: &Node) -> [LeafSpec; 2] {
+    [
+        ("etcd/server", Profile::Server),
+        ("etcd/peer", Profile::Peer),
+    ]
+    .map(|(base, profile)| LeafSpec {
+        base,
+        node: Some(node.name.clone()),
+        placement: Placement::PkiDir,
+        authority: Authority::Etcd,
+        common_name: node.name.to_string(),
+        organizations: vec![],
+        profile,
+        dns_names: vec![node.name.to_string(), "localhost".to_owned()],
+        ip_addresses: dedup(vec![
+            node.address,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]),
+    })
 }
 
 /// The client certificate of the workstation's `admin.conf`: kept apart from

@@ -218,7 +218,12 @@ pub struct ClusterPki {
     workstation: (LeafSpec, Pair),
     workstation_admin_conf: Vec<u8>,
     discovery_hash: String,
+    /// etcd runs on `role: etcd` nodes: control planes are only its clients.
+    external_etcd: bool,
 }
+
+/// The etcd client certificate of health checks, on every node that runs a member.
+const HEALTHCHECK_CLIENT: &str = "etcd/healthcheck-client";
 
 /// A rendered kubeconfig for a node (or, for `super-admin.conf`, for the init node).
 struct PlacedKubeconfig {
@@ -316,6 +321,7 @@ pub(crate) fn ensure_at(
             workstation,
             workstation_admin_conf,
             discovery_hash,
+            external_etcd: inventory.external_etcd(),
         },
         report,
     ))
@@ -406,6 +412,11 @@ impl ClusterPki {
     /// ([`default_init_node`] unless it chooses another), also gets
     /// `super-admin.conf`; `None` gives it to no node.
     ///
+    /// With external etcd (`role: etcd` nodes) a control plane gets the etcd CA's
+    /// certificate without its key and no etcd server, peer or healthcheck pair: it is
+    /// only etcd's client (`apiserver-etcd-client`). An etcd node gets the etcd CA's
+    /// certificate, its own `etcd/server` and `etcd/peer`, and `etcd/healthcheck-client`.
+    ///
     /// A worker gets nothing: `kubeadm join` learns the CA through discovery, and its
     /// preflight fails if `ca.crt` is already there
     /// (`FileAvailable--etc-kubernetes-pki-ca.crt`). A control-plane node this PKI was
@@ -413,17 +424,31 @@ impl ClusterPki {
     /// always covers every control-plane node.
     pub fn files_for(&self, node: &Node, init_node: Option<&NodeName>) -> Vec<PkiFile> {
         let mut files = Vec::new();
-        if node.role == Role::Worker {
-            return files;
+        match node.role {
+            Role::Worker => return files,
+            Role::Etcd => {
+                self.push_etcd_member_files(&mut files, node);
+                return files;
+            }
+            Role::ControlPlane => {}
         }
+        let external = self.external_etcd;
         for (a, pair) in self.authorities.iter() {
-            push_pair(&mut files, a.base(), pair);
+            if external && a == Authority::Etcd {
+                // The API server only verifies etcd's serving certs; it signs nothing.
+                files.push(public(a.base(), ".crt", &pair.cert));
+            } else {
+                push_pair(&mut files, a.base(), pair);
+            }
         }
         files.push(secret("sa", ".key", &self.service_account.0));
         files.push(public("sa", ".pub", &self.service_account.1));
         for (spec, pair) in &self.leaves {
             let shared_or_own = spec.node.as_ref().is_none_or(|n| *n == node.name);
-            if spec.placement == Placement::PkiDir && shared_or_own {
+            // With external etcd a control plane is only etcd's client: no health checks
+            // of a local member.
+            let for_a_member = spec.base == HEALTHCHECK_CLIENT && external;
+            if spec.placement == Placement::PkiDir && shared_or_own && !for_a_member {
                 push_pair(&mut files, spec.base, pair);
             }
         }
@@ -445,6 +470,23 @@ impl ClusterPki {
             }
         }
         files
+    }
+
+    /// An external etcd member's files: the etcd CA's certificate (not its key: nothing is
+    /// signed on an etcd node), its own server and peer pairs, and the healthcheck client
+    /// that `etcdctl` and khactl's checks use on the node.
+    fn push_etcd_member_files(&self, files: &mut Vec<PkiFile>, node: &Node) {
+        files.push(public(
+            Authority::Etcd.base(),
+            ".crt",
+            &self.authorities.etcd.cert,
+        ));
+        for (spec, pair) in &self.leaves {
+            let own = spec.node.as_ref() == Some(&node.name) && spec.authority == Authority::Etcd;
+            if spec.placement == Placement::PkiDir && (own || spec.base == HEALTHCHECK_CLIENT) {
+                push_pair(files, spec.base, pair);
+            }
+        }
     }
 
     /// The `admin.conf` for the user's workstation: `kubernetes-admin` in

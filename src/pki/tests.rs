@@ -18,6 +18,7 @@ use crate::inventory::{Inventory, KeyType};
 
 mod authorities;
 mod distribution;
+mod external_etcd;
 mod kubeconfigs;
 mod subjects;
 

@@ -15,10 +15,12 @@
 //! the unit tests compare whole files with expected text.
 //!
 //! - `agent`: khagent's config, systemd unit and OpenRC script.
+//! - [`etcd`]: an external etcd member's config file and systemd unit.
 //! - [`kubeadm`]: each node's kubeadm configuration, read back through kubeadm's own types
 //!   before it is used.
 
 mod agent;
+pub mod etcd;
 pub mod kubeadm;
 
 use std::collections::HashMap;

@@ -136,3 +136,57 @@ fn missing_inventory_file_says_so() {
         stderr(&out)
     );
 }
+
+/// The cfssl guide's external-etcd inventory: `render` shows `etcd.external` for the control
+/// planes and no file for the etcd nodes; the failover drill's etcd-member-down scenario,
+/// which parks a stacked member, is refused before any connection.
+#[test]
+fn the_external_etcd_guide_renders_etcd_external_and_refuses_the_stacked_member_drill() {
+    let guide = repo_root().join("inventories/cfssl-external-etcd-guide.yaml");
+    let state = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "render",
+            "-i",
+            guide.to_str().unwrap(),
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  external:\n    endpoints:\n      - \"https://192.168.1.21:2379\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("certFile: \"/etc/kubernetes/pki/apiserver-etcd-client.crt\""),
+        "{text}"
+    );
+    assert!(!text.contains("  local:\n"), "{text}");
+    assert!(
+        !text.contains("# etcd1 ("),
+        "an etcd node got a kubeadm file:\n{text}"
+    );
+
+    let bin = tempfile::tempdir().unwrap();
+    let marker = tripwire_ssh(bin.path());
+    let out = run(
+        &[
+            "failover-test",
+            "-i",
+            guide.to_str().unwrap(),
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "--scenario",
+            "etcd-member-down",
+            "--yes",
+        ],
+        Some(bin.path()),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("etcd is external"), "{err}");
+    assert!(!marker.exists(), "ssh was started");
+}

@@ -62,7 +62,7 @@ pub(crate) fn voters(lab: &Lab, from: &str) -> Vec<String> {
 }
 
 /// Debian's kubectl with the workstation admin.conf khactl kept in its state directory.
-fn kubectl(state: &Path, args: &[&str]) -> Output {
+pub(crate) fn kubectl(state: &Path, args: &[&str]) -> Output {
     let root = cluster_state(state).expect("khactl's state dir");
     Command::new(DEBIAN_KUBECTL)
         .arg("--kubeconfig")

@@ -12,6 +12,7 @@ mod support;
 mod agent_install;
 mod cli;
 mod cluster_lock;
+mod external_etcd;
 mod external_lb;
 mod failover;
 mod grow;

@@ -107,6 +107,7 @@ fn healthy() -> ClusterHealth {
                 api_ready: cp.then_some(true),
                 certificates: vec![cert("/etc/kubernetes/pki/apiserver.crt", 364)],
                 errors: vec![],
+                etcd_service: None,
             }
         })
         .collect();
@@ -389,4 +390,80 @@ fn the_json_names_are_camel_case_and_stable() {
     assert_eq!(v["nodes"][0]["certificates"][0]["daysLeft"], 364);
     assert_eq!(v["etcd"]["members"][0]["dbSize"], 20480);
     assert_eq!(v["leaders"]["controllerManager"]["node"], "cp2");
+}
+
+/// The same cluster with w1 replaced by three etcd nodes (external etcd): the members are
+/// theirs, the control planes are not expected in etcd, and a down member's hint is the
+/// service's, not a static pod's.
+#[test]
+fn with_external_etcd_the_members_are_the_etcd_nodes_and_the_control_planes_are_not() {
+    let text = INVENTORY.replace(
+        "  - { name: w1, address: 10.0.0.21, role: worker }\n",
+        "  - { name: e1, address: 10.0.0.31, role: etcd }\n  \
+         - { name: e2, address: 10.0.0.32, role: etcd }\n  \
+         - { name: e3, address: 10.0.0.33, role: etcd }\n",
+    );
+    let inv = crate::inventory::parse(&text).unwrap().inventory;
+    let mut h = healthy();
+    h.nodes.retain(|n| n.name != "w1");
+    h.etcd.asked_on = Some("e1".to_owned());
+    h.etcd.members = vec![
+        member("e1", 31, true),
+        member("e2", 32, false),
+        member("e3", 33, false),
+    ];
+    h.assess(&inv);
+    assert!(h.healthy, "{:?}", h.problems);
+
+    // The stacked members would be strangers here, and the etcd nodes missing.
+    h.etcd.members = vec![member("cp1", 11, true), member("e2", 32, false)];
+    h.etcd.members[1].healthy = Some(false);
+    h.assess(&inv);
+    let m = messages(&h);
+    assert!(
+        m.contains(
+            &"etcd member cp1 (https://10.0.0.11:2380) is not an etcd node of the inventory"
+        ),
+        "{m:?}"
+    );
+    assert!(m.contains(&"e1 is not an etcd member"), "{m:?}");
+    assert!(m.contains(&"e3 is not an etcd member"), "{m:?}");
+    assert!(!m.iter().any(|p| p.starts_with("cp2 is not")), "{m:?}");
+    let down = h
+        .problems
+        .iter()
+        .find(|p| p.message.starts_with("etcd member e2"))
+        .unwrap();
+    assert!(down.hint.contains("systemctl status etcd"), "{}", down.hint);
+
+    // An etcd node whose service stopped is a problem of its own, with the command.
+    let mut e2 = node(&mut h, "cp3").clone();
+    e2.name = "e2".to_owned();
+    e2.role = "etcd";
+    e2.agent = None;
+    e2.api_ready = None;
+    e2.etcd_service = Some(ServiceHealth {
+        active: false,
+        enabled: true,
+        logs: "journalctl -u etcd".to_owned(),
+    });
+    h.nodes.push(e2);
+    h.assess(&inv);
+    let stopped = h
+        .problems
+        .iter()
+        .find(|p| p.message == "e2: the etcd service is not running")
+        .unwrap();
+    assert!(
+        stopped.hint.contains("systemctl start etcd"),
+        "{}",
+        stopped.hint
+    );
+    assert!(
+        h.text()
+            .join("\n")
+            .contains("  etcd      service NOT running, enabled"),
+        "{}",
+        h.text().join("\n")
+    );
 }

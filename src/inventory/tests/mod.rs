@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 mod cost;
+mod external_etcd;
 mod external_lb;
 mod node_local;
 mod optional_sections;
@@ -303,7 +304,7 @@ const CASES: &[Case] = &[
     case(
         "unknown-role",
         "nodes[0].role",
-        "expected `control-plane` or `worker`",
+        "expected one of `control-plane`, `worker`, `etcd`",
         Some(7),
     ),
     case(

@@ -124,7 +124,8 @@ async fn look(
     })
 }
 
-/// Looks at every control plane side by side, then at etcd from one that answered.
+/// Looks at every control plane side by side, then at etcd from one that answered (from an
+/// etcd node with external etcd).
 pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
     let fleet = ctx.fleet()?;
     let inv = &ctx.inventory;
@@ -180,6 +181,13 @@ pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
                     .map(|why| format!("{node} ({why})"))
             })
             .collect();
+    }
+    // An external etcd is asked on its own nodes (the first that is connected).
+    if inv.external_etcd() {
+        ask_etcd = inv
+            .etcd_nodes()
+            .find(|n| fleet.host(n.name.as_str()).is_some())
+            .map(|n| n.name.to_string());
     }
     match ask_etcd.as_deref().and_then(|n| fleet.host(n)) {
         Some(host) => match etcd::members(host).await {

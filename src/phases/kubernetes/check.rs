@@ -18,8 +18,10 @@ use crate::phases::{Context, Phase, PhaseFuture};
 use crate::pki::catalog::{endpoint_url, local_api_url};
 use crate::render::kubeadm::{BootstrapToken, ETCD_DATA_DIR, Purpose};
 
-/// Ports kubeadm's preflight needs free on a node that is not in the cluster yet.
-const CONTROL_PLANE_PORTS: [u16; 6] = [6443, 2379, 2380, 10250, 10257, 10259];
+/// Ports kubeadm's preflight needs free on a node that is not in the cluster yet; a control
+/// plane with stacked etcd needs etcd's too (with `etcd.external` kubeadm skips them).
+const CONTROL_PLANE_PORTS: [u16; 4] = [6443, 10250, 10257, 10259];
+const STACKED_ETCD_PORTS: [u16; 2] = [2379, 2380];
 const WORKER_PORTS: [u16; 1] = [10250];
 /// kubeadm's own limit is looser; a second is what etcd leases and certificates tolerate.
 const MAX_CLOCK_SKEW_SECS: f64 = 1.0;
@@ -32,7 +34,11 @@ impl Phase for CheckKubeadm {
     }
 
     fn facts(&self, ctx: &Context, node: &Node) -> ProbeRequest {
+        if !node.role.is_kubernetes_node() {
+            return ProbeRequest::default();
+        }
         let cp = node.role == Role::ControlPlane;
+        let stacked = cp && !ctx.inventory.external_etcd();
         let mut versions = vec!["kubeadm".to_owned(), "kubelet".to_owned()];
         if cp {
             // khactl asks the API and etcd from control planes with these.
@@ -40,12 +46,12 @@ impl Phase for CheckKubeadm {
         }
         ProbeRequest {
             versions,
-            ports: if cp {
-                CONTROL_PLANE_PORTS.to_vec()
-            } else {
-                WORKER_PORTS.to_vec()
+            ports: match (cp, stacked) {
+                (true, true) => [&CONTROL_PLANE_PORTS[..], &STACKED_ETCD_PORTS].concat(),
+                (true, false) => CONTROL_PLANE_PORTS.to_vec(),
+                _ => WORKER_PORTS.to_vec(),
             },
-            dirs: if cp {
+            dirs: if stacked {
                 vec![ETCD_DATA_DIR.into()]
             } else {
                 Vec::new()
@@ -71,6 +77,9 @@ impl Phase for CheckKubeadm {
     }
 
     fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
+        if !node.role.is_kubernetes_node() {
+            return Vec::new();
+        }
         let mut problems = prerequisites(ctx, node, facts);
         problems.extend(identity_clashes(&ctx.facts, node.name.as_str()));
         problems.extend(endpoint_moved(ctx, node, facts));
@@ -87,10 +96,12 @@ impl Phase for CheckKubeadm {
             let results = c
                 .fleet()?
                 .each(
-                    |_| true,
+                    |h| c.node(h.node()).is_ok_and(|n| n.role.is_kubernetes_node()),
                     async |host| {
                         let node = c.node(host.node())?;
-                        let purpose = Purpose::for_node(&c.inventory, node);
+                        let Some(purpose) = Purpose::for_node(&c.inventory, node) else {
+                            anyhow::bail!("internal: {} runs no kubeadm", node.name);
+                        };
                         // The strict read-back happens inside: a template that kubeadm would
                         // silently half-ignore is an error here, on every node alike.
                         let docs = render(c, node, purpose)?;
@@ -132,7 +143,7 @@ const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 /// kubelet off. A control plane's kubelet may instead use its own API server (kubeadm's
 /// ControlPlaneKubeletLocalMode, on by default since 1.33), so there admin.conf says it. Pure.
 pub fn endpoint_moved(ctx: &Context, node: &Node, facts: &HostFacts) -> Option<String> {
-    if !super::has_member_files(node, facts) {
+    if !super::has_member_files(&ctx.inventory, node, facts) {
         return None;
     }
     let expected = endpoint_url(&ctx.inventory);
@@ -248,7 +259,10 @@ pub fn prerequisites(ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<Strin
                 taken.join(", ")
             ));
         }
-        if cp && facts.dirs.get(Path::new(ETCD_DATA_DIR)) == Some(&DirState::NotEmpty) {
+        if cp
+            && !ctx.inventory.external_etcd()
+            && facts.dirs.get(Path::new(ETCD_DATA_DIR)) == Some(&DirState::NotEmpty)
+        {
             problems.push(format!(
                 "{ETCD_DATA_DIR} is not empty on a control plane that is not in the cluster: it \
                  holds another etcd's data; move it away (or run `kubeadm reset -f` if it is \

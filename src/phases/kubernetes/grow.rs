@@ -86,6 +86,13 @@ impl CheckGrowth {
         if self.role != Role::ControlPlane {
             return Ok("cluster healthy; the worker can join".to_owned());
         }
+        if ctx.inventory.external_etcd() {
+            // The new control plane is only etcd's client: the membership stays as it is.
+            return Ok(format!(
+                "cluster healthy: {} external etcd member(s), left as they are",
+                ctx.cluster.etcd.len()
+            ));
+        }
         let voters = ctx
             .cluster
             .etcd

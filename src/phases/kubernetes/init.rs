@@ -58,7 +58,10 @@ impl Phase for InitCluster {
             ctx.cluster.token_in_cluster = true;
             ctx.cluster.token_made = Some(std::time::Instant::now());
             ctx.cluster.members.insert(name.clone());
-            ctx.cluster.etcd_answers_on = Some(name.clone());
+            if !ctx.inventory.external_etcd() {
+                // Its local member answers from now on (an external etcd answered already).
+                ctx.cluster.etcd_answers_on = Some(name.clone());
+            }
             let ready = wait_ready_through_vip(ctx, &name).await.map(|()| {
                 format!(
                     "initialized; /readyz answers through {}",
@@ -135,15 +138,46 @@ pub async fn learn_members(ctx: &mut Context) -> anyhow::Result<()> {
         .filter(|n| {
             ctx.facts
                 .get(n.name.as_str())
-                .is_some_and(|f| has_member_files(n, f))
+                .is_some_and(|f| has_member_files(&ctx.inventory, n, f))
         })
         .map(|n| n.name.to_string())
         .collect();
     let c = &*ctx;
+    let (members, registered, ctx_answered) = if c.inventory.external_etcd() {
+        external_view(c, &candidates).await?
+    } else {
+        stacked_view(c, &candidates).await?
+    };
+    let joined: BTreeSet<String> = c
+        .inventory
+        .nodes
+        .iter()
+        .filter(|n| {
+            registered.contains(n.name.as_str())
+                && c.facts
+                    .get(n.name.as_str())
+                    .is_some_and(|f| is_member(&c.inventory, n, f, &members))
+        })
+        .map(|n| n.name.to_string())
+        .collect();
+    let initialized = c
+        .inventory
+        .control_plane()
+        .any(|n| joined.contains(n.name.as_str()));
+    ctx.cluster.initialized = initialized;
+    ctx.cluster.members = joined;
+    ctx.cluster.etcd = members;
+    ctx.cluster.etcd_answers_on = ctx_answered;
+    Ok(())
+}
+
+/// A stacked etcd, asked on the control planes with a member's files: the member list and
+/// the API's Nodes, and which control plane answered.
+async fn stacked_view(c: &Context, candidates: &[String]) -> anyhow::Result<ClusterView> {
     let mut asked = None;
     let mut ctx_answered = None;
     let mut failures = Vec::new();
-    for name in &candidates {
+    for name in candidates {
         let Some(host) = c.fleet()?.host(name) else {
             continue;
         };
@@ -184,27 +218,74 @@ pub async fn learn_members(ctx: &mut Context) -> anyhow::Result<()> {
             (members, nodes.into_iter().map(|n| n.name).collect())
         }
     };
-    let joined: BTreeSet<String> = c
-        .inventory
-        .nodes
-        .iter()
-        .filter(|n| {
-            registered.contains(n.name.as_str())
-                && c.facts
-                    .get(n.name.as_str())
-                    .is_some_and(|f| is_member(n, f, &members))
-        })
-        .map(|n| n.name.to_string())
-        .collect();
-    let initialized = c
-        .inventory
-        .control_plane()
-        .any(|n| joined.contains(n.name.as_str()));
-    ctx.cluster.initialized = initialized;
-    ctx.cluster.members = joined;
-    ctx.cluster.etcd = members;
-    ctx.cluster.etcd_answers_on = ctx_answered;
-    Ok(())
+    Ok((members, registered, ctx_answered))
+}
+
+/// The etcd members, the API's Nodes and the etcd node that answered.
+type ClusterView = (Vec<etcd::Member>, BTreeSet<String>, Option<String>);
+
+/// External etcd: the members as an etcd node sees them (the first that answers), and the
+/// API's Nodes as a control plane with a member's files sees them. An etcd that answers
+/// nowhere is an error once a control plane has joined: an existing cluster must never look
+/// fresh.
+async fn external_view(c: &Context, candidates: &[String]) -> anyhow::Result<ClusterView> {
+    let fleet = c.fleet()?;
+    let mut failures = Vec::new();
+    let mut asked = None;
+    for node in c.inventory.etcd_nodes() {
+        let Some(host) = fleet.host(node.name.as_str()) else {
+            continue;
+        };
+        match etcd::members(host).await {
+            Ok(members) => {
+                asked = Some((node.name.to_string(), members));
+                break;
+            }
+            Err(e) => failures.push(format!("{}: {e:#}", node.name)),
+        }
+    }
+    let (answered, members) = match asked {
+        Some((name, members)) => (Some(name), members),
+        None if candidates.is_empty() => (None, Vec::new()),
+        None => {
+            return Err(Hinted::new(format!(
+                "{} {} a member's files, but the external etcd answers on no etcd node ({}); \
+                 khactl will not treat an existing cluster as new",
+                candidates.join(", "),
+                if candidates.len() == 1 { "has" } else { "have" },
+                failures.join("; ")
+            ))
+            .hint("bring etcd back on the etcd nodes (`systemctl status etcd`, `journalctl -u etcd` there), then run the command again")
+            .into());
+        }
+    };
+    let mut registered = BTreeSet::new();
+    let mut api_failures = Vec::new();
+    let mut api_answered = candidates.is_empty();
+    for name in candidates {
+        let Some(host) = fleet.host(name) else {
+            continue;
+        };
+        match api::nodes(host).await {
+            Ok(nodes) => {
+                registered = nodes.into_iter().map(|n| n.name).collect();
+                api_answered = true;
+                break;
+            }
+            Err(e) => api_failures.push(format!("{name}: {e:#}")),
+        }
+    }
+    if !api_answered {
+        return Err(Hinted::new(format!(
+            "the external etcd answers, but the API does not on {} ({}); khactl needs it to \
+             tell which nodes are in the cluster",
+            candidates.join(", "),
+            api_failures.join("; ")
+        ))
+        .hint("look at the API servers (`crictl ps`, `journalctl -u kubelet`)")
+        .into());
+    }
+    Ok((members, registered, answered))
 }
 
 /// Polls `/readyz` through the VIP from `host` until it answers, checking the certificate for

@@ -6,6 +6,9 @@
 //! installer report most. After each join the new member must be a voter and its API server
 //! ready. A join that fails is reset on its node and its member removed, so the next run
 //! starts it clean.
+//!
+//! With external etcd (`role: etcd` nodes) none of the etcd steps apply: kubeadm adds no
+//! member, and khactl neither reads nor changes the membership for a join.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +16,8 @@ use anyhow::bail;
 
 use super::init::reset_half_joined;
 use super::{
-    ensure_token, etcd_witness, kubeadm_with_config, read_members, remove_member, render, reset,
-    reset_leftovers,
+    ensure_token, etcd_witness, kubeadm_with_config, member_control_plane, read_members,
+    remove_member, render, reset, reset_leftovers,
 };
 use crate::cluster::{api, etcd};
 use crate::inventory::Node;
@@ -87,6 +90,9 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
         .fleet()?
         .host(name)
         .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
+    if ctx.inventory.external_etcd() {
+        return join_etcd_client(ctx, host, node).await;
+    }
     let Some(witness) = etcd_witness(ctx, Some(name)) else {
         if ctx.settings.mode == Mode::Plan {
             // A dry run on a fresh cluster: init is only planned, so there is no etcd to ask.
@@ -164,6 +170,74 @@ async fn join_one(ctx: &Context, node: &Node) -> anyhow::Result<String> {
             }
         }
     }
+}
+
+/// A control plane of an external etcd: kubeadm adds no etcd member (`etcd.external`), and
+/// neither does khactl, so there is no stale member to remove and no voter to wait for; the
+/// join counts once its own API server is ready. A failed join is reset on its node.
+async fn join_etcd_client(
+    ctx: &Context,
+    host: &crate::remote::NodeHandle,
+    node: &Node,
+) -> anyhow::Result<String> {
+    let name = node.name.as_str();
+    if ctx.settings.mode == Mode::Plan {
+        run_join(ctx, host, node).await?;
+        return Ok("join planned (etcd is external: no member added)".to_owned());
+    }
+    reset_leftovers(ctx, host).await?;
+    // Behind an external balancer too, the API name goes to a member while the node joins
+    // and to 127.0.0.1 once its own API server is ready, as in the stacked join above.
+    let through = match member_control_plane(ctx, Some(name)) {
+        Some(m) => Some(ctx.node(m.node())?.address),
+        None => None,
+    };
+    let facts = ctx.facts_of(name)?;
+    let joined = async {
+        let route = hosts_for_join(&ctx.inventory, node, facts, join_route(ctx, node), through);
+        ctx.apply(host, &Vec::from_iter(route)).await?;
+        run_join(ctx, host, node).await?;
+        wait_api_ready(ctx, host, node).await?;
+        let back = hosts_for_join(&ctx.inventory, node, facts, through, None);
+        ctx.apply(host, &Vec::from_iter(back)).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    match joined {
+        Ok(()) => {
+            Ok("joined; API server ready (etcd is external: membership untouched)".to_owned())
+        }
+        Err(e) if e.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) => Err(e),
+        Err(e) => match reset(ctx, host, "its join failed").await {
+            Ok(()) => Err(e.context(format!("{name} was reset"))),
+            Err(u) => Err(e.context(format!(
+                "and resetting it failed too ({u:#}); run `kubeadm reset -f` on {name} by hand"
+            ))),
+        },
+    }
+}
+
+/// Until `node`'s own API server answers `/readyz`.
+async fn wait_api_ready(
+    ctx: &Context,
+    host: &crate::remote::NodeHandle,
+    node: &Node,
+) -> anyhow::Result<()> {
+    let address = node.address.to_string();
+    let started = Instant::now();
+    while !api::ready(host, &address, API_SERVER_PORT, &address).await? {
+        ctx.settings.interrupt.check()?;
+        if started.elapsed() > SETTLE_DEADLINE {
+            bail!(
+                "kubeadm join finished, but after {}s the API server of {} does not answer \
+                 /readyz",
+                SETTLE_DEADLINE.as_secs(),
+                node.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 /// Writes the join configuration, runs `kubeadm join` (a control plane's, from the file:

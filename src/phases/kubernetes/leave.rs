@@ -14,8 +14,8 @@ use anyhow::bail;
 
 use super::init::learn_members;
 use super::{
-    delete_node_object, etcd_witness, kubeadm_command, member_kubectl, node_object_exists,
-    remove_member,
+    delete_node_object, etcd_witness, kubeadm_command, member_control_plane, member_kubectl,
+    node_object_exists, remove_member,
 };
 use crate::agent::{
     AGENT_BINARY, AGENT_CONFIG, OPENRC_SCRIPT, SERVICE, STATS_PASSWORD, SYSTEMD_UNIT,
@@ -111,32 +111,22 @@ impl LeaveCluster {
         })
     }
 
-    /// A control plane's removal must leave etcd a quorum of healthy voters and at least one
-    /// ready API server.
+    /// A control plane's removal must leave at least one ready API server and, with a stacked
+    /// etcd, a quorum of healthy voters (an external etcd loses no member).
     async fn refuse_unsafe(&self, ctx: &Context, members: &[etcd::Member]) -> anyhow::Result<()> {
         let node = &self.0.node;
         let name = node.name.as_str();
         let address = node.address.to_string();
-        let remaining: Vec<&etcd::Member> = members
-            .iter()
-            .filter(|m| !m.is_learner && !m.is_node(name, &address))
-            .collect();
-        let healthy = remaining.iter().filter(|m| m.healthy == Some(true)).count();
-        if remaining.is_empty() {
-            bail!(
-                "{name} is the last etcd member: removing it removes the cluster (`khactl reset`)"
-            );
+        if !ctx.inventory.external_etcd() {
+            etcd_quorum_after(name, &address, members)?;
         }
-        if healthy < etcd::quorum(remaining.len()) {
-            return Err(Hinted::new(format!(
-                "removing {name} would leave {} etcd voter(s) of which {healthy} answer: etcd \
-                 needs {} to work",
-                remaining.len(),
-                etcd::quorum(remaining.len())
-            ))
-            .hint("bring the other members back first (`khactl status`)")
-            .into());
-        }
+        self.api_left(ctx).await
+    }
+
+    /// Whether another member control plane's API server is ready.
+    async fn api_left(&self, ctx: &Context) -> anyhow::Result<()> {
+        let node = &self.0.node;
+        let name = node.name.as_str();
         let fleet = ctx.fleet()?;
         let mut ready = 0;
         for other in ctx.inventory.control_plane() {
@@ -313,7 +303,7 @@ fn service_change(init: crate::facts::InitSystem, action: ServiceAction) -> Chan
 /// (DaemonSet pods and the static pods' mirrors stay). A Node already gone (a second run, a
 /// node that never joined) has nothing to drain.
 async fn drain(ctx: &Context, name: &str) -> anyhow::Result<bool> {
-    let Some(member) = etcd_witness(ctx, Some(name)) else {
+    let Some(member) = member_control_plane(ctx, Some(name)) else {
         return Ok(false);
     };
     if !node_object_exists(ctx, member, name).await? {
@@ -384,7 +374,7 @@ impl FinishRemoval {
     async fn finish(&self, ctx: &Context) -> anyhow::Result<String> {
         let node = &self.0.node;
         let name = node.name.as_str();
-        if node.role == Role::ControlPlane {
+        if node.role == Role::ControlPlane && !ctx.inventory.external_etcd() {
             // The agents no longer send it traffic: its API server can lose its etcd now.
             // Removed before `kubeadm reset` stops that etcd, so the cluster never counts a
             // voter that is gone.
@@ -442,4 +432,30 @@ impl FinishRemoval {
             "reset; khagent removed; Node object deleted".to_owned()
         })
     }
+}
+/// Removing member `name` must leave etcd a quorum of healthy voters, and some voter.
+pub fn etcd_quorum_after(
+    name: &str,
+    address: &str,
+    members: &[etcd::Member],
+) -> anyhow::Result<()> {
+    let remaining: Vec<&etcd::Member> = members
+        .iter()
+        .filter(|m| !m.is_learner && !m.is_node(name, address))
+        .collect();
+    let healthy = remaining.iter().filter(|m| m.healthy == Some(true)).count();
+    if remaining.is_empty() {
+        bail!("{name} is the last etcd member: removing it removes the cluster (`khactl reset`)");
+    }
+    if healthy < etcd::quorum(remaining.len()) {
+        return Err(Hinted::new(format!(
+            "removing {name} would leave {} etcd voter(s) of which {healthy} answer: etcd \
+                 needs {} to work",
+            remaining.len(),
+            etcd::quorum(remaining.len())
+        ))
+        .hint("bring the other members back first (`khactl status`)")
+        .into());
+    }
+    Ok(())
 }

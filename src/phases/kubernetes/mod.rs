@@ -33,13 +33,13 @@ pub use grow::CheckGrowth;
 pub use init::InitCluster;
 pub use join_control_planes::JoinControlPlanes;
 pub use join_workers::JoinWorkers;
-pub use leave::{FinishRemoval, LeaveCluster, Leaving};
+pub use leave::{FinishRemoval, LeaveCluster, Leaving, etcd_quorum_after};
 pub use verify::VerifyCluster;
 
 use super::{Context, Mode};
 use crate::cluster::etcd;
 use crate::facts::HostFacts;
-use crate::inventory::{Node, Role};
+use crate::inventory::{Inventory, Node, Role};
 use crate::remote::{NodeHandle, RemoteCommand};
 use crate::render::kubeadm::{self, BootstrapToken, KubeadmDocuments, Purpose};
 
@@ -70,19 +70,34 @@ pub fn kubeadm_traces(facts: &HostFacts) -> Vec<&'static str> {
 }
 
 /// What the node's own files say: a complete member has its kubelet.conf (and, on a control
-/// plane, its etcd manifest). Control planes must also be etcd voters; see [`is_member`].
-pub fn has_member_files(node: &Node, facts: &HostFacts) -> bool {
+/// plane, its etcd manifest, the last kubeadm writes; with external etcd kubeadm writes none,
+/// and the API server's is the control plane's). Control planes of a stacked etcd must also
+/// be etcd voters; see [`is_member`]. An etcd node is never a Kubernetes member.
+pub fn has_member_files(inv: &Inventory, node: &Node, facts: &HostFacts) -> bool {
     let present = |p: &str| facts.digest(Path::new(p)).is_some();
-    present(KUBELET_CONF) && (node.role == Role::Worker || present(ETCD_MANIFEST))
+    let manifest = if inv.external_etcd() {
+        APISERVER_MANIFEST
+    } else {
+        ETCD_MANIFEST
+    };
+    node.role.is_kubernetes_node()
+        && present(KUBELET_CONF)
+        && (node.role == Role::Worker || present(manifest))
 }
 
-/// Whether `node` is a complete member: its files are in place and, for a control plane, etcd
-/// lists it as a started voter.
-pub fn is_member(node: &Node, facts: &HostFacts, members: &[etcd::Member]) -> bool {
-    if !has_member_files(node, facts) {
+/// Whether `node` is a complete member: its files are in place and, for a control plane of a
+/// stacked etcd, etcd lists it as a started voter.
+pub fn is_member(
+    inv: &Inventory,
+    node: &Node,
+    facts: &HostFacts,
+    members: &[etcd::Member],
+) -> bool {
+    if !has_member_files(inv, node, facts) {
         return false;
     }
     node.role == Role::Worker
+        || inv.external_etcd()
         || members.iter().any(|m| {
             m.is_node(node.name.as_str(), &node.address.to_string())
                 && !m.is_learner
@@ -209,7 +224,7 @@ pub async fn reset(ctx: &Context, host: &NodeHandle, why: &str) -> anyhow::Resul
 /// what a node being (re)joined must not find, since a reinstalled machine's old Node still
 /// says Ready for a while and kubeadm refuses the join. Nothing to do on a fresh cluster.
 pub async fn delete_node_object(ctx: &Context, name: &str) -> anyhow::Result<()> {
-    let Some(member) = etcd_witness(ctx, Some(name)) else {
+    let Some(member) = member_control_plane(ctx, Some(name)) else {
         return Ok(());
     };
     if !node_object_exists(ctx, member, name).await? {
@@ -338,12 +353,30 @@ pub async fn remove_member(
     Ok(stale.len())
 }
 
-/// The control plane to ask about etcd: a member (its local etcd answers), the init node
-/// first.
+/// The node to ask about etcd: with a stacked etcd a member control plane (its local etcd
+/// answers), the one that answered last first; with external etcd an etcd node, likewise.
 pub fn etcd_witness<'a>(ctx: &'a Context, except: Option<&str>) -> Option<&'a NodeHandle> {
-    let fleet = ctx.fleet().ok()?;
+    if !ctx.inventory.external_etcd() {
+        return member_control_plane(ctx, except);
+    }
+    last_answer_or_first(ctx, ctx.inventory.etcd_nodes(), |name| Some(name) != except)
+}
+
+/// A control plane in the cluster, to run kubeadm and kubectl on: the one etcd answered on
+/// last (stacked), else the first member in inventory order.
+pub fn member_control_plane<'a>(ctx: &'a Context, except: Option<&str>) -> Option<&'a NodeHandle> {
     let usable = |name: &str| Some(name) != except && ctx.cluster.members.contains(name);
-    // The one that answered last, then any member in inventory order.
+    last_answer_or_first(ctx, ctx.inventory.control_plane(), usable)
+}
+
+/// The connected node etcd answered on last, if `usable`, else the first usable connected one
+/// of `candidates`.
+fn last_answer_or_first<'a, 'n>(
+    ctx: &'a Context,
+    mut candidates: impl Iterator<Item = &'n Node>,
+    usable: impl Fn(&str) -> bool,
+) -> Option<&'a NodeHandle> {
+    let fleet = ctx.fleet().ok()?;
     let last = ctx
         .cluster
         .etcd_answers_on
@@ -351,10 +384,11 @@ pub fn etcd_witness<'a>(ctx: &'a Context, except: Option<&str>) -> Option<&'a No
         .filter(|n| usable(n))
         .and_then(|n| fleet.host(n));
     last.or_else(|| {
-        ctx.inventory
-            .control_plane()
-            .filter(|n| usable(n.name.as_str()))
-            .find_map(|n| fleet.host(n.name.as_str()))
+        candidates.find_map(|n| {
+            usable(n.name.as_str())
+                .then(|| fleet.host(n.name.as_str()))
+                .flatten()
+        })
     })
 }
 
@@ -388,7 +422,7 @@ pub async fn ensure_token(ctx: &mut Context) -> anyhow::Result<()> {
         ctx.cluster.token_in_cluster = false;
     }
     let c = &*ctx;
-    let Some(host) = etcd_witness(c, None) else {
+    let Some(host) = member_control_plane(c, None) else {
         if c.settings.mode == Mode::Plan {
             // A dry run on a fresh cluster: init will put the token there.
             return Ok(());

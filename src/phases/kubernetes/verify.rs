@@ -1,7 +1,8 @@
 //! The end of `up`: every inventory node registered with the API and Ready, control planes
 //! labelled and tainted as the inventory says (kubeadm's control-plane taint unless the
 //! inventory says otherwise), the inventory's labels on every node, and etcd with exactly one
-//! started voter per control plane.
+//! started voter per etcd member node (each control plane, or each `role: etcd` node with
+//! external etcd; etcd nodes never register with the API).
 //!
 //! kubeadm sets labels and taints only when a node joins; when the inventory changes them
 //! later, this phase applies the difference through the gate (`kubectl label` / `kubectl
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::etcd_witness;
+use super::{etcd_witness, member_control_plane};
 use crate::cluster::{api, etcd};
 use crate::inventory::{Node, Role};
 use crate::phases::{Context, Mode, Phase, PhaseFuture};
@@ -40,14 +41,17 @@ impl Phase for VerifyCluster {
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let c = &*ctx;
-            let host = etcd_witness(c, None)
+            let host = member_control_plane(c, None)
                 .ok_or_else(|| anyhow::anyhow!("no control plane is in the cluster to ask"))?;
+            // The same node with a stacked etcd; an etcd node with an external one.
+            let etcd_host = etcd_witness(c, None)
+                .ok_or_else(|| anyhow::anyhow!("no node to ask etcd's members on"))?;
             let started = Instant::now();
             let mut corrected = false;
             let (nodes, members) = loop {
                 c.settings.interrupt.check()?;
                 let nodes = api::nodes(host).await?;
-                let members = etcd::members(host).await?;
+                let members = etcd::members(etcd_host).await?;
                 let drift = drift(c, &nodes);
                 if !drift.is_empty() && !corrected {
                     // Once: what kubeadm set at join time and the inventory changed since.
@@ -95,6 +99,9 @@ impl Phase for VerifyCluster {
                 .nodes
                 .iter()
                 .map(|n| {
+                    if n.role == Role::Etcd {
+                        return (n.name.to_string(), Ok("etcd voter, healthy".to_owned()));
+                    }
                     let api = nodes.iter().find(|a| a.name == n.name.as_str());
                     let state = match api {
                         Some(a) if a.waits_for_a_network() => "registered, waits for a pod network",
@@ -102,7 +109,7 @@ impl Phase for VerifyCluster {
                     };
                     let taints = api.map_or(0, |a| a.taints.len());
                     let mut s = format!("{state}, {taints} taint(s)");
-                    if n.role == Role::ControlPlane {
+                    if n.role == Role::ControlPlane && !c.inventory.external_etcd() {
                         s.push_str(", etcd voter");
                     }
                     (n.name.to_string(), Ok(s))
@@ -117,7 +124,12 @@ impl Phase for VerifyCluster {
 /// What is not as the inventory says, besides labels and taints; empty when all is well.
 fn problems(ctx: &Context, nodes: &[api::ApiNode], members: &[etcd::Member]) -> Vec<String> {
     let mut out = Vec::new();
-    for n in &ctx.inventory.nodes {
+    for n in ctx
+        .inventory
+        .nodes
+        .iter()
+        .filter(|n| n.role.is_kubernetes_node())
+    {
         let Some(api) = nodes.iter().find(|a| a.name == n.name.as_str()) else {
             out.push(format!("{} is not registered", n.name));
             continue;
@@ -137,19 +149,24 @@ fn problems(ctx: &Context, nodes: &[api::ApiNode], members: &[etcd::Member]) -> 
         .iter()
         .filter(|m| !m.is_learner && !m.name.is_empty())
         .count();
-    let cps = ctx.inventory.control_plane().count();
-    if voters != cps || members.len() != cps {
+    let wanted = ctx.inventory.etcd_members().count();
+    let nodes_of = if ctx.inventory.external_etcd() {
+        "etcd nodes"
+    } else {
+        "control planes"
+    };
+    if voters != wanted || members.len() != wanted {
         out.push(format!(
-            "etcd has {} member(s), {voters} of them started voters, for {cps} control planes",
+            "etcd has {} member(s), {voters} of them started voters, for {wanted} {nodes_of}",
             members.len()
         ));
     }
-    for cp in ctx.inventory.control_plane() {
+    for n in ctx.inventory.etcd_members() {
         if !members
             .iter()
-            .any(|m| m.is_node(cp.name.as_str(), &cp.address.to_string()) && !m.is_learner)
+            .any(|m| m.is_node(n.name.as_str(), &n.address.to_string()) && !m.is_learner)
         {
-            out.push(format!("{} is not an etcd voter", cp.name));
+            out.push(format!("{} is not an etcd voter", n.name));
         }
     }
     out

@@ -18,18 +18,23 @@ pub const SELINUX_CONFIG_BACKUP: &str = "/etc/selinux/config.khactl.bak";
 /// What a node of `node`'s role listens on for others, as firewalld spells it, and whether
 /// it speaks VRRP (IP protocol 112). From Kubernetes' "Ports and Protocols": the API server,
 /// etcd, the kubelet, the controller manager and the scheduler on control planes; the
-/// kubelet and NodePort Services on workers; plus khagent's load balancer on the VIP and its
+/// kubelet and NodePort Services on workers; etcd's client and peer ports on external etcd
+/// nodes; plus khagent's load balancer on the VIP and its
 /// stats page when the inventory publishes it beyond loopback.
 pub fn needed(inv: &Inventory, node: &Node) -> (Vec<String>, bool) {
     let mut ports: Vec<String> = match node.role {
-        Role::ControlPlane => vec![
-            "6443/tcp".into(),
-            "2379-2380/tcp".into(),
-            "10250/tcp".into(),
-            "10257/tcp".into(),
-            "10259/tcp".into(),
-        ],
+        Role::ControlPlane => {
+            let mut ports = vec!["6443/tcp".into()];
+            // A stacked etcd member; with external etcd the control planes are only clients.
+            if !inv.external_etcd() {
+                ports.push("2379-2380/tcp".into());
+            }
+            ports.extend(["10250/tcp".into(), "10257/tcp".into(), "10259/tcp".into()]);
+            ports
+        }
         Role::Worker => vec!["10250/tcp".into(), "30000-32767/tcp".into()],
+        // An external etcd member: its clients and its peers.
+        Role::Etcd => vec!["2379-2380/tcp".into()],
     };
     let vrrp = node.role == Role::ControlPlane && inv.load_balancer.mode == LbMode::Vip;
     if let (true, Some(vip)) = (vrrp, &inv.vip) {

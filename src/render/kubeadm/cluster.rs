@@ -34,7 +34,8 @@ pub struct RenderedFile {
 }
 
 /// Renders every node of `inventory` as a fresh install would: the first control plane
-/// inits, the others join as control planes, the workers as workers.
+/// inits, the others join as control planes, the workers as workers. etcd nodes run no
+/// kubeadm and have no file.
 pub fn render_cluster(
     inventory: &Inventory,
     token: &BootstrapToken,
@@ -43,9 +44,9 @@ pub fn render_cluster(
     let nodes = inventory
         .nodes
         .iter()
-        .map(|node| {
-            let purpose = Purpose::for_node(inventory, node);
-            render_node(inventory, node, purpose, token, ca_hash)
+        .filter_map(|node| {
+            let purpose = Purpose::for_node(inventory, node)?;
+            Some(render_node(inventory, node, purpose, token, ca_hash))
         })
         .collect::<Result<_, _>>()?;
     Ok(ClusterDocuments { nodes })

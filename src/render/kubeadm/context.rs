@@ -61,6 +61,12 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// The SANs every etcd member's server and peer certificates carry besides its own name
 /// and address (khactl's PKI, like kubeadm, adds loopback so `etcdctl` on the node works).
 const ETCD_SHARED_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+/// With external etcd, the CA the API servers trust etcd's serving certificates with, and
+/// their client pair: where khactl's PKI places them (kubeadm's own names, which kubeadm
+/// would not issue itself with `etcd.external`).
+pub const EXTERNAL_ETCD_CA_FILE: &str = "/etc/kubernetes/pki/etcd/ca.crt";
+pub const EXTERNAL_ETCD_CERT_FILE: &str = "/etc/kubernetes/pki/apiserver-etcd-client.crt";
+pub const EXTERNAL_ETCD_KEY_FILE: &str = "/etc/kubernetes/pki/apiserver-etcd-client.key";
 const CGROUP_DRIVER: &str = "systemd";
 
 /// Everything a node's file is rendered from, resolved by the caller.
@@ -133,6 +139,16 @@ struct ClusterContext<'a> {
     etcd_data_dir: &'static str,
     etcd_cert_sans: [&'static str; 3],
     etcd_args: Vec<Arg>,
+    /// Set in the external topology, in place of the stacked `local` block.
+    etcd_external: Option<ExternalEtcdContext>,
+}
+
+#[derive(Serialize)]
+struct ExternalEtcdContext {
+    endpoints: Vec<String>,
+    ca_file: &'static str,
+    cert_file: &'static str,
+    key_file: &'static str,
 }
 
 #[derive(Serialize)]
@@ -272,7 +288,19 @@ fn cluster<'a>(input: &Input<'a>) -> ClusterContext<'a> {
         etcd_data_dir: ETCD_DATA_DIR,
         etcd_cert_sans: ETCD_SHARED_SANS,
         etcd_args: args(&inv.kubeadm.etcd_extra_args),
+        etcd_external: inv.external_etcd().then(|| ExternalEtcdContext {
+            endpoints: external_etcd_endpoints(inv),
+            ca_file: EXTERNAL_ETCD_CA_FILE,
+            cert_file: EXTERNAL_ETCD_CERT_FILE,
+            key_file: EXTERNAL_ETCD_KEY_FILE,
+        }),
     }
+}
+
+/// The client URLs of the external etcd members, in inventory order; empty when etcd is
+/// stacked.
+pub(super) fn external_etcd_endpoints(inv: &Inventory) -> Vec<String> {
+    inv.etcd_nodes().map(Node::etcd_client_url).collect()
 }
 
 fn node_registration<'a>(input: &Input<'a>) -> NodeRegistrationContext<'a> {

@@ -3,8 +3,9 @@
 //! - the API endpoint is khagent's balancer on the VIP, never on the API servers' port 6443
 //!   (they would compete for the port and kubeadm's `Port-6443` preflight check fails);
 //! - every API server advertises its own node's address on 6443, the balancer's backend;
-//! - etcd is stacked; no feature gates (kubeadm rejects a gate it does not know, and locks
-//!   gates at GA);
+//! - etcd is stacked (`etcd.local` alone), or with `role: etcd` nodes external alone, on
+//!   exactly those nodes' client URLs with the CA and client pair khactl placed; no feature
+//!   gates (kubeadm rejects a gate it does not know, and locks gates at GA);
 //! - a control plane joins through `controlPlane` in the file (kubeadm cannot mix
 //!   `--control-plane` with `--config`), never with a `certificateKey`: the shared
 //!   certificates are already on the node, and a key means the upload-certs flow;
@@ -20,8 +21,13 @@
 
 use super::Purpose;
 use super::api::Document;
-use super::api::common::{ApiEndpoint, BootstrapToken, BootstrapTokenDiscovery, Taint};
-use super::context::{API_SERVER_PORT, TOKEN_TTL};
+use super::api::common::{
+    ApiEndpoint, BootstrapToken, BootstrapTokenDiscovery, ExternalEtcd, Taint,
+};
+use super::context::{
+    API_SERVER_PORT, EXTERNAL_ETCD_CA_FILE, EXTERNAL_ETCD_CERT_FILE, EXTERNAL_ETCD_KEY_FILE,
+    TOKEN_TTL,
+};
 
 /// What the documents must say, from the inventory and the caller.
 pub(super) struct Expected<'a> {
@@ -37,6 +43,8 @@ pub(super) struct Expected<'a> {
     pub token: &'a str,
     pub ca_hash: &'a str,
     pub cri_socket: &'a str,
+    /// The external etcd members' client URLs; empty when etcd is stacked.
+    pub etcd_endpoints: Vec<String>,
 }
 
 struct NodeRegistration<'a> {
@@ -66,7 +74,8 @@ struct Cluster<'a> {
     kubernetes_version: &'a str,
     control_plane_endpoint: &'a str,
     feature_gates: bool,
-    stacked_etcd: bool,
+    local_etcd: bool,
+    external_etcd: Option<&'a ExternalEtcd>,
 }
 
 // The two versions name these fields alike, so one body per kind serves both (kubeadm
@@ -127,7 +136,8 @@ macro_rules! cluster_view {
             kubernetes_version: &$d.kubernetes_version,
             control_plane_endpoint: &$d.control_plane_endpoint,
             feature_gates: !$d.feature_gates.is_empty(),
-            stacked_etcd: $d.etcd.local.is_some() && $d.etcd.external.is_none(),
+            local_etcd: $d.etcd.local.is_some(),
+            external_etcd: $d.etcd.external.as_ref(),
         }
     };
 }
@@ -221,8 +231,40 @@ fn check_cluster(c: &Cluster<'_>, want: &Expected<'_>, out: &mut Vec<String>) {
     if c.feature_gates {
         out.push("featureGates are set; khactl renders none".to_owned());
     }
-    if !c.stacked_etcd {
-        out.push("etcd is not stacked (etcd.local alone)".to_owned());
+    check_etcd(c, want, out);
+}
+
+fn check_etcd(c: &Cluster<'_>, want: &Expected<'_>, out: &mut Vec<String>) {
+    if want.etcd_endpoints.is_empty() {
+        if !c.local_etcd || c.external_etcd.is_some() {
+            out.push("etcd is not stacked (etcd.local alone)".to_owned());
+        }
+        return;
+    }
+    let Some(e) = c.external_etcd.filter(|_| !c.local_etcd) else {
+        out.push(
+            "etcd is not external (etcd.external alone), yet the inventory has etcd nodes"
+                .to_owned(),
+        );
+        return;
+    };
+    if e.endpoints != want.etcd_endpoints {
+        out.push(format!(
+            "etcd.external.endpoints are {:?}, not the etcd nodes' {:?}",
+            e.endpoints, want.etcd_endpoints
+        ));
+    }
+    let files = [
+        (e.ca_file.as_str(), EXTERNAL_ETCD_CA_FILE),
+        (&e.cert_file, EXTERNAL_ETCD_CERT_FILE),
+        (&e.key_file, EXTERNAL_ETCD_KEY_FILE),
+    ];
+    for (found, wanted) in files {
+        if found != wanted {
+            out.push(format!(
+                "etcd.external names {found:?}, not {wanted:?} where khactl places it"
+            ));
+        }
     }
 }
 

@@ -27,7 +27,10 @@ use std::fmt;
 use std::time::Duration;
 
 pub use cluster::{ClusterDocuments, RenderedFile, Secrets, render_cluster, write_files};
-pub use context::{API_SERVER_PORT, ETCD_DATA_DIR, TOKEN_TTL, effective_taints};
+pub use context::{
+    API_SERVER_PORT, ETCD_DATA_DIR, EXTERNAL_ETCD_CA_FILE, EXTERNAL_ETCD_CERT_FILE,
+    EXTERNAL_ETCD_KEY_FILE, TOKEN_TTL, effective_taints,
+};
 pub use token::{BootstrapToken, TokenError};
 
 use crate::inventory::{Inventory, KubernetesVersion, Node, NodeName, Role};
@@ -51,15 +54,17 @@ pub enum Purpose {
 
 impl Purpose {
     /// What `node` does in a fresh install of `inventory`: the first control plane in the
-    /// inventory inits, the other control planes and the workers join.
-    pub fn for_node(inventory: &Inventory, node: &Node) -> Purpose {
-        match node.role {
+    /// inventory inits, the other control planes and the workers join; an etcd node runs
+    /// no kubeadm (`None`).
+    pub fn for_node(inventory: &Inventory, node: &Node) -> Option<Purpose> {
+        Some(match node.role {
             Role::Worker => Purpose::JoinWorker,
             Role::ControlPlane if init_node(inventory).is_some_and(|n| n.name == node.name) => {
                 Purpose::Init
             }
             Role::ControlPlane => Purpose::JoinControlPlane,
-        }
+            Role::Etcd => return None,
+        })
     }
 
     /// `init`, `join-control-plane`, `join-worker`: for file names and messages.
@@ -295,6 +300,7 @@ fn render_node_with(
         token: &token,
         ca_hash,
         cri_socket: inventory.kubeadm.cri_socket.as_str(),
+        etcd_endpoints: context::external_etcd_endpoints(inventory),
     };
     let rules = controls::broken_rules(&documents, &expected);
     if !rules.is_empty() {

@@ -86,3 +86,8 @@ pub const EXTERNAL_LB: u8 = 105;
 /// `stats_page`: khagent's stats page behind basic auth on 3 control planes, a new password
 /// by reload. (130 is kept for the hand-run lab of the docs' screenshot.)
 pub const STATS_PAGE: u8 = 131;
+/// `external_etcd`: 2 control planes on a 3-node external etcd (lab workers as `role: etcd`),
+/// then add-master. 141..=149 are reserved for external-etcd work.
+pub const EXTERNAL_ETCD: u8 = 140;
+/// `external_etcd`: add-etcd and remove-node of etcd nodes (1 control plane, 4 etcd nodes).
+pub const EXTERNAL_ETCD_MEMBERSHIP: u8 = 141;

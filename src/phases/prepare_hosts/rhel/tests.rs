@@ -500,3 +500,15 @@ fn a_node_without_running_selinux_keeps_its_config_file() {
         );
     }
 }
+
+/// With external etcd the etcd nodes open etcd's ports and the control planes no longer do.
+#[test]
+fn with_external_etcd_the_etcd_nodes_open_etcds_ports_and_the_control_planes_do_not() {
+    let text = include_str!("../../../../inventories/cfssl-external-etcd-guide.yaml");
+    let inv = crate::inventory::parse(text).unwrap().inventory;
+    let (etcd, vrrp) = super::needed(&inv, inv.node("etcd1").unwrap());
+    assert_eq!((etcd, vrrp), (vec!["2379-2380/tcp".to_owned()], false));
+    let (cp, _) = super::needed(&inv, inv.node("master1").unwrap());
+    assert!(cp.contains(&"6443/tcp".to_owned()), "{cp:?}");
+    assert!(!cp.contains(&"2379-2380/tcp".to_owned()), "{cp:?}");
+}

@@ -42,7 +42,7 @@ pub struct Networking {
     pub dns_domain: String,
 }
 
-/// `ExternalEtcd` (khactl never renders it; mirrored so `etcd` is whole). Its 1.35
+/// `ExternalEtcd`, rendered in the external topology (`role: etcd` nodes). Its 1.35
 /// `httpEndpoints` is left out: khactl targets kubeadm releases that lack it too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

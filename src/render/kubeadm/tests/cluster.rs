@@ -6,13 +6,8 @@ use super::*;
 fn render_cluster_gives_each_node_its_purpose_in_inventory_order() {
     let inv = inventory("v1.31.2");
     let all = render_cluster(&inv, &token(), &hash()).unwrap();
-    let purposes: Vec<(&str, Purpose)> = all
-        .nodes
-        .iter()
-        .map(|d| (d.node().as_str(), d.purpose()))
-        .collect();
     assert_eq!(
-        purposes,
+        purposes(&all),
         [
             ("cp1", Purpose::Init),
             ("cp2", Purpose::JoinControlPlane),

@@ -3,7 +3,8 @@
 //!   every field read back through kubeadm's types for 1.30, 1.31 and 1.37 and each purpose;
 //! - `safety`: the escaping contract, the token's secrecy, and proof that a template typo
 //!   or a broken layout rule is an error before any node is touched;
-//! - `cluster`: every node at once, the files of `khactl render`, and what is refused.
+//! - `cluster`: every node at once, the files of `khactl render`, and what is refused;
+//! - `external_etcd`: the `role: etcd` topology (`etcd.external`, no kubeadm on etcd nodes).
 //!
 //! Shared here: the inventory they render and small builders.
 
@@ -11,6 +12,7 @@
 
 mod cluster;
 mod documents;
+mod external_etcd;
 mod safety;
 
 use super::api::common::Taint;
@@ -67,7 +69,22 @@ kubeadm:
 
 pub(super) fn render(inv: &Inventory, name: &str) -> KubeadmDocuments {
     let node = inv.node(name).unwrap();
-    render_node(inv, node, Purpose::for_node(inv, node), &token(), &hash()).unwrap()
+    render_node(
+        inv,
+        node,
+        Purpose::for_node(inv, node).unwrap(),
+        &token(),
+        &hash(),
+    )
+    .unwrap()
+}
+
+/// Each node's name and purpose, in the order `render_cluster` gave them.
+pub(super) fn purposes(all: &ClusterDocuments) -> Vec<(&str, Purpose)> {
+    all.nodes
+        .iter()
+        .map(|d| (d.node().as_str(), d.purpose()))
+        .collect()
 }
 
 pub(super) fn taint(key: &str, value: &str, effect: &str) -> Taint {
@@ -132,7 +149,7 @@ pub(super) fn render_with_templates(
         t,
         &inv,
         node,
-        Purpose::for_node(&inv, node),
+        Purpose::for_node(&inv, node).unwrap(),
         &token(),
         &hash(),
     )
