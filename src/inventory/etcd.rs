@@ -75,6 +75,18 @@ pub(super) fn external_etcd(d: &Draft, out: &mut Findings) {
         return;
     }
     for (i, node) in &etcd {
+        // khactl asks each member on 127.0.0.1 and its peers by address over IPv4.
+        if node.address.is_ipv6() {
+            out.error(
+                &node_path(*i).key("address"),
+                format!(
+                    "etcd node {} has an IPv6 address, and khactl runs external etcd over IPv4 \
+                     only: give {} its IPv4 address",
+                    node.address,
+                    who(*i, node)
+                ),
+            );
+        }
         for (field, written) in [
             ("labels", !node.labels.is_empty()),
             ("taints", node.taints.is_some()),

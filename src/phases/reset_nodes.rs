@@ -36,7 +36,9 @@ use crate::agent::{OPENRC_SCRIPT, SERVICE, SYSTEMD_UNIT};
 use crate::facts::{HostFacts, InitSystem, ProbeRequest};
 use crate::inventory::{Node, Role, SysctlKey};
 use crate::remote::{NodeHandle, RemoteCommand};
-use crate::render::etcd::DATA_DIR as ETCD_DATA_DIR;
+use crate::render::etcd::{
+    CONFIG_FILE as ETCD_CONFIG, DATA_DIR as ETCD_DATA_DIR, SYSTEMD_UNIT as ETCD_UNIT,
+};
 
 /// khagent's own state directory (systemd's `StateDirectory=khagent`: its VIP record).
 pub const AGENT_STATE_DIR: &str = "/var/lib/khagent";
@@ -110,8 +112,12 @@ impl Phase for ResetNodes {
                 .each(
                     |_| true,
                     async |host| {
+                        // Read before the undo takes the manifest away.
+                        let ours = installed_etcd(c.facts_of(host.node())?);
                         undo_khactl(c, host).await?;
-                        if role(host) == Some(Role::Etcd) {
+                        // Only the data of an etcd khactl installed: a `role: etcd` host
+                        // running an etcd of its own keeps it.
+                        if role(host) == Some(Role::Etcd) && ours {
                             super::etcd_membership::remove_data(c, host, false).await?;
                         }
                         anyhow::Ok(())
@@ -121,6 +127,17 @@ impl Phase for ResetNodes {
             ctx.settle_changes(results)
         })
     }
+}
+
+/// Whether the node's manifest says khactl wrote its etcd config (so the etcd there and
+/// its data are khactl's).
+fn installed_etcd(facts: &HostFacts) -> bool {
+    facts.file(Path::new(manifest::PATH)).is_some_and(|text| {
+        Manifest::parse(&String::from_utf8_lossy(text))
+            .files
+            .iter()
+            .any(|(path, _)| path == ETCD_CONFIG)
+    })
 }
 
 /// `kubeadm reset -f` on a node kubeadm left files on.
@@ -299,7 +316,7 @@ pub fn plan_node(
             }
             _ => match before {
                 Before::Absent if exists(path) => {
-                    unit_removed |= path == SYSTEMD_UNIT;
+                    unit_removed |= path == SYSTEMD_UNIT || path == ETCD_UNIT;
                     plan.files.push(Change::RemoveFile { path: path.into() });
                 }
                 Before::Existed(Some(backup)) if exists(backup) => {

@@ -158,3 +158,12 @@ fn the_guide_example_validates_without_warnings() {
     assert_eq!(v.inventory.etcd_nodes().count(), 3);
     assert_eq!(v.inventory.control_plane().count(), 3);
 }
+
+#[test]
+fn an_etcd_node_with_an_ipv6_address_is_refused_naming_it() {
+    let rest = nodes(3, 1).replace("10.0.0.22", "fd00::22");
+    let e = problems(&rest, Severity::Error);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, "nodes[1].address");
+    assert!(e[0].1.contains("IPv4"), "{}", e[0].1);
+}

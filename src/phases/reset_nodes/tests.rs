@@ -127,3 +127,40 @@ fn a_node_without_a_manifest_has_nothing_of_khactls_to_undo() {
     let plan = plan_node(&m, &BTreeSet::new(), &BTreeMap::new(), &facts()).unwrap();
     assert_eq!(plan, ResetPlan::default());
 }
+
+const ETCD_MANIFEST: &str = "# khactl manifest v1\n\
+    dir\t/etc/etcd\n\
+    file\t/etc/etcd/etcd.conf.yml\tnew\n\
+    file\t/etc/systemd/system/etcd.service\tnew\n\
+    service\tetcd\n";
+
+#[test]
+fn an_etcd_node_khactl_installed_loses_its_unit_with_a_daemon_reload_and_may_lose_its_data() {
+    let m = Manifest::parse(ETCD_MANIFEST);
+    let plan = plan_node(&m, &all_exist(&m), &BTreeMap::new(), &facts()).unwrap();
+    let heads: Vec<String> = plan.files.iter().map(Change::headline).collect();
+    assert!(
+        heads.contains(&"remove /etc/systemd/system/etcd.service".to_owned()),
+        "{heads:?}"
+    );
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with("reload systemd unit files")),
+        "systemd forgets the removed unit: {heads:?}"
+    );
+    let mut ours = facts();
+    ours.files.insert(
+        manifest::PATH.into(),
+        Some(ETCD_MANIFEST.as_bytes().to_vec()),
+    );
+    assert!(installed_etcd(&ours));
+    // A host whose etcd is not khactl's (no manifest, or one without etcd's config)
+    // keeps its data.
+    assert!(!installed_etcd(&facts()));
+    let mut agent_only = facts();
+    agent_only
+        .files
+        .insert(manifest::PATH.into(), Some(MANIFEST.as_bytes().to_vec()));
+    assert!(!installed_etcd(&agent_only));
+}
