@@ -97,7 +97,7 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(JoinEtcdMember {
                 node: opts.node.clone(),
             }),
-            Box::new(UpdateEtcdEndpoints { leaving: None }),
+            Box::new(UpdateEtcdEndpoints::new(None)),
         ],
         Role::Worker => vec![
             Box::new(GeneratePki),

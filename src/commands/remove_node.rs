@@ -65,9 +65,9 @@ pub fn etcd_phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
             node: leaving.node.clone(),
             unreachable: leaving.unreachable,
         }),
-        Box::new(UpdateEtcdEndpoints {
-            leaving: Some(leaving.node.name.to_string()),
-        }),
+        Box::new(UpdateEtcdEndpoints::new(Some(
+            leaving.node.name.to_string(),
+        ))),
     ]
 }
 

@@ -45,7 +45,7 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(JoinControlPlanes),
         // External etcd only: API servers that list other endpoints than the etcd nodes
         // (an etcd node added or removed by hand) follow them, one at a time.
-        Box::new(UpdateEtcdEndpoints { leaving: None }),
+        Box::new(UpdateEtcdEndpoints::new(None)),
         Box::new(JoinWorkers),
         Box::new(VerifyCluster),
     ]

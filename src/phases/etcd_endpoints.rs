@@ -35,7 +35,7 @@ use crate::remote::NodeHandle;
 use crate::render::kubeadm::{API_SERVER_PORT, external_etcd_endpoints};
 
 /// How long an API server may take to be restarted by its kubelet and answer ready.
-const RESTART_DEADLINE: Duration = Duration::from_secs(180);
+pub const RESTART_DEADLINE: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_secs(1);
 const ETCD_SERVERS: &str = "--etcd-servers=";
 /// kubeadm's manifests are 0600 (they may carry secrets in flags).
@@ -50,6 +50,17 @@ pub struct UpdateEtcdEndpoints {
     /// The etcd node `remove-node` takes out: never an endpoint, even while the run still
     /// lists it.
     pub leaving: Option<String>,
+    /// How long each API server may take to come back ready ([`RESTART_DEADLINE`]).
+    pub deadline: Duration,
+}
+
+impl UpdateEtcdEndpoints {
+    pub fn new(leaving: Option<String>) -> Self {
+        Self {
+            leaving,
+            deadline: RESTART_DEADLINE,
+        }
+    }
 }
 
 impl Phase for UpdateEtcdEndpoints {
@@ -89,7 +100,9 @@ impl Phase for UpdateEtcdEndpoints {
             let mut results = rolling::one_at_a_time(
                 rewrite,
                 &c.settings.interrupt,
-                async |name, ()| point_api_server(c, c.node(name)?, &endpoints).await,
+                async |name, ()| {
+                    point_api_server(c, c.node(name)?, &endpoints, self.deadline).await
+                },
                 |stopped_at, ()| match stopped_at {
                     Some(at) => Err(anyhow::anyhow!(
                         "not changed: API servers change one at a time and {at} failed; run \
@@ -168,6 +181,7 @@ async fn point_api_server(
     ctx: &Context,
     node: &Node,
     endpoints: &[String],
+    deadline: Duration,
 ) -> anyhow::Result<String> {
     let name = node.name.as_str();
     let host = ctx
@@ -201,7 +215,7 @@ async fn point_api_server(
     if ctx.settings.mode == Mode::Plan {
         return Ok("--etcd-servers rewrite planned, then a wait for its API server".to_owned());
     }
-    wait_restarted(ctx, host, node, before.as_deref()).await?;
+    wait_restarted(ctx, host, node, before.as_deref(), deadline).await?;
     Ok(format!(
         "--etcd-servers={}; API server restarted and ready",
         endpoints.join(",")
@@ -217,6 +231,7 @@ async fn wait_restarted(
     host: &NodeHandle,
     node: &Node,
     before: Option<&str>,
+    deadline: Duration,
 ) -> anyhow::Result<()> {
     let name = node.name.as_str();
     let address = node.address.to_string();
@@ -232,7 +247,7 @@ async fn wait_restarted(
         if restarted && api::ready(host, &address, API_SERVER_PORT, &address).await? {
             return Ok(());
         }
-        if started.elapsed() > RESTART_DEADLINE {
+        if started.elapsed() > deadline {
             bail!(
                 "the API server of {name} is not {} {}s after its --etcd-servers changed; the \
                  control planes after it were not changed (look at its kubelet's log and at \
@@ -242,7 +257,7 @@ async fn wait_restarted(
                 } else {
                     "restarted by its kubelet"
                 },
-                RESTART_DEADLINE.as_secs()
+                deadline.as_secs()
             );
         }
         tokio::time::sleep(POLL).await;
@@ -476,137 +491,4 @@ fn replace_block_list(text: &str, keys: &[&str], items: &[String]) -> Option<Str
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn urls(hosts: &[&str]) -> Vec<String> {
-        hosts.iter().map(|h| format!("https://{h}:2379")).collect()
-    }
-
-    const MANIFEST: &str = "\
-apiVersion: v1
-kind: Pod
-spec:
-  containers:
-  - command:
-    - kube-apiserver
-    - --advertise-address=10.0.0.11
-    - --etcd-cafile=/etc/kubernetes/pki/etcd/ca.crt
-    - --etcd-servers=https://10.0.0.21:2379,https://10.0.0.22:2379
-    - --secure-port=6443
-";
-
-    #[test]
-    fn only_the_etcd_servers_value_of_the_manifest_changes() {
-        let new = with_etcd_servers(MANIFEST, &urls(&["10.0.0.22", "10.0.0.23"]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            new,
-            MANIFEST.replace(
-                "https://10.0.0.21:2379,https://10.0.0.22:2379",
-                "https://10.0.0.22:2379,https://10.0.0.23:2379"
-            )
-        );
-    }
-
-    #[test]
-    fn a_manifest_that_lists_the_members_is_not_rewritten() {
-        let same = with_etcd_servers(MANIFEST, &urls(&["10.0.0.21", "10.0.0.22"])).unwrap();
-        assert_eq!(same, None);
-    }
-
-    #[test]
-    fn a_quoted_argument_keeps_its_quotes_and_crlf_its_line_ends() {
-        let m = "    - \"--etcd-servers=https://10.0.0.21:2379\"\r\n    - --x=1\r\n";
-        let new = with_etcd_servers(m, &urls(&["10.0.0.23"]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            new,
-            "    - \"--etcd-servers=https://10.0.0.23:2379\"\r\n    - --x=1\r\n"
-        );
-    }
-
-    #[test]
-    fn a_manifest_without_or_with_two_etcd_servers_is_refused() {
-        let none = with_etcd_servers("spec: {}\n", &urls(&["10.0.0.21"]));
-        assert!(none.unwrap_err().contains("no --etcd-servers"));
-        let two = format!("{MANIFEST}    - --etcd-servers=https://10.0.0.9:2379\n");
-        assert!(
-            with_etcd_servers(&two, &urls(&["10.0.0.21"]))
-                .unwrap_err()
-                .contains("2 --etcd-servers")
-        );
-    }
-
-    /// As kubeadm (and the lab's stand-in) uploads it: block style, indentless sequences.
-    const CLUSTER: &str = "\
-apiServer:
-  certSANs:
-  - 10.0.0.100
-apiVersion: kubeadm.k8s.io/v1beta4
-controlPlaneEndpoint: 10.0.0.100:6443
-etcd:
-  external:
-    caFile: /etc/kubernetes/pki/etcd/ca.crt
-    certFile: /etc/kubernetes/pki/apiserver-etcd-client.crt
-    endpoints:
-    - https://10.0.0.21:2379
-    - https://10.0.0.22:2379
-    keyFile: /etc/kubernetes/pki/apiserver-etcd-client.key
-kind: ClusterConfiguration
-networking:
-  podSubnet: 10.244.0.0/16
-";
-
-    #[test]
-    fn only_the_endpoints_lines_of_the_cluster_configuration_change() {
-        let new = cluster_configuration_with_endpoints(
-            CLUSTER,
-            &urls(&["10.0.0.22", "10.0.0.23", "10.0.0.24"]),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            new,
-            CLUSTER.replace(
-                "    - https://10.0.0.21:2379\n    - https://10.0.0.22:2379\n",
-                "    - https://10.0.0.22:2379\n    - https://10.0.0.23:2379\n    - \
-                 https://10.0.0.24:2379\n"
-            )
-        );
-    }
-
-    #[test]
-    fn a_cluster_configuration_that_lists_the_members_is_left_alone() {
-        let same =
-            cluster_configuration_with_endpoints(CLUSTER, &urls(&["10.0.0.21", "10.0.0.22"]));
-        assert_eq!(same.unwrap(), None);
-    }
-
-    #[test]
-    fn an_unusual_layout_is_written_again_with_every_other_value_kept() {
-        let flow = CLUSTER.replace(
-            "    endpoints:\n    - https://10.0.0.21:2379\n    - https://10.0.0.22:2379\n",
-            "    endpoints: [https://10.0.0.21:2379]\n",
-        );
-        let new = cluster_configuration_with_endpoints(&flow, &urls(&["10.0.0.23"]))
-            .unwrap()
-            .unwrap();
-        let mut want: Value = serde_yaml_ng::from_str(&flow).unwrap();
-        want["etcd"]["external"]["endpoints"] =
-            Value::Sequence(vec![Value::String("https://10.0.0.23:2379".into())]);
-        assert_eq!(serde_yaml_ng::from_str::<Value>(&new).unwrap(), want);
-    }
-
-    #[test]
-    fn a_stacked_cluster_configuration_is_refused() {
-        let stacked = "etcd:\n  local:\n    dataDir: /var/lib/etcd\n";
-        assert!(
-            cluster_configuration_with_endpoints(stacked, &urls(&["10.0.0.21"]))
-                .unwrap_err()
-                .contains("no etcd.external")
-        );
-    }
-}
+mod tests;
