@@ -69,6 +69,46 @@ fn health_from_control_plane(lab: &Lab, cp: &str, with_cert: bool) -> Output {
     lab.exec(cp, &env)
 }
 
+/// Every control plane's API server lists exactly `members` (their client URLs, in inventory
+/// order) in its manifest's `--etcd-servers` and answers ready, and `kubeadm-config`'s
+/// ClusterConfiguration (what a later control-plane join reads) lists the same.
+fn assert_api_servers_use(lab: &Lab, state: &Path, control_planes: &[&str], members: &[&str]) {
+    let urls: Vec<String> = members
+        .iter()
+        .map(|n| format!("https://{}:2379", lab.node_address(n)))
+        .collect();
+    for cp in control_planes {
+        let manifest = lab
+            .read_file(cp, "/etc/kubernetes/manifests/kube-apiserver.yaml")
+            .unwrap();
+        let servers: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- --etcd-servers="))
+            .collect();
+        assert_eq!(servers, [urls.join(",")], "{cp}: {manifest}");
+        assert_eq!(readyz(lab, cp), "ok", "{cp}");
+    }
+    let out = kubectl(
+        state,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let config_map = json_of(&out);
+    let cluster = config_map["data"]["ClusterConfiguration"].as_str().unwrap();
+    let cluster: serde_yaml_ng::Value = serde_yaml_ng::from_str(cluster).unwrap();
+    let endpoints: Vec<&str> = cluster["etcd"]["external"]["endpoints"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(endpoints, urls, "kubeadm-config: {cluster:?}");
+}
+
 /// `/readyz` of `cp`'s own API server, read on the node, TLS verified against the cluster CA.
 fn readyz(lab: &Lab, cp: &str) -> String {
     let address = lab.node_address(cp);
@@ -241,12 +281,15 @@ fn up_builds_an_external_etcd_the_api_servers_use_and_add_master_leaves_its_memb
 }
 
 /// `add-etcd` grows the external etcd by a learner that is promoted, refusing an even size
-/// without `--yes`; `remove-node` of an etcd node removes its member before its etcd stops,
-/// and the API keeps answering through the members left.
+/// without `--yes`; `remove-node` of an etcd node removes its member before its etcd stops.
+/// After each, every API server (restarted one at a time) and `kubeadm-config` list exactly
+/// the members, so replacing the founding members one by one never leaves the API on
+/// removed endpoints.
 #[test]
 fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_stops() {
     require_root();
-    let lab = Lab::up("extetcdm", indexes::EXTERNAL_ETCD_MEMBERSHIP, 1, 4);
+    let lab = Lab::up("extetcdm", indexes::EXTERNAL_ETCD_MEMBERSHIP, 2, 4);
+    let cps = ["cp1", "cp2"];
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let three = inventory(&lab, dir.path(), &["w4"]);
@@ -274,6 +317,24 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     );
     assert_eq!(members(&lab, "w1").len(), 3, "a refusal changes nothing");
 
+    // A dry run shows the API servers' and kubeadm-config's new endpoints, and changes none.
+    let planned = khactl_with(
+        &lab,
+        &["add-etcd", "w4"],
+        &four,
+        &state,
+        &["--yes", "--dry-run"],
+    );
+    assert!(planned.status.success(), "{}", text(&planned));
+    let w4_url = format!("https://{}:2379", lab.node_address("w4"));
+    let shown = text(&planned);
+    assert!(
+        shown.contains("kube-apiserver.yaml") && shown.contains(&w4_url),
+        "{shown}"
+    );
+    assert!(shown.contains("kubeadm-config"), "{shown}");
+    assert_api_servers_use(&lab, &state, &cps, &ETCD_NODES);
+
     let added = khactl_with(&lab, &["add-etcd", "w4"], &four, &state, &["--yes"]);
     assert!(added.status.success(), "{}", text(&added));
     assert_eq!(voters(&lab, "w2"), ["w1", "w2", "w3", "w4"]);
@@ -282,7 +343,7 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
             .contains("initial-cluster-state: \"existing\""),
         "w4 joined the running cluster"
     );
-    assert_eq!(readyz(&lab, "cp1"), "ok");
+    assert_api_servers_use(&lab, &state, &cps, &["w1", "w2", "w3", "w4"]);
     // The next `up` keeps every member as it is: no config rewritten, no restart.
     let again = run(&lab, &["up"], &four, &state);
     assert!(again.status.success(), "{}", text(&again));
@@ -293,6 +354,7 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     let removed = khactl_with(&lab, &["remove-node", "w4"], &four, &state, &["--yes"]);
     assert!(removed.status.success(), "{}", text(&removed));
     assert_eq!(voters(&lab, "w1"), ETCD_NODES);
+    assert_api_servers_use(&lab, &state, &cps, &ETCD_NODES);
     assert_eq!(
         sh(&lab, "w4", "systemctl is-active etcd || true"),
         "inactive"
@@ -310,5 +372,12 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     let removed = khactl_with(&lab, &["remove-node", "w1"], &three, &state, &["--yes"]);
     assert!(removed.status.success(), "{}", text(&removed));
     assert_eq!(voters(&lab, "w2"), ["w2", "w3"]);
-    assert_eq!(readyz(&lab, "cp1"), "ok");
+    assert_api_servers_use(&lab, &state, &cps, &["w2", "w3"]);
+    // With the removed nodes out of the inventory, `up` finds the API servers and
+    // kubeadm-config as they should be: nothing to change.
+    let two = inventory(&lab, dir.path(), &["w1", "w4"]);
+    let again = run(&lab, &["up"], &two, &state);
+    assert!(again.status.success(), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing to change"), "{}", text(&again));
 }
