@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use crate::kubeadm::{kubectl, members, voters};
 use crate::support::run::{cluster_state, json_of, khactl_with, sh, text};
-use crate::support::{Lab, indexes, require_root};
+use crate::support::{Lab, indexes, require_root, wait_for};
 
 const ETCD_NODES: [&str; 3] = ["w1", "w2", "w3"];
 
@@ -107,6 +108,17 @@ fn assert_api_servers_use(lab: &Lab, state: &Path, control_planes: &[&str], memb
         .map(|e| e.as_str().unwrap())
         .collect();
     assert_eq!(endpoints, urls, "kubeadm-config: {cluster:?}");
+}
+
+/// The `kubernetes.io/config.hash` of `cp`'s kube-apiserver mirror pod: which manifest its
+/// kubelet runs; `None` while the API does not answer.
+fn mirror_pod_hash(state: &Path, cp: &str) -> Option<String> {
+    let path = format!("/api/v1/namespaces/kube-system/pods/kube-apiserver-{cp}");
+    let out = kubectl(state, &["get", "--raw", &path]);
+    let pod: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    pod["metadata"]["annotations"]["kubernetes.io/config.hash"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// `/readyz` of `cp`'s own API server, read on the node, TLS verified against the cluster CA.
@@ -380,4 +392,34 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     assert!(again.status.success(), "{}", text(&again));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("nothing to change"), "{}", text(&again));
+
+    // A manifest that drifted (a removed member listed again by hand) is brought back by
+    // `up`, its API server waited for. The drifted one runs first (its mirror pod's hash
+    // changed, the API ready), so `up` starts from a settled node.
+    let stale: Vec<String> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| format!("https://{}:2379", lab.node_address(n)))
+        .collect();
+    let before = mirror_pod_hash(&state, "cp2");
+    assert!(before.is_some());
+    sh(
+        &lab,
+        "cp2",
+        &format!(
+            "sed -i 's#--etcd-servers=.*#--etcd-servers={}#' \
+             /etc/kubernetes/manifests/kube-apiserver.yaml",
+            stale.join(",")
+        ),
+    );
+    wait_for(
+        "cp2's kubelet to run the drifted manifest",
+        Duration::from_secs(60),
+        || {
+            let now = mirror_pod_hash(&state, "cp2");
+            now.is_some() && now != before && readyz(&lab, "cp2") == "ok"
+        },
+    );
+    let converged = run(&lab, &["up"], &two, &state);
+    assert!(converged.status.success(), "{}", text(&converged));
+    assert_api_servers_use(&lab, &state, &cps, &["w2", "w3"]);
 }
