@@ -23,7 +23,8 @@ use crate::phases::kubernetes::CheckGrowth;
 use crate::phases::{
     CheckEtcdGrowth, CheckKubeadm, Connect, Context, DistributePki, FormerNodes, GatherFacts,
     GeneratePki, InstallAgent, InstallAgentBeforeJoin, JoinControlPlanes, JoinEtcdMember,
-    JoinWorkers, LockCluster, Mode, Phase, Preflight, PrepareHosts, VerifyCluster, WaitForVip,
+    JoinWorkers, LockCluster, Mode, Phase, Preflight, PrepareHosts, UpdateEtcdEndpoints,
+    VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -79,7 +80,8 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(WaitForVip),
             Box::new(VerifyCluster),
         ],
-        // Nothing of Kubernetes changes: the etcd node, its certificates, its member.
+        // The etcd node, its certificates, its member; then the API servers (one at a time)
+        // and kubeadm-config list it among their endpoints.
         Role::Etcd => vec![
             Box::new(GeneratePki),
             Box::new(Connect),
@@ -95,6 +97,7 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             Box::new(JoinEtcdMember {
                 node: opts.node.clone(),
             }),
+            Box::new(UpdateEtcdEndpoints::new(None)),
         ],
         Role::Worker => vec![
             Box::new(GeneratePki),

@@ -21,7 +21,7 @@ use crate::inventory::Role;
 use crate::phases::kubernetes::{FinishRemoval, LeaveCluster, Leaving};
 use crate::phases::{
     Connect, GatherFacts, GeneratePki, InstallAgent, LeaveEtcd, LockCluster, Mode, Phase,
-    Preflight, VerifyCluster, WaitForVip,
+    Preflight, UpdateEtcdEndpoints, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -53,7 +53,8 @@ pub fn phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
 }
 
 /// An external etcd node: its member removed first, from another etcd node, then etcd
-/// stopped there and its files and data removed. Kubernetes is not involved.
+/// stopped there and its files and data removed; then the API servers (one at a time) and
+/// kubeadm-config stop listing it among their endpoints.
 pub fn etcd_phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
     vec![
         Box::new(Connect),
@@ -64,6 +65,9 @@ pub fn etcd_phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
             node: leaving.node.clone(),
             unreachable: leaving.unreachable,
         }),
+        Box::new(UpdateEtcdEndpoints::new(Some(
+            leaving.node.name.to_string(),
+        ))),
     ]
 }
 

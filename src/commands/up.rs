@@ -11,7 +11,7 @@ use crate::agent::AgentBinary;
 use crate::phases::{
     ChangeRecord, CheckKubeadm, Connect, DistributePki, FormerNodes, GatherFacts, GeneratePki,
     InitCluster, InstallAgent, InstallEtcd, JoinControlPlanes, JoinWorkers, LockCluster, Mode,
-    Phase, Preflight, PrepareHosts, VerifyCluster, WaitForVip,
+    Phase, Preflight, PrepareHosts, UpdateEtcdEndpoints, VerifyCluster, WaitForVip,
 };
 use crate::report::Reporter;
 use crate::session::{self, Finished, NodeOptions};
@@ -43,6 +43,9 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(WaitForVip),
         Box::new(InitCluster),
         Box::new(JoinControlPlanes),
+        // External etcd only: API servers that list other endpoints than the etcd nodes
+        // (an etcd node added or removed by hand) follow them, one at a time.
+        Box::new(UpdateEtcdEndpoints::new(None)),
         Box::new(JoinWorkers),
         Box::new(VerifyCluster),
     ]

@@ -12,7 +12,8 @@
 //!   last member, **removes the member first** (from another etcd node, so the cluster never
 //!   counts a voter that is gone), then stops etcd on the node and removes its files and data.
 //!
-//! The API servers' `--etcd-servers` are not rewritten: they keep the endpoints kubeadm wrote.
+//! The API servers' `--etcd-servers` and `kubeadm-config` follow in the next phase
+//! ([`super::UpdateEtcdEndpoints`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

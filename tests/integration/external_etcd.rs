@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use crate::kubeadm::{kubectl, members, voters};
 use crate::support::run::{cluster_state, json_of, khactl_with, sh, text};
-use crate::support::{Lab, indexes, require_root};
+use crate::support::{Lab, indexes, require_root, wait_for};
 
 const ETCD_NODES: [&str; 3] = ["w1", "w2", "w3"];
 
@@ -67,6 +68,57 @@ fn health_from_control_plane(lab: &Lab, cp: &str, with_cert: bool) -> Output {
     let mut env = vec!["env".to_owned(), "ETCDCTL_API=3".to_owned()];
     env.extend(argv);
     lab.exec(cp, &env)
+}
+
+/// Every control plane's API server lists exactly `members` (their client URLs, in inventory
+/// order) in its manifest's `--etcd-servers` and answers ready, and `kubeadm-config`'s
+/// ClusterConfiguration (what a later control-plane join reads) lists the same.
+fn assert_api_servers_use(lab: &Lab, state: &Path, control_planes: &[&str], members: &[&str]) {
+    let urls: Vec<String> = members
+        .iter()
+        .map(|n| format!("https://{}:2379", lab.node_address(n)))
+        .collect();
+    for cp in control_planes {
+        let manifest = lab
+            .read_file(cp, "/etc/kubernetes/manifests/kube-apiserver.yaml")
+            .unwrap();
+        let servers: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- --etcd-servers="))
+            .collect();
+        assert_eq!(servers, [urls.join(",")], "{cp}: {manifest}");
+        assert_eq!(readyz(lab, cp), "ok", "{cp}");
+    }
+    let out = kubectl(
+        state,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let config_map = json_of(&out);
+    let cluster = config_map["data"]["ClusterConfiguration"].as_str().unwrap();
+    let cluster: serde_yaml_ng::Value = serde_yaml_ng::from_str(cluster).unwrap();
+    let endpoints: Vec<&str> = cluster["etcd"]["external"]["endpoints"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(endpoints, urls, "kubeadm-config: {cluster:?}");
+}
+
+/// The `kubernetes.io/config.hash` of `cp`'s kube-apiserver mirror pod: which manifest its
+/// kubelet runs; `None` while the API does not answer.
+fn mirror_pod_hash(state: &Path, cp: &str) -> Option<String> {
+    let path = format!("/api/v1/namespaces/kube-system/pods/kube-apiserver-{cp}");
+    let out = kubectl(state, &["get", "--raw", &path]);
+    let pod: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    pod["metadata"]["annotations"]["kubernetes.io/config.hash"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// `/readyz` of `cp`'s own API server, read on the node, TLS verified against the cluster CA.
@@ -241,12 +293,15 @@ fn up_builds_an_external_etcd_the_api_servers_use_and_add_master_leaves_its_memb
 }
 
 /// `add-etcd` grows the external etcd by a learner that is promoted, refusing an even size
-/// without `--yes`; `remove-node` of an etcd node removes its member before its etcd stops,
-/// and the API keeps answering through the members left.
+/// without `--yes`; `remove-node` of an etcd node removes its member before its etcd stops.
+/// After each, every API server (restarted one at a time) and `kubeadm-config` list exactly
+/// the members, so replacing the founding members one by one never leaves the API on
+/// removed endpoints.
 #[test]
 fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_stops() {
     require_root();
-    let lab = Lab::up("extetcdm", indexes::EXTERNAL_ETCD_MEMBERSHIP, 1, 4);
+    let lab = Lab::up("extetcdm", indexes::EXTERNAL_ETCD_MEMBERSHIP, 2, 4);
+    let cps = ["cp1", "cp2"];
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let three = inventory(&lab, dir.path(), &["w4"]);
@@ -274,6 +329,24 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     );
     assert_eq!(members(&lab, "w1").len(), 3, "a refusal changes nothing");
 
+    // A dry run shows the API servers' and kubeadm-config's new endpoints, and changes none.
+    let planned = khactl_with(
+        &lab,
+        &["add-etcd", "w4"],
+        &four,
+        &state,
+        &["--yes", "--dry-run"],
+    );
+    assert!(planned.status.success(), "{}", text(&planned));
+    let w4_url = format!("https://{}:2379", lab.node_address("w4"));
+    let shown = text(&planned);
+    assert!(
+        shown.contains("kube-apiserver.yaml") && shown.contains(&w4_url),
+        "{shown}"
+    );
+    assert!(shown.contains("kubeadm-config"), "{shown}");
+    assert_api_servers_use(&lab, &state, &cps, &ETCD_NODES);
+
     let added = khactl_with(&lab, &["add-etcd", "w4"], &four, &state, &["--yes"]);
     assert!(added.status.success(), "{}", text(&added));
     assert_eq!(voters(&lab, "w2"), ["w1", "w2", "w3", "w4"]);
@@ -282,7 +355,7 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
             .contains("initial-cluster-state: \"existing\""),
         "w4 joined the running cluster"
     );
-    assert_eq!(readyz(&lab, "cp1"), "ok");
+    assert_api_servers_use(&lab, &state, &cps, &["w1", "w2", "w3", "w4"]);
     // The next `up` keeps every member as it is: no config rewritten, no restart.
     let again = run(&lab, &["up"], &four, &state);
     assert!(again.status.success(), "{}", text(&again));
@@ -293,6 +366,7 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     let removed = khactl_with(&lab, &["remove-node", "w4"], &four, &state, &["--yes"]);
     assert!(removed.status.success(), "{}", text(&removed));
     assert_eq!(voters(&lab, "w1"), ETCD_NODES);
+    assert_api_servers_use(&lab, &state, &cps, &ETCD_NODES);
     assert_eq!(
         sh(&lab, "w4", "systemctl is-active etcd || true"),
         "inactive"
@@ -310,5 +384,42 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     let removed = khactl_with(&lab, &["remove-node", "w1"], &three, &state, &["--yes"]);
     assert!(removed.status.success(), "{}", text(&removed));
     assert_eq!(voters(&lab, "w2"), ["w2", "w3"]);
-    assert_eq!(readyz(&lab, "cp1"), "ok");
+    assert_api_servers_use(&lab, &state, &cps, &["w2", "w3"]);
+    // With the removed nodes out of the inventory, `up` finds the API servers and
+    // kubeadm-config as they should be: nothing to change.
+    let two = inventory(&lab, dir.path(), &["w1", "w4"]);
+    let again = run(&lab, &["up"], &two, &state);
+    assert!(again.status.success(), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing to change"), "{}", text(&again));
+
+    // A manifest that drifted (a removed member listed again by hand) is brought back by
+    // `up`, its API server waited for. The drifted one runs first (its mirror pod's hash
+    // changed, the API ready), so `up` starts from a settled node.
+    let stale: Vec<String> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| format!("https://{}:2379", lab.node_address(n)))
+        .collect();
+    let before = mirror_pod_hash(&state, "cp2");
+    assert!(before.is_some());
+    sh(
+        &lab,
+        "cp2",
+        &format!(
+            "sed -i 's#--etcd-servers=.*#--etcd-servers={}#' \
+             /etc/kubernetes/manifests/kube-apiserver.yaml",
+            stale.join(",")
+        ),
+    );
+    wait_for(
+        "cp2's kubelet to run the drifted manifest",
+        Duration::from_secs(60),
+        || {
+            let now = mirror_pod_hash(&state, "cp2");
+            now.is_some() && now != before && readyz(&lab, "cp2") == "ok"
+        },
+    );
+    let converged = run(&lab, &["up"], &two, &state);
+    assert!(converged.status.success(), "{}", text(&converged));
+    assert_api_servers_use(&lab, &state, &cps, &["w2", "w3"]);
 }

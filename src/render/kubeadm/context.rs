@@ -299,7 +299,7 @@ fn cluster<'a>(input: &Input<'a>) -> ClusterContext<'a> {
 
 /// The client URLs of the external etcd members, in inventory order; empty when etcd is
 /// stacked.
-pub(super) fn external_etcd_endpoints(inv: &Inventory) -> Vec<String> {
+pub fn external_etcd_endpoints(inv: &Inventory) -> Vec<String> {
     inv.etcd_nodes().map(Node::etcd_client_url).collect()
 }
 

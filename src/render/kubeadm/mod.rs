@@ -29,7 +29,7 @@ use std::time::Duration;
 pub use cluster::{ClusterDocuments, RenderedFile, Secrets, render_cluster, write_files};
 pub use context::{
     API_SERVER_PORT, ETCD_DATA_DIR, EXTERNAL_ETCD_CA_FILE, EXTERNAL_ETCD_CERT_FILE,
-    EXTERNAL_ETCD_KEY_FILE, TOKEN_TTL, effective_taints,
+    EXTERNAL_ETCD_KEY_FILE, TOKEN_TTL, effective_taints, external_etcd_endpoints,
 };
 pub use token::{BootstrapToken, TokenError};
 

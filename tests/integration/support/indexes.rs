@@ -89,5 +89,5 @@ pub const STATS_PAGE: u8 = 131;
 /// `external_etcd`: 2 control planes on a 3-node external etcd (lab workers as `role: etcd`),
 /// then add-master. 141..=149 are reserved for external-etcd work.
 pub const EXTERNAL_ETCD: u8 = 140;
-/// `external_etcd`: add-etcd and remove-node of etcd nodes (1 control plane, 4 etcd nodes).
+/// `external_etcd`: add-etcd and remove-node of etcd nodes (2 control planes, 4 etcd nodes).
 pub const EXTERNAL_ETCD_MEMBERSHIP: u8 = 141;
