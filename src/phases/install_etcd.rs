@@ -1,7 +1,9 @@
 //! The external etcd (nodes with `role: etcd`): each etcd node gets khactl's config file and
-//! systemd unit for its member, the service enabled and started (restarted one node at a time
-//! when its files changed, so a quorum stays up), and then the run waits until every etcd node
-//! is a started, healthy voter, before kubeadm ever dials etcd. The certificates are already
+//! systemd unit for its member, the service enabled and started, and then the run waits until
+//! every etcd node is a started, healthy voter, before kubeadm ever dials etcd. A member whose
+//! files changed is restarted one at a time, the next only once the restarted one answers
+//! `/health` and every voter is healthy again; the leader last, its leadership handed to
+//! another voter first. The certificates are already
 //! in place (`DistributePki`). A stacked cluster has no etcd node and skips the phase.
 //!
 //! The binary is the distribution's package (`/usr/bin/etcd`) or the inventory's
@@ -14,6 +16,7 @@ use anyhow::{Context as _, bail};
 
 use super::changes::Mode;
 use super::install_agent::write_if_changed;
+use super::kubernetes::hand_over_leadership;
 use super::{Change, Context, Phase, PhaseFuture, rolling};
 use crate::cluster::etcd;
 use crate::facts::{HostFacts, InitSystem, ProbeRequest, sha256_hex};
@@ -89,7 +92,7 @@ impl Phase for InstallEtcd {
                     anyhow::Ok(service)
                 })
                 .await;
-            let mut pending = Vec::new();
+            let mut pending: Vec<(String, Vec<Change>)> = Vec::new();
             let mut failed = Vec::new();
             for (node, r) in planned {
                 match r {
@@ -100,7 +103,17 @@ impl Phase for InstallEtcd {
             if !failed.is_empty() {
                 return ctx.settle(failed);
             }
-            // One member at a time: a restart of every member at once would leave no quorum.
+            // One member at a time, and the next only once the restarted member answers and
+            // every voter is healthy again: two members down at once in a three-member cluster
+            // is no quorum. The leader goes last (and hands its leadership over first), so the
+            // cluster holds one election at most, not one per restart.
+            let apply = c.settings.mode == Mode::Apply;
+            if apply
+                && pending.iter().any(|(_, s)| restarts(s))
+                && let Some(leader) = leader_node(c).await
+            {
+                pending.sort_by_key(|(n, _)| *n == leader);
+            }
             let started = rolling::one_at_a_time(
                 pending,
                 &c.settings.interrupt,
@@ -109,7 +122,15 @@ impl Phase for InstallEtcd {
                         .fleet()?
                         .host(name)
                         .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
-                    c.apply(host, service).await
+                    let restart = apply && restarts(service);
+                    if restart {
+                        hand_over_before_restart(c, host).await?;
+                    }
+                    let n = c.apply(host, service).await?;
+                    if restart {
+                        wait_member_healthy(c, host).await?;
+                    }
+                    anyhow::Ok(n)
                 },
                 |stopped_at, _| match stopped_at {
                     Some(at) => Err(anyhow::anyhow!(
@@ -134,6 +155,112 @@ impl Phase for InstallEtcd {
             let results = started.into_iter().map(|(n, _)| (n, Ok(()))).collect();
             ctx.settle_changes(results)
         })
+    }
+}
+
+/// Whether `changes` restart etcd.
+fn restarts(changes: &[Change]) -> bool {
+    changes.iter().any(|c| {
+        matches!(
+            c,
+            Change::Service {
+                action: ServiceAction::Restart,
+                ..
+            }
+        )
+    })
+}
+
+/// The etcd node whose member leads, as the first etcd node that answers says; `None` when
+/// none answers or the leader is no node of the inventory.
+async fn leader_node(ctx: &Context) -> Option<String> {
+    let fleet = ctx.fleet().ok()?;
+    for node in ctx.inventory.etcd_nodes() {
+        let Some(host) = fleet.host(node.name.as_str()) else {
+            continue;
+        };
+        let (Ok(members), Ok(leader)) = (etcd::members(host).await, etcd::leader(host).await)
+        else {
+            continue;
+        };
+        let leading = members.iter().find(|m| m.id == leader)?;
+        return ctx
+            .inventory
+            .etcd_nodes()
+            .find(|n| leading.is_node(n.name.as_str(), &n.address.to_string()))
+            .map(|n| n.name.to_string());
+    }
+    None
+}
+
+/// If `host`'s member leads, hands the leadership to another healthy voter before its etcd
+/// restarts. A member that does not answer leads nothing: its restart (a repair) goes on.
+async fn hand_over_before_restart(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let Ok(members) = etcd::members(host).await else {
+        return Ok(());
+    };
+    let fleet = ctx.fleet()?;
+    let witness = ctx
+        .inventory
+        .etcd_nodes()
+        .filter(|n| n.name.as_str() != host.node())
+        .filter(|n| {
+            members.iter().any(|m| {
+                m.is_node(n.name.as_str(), &n.address.to_string())
+                    && !m.is_learner
+                    && m.healthy == Some(true)
+            })
+        })
+        .find_map(|n| fleet.host(n.name.as_str()));
+    let Some(witness) = witness else {
+        return Ok(());
+    };
+    let node = ctx.node(host.node())?;
+    hand_over_leadership(ctx, host, witness, node, &members).await
+}
+
+/// After `host`'s etcd restarted: until its member answers `/health` and every voter is
+/// healthy again, so the next restart never takes a second vote away.
+async fn wait_member_healthy(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let node = ctx.node(host.node())?;
+    let address = node.address.to_string();
+    let started = Instant::now();
+    loop {
+        ctx.settings.interrupt.check()?;
+        let last = match etcd::members(host).await {
+            Ok(members) => {
+                let me_ok = members
+                    .iter()
+                    .any(|m| m.is_node(node.name.as_str(), &address) && m.healthy == Some(true));
+                let down: Vec<String> = members
+                    .iter()
+                    .filter(|m| !m.is_learner && m.healthy != Some(true))
+                    .map(|m| {
+                        m.peer_urls
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| m.name.clone())
+                    })
+                    .collect();
+                if me_ok && down.is_empty() {
+                    return Ok(());
+                }
+                if down.is_empty() {
+                    "its member does not answer /health yet".to_owned()
+                } else {
+                    format!("voters not healthy: {}", down.join(", "))
+                }
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() > HEALTHY_DEADLINE {
+            bail!(
+                "etcd on {} was restarted but the cluster is not healthy after {}s ({last});                  the members after it were not restarted; look at `journalctl -u etcd` there",
+                node.name,
+                HEALTHY_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 

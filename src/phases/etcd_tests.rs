@@ -1,0 +1,443 @@
+//! The external etcd's phases against recording fake etcd nodes: a fake cluster that keeps
+//! its members, leader and each node's service, and notes every restart that would have cost
+//! a vote while another was already missing.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use super::*;
+use crate::remote::fake::{FakeConnector, Record, Responder, Seen, output};
+use crate::remote::{CommandOutput, RemoteCommand, RemoteError};
+use crate::render::etcd::{CONFIG_FILE, PACKAGE_BINARY};
+use crate::session::{self, NodeOptions};
+
+const INVENTORY: &str = "\
+apiVersion: khactl.io/v1alpha1
+kind: Inventory
+cluster: { name: fake, kubernetesVersion: v1.31.2 }
+vip: { address: 10.0.0.100 }
+pki: { keyType: ecdsa-p256 }
+nodes:
+  - { name: cp1, address: 10.0.0.11, role: control-plane }
+  - { name: e1, address: 10.0.0.31, role: etcd }
+  - { name: e2, address: 10.0.0.32, role: etcd }
+  - { name: e3, address: 10.0.0.33, role: etcd }
+  - { name: e4, address: 10.0.0.34, role: etcd }
+";
+
+fn octet(node: &str) -> u64 {
+    match node {
+        "cp1" => 11,
+        "e1" => 31,
+        "e2" => 32,
+        "e3" => 33,
+        "e4" => 34,
+        _ => 99,
+    }
+}
+
+#[derive(Clone, Debug)]
+struct M {
+    id: u64,
+    /// Empty until the learner's etcd starts.
+    name: String,
+    peer: String,
+    learner: bool,
+    /// Health checks it still fails (a member coming back after a restart).
+    down_for: u32,
+}
+
+/// The fake etcd cluster and its nodes.
+#[derive(Default)]
+struct Fake {
+    members: Vec<M>,
+    leader: u64,
+    running: BTreeSet<String>,
+    /// The member config each node has, as the probe reads it.
+    configs: BTreeMap<String, String>,
+    /// Nodes whose data directory holds something.
+    data: BTreeSet<String>,
+    /// Nodes without the etcd binary.
+    no_binary: BTreeSet<String>,
+    /// Answers to the next promotions: "lost" (promoted, but the answer is an error) or
+    /// "not found".
+    promote_script: Vec<&'static str>,
+    /// Restarts that would have lost a vote while another was missing, or restarted the leader.
+    violations: Vec<String>,
+}
+
+fn peer(o: u64) -> String {
+    format!("https://10.0.0.{o}:2380")
+}
+
+impl Fake {
+    /// A running cluster of `voters`, `leader` leading.
+    fn running(voters: &[&str], leader: &str) -> Self {
+        let mut f = Fake {
+            leader: octet(leader),
+            ..Fake::default()
+        };
+        for n in voters {
+            f.members.push(M {
+                id: octet(n),
+                name: (*n).to_owned(),
+                peer: peer(octet(n)),
+                learner: false,
+                down_for: 0,
+            });
+            f.running.insert((*n).to_owned());
+            f.data.insert((*n).to_owned());
+        }
+        f
+    }
+
+    fn member_of(&self, node: &str) -> Option<&M> {
+        self.members.iter().find(|m| m.peer == peer(octet(node)))
+    }
+
+    fn healthy(&self, m: &M) -> bool {
+        let node = ["e1", "e2", "e3", "e4"]
+            .into_iter()
+            .find(|n| peer(octet(n)) == m.peer);
+        !m.name.is_empty() && m.down_for == 0 && node.is_some_and(|n| self.running.contains(n))
+    }
+
+    fn list_json(&self) -> String {
+        let ms: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let client = if m.name.is_empty() {
+                    String::new()
+                } else {
+                    m.peer.replace("2380", "2379")
+                };
+                format!(
+                    r#"{{"ID":"{}","name":"{}","peerURLs":["{}"],"clientURLs":[{}],"isLearner":{}}}"#,
+                    m.id,
+                    m.name,
+                    m.peer,
+                    if client.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\"{client}\"")
+                    },
+                    m.learner
+                )
+            })
+            .collect();
+        format!(r#"{{"members":[{}]}}"#, ms.join(","))
+    }
+
+    fn probe(&self, node: &str, cmd: &RemoteCommand) -> String {
+        let mut out = format!(
+            "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
+             swap active 0\nmodule overlay present\nmodule br_netfilter present\nos modprobe no\n\
+             addr lo 127.0.0.1/8\naddr eth0 10.0.0.{}/24\n",
+            octet(node)
+        );
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for arg in cmd.argv().iter().skip(4) {
+            if let Some(key) = arg.strip_prefix("sysctl:") {
+                out.push_str(&format!("sysctl {key} 0\n"));
+            } else if let Some(path) = arg.strip_prefix("file:") {
+                match self.configs.get(node).filter(|_| path == CONFIG_FILE) {
+                    Some(c) => out.push_str(&format!("file {path} ={}\n", b64(c))),
+                    None => out.push_str(&format!("file {path} -\n")),
+                }
+            } else if let Some(path) = arg.strip_prefix("hash:") {
+                let there = (path == PACKAGE_BINARY && !self.no_binary.contains(node))
+                    || (path.starts_with("/etc/") && self.configs.contains_key(node));
+                if there {
+                    out.push_str(&format!("sum 00  {path}\nmode 644 {path}\n"));
+                } else {
+                    out.push_str(&format!("hash {path} -\n"));
+                }
+            } else if let Some(tool) = arg.strip_prefix("version:") {
+                out.push_str(&format!("version {tool} v1.31.2\n"));
+            } else if let Some(port) = arg.strip_prefix("port:") {
+                out.push_str(&format!("port {port} free\n"));
+            } else if let Some(path) = arg.strip_prefix("dir:") {
+                let state = if self.data.contains(node) {
+                    "full"
+                } else {
+                    "absent"
+                };
+                out.push_str(&format!("dir {path} {state}\n"));
+            } else if let Some(path) = arg.strip_prefix("socket:") {
+                out.push_str(&format!("socket {path} yes\n"));
+            } else if let Some(path) = arg.strip_prefix("server:") {
+                out.push_str(&format!("server {path} -\n"));
+            }
+        }
+        out
+    }
+
+    fn answer(&mut self, node: &str, cmd: &RemoteCommand) -> CommandOutput {
+        let label = cmd.label();
+        let argv: Vec<String> = cmd.argv().to_vec();
+        let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["systemctl", "restart", "etcd"] => {
+                if self.members.iter().any(|m| !m.learner && !self.healthy(m)) {
+                    self.violations
+                        .push(format!("{node} restarted while a voter was down"));
+                }
+                if self.member_of(node).is_some_and(|m| m.id == self.leader) {
+                    self.violations
+                        .push(format!("{node} restarted as the leader"));
+                    self.leader = 0;
+                }
+                let me = peer(octet(node));
+                for m in &mut self.members {
+                    if m.peer == me {
+                        m.down_for = 2;
+                    }
+                }
+                if self.leader == 0 {
+                    self.leader = self
+                        .members
+                        .iter()
+                        .find(|m| m.peer != me)
+                        .map_or(0, |m| m.id);
+                }
+                return output(0, "");
+            }
+            ["systemctl", "enable", "--now", "etcd"] => {
+                self.running.insert(node.to_owned());
+                let me = peer(octet(node));
+                for m in &mut self.members {
+                    if m.peer == me && m.name.is_empty() {
+                        m.name = node.to_owned();
+                    }
+                }
+                self.data.insert(node.to_owned());
+                return output(0, "");
+            }
+            ["systemctl", "stop", "etcd"] => {
+                self.running.remove(node);
+                return output(0, "");
+            }
+            ["systemctl", "is-active", "etcd"] => {
+                return output(if self.running.contains(node) { 0 } else { 3 }, "");
+            }
+            ["find", dir, ..] | ["rm", "-rf", "--one-file-system", dir]
+                if *dir == "/var/lib/etcd" =>
+            {
+                self.data.remove(node);
+                return output(0, "");
+            }
+            _ => {}
+        }
+        if label.starts_with("khactl-probe") {
+            return output(0, &self.probe(node, cmd));
+        }
+        if label.starts_with("service-state") {
+            let running = self.running.contains(node);
+            return output(0, if running { "enabled\nactive\n" } else { "" });
+        }
+        if label.starts_with("etcd-health") {
+            let text: String = argv[4..]
+                .iter()
+                .map(|u| {
+                    let ok = self
+                        .members
+                        .iter()
+                        .any(|m| m.peer.replace("2380", "2379") == *u && self.healthy(m));
+                    format!("{u} {}\n", if ok { "ok" } else { "down" })
+                })
+                .collect();
+            for m in &mut self.members {
+                m.down_for = m.down_for.saturating_sub(1);
+            }
+            return output(0, &text);
+        }
+        if label.starts_with("etcd-api") {
+            // The local member answers only while its etcd runs.
+            if !self.running.contains(node) {
+                return output(7, "curl: (7) Failed to connect: Connection refused");
+            }
+            let path = argv[5].as_str();
+            let body = argv[6].as_str();
+            let id_in = |key: &str| -> u64 {
+                let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                v[key].as_str().unwrap().parse().unwrap()
+            };
+            return match path {
+                "/v3/cluster/member/list" => output(0, &self.list_json()),
+                "/v3/maintenance/status" => {
+                    output(0, &format!(r#"{{"leader":"{}"}}"#, self.leader))
+                }
+                "/v3/maintenance/transfer-leadership" => {
+                    if self.member_of(node).is_some_and(|m| m.id == self.leader) {
+                        self.leader = id_in("targetID");
+                        output(0, "{}")
+                    } else {
+                        output(22, "not the leader")
+                    }
+                }
+                "/v3/cluster/member/add" => {
+                    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                    let url = v["peerURLs"][0].as_str().unwrap().to_owned();
+                    let id = url[15..17].parse().unwrap();
+                    self.members.push(M {
+                        id,
+                        name: String::new(),
+                        peer: url,
+                        learner: true,
+                        down_for: 0,
+                    });
+                    output(0, &format!(r#"{{"member":{{"ID":"{id}"}}}}"#))
+                }
+                "/v3/cluster/member/promote" => {
+                    let id = id_in("ID");
+                    let next = if self.promote_script.is_empty() {
+                        ""
+                    } else {
+                        self.promote_script.remove(0)
+                    };
+                    if next == "not found" {
+                        return output(22, r#"{"error":"etcdserver: member not found"}"#);
+                    }
+                    for m in &mut self.members {
+                        if m.id == id {
+                            m.learner = false;
+                        }
+                    }
+                    if next == "lost" {
+                        output(28, "curl: (28) Operation timed out")
+                    } else {
+                        output(0, "{}")
+                    }
+                }
+                "/v3/cluster/member/remove" => {
+                    let id = id_in("ID");
+                    self.members.retain(|m| m.id != id);
+                    output(0, "{}")
+                }
+                _ => output(0, "{}"),
+            };
+        }
+        output(0, "")
+    }
+}
+
+struct Nodes {
+    record: Record,
+    fake: Rc<RefCell<Fake>>,
+    responder: Responder,
+}
+
+impl Nodes {
+    fn new(fake: Fake) -> Self {
+        let fake = Rc::new(RefCell::new(fake));
+        let f = Rc::clone(&fake);
+        let responder: Responder = Rc::new(move |node: &str, cmd: &RemoteCommand| {
+            Ok::<_, RemoteError>(f.borrow_mut().answer(node, cmd))
+        });
+        Self {
+            record: Rc::default(),
+            fake,
+            responder,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.record.borrow().clone()
+    }
+
+    /// The labels of the commands that ran on `node`, probes left out.
+    #[expect(dead_code, reason = "used by later tests")]
+    fn labels(&self, node: &str) -> Vec<String> {
+        self.seen()
+            .iter()
+            .filter(|s| s.node == node && !s.label.starts_with("khactl-probe"))
+            .map(|s| s.label.clone())
+            .collect()
+    }
+
+    /// A context on the fake nodes for the inventory's nodes in `keep`.
+    fn context(&self, dir: &std::path::Path, keep: &[&str]) -> Context {
+        let inventory = dir.join("inventory.yaml");
+        std::fs::write(&inventory, INVENTORY).unwrap();
+        let opts = NodeOptions {
+            inventory,
+            parallelism: 10,
+            connect_timeout: std::time::Duration::from_secs(1),
+            state_dir: Some(dir.join("state")),
+        };
+        let connector = Box::new(FakeConnector {
+            responder: Rc::clone(&self.responder),
+            record: Rc::clone(&self.record),
+        });
+        let mut ctx = session::load(&opts)
+            .unwrap()
+            .start_with("up", Mode::Apply, Box::new(Quiet), connector)
+            .unwrap();
+        ctx.inventory
+            .nodes
+            .retain(|n| keep.contains(&n.name.as_str()));
+        ctx
+    }
+}
+
+struct Quiet;
+
+impl crate::report::Reporter for Quiet {
+    fn event(&self, _: &crate::report::Event<'_>) {}
+}
+
+/// The member config `up` writes on `node` for a cluster founded by `founders`, with
+/// `tweak` applied (a setting the inventory has since changed).
+fn founding_config(ctx: &Context, node: &str, founders: &[&str], tweak: &str) -> String {
+    let inv = &ctx.inventory;
+    let members: Vec<&crate::inventory::Node> = inv
+        .etcd_nodes()
+        .filter(|n| founders.contains(&n.name.as_str()))
+        .collect();
+    let member = crate::render::etcd::EtcdMember::new(
+        inv,
+        inv.node(node).unwrap(),
+        members,
+        crate::render::etcd::ClusterState::New,
+    );
+    format!("{}{tweak}", member.render_config().unwrap())
+}
+
+fn install_phases() -> Vec<Box<dyn Phase>> {
+    vec![
+        Box::new(Connect),
+        Box::new(GatherFacts),
+        Box::new(InstallEtcd),
+    ]
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_rolling_restart_waits_for_each_member_to_be_healthy_and_restarts_the_leader_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(Fake::running(&["e1", "e2", "e3"], "e1"));
+    let mut ctx = nodes.context(dir.path(), &["e1", "e2", "e3"]);
+    for n in ["e1", "e2", "e3"] {
+        // An old config: every member's files changed, so each restarts.
+        let old = founding_config(&ctx, n, &["e1", "e2", "e3"], "# old\n");
+        nodes.fake.borrow_mut().configs.insert(n.to_owned(), old);
+    }
+    let r = run(&mut ctx, install_phases()).await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    let restarts: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.label == "systemctl restart etcd")
+        .map(|s| s.node.clone())
+        .collect();
+    assert_eq!(restarts.len(), 3, "{restarts:?}");
+    assert_eq!(
+        restarts.last().map(String::as_str),
+        Some("e1"),
+        "the leader last"
+    );
+    let fake = nodes.fake.borrow();
+    assert!(fake.violations.is_empty(), "{:?}", fake.violations);
+}
