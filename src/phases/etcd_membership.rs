@@ -2,11 +2,15 @@
 //! the way etcd's runtime reconfiguration guide says:
 //!
 //! - `add-etcd`: [`CheckEtcdGrowth`] refuses before anything changes unless every member is a
-//!   healthy voter and no learner is pending (and, without `--yes`, an even size); then
-//!   [`JoinEtcdMember`] adds the node as a **learner** (it receives the log but does not vote,
+//!   healthy voter and no learner is pending (and, without `--yes`, an even size); it also
+//!   refuses a node etcd already counts as a voter, even a down one (its member and data are
+//!   never thrown away here: `remove-node` first), and a running member that is no etcd node
+//!   of the inventory. Then [`JoinEtcdMember`] stops any etcd left on the node and empties its
+//!   data directory, adds the node as a **learner** (it receives the log but does not vote,
 //!   so the quorum does not grow before it has caught up), writes its member config with the
-//!   running members as its initial cluster (`existing`), starts etcd there and **promotes**
-//!   it once etcd accepts (a learner is promoted only when in sync with the leader). A join
+//!   live member list's started members as its initial cluster (`existing`), starts etcd
+//!   there and **promotes** it once etcd accepts (a learner is promoted only when in sync with
+//!   the leader; a promotion whose answer was lost is recognised by the member list). A join
 //!   that fails removes the member again and stops etcd on the node.
 //! - `remove-node` of an etcd node: [`LeaveEtcd`] refuses to break the quorum or remove the
 //!   last member, **removes the member first** (from another etcd node, so the cluster never
@@ -72,6 +76,13 @@ impl CheckEtcdGrowth {
                 node.name
             ));
         }
+        if let Some(m) = members
+            .iter()
+            .find(|m| m.is_node(node.name.as_str(), &address) && !m.is_learner)
+        {
+            return Err(already_a_voter(&node, m).into());
+        }
+        initial_cluster(&ctx.inventory, &node, &members)?;
         let others: Vec<etcd::Member> = members
             .iter()
             .filter(|m| !m.is_node(node.name.as_str(), &address))
@@ -159,14 +170,15 @@ impl JoinEtcdMember {
         if is_healthy_voter(node, &members) {
             return Ok("already a healthy voter".to_owned());
         }
-        // What is left of an earlier life of this node that is not a learner waiting for it:
-        // a started member whose data is gone, say. Removed first, as for a control plane.
-        let stale: Vec<etcd::Member> = members
+        // A voter, even one that does not answer, keeps its data: it is removed with
+        // `remove-node` first, never here.
+        if let Some(m) = members
             .iter()
-            .filter(|m| m.is_node(name, &address) && !m.is_learner)
-            .cloned()
-            .collect();
-        remove_member(ctx, witness, node, &stale).await?;
+            .find(|m| m.is_node(name, &address) && !m.is_learner)
+        {
+            return Err(already_a_voter(node, m).into());
+        }
+        let initial = initial_cluster(&ctx.inventory, node, &members)?;
         let learner = members
             .iter()
             .find(|m| m.is_node(name, &address) && m.is_learner)
@@ -174,6 +186,10 @@ impl JoinEtcdMember {
         let id = match learner {
             Some(id) => Some(id),
             None => {
+                // Not a member: whatever an earlier membership left on the node (a running
+                // etcd, a data directory naming another cluster) would make the new member
+                // refuse to start.
+                clear_old_member(ctx, host).await?;
                 let peer = node.etcd_peer_url();
                 let headline = format!("add etcd member {name} ({peer}) as a learner");
                 ctx.step(witness, &headline, async |w| {
@@ -182,18 +198,8 @@ impl JoinEtcdMember {
                 .await?
             }
         };
-        // The initial cluster: every member now listed by name, and this node.
-        let running: Vec<&Node> = ctx
-            .inventory
-            .etcd_nodes()
-            .filter(|n| {
-                n.name.as_str() == name
-                    || members
-                        .iter()
-                        .any(|m| m.is_node(n.name.as_str(), &n.address.to_string()))
-            })
-            .collect();
-        let member = EtcdMember::new(&ctx.inventory, node, running, ClusterState::Existing);
+        let mut member = EtcdMember::new(&ctx.inventory, node, [node], ClusterState::Existing);
+        member.initial_cluster = initial;
         let facts = ctx.facts_of(name)?;
         let state = service::state(host, facts.init, SERVICE)
             .await
@@ -236,29 +242,144 @@ impl JoinEtcdMember {
     }
 }
 
-/// Promotes learner `id`, retrying while etcd says it has not caught up yet.
+/// Promotes learner `id`, retrying while etcd says it has not caught up yet. After a failed
+/// attempt the member list decides: a voter already (an answer lost, a promotion that went
+/// through anyway) is done; a member gone is a failure at once.
 async fn promote_when_in_sync(ctx: &Context, witness: &NodeHandle, id: u64) -> anyhow::Result<()> {
     let interrupt = ctx.settings.interrupt.clone();
     let headline = format!("promote etcd learner {id:x} to a voter");
     ctx.step(witness, &headline, async |w| {
         let started = Instant::now();
         loop {
-            match etcd::promote(w, id).await {
-                Ok(()) => return Ok(()),
-                Err(e) if started.elapsed() >= SETTLE_DEADLINE => {
-                    return Err(e.context(format!(
-                        "the learner did not catch up within {}s",
-                        SETTLE_DEADLINE.as_secs()
-                    )));
-                }
-                // "can only promote a learner member which is in sync with leader", or the
-                // learner not started yet: both pass; retried until the deadline.
-                Err(_) => {
-                    interrupt.check()?;
-                    tokio::time::sleep(POLL).await;
+            let Err(e) = etcd::promote(w, id).await else {
+                return Ok(());
+            };
+            if format!("{e:#}").contains("member not found") {
+                return Err(e.context(format!("learner {id:x} is no longer a member")));
+            }
+            if let Ok(members) = etcd::members(w).await {
+                match members.iter().find(|m| m.id == id) {
+                    None => {
+                        return Err(e.context(format!(
+                            "learner {id:x} is no longer a member (member not found)"
+                        )));
+                    }
+                    Some(m) if !m.is_learner => return Ok(()),
+                    Some(_) => {}
                 }
             }
+            if started.elapsed() >= SETTLE_DEADLINE {
+                return Err(e.context(format!(
+                    "the learner did not catch up within {}s",
+                    SETTLE_DEADLINE.as_secs()
+                )));
+            }
+            // "can only promote a learner member which is in sync with leader", or the
+            // learner not started yet: both pass; retried until the deadline.
+            interrupt.check()?;
+            tokio::time::sleep(POLL).await;
         }
+    })
+    .await?;
+    Ok(())
+}
+
+/// The refusal of `add-etcd` for a node etcd already counts as a voter.
+fn already_a_voter(node: &Node, m: &etcd::Member) -> Hinted {
+    Hinted::new(format!(
+        "refusing to add {}: it is already an etcd voter ({} {}), though not a healthy one; \
+         adding it again would throw its member and data away",
+        node.name,
+        m.name,
+        m.peer_urls.first().map(String::as_str).unwrap_or("?")
+    ))
+    .hint(format!(
+        "bring its etcd back (`khactl status`, `journalctl -u etcd` there), or remove it first \
+         with `khactl remove-node {0}` (`--unreachable` if the machine is gone) and then run \
+         `khactl add-etcd {0}`",
+        node.name
+    ))
+}
+
+/// Pure: the joining member's `initial-cluster`: `name=peerURL` of every started member of
+/// the live list, and `node`. A started member that no etcd node of the inventory is stops
+/// the join: khactl would not know the cluster it grows.
+pub fn initial_cluster(
+    inventory: &crate::inventory::Inventory,
+    node: &Node,
+    members: &[etcd::Member],
+) -> anyhow::Result<String> {
+    let address = node.address.to_string();
+    let mut entries = Vec::new();
+    for m in members {
+        if m.name.is_empty() || m.is_node(node.name.as_str(), &address) {
+            continue;
+        }
+        let listed = inventory
+            .etcd_nodes()
+            .any(|n| m.is_node(n.name.as_str(), &n.address.to_string()));
+        let Some(url) = m.peer_urls.first().filter(|_| listed) else {
+            return Err(Hinted::new(format!(
+                "refusing to add {}: etcd member {} ({}) runs but is no etcd node of the \
+                 inventory",
+                node.name,
+                m.name,
+                m.peer_urls.first().map(String::as_str).unwrap_or("?")
+            ))
+            .hint(format!(
+                "remove it with `khactl remove-node {} --unreachable`, or add it to the \
+                 inventory as a `role: etcd` node",
+                m.name
+            ))
+            .into());
+        };
+        entries.push(format!("{}={url}", m.name));
+    }
+    entries.push(format!("{}={}", node.name, node.etcd_peer_url()));
+    Ok(entries.join(","))
+}
+
+/// Before a node that is no member joins: its etcd stopped if it runs, and the contents of
+/// its data directory removed (not the directory: it may be a mount point).
+async fn clear_old_member(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let facts = ctx.facts_of(host.node())?;
+    let state = service::state(host, facts.init, SERVICE)
+        .await
+        .context("reading whether etcd is running")?;
+    if state.active {
+        let stop = Change::Service {
+            name: SERVICE.to_owned(),
+            init: facts.init,
+            action: ServiceAction::Stop,
+            check_first: None,
+        };
+        ctx.apply(host, &[stop]).await?;
+    }
+    let full = facts
+        .dirs
+        .get(Path::new(DATA_DIR))
+        .is_some_and(|d| *d == DirState::NotEmpty);
+    if !full && !state.active {
+        return Ok(());
+    }
+    let headline = format!("empty {DATA_DIR} (data of an earlier etcd membership)");
+    ctx.step(host, &headline, async |h| {
+        h.run(&RemoteCommand::new([
+            "find",
+            DATA_DIR,
+            "-mindepth",
+            "1",
+            "-maxdepth",
+            "1",
+            "-exec",
+            "rm",
+            "-rf",
+            "--one-file-system",
+            "{}",
+            "+",
+        ]))
+        .await?;
+        Ok(())
     })
     .await?;
     Ok(())

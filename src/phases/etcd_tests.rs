@@ -96,11 +96,12 @@ impl Fake {
         self.members.iter().find(|m| m.peer == peer(octet(node)))
     }
 
+    /// A member on a machine outside the test's nodes runs.
     fn healthy(&self, m: &M) -> bool {
         let node = ["e1", "e2", "e3", "e4"]
             .into_iter()
             .find(|n| peer(octet(n)) == m.peer);
-        !m.name.is_empty() && m.down_for == 0 && node.is_some_and(|n| self.running.contains(n))
+        !m.name.is_empty() && m.down_for == 0 && node.is_none_or(|n| self.running.contains(n))
     }
 
     fn list_json(&self) -> String {
@@ -299,7 +300,15 @@ impl Fake {
                         self.promote_script.remove(0)
                     };
                     if next == "not found" {
+                        // Someone removed it meanwhile.
+                        self.members.retain(|m| m.id != id);
                         return output(22, r#"{"error":"etcdserver: member not found"}"#);
+                    }
+                    if self.members.iter().any(|m| m.id == id && !m.learner) {
+                        return output(
+                            22,
+                            r#"{"error":"etcdserver: can only promote a learner member"}"#,
+                        );
                     }
                     for m in &mut self.members {
                         if m.id == id {
@@ -349,7 +358,6 @@ impl Nodes {
     }
 
     /// The labels of the commands that ran on `node`, probes left out.
-    #[expect(dead_code, reason = "used by later tests")]
     fn labels(&self, node: &str) -> Vec<String> {
         self.seen()
             .iter()
@@ -440,4 +448,177 @@ async fn a_rolling_restart_waits_for_each_member_to_be_healthy_and_restarts_the_
     );
     let fake = nodes.fake.borrow();
     assert!(fake.violations.is_empty(), "{:?}", fake.violations);
+}
+
+/// `add-etcd NODE` from its gate on (the node prepared and given its certificates already).
+async fn add_etcd(nodes: &Nodes, dir: &std::path::Path, node: &str) -> anyhow::Result<()> {
+    let mut ctx = nodes.context(dir, &["e1", "e2", "e3", "e4"]);
+    let phases: Vec<Box<dyn Phase>> = vec![
+        Box::new(Connect),
+        Box::new(GatherFacts),
+        Box::new(CheckEtcdGrowth {
+            node: node.to_owned(),
+            allow_even: true,
+        }),
+        Box::new(JoinEtcdMember {
+            node: node.to_owned(),
+        }),
+    ];
+    run(&mut ctx, phases).await
+}
+
+/// The hints of every node's failure, as `main` prints them.
+fn hints(err: &anyhow::Error) -> String {
+    crate::diagnostics::hints_of(err, |cause| {
+        cause
+            .downcast_ref::<NodesFailed>()
+            .map(|f| {
+                f.failures
+                    .iter()
+                    .flat_map(|(_, e)| crate::diagnostics::hints_of(e, |_| Vec::new()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .join(" ")
+}
+
+fn count(nodes: &Nodes, what: &str) -> usize {
+    nodes
+        .seen()
+        .iter()
+        .filter(|s| s.label.contains(what))
+        .count()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn add_etcd_refuses_a_node_that_is_a_voter_even_a_down_one_and_keeps_its_member_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    fake.running.remove("e3");
+    let nodes = Nodes::new(fake);
+    let err = add_etcd(&nodes, dir.path(), "e3").await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("refusing to add e3: it is already an etcd voter"),
+        "{text}"
+    );
+    let hinted = hints(&err);
+    assert!(hinted.contains("khactl remove-node e3"), "{hinted}");
+    assert_eq!(count(&nodes, "member/remove"), 0);
+    assert_eq!(
+        nodes
+            .labels("e3")
+            .iter()
+            .filter(|l| l.starts_with("find") || l.starts_with("rm"))
+            .count(),
+        0
+    );
+    let fake = nodes.fake.borrow();
+    assert_eq!(fake.members.len(), 3);
+    assert!(fake.data.contains("e3"), "its data stays");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn add_etcd_of_a_non_member_stops_its_old_etcd_and_empties_its_data_before_the_learner_is_added()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    // e4 still runs an etcd of an earlier membership, its data there.
+    fake.running.insert("e4".into());
+    fake.data.insert("e4".into());
+    let nodes = Nodes::new(fake);
+    let r = add_etcd(&nodes, dir.path(), "e4").await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    let seen = nodes.seen();
+    let at = |pred: &dyn Fn(&Seen) -> bool| seen.iter().position(pred);
+    let stop = at(&|s| s.node == "e4" && s.label == "systemctl stop etcd");
+    let empty = at(&|s| s.node == "e4" && s.argv.first().is_some_and(|a| a == "find"));
+    let add = at(&|s| s.label.contains("member/add")).unwrap();
+    assert!(
+        stop.is_some_and(|i| i < add),
+        "stopped first: {stop:?} < {add}"
+    );
+    assert!(
+        empty.is_some_and(|i| i < add),
+        "emptied first: {empty:?} < {add}"
+    );
+    let find = &seen[empty.unwrap()].argv;
+    assert!(
+        find.contains(&"-mindepth".to_owned()),
+        "the contents, not the dir: {find:?}"
+    );
+    let fake = nodes.fake.borrow();
+    assert!(fake.members.iter().any(|m| m.name == "e4" && !m.learner));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_promotion_whose_answer_was_lost_is_recognised_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    fake.promote_script = vec!["lost"];
+    let nodes = Nodes::new(fake);
+    let started = std::time::Instant::now();
+    let r = add_etcd(&nodes, dir.path(), "e4").await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    assert_eq!(count(&nodes, "member/promote"), 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_promotion_stops_at_once_when_the_learner_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    fake.promote_script = vec!["not found"];
+    let nodes = Nodes::new(fake);
+    let started = std::time::Instant::now();
+    let err = add_etcd(&nodes, dir.path(), "e4").await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("no longer a member"), "{text}");
+    assert_eq!(count(&nodes, "member/promote"), 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_joining_members_initial_cluster_comes_from_the_live_member_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    // e3's member was founded under another name.
+    fake.members[2].name = "old3".into();
+    let nodes = Nodes::new(fake);
+    let r = add_etcd(&nodes, dir.path(), "e4").await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    let config: String = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.node == "e4" && s.label.starts_with("write-files"))
+        .map(|s| String::from_utf8_lossy(s.stdin.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert!(
+        config.contains(
+            "e1=https://10.0.0.31:2380,e2=https://10.0.0.32:2380,old3=https://10.0.0.33:2380,\
+             e4=https://10.0.0.34:2380"
+        ),
+        "{config}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn add_etcd_refuses_while_a_running_member_is_not_in_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2"], "e1");
+    fake.members.push(M {
+        id: 99,
+        name: "x9".into(),
+        peer: peer(99),
+        learner: false,
+        down_for: 0,
+    });
+    let nodes = Nodes::new(fake);
+    let err = add_etcd(&nodes, dir.path(), "e4").await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("x9"), "{text}");
+    let hinted = hints(&err);
+    assert!(hinted.contains("remove-node x9 --unreachable"), "{hinted}");
+    assert_eq!(count(&nodes, "member/add"), 0);
 }
