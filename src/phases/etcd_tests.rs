@@ -622,3 +622,51 @@ async fn add_etcd_refuses_while_a_running_member_is_not_in_the_inventory() {
     assert!(hinted.contains("remove-node x9 --unreachable"), "{hinted}");
     assert_eq!(count(&nodes, "member/add"), 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn up_refuses_an_etcd_node_the_running_etcd_does_not_count_as_a_member() {
+    // e4 was removed with `remove-node` and left in the inventory: the others were founded
+    // with it, so their configs still list it.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(Fake::running(&["e1", "e2", "e3"], "e1"));
+    let all = ["e1", "e2", "e3", "e4"];
+    let mut ctx = nodes.context(dir.path(), &all);
+    for n in ["e1", "e2", "e3"] {
+        let config = founding_config(&ctx, n, &all, "");
+        nodes.fake.borrow_mut().configs.insert(n.to_owned(), config);
+    }
+    let err = run(&mut ctx, install_phases()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("e4 is not a member of the running etcd"),
+        "{text}"
+    );
+    assert!(
+        hints(&err).contains("khactl add-etcd e4"),
+        "{}",
+        hints(&err)
+    );
+    let e4 = nodes.labels("e4");
+    assert!(
+        e4.iter()
+            .all(|l| !l.starts_with("write-files") && !l.contains("systemctl")),
+        "nothing changes on e4: {e4:?}"
+    );
+}
+
+#[test]
+fn a_node_is_listed_in_an_initial_cluster_only_by_a_whole_entry() {
+    let config = "name: \"myetcd1\"\ninitial-cluster: \"myetcd1=https://10.0.0.31:2380,e2=https://10.0.0.32:2380\"\n";
+    assert!(!super::install_etcd::lists(
+        config,
+        "etcd1=https://10.0.0.31:2380"
+    ));
+    assert!(super::install_etcd::lists(
+        config,
+        "e2=https://10.0.0.32:2380"
+    ));
+    assert!(super::install_etcd::lists(
+        config,
+        "myetcd1=https://10.0.0.31:2380"
+    ));
+}

@@ -19,6 +19,7 @@ use super::install_agent::write_if_changed;
 use super::kubernetes::hand_over_leadership;
 use super::{Change, Context, Phase, PhaseFuture, rolling};
 use crate::cluster::etcd;
+use crate::diagnostics::Hinted;
 use crate::facts::{HostFacts, InitSystem, ProbeRequest, sha256_hex};
 use crate::inventory::{Inventory, Node, Role};
 use crate::os::packages::{Need, install_hint};
@@ -70,6 +71,10 @@ impl Phase for InstallEtcd {
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
+            let strangers = not_members(ctx).await?;
+            if !strangers.is_empty() {
+                return ctx.settle_changes(strangers);
+            }
             let c = &*ctx;
             let is_etcd = |h: &NodeHandle| c.node(h.node()).is_ok_and(|n| n.role == Role::Etcd);
             let planned = c
@@ -264,8 +269,9 @@ async fn wait_member_healthy(ctx: &Context, host: &NodeHandle) -> anyhow::Result
     }
 }
 
-/// `up` founds an etcd cluster; it does not grow a running one. An etcd node without a
-/// member config is refused when other etcd nodes have one whose initial cluster does not
+/// `up` founds an etcd cluster; it does not grow a running one. Here, before the running
+/// etcd can be asked (preflight reads files; [`not_members`] asks etcd when the phase
+/// starts), an etcd node without a member config is refused when other etcd nodes have one whose initial cluster does not
 /// list it (started with `new`, it would found a second cluster, or fail against the
 /// first), with the command that adds it. A founding cut short (some configs written, each
 /// listing this node) goes on.
@@ -281,11 +287,7 @@ fn newcomer(ctx: &Context, node: &Node) -> Option<String> {
     }
     let configs: Vec<String> = ctx.inventory.etcd_nodes().filter_map(config).collect();
     let entry = format!("{}={}", node.name, node.etcd_peer_url());
-    let listed = configs.iter().any(|c| {
-        c.lines()
-            .filter(|l| l.starts_with("initial-cluster:"))
-            .any(|l| l.contains(&entry))
-    });
+    let listed = configs.iter().any(|c| lists(c, &entry));
     (!configs.is_empty() && !listed).then(|| {
         format!(
             "it is not among the members the running etcd was founded with, and `up` founds \
@@ -294,6 +296,58 @@ fn newcomer(ctx: &Context, node: &Node) -> Option<String> {
             node.name
         )
     })
+}
+
+/// Pure: whether a member config's `initial-cluster` has `entry` (`name=peerURL`) as one of
+/// its entries (`etcd1=…` is not in `myetcd1=…`).
+pub fn lists(config: &str, entry: &str) -> bool {
+    config
+        .lines()
+        .filter_map(|l| l.strip_prefix("initial-cluster:"))
+        .flat_map(|v| v.trim().trim_matches('"').split(','))
+        .any(|e| e.trim() == entry)
+}
+
+/// When the running etcd answers: the etcd nodes of the inventory that are no member of it
+/// (by name or peer URL), each with why `up` does not start one. `up` founds etcd; a node
+/// removed with `remove-node` but left in the inventory would otherwise start an empty
+/// member of its own. Nothing when no etcd node answers (a cluster still being founded).
+async fn not_members(ctx: &Context) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    let fleet = ctx.fleet()?;
+    let mut members = None;
+    for node in ctx.inventory.etcd_nodes() {
+        if let Some(host) = fleet.host(node.name.as_str())
+            && let Ok(m) = etcd::members(host).await
+        {
+            members = Some(m);
+            break;
+        }
+    }
+    let Some(members) = members else {
+        return Ok(Vec::new());
+    };
+    Ok(ctx
+        .inventory
+        .etcd_nodes()
+        .filter(|n| {
+            !members
+                .iter()
+                .any(|m| m.is_node(n.name.as_str(), &n.address.to_string()))
+        })
+        .map(|n| {
+            let refusal = Hinted::new(format!(
+                "{} is not a member of the running etcd, and `up` founds an etcd cluster but \
+                 does not grow one",
+                n.name
+            ))
+            .hint(format!(
+                "add it with `khactl add-etcd {}`, then run `up` again (or take it out of the \
+                 inventory)",
+                n.name
+            ));
+            (n.name.to_string(), Err(refusal.into()))
+        })
+        .collect())
 }
 
 /// The etcd binary every etcd node runs.
