@@ -142,14 +142,28 @@ impl Phase for JoinEtcdMember {
     }
 }
 
-/// The member files and data directory of `node`, when it is the one `name` names.
+/// What `DistributePki` places on an etcd node (`ClusterPki::files_for`): the etcd CA's
+/// certificate, its own server and peer pairs, the healthcheck client pair. Removed with it.
+pub(super) const MEMBER_PKI: [&str; 7] = [
+    "/etc/kubernetes/pki/etcd/ca.crt",
+    "/etc/kubernetes/pki/etcd/server.crt",
+    "/etc/kubernetes/pki/etcd/server.key",
+    "/etc/kubernetes/pki/etcd/peer.crt",
+    "/etc/kubernetes/pki/etcd/peer.key",
+    "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+    "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+];
+
+/// The member files, keys and data directory of `node`, when it is the one `name` names.
 fn member_files(node: &Node, name: &str) -> ProbeRequest {
     if node.name.as_str() != name {
         return ProbeRequest::default();
     }
+    let mut digests: Vec<std::path::PathBuf> = vec![CONFIG_FILE.into(), SYSTEMD_UNIT.into()];
+    digests.extend(MEMBER_PKI.iter().map(std::path::PathBuf::from));
     ProbeRequest {
         files: vec![CONFIG_FILE.into(), SYSTEMD_UNIT.into()],
-        digests: vec![CONFIG_FILE.into(), SYSTEMD_UNIT.into()],
+        digests,
         dirs: vec![DATA_DIR.into()],
         ..ProbeRequest::default()
     }
@@ -529,8 +543,16 @@ impl LeaveEtcd {
             .host(name)
             .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
         stop_and_clear(ctx, host).await?;
+        // Its keys go too: a machine that left keeps no credential of the cluster's etcd.
+        let facts = ctx.facts_of(name)?;
+        let keys: Vec<Change> = MEMBER_PKI
+            .iter()
+            .filter(|p| facts.digest(Path::new(p)).is_some())
+            .map(|p| Change::RemoveFile { path: p.into() })
+            .collect();
+        ctx.apply(host, &keys).await?;
         Ok(format!(
-            "{removed} member(s) removed, then etcd stopped and its data removed"
+            "{removed} member(s) removed, then etcd stopped, its data and keys removed"
         ))
     }
 }

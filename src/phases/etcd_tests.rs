@@ -670,3 +670,52 @@ fn a_node_is_listed_in_an_initial_cluster_only_by_a_whole_entry() {
         "myetcd1=https://10.0.0.31:2380"
     ));
 }
+
+#[test]
+fn remove_node_clears_exactly_the_keys_khactl_places_on_an_etcd_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = crate::inventory::parse(INVENTORY).unwrap().inventory;
+    let (pki, _) = crate::pki::ensure(dir.path(), &inventory).unwrap();
+    let placed: BTreeSet<String> = pki
+        .files_for(inventory.node("e1").unwrap(), None)
+        .iter()
+        .map(|f| f.remote_path.display().to_string())
+        .collect();
+    let removed: BTreeSet<String> = super::etcd_membership::MEMBER_PKI
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
+    assert_eq!(placed, removed);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn remove_node_of_an_etcd_node_removes_its_keys_after_its_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(Fake::running(&["e1", "e2", "e3"], "e1"));
+    let mut ctx = nodes.context(dir.path(), &["e1", "e2", "e3"]);
+    let config = founding_config(&ctx, "e3", &["e1", "e2", "e3"], "");
+    nodes.fake.borrow_mut().configs.insert("e3".into(), config);
+    let leaving = kubernetes::Leaving {
+        node: ctx.inventory.node("e3").unwrap().clone(),
+        unreachable: false,
+    };
+    let r = run(
+        &mut ctx,
+        crate::commands::remove_node::etcd_phases(&leaving),
+    )
+    .await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    let removed: BTreeSet<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.node == "e3" && s.argv.first().is_some_and(|a| a == "rm"))
+        .filter_map(|s| s.argv.last().cloned())
+        .filter(|p| p.starts_with("/etc/kubernetes/pki/"))
+        .collect();
+    let expected: BTreeSet<String> = super::etcd_membership::MEMBER_PKI
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
+    assert_eq!(removed, expected);
+    assert_eq!(nodes.fake.borrow().members.len(), 2);
+}

@@ -305,10 +305,33 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
         ),
         "gone"
     );
+    // Its keys went with it: no credential of the cluster's etcd stays on the machine.
+    assert_eq!(
+        sh(
+            &lab,
+            "w4",
+            "for f in ca.crt server.crt server.key peer.crt peer.key healthcheck-client.crt \
+             healthcheck-client.key; do test -e /etc/kubernetes/pki/etcd/$f && echo $f; done; true"
+        ),
+        ""
+    );
 
     // A founding member can leave too; the API server keeps working through the others.
     let removed = khactl_with(&lab, &["remove-node", "w1"], &three, &state, &["--yes"]);
     assert!(removed.status.success(), "{}", text(&removed));
     assert_eq!(voters(&lab, "w2"), ["w2", "w3"]);
     assert_eq!(readyz(&lab, "cp1"), "ok");
+
+    // Left in the inventory, w1 is no member of the running etcd, though the others' configs
+    // still list it as a founder: `up` refuses to start an empty member there, by the live
+    // member list, and says how to add it back.
+    let stale = run(&lab, &["up"], &three, &state);
+    assert!(!stale.status.success(), "{}", text(&stale));
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("khactl add-etcd w1"),
+        "{}",
+        text(&stale)
+    );
+    assert!(lab.read_file("w1", "/etc/etcd/etcd.conf.yml").is_none());
+    assert_eq!(voters(&lab, "w2"), ["w2", "w3"]);
 }
