@@ -13,7 +13,7 @@
 //!   the leader; a promotion whose answer was lost is recognised by the member list). A join
 //!   that fails removes the member again and stops etcd on the node.
 //! - `remove-node` of an etcd node: [`LeaveEtcd`] refuses to break the quorum or remove the
-//!   last member, **removes the member first** (from another etcd node, so the cluster never
+//!   last member, hands the leadership over if the node leads, **removes the member first** (from another etcd node, so the cluster never
 //!   counts a voter that is gone), then stops etcd on the node and removes its files and data.
 //!
 //! The API servers' `--etcd-servers` are not rewritten: they keep the endpoints kubeadm wrote.
@@ -25,7 +25,7 @@ use anyhow::{Context as _, bail};
 
 use super::changes::Mode;
 use super::install_etcd::{not_healthy_voters, plan_member};
-use super::kubernetes::{etcd_quorum_after, etcd_witness, remove_member};
+use super::kubernetes::{etcd_quorum_after, etcd_witness, hand_over_leadership, remove_member};
 use super::{Change, Context, Phase, PhaseFuture};
 use crate::cluster::etcd;
 use crate::diagnostics::Hinted;
@@ -532,6 +532,13 @@ impl LeaveEtcd {
             .host(&answered)
             .ok_or_else(|| anyhow::anyhow!("internal: {answered} is not connected"))?;
         etcd_quorum_after(name, &node.address.to_string(), &members)?;
+        // A leader removed costs an election while every API server's request waits; a
+        // transfer is one round trip. Only a reachable node can hand over.
+        if !self.unreachable
+            && let Some(host) = ctx.fleet()?.host(name)
+        {
+            hand_over_leadership(ctx, host, witness, node, &members).await?;
+        }
         let removed = remove_member(ctx, witness, node, &members).await?;
         if self.unreachable {
             return Ok(format!(

@@ -719,3 +719,34 @@ async fn remove_node_of_an_etcd_node_removes_its_keys_after_its_member() {
     assert_eq!(removed, expected);
     assert_eq!(nodes.fake.borrow().members.len(), 2);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn remove_node_of_the_etcd_leader_hands_the_leadership_over_before_its_member_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = Nodes::new(Fake::running(&["e1", "e2", "e3"], "e1"));
+    let mut ctx = nodes.context(dir.path(), &["e1", "e2", "e3"]);
+    let leaving = kubernetes::Leaving {
+        node: ctx.inventory.node("e1").unwrap().clone(),
+        unreachable: false,
+    };
+    let r = run(
+        &mut ctx,
+        crate::commands::remove_node::etcd_phases(&leaving),
+    )
+    .await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    let order: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.label.contains("transfer-leadership") || s.label.contains("member/remove"))
+        .map(|s| format!("{}: {}", s.node, s.argv[5]))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "e1: /v3/maintenance/transfer-leadership",
+            "e2: /v3/cluster/member/remove"
+        ]
+    );
+    assert_eq!(nodes.fake.borrow().leader, 32, "e2 leads");
+}
