@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::changes::Mode;
-use super::install_etcd::{not_healthy_voters, plan_member};
+use super::install_etcd::{binary, not_healthy_voters, plan_member, prerequisites};
 use super::kubernetes::{etcd_quorum_after, etcd_witness, hand_over_leadership, remove_member};
 use super::{Change, Context, Phase, PhaseFuture};
 use crate::cluster::etcd;
 use crate::diagnostics::Hinted;
-use crate::facts::{DirState, ProbeRequest};
+use crate::facts::{DirState, HostFacts, ProbeRequest};
 use crate::inventory::{Node, Role};
 use crate::os::service::{self, ServiceAction};
 use crate::remote::{NodeHandle, RemoteCommand};
@@ -130,8 +130,22 @@ impl Phase for JoinEtcdMember {
         "Join the etcd member"
     }
 
-    fn facts(&self, _ctx: &Context, node: &Node) -> ProbeRequest {
-        member_files(node, &self.node)
+    /// Its member files, and what `up` checks an etcd node has (the binary, curl).
+    fn facts(&self, ctx: &Context, node: &Node) -> ProbeRequest {
+        let mut probe = member_files(node, &self.node);
+        if node.name.as_str() == self.node {
+            probe.digests.push(binary(&ctx.inventory));
+            probe.versions.push("curl".to_owned());
+        }
+        probe
+    }
+
+    /// The same prerequisites `up` checks on an etcd node, before anything changes.
+    fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
+        if node.name.as_str() != self.node {
+            return Vec::new();
+        }
+        prerequisites(&ctx.inventory, facts)
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {

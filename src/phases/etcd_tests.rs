@@ -688,6 +688,16 @@ fn remove_node_clears_exactly_the_keys_khactl_places_on_an_etcd_node() {
     assert_eq!(placed, removed);
 }
 
+/// `remove-node NODE` of an etcd node, which must succeed.
+async fn remove_etcd(ctx: &mut Context, node: &str) {
+    let leaving = kubernetes::Leaving {
+        node: ctx.inventory.node(node).unwrap().clone(),
+        unreachable: false,
+    };
+    let r = run(ctx, crate::commands::remove_node::etcd_phases(&leaving)).await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn remove_node_of_an_etcd_node_removes_its_keys_after_its_member() {
     let dir = tempfile::tempdir().unwrap();
@@ -695,16 +705,7 @@ async fn remove_node_of_an_etcd_node_removes_its_keys_after_its_member() {
     let mut ctx = nodes.context(dir.path(), &["e1", "e2", "e3"]);
     let config = founding_config(&ctx, "e3", &["e1", "e2", "e3"], "");
     nodes.fake.borrow_mut().configs.insert("e3".into(), config);
-    let leaving = kubernetes::Leaving {
-        node: ctx.inventory.node("e3").unwrap().clone(),
-        unreachable: false,
-    };
-    let r = run(
-        &mut ctx,
-        crate::commands::remove_node::etcd_phases(&leaving),
-    )
-    .await;
-    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    remove_etcd(&mut ctx, "e3").await;
     let removed: BTreeSet<String> = nodes
         .seen()
         .iter()
@@ -725,16 +726,7 @@ async fn remove_node_of_the_etcd_leader_hands_the_leadership_over_before_its_mem
     let dir = tempfile::tempdir().unwrap();
     let nodes = Nodes::new(Fake::running(&["e1", "e2", "e3"], "e1"));
     let mut ctx = nodes.context(dir.path(), &["e1", "e2", "e3"]);
-    let leaving = kubernetes::Leaving {
-        node: ctx.inventory.node("e1").unwrap().clone(),
-        unreachable: false,
-    };
-    let r = run(
-        &mut ctx,
-        crate::commands::remove_node::etcd_phases(&leaving),
-    )
-    .await;
-    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    remove_etcd(&mut ctx, "e1").await;
     let order: Vec<String> = nodes
         .seen()
         .iter()
@@ -749,4 +741,39 @@ async fn remove_node_of_the_etcd_leader_hands_the_leadership_over_before_its_mem
         ]
     );
     assert_eq!(nodes.fake.borrow().leader, 32, "e2 leads");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn add_etcd_checks_the_etcd_prerequisites_before_anything_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    fake.no_binary.insert("e4".into());
+    let nodes = Nodes::new(fake);
+    let mut ctx = nodes.context(dir.path(), &["cp1", "e1", "e2", "e3", "e4"]);
+    let opts = crate::commands::grow::GrowOptions {
+        nodes: NodeOptions {
+            inventory: "unused".into(),
+            parallelism: 10,
+            connect_timeout: std::time::Duration::from_secs(1),
+            state_dir: None,
+        },
+        node: "e4".to_owned(),
+        role: crate::inventory::Role::Etcd,
+        dry_run: false,
+        yes: true,
+        agent_binary: None,
+    };
+    crate::commands::grow::narrow(&mut ctx, "e4");
+    let err = run(&mut ctx, crate::commands::grow::phases(&opts))
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("etcd is not installed"), "{text}");
+    let changed: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| !s.read_only)
+        .map(|s| format!("{}: {}", s.node, s.label))
+        .collect();
+    assert!(changed.is_empty(), "nothing changed: {changed:?}");
 }

@@ -351,7 +351,7 @@ async fn not_members(ctx: &Context) -> anyhow::Result<Vec<(String, anyhow::Resul
 }
 
 /// The etcd binary every etcd node runs.
-fn binary(inventory: &Inventory) -> PathBuf {
+pub fn binary(inventory: &Inventory) -> PathBuf {
     inventory
         .etcd
         .binary
