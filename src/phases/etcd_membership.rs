@@ -2,14 +2,18 @@
 //! the way etcd's runtime reconfiguration guide says:
 //!
 //! - `add-etcd`: [`CheckEtcdGrowth`] refuses before anything changes unless every member is a
-//!   healthy voter and no learner is pending (and, without `--yes`, an even size); then
-//!   [`JoinEtcdMember`] adds the node as a **learner** (it receives the log but does not vote,
+//!   healthy voter and no learner is pending (and, without `--yes`, an even size); it also
+//!   refuses a node etcd already counts as a voter, even a down one (its member and data are
+//!   never thrown away here: `remove-node` first), and a running member that is no etcd node
+//!   of the inventory. Then [`JoinEtcdMember`] stops any etcd left on the node and empties its
+//!   data directory, adds the node as a **learner** (it receives the log but does not vote,
 //!   so the quorum does not grow before it has caught up), writes its member config with the
-//!   running members as its initial cluster (`existing`), starts etcd there and **promotes**
-//!   it once etcd accepts (a learner is promoted only when in sync with the leader). A join
+//!   live member list's started members as its initial cluster (`existing`), starts etcd
+//!   there and **promotes** it once etcd accepts (a learner is promoted only when in sync with
+//!   the leader; a promotion whose answer was lost is recognised by the member list). A join
 //!   that fails removes the member again and stops etcd on the node.
 //! - `remove-node` of an etcd node: [`LeaveEtcd`] refuses to break the quorum or remove the
-//!   last member, **removes the member first** (from another etcd node, so the cluster never
+//!   last member, hands the leadership over if the node leads, **removes the member first** (from another etcd node, so the cluster never
 //!   counts a voter that is gone), then stops etcd on the node and removes its files and data.
 //!
 //! The API servers' `--etcd-servers` and `kubeadm-config` follow in the next phase
@@ -21,12 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::changes::Mode;
-use super::install_etcd::{not_healthy_voters, plan_member};
-use super::kubernetes::{etcd_quorum_after, etcd_witness, remove_member};
+use super::install_etcd::{binary, not_healthy_voters, plan_member, prerequisites};
+use super::kubernetes::{etcd_quorum_after, etcd_witness, hand_over_leadership, remove_member};
 use super::{Change, Context, Phase, PhaseFuture};
 use crate::cluster::etcd;
 use crate::diagnostics::Hinted;
-use crate::facts::{DirState, ProbeRequest};
+use crate::facts::{DirState, HostFacts, ProbeRequest};
 use crate::inventory::{Node, Role};
 use crate::os::service::{self, ServiceAction};
 use crate::remote::{NodeHandle, RemoteCommand};
@@ -73,6 +77,13 @@ impl CheckEtcdGrowth {
                 node.name
             ));
         }
+        if let Some(m) = members
+            .iter()
+            .find(|m| m.is_node(node.name.as_str(), &address) && !m.is_learner)
+        {
+            return Err(already_a_voter(&node, m).into());
+        }
+        initial_cluster(&ctx.inventory, &node, &members)?;
         let others: Vec<etcd::Member> = members
             .iter()
             .filter(|m| !m.is_node(node.name.as_str(), &address))
@@ -120,8 +131,22 @@ impl Phase for JoinEtcdMember {
         "Join the etcd member"
     }
 
-    fn facts(&self, _ctx: &Context, node: &Node) -> ProbeRequest {
-        member_files(node, &self.node)
+    /// Its member files, and what `up` checks an etcd node has (the binary, curl).
+    fn facts(&self, ctx: &Context, node: &Node) -> ProbeRequest {
+        let mut probe = member_files(node, &self.node);
+        if node.name.as_str() == self.node {
+            probe.digests.push(binary(&ctx.inventory));
+            probe.versions.push("curl".to_owned());
+        }
+        probe
+    }
+
+    /// The same prerequisites `up` checks on an etcd node, before anything changes.
+    fn preflight(&self, ctx: &Context, node: &Node, facts: &HostFacts) -> Vec<String> {
+        if node.name.as_str() != self.node {
+            return Vec::new();
+        }
+        prerequisites(&ctx.inventory, facts)
     }
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
@@ -132,14 +157,28 @@ impl Phase for JoinEtcdMember {
     }
 }
 
-/// The member files and data directory of `node`, when it is the one `name` names.
+/// What `DistributePki` places on an etcd node (`ClusterPki::files_for`): the etcd CA's
+/// certificate, its own server and peer pairs, the healthcheck client pair. Removed with it.
+pub(super) const MEMBER_PKI: [&str; 7] = [
+    "/etc/kubernetes/pki/etcd/ca.crt",
+    "/etc/kubernetes/pki/etcd/server.crt",
+    "/etc/kubernetes/pki/etcd/server.key",
+    "/etc/kubernetes/pki/etcd/peer.crt",
+    "/etc/kubernetes/pki/etcd/peer.key",
+    "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+    "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+];
+
+/// The member files, keys and data directory of `node`, when it is the one `name` names.
 fn member_files(node: &Node, name: &str) -> ProbeRequest {
     if node.name.as_str() != name {
         return ProbeRequest::default();
     }
+    let mut digests: Vec<std::path::PathBuf> = vec![CONFIG_FILE.into(), SYSTEMD_UNIT.into()];
+    digests.extend(MEMBER_PKI.iter().map(std::path::PathBuf::from));
     ProbeRequest {
         files: vec![CONFIG_FILE.into(), SYSTEMD_UNIT.into()],
-        digests: vec![CONFIG_FILE.into(), SYSTEMD_UNIT.into()],
+        digests,
         dirs: vec![DATA_DIR.into()],
         ..ProbeRequest::default()
     }
@@ -160,14 +199,15 @@ impl JoinEtcdMember {
         if is_healthy_voter(node, &members) {
             return Ok("already a healthy voter".to_owned());
         }
-        // What is left of an earlier life of this node that is not a learner waiting for it:
-        // a started member whose data is gone, say. Removed first, as for a control plane.
-        let stale: Vec<etcd::Member> = members
+        // A voter, even one that does not answer, keeps its data: it is removed with
+        // `remove-node` first, never here.
+        if let Some(m) = members
             .iter()
-            .filter(|m| m.is_node(name, &address) && !m.is_learner)
-            .cloned()
-            .collect();
-        remove_member(ctx, witness, node, &stale).await?;
+            .find(|m| m.is_node(name, &address) && !m.is_learner)
+        {
+            return Err(already_a_voter(node, m).into());
+        }
+        let initial = initial_cluster(&ctx.inventory, node, &members)?;
         let learner = members
             .iter()
             .find(|m| m.is_node(name, &address) && m.is_learner)
@@ -175,6 +215,10 @@ impl JoinEtcdMember {
         let id = match learner {
             Some(id) => Some(id),
             None => {
+                // Not a member: whatever an earlier membership left on the node (a running
+                // etcd, a data directory naming another cluster) would make the new member
+                // refuse to start.
+                clear_old_member(ctx, host).await?;
                 let peer = node.etcd_peer_url();
                 let headline = format!("add etcd member {name} ({peer}) as a learner");
                 ctx.step(witness, &headline, async |w| {
@@ -183,18 +227,8 @@ impl JoinEtcdMember {
                 .await?
             }
         };
-        // The initial cluster: every member now listed by name, and this node.
-        let running: Vec<&Node> = ctx
-            .inventory
-            .etcd_nodes()
-            .filter(|n| {
-                n.name.as_str() == name
-                    || members
-                        .iter()
-                        .any(|m| m.is_node(n.name.as_str(), &n.address.to_string()))
-            })
-            .collect();
-        let member = EtcdMember::new(&ctx.inventory, node, running, ClusterState::Existing);
+        let mut member = EtcdMember::new(&ctx.inventory, node, [node], ClusterState::Existing);
+        member.initial_cluster = initial;
         let facts = ctx.facts_of(name)?;
         let state = service::state(host, facts.init, SERVICE)
             .await
@@ -237,29 +271,144 @@ impl JoinEtcdMember {
     }
 }
 
-/// Promotes learner `id`, retrying while etcd says it has not caught up yet.
+/// Promotes learner `id`, retrying while etcd says it has not caught up yet. After a failed
+/// attempt the member list decides: a voter already (an answer lost, a promotion that went
+/// through anyway) is done; a member gone is a failure at once.
 async fn promote_when_in_sync(ctx: &Context, witness: &NodeHandle, id: u64) -> anyhow::Result<()> {
     let interrupt = ctx.settings.interrupt.clone();
     let headline = format!("promote etcd learner {id:x} to a voter");
     ctx.step(witness, &headline, async |w| {
         let started = Instant::now();
         loop {
-            match etcd::promote(w, id).await {
-                Ok(()) => return Ok(()),
-                Err(e) if started.elapsed() >= SETTLE_DEADLINE => {
-                    return Err(e.context(format!(
-                        "the learner did not catch up within {}s",
-                        SETTLE_DEADLINE.as_secs()
-                    )));
-                }
-                // "can only promote a learner member which is in sync with leader", or the
-                // learner not started yet: both pass; retried until the deadline.
-                Err(_) => {
-                    interrupt.check()?;
-                    tokio::time::sleep(POLL).await;
+            let Err(e) = etcd::promote(w, id).await else {
+                return Ok(());
+            };
+            if format!("{e:#}").contains("member not found") {
+                return Err(e.context(format!("learner {id:x} is no longer a member")));
+            }
+            if let Ok(members) = etcd::members(w).await {
+                match members.iter().find(|m| m.id == id) {
+                    None => {
+                        return Err(e.context(format!(
+                            "learner {id:x} is no longer a member (member not found)"
+                        )));
+                    }
+                    Some(m) if !m.is_learner => return Ok(()),
+                    Some(_) => {}
                 }
             }
+            if started.elapsed() >= SETTLE_DEADLINE {
+                return Err(e.context(format!(
+                    "the learner did not catch up within {}s",
+                    SETTLE_DEADLINE.as_secs()
+                )));
+            }
+            // "can only promote a learner member which is in sync with leader", or the
+            // learner not started yet: both pass; retried until the deadline.
+            interrupt.check()?;
+            tokio::time::sleep(POLL).await;
         }
+    })
+    .await?;
+    Ok(())
+}
+
+/// The refusal of `add-etcd` for a node etcd already counts as a voter.
+fn already_a_voter(node: &Node, m: &etcd::Member) -> Hinted {
+    Hinted::new(format!(
+        "refusing to add {}: it is already an etcd voter ({} {}), though not a healthy one; \
+         adding it again would throw its member and data away",
+        node.name,
+        m.name,
+        m.peer_urls.first().map(String::as_str).unwrap_or("?")
+    ))
+    .hint(format!(
+        "bring its etcd back (`khactl status`, `journalctl -u etcd` there), or remove it first \
+         with `khactl remove-node {0}` (`--unreachable` if the machine is gone) and then run \
+         `khactl add-etcd {0}`",
+        node.name
+    ))
+}
+
+/// Pure: the joining member's `initial-cluster`: `name=peerURL` of every started member of
+/// the live list, and `node`. A started member that no etcd node of the inventory is stops
+/// the join: khactl would not know the cluster it grows.
+pub fn initial_cluster(
+    inventory: &crate::inventory::Inventory,
+    node: &Node,
+    members: &[etcd::Member],
+) -> anyhow::Result<String> {
+    let address = node.address.to_string();
+    let mut entries = Vec::new();
+    for m in members {
+        if m.name.is_empty() || m.is_node(node.name.as_str(), &address) {
+            continue;
+        }
+        let listed = inventory
+            .etcd_nodes()
+            .any(|n| m.is_node(n.name.as_str(), &n.address.to_string()));
+        let Some(url) = m.peer_urls.first().filter(|_| listed) else {
+            return Err(Hinted::new(format!(
+                "refusing to add {}: etcd member {} ({}) runs but is no etcd node of the \
+                 inventory",
+                node.name,
+                m.name,
+                m.peer_urls.first().map(String::as_str).unwrap_or("?")
+            ))
+            .hint(format!(
+                "remove it with `khactl remove-node {} --unreachable`, or add it to the \
+                 inventory as a `role: etcd` node",
+                m.name
+            ))
+            .into());
+        };
+        entries.push(format!("{}={url}", m.name));
+    }
+    entries.push(format!("{}={}", node.name, node.etcd_peer_url()));
+    Ok(entries.join(","))
+}
+
+/// Before a node that is no member joins: its etcd stopped if it runs, and the contents of
+/// its data directory removed (not the directory: it may be a mount point).
+async fn clear_old_member(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let facts = ctx.facts_of(host.node())?;
+    let state = service::state(host, facts.init, SERVICE)
+        .await
+        .context("reading whether etcd is running")?;
+    if state.active {
+        let stop = Change::Service {
+            name: SERVICE.to_owned(),
+            init: facts.init,
+            action: ServiceAction::Stop,
+            check_first: None,
+        };
+        ctx.apply(host, &[stop]).await?;
+    }
+    let full = facts
+        .dirs
+        .get(Path::new(DATA_DIR))
+        .is_some_and(|d| *d == DirState::NotEmpty);
+    if !full && !state.active {
+        return Ok(());
+    }
+    let headline = format!("empty {DATA_DIR} (data of an earlier etcd membership)");
+    ctx.step(host, &headline, async |h| {
+        h.run(&RemoteCommand::new([
+            "find",
+            DATA_DIR,
+            "-mindepth",
+            "1",
+            "-maxdepth",
+            "1",
+            "-exec",
+            "rm",
+            "-rf",
+            "--one-file-system",
+            "{}",
+            "+",
+        ]))
+        .await?;
+        Ok(())
     })
     .await?;
     Ok(())
@@ -398,6 +547,13 @@ impl LeaveEtcd {
             .host(&answered)
             .ok_or_else(|| anyhow::anyhow!("internal: {answered} is not connected"))?;
         etcd_quorum_after(name, &node.address.to_string(), &members)?;
+        // A leader removed costs an election while every API server's request waits; a
+        // transfer is one round trip. Only a reachable node can hand over.
+        if !self.unreachable
+            && let Some(host) = ctx.fleet()?.host(name)
+        {
+            hand_over_leadership(ctx, host, witness, node, &members).await?;
+        }
         let removed = remove_member(ctx, witness, node, &members).await?;
         if self.unreachable {
             return Ok(format!(
@@ -409,8 +565,16 @@ impl LeaveEtcd {
             .host(name)
             .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
         stop_and_clear(ctx, host).await?;
+        // Its keys go too: a machine that left keeps no credential of the cluster's etcd.
+        let facts = ctx.facts_of(name)?;
+        let keys: Vec<Change> = MEMBER_PKI
+            .iter()
+            .filter(|p| facts.digest(Path::new(p)).is_some())
+            .map(|p| Change::RemoveFile { path: p.into() })
+            .collect();
+        ctx.apply(host, &keys).await?;
         Ok(format!(
-            "{removed} member(s) removed, then etcd stopped and its data removed"
+            "{removed} member(s) removed, then etcd stopped, its data and keys removed"
         ))
     }
 }

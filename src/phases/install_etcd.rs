@@ -1,7 +1,9 @@
 //! The external etcd (nodes with `role: etcd`): each etcd node gets khactl's config file and
-//! systemd unit for its member, the service enabled and started (restarted one node at a time
-//! when its files changed, so a quorum stays up), and then the run waits until every etcd node
-//! is a started, healthy voter, before kubeadm ever dials etcd. The certificates are already
+//! systemd unit for its member, the service enabled and started, and then the run waits until
+//! every etcd node is a started, healthy voter, before kubeadm ever dials etcd. A member whose
+//! files changed is restarted one at a time, the next only once the restarted one answers
+//! `/health` and every voter is healthy again; the leader last, its leadership handed to
+//! another voter first. The certificates are already
 //! in place (`DistributePki`). A stacked cluster has no etcd node and skips the phase.
 //!
 //! The binary is the distribution's package (`/usr/bin/etcd`) or the inventory's
@@ -14,8 +16,10 @@ use anyhow::{Context as _, bail};
 
 use super::changes::Mode;
 use super::install_agent::write_if_changed;
+use super::kubernetes::hand_over_leadership;
 use super::{Change, Context, Phase, PhaseFuture, rolling};
 use crate::cluster::etcd;
+use crate::diagnostics::Hinted;
 use crate::facts::{HostFacts, InitSystem, ProbeRequest, sha256_hex};
 use crate::inventory::{Inventory, Node, Role};
 use crate::os::packages::{Need, install_hint};
@@ -67,6 +71,10 @@ impl Phase for InstallEtcd {
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
+            let strangers = not_members(ctx).await?;
+            if !strangers.is_empty() {
+                return ctx.settle_changes(strangers);
+            }
             let c = &*ctx;
             let is_etcd = |h: &NodeHandle| c.node(h.node()).is_ok_and(|n| n.role == Role::Etcd);
             let planned = c
@@ -89,7 +97,7 @@ impl Phase for InstallEtcd {
                     anyhow::Ok(service)
                 })
                 .await;
-            let mut pending = Vec::new();
+            let mut pending: Vec<(String, Vec<Change>)> = Vec::new();
             let mut failed = Vec::new();
             for (node, r) in planned {
                 match r {
@@ -100,7 +108,17 @@ impl Phase for InstallEtcd {
             if !failed.is_empty() {
                 return ctx.settle(failed);
             }
-            // One member at a time: a restart of every member at once would leave no quorum.
+            // One member at a time, and the next only once the restarted member answers and
+            // every voter is healthy again: two members down at once in a three-member cluster
+            // is no quorum. The leader goes last (and hands its leadership over first), so the
+            // cluster holds one election at most, not one per restart.
+            let apply = c.settings.mode == Mode::Apply;
+            if apply
+                && pending.iter().any(|(_, s)| restarts(s))
+                && let Some(leader) = leader_node(c).await
+            {
+                pending.sort_by_key(|(n, _)| *n == leader);
+            }
             let started = rolling::one_at_a_time(
                 pending,
                 &c.settings.interrupt,
@@ -109,7 +127,15 @@ impl Phase for InstallEtcd {
                         .fleet()?
                         .host(name)
                         .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
-                    c.apply(host, service).await
+                    let restart = apply && restarts(service);
+                    if restart {
+                        hand_over_before_restart(c, host).await?;
+                    }
+                    let n = c.apply(host, service).await?;
+                    if restart {
+                        wait_member_healthy(c, host).await?;
+                    }
+                    anyhow::Ok(n)
                 },
                 |stopped_at, _| match stopped_at {
                     Some(at) => Err(anyhow::anyhow!(
@@ -137,8 +163,115 @@ impl Phase for InstallEtcd {
     }
 }
 
-/// `up` founds an etcd cluster; it does not grow a running one. An etcd node without a
-/// member config is refused when other etcd nodes have one whose initial cluster does not
+/// Whether `changes` restart etcd.
+fn restarts(changes: &[Change]) -> bool {
+    changes.iter().any(|c| {
+        matches!(
+            c,
+            Change::Service {
+                action: ServiceAction::Restart,
+                ..
+            }
+        )
+    })
+}
+
+/// The etcd node whose member leads, as the first etcd node that answers says; `None` when
+/// none answers or the leader is no node of the inventory.
+async fn leader_node(ctx: &Context) -> Option<String> {
+    let fleet = ctx.fleet().ok()?;
+    for node in ctx.inventory.etcd_nodes() {
+        let Some(host) = fleet.host(node.name.as_str()) else {
+            continue;
+        };
+        let (Ok(members), Ok(leader)) = (etcd::members(host).await, etcd::leader(host).await)
+        else {
+            continue;
+        };
+        let leading = members.iter().find(|m| m.id == leader)?;
+        return ctx
+            .inventory
+            .etcd_nodes()
+            .find(|n| leading.is_node(n.name.as_str(), &n.address.to_string()))
+            .map(|n| n.name.to_string());
+    }
+    None
+}
+
+/// If `host`'s member leads, hands the leadership to another healthy voter before its etcd
+/// restarts. A member that does not answer leads nothing: its restart (a repair) goes on.
+async fn hand_over_before_restart(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let Ok(members) = etcd::members(host).await else {
+        return Ok(());
+    };
+    let fleet = ctx.fleet()?;
+    let witness = ctx
+        .inventory
+        .etcd_nodes()
+        .filter(|n| n.name.as_str() != host.node())
+        .filter(|n| {
+            members.iter().any(|m| {
+                m.is_node(n.name.as_str(), &n.address.to_string())
+                    && !m.is_learner
+                    && m.healthy == Some(true)
+            })
+        })
+        .find_map(|n| fleet.host(n.name.as_str()));
+    let Some(witness) = witness else {
+        return Ok(());
+    };
+    let node = ctx.node(host.node())?;
+    hand_over_leadership(ctx, host, witness, node, &members).await
+}
+
+/// After `host`'s etcd restarted: until its member answers `/health` and every voter is
+/// healthy again, so the next restart never takes a second vote away.
+async fn wait_member_healthy(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let node = ctx.node(host.node())?;
+    let address = node.address.to_string();
+    let started = Instant::now();
+    loop {
+        ctx.settings.interrupt.check()?;
+        let last = match etcd::members(host).await {
+            Ok(members) => {
+                let me_ok = members
+                    .iter()
+                    .any(|m| m.is_node(node.name.as_str(), &address) && m.healthy == Some(true));
+                let down: Vec<String> = members
+                    .iter()
+                    .filter(|m| !m.is_learner && m.healthy != Some(true))
+                    .map(|m| {
+                        m.peer_urls
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| m.name.clone())
+                    })
+                    .collect();
+                if me_ok && down.is_empty() {
+                    return Ok(());
+                }
+                if down.is_empty() {
+                    "its member does not answer /health yet".to_owned()
+                } else {
+                    format!("voters not healthy: {}", down.join(", "))
+                }
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() > HEALTHY_DEADLINE {
+            bail!(
+                "etcd on {} was restarted but the cluster is not healthy after {}s ({last});                  the members after it were not restarted; look at `journalctl -u etcd` there",
+                node.name,
+                HEALTHY_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `up` founds an etcd cluster; it does not grow a running one. Here, before the running
+/// etcd can be asked (preflight reads files; [`not_members`] asks etcd when the phase
+/// starts), an etcd node without a member config is refused when other etcd nodes have one whose initial cluster does not
 /// list it (started with `new`, it would found a second cluster, or fail against the
 /// first), with the command that adds it. A founding cut short (some configs written, each
 /// listing this node) goes on.
@@ -154,11 +287,7 @@ fn newcomer(ctx: &Context, node: &Node) -> Option<String> {
     }
     let configs: Vec<String> = ctx.inventory.etcd_nodes().filter_map(config).collect();
     let entry = format!("{}={}", node.name, node.etcd_peer_url());
-    let listed = configs.iter().any(|c| {
-        c.lines()
-            .filter(|l| l.starts_with("initial-cluster:"))
-            .any(|l| l.contains(&entry))
-    });
+    let listed = configs.iter().any(|c| lists(c, &entry));
     (!configs.is_empty() && !listed).then(|| {
         format!(
             "it is not among the members the running etcd was founded with, and `up` founds \
@@ -169,8 +298,60 @@ fn newcomer(ctx: &Context, node: &Node) -> Option<String> {
     })
 }
 
+/// Pure: whether a member config's `initial-cluster` has `entry` (`name=peerURL`) as one of
+/// its entries (`etcd1=…` is not in `myetcd1=…`).
+pub fn lists(config: &str, entry: &str) -> bool {
+    config
+        .lines()
+        .filter_map(|l| l.strip_prefix("initial-cluster:"))
+        .flat_map(|v| v.trim().trim_matches('"').split(','))
+        .any(|e| e.trim() == entry)
+}
+
+/// When the running etcd answers: the etcd nodes of the inventory that are no member of it
+/// (by name or peer URL), each with why `up` does not start one. `up` founds etcd; a node
+/// removed with `remove-node` but left in the inventory would otherwise start an empty
+/// member of its own. Nothing when no etcd node answers (a cluster still being founded).
+async fn not_members(ctx: &Context) -> anyhow::Result<Vec<(String, anyhow::Result<()>)>> {
+    let fleet = ctx.fleet()?;
+    let mut members = None;
+    for node in ctx.inventory.etcd_nodes() {
+        if let Some(host) = fleet.host(node.name.as_str())
+            && let Ok(m) = etcd::members(host).await
+        {
+            members = Some(m);
+            break;
+        }
+    }
+    let Some(members) = members else {
+        return Ok(Vec::new());
+    };
+    Ok(ctx
+        .inventory
+        .etcd_nodes()
+        .filter(|n| {
+            !members
+                .iter()
+                .any(|m| m.is_node(n.name.as_str(), &n.address.to_string()))
+        })
+        .map(|n| {
+            let refusal = Hinted::new(format!(
+                "{} is not a member of the running etcd, and `up` founds an etcd cluster but \
+                 does not grow one",
+                n.name
+            ))
+            .hint(format!(
+                "add it with `khactl add-etcd {}`, then run `up` again (or take it out of the \
+                 inventory)",
+                n.name
+            ));
+            (n.name.to_string(), Err(refusal.into()))
+        })
+        .collect())
+}
+
 /// The etcd binary every etcd node runs.
-fn binary(inventory: &Inventory) -> PathBuf {
+pub fn binary(inventory: &Inventory) -> PathBuf {
     inventory
         .etcd
         .binary

@@ -40,6 +40,8 @@ pub mod rolling;
 mod wait_for_vip;
 
 #[cfg(test)]
+mod etcd_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;

@@ -379,6 +379,16 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
         ),
         "gone"
     );
+    // Its keys went with it: no credential of the cluster's etcd stays on the machine.
+    assert_eq!(
+        sh(
+            &lab,
+            "w4",
+            "for f in ca.crt server.crt server.key peer.crt peer.key healthcheck-client.crt \
+             healthcheck-client.key; do test -e /etc/kubernetes/pki/etcd/$f && echo $f; done; true"
+        ),
+        ""
+    );
 
     // A founding member can leave too; the API server keeps working through the others.
     let removed = khactl_with(&lab, &["remove-node", "w1"], &three, &state, &["--yes"]);
@@ -422,4 +432,19 @@ fn add_etcd_promotes_a_learner_and_remove_node_takes_the_member_out_before_etcd_
     let converged = run(&lab, &["up"], &two, &state);
     assert!(converged.status.success(), "{}", text(&converged));
     assert_api_servers_use(&lab, &state, &cps, &["w2", "w3"]);
+
+    assert_eq!(readyz(&lab, "cp1"), "ok");
+
+    // Left in the inventory, w1 is no member of the running etcd, though the others' configs
+    // still list it as a founder: `up` refuses to start an empty member there, by the live
+    // member list, and says how to add it back.
+    let refused = run(&lab, &["up"], &three, &state);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("khactl add-etcd w1"),
+        "{}",
+        text(&refused)
+    );
+    assert!(lab.read_file("w1", "/etc/etcd/etcd.conf.yml").is_none());
+    assert_eq!(voters(&lab, "w2"), ["w2", "w3"]);
 }

@@ -253,7 +253,7 @@ impl LeaveCluster {
 
 /// If the leaving member leads etcd, moves the leadership to the witness's member first, so
 /// its removal costs no election.
-async fn hand_over_leadership(
+pub async fn hand_over_leadership(
     ctx: &Context,
     leaving: &NodeHandle,
     witness: &NodeHandle,

@@ -33,7 +33,7 @@ pub use grow::CheckGrowth;
 pub use init::InitCluster;
 pub use join_control_planes::JoinControlPlanes;
 pub use join_workers::JoinWorkers;
-pub use leave::{FinishRemoval, LeaveCluster, Leaving, etcd_quorum_after};
+pub use leave::{FinishRemoval, LeaveCluster, Leaving, etcd_quorum_after, hand_over_leadership};
 pub use verify::VerifyCluster;
 
 use super::{Context, Mode};
