@@ -52,22 +52,23 @@ pub fn phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
     ]
 }
 
-/// An external etcd node: its member removed first, from another etcd node, then etcd
-/// stopped there and its files and data removed; then the API servers (one at a time) and
-/// kubeadm-config stop listing it among their endpoints.
+/// An external etcd node: first the API servers (one at a time) and kubeadm-config stop
+/// listing it among their endpoints, so none is left pointing at it alone and a failed
+/// rewrite stops the run before the membership changes; then its member is removed, from
+/// another etcd node, and etcd stopped there and its files and data removed.
 pub fn etcd_phases(leaving: &Leaving) -> Vec<Box<dyn Phase>> {
     vec![
         Box::new(Connect),
         Box::new(GatherFacts),
         Box::new(Preflight),
         Box::new(LockCluster),
+        Box::new(UpdateEtcdEndpoints::new(Some(
+            leaving.node.name.to_string(),
+        ))),
         Box::new(LeaveEtcd {
             node: leaving.node.clone(),
             unreachable: leaving.unreachable,
         }),
-        Box::new(UpdateEtcdEndpoints::new(Some(
-            leaving.node.name.to_string(),
-        ))),
     ]
 }
 

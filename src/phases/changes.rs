@@ -302,7 +302,9 @@ while [ "$#" -ge 4 ]; do
   note_dirs "$path"
   if [ -e "$path" ]; then note file "$path" existed "$backup"; else note file "$path" new; fi
   mkdir -p "$(dirname "$path")"
-  tmp=$(mktemp "$path.khactl.XXXXXX")
+  # Hidden beside its file: a directory's reader (the kubelet's static pods, sysctl.d,
+  # systemd) skips dot files, so a copy left by a killed run is never taken for one.
+  tmp=$(mktemp "$(dirname "$path")/.$(basename "$path").khactl.XXXXXX")
   chmod "$mode" "$tmp"
   head -c "$len" > "$tmp"
   [ "$(wc -c < "$tmp")" -eq "$len" ] || { echo "short write for $path" >&2; exit 1; }

@@ -85,18 +85,30 @@ impl Phase for UpdateEtcdEndpoints {
 
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let endpoints = self.endpoints(ctx);
+            let endpoints = self.endpoints(ctx).await?;
             if endpoints.is_empty() {
-                bail!("internal: no etcd node is left to point the API servers at");
+                bail!(
+                    "no etcd node of the inventory is a started voter to point the API servers \
+                     at; see `khactl status`"
+                );
             }
             let c = &*ctx;
-            let rewrite: Vec<(String, ())> = c
-                .inventory
-                .control_plane()
-                .filter(|n| !written_this_run(c, n.name.as_str()))
-                .filter(|n| manifest(c, n.name.as_str()).is_some())
-                .map(|n| (n.name.to_string(), ()))
-                .collect();
+            let mut rewrite: Vec<(String, bool)> = Vec::new();
+            for n in c.inventory.control_plane() {
+                let name = n.name.as_str();
+                let stale = manifest(c, name)
+                    .and_then(|m| std::str::from_utf8(m).ok())
+                    .is_some_and(|text| !matches!(with_etcd_servers(text, &endpoints), Ok(None)));
+                if written_this_run(c, name) || !stale {
+                    continue;
+                }
+                let serving = c.settings.mode == Mode::Apply && ready(c, n).await;
+                rewrite.push((name.to_string(), serving));
+            }
+            // API servers that do not answer first: rewriting one costs nothing, and may be
+            // its repair (a manifest listing only removed members).
+            rewrite.sort_by_key(|(_, serving)| *serving);
+            let rewrite: Vec<(String, ())> = rewrite.into_iter().map(|(n, _)| (n, ())).collect();
             let mut results = rolling::one_at_a_time(
                 rewrite,
                 &c.settings.interrupt,
@@ -133,14 +145,91 @@ impl Phase for UpdateEtcdEndpoints {
 }
 
 impl UpdateEtcdEndpoints {
-    /// The etcd nodes of the run's inventory without the leaving one, as render writes them.
-    fn endpoints(&self, ctx: &Context) -> Vec<String> {
+    /// The etcd nodes of the run's inventory without the leaving one, as render writes them,
+    /// and (a real run) only those etcd counts as started voters now: an etcd node written
+    /// into the inventory ahead of its `add-etcd`, or a learner, would get requests it cannot
+    /// serve (writes to a learner fail).
+    async fn endpoints(&self, ctx: &Context) -> anyhow::Result<Vec<String>> {
         let mut inventory = ctx.inventory.clone();
         if let Some(leaving) = &self.leaving {
             inventory.nodes.retain(|n| n.name.as_str() != leaving);
         }
-        external_etcd_endpoints(&inventory)
+        let listed = external_etcd_endpoints(&inventory);
+        if ctx.settings.mode == Mode::Plan {
+            return Ok(listed);
+        }
+        let members = live_members(ctx, self.leaving.as_deref()).await?;
+        Ok(listed
+            .into_iter()
+            .filter(|url| {
+                members
+                    .iter()
+                    .any(|m| !m.is_learner && !m.name.is_empty() && m.client_urls.contains(url))
+            })
+            .collect())
     }
+}
+
+/// The member list as the first answering etcd node (not `leaving`) sees it.
+async fn live_members(
+    ctx: &Context,
+    leaving: Option<&str>,
+) -> anyhow::Result<Vec<crate::cluster::etcd::Member>> {
+    let mut failures = Vec::new();
+    for node in ctx
+        .inventory
+        .etcd_nodes()
+        .filter(|n| Some(n.name.as_str()) != leaving)
+    {
+        let Some(host) = ctx.fleet()?.host(node.name.as_str()) else {
+            continue;
+        };
+        match crate::cluster::etcd::members(host).await {
+            Ok(members) => return Ok(members),
+            Err(e) => failures.push(format!("{}: {e:#}", node.name)),
+        }
+    }
+    bail!(
+        "no etcd node answers, so the API servers cannot be pointed at its members ({})",
+        failures.join("; ")
+    )
+}
+
+/// Whether `node`'s own API server answers `/readyz` (false when it cannot be asked).
+async fn ready(ctx: &Context, node: &Node) -> bool {
+    let Ok(Some(host)) = ctx.fleet().map(|f| f.host(node.name.as_str())) else {
+        return false;
+    };
+    let address = node.address.to_string();
+    api::ready(host, &address, API_SERVER_PORT, &address)
+        .await
+        .unwrap_or(false)
+}
+
+/// Before a serving API server is restarted: every other one must answer ready, or its
+/// restart could leave none (and one already on the new endpoints that does not answer says
+/// the new list is wrong). One that does not answer itself is restarted regardless.
+async fn others_ready(ctx: &Context, node: &Node) -> anyhow::Result<()> {
+    if !ready(ctx, node).await {
+        return Ok(());
+    }
+    for other in ctx
+        .inventory
+        .control_plane()
+        .filter(|n| n.name != node.name)
+    {
+        if manifest(ctx, other.name.as_str()).is_some() && !ready(ctx, other).await {
+            bail!(
+                "the API server of {} does not answer ready, and restarting {}'s now could leave \
+                 the cluster with none; bring {} back first (its kubelet's log, `crictl ps -a \
+                 --name kube-apiserver` there), then run the command again",
+                other.name,
+                node.name,
+                other.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The manifest the facts saw on `node`, if any.
@@ -198,7 +287,10 @@ async fn point_api_server(
         return Ok("--etcd-servers lists the etcd members".to_owned());
     };
     let before = match ctx.settings.mode {
-        Mode::Apply => mirror_pod_hash(ctx, host, name).await,
+        Mode::Apply => {
+            others_ready(ctx, node).await?;
+            mirror_pod_hash(ctx, host, name).await
+        }
         Mode::Plan => None,
     };
     let write = Change::WriteFile {

@@ -182,7 +182,13 @@ impl Fake {
         let words: Vec<&str> = argv.iter().map(String::as_str).collect();
         match words.as_slice() {
             ["systemctl", "restart", "etcd"] => {
-                if self.members.iter().any(|m| !m.learner && !self.healthy(m)) {
+                // Another voter down (restarting a down member itself is its repair).
+                let me = peer(octet(node));
+                if self
+                    .members
+                    .iter()
+                    .any(|m| !m.learner && m.peer != me && !self.healthy(m))
+                {
                     self.violations
                         .push(format!("{node} restarted while a voter was down"));
                 }
@@ -448,6 +454,47 @@ async fn a_rolling_restart_waits_for_each_member_to_be_healthy_and_restarts_the_
     );
     let fake = nodes.fake.borrow();
     assert!(fake.violations.is_empty(), "{:?}", fake.violations);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_member_that_is_down_restarts_first_and_a_serving_one_waits_for_the_others() {
+    // e3 is down and every config changed: e3 first (its repair), then e2, the leader last.
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    fake.members[2].down_for = 1000;
+    let nodes = Nodes::new(fake);
+    let mut ctx = nodes.context(dir.path(), &["e1", "e2", "e3"]);
+    for n in ["e1", "e2", "e3"] {
+        let old = founding_config(&ctx, n, &["e1", "e2", "e3"], "# old\n");
+        nodes.fake.borrow_mut().configs.insert(n.to_owned(), old);
+    }
+    let r = run(&mut ctx, install_phases()).await;
+    assert!(r.is_ok(), "{:#}", r.unwrap_err());
+    let restarts: Vec<String> = nodes
+        .seen()
+        .iter()
+        .filter(|s| s.label == "systemctl restart etcd")
+        .map(|s| s.node.clone())
+        .collect();
+    assert_eq!(restarts, ["e3", "e2", "e1"]);
+    assert!(
+        nodes.fake.borrow().violations.is_empty(),
+        "{:?}",
+        nodes.fake.borrow().violations
+    );
+
+    // e3 down: a serving e1 may not restart (it could cost the quorum); e3 itself may.
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::running(&["e1", "e2", "e3"], "e1");
+    fake.members[2].down_for = 1000;
+    let nodes = Nodes::new(fake);
+    let mut ctx = nodes.context(dir.path(), &["e1", "e2", "e3"]);
+    run(&mut ctx, vec![Box::new(Connect)]).await.unwrap();
+    let fleet = ctx.fleet().unwrap();
+    let err = super::install_etcd::others_healthy(&ctx, fleet.host("e1").unwrap())
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("e3"), "{err:#}");
 }
 
 /// `add-etcd NODE` from its gate on (the node prepared and given its certificates already).

@@ -113,11 +113,12 @@ impl Phase for InstallEtcd {
             // is no quorum. The leader goes last (and hands its leadership over first), so the
             // cluster holds one election at most, not one per restart.
             let apply = c.settings.mode == Mode::Apply;
-            if apply
-                && pending.iter().any(|(_, s)| restarts(s))
-                && let Some(leader) = leader_node(c).await
-            {
-                pending.sort_by_key(|(n, _)| *n == leader);
+            if apply && pending.iter().any(|(_, s)| restarts(s)) {
+                // Members that are down first (restarting one costs no vote, and may be its
+                // repair), the leader last.
+                let leader = leader_node(c).await;
+                let down = down_nodes(c).await;
+                pending.sort_by_key(|(n, _)| (!down.contains(n), Some(n) == leader.as_ref()));
             }
             let started = rolling::one_at_a_time(
                 pending,
@@ -129,6 +130,7 @@ impl Phase for InstallEtcd {
                         .ok_or_else(|| anyhow::anyhow!("internal: {name} is not connected"))?;
                     let restart = apply && restarts(service);
                     if restart {
+                        others_healthy(c, host).await?;
                         hand_over_before_restart(c, host).await?;
                     }
                     let n = c.apply(host, service).await?;
@@ -196,6 +198,67 @@ async fn leader_node(ctx: &Context) -> Option<String> {
             .map(|n| n.name.to_string());
     }
     None
+}
+
+/// The etcd nodes whose member is not healthy, as the first etcd node that answers says.
+async fn down_nodes(ctx: &Context) -> Vec<String> {
+    let Ok(fleet) = ctx.fleet() else {
+        return Vec::new();
+    };
+    for node in ctx.inventory.etcd_nodes() {
+        let Some(host) = fleet.host(node.name.as_str()) else {
+            continue;
+        };
+        let Ok(members) = etcd::members(host).await else {
+            continue;
+        };
+        return ctx
+            .inventory
+            .etcd_nodes()
+            .filter(|n| {
+                !members.iter().any(|m| {
+                    m.is_node(n.name.as_str(), &n.address.to_string()) && m.healthy == Some(true)
+                })
+            })
+            .map(|n| n.name.to_string())
+            .collect();
+    }
+    Vec::new()
+}
+
+/// Before a serving member restarts: every other voter must be healthy, or its restart could
+/// cost the quorum. A member that does not answer itself restarts regardless (a repair).
+pub(super) async fn others_healthy(ctx: &Context, host: &NodeHandle) -> anyhow::Result<()> {
+    let node = ctx.node(host.node())?;
+    let (name, address) = (node.name.as_str(), node.address.to_string());
+    let Ok(members) = etcd::members(host).await else {
+        return Ok(());
+    };
+    if !members
+        .iter()
+        .any(|m| m.is_node(name, &address) && m.healthy == Some(true))
+    {
+        return Ok(());
+    }
+    let down: Vec<String> = members
+        .iter()
+        .filter(|m| !m.is_learner && !m.is_node(name, &address) && m.healthy != Some(true))
+        .map(|m| {
+            if m.name.is_empty() {
+                format!("{:x}", m.id)
+            } else {
+                m.name.clone()
+            }
+        })
+        .collect();
+    if !down.is_empty() {
+        bail!(
+            "etcd member(s) {} not healthy, and restarting {name}'s etcd now could cost the \
+             quorum; bring them back first (`khactl status`), then run the command again",
+            down.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// If `host`'s member leads, hands the leadership to another healthy voter before its etcd

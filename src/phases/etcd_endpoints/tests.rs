@@ -173,6 +173,8 @@ nodes:
     /// servers that never come back, kubeadm-config's ClusterConfiguration.
     #[derive(Default)]
     struct Fake {
+        /// The started voters etcd lists (all three when empty).
+        members: Vec<String>,
         hash: BTreeMap<String, String>,
         down: BTreeSet<String>,
         cluster_configuration: String,
@@ -188,7 +190,23 @@ nodes:
         Rc::new(move |node: &str, cmd: &crate::remote::RemoteCommand| {
             let argv = cmd.argv();
             let mut f = fake.borrow_mut();
-            let out = if cmd.label().starts_with("write-files") {
+            let out = if cmd.label().starts_with("etcd-api")
+                && argv.iter().any(|a| a == "/v3/cluster/member/list")
+            {
+                // The three etcd nodes, started voters (etcd1 still one: remove-node points
+                // the API servers away from it before its member goes).
+                let members: Vec<String> = (1..=3)
+                    .filter(|i| f.members.is_empty() || f.members.contains(&format!("etcd{i}")))
+                    .map(|i| {
+                        format!(
+                            r#"{{"ID":"{i}","name":"etcd{i}","peerURLs":["https://10.0.0.2{i}:2380"],"clientURLs":["https://10.0.0.2{i}:2379"]}}"#
+                        )
+                    })
+                    .collect();
+                output(0, &format!(r#"{{"members":[{}]}}"#, members.join(",")))
+            } else if cmd.label().starts_with("etcd-health") {
+                output(0, "")
+            } else if cmd.label().starts_with("write-files") {
                 let len = cmd.stdin.as_ref().map_or(0, Vec::len);
                 f.hash.insert(node.to_owned(), format!("written-{len}"));
                 output(0, "")
@@ -301,10 +319,18 @@ nodes:
         let (fake, record) = (fake(), Record::default());
         let mut ctx = context(dir.path(), Mode::Apply, &fake, &record, OLD).await;
         run(&mut ctx, removing_etcd1()).await.unwrap();
+        // Each serving API server is asked first (the unready go first); before a restart
+        // the node itself and every other one must answer; after it, the node again.
         assert_eq!(
             steps(&record),
             [
+                "cp1: readyz",
+                "cp2: readyz",
+                "cp1: readyz",
+                "cp2: readyz",
                 "cp1: write",
+                "cp1: readyz",
+                "cp2: readyz",
                 "cp1: readyz",
                 "cp2: write",
                 "cp2: readyz",
@@ -380,7 +406,68 @@ nodes:
             "{text}"
         );
         assert!(text.contains("cp1 failed"), "{text}");
-        // cp2 untouched, kubeadm-config untouched.
-        assert_eq!(steps(&record), ["cp1: write", "cp1: readyz"]);
+        // cp1 does not answer, so it goes first (a repair costs nothing), without waiting for
+        // the others; cp2 untouched, kubeadm-config untouched.
+        assert_eq!(
+            steps(&record),
+            [
+                "cp1: readyz",
+                "cp2: readyz",
+                "cp1: readyz",
+                "cp1: write",
+                "cp1: readyz"
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_serving_api_server_is_not_restarted_while_another_does_not_answer() {
+        // cp1 already lists the new endpoints but does not answer (a re-run after it failed to
+        // come back): restarting cp2 now could leave no API server.
+        let dir = tempfile::tempdir().unwrap();
+        let (fake, record) = (fake(), Record::default());
+        fake.borrow_mut().down.insert("cp1".into());
+        let mut ctx = context(dir.path(), Mode::Apply, &fake, &record, OLD).await;
+        ctx.facts
+            .get_mut("cp1")
+            .unwrap()
+            .files
+            .insert(APISERVER_MANIFEST.into(), Some(manifest(NEW).into_bytes()));
+        let err = run(&mut ctx, removing_etcd1()).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("the API server of cp1 does not answer ready"),
+            "{text}"
+        );
+        assert!(
+            steps(&record).iter().all(|s| !s.ends_with("write")),
+            "{:?}",
+            steps(&record)
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_members_that_are_started_voters_become_endpoints() {
+        // etcd3 is in the inventory (and, by hand, in the manifests) but not a member: the
+        // API servers are pointed at the two that are.
+        let dir = tempfile::tempdir().unwrap();
+        let (fake, record) = (fake(), Record::default());
+        fake.borrow_mut().members = vec!["etcd1".into(), "etcd2".into()];
+        let mut ctx = context(dir.path(), Mode::Apply, &fake, &record, OLD).await;
+        let phase = UpdateEtcdEndpoints::new(None);
+        run(&mut ctx, vec![Box::new(phase)]).await.unwrap();
+        let written: Vec<String> = record
+            .borrow()
+            .iter()
+            .filter(|s| s.label.starts_with("write-files"))
+            .map(|s| String::from_utf8(s.stdin.clone().unwrap()).unwrap())
+            .collect();
+        assert_eq!(written.len(), 2, "{written:?}");
+        for w in &written {
+            assert!(
+                w.contains("--etcd-servers=https://10.0.0.21:2379,https://10.0.0.22:2379\n"),
+                "{w}"
+            );
+        }
     }
 }
