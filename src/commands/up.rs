@@ -42,10 +42,11 @@ pub fn phases() -> Vec<Box<dyn Phase>> {
         Box::new(InstallAgent),
         Box::new(WaitForVip),
         Box::new(InitCluster),
-        Box::new(JoinControlPlanes),
         // External etcd only: API servers that list other endpoints than the etcd nodes
-        // (an etcd node added or removed by hand) follow them, one at a time.
+        // (an etcd node added or removed by hand) follow them, one at a time, and
+        // kubeadm-config with them, before a join reads its endpoints from there.
         Box::new(UpdateEtcdEndpoints::new(None)),
+        Box::new(JoinControlPlanes),
         Box::new(JoinWorkers),
         Box::new(VerifyCluster),
     ]

@@ -105,6 +105,19 @@ pub(super) fn external_etcd(d: &Draft, out: &mut Findings) {
     }
     if d.kubeadm
         .as_ref()
+        .is_some_and(|k| k.api_server_extra_args.contains_key("etcd-servers"))
+    {
+        out.error(
+            &FieldPath::root()
+                .key("kubeadm")
+                .key("apiServerExtraArgs")
+                .key("etcd-servers"),
+            "with `role: etcd` nodes khactl points the API servers at the etcd members (and \
+             follows add-etcd and remove-node); remove etcd-servers here",
+        );
+    }
+    if d.kubeadm
+        .as_ref()
         .is_some_and(|k| !k.etcd_extra_args.is_empty())
     {
         out.error(

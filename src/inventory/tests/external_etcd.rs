@@ -167,3 +167,14 @@ fn an_etcd_node_with_an_ipv6_address_is_refused_naming_it() {
     assert_eq!(e[0].0, "nodes[1].address");
     assert!(e[0].1.contains("IPv4"), "{}", e[0].1);
 }
+
+#[test]
+fn etcd_servers_in_the_api_server_args_is_refused_with_etcd_nodes() {
+    let rest = format!(
+        "{}kubeadm: {{ apiServerExtraArgs: {{ etcd-servers: https://x:2379 }} }}\n",
+        nodes(3, 1)
+    );
+    let e = problems(&rest, Severity::Error);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].0.contains("etcd-servers"), "{e:?}");
+}
