@@ -118,13 +118,14 @@ pub async fn answers(from: &NodeHandle, vip: Ipv4Addr, port: u16) -> anyhow::Res
     Ok(out.success())
 }
 
-/// The control-plane node that held the VIP when facts were gathered, if any.
+/// The VRRP node (control plane or load-balancer node) that held the VIP when facts were
+/// gathered, if any.
 pub fn holder_in_facts<'a>(
     inv: &Inventory,
     facts: &'a BTreeMap<String, HostFacts>,
 ) -> Option<&'a str> {
     let vip = inv.vip.as_ref()?.address;
-    inv.control_plane().find_map(|n| {
+    inv.vrrp_nodes().find_map(|n| {
         let (name, f) = facts.get_key_value(n.name.as_str())?;
         f.addresses
             .iter()

@@ -53,7 +53,12 @@ pub struct FailoverOptions {
 
 /// One scenario's targets: its defaults, then the inventory's targets for every scenario,
 /// then the inventory's for this one, then the flags.
-fn targets_for(s: Scenario, inventory: &FailoverTestSettings, flags: &TargetSettings) -> Targets {
+fn targets_for(
+    s: Scenario,
+    dedicated_lb: bool,
+    inventory: &FailoverTestSettings,
+    flags: &TargetSettings,
+) -> Targets {
     let own = match s {
         Scenario::AgentCrash => &inventory.scenarios.agent_crash,
         Scenario::AgentStop => &inventory.scenarios.agent_stop,
@@ -64,7 +69,10 @@ fn targets_for(s: Scenario, inventory: &FailoverTestSettings, flags: &TargetSett
     };
     apply(
         flags,
-        apply(own, apply(&inventory.targets, s.default_targets())),
+        apply(
+            own,
+            apply(&inventory.targets, s.default_targets(dedicated_lb)),
+        ),
     )
 }
 
@@ -150,6 +158,7 @@ pub async fn run(
     // The etcd-member-down scenario parks a control plane's etcd static pod; an external
     // etcd runs as a service on its own nodes, which the drill does not stop yet.
     let external = loaded.inventory.external_etcd();
+    let dedicated_lb = loaded.inventory.dedicated_lb();
     if external && opts.scenario == Some(Scenario::EtcdMemberDown) {
         return Err(UsageError::new(
             "--scenario etcd-member-down stops a control plane's stacked etcd member, and this \
@@ -168,7 +177,12 @@ pub async fn run(
     };
     let targets: BTreeMap<&'static str, Targets> = ALL
         .iter()
-        .map(|s| (s.name(), targets_for(*s, &settings, &opts.targets)))
+        .map(|s| {
+            (
+                s.name(),
+                targets_for(*s, dedicated_lb, &settings, &opts.targets),
+            )
+        })
         .collect();
     let cluster = loaded.inventory.cluster.name.to_string();
     let outcome = Rc::new(RefCell::new(None));
@@ -345,9 +359,9 @@ mod tests {
             ..TargetSettings::default()
         };
         for s in ALL {
-            let t = apply(&o, s.default_targets());
+            let t = apply(&o, s.default_targets(false));
             assert_eq!(t.max_api_unavailable_ms, Some(1.0));
-            assert_eq!(t.max_takeover_ms, s.default_targets().max_takeover_ms);
+            assert_eq!(t.max_takeover_ms, s.default_targets(false).max_takeover_ms);
         }
     }
 
@@ -366,18 +380,23 @@ mod tests {
             max_split_brain: limit("50ms"),
             ..TargetSettings::default()
         };
-        let crash = targets_for(Scenario::AgentCrash, &inv, &flags);
+        let crash = targets_for(Scenario::AgentCrash, false, &inv, &flags);
         assert_eq!(crash.max_api_unavailable_ms, Some(500.0));
         assert_eq!(crash.max_split_brain_ms, Some(50.0));
         assert_eq!(
             crash.max_takeover_ms,
-            Scenario::AgentCrash.default_targets().max_takeover_ms
+            Scenario::AgentCrash.default_targets(false).max_takeover_ms
         );
-        let cut = targets_for(Scenario::NetworkCut, &inv, &TargetSettings::default());
+        let cut = targets_for(
+            Scenario::NetworkCut,
+            false,
+            &inv,
+            &TargetSettings::default(),
+        );
         assert_eq!(cut.max_api_unavailable_ms, Some(1500.0));
         assert_eq!(cut.max_split_brain_ms, Some(200.0));
         // etcd-member-down keeps its "the VIP must not move".
-        let etcd = targets_for(Scenario::EtcdMemberDown, &inv, &flags);
+        let etcd = targets_for(Scenario::EtcdMemberDown, false, &inv, &flags);
         assert_eq!(etcd.max_vip_moves, Some(0));
     }
 

@@ -48,6 +48,8 @@ impl GrowOptions {
             Role::ControlPlane => "add-master",
             Role::Worker => "add-worker",
             Role::Etcd => "add-etcd",
+            // Not a verb of its own: `up` installs a new load-balancer node's agent.
+            Role::LoadBalancer => "up",
         }
     }
 }
@@ -99,6 +101,8 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
             }),
             Box::new(UpdateEtcdEndpoints::new(None)),
         ],
+        // No grow verb adds one (`run` sends the user to `up`); `up` is what would.
+        Role::LoadBalancer => super::up::phases(),
         Role::Worker => vec![
             Box::new(GeneratePki),
             Box::new(Connect),
@@ -122,7 +126,9 @@ pub fn phases(opts: &GrowOptions) -> Vec<Box<dyn Phase>> {
 pub fn narrow(ctx: &mut Context, node: &str) {
     let every_agent = ctx.inventory.changes_every_agent(node);
     ctx.inventory.nodes.retain(|n| {
-        every_agent || matches!(n.role, Role::ControlPlane | Role::Etcd) || n.name.as_str() == node
+        every_agent
+            || matches!(n.role, Role::ControlPlane | Role::Etcd | Role::LoadBalancer)
+            || n.name.as_str() == node
     });
     ctx.settings.scope = Some(BTreeSet::from([node.to_owned()]));
 }
@@ -152,22 +158,28 @@ pub async fn run(opts: &GrowOptions, reporter: Box<dyn Reporter>) -> anyhow::Res
         .into());
     };
     if node.role != opts.role {
-        let other = match node.role {
-            Role::ControlPlane => "add-master",
-            Role::Worker => "add-worker",
-            Role::Etcd => "add-etcd",
+        let hint = match node.role {
+            Role::ControlPlane => format!("use `khactl add-master {}`", opts.node),
+            Role::Worker => format!("use `khactl add-worker {}`", opts.node),
+            Role::Etcd => format!("use `khactl add-etcd {}`", opts.node),
+            Role::LoadBalancer => format!(
+                "a load-balancer node runs only khagent: `khactl up -i {}` installs it on {} \
+                 and reloads the other balancers with their new peer",
+                opts.nodes.inventory.display(),
+                opts.node
+            ),
         };
         return Err(UsageError::new(format!(
             "{verb}: {} is a {} in the inventory",
             opts.node,
             node.role.as_str()
         ))
-        .hint(format!("use `khactl {other} {}`", opts.node))
+        .hint(hint)
         .into());
     }
     let agent = match opts.role {
         Role::ControlPlane => Some(Arc::new(load_agent(opts.agent_binary.as_deref())?)),
-        Role::Worker | Role::Etcd => None,
+        Role::Worker | Role::Etcd | Role::LoadBalancer => None,
     };
     let mode = if opts.dry_run {
         Mode::Plan

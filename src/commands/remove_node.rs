@@ -95,7 +95,7 @@ pub async fn run(
     let every_agent = loaded.inventory.changes_every_agent(&name);
     // External etcd nodes are asked (members, health), never changed.
     loaded.inventory.nodes.retain(|n| {
-        (matches!(n.role, Role::ControlPlane | Role::Etcd) || every_agent)
+        (matches!(n.role, Role::ControlPlane | Role::Etcd | Role::LoadBalancer) || every_agent)
             && n.name.as_str() != name
     });
     let mode = if opts.dry_run {

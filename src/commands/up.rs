@@ -104,7 +104,7 @@ pub struct UpResult {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsPageResult {
-    /// The first control plane's page (every node running khagent has one).
+    /// The first node running khagent's page (every one of them has one).
     pub url: String,
     pub user: String,
     /// The local file holding the password: `passwordFile`, or the state directory's.
@@ -116,7 +116,14 @@ impl StatsPageResult {
         let page = f.inventory.stats_page.as_ref()?;
         let host = match page.bind {
             crate::inventory::StatsBind::Loopback => "127.0.0.1".to_owned(),
-            _ => f.inventory.control_plane().next()?.address.to_string(),
+            _ => {
+                let inv = &f.inventory;
+                inv.nodes
+                    .iter()
+                    .find(|n| inv.runs_agent(n))?
+                    .address
+                    .to_string()
+            }
         };
         Some(StatsPageResult {
             url: format!("http://{host}:{}{}", page.port.get(), page.path),

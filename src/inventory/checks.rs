@@ -172,12 +172,15 @@ pub(super) fn interface(v: &Value) -> Result<(), String> {
     }
 }
 
-/// The load balancer's port on the VIP. The API server itself binds 0.0.0.0:6443 and the
-/// kubelet 0.0.0.0:10250 on every control-plane node, so the balancer cannot take those.
+/// The load balancer's port on the VIP. The kubelet binds 0.0.0.0:10250 on every node, so
+/// the balancer cannot take it; 6443, the API server's, only where the control planes hold
+/// the VIP, which a rule decides (`rules::vip_against_nodes`): dedicated load-balancer
+/// nodes run no API server.
 pub(super) fn lb_port(v: &Value) -> Result<(), String> {
     typed::<super::types::Port>(v)?;
     v.as_u64()
         .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 6443)
         .map_or(Ok(()), balancer_port)
 }
 
@@ -746,7 +749,8 @@ mod tests {
     #[test]
     fn lb_port_avoids_the_apiserver_and_kubelet_ports() {
         assert_eq!(lb_port(&Value::from(8443)), Ok(()));
-        assert!(lb_port(&Value::from(6443)).unwrap_err().contains("8443"));
+        // Refused by a rule where the control planes hold the VIP.
+        assert_eq!(lb_port(&Value::from(6443)), Ok(()));
         assert!(lb_port(&Value::from(10250)).is_err());
         assert!(lb_port(&Value::from(0)).is_err());
         assert!(lb_port(&Value::from(70000)).is_err());

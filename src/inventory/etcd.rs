@@ -87,21 +87,7 @@ pub(super) fn external_etcd(d: &Draft, out: &mut Findings) {
                 ),
             );
         }
-        for (field, written) in [
-            ("labels", !node.labels.is_empty()),
-            ("taints", node.taints.is_some()),
-        ] {
-            if written {
-                out.error(
-                    &node_path(*i).key(field),
-                    format!(
-                        "{} runs only etcd and never registers with Kubernetes, so it has no \
-                         {field}; remove `{field}`",
-                        who(*i, node)
-                    ),
-                );
-            }
-        }
+        super::rules::no_kubernetes_fields(*i, node, "etcd", out);
     }
     if d.kubeadm
         .as_ref()

@@ -277,6 +277,11 @@ pub enum Role {
     Worker,
     /// A member of the external etcd cluster: no kubelet, no kubeadm, only etcd.
     Etcd,
+    /// A dedicated load-balancer node (the Alpine + keepalived + haproxy guide's): it runs
+    /// khagent (VRRP and the balancer) and nothing of Kubernetes; the control planes then
+    /// run no agent.
+    #[serde(rename = "loadbalancer", alias = "load-balancer")]
+    LoadBalancer,
 }
 
 impl Role {
@@ -285,12 +290,13 @@ impl Role {
             Role::ControlPlane => "control-plane",
             Role::Worker => "worker",
             Role::Etcd => "etcd",
+            Role::LoadBalancer => "loadbalancer",
         }
     }
 
     /// Whether nodes of this role join the Kubernetes cluster (kubelet and kubeadm).
     pub fn is_kubernetes_node(self) -> bool {
-        self != Role::Etcd
+        matches!(self, Role::ControlPlane | Role::Worker)
     }
 }
 
@@ -527,6 +533,38 @@ impl Inventory {
         self.nodes.iter().filter(|n| n.role == Role::Etcd)
     }
 
+    /// The nodes with `role: loadbalancer`: dedicated balancers holding the VIP.
+    pub fn load_balancer_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::LoadBalancer)
+    }
+
+    /// Whether the VIP and the balancer run on dedicated `role: loadbalancer` nodes rather
+    /// than on the control planes.
+    pub fn dedicated_lb(&self) -> bool {
+        self.load_balancer_nodes().next().is_some()
+    }
+
+    /// The nodes that run VRRP for the VIP, in inventory order: the `role: loadbalancer`
+    /// nodes when there are any, else the control planes. Empty without a VIP.
+    pub fn vrrp_nodes(&self) -> impl Iterator<Item = &Node> {
+        let role = if self.dedicated_lb() {
+            Role::LoadBalancer
+        } else {
+            Role::ControlPlane
+        };
+        let vip = self.vip.is_some() && self.load_balancer.mode == LbMode::Vip;
+        self.nodes.iter().filter(move |n| vip && n.role == role)
+    }
+
+    /// What the VRRP nodes are called in messages: "control-plane" or "load-balancer".
+    pub fn vrrp_role_name(&self) -> &'static str {
+        if self.dedicated_lb() {
+            "load-balancer"
+        } else {
+            "control-plane"
+        }
+    }
+
     /// Whether etcd runs on its own nodes (kubeadm's `etcd.external`) rather than stacked
     /// on the control planes.
     pub fn external_etcd(&self) -> bool {
@@ -613,11 +651,12 @@ impl Inventory {
         }
     }
 
-    /// Whether `node` runs khagent: every control plane, in node-local mode every Kubernetes
-    /// node (etcd nodes never dial the API), and behind an external balancer none.
+    /// Whether `node` runs khagent: every VRRP node behind the VIP (the control planes, or
+    /// the dedicated `role: loadbalancer` nodes), in node-local mode every Kubernetes node
+    /// (etcd nodes never dial the API), and behind an external balancer none.
     pub fn runs_agent(&self, node: &Node) -> bool {
         match self.load_balancer.mode {
-            LbMode::Vip => node.role == Role::ControlPlane,
+            LbMode::Vip => self.vrrp_nodes().any(|n| n.name == node.name),
             LbMode::NodeLocal => node.role.is_kubernetes_node(),
             LbMode::External => false,
         }
@@ -625,7 +664,8 @@ impl Inventory {
 
     /// Whether adding or removing node `name` changes every agent's backends, workers'
     /// included: a control plane, with node-local balancers. Behind a VIP only the control
-    /// planes run agents.
+    /// planes or the `role: loadbalancer` nodes run agents (runs that change the control
+    /// planes always see those).
     pub fn changes_every_agent(&self, name: &str) -> bool {
         self.load_balancer.mode == LbMode::NodeLocal
             && self

@@ -144,6 +144,82 @@ pub(super) fn check(d: &Draft, out: &mut Findings) {
     sysctl_spellings(d, out);
     super::stats_page::port_is_free(d, out);
     super::etcd::external_etcd(d, out);
+    dedicated_balancers(d, out);
+}
+
+/// A node that never registers with Kubernetes (it runs only `what`) has no labels or taints:
+/// refused rather than silently ignored.
+pub(super) fn no_kubernetes_fields(i: usize, node: &Node, what: &str, out: &mut Findings) {
+    for (field, written) in [
+        ("labels", !node.labels.is_empty()),
+        ("taints", node.taints.is_some()),
+    ] {
+        if written {
+            out.error(
+                &node_path(i).key(field),
+                format!(
+                    "{} runs only {what} and never registers with Kubernetes, so it has no \
+                     {field}; remove `{field}`",
+                    who(i, node)
+                ),
+            );
+        }
+    }
+}
+
+/// The role of the nodes that hold the VIP: `role: loadbalancer` when any node has it, else
+/// the control planes.
+fn vrrp_role(d: &Draft) -> Role {
+    if d.parsed_nodes().any(|(_, n)| n.role == Role::LoadBalancer) {
+        Role::LoadBalancer
+    } else {
+        Role::ControlPlane
+    }
+}
+
+/// Dedicated load-balancer nodes (the Alpine + keepalived + haproxy guide's) hold khagent's
+/// VIP and run nothing of Kubernetes: they need the VIP mode, and what only a Kubernetes node
+/// reads is refused on them rather than silently ignored.
+fn dedicated_balancers(d: &Draft, out: &mut Findings) {
+    let balancers: Vec<(usize, &Node)> = d
+        .parsed_nodes()
+        .filter(|(_, n)| n.role == Role::LoadBalancer)
+        .collect();
+    let Some((first, _)) = balancers.first() else {
+        return;
+    };
+    if let Some(lb) = &d.load_balancer
+        && lb.mode != LbMode::Vip
+    {
+        let mode = match lb.mode {
+            LbMode::NodeLocal => "node-local",
+            _ => "external",
+        };
+        out.error(
+            &node_path(*first).key("role"),
+            format!(
+                "`role: loadbalancer` nodes hold khagent's VIP, and loadBalancer.mode: {mode} has \
+                 none: remove these nodes, or use loadBalancer.mode: vip with a `vip`"
+            ),
+        );
+    }
+    for (i, node) in &balancers {
+        no_kubernetes_fields(*i, node, "khagent", out);
+    }
+    if let Some(all) = d.all_nodes()
+        && all
+            .iter()
+            .filter(|(_, n)| n.role == Role::LoadBalancer)
+            .count()
+            == 1
+    {
+        out.warning(
+            &FieldPath::root().key("nodes"),
+            "one `role: loadbalancer` node: when it fails nothing holds the VIP and the API is \
+             unreachable through it; add a second (the guides run two), which takes the VIP over \
+             within a second",
+        );
+    }
 }
 
 /// etcd needs a majority of members to accept writes: with n members it survives
@@ -367,15 +443,23 @@ fn vip_against_nodes(d: &Draft, out: &mut Findings) {
     }
     // khagent's VRRP is version 3 for IPv4 (RFC 5798 §5.1.1): its adverts leave from, and
     // its peers are, the control planes' IPv4 addresses.
+    let role = vrrp_role(d);
+    if role == Role::ControlPlane
+        && vip.port == Port::API_SERVER
+        && let Err(why) = super::checks::balancer_port(vip.port.get())
+    {
+        out.error(&vip_path.key("port"), why);
+    }
     for (i, node) in d
         .parsed_nodes()
-        .filter(|(_, n)| n.role == Role::ControlPlane && n.address.is_ipv6())
+        .filter(|(_, n)| n.role == role && n.address.is_ipv6())
     {
         out.error(
             &node_path(i).key("address"),
             format!(
-                "control-plane node {} has an IPv6 address, but the VIP and its VRRP \
-                 advertisements are IPv4: give {} its IPv4 address",
+                "{} node {} has an IPv6 address, but the VIP and its VRRP advertisements are \
+                 IPv4: give {} its IPv4 address",
+                role.as_str(),
                 node.address,
                 who(i, node)
             ),
@@ -404,10 +488,7 @@ fn vip_against_nodes(d: &Draft, out: &mut Findings) {
         );
     }
     // VRRP advertisements are link-local multicast: every holder of the VIP must be on it.
-    for (i, node) in d
-        .parsed_nodes()
-        .filter(|(_, n)| n.role == Role::ControlPlane)
-    {
+    for (i, node) in d.parsed_nodes().filter(|(_, n)| n.role == role) {
         let inside = match node.address {
             IpAddr::V4(a) => net.contains(&a),
             IpAddr::V6(_) => continue, // reported above
@@ -416,10 +497,11 @@ fn vip_against_nodes(d: &Draft, out: &mut Findings) {
             out.error(
                 &node_path(i).key("address"),
                 format!(
-                    "control-plane node {} is outside the VIP's subnet {}; the VIP moves between \
-                     control-plane nodes on one segment (or correct vip.prefixLength)",
+                    "{role} node {} is outside the VIP's subnet {}; the VIP moves between \
+                     {role} nodes on one segment (or correct vip.prefixLength)",
                     node.address,
-                    net.trunc()
+                    net.trunc(),
+                    role = role.as_str()
                 ),
             );
         }

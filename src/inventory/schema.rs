@@ -208,7 +208,7 @@ static NODE: Shape = Shape {
         ),
         field(
             "role",
-            Required("role: control-plane (or worker, or etcd)"),
+            Required("role: control-plane (or worker, etcd, loadbalancer)"),
             Leaf(typed::<Role>),
         ),
         field("ssh", Defaulted, Struct(&SSH_OVERRIDES)),

@@ -105,12 +105,14 @@ pub struct ServiceState {
     pub active: bool,
 }
 
-const SERVICE_STATE: &str = r#"name=$1
-if command -v systemctl >/dev/null 2>&1; then
+/// `$1` the init system as the facts found it (a host may have both tools installed), `$2`
+/// the service.
+const SERVICE_STATE: &str = r#"init=$1 name=$2
+if [ "$init" = systemd ]; then
   if systemctl is-enabled "$name" >/dev/null 2>&1; then echo enabled; fi
   if systemctl is-active "$name" >/dev/null 2>&1; then echo active; fi
 else
-  if rc-update show default 2>/dev/null | grep -qw "$name"; then echo enabled; fi
+  if [ -e "/etc/runlevels/default/$name" ]; then echo enabled; fi
   if rc-service "$name" status >/dev/null 2>&1; then echo active; fi
 fi
 "#;
@@ -124,7 +126,12 @@ pub async fn state(
     if init == InitSystem::Unknown {
         return Ok(ServiceState::default());
     }
-    let cmd = RemoteCommand::script("service-state", SERVICE_STATE, [name]).read_only();
+    let cmd = RemoteCommand::script(
+        "service-state",
+        SERVICE_STATE,
+        [init.to_string().as_str(), name],
+    )
+    .read_only();
     let out = host.run(&cmd).await?.stdout_str();
     Ok(ServiceState {
         enabled: out.lines().any(|l| l == "enabled"),

@@ -102,7 +102,7 @@ impl Phase for InstallAgent {
         let mut files = files_read();
         files.extend(conflicts::files().into_iter().map(PathBuf::from));
         let mut digests = digests_read();
-        if node.role == Role::Worker {
+        if node.role != Role::ControlPlane {
             digests.push(NODE_LOCAL_CA.into());
         }
         ProbeRequest {
@@ -147,10 +147,13 @@ impl Phase for InstallAgent {
                 })?;
             let runs_agent =
                 |h: &NodeHandle| c.node(h.node()).is_ok_and(|n| c.inventory.runs_agent(n));
-            // Workers' node-local agents verify the API servers against the cluster CA.
-            let cluster_ca = match c.inventory.node_local() {
-                Some(_) => Some(c.pki()?.authority_cert(Authority::Kubernetes).to_vec()),
-                None => None,
+            // Agents outside the control planes (workers' node-local ones, dedicated
+            // load-balancer nodes) verify the API servers against their own copy of the
+            // cluster CA.
+            let cluster_ca = if c.inventory.node_local().is_some() || c.inventory.dedicated_lb() {
+                Some(c.pki()?.authority_cert(Authority::Kubernetes).to_vec())
+            } else {
+                None
             };
             let prio = priorities(&c.inventory, |n| c.facts.get(n).and_then(current_priority));
             let stats_password = stats_page::password(c)?;
@@ -173,7 +176,10 @@ impl Phase for InstallAgent {
                         priority,
                         stats_password.as_deref(),
                     )?;
-                    if let Some(ca) = cluster_ca.as_ref().filter(|_| node.role == Role::Worker) {
+                    if let Some(ca) = cluster_ca
+                        .as_ref()
+                        .filter(|_| node.role != Role::ControlPlane)
+                    {
                         let sha = sha256_hex(ca);
                         // Before the config, so the agent never starts without it.
                         let write =
@@ -365,7 +371,7 @@ pub fn priorities(
 ) -> std::collections::BTreeMap<String, i32> {
     let mut out = std::collections::BTreeMap::new();
     let mut used = std::collections::BTreeSet::new();
-    let cps: Vec<&Node> = inv.control_plane().collect();
+    let cps: Vec<&Node> = inv.vrrp_nodes().collect();
     for n in &cps {
         if let Some(p) = current(n.name.as_str())
             && used.insert(i32::from(p))
@@ -438,8 +444,8 @@ fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentCon
         backends,
         ca_file: match node.role {
             Role::ControlPlane => CLUSTER_CA,
-            // An etcd node runs no agent (`Inventory::runs_agent`).
-            Role::Worker | Role::Etcd => NODE_LOCAL_CA,
+            // Etcd and load-balancer nodes run no node-local agent (`Inventory::runs_agent`).
+            Role::Worker | Role::Etcd | Role::LoadBalancer => NODE_LOCAL_CA,
         }
         .to_owned(),
         status_listen: STATUS_LISTEN,
@@ -449,7 +455,9 @@ fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentCon
     }
 }
 
-/// A control plane behind the VIP: balancer on VIP:port, VRRP, and its own API server tracked.
+/// A VRRP node behind the VIP: balancer on VIP:port to every API server, and VRRP with the
+/// other VRRP nodes. A control plane tracks its own API server; a dedicated load-balancer
+/// node has none to track (every balancer sees the same backends).
 fn vip_agent_config(
     inv: &Inventory,
     vip: &Vip,
@@ -457,16 +465,16 @@ fn vip_agent_config(
     facts: &HostFacts,
     priority: Option<i32>,
 ) -> anyhow::Result<AgentConfig> {
-    let cps: Vec<&Node> = inv.control_plane().collect();
-    let index = cps
+    let routers: Vec<&Node> = inv.vrrp_nodes().collect();
+    let index = routers
         .iter()
         .position(|n| n.name == node.name)
-        .ok_or_else(|| anyhow::anyhow!("internal: {} is not a control-plane node", node.name))?;
+        .ok_or_else(|| anyhow::anyhow!("internal: {} runs no VRRP for the VIP", node.name))?;
     let v4 = |n: &Node| match n.address {
         IpAddr::V4(a) => Ok(a),
         IpAddr::V6(_) => Err(anyhow::anyhow!(
-            "{}: address {} is IPv6; khagent's VRRP is IPv4 only, give control-plane nodes \
-             IPv4 addresses",
+            "{}: address {} is IPv6; khagent's VRRP and balancer are IPv4 only, give the \
+             control-plane and load-balancer nodes IPv4 addresses",
             n.name,
             n.address
         )),
@@ -489,30 +497,37 @@ fn vip_agent_config(
             .find(|(d, n)| *d == interface && n.trunc().contains(&vip.address))
             .map_or(net.prefix_len(), |(_, n)| n.prefix_len())
     });
-    let count = i32::try_from(cps.len()).unwrap_or(i32::MAX);
+    let count = i32::try_from(routers.len()).unwrap_or(i32::MAX);
     let rank = i32::try_from(index).unwrap_or(i32::MAX);
     let priority =
         priority.unwrap_or_else(|| TOP_PRIORITY.saturating_sub(rank.saturating_mul(PRIORITY_STEP)));
     let mut peers = Vec::new();
-    let mut backends = Vec::new();
-    for n in &cps {
-        let a = v4(n)?;
+    for n in &routers {
         if n.name != node.name {
-            peers.push(a);
+            peers.push(v4(n)?);
         }
+    }
+    let mut backends = Vec::new();
+    for n in inv.control_plane() {
         backends.push(AgentBackend {
             name: n.name.to_string(),
-            address: SocketAddr::new(IpAddr::V4(a), APISERVER_PORT),
+            address: SocketAddr::new(IpAddr::V4(v4(n)?), APISERVER_PORT),
         });
     }
+    let own_api_server = node.role == Role::ControlPlane;
     Ok(AgentConfig {
         node: node.name.to_string(),
         listen: SocketAddr::new(IpAddr::V4(vip.address), vip.port.get()),
         backends,
-        ca_file: CLUSTER_CA.to_owned(),
+        ca_file: if own_api_server {
+            CLUSTER_CA
+        } else {
+            NODE_LOCAL_CA
+        }
+        .to_owned(),
         status_listen: STATUS_LISTEN,
         stats: stats_page::section(inv, node),
-        track: Some(AgentTrack {
+        track: own_api_server.then(|| AgentTrack {
             backend: node.name.to_string(),
             // A dead local apiserver costs more than the whole priority ladder, so any node
             // with a live apiserver outranks every node without one.

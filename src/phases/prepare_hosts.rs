@@ -381,6 +381,11 @@ pub fn plan_node(
 ) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
+    // A dedicated load-balancer node runs only khagent: none of the kubelet's modules,
+    // sysctls or swap rules, and no API name to resolve.
+    if node.role == Role::LoadBalancer {
+        return Ok((changes, warnings));
+    }
 
     // Modules first: the bridge sysctls only exist once br_netfilter is in.
     let mut missing_modules = Vec::new();

@@ -56,7 +56,7 @@ impl Phase for WaitForVip {
             let c = &*ctx;
             let cps: Vec<&NodeHandle> = c
                 .inventory
-                .control_plane()
+                .vrrp_nodes()
                 .filter_map(|n| c.fleet().ok()?.host(n.name.as_str()))
                 .collect();
             let names: Vec<&str> = cps.iter().map(|h| h.node()).collect();
@@ -121,7 +121,7 @@ impl Phase for WaitForVip {
                              (khagent's listener on {one})"
                         )
                     }
-                    [] => format!("no control-plane node holds {vip}"),
+                    [] => format!("no {} node holds {vip}", c.inventory.vrrp_role_name()),
                     many => {
                         let since = *split_since.get_or_insert_with(Instant::now);
                         let text = format!("{vip} is held by {} at once", many.join(" and "));
@@ -131,11 +131,12 @@ impl Phase for WaitForVip {
                                  adverts",
                                 SPLIT_BRAIN_AFTER.as_secs()
                             ))
-                            .hint(
-                                "VRRP is IP protocol 112, unicast between the control-plane \
-                                 addresses: check firewalls between them, and that no other \
-                                 router on the segment uses vip.routerId",
-                            )
+                            .hint(format!(
+                                "VRRP is IP protocol 112, unicast between the {} nodes' \
+                                     addresses: check firewalls between them, and that no \
+                                     other router on the segment uses vip.routerId",
+                                c.inventory.vrrp_role_name()
+                            ))
                             .into());
                         }
                         text
@@ -150,12 +151,12 @@ impl Phase for WaitForVip {
                 tokio::time::sleep(POLL).await;
             };
             Err(Hinted::new(format!("{last} after {}s", DEADLINE.as_secs()))
-                .hint(
-                    "look at the agent on the control-plane nodes: `systemctl status \
-                         khagent` or `journalctl -u khagent` (OpenRC: `rc-service khagent \
-                         status`, /var/log/khagent.log), and `curl -s 127.0.0.1:9901/status` \
-                         there",
-                )
+                .hint(format!(
+                    "look at the agent on the {} nodes: `systemctl status khagent` or \
+                     `journalctl -u khagent` (OpenRC: `rc-service khagent status`, \
+                     /var/log/khagent.log), and `curl -s 127.0.0.1:9901/status` there",
+                    ctx.inventory.vrrp_role_name()
+                ))
                 .into())
         })
     }

@@ -425,7 +425,9 @@ impl ClusterPki {
     pub fn files_for(&self, node: &Node, init_node: Option<&NodeName>) -> Vec<PkiFile> {
         let mut files = Vec::new();
         match node.role {
-            Role::Worker => return files,
+            // A load-balancer node checks the API servers against the cluster CA, which
+            // the agent's install writes next to its config.
+            Role::Worker | Role::LoadBalancer => return files,
             Role::Etcd => {
                 self.push_etcd_member_files(&mut files, node);
                 return files;

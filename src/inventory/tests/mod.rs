@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 mod cost;
+mod dedicated_lb;
 mod external_etcd;
 mod external_lb;
 mod node_local;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cluster::agent::{self, AgentStatus};
 use crate::cluster::{api, etcd, vip};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, Role};
 use crate::os::service;
 use crate::phases::Context;
 use crate::remote::NodeHandle;
@@ -87,13 +87,14 @@ impl Health {
     }
 }
 
-/// One node's part.
+/// One node's part: its agent and the VIP where it runs VRRP, its API server where it is a
+/// control plane (with dedicated load-balancer nodes these are different nodes).
 struct NodeLook {
-    agent_active: bool,
+    agent_active: Option<bool>,
     /// Its `/status` (`None`: not answering).
     agent: Option<AgentStatus>,
     holds_vip: bool,
-    apiserver_ready: bool,
+    apiserver_ready: Option<bool>,
 }
 
 async fn look(
@@ -101,21 +102,28 @@ async fn look(
     inv: &Inventory,
     init: crate::os::InitSystem,
 ) -> anyhow::Result<NodeLook> {
-    let address = inv
-        .node(host.node())
-        .map(|n| n.address.to_string())
-        .unwrap_or_default();
+    let node = inv.node(host.node());
+    let address = node.map(|n| n.address.to_string()).unwrap_or_default();
+    let router = node.is_some_and(|n| inv.vrrp_nodes().any(|r| r.name == n.name));
     let holds_vip = match &inv.vip {
-        Some(v) => vip::holds_on(host, v.address).await?,
-        None => false,
+        Some(v) if router => vip::holds_on(host, v.address).await?,
+        _ => false,
     };
-    let agent_active = service::state(host, init, "khagent").await?.active;
-    let agent = if agent_active {
+    let agent_active = if router {
+        Some(service::state(host, init, "khagent").await?.active)
+    } else {
+        None
+    };
+    let agent = if agent_active == Some(true) {
         agent::status(host).await?
     } else {
         None
     };
-    let apiserver_ready = api::ready(host, &address, API_SERVER_PORT, &address).await?;
+    let apiserver_ready = if node.is_some_and(|n| n.role == Role::ControlPlane) {
+        Some(api::ready(host, &address, API_SERVER_PORT, &address).await?)
+    } else {
+        None
+    };
     Ok(NodeLook {
         agent_active,
         agent,
@@ -124,12 +132,18 @@ async fn look(
     })
 }
 
-/// Looks at every control plane side by side, then at etcd from one that answered (from an
-/// etcd node with external etcd).
+/// Looks at every control plane and every load-balancer node side by side, then at etcd from
+/// one that answered (from an etcd node with external etcd).
 pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
     let fleet = ctx.fleet()?;
     let inv = &ctx.inventory;
     let planes: Vec<&str> = inv.control_plane().map(|n| n.name.as_str()).collect();
+    let asked: Vec<&str> = inv
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::ControlPlane || inv.vrrp_nodes().any(|r| r.name == n.name))
+        .map(|n| n.name.as_str())
+        .collect();
     let init_of = |node: &str| {
         ctx.facts
             .get(node)
@@ -138,7 +152,7 @@ pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
     };
     let looks = fleet
         .each(
-            |h| planes.contains(&h.node()),
+            |h| asked.contains(&h.node()),
             async |h| look(h, inv, init_of(h.node())).await,
         )
         .await;
@@ -154,16 +168,18 @@ pub async fn check(ctx: &Context) -> anyhow::Result<Health> {
                 if l.holds_vip {
                     health.holders.push(node.clone());
                 }
-                if !l.agent_active {
-                    health.agents_down.push(node.clone());
-                } else {
-                    agents.push((node.clone(), l.agent));
+                match l.agent_active {
+                    Some(false) => health.agents_down.push(node.clone()),
+                    Some(true) => agents.push((node.clone(), l.agent)),
+                    None => {}
                 }
-                if l.apiserver_ready {
-                    health.apiservers_ready.push(node.clone());
-                    ask_etcd.get_or_insert(node);
-                } else {
-                    health.apiservers_not_ready.push(node);
+                match l.apiserver_ready {
+                    Some(true) => {
+                        health.apiservers_ready.push(node.clone());
+                        ask_etcd.get_or_insert(node);
+                    }
+                    Some(false) => health.apiservers_not_ready.push(node),
+                    None => {}
                 }
             }
             Err(e) => health.unreachable.push(format!("{node} ({e:#})")),

@@ -125,6 +125,15 @@ impl Phase for FailoverDrill {
     fn run<'a>(&'a self, ctx: &'a mut Context) -> PhaseFuture<'a> {
         Box::pin(async move {
             let before = health::settled(ctx).await?;
+            let routers = ctx.inventory.vrrp_nodes().count();
+            if ctx.inventory.dedicated_lb() && routers < 2 {
+                return Err(Hinted::new(format!(
+                    "a failover drill needs at least two load-balancer nodes to move the VIP \
+                     between; the inventory has {routers}"
+                ))
+                .hint("add a `role: loadbalancer` node and run `khactl up` first")
+                .into());
+            }
             if before.control_planes < 2 || before.apiservers_ready.len() < 2 {
                 return Err(Hinted::new(format!(
                     "a failover drill needs at least two ready control planes; {} of {} are ready",
@@ -302,7 +311,7 @@ async fn restore(ctx: &Context, b: &Breakage, hooks: Option<&Hooks>) -> anyhow::
     Ok(())
 }
 
-/// `/events` of every control plane's agent (a node that does not answer has none).
+/// `/events` of every VRRP node's agent (a node that does not answer has none).
 async fn agent_events(ctx: &Context) -> anyhow::Result<Vec<NodeEvents>> {
     let url = format!(
         "http://{}/events",
@@ -313,7 +322,7 @@ async fn agent_events(ctx: &Context) -> anyhow::Result<Vec<NodeEvents>> {
         .timeout(Duration::from_secs(5));
     let planes: Vec<&str> = ctx
         .inventory
-        .control_plane()
+        .vrrp_nodes()
         .map(|n| n.name.as_str())
         .collect();
     let answers = ctx
@@ -391,7 +400,8 @@ impl FailoverDrill {
             .control_plane()
             .map(|n| n.name.to_string())
             .collect();
-        let victim = if s.breaks_holder() {
+        let dedicated_lb = ctx.inventory.dedicated_lb();
+        let victim = if s.breaks_holder(dedicated_lb) {
             holder.clone()
         } else {
             planes
@@ -423,12 +433,13 @@ impl FailoverDrill {
         self.break_it(ctx, &breakage).await?;
 
         // Observe: until another node holds the VIP (or a while, when none should), then on.
-        let others: Vec<&str> = planes
-            .iter()
-            .map(String::as_str)
+        let others: Vec<&str> = ctx
+            .inventory
+            .vrrp_nodes()
+            .map(|n| n.name.as_str())
             .filter(|n| *n != victim)
             .collect();
-        if s.breaks_holder() {
+        if s.breaks_holder(dedicated_lb) {
             let deadline = Instant::now() + TAKEOVER_WAIT;
             let fleet = ctx.fleet()?;
             while Instant::now() < deadline {

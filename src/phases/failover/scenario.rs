@@ -22,7 +22,8 @@ pub enum Scenario {
     AgentCrash,
     /// Stop the VIP holder's khagent cleanly (priority-0 advert), then start it again.
     AgentStop,
-    /// Stop the VIP holder's API server (its manifest moved out of the kubelet's sight).
+    /// Stop the VIP holder's API server (its manifest moved out of the kubelet's sight); with
+    /// dedicated load-balancer nodes, which run none, a control plane's: the VIP stays.
     ApiserverDown,
     /// Stop one other control plane's etcd member: the API through the VIP must stay up.
     EtcdMemberDown,
@@ -60,9 +61,15 @@ impl Scenario {
         }
     }
 
-    /// Whether the scenario breaks the VIP holder (else another control plane).
-    pub fn breaks_holder(self) -> bool {
-        self != Scenario::EtcdMemberDown
+    /// Whether the scenario breaks the VIP holder (else a control plane that does not hold
+    /// it). With dedicated load-balancer nodes (`dedicated_lb`) the holder runs no API server,
+    /// so apiserver-down breaks a control plane's instead.
+    pub fn breaks_holder(self, dedicated_lb: bool) -> bool {
+        match self {
+            Scenario::EtcdMemberDown => false,
+            Scenario::ApiserverDown => !dedicated_lb,
+            _ => true,
+        }
     }
 
     /// Whether the broken node's agent cannot be observed until the restore: its process is
@@ -74,8 +81,9 @@ impl Scenario {
         )
     }
 
-    /// The default targets (docs/failover.md explains each).
-    pub fn default_targets(self) -> Targets {
+    /// The default targets (docs/failover.md explains each); `dedicated_lb` as for
+    /// [`Self::breaks_holder`].
+    pub fn default_targets(self, dedicated_lb: bool) -> Targets {
         let base = Targets {
             max_takeover_ms: Some(1_000.0),
             max_api_unavailable_ms: Some(2_000.0),
@@ -88,6 +96,14 @@ impl Scenario {
             Scenario::AgentCrash => base,
             Scenario::AgentStop => Targets {
                 max_takeover_ms: Some(500.0),
+                max_api_unavailable_ms: Some(1_000.0),
+                ..base
+            },
+            // A control plane's API server behind dedicated balancers: as with etcd-member-down
+            // the VIP stays, and the balancers retry new connections on another API server.
+            Scenario::ApiserverDown if dedicated_lb => Targets {
+                max_takeover_ms: None,
+                max_vip_moves: Some(0),
                 max_api_unavailable_ms: Some(1_000.0),
                 ..base
             },
@@ -268,11 +284,31 @@ mod tests {
     #[test]
     fn etcd_member_down_must_not_move_the_vip_and_only_it_spares_the_holder() {
         for s in ALL {
-            assert_eq!(s.breaks_holder(), s != Scenario::EtcdMemberDown);
+            assert_eq!(s.breaks_holder(false), s != Scenario::EtcdMemberDown);
         }
         assert_eq!(
-            Scenario::EtcdMemberDown.default_targets().max_vip_moves,
+            Scenario::EtcdMemberDown
+                .default_targets(false)
+                .max_vip_moves,
             Some(0)
+        );
+    }
+
+    /// Behind dedicated load-balancer nodes the holder has no API server: apiserver-down
+    /// stops a control plane's, and the VIP must stay where it is.
+    #[test]
+    fn behind_dedicated_balancers_apiserver_down_spares_the_holder_and_keeps_the_vip() {
+        for s in ALL {
+            assert_eq!(
+                s.breaks_holder(true),
+                !matches!(s, Scenario::EtcdMemberDown | Scenario::ApiserverDown)
+            );
+        }
+        let t = Scenario::ApiserverDown.default_targets(true);
+        assert_eq!((t.max_vip_moves, t.max_takeover_ms), (Some(0), None));
+        assert_eq!(
+            Scenario::AgentCrash.default_targets(true),
+            Scenario::AgentCrash.default_targets(false)
         );
     }
 }

@@ -242,10 +242,11 @@ pub fn keepalived_or_haproxy(inv: &Inventory, facts: &HostFacts) -> Vec<String> 
     out
 }
 
-/// Routers heard advertising our VRID that are not our control planes: they would fight our
-/// agents for the VIP, or be dropped as strangers while they hold it.
+/// Routers heard advertising our VRID that are not our VRRP nodes (control planes or
+/// load-balancer nodes): they would fight our agents for the VIP, or be dropped as strangers
+/// while they hold it.
 pub fn foreign_routers(inv: &Inventory, interface: &str, heard: &[Heard]) -> Vec<String> {
-    let ours: Vec<IpAddr> = inv.control_plane().map(|n: &Node| n.address).collect();
+    let ours: Vec<IpAddr> = inv.vrrp_nodes().map(|n: &Node| n.address).collect();
     let Some(id) = inv.vip.as_ref().map(|v| v.router_id.get()) else {
         return Vec::new();
     };

@@ -182,7 +182,15 @@ impl CheckGrowth {
                 ));
             }
         }
-        let names: Vec<&str> = members.iter().map(|n| n.name.as_str()).collect();
+        // The member control planes, or the load-balancer nodes that hold the VIP for them.
+        let names: Vec<&str> = if ctx.inventory.dedicated_lb() {
+            ctx.inventory
+                .vrrp_nodes()
+                .map(|n| n.name.as_str())
+                .collect()
+        } else {
+            members.iter().map(|n| n.name.as_str()).collect()
+        };
         // Node-local balancers: no VIP to be held.
         if let Some(vip) = ctx.inventory.vip.as_ref().map(|v| v.address) {
             let holders = vip::holders(fleet, &names, vip).await?;

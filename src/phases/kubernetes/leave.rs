@@ -87,10 +87,20 @@ impl LeaveCluster {
         if node.role == Role::ControlPlane {
             self.refuse_unsafe(ctx, &ctx.cluster.etcd).await?;
         }
+        if node.role == Role::LoadBalancer
+            && !ctx.inventory.vrrp_nodes().any(|n| n.name != node.name)
+        {
+            return Err(Hinted::new(format!(
+                "{name} is the last load-balancer node: without it no node holds the VIP and \
+                 nothing balances the API servers"
+            ))
+            .hint("add another `role: loadbalancer` node and run `khactl up` first")
+            .into());
+        }
         let reachable = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable);
         let mut done = Vec::new();
         if let Some(host) = reachable
-            && node.role == Role::ControlPlane
+            && matches!(node.role, Role::ControlPlane | Role::LoadBalancer)
         {
             // Its agent stops now, holder or not: once the others are reloaded without it,
             // they no longer hear or answer it, and a running agent there would take the VIP
@@ -101,7 +111,7 @@ impl LeaveCluster {
                 done.push("agent stopped");
             }
         }
-        if reachable.is_some() && drain(ctx, name).await? {
+        if reachable.is_some() && node.role.is_kubernetes_node() && drain(ctx, name).await? {
             done.push("drained");
         }
         Ok(if done.is_empty() {
@@ -229,7 +239,7 @@ impl LeaveCluster {
         };
         let others: Vec<&str> = ctx
             .inventory
-            .control_plane()
+            .vrrp_nodes()
             .map(|n| n.name.as_str())
             .filter(|n| *n != name)
             .collect();
@@ -241,8 +251,9 @@ impl LeaveCluster {
             }
             if started.elapsed() > HANDOVER_DEADLINE {
                 bail!(
-                    "{name}'s agent stopped, but no other control plane took the VIP {vip} \
-                     within {}s",
+                    "{name}'s agent stopped, but no other {} node took the VIP {vip} within \
+                     {}s",
+                    ctx.inventory.vrrp_role_name(),
                     HANDOVER_DEADLINE.as_secs()
                 );
             }
@@ -387,17 +398,21 @@ impl FinishRemoval {
             remove_member(ctx, witness, node, &members).await?;
         }
         let host = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable);
+        let kubernetes = node.role.is_kubernetes_node();
         if let Some(host) = host {
-            let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
-            ctx.step(host, "kubeadm reset -f (the node leaves)", async |h| {
-                h.run(&kubeadm_command(
-                    ["reset", "-f", "--cri-socket", cri.as_str()],
-                    None,
-                ))
+            // A load-balancer node never ran kubeadm: only khagent goes.
+            if kubernetes {
+                let cri = ctx.inventory.kubeadm.cri_socket.as_str().to_owned();
+                ctx.step(host, "kubeadm reset -f (the node leaves)", async |h| {
+                    h.run(&kubeadm_command(
+                        ["reset", "-f", "--cri-socket", cri.as_str()],
+                        None,
+                    ))
+                    .await?;
+                    Ok(())
+                })
                 .await?;
-                Ok(())
-            })
-            .await?;
+            }
             let facts = ctx.facts_of(name)?;
             let mut changes = Vec::new();
             // (Its agent was stopped and disabled by LeaveCluster.)
@@ -415,7 +430,9 @@ impl FinishRemoval {
             }
             ctx.apply(host, &changes).await?;
         }
-        delete_node_object(ctx, name).await?;
+        if kubernetes {
+            delete_node_object(ctx, name).await?;
+        }
         // A machine that was not reached keeps its record: its agent and keys are still
         // there, and the next `up` looks for them (FormerNodes) once it answers again.
         if ctx.settings.mode == Mode::Apply && !self.0.unreachable {
@@ -426,10 +443,10 @@ impl FinishRemoval {
                 record.save(&path)?;
             }
         }
-        Ok(if self.0.unreachable {
-            "removed from the cluster's side; the machine was not touched".to_owned()
-        } else {
-            "reset; khagent removed; Node object deleted".to_owned()
+        Ok(match (self.0.unreachable, kubernetes) {
+            (true, _) => "removed from the cluster's side; the machine was not touched".to_owned(),
+            (false, true) => "reset; khagent removed; Node object deleted".to_owned(),
+            (false, false) => "khagent stopped and removed".to_owned(),
         })
     }
 }

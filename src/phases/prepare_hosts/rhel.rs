@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::facts::{HostFacts, SelinuxMode};
-use crate::inventory::{FirewalldAction, Inventory, LbMode, Node, Role, SelinuxAction, StatsBind};
+use crate::inventory::{FirewalldAction, Inventory, Node, Role, SelinuxAction, StatsBind};
 use crate::phases::changes::{Change, ServiceAction};
 
 pub const SELINUX_CONFIG: &str = "/etc/selinux/config";
@@ -35,8 +35,10 @@ pub fn needed(inv: &Inventory, node: &Node) -> (Vec<String>, bool) {
         Role::Worker => vec!["10250/tcp".into(), "30000-32767/tcp".into()],
         // An external etcd member: its clients and its peers.
         Role::Etcd => vec!["2379-2380/tcp".into()],
+        // Only the balancer (below): a dedicated load-balancer node runs nothing else.
+        Role::LoadBalancer => Vec::new(),
     };
-    let vrrp = node.role == Role::ControlPlane && inv.load_balancer.mode == LbMode::Vip;
+    let vrrp = inv.vrrp_nodes().any(|n| n.name == node.name);
     if let (true, Some(vip)) = (vrrp, &inv.vip) {
         // A node-local balancer listens on 127.0.0.1, which firewalld never filters.
         ports.push(format!("{}/tcp", vip.port.get()));

@@ -478,3 +478,17 @@ fn a_joining_control_plane_s_line_goes_through_its_member_then_to_loopback() {
     let vip = inventory();
     assert_eq!(hosts_for_join(&vip, &vip.nodes[0], &f, via, None), None);
 }
+
+/// A dedicated load-balancer node runs only khagent: no sysctls, modules, swap rules or
+/// `/etc/hosts` line, even on a host with swap on and nothing set.
+#[test]
+fn a_load_balancer_node_is_left_as_it_is() {
+    let text = include_str!("../../../inventories/alpine-keepalived-haproxy-lb-nodes.yaml");
+    let inv = crate::inventory::parse(text).unwrap().inventory;
+    let mut facts = fresh();
+    facts.swap_active = 1;
+    let (changes, warnings) = plan_node(&inv, inv.node("lb1").unwrap(), &facts, None).unwrap();
+    assert!(changes.is_empty() && warnings.is_empty(), "{changes:?}");
+    let (cp, _) = plan_node(&inv, inv.node("master1").unwrap(), &facts, None).unwrap();
+    assert!(!cp.is_empty());
+}

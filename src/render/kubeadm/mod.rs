@@ -54,8 +54,8 @@ pub enum Purpose {
 
 impl Purpose {
     /// What `node` does in a fresh install of `inventory`: the first control plane in the
-    /// inventory inits, the other control planes and the workers join; an etcd node runs
-    /// no kubeadm (`None`).
+    /// inventory inits, the other control planes and the workers join; an etcd or
+    /// load-balancer node runs no kubeadm (`None`).
     pub fn for_node(inventory: &Inventory, node: &Node) -> Option<Purpose> {
         Some(match node.role {
             Role::Worker => Purpose::JoinWorker,
@@ -63,7 +63,7 @@ impl Purpose {
                 Purpose::Init
             }
             Role::ControlPlane => Purpose::JoinControlPlane,
-            Role::Etcd => return None,
+            Role::Etcd | Role::LoadBalancer => return None,
         })
     }
 
@@ -296,7 +296,9 @@ fn render_node_with(
         node_name: node.name.as_str(),
         node_address: node.address.to_string(),
         endpoint: context::control_plane_endpoint(inventory),
-        agent_serves_endpoint: inventory.external_lb().is_none(),
+        // On the control planes themselves; not behind an external balancer or dedicated
+        // load-balancer nodes.
+        agent_serves_endpoint: inventory.external_lb().is_none() && !inventory.dedicated_lb(),
         token: &token,
         ca_hash,
         cri_socket: inventory.kubeadm.cri_socket.as_str(),

@@ -631,3 +631,64 @@ fn a_worker_gets_an_agent_only_with_node_local_balancers() {
 }
 
 mod stats_page;
+
+const DEDICATED: &str = r#"
+apiVersion: khactl.io/v1alpha1
+kind: Inventory
+cluster: { name: t, kubernetesVersion: v1.31.2 }
+vip: { address: 10.0.0.100, routerId: 61, port: 6443 }
+nodes:
+  - { name: cp1, address: 10.0.0.11, role: control-plane }
+  - { name: cp2, address: 10.0.0.12, role: control-plane }
+  - { name: lb1, address: 10.0.0.5, role: loadbalancer }
+  - { name: lb2, address: 10.0.0.6, role: loadbalancer }
+"#;
+
+/// A dedicated load-balancer node: VRRP with the other balancers, every control plane a
+/// backend checked against its own copy of the cluster CA, nothing tracked (it has no API
+/// server of its own); a control plane runs no agent.
+#[test]
+fn load_balancer_nodes_run_vrrp_among_themselves_and_balance_to_every_control_plane() {
+    let inv = crate::inventory::parse(DEDICATED).unwrap().inventory;
+    let c = agent_config(&inv, node(&inv, "lb2"), &fresh(6)).unwrap();
+    let backends: Vec<String> = c.backends.iter().map(|b| b.address.to_string()).collect();
+    assert_eq!(backends, ["10.0.0.11:6443", "10.0.0.12:6443"]);
+    let vrrp = c.vrrp.as_ref().unwrap();
+    assert_eq!(vrrp.peers, ["10.0.0.5".parse::<Ipv4Addr>().unwrap()]);
+    assert_eq!(vrrp.source_address.to_string(), "10.0.0.6");
+    assert_eq!(i32::from(vrrp.priority), TOP_PRIORITY - PRIORITY_STEP);
+    assert!(c.track.is_none());
+    assert_eq!(c.ca_file, NODE_LOCAL_CA);
+    assert_eq!(c.listen.to_string(), "10.0.0.100:6443");
+    let text = c.render().unwrap();
+    let parsed = khagent::config::Config::parse(&text).unwrap();
+    assert!(parsed.vrrp.is_some() && parsed.track.is_empty(), "{text}");
+    assert!(agent_config(&inv, node(&inv, "cp1"), &fresh(11)).is_err());
+    assert!(!inv.runs_agent(node(&inv, "cp1")));
+    // The ladder is the balancers'.
+    let prio = priorities(&inv, |_| None);
+    assert_eq!(prio.keys().collect::<Vec<_>>(), ["lb1", "lb2"]);
+}
+
+/// A control plane added behind dedicated balancers reaches their agents by reload.
+#[test]
+fn a_new_control_plane_reaches_the_load_balancer_nodes_by_reload() {
+    let inv = crate::inventory::parse(DEDICATED).unwrap().inventory;
+    let grown = crate::inventory::parse(&DEDICATED.replace(
+        "  - { name: lb1",
+        "  - { name: cp3, address: 10.0.0.13, role: control-plane }\n  - { name: lb1",
+    ))
+    .unwrap()
+    .inventory;
+    let lb1 = node(&inv, "lb1");
+    let before = agent_config(&inv, lb1, &fresh(5))
+        .unwrap()
+        .render()
+        .unwrap();
+    let after = agent_config(&grown, lb1, &fresh(5))
+        .unwrap()
+        .render()
+        .unwrap();
+    assert!(after.contains("10.0.0.13:6443"), "{after}");
+    assert!(reload_is_enough(before.as_bytes(), after.as_bytes()));
+}

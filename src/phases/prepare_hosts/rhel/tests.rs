@@ -512,3 +512,15 @@ fn with_external_etcd_the_etcd_nodes_open_etcds_ports_and_the_control_planes_do_
     assert!(cp.contains(&"6443/tcp".to_owned()), "{cp:?}");
     assert!(!cp.contains(&"2379-2380/tcp".to_owned()), "{cp:?}");
 }
+
+/// A dedicated load-balancer node opens only the VIP's port and VRRP; the control planes
+/// behind it no longer speak VRRP.
+#[test]
+fn a_load_balancer_node_opens_the_vip_port_and_vrrp_only() {
+    let text = include_str!("../../../../inventories/alpine-keepalived-haproxy-lb-nodes.yaml");
+    let inv = crate::inventory::parse(text).unwrap().inventory;
+    let (lb, vrrp) = super::needed(&inv, inv.node("lb1").unwrap());
+    assert_eq!((lb, vrrp), (vec!["6443/tcp".to_owned()], true));
+    let (cp, vrrp) = super::needed(&inv, inv.node("master1").unwrap());
+    assert!(!vrrp && cp.contains(&"6443/tcp".to_owned()), "{cp:?}");
+}
