@@ -7,16 +7,12 @@
 //! (real etcd, real TLS); results are read with `etcdctl` and `curl`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::process::Output;
 use std::time::Duration;
 
 use crate::kubeadm::{members, voters};
-use crate::support::run::{
-    agent_backends, agent_page, agent_pid, cluster_state, khactl_with, sh, text,
-};
+use crate::support::probe::{Prober, vip_holders};
+use crate::support::run::{agent_backends, agent_page, agent_pid, khactl_with, sh, text};
 use crate::support::{Lab, indexes, require_root, wait_for};
 
 /// The lab's inventory without the named control planes (`- { name: cp3, … }` lines).
@@ -51,86 +47,6 @@ fn add_master(lab: &Lab, node: &str, inventory: &Path, state: &Path, extra: &[&s
 /// Clients on this machine, each calling `/readyz` through the VIP every 20 ms on a new
 /// connection, TLS verified against khactl's CA, until stopped; counts the answers that
 /// were not `ok`.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Probed>>,
-}
-
-/// How many requests one client made, and when and how each failure failed.
-type Probed = (usize, Vec<(Duration, String)>);
-
-impl Prober {
-    fn start(lab: &Lab, state: &Path) -> Prober {
-        Prober::start_with(lab, state, 1, 2)
-    }
-
-    /// `clients` of them side by side, each giving a request `max_time` seconds: with four,
-    /// a request is in flight almost always, so one cut by a moving VIP shows.
-    fn start_with(lab: &Lab, state: &Path, clients: usize, max_time: u32) -> Prober {
-        lab.assert_up();
-        let ca = cluster_state(state).unwrap().join("pki/ca.crt");
-        let url = format!("https://{}:8443/readyz", lab.vip());
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|_| {
-                let (flag, ca, url) = (Arc::clone(&stop), ca.clone(), url.clone());
-                std::thread::spawn(move || probe(&flag, &ca, &url, max_time))
-            })
-            .collect();
-        Prober { stop, threads }
-    }
-
-    fn finish(self) -> Probed {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut calls = 0;
-        let mut failures = Vec::new();
-        for t in self.threads {
-            let (c, f) = t.join().unwrap();
-            calls += c;
-            failures.extend(f);
-        }
-        (calls, failures)
-    }
-}
-
-/// One client's loop: `(calls, failures with when and what)`.
-fn probe(stop: &AtomicBool, ca: &Path, url: &str, max_time: u32) -> Probed {
-    let started = std::time::Instant::now();
-    let mut calls = 0;
-    let mut failures = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", &max_time.to_string(), "--cacert"])
-            .arg(ca)
-            .arg(url)
-            .output()
-            .unwrap();
-        calls += 1;
-        let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if !out.status.success() || body != "ok" {
-            failures.push((
-                started.elapsed(),
-                format!("{body} {}", String::from_utf8_lossy(&out.stderr).trim()),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (calls, failures)
-}
-
-fn vip_holders(lab: &Lab, nodes: &[&str]) -> Vec<String> {
-    let vip = lab.vip().to_string();
-    nodes
-        .iter()
-        .filter(|n| {
-            lab.exec_ok(n, &["ip", "-o", "-4", "addr", "show"])
-                .split_whitespace()
-                .any(|w| w.split('/').next() == Some(vip.as_str()))
-        })
-        .map(|n| (*n).to_owned())
-        .collect()
-}
-
 /// Whether `node`'s etcd answers `/health`, asked from cp1 by the real `etcdctl`.
 fn etcd_healthy(lab: &Lab, node: &str) -> bool {
     let endpoint = format!("https://{}:2379", lab.node_address(node));

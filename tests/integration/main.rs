@@ -19,6 +19,7 @@ mod grow;
 mod hardening;
 mod kubeadm;
 mod lab_smoke;
+mod lb_nodes;
 mod node_local;
 mod pki_consumers;
 mod reset;

@@ -91,3 +91,5 @@ pub const STATS_PAGE: u8 = 131;
 pub const EXTERNAL_ETCD: u8 = 140;
 /// `external_etcd`: add-etcd and remove-node of etcd nodes (2 control planes, 4 etcd nodes).
 pub const EXTERNAL_ETCD_MEMBERSHIP: u8 = 141;
+/// `lb_nodes`: dedicated load-balancer nodes booting OpenRC in front of 3 control planes.
+pub const LB_NODES: u8 = 150;

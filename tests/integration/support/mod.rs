@@ -11,6 +11,7 @@
 pub mod claim;
 pub mod indexes;
 pub mod lab;
+pub mod probe;
 pub mod run;
 
 use std::path::PathBuf;
