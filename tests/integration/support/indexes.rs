@@ -91,3 +91,6 @@ pub const STATS_PAGE: u8 = 131;
 pub const EXTERNAL_ETCD: u8 = 140;
 /// `external_etcd`: add-etcd and remove-node of etcd nodes (2 control planes, 4 etcd nodes).
 pub const EXTERNAL_ETCD_MEMBERSHIP: u8 = 141;
+/// `lab_smoke`: an OpenRC node (`lab.sh up --openrc`) beside a systemd node: boot, sshd,
+/// supervise-daemon respawns, a clean poweroff and a boot again.
+pub const LAB_SMOKE_OPENRC: u8 = 15;
