@@ -1,5 +1,5 @@
 //! The lab itself, as the other integration tests rely on it: nodes that boot the real systemd
-//! to `running`, reachable over real ssh with the lab key, isolated from each other and from
+//! to `running` (or OpenRC, for nodes built with `--openrc`), reachable over real ssh with the lab key, isolated from each other and from
 //! this machine (files, sysctls, hostnames, the host's enabled services), powered off, booted
 //! again and frozen like machines, and a teardown that leaves nothing behind.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::lab::{KHALAB_ROOT, LabClaim, lab_sh};
-use crate::support::{Lab, indexes, repo_root, require_root, wait_for};
+use crate::support::{Lab, LabOptions, indexes, repo_root, require_root, wait_for};
 
 /// Two nodes (cp1, w1) for the read-mostly checks; tests that break sshd build their own.
 fn lab() -> Arc<Lab> {
@@ -776,5 +776,208 @@ ln -s ../khalab-setup.service "$root/etc/systemd/system/multi-user.target.wants/
         host_before.len() > 50,
         "only {} sysctls read",
         host_before.len()
+    );
+}
+
+/// The PID of the one process whose command line is exactly `cmdline` in the node, if any.
+fn pid_of(lab: &Lab, node: &str, cmdline: &str) -> Option<String> {
+    let out = lab.exec(node, &["pgrep", "-x", "-f", cmdline]);
+    let pids = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!pids.contains('\n'), "{node}: several {cmdline:?}: {pids}");
+    (!pids.is_empty()).then_some(pids)
+}
+
+#[test]
+fn an_openrc_node_boots_supervises_its_services_and_powers_off_cleanly() {
+    let lab = Lab::up_with(
+        "orc-smoke",
+        indexes::LAB_SMOKE_OPENRC,
+        1,
+        1,
+        LabOptions {
+            openrc: &["w1"],
+            ..LabOptions::default()
+        },
+    );
+    assert!(lab.is_openrc("w1") && !lab.is_openrc("cp1"));
+    let boots = |node: &str, init: &str, state_dir: &str, absent: &str| {
+        assert_eq!(lab.exec_ok(node, &["cat", "/proc/1/comm"]).trim(), init);
+        assert!(
+            lab.exec(node, &["test", "-d", state_dir]).status.success()
+                && !lab.exec(node, &["test", "-e", absent]).status.success(),
+            "{node}: {state_dir} should exist and {absent} not"
+        );
+    };
+    // PID 1 is openrc-init on w1, systemd beside it on cp1; how a program tells them apart.
+    boots("w1", "openrc-init", "/run/openrc", "/run/systemd/system");
+    boots("cp1", "systemd", "/run/systemd/system", "/run/openrc");
+    // `rc-status --crashed` lists crashed services and exits 1 when there are none.
+    let crashed = || {
+        let out = lab.exec("w1", &["rc-status", "--crashed"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // OpenRC finished its default runlevel with sshd started and nothing crashed.
+    assert_eq!(
+        lab.exec_ok("w1", &["rc-status", "--runlevel"]).trim(),
+        "default"
+    );
+    assert_eq!(crashed(), "", "crashed services on w1");
+    let default = lab.exec_ok("w1", &["rc-update", "show", "default"]);
+    assert_eq!(
+        default.split_whitespace().collect::<Vec<_>>(),
+        ["sshd", "|", "default"],
+        "only the lab's sshd in the default runlevel (none of this machine's services)"
+    );
+    let status = || lab_sh().args(["status", lab.name()]).output().unwrap();
+    let up = String::from_utf8_lossy(&status().stdout).into_owned();
+    assert!(
+        up.contains("init=openrc system=running sshd=active")
+            && up.contains("init=systemd system=running sshd=active"),
+        "{up}"
+    );
+    // Real ssh with the lab key, and booting (and logging in) left the upper dir empty.
+    let tmp = tempfile::tempdir().unwrap();
+    let known_hosts = tmp.path().join("known_hosts");
+    let ssh = |cmd: &str| {
+        lab.ssh_command("w1", &known_hosts)
+            .arg(cmd)
+            .output()
+            .unwrap()
+    };
+    let out = ssh("hostname");
+    assert!(out.status.success(), "ssh to w1: {}", ssh_stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "w1");
+    assert_eq!(
+        lab.changed_paths("w1"),
+        Default::default(),
+        "booting OpenRC wrote into the upper dir"
+    );
+
+    // A service as khactl installs its agent on OpenRC: supervised, respawned, reloadable.
+    lab.write_file(
+        "w1",
+        "/usr/local/bin/khalab-smoke-daemon",
+        "#!/bin/sh\ntrap 'echo hup > /run/khalab-smoke.hup' HUP\necho \"started $$\"\n\
+         while :; do sleep 0.1; done\n",
+    );
+    lab.write_file(
+        "w1",
+        "/etc/init.d/khalab-smoke",
+        "#!/sbin/openrc-run\ndescription=\"khalab smoke\"\n\
+         command=/usr/local/bin/khalab-smoke-daemon\nsupervisor=supervise-daemon\n\
+         respawn_delay=1\noutput_log=/var/log/khalab-smoke.log\n\
+         extra_started_commands=reload\n\
+         depend() {\n\tneed net\n}\n\
+         reload() {\n\tebegin \"Reloading $RC_SVCNAME\"\n\
+         \tsupervise-daemon \"$RC_SVCNAME\" --signal HUP\n\teend $?\n}\n",
+    );
+    lab.exec_ok(
+        "w1",
+        &[
+            "chmod",
+            "0755",
+            "/usr/local/bin/khalab-smoke-daemon",
+            "/etc/init.d/khalab-smoke",
+        ],
+    );
+    let daemon = "/bin/sh /usr/local/bin/khalab-smoke-daemon";
+    lab.exec_ok("w1", &["rc-service", "khalab-smoke", "start"]);
+    let first = pid_of(&lab, "w1", daemon).expect("the service's process runs");
+    assert_eq!(
+        lab.exec_ok("w1", &["grep", "^0::", &format!("/proc/{first}/cgroup")])
+            .trim(),
+        "0::/khalab-smoke",
+        "OpenRC puts each service in a cgroup of its own"
+    );
+    lab.exec_ok("w1", &["rc-service", "khalab-smoke", "reload"]);
+    wait_for("the HUP of reload", Duration::from_secs(5), || {
+        lab.read_file("w1", "/run/khalab-smoke.hup").is_some()
+    });
+    assert_eq!(pid_of(&lab, "w1", daemon).as_ref(), Some(&first));
+
+    lab.exec_ok("w1", &["kill", "-KILL", &first]);
+    let mut second = None;
+    wait_for(
+        "supervise-daemon to respawn",
+        Duration::from_secs(10),
+        || {
+            second = pid_of(&lab, "w1", daemon).filter(|p| *p != first);
+            second.is_some()
+        },
+    );
+    assert!(
+        lab.exec("w1", &["rc-service", "khalab-smoke", "status"])
+            .status
+            .success()
+    );
+    assert_eq!(crashed(), "", "crashed services on w1");
+    let log = lab.unit_log("w1", "khalab-smoke");
+    assert!(
+        log.contains("status: started")
+            && log.contains(&format!("started {first}"))
+            && log.contains(&format!("started {}", second.unwrap())),
+        "{log}"
+    );
+
+    lab.exec_ok("w1", &["rc-service", "khalab-smoke", "stop"]);
+    assert_eq!(
+        lab.exec("w1", &["rc-service", "khalab-smoke", "status"])
+            .status
+            .code(),
+        Some(3),
+        "stopped"
+    );
+    // Stopped for good: nothing comes back after the respawn delay (1 s) has passed.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        pid_of(&lab, "w1", daemon),
+        None,
+        "a stopped service came back"
+    );
+
+    // Enabled as khactl enables its agent, plus a service whose stop leaves a mark: a clean
+    // poweroff stops every service, and the next boot starts what is enabled.
+    lab.write_file(
+        "w1",
+        "/etc/init.d/khalab-stopmark",
+        "#!/sbin/openrc-run\nstart() {\n\treturn 0\n}\n\
+         stop() {\n\techo stopped > /var/lib/khalab-stopped\n}\n",
+    );
+    lab.exec_ok("w1", &["chmod", "0755", "/etc/init.d/khalab-stopmark"]);
+    for service in ["khalab-smoke", "khalab-stopmark"] {
+        lab.exec_ok("w1", &["rc-update", "add", service, "default"]);
+        lab.exec_ok("w1", &["rc-service", service, "start"]);
+    }
+    assert!(
+        lab.changed_paths("w1")
+            .contains(Path::new("/etc/runlevels/default/khalab-smoke")),
+        "rc-update add writes the runlevel link"
+    );
+    let stopped = Path::new("/var/lib/khalab-stopped");
+    lab.stop_node("w1", false);
+    assert_eq!(lab.node_pid("w1"), None);
+    assert!(
+        lab.changed_paths("w1").contains(stopped),
+        "a clean poweroff stops every service first"
+    );
+    lab.start_node("w1");
+    assert!(status().status.success());
+    assert_eq!(
+        lab.exec_ok("w1", &["rc-status", "--runlevel"]).trim(),
+        "default"
+    );
+    assert!(
+        pid_of(&lab, "w1", daemon).is_some(),
+        "the service enabled before the poweroff starts at boot"
+    );
+    // Its sshd came back with the node; stop-sshd and start-sshd work on OpenRC too.
+    assert!(ssh("true").status.success());
+    lab.stop_sshd("w1");
+    assert_eq!(ssh("true").status.code(), Some(255));
+    lab.start_sshd("w1");
+    assert!(ssh("true").status.success());
+    assert_eq!(
+        lab.exec_ok("cp1", &["cat", "/proc/1/comm"]).trim(),
+        "systemd"
     );
 }

@@ -14,6 +14,7 @@ set -euo pipefail
 readonly PACKAGES=(
 	openssh-server openssh-client # sshd in every node, ssh for khactl and tests
 	systemd dbus                  # PID 1 of every node (dbus for its logind)
+	openrc                        # PID 1 of `lab.sh up --openrc` nodes (brings insserv, librc1, libeinfo1)
 	iproute2 util-linux procps    # ip/bridge/veth/netns; nsenter/unshare/pivot_root/setpriv; sysctl/pgrep
 	python3                       # the lab's helpers and small test servers in nodes
 	curl ca-certificates          # /readyz and etcd checks from tests and khactl, on the host and in nodes

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # khalab: a multi-node test lab on this machine, built from network namespaces, overlay roots,
-# Debian's real systemd as each node's PID 1 and real OpenSSH sshd as its ssh.service. Every
-# node is a network + mount + UTS + IPC + PID + cgroup namespace in a cgroup of its own; nodes
+# Debian's real systemd as each node's PID 1 (or, for nodes named with `up --openrc`, Debian's
+# OpenRC: /sbin/openrc-init) and real OpenSSH sshd as its ssh service. Every node is a network + mount + UTS + IPC + PID + cgroup namespace in a cgroup of its own; nodes
 # share one Linux bridge that has no physical port and does not forward
 # (net.ipv4.conf.<bridge>.forwarding=0), and nodes have no default route, so no packet from a
 # node can leave the machine.
@@ -15,9 +15,9 @@ readonly NET=10.200
 readonly NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Seconds `up`, `start`, `start-sshd` and `regen-hostkey` wait for every sshd to greet.
 readonly SSHD_DEADLINE=${KHALAB_SSHD_DEADLINE:-30}
-# Seconds a node's systemd may take to finish booting.
+# Seconds a node's init (systemd or OpenRC) may take to finish booting.
 readonly BOOT_DEADLINE=${KHALAB_BOOT_DEADLINE:-60}
-# Seconds a clean poweroff (`stop`) may take: systemd stops every unit first.
+# Seconds a clean poweroff (`stop`) may take: the node's init stops every service first.
 readonly STOP_DEADLINE=${KHALAB_STOP_DEADLINE:-60}
 # Where lab.sh mounts the cgroup2 hierarchy if no mount of it has nsdelegate yet.
 readonly CGROUP2_MOUNT=$KHALAB_ROOT/.cgroup2
@@ -34,6 +34,9 @@ readonly MASKED_UNITS=(
 	systemd-sysctl.service networking.service console-getty.service getty-static.service
 	systemd-machine-id-commit.service
 )
+# OpenRC nodes (`up --openrc`): the runlevels of their base layer (opaque: none of the host's
+# runlevel links shows through). Only the lab's sshd (default) and its `net` stub (boot) are in.
+readonly OPENRC_RUNLEVELS=(sysinit boot default nonetwork shutdown)
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 readonly SELF
 
@@ -51,10 +54,11 @@ usage() {
 	cat <<'EOF'
 Usage: lab.sh COMMAND [ARGS]   (must run as root)
 
-  up NAME [--index K] [--control-planes C] [--workers W] [--setup SCRIPT]
+  up NAME [--index K] [--control-planes C] [--workers W] [--setup SCRIPT] [--openrc NODE[,NODE...]]
         Create lab NAME: nodes cp1..cpC then w1..wW (defaults C=3, W=2, K=1) on subnet
-        10.200.K.0/24 (bridge .1, nodes .11, .12, ..., VIP .100). Each node boots systemd;
-        returns once every node's systemd reports `running` and its sshd accepts connections.
+        10.200.K.0/24 (bridge .1, nodes .11, .12, ..., VIP .100). Each node boots systemd,
+        or OpenRC (/sbin/openrc-init) if --openrc names it; returns once every node's init has
+        finished booting with no failed service and its sshd accepts connections.
         --setup SCRIPT runs `SCRIPT ROOT NODE ROLE` for each node before it boots: files it
         puts under ROOT are in the node as if installed with the OS (units it enables start
         at boot) and stay out of the upper dir. On failure the half-built lab is torn down
@@ -70,17 +74,19 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
                         the exit code pass through.
   inventory NAME [--index K --control-planes C --workers W]
                         Print a khactl inventory for the lab (with options: for a lab of
-                        that shape, which need not exist).
+                        that shape, which need not exist; --openrc is accepted and changes
+                        nothing: the inventory does not name init systems).
   upper NAME NODE       Print NODE's overlay upper dir: exactly the files changed in the node.
   stop NAME NODE [--power-cut]
-                        Power NODE off: a clean systemd poweroff (every unit stopped), or with
+                        Power NODE off: a clean poweroff (systemd or OpenRC stops every
+                        service), or with
                         --power-cut every process SIGKILLed at once. Its files stay.
   start NAME NODE       Boot a stopped NODE again (a reboot is stop + start); waits as `up` does.
   freeze NAME NODE      Freeze every process of NODE (a hung machine: no packet answered).
   thaw NAME NODE        Let a frozen NODE run on.
-  stop-sshd NAME NODE   Stop NODE's ssh.service and kill every sshd left (listener and
-                        sessions): connections are refused.
-  start-sshd NAME NODE  Start NODE's ssh.service and wait until it accepts connections.
+  stop-sshd NAME NODE   Stop NODE's ssh service (systemd: ssh.service, OpenRC: sshd) and kill
+                        every sshd left (listener and sessions): connections are refused.
+  start-sshd NAME NODE  Start NODE's ssh service and wait until it accepts connections.
   regen-hostkey NAME NODE
                         Give NODE a new ed25519 host key and restart its sshd.
   ssh NAME NODE [CMD...]
@@ -90,6 +96,7 @@ Usage: lab.sh COMMAND [ARGS]   (must run as root)
 Layout: /var/lib/khalab/NAME/{lab.env,inventory.yaml,ssh/id_ed25519,NODE/{upper,work,pid,boot.log},
         run/ (tmpfs: layers/NODE = base layers, sysctl/NODE = global sysctl snapshots)}
         cgroup: <cgroup2 mount>/khalab/NAME/NODE
+        lab.env: LAB_OPENRC lists the nodes that boot OpenRC
 EOF
 }
 
@@ -130,7 +137,12 @@ load_lab() {
 	# shellcheck source=/dev/null
 	source "$env"
 	read -r -a LAB_NODE_LIST <<<"$LAB_NODES"
+	LAB_OPENRC=${LAB_OPENRC:-} # labs made before --openrc existed
 }
+
+# True if NODE of the loaded lab boots OpenRC rather than systemd.
+node_openrc() { [[ " $LAB_OPENRC " == *" $1 "* ]]; }
+node_init() { if node_openrc "$1"; then echo openrc; else echo systemd; fi; }
 
 node_index() {
 	local node=$1 i=0 n
@@ -182,6 +194,10 @@ check_host() {
 		command -v "$t" >/dev/null || die "missing tool '$t' (tests/lab/install-deps.sh installs what the lab needs)"
 	done
 	[[ -x /lib/systemd/systemd ]] || die "missing /lib/systemd/systemd, every node's PID 1 (apt-get install systemd)"
+	if [[ -n ${1:-} ]]; then
+		[[ -x /sbin/openrc-init && -x /sbin/supervise-daemon ]] ||
+			die "missing /sbin/openrc-init, PID 1 of --openrc nodes (tests/lab/install-deps.sh installs Debian's openrc)"
+	fi
 	# The lab's helpers use the distribution's python3 (a pyenv shim costs ~250 ms a call).
 	[[ -x /usr/bin/python3 ]] || die "missing /usr/bin/python3 (apt-get install python3)"
 }
@@ -284,14 +300,12 @@ EOF
 # The node's base layer: the lab's own files, between the node's upper dir and the host's /,
 # so the upper dir holds only what changed after boot.
 prepare_base() {
-	local name=$1 node=$2 addr=$3
+	local name=$1 node=$2 addr=$3 init=$4
 	local d base
 	d="$(lab_dir "$name")/$node"
 	base=$(layer_of "$name" "$node")
 	mkdir -p "$d/upper" "$d/work" "$d/merged" "$base/root/.ssh" "$base/etc/ssh" \
-		"$base/usr/sbin" "$base/var/lib/khalab" "$base/var/log/journal" "$base/var/tmp" \
-		"$base/etc/systemd/system/multi-user.target.wants" "$base/etc/systemd/journald.conf.d" \
-		"$base/var/lib/systemd/linger"
+		"$base/usr/sbin" "$base/var/lib/khalab" "$base/var/log/journal" "$base/var/tmp"
 	chmod 0700 "$base/root" "$base/root/.ssh"
 	install -m 0600 "$(lab_dir "$name")/ssh/id_ed25519.pub" "$base/root/.ssh/authorized_keys"
 
@@ -310,20 +324,16 @@ prepare_base() {
 	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$base/etc/machine-id"
 	echo >>"$base/etc/machine-id"
 
-	# systemd: only ssh.service is enabled here (the wants dirs are opaque, see opaque_dirs);
-	# the units that do not belong in a node are masked; the journal lives in /run, out of
-	# the upper dir.
-	ln -s /lib/systemd/system/ssh.service "$base/etc/systemd/system/multi-user.target.wants/ssh.service"
-	local unit
-	for unit in "${MASKED_UNITS[@]}"; do
-		ln -s /dev/null "$base/etc/systemd/system/$unit"
-	done
-	printf '# khalab: the journal stays in /run, out of the upper dir\n[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n' \
-		>"$base/etc/systemd/journald.conf.d/khalab.conf"
+	if [[ $init == openrc ]]; then
+		prepare_base_openrc "$base"
+	else
+		prepare_base_systemd "$base"
+	fi
 	# What systemd writes at every boot is here already, so booting leaves the upper dir
-	# empty: /etc/mtab as systemd-tmpfiles makes it; logind's linger dir; and fresh
-	# .updated stamps, so the units that run after an OS update (ConditionNeedsUpdate:
-	# sysusers, hwdb, the journal catalog) see an up-to-date machine and stay off.
+	# empty: /etc/mtab as systemd-tmpfiles makes it, and fresh .updated stamps, so the units
+	# that run after an OS update (ConditionNeedsUpdate: sysusers, hwdb, the journal
+	# catalog) see an up-to-date machine and stay off. (OpenRC nodes get them too: the same
+	# machine, another init.)
 	ln -s ../proc/self/mounts "$base/etc/mtab"
 	touch "$base/etc/.updated" "$base/var/.updated"
 	printf '#!/bin/sh\n# khalab: package scripts must not start services\nexit 101\n' >"$base/usr/sbin/policy-rc.d"
@@ -336,6 +346,99 @@ prepare_base() {
 	: >"$base/var/log/lastlog"
 
 	cp -a "$(lab_dir "$name")/run/sysctl-template" "$(sysctl_of "$name" "$node")"
+}
+
+# systemd's part of a base layer: only ssh.service is enabled (the wants dirs are opaque, see
+# opaque_dirs); the units that do not belong in a node are masked; the journal lives in /run,
+# out of the upper dir; logind's linger dir exists already.
+prepare_base_systemd() {
+	local base=$1 unit
+	mkdir -p "$base/etc/systemd/system/multi-user.target.wants" "$base/etc/systemd/journald.conf.d" \
+		"$base/var/lib/systemd/linger"
+	ln -s /lib/systemd/system/ssh.service "$base/etc/systemd/system/multi-user.target.wants/ssh.service"
+	for unit in "${MASKED_UNITS[@]}"; do
+		ln -s /dev/null "$base/etc/systemd/system/$unit"
+	done
+	printf '# khalab: the journal stays in /run, out of the upper dir\n[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n' \
+		>"$base/etc/systemd/journald.conf.d/khalab.conf"
+}
+
+# OpenRC's part of a base layer (`up --openrc`): /etc/rc.conf for a container, and runlevels
+# of the node's own (opaque: the host's runlevel links, which Debian's openrc package fills
+# with every service the host enabled, stay out) holding only the lab's sshd (default) and its
+# `net` provider (boot), both lab-owned openrc-run scripts.
+prepare_base_openrc() {
+	local base=$1 level
+	mkdir -p "$base/etc/init.d"
+	for level in "${OPENRC_RUNLEVELS[@]}"; do
+		mkdir -p "$base/etc/runlevels/$level"
+	done
+	/usr/bin/python3 -c 'import os, sys; os.setxattr(sys.argv[1], "trusted.overlay.opaque", b"y")' "$base/etc/runlevels"
+	cat >"$base/etc/rc.conf" <<'EOF'
+# khalab OpenRC node (tests/lab/lab.sh up --openrc): a system container on this machine.
+# lxc: scripts with `keyword -lxc` (clock, kernel modules, consoles, ...) stay off; the
+# runlevels hold only what lab.sh put there (sshd, and the `net` stub `networking`).
+rc_sys="lxc"
+# The node's cgroup2 (the root of its cgroup namespace) is on /sys/fs/cgroup: each service
+# gets /sys/fs/cgroup/<service>.
+rc_cgroup_mode="unified"
+rc_parallel="NO"
+rc_logger="NO"
+rc_tty_number=0
+unicode="YES"
+EOF
+	cat >"$base/etc/init.d/sshd" <<'EOF'
+#!/sbin/openrc-run
+# khalab: OpenSSH's sshd in an OpenRC lab node (Debian ships only an LSB script for it),
+# in the foreground under supervise-daemon; its configuration is /etc/ssh/sshd_config.
+description="OpenSSH server (khalab node)"
+command=/usr/sbin/sshd
+command_args="-D"
+supervisor=supervise-daemon
+respawn_delay=1
+extra_started_commands="reload"
+
+depend() {
+	use net
+	after networking
+}
+
+start_pre() {
+	# The privilege separation directory; then a check of the configuration.
+	checkpath -d -m 0755 -o root:root /run/sshd && /usr/sbin/sshd -t
+}
+
+reload() {
+	ebegin "Reloading $RC_SVCNAME"
+	supervise-daemon "$RC_SVCNAME" --signal HUP
+	eend $?
+}
+EOF
+	cat >"$base/etc/init.d/networking" <<'EOF'
+#!/sbin/openrc-run
+# khalab: eth0 and lo of this node were configured by lab.sh from the host. This stub only
+# provides `net`, so that services which `need net` (as Alpine's do) start, and it hides any
+# `networking` script of the host (Debian's ifupdown would reconfigure eth0).
+description="Network (configured by khalab from the host)"
+
+depend() {
+	provide net
+}
+
+start() {
+	return 0
+}
+
+stop() {
+	return 0
+}
+EOF
+	chmod 0755 "$base/etc/init.d/sshd" "$base/etc/init.d/networking"
+	# Debian's LSB script for sshd (ssh, "Provides: sshd") would clash with this `sshd`
+	# ("sshd is the name of a real and virtual service"): a whiteout hides it.
+	[[ -e /etc/init.d/ssh ]] && mknod "$base/etc/init.d/ssh" c 0 0
+	ln -s /etc/init.d/sshd "$base/etc/runlevels/default/sshd"
+	ln -s /etc/init.d/networking "$base/etc/runlevels/boot/networking"
 }
 
 # Runs the `up --setup` script for NODE against its base layer (see usage).
@@ -402,7 +505,7 @@ EOF
 }
 
 launch_node() {
-	local name=$1 node=$2 d cg
+	local name=$1 node=$2 init=$3 d cg
 	d="$(lab_dir "$name")/$node"
 	cg=$(node_cgroup "$name" "$node")
 	mkdir -p "$cg"
@@ -423,14 +526,14 @@ launch_node() {
 		echo $$ >"$1/cgroup.procs" && shift && exec "$@"' _ "$cg" \
 		nsenter --net="/run/netns/$(netns_of "$name" "$node")" -- \
 		unshare --mount --uts --ipc --pid --cgroup --fork --propagation private -- \
-		env -i PATH="$NODE_PATH" /bin/bash "$SELF" __boot "$name" "$node" \
+		env -i PATH="$NODE_PATH" /bin/bash "$SELF" __boot "$name" "$node" "$init" \
 		</dev/null >"$d/boot.log" 2>&1 &
 }
 
 # Runs inside the node's fresh namespaces as its PID 1 (the host's /proc is still mounted):
-# builds the node's root, pivots into it and execs systemd.
+# builds the node's root, pivots into it and execs INIT (systemd or openrc).
 cmd_boot() {
-	local name=$1 node=$2
+	local name=$1 node=$2 init=${3:-systemd}
 	local d m hostpid e f sys
 	d="$(lab_dir "$name")/$node"
 	sys=$(sysctl_of "$name" "$node")
@@ -509,9 +612,12 @@ cmd_boot() {
 	cd /
 	# `container=other`: systemd's container mode (no console, no udev, no kernel setup).
 	# From the host, SIGRTMIN+4 to this process is a clean poweroff; SIGTERM would only
-	# make systemd re-execute itself.
+	# make systemd re-execute itself. openrc-init runs the sysinit, boot and default
+	# runlevels (rc_sys from the base layer's /etc/rc.conf; it ignores `container=other`).
+	local argv=(/lib/systemd/systemd --system)
+	[[ $init == openrc ]] && argv=(/sbin/openrc-init)
 	exec env -i container=other PATH="$NODE_PATH" LANG=C.UTF-8 \
-		setpriv --bounding-set="$NODE_DROPPED_CAPS" /lib/systemd/systemd --system
+		setpriv --bounding-set="$NODE_DROPPED_CAPS" "${argv[@]}"
 }
 
 # Polls until NODE's sshd sends its banner, or the deadline passes.
@@ -531,11 +637,44 @@ wait_sshd() {
 	return 1
 }
 
-# Polls until NODE's systemd has finished booting; fails unless it reports `running` (a
+# Run in an OpenRC node, prints the state of its boot as one word: `running` once OpenRC has
+# finished the default runlevel (no openrc runlevel change under way) with every service of
+# sysinit, boot and default started and none crashed or failed; `starting` before that;
+# `degraded` otherwise (what is wrong follows on stderr).
+readonly OPENRC_STATE='
+	level=$(cat /run/openrc/softlevel 2>/dev/null)
+	if [ "$level" != default ] || [ -e /run/openrc/rc.starting ] || [ -e /run/openrc/rc.stopping ] ||
+		[ -n "$(ls -A /run/openrc/starting 2>/dev/null)" ]; then
+		echo starting; exit 0
+	fi
+	bad=$(rc-status --crashed 2>/dev/null | tr -d " ")
+	[ -z "$bad" ] || echo "crashed: $bad" >&2
+	failed=$(ls -A /run/openrc/failed 2>/dev/null)
+	[ -z "$failed" ] || { echo "failed: $failed" >&2; bad="$bad$failed"; }
+	for s in /etc/runlevels/sysinit/* /etc/runlevels/boot/* /etc/runlevels/default/*; do
+		[ -e "$s" ] || continue
+		[ -e "/run/openrc/started/${s##*/}" ] || { echo "not started: ${s##*/}" >&2; bad="$bad ${s##*/}"; }
+	done
+	if [ -z "$bad" ]; then echo running; else echo degraded; fi'
+
+# Polls until NODE's init has finished booting; fails unless it reports `running` (a
 # `degraded` node has a failed unit: the lab would test something else than a healthy host).
 wait_booted() {
 	local node=$1 deadline state=""
 	deadline=$(($(now_ms) + BOOT_DEADLINE * 1000))
+	if node_openrc "$node"; then
+		while (($(now_ms) < deadline)); do
+			state=$(node_sh "$node" "$OPENRC_STATE" 2>/dev/null) || true
+			case $state in
+			running) return 0 ;;
+			starting | "") sleep 0.05 ;;
+			*) break ;;
+			esac
+		done
+		echo "lab.sh: OpenRC of $LAB_NAME/$node is '${state:-not answering}', not 'running', after booting" >&2
+		node_log "$node" >&2 || true
+		return 1
+	fi
 	while (($(now_ms) < deadline)); do
 		# Before systemd listens on its socket, systemctl fails at once ("offline"); after,
 		# --wait returns when the boot job queue is empty.
@@ -556,7 +695,10 @@ node_log() {
 	d="$(lab_dir "$LAB_NAME")/$node"
 	echo "--- $node boot.log:"
 	cat "$d/boot.log" 2>/dev/null || true
-	if node_pid "$node" >/dev/null && ! node_frozen "$node"; then
+	if node_pid "$node" >/dev/null && ! node_frozen "$node" && node_openrc "$node"; then
+		echo "--- $node: OpenRC (rc-status --all; rc-status --crashed; /run/openrc/failed):"
+		node_sh "$node" "rc-status --all --nocolor; rc-status --crashed --nocolor; ls -A /run/openrc/failed; $OPENRC_STATE" 2>&1 || true
+	elif node_pid "$node" >/dev/null && ! node_frozen "$node"; then
 		echo "--- $node: systemctl --failed; journal (last 40 lines):"
 		node_sh "$node" 'systemctl --failed --no-pager --no-legend; journalctl -b --no-pager -n 40' 2>&1 || true
 	fi
@@ -574,22 +716,24 @@ wait_node_pid() {
 	return 1
 }
 
-# Boots NODE (its base layer and network ready) and waits until systemd is up and sshd greets.
+# Boots NODE (its base layer and network ready) and waits until its init is up and sshd greets.
 boot_node() {
 	local node=$1
-	launch_node "$LAB_NAME" "$node"
+	launch_node "$LAB_NAME" "$node" "$(node_init "$node")"
 	wait_node_pid "$node" && wait_booted "$node" && wait_sshd "$node"
 }
 
-# Parses --index/--control-planes/--workers into SHAPE_* (defaults: the default lab's).
+# Parses --index/--control-planes/--workers/--openrc into SHAPE_* (defaults: the default
+# lab's; SHAPE_OPENRC: the OpenRC nodes, space-separated).
 parse_shape() {
-	SHAPE_INDEX=1 SHAPE_CPS=3 SHAPE_WORKERS=2
+	SHAPE_INDEX=1 SHAPE_CPS=3 SHAPE_WORKERS=2 SHAPE_OPENRC=""
 	while (($#)); do
 		case $1 in
+		--openrc) SHAPE_OPENRC="$SHAPE_OPENRC ${2:?--openrc needs NODE[,NODE...]}"; shift 2 ;;
 		--index) SHAPE_INDEX=${2:?--index needs a value}; shift 2 ;;
 		--control-planes) SHAPE_CPS=${2:?--control-planes needs a value}; shift 2 ;;
 		--workers) SHAPE_WORKERS=${2:?--workers needs a value}; shift 2 ;;
-		*) die "unknown option '$1' (expected --index, --control-planes, --workers)" ;;
+		*) die "unknown option '$1' (expected --index, --control-planes, --workers, --openrc)" ;;
 		esac
 	done
 	[[ $SHAPE_INDEX =~ ^[0-9]+$ ]] && ((SHAPE_INDEX >= 1 && SHAPE_INDEX <= 200)) ||
@@ -597,6 +741,13 @@ parse_shape() {
 	[[ $SHAPE_CPS =~ ^[0-9]+$ && $SHAPE_WORKERS =~ ^[0-9]+$ ]] || die "--control-planes and --workers take numbers"
 	((SHAPE_CPS + SHAPE_WORKERS >= 1 && SHAPE_CPS + SHAPE_WORKERS <= 80)) ||
 		die "a lab has 1..80 nodes, asked for $((SHAPE_CPS + SHAPE_WORKERS))"
+	local all n list=()
+	all=" $(shape_nodes "$SHAPE_CPS" "$SHAPE_WORKERS" | tr '\n' ' ')"
+	for n in ${SHAPE_OPENRC//,/ }; do
+		[[ $all == *" $n "* ]] || die "--openrc $n: no such node in this lab (nodes:$all)"
+		[[ " ${list[*]} " == *" $n "* ]] || list+=("$n")
+	done
+	SHAPE_OPENRC="${list[*]}"
 }
 
 shape_nodes() {
@@ -616,7 +767,7 @@ lock_lab() {
 
 cmd_up() {
 	local name=${1:-}
-	[[ -n $name ]] || die "usage: lab.sh up NAME [--index K] [--control-planes C] [--workers W] [--setup SCRIPT]"
+	[[ -n $name ]] || die "usage: lab.sh up NAME [--index K] [--control-planes C] [--workers W] [--setup SCRIPT] [--openrc NODE[,NODE...]]"
 	shift
 	valid_name "$name"
 	lock_lab "$name"
@@ -632,8 +783,8 @@ cmd_up() {
 		[[ -f $setup && -x $setup ]] || die "--setup $setup is not an executable file"
 	fi
 	parse_shape "${shape[@]}"
-	local idx=$SHAPE_INDEX cps=$SHAPE_CPS workers=$SHAPE_WORKERS
-	check_host
+	local idx=$SHAPE_INDEX cps=$SHAPE_CPS workers=$SHAPE_WORKERS openrc=$SHAPE_OPENRC
+	check_host "$openrc"
 
 	local dir
 	dir=$(lab_dir "$name")
@@ -658,6 +809,7 @@ LAB_INDEX=$idx
 LAB_CONTROL_PLANES=$cps
 LAB_WORKERS=$workers
 LAB_NODES="${nodes[*]}"
+LAB_OPENRC="$openrc"
 EOF
 	if [[ -z ${KHALAB_KEEP_FAILED:-} ]]; then
 		UP_NAME=$name # the trap runs after cmd_up's locals are gone
@@ -680,7 +832,7 @@ EOF
 	for node in "${nodes[@]}"; do
 		i=$((i + 1))
 		addr="$NET.$idx.$((10 + i))"
-		prepare_base "$name" "$node" "$addr" &
+		prepare_base "$name" "$node" "$addr" "$(node_init "$node")" &
 		pids+=($!)
 	done
 	for i in "${pids[@]}"; do wait "$i"; done
@@ -881,8 +1033,12 @@ cmd_status() {
 			ok=1
 		else
 			# One entry into the node for both answers; the system state alone decides.
-			read -r system sshd < <(node_sh "$node" 'echo "$(systemctl is-system-running) $(systemctl is-active ssh.service)"' 2>/dev/null || true)
-			echo "$node $(node_addr "$node") up pid=$pid system=${system:-unknown} sshd=${sshd:-unknown}"
+			if node_openrc "$node"; then
+				read -r system sshd < <(node_sh "$node" "echo \"\$( ($OPENRC_STATE) 2>/dev/null) \$(rc-service sshd status >/dev/null 2>&1 && echo active || echo inactive)\"" 2>/dev/null || true)
+			else
+				read -r system sshd < <(node_sh "$node" 'echo "$(systemctl is-system-running) $(systemctl is-active ssh.service)"' 2>/dev/null || true)
+			fi
+			echo "$node $(node_addr "$node") up pid=$pid init=$(node_init "$node") system=${system:-unknown} sshd=${sshd:-unknown}"
 			[[ $system == running ]] || ok=1
 		fi
 	done
@@ -968,10 +1124,12 @@ node_sh() {
 cmd_stop_sshd() {
 	local name=${1:?usage: lab.sh stop-sshd NAME NODE} node=${2:?usage: lab.sh stop-sshd NAME NODE}
 	load_lab "$name"
-	# Debian's ssh.service has KillMode=process: stopping it ends the listener only, so the
-	# sessions are killed by hand, as a crashed sshd would lose them.
-	node_sh "$node" '
-		systemctl stop ssh.service
+	# Debian's ssh.service has KillMode=process (and OpenRC's supervise-daemon signals the
+	# listener only): stopping it ends the listener, so the sessions are killed by hand, as a
+	# crashed sshd would lose them.
+	local stop='systemctl stop ssh.service'
+	node_openrc "$node" && stop='rc-service --quiet sshd stop'
+	node_sh "$node" "$stop"'
 		pkill -KILL -x sshd || true
 		i=0
 		while pgrep -x sshd >/dev/null; do
@@ -983,7 +1141,11 @@ cmd_stop_sshd() {
 cmd_start_sshd() {
 	local name=${1:?usage: lab.sh start-sshd NAME NODE} node=${2:?usage: lab.sh start-sshd NAME NODE}
 	load_lab "$name"
-	node_sh "$node" 'systemctl start ssh.service'
+	if node_openrc "$node"; then
+		node_sh "$node" 'rc-service --quiet sshd start'
+	else
+		node_sh "$node" 'systemctl start ssh.service'
+	fi
 	wait_sshd "$node"
 }
 
@@ -1011,6 +1173,19 @@ wait_node_gone() {
 	done
 }
 
+# True once the OpenRC node whose PID 1 is PID (host view) has run its shutdown runlevel (no
+# runlevel change under way) and nothing but PID 1 and its parent (`unshare`, outside the
+# node's PID namespace) is left in its cgroup CG.
+openrc_shutdown_done() {
+	local pid=$1 cg=$2 level p parent
+	level=$(cat "/proc/$pid/root/run/openrc/softlevel" 2>/dev/null) || return 1
+	[[ $level == shutdown && ! -e /proc/$pid/root/run/openrc/rc.stopping ]] || return 1
+	read -r _ _ _ parent _ <"/proc/$pid/stat" || return 1
+	while read -r p; do
+		[[ $p == "$pid" || $p == "$parent" ]] || return 1
+	done < <(find "$cg" -name cgroup.procs -exec cat {} +)
+}
+
 cmd_stop() {
 	local usage="usage: lab.sh stop NAME NODE [--power-cut]"
 	local name=${1:?$usage} node=${2:?$usage} cut=${3:-}
@@ -1024,9 +1199,25 @@ cmd_stop() {
 	else
 		# A frozen node cannot run its own shutdown.
 		node_frozen "$node" && die "$name/$node is frozen: thaw it first, or cut its power (--power-cut)"
-		# SIGRTMIN+4 is systemd's "poweroff" request; the node's PID 1 then stops every unit
-		# and exits, which ends the node.
-		kill -s RTMIN+4 "$pid"
+		if node_openrc "$node"; then
+			# openrc-init runs the shutdown runlevel (every service stopped), sends SIGTERM
+			# to every process left, sleeps 3 s, sends SIGKILL and calls reboot(2), which in
+			# a PID namespace ends the node. Once the runlevel is done and PID 1 is alone,
+			# the rest is that sleep: the node's power is cut then rather than 3 s later.
+			node_sh "$node" 'openrc-shutdown --poweroff now' >/dev/null ||
+				die "$name/$node: openrc-shutdown failed"
+			local deadline=$(($(now_ms) + STOP_DEADLINE * 1000))
+			until openrc_shutdown_done "$pid" "$cg"; do
+				[[ -d /proc/$pid ]] || break
+				(($(now_ms) < deadline)) || break
+				sleep 0.02
+			done
+			[[ -d /proc/$pid ]] && openrc_shutdown_done "$pid" "$cg" && echo 1 >"$cg/cgroup.kill"
+		else
+			# SIGRTMIN+4 is systemd's "poweroff" request; the node's PID 1 then stops every
+			# unit and exits, which ends the node.
+			kill -s RTMIN+4 "$pid"
+		fi
 	fi
 	wait_node_gone "$node" "$STOP_DEADLINE" ||
 		die "$name/$node still has processes ${STOP_DEADLINE}s after ${cut:-poweroff}"

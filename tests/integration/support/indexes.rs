@@ -93,3 +93,6 @@ pub const EXTERNAL_ETCD: u8 = 140;
 pub const EXTERNAL_ETCD_MEMBERSHIP: u8 = 141;
 /// `lb_nodes`: dedicated load-balancer nodes booting OpenRC in front of 3 control planes.
 pub const LB_NODES: u8 = 150;
+/// `lab_smoke`: an OpenRC node (`lab.sh up --openrc`) beside a systemd node: boot, sshd,
+/// supervise-daemon respawns, a clean poweroff and a boot again.
+pub const LAB_SMOKE_OPENRC: u8 = 15;

@@ -1,5 +1,5 @@
-//! [`Lab`]: real nodes on this machine (network namespaces, overlay roots, systemd as PID 1, real
-//! sshd), built and torn down by `tests/lab/lab.sh` (see `docs/lab.md`). A `Lab` value owns its
+//! [`Lab`]: real nodes on this machine (network namespaces, overlay roots, systemd as PID 1 — or
+//! OpenRC for nodes named in [`LabOptions::openrc`] — real sshd), built and torn down by `tests/lab/lab.sh` (see `docs/lab.md`). A `Lab` value owns its
 //! lab: dropping it runs `lab.sh down`.
 //!
 //! Network safety: nothing may be sent to a lab address unless the lab's bridge is up with its
@@ -25,11 +25,40 @@ pub enum NodeRole {
     Worker,
 }
 
+/// The node's PID 1 and service manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeInit {
+    /// Debian's systemd (`systemctl`, the journal); the default.
+    Systemd,
+    /// Debian's OpenRC: `/sbin/openrc-init`, `rc-service`, `rc-update`, `supervise-daemon`
+    /// (`lab.sh up --openrc`, see `docs/lab.md`).
+    OpenRc,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabNode {
     pub name: String,
     pub address: Ipv4Addr,
     pub role: NodeRole,
+    pub init: NodeInit,
+}
+
+impl LabNode {
+    pub fn is_openrc(&self) -> bool {
+        self.init == NodeInit::OpenRc
+    }
+}
+
+/// How [`Lab::up_with`] builds a lab beyond its shape. `LabOptions::default()` is a bare lab
+/// of systemd nodes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LabOptions<'a> {
+    /// `lab.sh up --setup SCRIPT`: before each node boots, `SCRIPT ROOT NODE ROLE` installs
+    /// what the node should have as if it came with the OS into `ROOT`, a layer below the upper
+    /// dir (see `docs/lab.md`).
+    pub setup: Option<&'a Path>,
+    /// `lab.sh up --openrc`: the nodes that boot OpenRC instead of systemd.
+    pub openrc: &'a [&'a str],
 }
 
 /// A running lab. Built by [`Lab::up`], torn down on drop.
@@ -69,7 +98,39 @@ impl Lab {
         workers: usize,
         setup: Option<&Path>,
     ) -> Lab {
+        Lab::up_with(
+            name,
+            index,
+            control_planes,
+            workers,
+            LabOptions {
+                setup,
+                ..LabOptions::default()
+            },
+        )
+    }
+
+    /// [`Lab::up`] with every option of `lab.sh up`: a setup script and nodes that boot
+    /// OpenRC (for instance dedicated load-balancer nodes, as Alpine machines would be).
+    /// Panics if `options.openrc` names a node the lab does not have.
+    pub fn up_with(
+        name: &str,
+        index: u8,
+        control_planes: usize,
+        workers: usize,
+        options: LabOptions<'_>,
+    ) -> Lab {
         super::require_root();
+        let names: Vec<(String, NodeRole)> = (1..=control_planes)
+            .map(|i| (format!("cp{i}"), NodeRole::ControlPlane))
+            .chain((1..=workers).map(|i| (format!("w{i}"), NodeRole::Worker)))
+            .collect();
+        for node in options.openrc {
+            assert!(
+                names.iter().any(|(n, _)| n == node),
+                "LabOptions::openrc names {node:?}, which lab {name} does not have"
+            );
+        }
         let claim = LabClaim::acquire(name, index);
         // A lab of this name left behind by an earlier, killed test run would make `up` refuse;
         // with the claim held, no live test owns it.
@@ -88,16 +149,22 @@ impl Lab {
             "--workers",
             &workers.to_string(),
         ]);
-        if let Some(script) = setup {
+        if let Some(script) = options.setup {
             up.arg("--setup").arg(script);
         }
+        if !options.openrc.is_empty() {
+            up.arg("--openrc").arg(options.openrc.join(","));
+        }
         run_ok(&mut up, &format!("lab.sh up {name}"));
-        let names = (1..=control_planes)
-            .map(|i| (format!("cp{i}"), NodeRole::ControlPlane))
-            .chain((1..=workers).map(|i| (format!("w{i}"), NodeRole::Worker)));
         let nodes = names
+            .into_iter()
             .zip(11u8..)
             .map(|((name, role), host)| LabNode {
+                init: if options.openrc.contains(&name.as_str()) {
+                    NodeInit::OpenRc
+                } else {
+                    NodeInit::Systemd
+                },
                 name,
                 address: Ipv4Addr::new(10, 200, index, host),
                 role,
@@ -214,7 +281,7 @@ impl Lab {
         found
     }
 
-    /// The host pid of the node's PID 1 (systemd), if the node is running.
+    /// The host pid of the node's PID 1 (systemd or openrc-init), if the node is running.
     pub fn node_pid(&self, node: &str) -> Option<u32> {
         self.node(node);
         let pid: u32 = std::fs::read_to_string(self.dir().join(node).join("pid"))
@@ -337,15 +404,28 @@ impl Lab {
         );
     }
 
-    /// What systemd's journal holds from `unit` in the node since it booted, one message a line.
-    pub fn unit_log(&self, node: &str, unit: &str) -> String {
-        self.exec_ok(
-            node,
-            &["journalctl", "--no-pager", "-b", "-o", "cat", "-u", unit],
-        )
+    /// Whether the node boots OpenRC rather than systemd.
+    pub fn is_openrc(&self, node: &str) -> bool {
+        self.node(node).is_openrc()
     }
 
-    /// Powers the node off: a clean systemd poweroff (every unit stopped first), or with
+    /// What the node knows of a service since it booted. systemd: its journal, one message a
+    /// line. OpenRC (`unit` with or without `.service`): `rc-service NAME status`, then the
+    /// files its script (or `/etc/conf.d/NAME`) names as `output_log` and `error_log`, each
+    /// after a `== PATH` line. (supervise-daemon's own messages — respawns, crashes — go to
+    /// syslog, which OpenRC nodes do not run.)
+    pub fn unit_log(&self, node: &str, unit: &str) -> String {
+        if !self.is_openrc(node) {
+            return self.exec_ok(
+                node,
+                &["journalctl", "--no-pager", "-b", "-o", "cat", "-u", unit],
+            );
+        }
+        let service = unit.strip_suffix(".service").unwrap_or(unit);
+        self.exec_ok(node, &["sh", "-c", OPENRC_SERVICE_LOG, "unit_log", service])
+    }
+
+    /// Powers the node off: a clean poweroff (systemd or OpenRC stops every service first), or with
     /// `power_cut` every process of the node SIGKILLed at once. Its files stay for
     /// [`Lab::start_node`].
     pub fn stop_node(&self, node: &str, power_cut: bool) {
@@ -358,7 +438,8 @@ impl Lab {
         run_ok(&mut cmd, "lab.sh stop");
     }
 
-    /// Boots a stopped node again; returns once its systemd is `running` and sshd greets.
+    /// Boots a stopped node again; returns once its init has booted (systemd `running`, OpenRC
+    /// done with its default runlevel, no failed service) and sshd greets.
     pub fn start_node(&self, node: &str) {
         self.node(node);
         run_ok(lab_sh().args(["start", &self.name, node]), "lab.sh start");
@@ -374,8 +455,8 @@ impl Lab {
         );
     }
 
-    /// Stops the node's ssh.service and kills every sshd (listener and sessions): ssh to it
-    /// is refused.
+    /// Stops the node's ssh service (`ssh.service`, or OpenRC's `sshd`) and kills every sshd
+    /// (listener and sessions): ssh to it is refused.
     pub fn stop_sshd(&self, node: &str) {
         self.node(node);
         run_ok(
@@ -384,7 +465,7 @@ impl Lab {
         );
     }
 
-    /// Starts the node's ssh.service and returns once it accepts connections.
+    /// Starts the node's ssh service and returns once it accepts connections.
     pub fn start_sshd(&self, node: &str) {
         self.node(node);
         run_ok(
@@ -460,6 +541,26 @@ impl Drop for Lab {
         }
     }
 }
+
+/// `sh -c` script for [`Lab::unit_log`] on an OpenRC node (`$1`: the service). The log paths
+/// come from sourcing the service's conf.d file and script in a subshell, as openrc-run does
+/// before it starts the service.
+const OPENRC_SERVICE_LOG: &str = r#"svc=$1
+echo "== rc-service $svc status"
+rc-service "$svc" status 2>&1
+logs=$(
+    RC_SVCNAME=$svc SVCNAME=$svc
+    { [ ! -r "/etc/conf.d/$svc" ] || . "/etc/conf.d/$svc"; . "/etc/init.d/$svc"; } >/dev/null 2>&1
+    printf '%s
+' "${output_log:-}" "${error_log:-}" | sort -u
+)
+for f in $logs; do
+    [ -f "$f" ] || continue
+    echo "== $f"
+    cat "$f"
+done
+exit 0
+"#;
 
 /// `tests/lab/lab.sh` as a command.
 pub fn lab_sh() -> Command {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use claim::require_root;
-pub use lab::{Lab, LabNode, NodeRole};
+pub use lab::{Lab, LabNode, LabOptions, NodeInit, NodeRole};
 
 /// The khactl binary cargo built for this test run.
 pub fn khactl_bin() -> PathBuf {
