@@ -10,7 +10,7 @@ echo "os arch $(uname -m)"
 # The init system that booted the host (sd_booted(3)'s test; OpenRC's run dir), before the
 # tools that happen to be installed: a host can have both packages.
 if [ -d /run/systemd/system ]; then echo "os init systemd"
-elif [ -d /run/openrc ]; then echo "os init openrc"
+elif [ -e /run/openrc/softlevel ]; then echo "os init openrc"
 elif command -v systemctl >/dev/null 2>&1; then echo "os init systemd"
 elif command -v openrc-run >/dev/null 2>&1 || command -v rc-service >/dev/null 2>&1; then echo "os init openrc"
 else echo "os init unknown"; fi

@@ -457,7 +457,7 @@ fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentCon
 
 /// A VRRP node behind the VIP: balancer on VIP:port to every API server, and VRRP with the
 /// other VRRP nodes. A control plane tracks its own API server; a dedicated load-balancer
-/// node has none to track (every balancer sees the same backends).
+/// node, which has none, tracks whether its balancer has any backend up.
 fn vip_agent_config(
     inv: &Inventory,
     vip: &Vip,
@@ -527,10 +527,11 @@ fn vip_agent_config(
         .to_owned(),
         status_listen: STATUS_LISTEN,
         stats: stats_page::section(inv, node),
-        track: own_api_server.then(|| AgentTrack {
-            backend: node.name.to_string(),
-            // A dead local apiserver costs more than the whole priority ladder, so any node
-            // with a live apiserver outranks every node without one.
+        // A dead local apiserver (a balancer with no backend up) costs more than the whole
+        // priority ladder, so any node with a live one outranks every node without: a
+        // balancer cut off from the API servers does not keep or take back the VIP.
+        track: Some(AgentTrack {
+            backend: own_api_server.then(|| node.name.to_string()),
             weight: -(count.saturating_mul(PRIORITY_STEP)).clamp(1, 254),
         }),
         vrrp: Some(AgentVrrp {

@@ -55,10 +55,12 @@ pub struct AgentStats {
     pub password_file: String,
 }
 
-/// The tracked check: this node's own apiserver moves its priority by `weight` while down.
+/// The tracked check, which moves the node's priority by `weight` while it fails: a control
+/// plane's own apiserver (`backend`), or on a dedicated load-balancer node the agent's own
+/// balancer (`backend: None`: khagent's `listener` check, failing while no backend is up).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentTrack {
-    pub backend: String,
+    pub backend: Option<String>,
     pub weight: i32,
 }
 

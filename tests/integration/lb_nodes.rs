@@ -55,13 +55,13 @@ fn run(
     khactl_with(lab, verb, inventory, state, extra)
 }
 
-/// The PID of khagent on an OpenRC node and the name of its parent process.
+/// The PID of khagent on an OpenRC node and its parent process's program.
 fn agent_and_parent(lab: &Lab, node: &str) -> (String, String) {
     let pid = sh(lab, node, "pidof khagent");
     let parent = sh(
         lab,
         node,
-        &format!("ps -o comm= -p \"$(ps -o ppid= -p {pid})\""),
+        &format!("readlink \"/proc/$(awk '{{print $4}}' /proc/{pid}/stat)/exe\""),
     );
     (pid, parent)
 }
@@ -127,11 +127,12 @@ fn openrc_balancer_nodes_hold_the_vip_survive_an_agent_crash_and_leave_gracefull
         sh(&lab, b, "rc-service khagent status");
         sh(&lab, b, "test -L /etc/runlevels/default/khagent");
         let (_, parent) = agent_and_parent(&lab, b);
-        assert_eq!(parent, "supervise-daemon", "{b}");
+        assert!(parent.ends_with("/supervise-daemon"), "{b}: {parent}");
         assert_eq!(agent_backends(&lab, b), CONTROL_PLANES, "{b}");
         // Nothing of Kubernetes was prepared there.
         assert!(
-            lab.read_file(b, "/etc/sysctl.d/99-zz-khactl.conf").is_none(),
+            lab.read_file(b, "/etc/sysctl.d/99-zz-khactl.conf")
+                .is_none(),
             "{b}"
         );
     }
@@ -196,7 +197,7 @@ fn openrc_balancer_nodes_hold_the_vip_survive_an_agent_crash_and_leave_gracefull
         pid_after, pid_before,
         "supervise-daemon started a new agent"
     );
-    assert_eq!(parent, "supervise-daemon");
+    assert!(parent.ends_with("/supervise-daemon"), "{parent}");
 
     // remove-node of whichever balancer holds the VIP now, under four clients calling
     // /readyz through it: the VIP moves once, no request fails, the other balancer is

@@ -303,8 +303,17 @@ impl Instance {
                 let wins = priority > local
                     || (priority == local && u32::from(src) > u32::from(self.config.local_address));
                 if !wins {
-                    // "Otherwise (i.e., the lower priority): Discard the ADVERTISEMENT".
-                    return Vec::new();
+                    // §6.4.3 says "Otherwise (i.e., the lower priority): Discard the
+                    // ADVERTISEMENT". Only a master advertises, so this is a second master:
+                    // a partition healed (a link back up) and both held the VIP meanwhile.
+                    // As keepalived does (vrrp_state_master_rx: an advert, then gratuitous
+                    // ARPs), answer at once so the other steps down now rather than at our
+                    // next tick, and tell the segment where the VIP is: its neighbours
+                    // learnt the other's MAC while we were cut off, and would keep sending
+                    // there until their entries went stale, seconds later.
+                    let mut actions = self.advertise_now();
+                    actions.push(Action::SendGratuitousArp);
+                    return actions;
                 }
                 self.state = VrrpState::Backup;
                 self.master_address = Some(src);
@@ -782,17 +791,30 @@ mod tests {
     #[test]
     fn priority_tie_goes_to_the_higher_primary_address() {
         let mut sim = Sim::master();
-        assert!(sim.feed(advert(LOWER_ADDR, 100)).is_empty());
+        // The lower address loses: answered, as any second master is.
+        assert!(
+            sim.feed(advert(LOWER_ADDR, 100))
+                .contains(&Action::SendGratuitousArp)
+        );
         assert_eq!(sim.inst.state(), VrrpState::Master);
         sim.feed(advert(HIGHER_ADDR, 100));
         assert_eq!(sim.inst.state(), VrrpState::Backup);
     }
 
-    /// §6.4.3: "Otherwise (i.e., the lower priority): Discard the ADVERTISEMENT".
+    /// A lower-priority advert can only come from a second master (a healed partition): the
+    /// master keeps the VIP and answers at once with an advert and gratuitous ARPs, as
+    /// keepalived does, instead of discarding it silently (§6.4.3).
     #[test]
-    fn master_ignores_lower_priority_adverts() {
+    fn master_answers_a_lower_priority_master_with_an_advert_and_gratuitous_arps() {
         let mut sim = Sim::master();
-        assert!(sim.feed(advert(HIGHER_ADDR, 99)).is_empty());
+        assert_eq!(
+            sim.feed(advert(HIGHER_ADDR, 99)),
+            [
+                Action::SendAdvert { priority: 100 },
+                Action::Arm(Timer::Advert, ms(100)),
+                Action::SendGratuitousArp
+            ]
+        );
         assert_eq!(sim.inst.state(), VrrpState::Master);
     }
 

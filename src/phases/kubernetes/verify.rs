@@ -99,8 +99,17 @@ impl Phase for VerifyCluster {
                 .nodes
                 .iter()
                 .map(|n| {
-                    if n.role == Role::Etcd {
-                        return (n.name.to_string(), Ok("etcd voter, healthy".to_owned()));
+                    match n.role {
+                        Role::Etcd => {
+                            return (n.name.to_string(), Ok("etcd voter, healthy".to_owned()));
+                        }
+                        Role::LoadBalancer => {
+                            return (
+                                n.name.to_string(),
+                                Ok("load balancer only, no Kubernetes node".to_owned()),
+                            );
+                        }
+                        Role::ControlPlane | Role::Worker => {}
                     }
                     let api = nodes.iter().find(|a| a.name == n.name.as_str());
                     let state = match api {

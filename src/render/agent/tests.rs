@@ -24,7 +24,7 @@ fn config() -> AgentConfig {
             password_file: "/etc/khagent/stats.password".into(),
         }),
         track: Some(AgentTrack {
-            backend: "cp-1".into(),
+            backend: Some("cp-1".into()),
             weight: -30,
         }),
         vrrp: Some(AgentVrrp {

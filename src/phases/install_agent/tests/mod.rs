@@ -171,7 +171,7 @@ fn priorities_descend_by_control_plane_order_and_peers_are_the_others() {
             "cp3=10.0.0.13:6443"
         ]
     );
-    assert_eq!(c3.track.as_ref().unwrap().backend, "cp3");
+    assert_eq!(c3.track.as_ref().unwrap().backend.as_deref(), Some("cp3"));
     // A dead apiserver drops even the top node below the lowest healthy one.
     assert!(
         i32::from(c1.vrrp.as_ref().unwrap().priority) + c1.track.as_ref().unwrap().weight
@@ -645,8 +645,10 @@ nodes:
 "#;
 
 /// A dedicated load-balancer node: VRRP with the other balancers, every control plane a
-/// backend checked against its own copy of the cluster CA, nothing tracked (it has no API
-/// server of its own); a control plane runs no agent.
+/// backend checked against its own copy of the cluster CA, and its own balancer tracked (it
+/// has no API server): with no backend up it sinks below every balancer that has one, so a
+/// balancer cut off from the control planes never keeps or takes back the VIP. A control
+/// plane runs no agent.
 #[test]
 fn load_balancer_nodes_run_vrrp_among_themselves_and_balance_to_every_control_plane() {
     let inv = crate::inventory::parse(DEDICATED).unwrap().inventory;
@@ -657,12 +659,19 @@ fn load_balancer_nodes_run_vrrp_among_themselves_and_balance_to_every_control_pl
     assert_eq!(vrrp.peers, ["10.0.0.5".parse::<Ipv4Addr>().unwrap()]);
     assert_eq!(vrrp.source_address.to_string(), "10.0.0.6");
     assert_eq!(i32::from(vrrp.priority), TOP_PRIORITY - PRIORITY_STEP);
-    assert!(c.track.is_none());
+    let track = c.track.as_ref().unwrap();
+    assert_eq!(track.backend, None);
+    assert!(TOP_PRIORITY + track.weight < i32::from(vrrp.priority));
     assert_eq!(c.ca_file, NODE_LOCAL_CA);
     assert_eq!(c.listen.to_string(), "10.0.0.100:6443");
     let text = c.render().unwrap();
     let parsed = khagent::config::Config::parse(&text).unwrap();
-    assert!(parsed.vrrp.is_some() && parsed.track.is_empty(), "{text}");
+    assert!(parsed.vrrp.is_some(), "{text}");
+    assert_eq!(parsed.track.len(), 1, "{text}");
+    assert!(
+        parsed.track[0].listener && parsed.track[0].backend.is_none(),
+        "{text}"
+    );
     assert!(agent_config(&inv, node(&inv, "cp1"), &fresh(11)).is_err());
     assert!(!inv.runs_agent(node(&inv, "cp1")));
     // The ladder is the balancers'.
