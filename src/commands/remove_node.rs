@@ -146,7 +146,8 @@ pub async fn run(
     Ok(RemoveResult::from_finished(opts, &finished))
 }
 
-/// A control plane khactl placed its agent on, as the state's record has it (address and SSH).
+/// A control plane or load-balancer node khactl placed its agent or keys on, as the state's
+/// record has it (address and SSH; the CA keys tell a control plane).
 fn recorded_node(ctx: &crate::phases::Context, name: &str) -> Option<crate::inventory::Node> {
     let record = crate::state::record::Placements::load(&ctx.state.placements_path()).ok()?;
     let placed = record.nodes.get(name)?;
@@ -154,7 +155,11 @@ fn recorded_node(ctx: &crate::phases::Context, name: &str) -> Option<crate::inve
     Some(crate::inventory::Node {
         name: target.node,
         address: target.address,
-        role: Role::ControlPlane,
+        role: if placed.ca_keys {
+            Role::ControlPlane
+        } else {
+            Role::LoadBalancer
+        },
         ssh: crate::inventory::SshOverrides {
             user: Some(target.user),
             port: Some(target.port),

@@ -169,12 +169,14 @@ fn leftovers(former: &[FormerNode], holder: Option<&str>, vip: Ipv4Addr) -> anyh
     let names: Vec<&str> = left.iter().map(|f| f.node.as_str()).collect();
     let mut message = match holder {
         Some(h) => format!(
-            "{vip} is held by {h}, which is no longer a control plane: khactl installed khagent \
-             there and it still runs, so the VIP has two holders"
+            "{vip} is held by {h}, which should no longer run khagent (it left the inventory, \
+             or its role changed): khactl installed khagent there and it still runs, so the VIP \
+             has two holders"
         ),
         None => format!(
-            "not done: {} left the control plane, but what khactl placed there is still there, \
-             and a khagent left running can take {vip} at any time (two holders)",
+            "not done: {} should no longer hold what khactl placed there (khagent, CA keys), \
+             but it is still there, and a khagent left running can take {vip} at any time (two \
+             holders)",
             names.join(", ")
         ),
     };

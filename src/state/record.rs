@@ -53,6 +53,11 @@ pub struct RecordedSsh {
 impl Placed {
     /// Control-plane contents: the agent and the CA keys, reached as `target` says.
     pub fn control_plane(target: &SshTarget) -> Self {
+        Self::new(target, true, true)
+    }
+
+    /// What khactl places on a node (khagent, the CA keys), reached as `target` says.
+    pub fn new(target: &SshTarget, agent: bool, ca_keys: bool) -> Self {
         Self {
             address: target.address,
             ssh: RecordedSsh {
@@ -62,8 +67,8 @@ impl Placed {
                 sudo: target.sudo,
                 bastion: target.bastion.clone(),
             },
-            agent: true,
-            ca_keys: true,
+            agent,
+            ca_keys,
         }
     }
 
