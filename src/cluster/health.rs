@@ -230,8 +230,9 @@ impl ClusterHealth {
             [] => problems.push(finding(
                 None,
                 format!("no node holds the VIP {}", vip.address),
-                "no agent is master: see each control plane's agent below, and its log \
-                 (`journalctl -u khagent`)"
+                "no agent is master: see each agent below (on the control planes, or the \
+                 load-balancer nodes), and its log (`journalctl -u khagent`; OpenRC: \
+                 /var/log/khagent.log)"
                     .to_owned(),
             )),
             [_] => {}
@@ -311,8 +312,8 @@ impl ClusterHealth {
                     Some(name),
                     format!("{name}: khagent is not running"),
                     format!(
-                        "start it on {name} (`systemctl start khagent`, or `khactl up`), and \
-                         read why it stopped (`{}`)",
+                        "start it on {name} (`systemctl start khagent`, OpenRC: `rc-service \
+                         khagent start`; or `khactl up`), and read why it stopped (`{}`)",
                         agent.logs
                     ),
                 ));

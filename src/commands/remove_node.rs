@@ -86,6 +86,22 @@ pub async fn run(
         .hint("pass --yes to remove without asking")
         .into());
     }
+    // The last balancer: refused before anything is contacted, reachable or not (without it
+    // the run's inventory would have no balancer, and the VIP would fall to the control
+    // planes).
+    if listed
+        .as_ref()
+        .is_some_and(|n| n.role == Role::LoadBalancer)
+        && loaded.inventory.load_balancer_nodes().count() == 1
+    {
+        return Err(UsageError::new(format!(
+            "remove-node: {} is the last load-balancer node: without it no node holds the VIP \
+             and nothing balances the API servers",
+            opts.node
+        ))
+        .hint("add another `role: loadbalancer` node and run `khactl up` first")
+        .into());
+    }
     let agent = Arc::new(load_agent(opts.agent_binary.as_deref())?);
     // The control planes, and the leaving node unless the machine is gone: no other worker
     // is contacted, unless a control plane leaves node-local balancers: then every worker's

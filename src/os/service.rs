@@ -89,14 +89,33 @@ pub fn commands(
             vec![cmd(&["rc-service", name, "restart"])]
         }
         (InitSystem::OpenRc, ServiceAction::Stop) => vec![cmd(&["rc-service", name, "stop"])],
-        (InitSystem::OpenRc, ServiceAction::Disable) => {
-            vec![cmd(&["rc-update", "del", name, "default"])]
-        }
+        // `rc-update del` fails when the service is not in the runlevel: a second run (a
+        // removal cut short and run again) must not.
+        (InitSystem::OpenRc, ServiceAction::Disable) => vec![RemoteCommand::script(
+            "openrc-disable",
+            OPENRC_DISABLE,
+            [name],
+        )],
         (InitSystem::Unknown, _) => {
             bail!("no init system found to manage service {name} (systemd or OpenRC is needed)")
         }
     })
 }
+
+/// `$1` the service: out of the default runlevel, if it is in it.
+const OPENRC_DISABLE: &str = r#"[ -e "/etc/runlevels/default/$1" ] || exit 0
+exec rc-update del "$1" default
+"#;
+
+/// `$1` the service: prints the PID of the process supervise-daemon runs for it, and fails
+/// unless OpenRC calls it started and that process exists. `rc-service status` alone says
+/// started while the supervisor respawns a daemon that keeps dying.
+const OPENRC_ACTIVE: &str = r#"rc-service "$1" status >/dev/null 2>&1 || exit 3
+supervisor=$(cat "/run/supervise-$1.pid" 2>/dev/null) || exit 3
+child=$(pgrep -P "$supervisor" | head -n 1)
+[ -n "$child" ] || exit 3
+echo "$child"
+"#;
 
 /// Whether a service is enabled at boot and running now, as the init system says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,7 +168,8 @@ pub fn logs_hint(init: InitSystem, name: &str) -> String {
 
 /// Polls the init system until the service reports itself running, without a break, for
 /// `stable`. A daemon that exits at once (port taken, bad capability) fails here, with the
-/// init system's own words.
+/// init system's own words. On OpenRC the same process must run the whole time: its
+/// supervisor would respawn a crashing daemon and still call the service started.
 pub async fn wait_active(
     host: &NodeHandle,
     init: InitSystem,
@@ -158,17 +178,22 @@ pub async fn wait_active(
     interrupt: &Interrupt,
 ) -> anyhow::Result<()> {
     let cmd = match init {
-        InitSystem::OpenRc => RemoteCommand::new(["rc-service", name, "status"]),
+        InitSystem::OpenRc => RemoteCommand::script("openrc-active", OPENRC_ACTIVE, [name]),
         _ => RemoteCommand::new(["systemctl", "is-active", name]),
     }
     .read_only();
     let started = Instant::now();
-    let mut active_since = None;
+    // Since when, and as what (systemd: `active`; OpenRC: the daemon's PID).
+    let mut active_since: Option<(Instant, String)> = None;
     let mut was_active = false;
     loop {
         let out = host.run_unchecked(&cmd).await?;
         if out.success() {
-            let since = *active_since.get_or_insert_with(Instant::now);
+            let seen = out.stdout_str().trim().to_owned();
+            if active_since.as_ref().is_some_and(|(_, s)| *s != seen) {
+                active_since = None;
+            }
+            let (since, _) = active_since.get_or_insert_with(|| (Instant::now(), seen));
             was_active = true;
             if since.elapsed() >= stable {
                 return Ok(());
@@ -221,23 +246,39 @@ mod tests {
 
     #[test]
     fn stop_and_disable_are_separate_actions_on_both_init_systems() {
-        for (init, stop, disable) in [
-            (
-                InitSystem::Systemd,
-                vec!["systemctl", "stop", "khagent"],
-                vec!["systemctl", "disable", "khagent"],
-            ),
-            (
-                InitSystem::OpenRc,
-                vec!["rc-service", "khagent", "stop"],
-                vec!["rc-update", "del", "khagent", "default"],
-            ),
-        ] {
-            let s = commands(init, "khagent", ServiceAction::Stop).unwrap();
-            let d = commands(init, "khagent", ServiceAction::Disable).unwrap();
-            assert_eq!(argv(&s), [stop]);
-            assert_eq!(argv(&d), [disable]);
-        }
+        let s = commands(InitSystem::Systemd, "khagent", ServiceAction::Stop).unwrap();
+        let d = commands(InitSystem::Systemd, "khagent", ServiceAction::Disable).unwrap();
+        assert_eq!(argv(&s), [["systemctl", "stop", "khagent"]]);
+        assert_eq!(argv(&d), [["systemctl", "disable", "khagent"]]);
+        let s = commands(InitSystem::OpenRc, "khagent", ServiceAction::Stop).unwrap();
+        let d = commands(InitSystem::OpenRc, "khagent", ServiceAction::Disable).unwrap();
+        assert_eq!(argv(&s), [["rc-service", "khagent", "stop"]]);
+        assert_eq!(
+            argv(&d),
+            [["sh", "-c", OPENRC_DISABLE, "openrc-disable", "khagent"]]
+        );
+    }
+
+    /// `rc-update del` of a service not in the runlevel fails (rc-update.c): the disable
+    /// runs it only for a service that is there, so running it twice succeeds. Run with a
+    /// real `sh` and an `rc-update` that fails whenever it is called.
+    #[test]
+    fn disabling_a_service_not_in_the_default_runlevel_succeeds_without_rc_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("rc-update");
+        std::fs::write(&fake, "#!/bin/sh\necho called >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!("{}:/usr/bin:/bin", dir.path().display());
+        let run = |name: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", OPENRC_DISABLE, "openrc-disable", name])
+                .env("PATH", &path)
+                .output()
+                .unwrap()
+        };
+        let out = run("khactl-test-not-a-service");
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
     }
 
     #[test]

@@ -333,7 +333,8 @@ pub fn vip_problems(inv: &Inventory, node: &Node, facts: &HostFacts) -> Vec<Stri
             if !net.trunc().contains(&vip.address) {
                 problems.push(format!(
                     "vip.address {} is outside this node's subnet {} (on {dev}); the VIP \
-                     must be on the control-plane nodes' own network for VRRP to move it",
+                     must be on the VRRP nodes' own network (the control planes, or the \
+                     load-balancer nodes) for VRRP to move it",
                     vip.address,
                     net.trunc()
                 ));
@@ -497,7 +498,6 @@ fn vip_agent_config(
             .find(|(d, n)| *d == interface && n.trunc().contains(&vip.address))
             .map_or(net.prefix_len(), |(_, n)| n.prefix_len())
     });
-    let count = i32::try_from(routers.len()).unwrap_or(i32::MAX);
     let rank = i32::try_from(index).unwrap_or(i32::MAX);
     let priority =
         priority.unwrap_or_else(|| TOP_PRIORITY.saturating_sub(rank.saturating_mul(PRIORITY_STEP)));
@@ -507,13 +507,14 @@ fn vip_agent_config(
             peers.push(v4(n)?);
         }
     }
-    let mut backends = Vec::new();
-    for n in inv.control_plane() {
-        backends.push(AgentBackend {
+    // Behind dedicated balancers a control plane may be IPv6: only VRRP is IPv4.
+    let backends = inv
+        .control_plane()
+        .map(|n| AgentBackend {
             name: n.name.to_string(),
-            address: SocketAddr::new(IpAddr::V4(v4(n)?), APISERVER_PORT),
-        });
-    }
+            address: SocketAddr::new(n.address, APISERVER_PORT),
+        })
+        .collect();
     let own_api_server = node.role == Role::ControlPlane;
     Ok(AgentConfig {
         node: node.name.to_string(),
@@ -527,12 +528,13 @@ fn vip_agent_config(
         .to_owned(),
         status_listen: STATUS_LISTEN,
         stats: stats_page::section(inv, node),
-        // A dead local apiserver (a balancer with no backend up) costs more than the whole
-        // priority ladder, so any node with a live one outranks every node without: a
-        // balancer cut off from the API servers does not keep or take back the VIP.
+        // A dead local apiserver (a balancer with no backend up) costs the whole priority
+        // range: the agent keeps the result at 1, under every node with a live one, whatever
+        // priorities running agents kept from earlier inventories (`priorities`), so a
+        // balancer cut off from the API servers neither keeps nor takes back the VIP.
         track: Some(AgentTrack {
             backend: own_api_server.then(|| node.name.to_string()),
-            weight: -(count.saturating_mul(PRIORITY_STEP)).clamp(1, 254),
+            weight: -254,
         }),
         vrrp: Some(AgentVrrp {
             interface,

@@ -1221,7 +1221,10 @@ async fn up_does_not_succeed_while_a_removed_control_plane_still_has_its_agent()
     let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
     let err = run(&mut ctx, up_phases()).await.unwrap_err();
     let text = format!("{err:#}");
-    assert!(text.contains("cp9 should no longer hold what khactl placed there"), "{text}");
+    assert!(
+        text.contains("cp9 should no longer hold what khactl placed there"),
+        "{text}"
+    );
     let hints = crate::diagnostics::hints_of(&err, |_| Vec::new());
     assert!(
         hints.iter().any(|h| h.contains("khactl remove-node cp9")),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::kubeadm::kubectl;
 use crate::support::lab::LabOptions;
 use crate::support::probe::{Prober, vip_holders};
-use crate::support::run::{agent_backends, json_of, khactl_with, sh, text};
+use crate::support::run::{agent_backends, agent_page, json_of, khactl_with, sh, text};
 use crate::support::{Lab, indexes, repo_root, require_root};
 
 const CONTROL_PLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
@@ -129,7 +129,12 @@ fn openrc_balancer_nodes_hold_the_vip_survive_an_agent_crash_and_leave_gracefull
         let (_, parent) = agent_and_parent(&lab, b);
         assert!(parent.ends_with("/supervise-daemon"), "{b}: {parent}");
         assert_eq!(agent_backends(&lab, b), CONTROL_PLANES, "{b}");
-        // Nothing of Kubernetes was prepared there.
+        // An OpenRC service, not a systemd unit; nothing of Kubernetes was prepared there.
+        assert!(
+            lab.read_file(b, "/etc/systemd/system/khagent.service")
+                .is_none(),
+            "{b}"
+        );
         assert!(
             lab.read_file(b, "/etc/sysctl.d/99-zz-khactl.conf")
                 .is_none(),
@@ -207,6 +212,8 @@ fn openrc_balancer_nodes_hold_the_vip_survive_an_agent_crash_and_leave_gracefull
     let leaving = holders[0].clone();
     let staying = *BALANCERS.iter().find(|b| **b != leaving).unwrap();
     let (staying_pid, _) = agent_and_parent(&lab, staying);
+    let reloads = |node: &str| agent_page(&lab, node, "/status")["reloads_total"].as_u64();
+    let staying_reloads = reloads(staying).unwrap();
     let prober = Prober::start_on(&lab, &state, PORT, 4, 4);
     let out = run(&lab, &["remove-node", &leaving], &inv, &state, &["--yes"]);
     let (calls, failures) = prober.finish();
@@ -223,22 +230,38 @@ fn openrc_balancer_nodes_hold_the_vip_survive_an_agent_crash_and_leave_gracefull
         staying_pid,
         "reloaded, not restarted"
     );
+    // OpenRC's reload (supervise-daemon --signal HUP) reached that same process.
+    assert_eq!(reloads(staying), Some(staying_reloads + 1));
     let config = lab.read_file(staying, "/etc/khagent/khagent.yaml").unwrap();
     assert!(
         !config.contains(&lab.node_address(&leaving).to_string()),
         "{staying} no longer peers with {leaving}:\n{config}"
     );
+    // Stopped for good: OpenRC calls it stopped, no supervisor is left for it, and nothing
+    // khactl placed is there.
     assert!(!lab.exec(&leaving, &["pidof", "khagent"]).status.success());
+    assert_ne!(
+        lab.exec(&leaving, &["rc-service", "khagent", "status"])
+            .status
+            .code(),
+        Some(0),
+        "{leaving}: khagent still started"
+    );
+    assert!(
+        lab.read_file(&leaving, "/run/supervise-khagent.pid")
+            .is_none()
+    );
     for path in [
         "/etc/init.d/khagent",
         "/usr/local/bin/khagent",
         "/etc/khagent/khagent.yaml",
+        "/etc/khagent/cluster-ca.crt",
         "/etc/runlevels/default/khagent",
     ] {
-        assert!(
-            !lab.exec(&leaving, &["test", "-e", path]).status.success()
-                && !lab.exec(&leaving, &["test", "-L", path]).status.success(),
-            "{leaving}: {path} is left"
+        let gone = lab.exec(
+            &leaving,
+            &["sh", "-c", &format!("[ ! -e {path} ] && [ ! -L {path} ]")],
         );
+        assert!(gone.status.success(), "{leaving}: {path} is left");
     }
 }

@@ -643,7 +643,9 @@ wait_sshd() {
 # `degraded` otherwise (what is wrong follows on stderr).
 readonly OPENRC_STATE='
 	level=$(cat /run/openrc/softlevel 2>/dev/null)
-	if [ "$level" != default ] || [ -e /run/openrc/rc.starting ] || [ -e /run/openrc/rc.stopping ] ||
+	# openrc-init makes its control FIFO only once sysinit, boot and default are done; before,
+	# softlevel may already say default while rc.starting is not there yet.
+	if [ ! -p /run/openrc/init.ctl ] || [ "$level" != default ] || [ -e /run/openrc/rc.starting ] || [ -e /run/openrc/rc.stopping ] ||
 		[ -n "$(ls -A /run/openrc/starting 2>/dev/null)" ]; then
 		echo starting; exit 0
 	fi
@@ -744,7 +746,7 @@ parse_shape() {
 	local all n list=()
 	all=" $(shape_nodes "$SHAPE_CPS" "$SHAPE_WORKERS" | tr '\n' ' ')"
 	for n in ${SHAPE_OPENRC//,/ }; do
-		[[ $all == *" $n "* ]] || die "--openrc $n: no such node in this lab (nodes:$all)"
+		[[ $n =~ ^(cp|w)[0-9]+$ && $all == *" $n "* ]] || die "--openrc $n: no such node in this lab (nodes:$all)"
 		[[ " ${list[*]} " == *" $n "* ]] || list+=("$n")
 	done
 	SHAPE_OPENRC="${list[*]}"
@@ -1129,7 +1131,7 @@ cmd_stop_sshd() {
 	# crashed sshd would lose them.
 	local stop='systemctl stop ssh.service'
 	node_openrc "$node" && stop='rc-service --quiet sshd stop'
-	node_sh "$node" "$stop"'
+	node_sh "$node" "$stop"' || exit 1
 		pkill -KILL -x sshd || true
 		i=0
 		while pgrep -x sshd >/dev/null; do

@@ -87,16 +87,6 @@ impl LeaveCluster {
         if node.role == Role::ControlPlane {
             self.refuse_unsafe(ctx, &ctx.cluster.etcd).await?;
         }
-        if node.role == Role::LoadBalancer
-            && !ctx.inventory.vrrp_nodes().any(|n| n.name != node.name)
-        {
-            return Err(Hinted::new(format!(
-                "{name} is the last load-balancer node: without it no node holds the VIP and \
-                 nothing balances the API servers"
-            ))
-            .hint("add another `role: loadbalancer` node and run `khactl up` first")
-            .into());
-        }
         let reachable = ctx.fleet()?.host(name).filter(|_| !self.0.unreachable);
         let mut done = Vec::new();
         if let Some(host) = reachable

@@ -73,7 +73,7 @@ pub struct Lab {
 
 impl Lab {
     /// Builds lab `name` on subnet `10.200.<index>.0/24` with nodes `cp1..cpN` then `w1..wM`,
-    /// and returns once every node's systemd is `running` and its sshd accepts connections.
+    /// and returns once every node's init has finished booting and its sshd accepts connections.
     /// Every node has the lab's stand-in control plane installed (`tests/standin/`: kubeadm,
     /// kubelet and a CRI socket, as the packages would put them), so `khactl up` runs to the
     /// end. Take `index` from [`super::indexes`]. Panics with lab.sh's output if the lab cannot
