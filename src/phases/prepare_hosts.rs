@@ -382,14 +382,12 @@ pub fn plan_node(
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
     // A dedicated load-balancer node runs only khagent: none of the kubelet's modules,
-    // sysctls or swap rules, and no API name to resolve.
-    if node.role == Role::LoadBalancer {
-        return Ok((changes, warnings));
-    }
+    // sysctls or swap rules, and no API name to resolve; only the inventory's own sysctls.
+    let balancer = node.role == Role::LoadBalancer;
 
     // Modules first: the bridge sysctls only exist once br_netfilter is in.
     let mut missing_modules = Vec::new();
-    for m in MODULES {
+    for m in MODULES.into_iter().filter(|_| !balancer) {
         if !facts.has_module(m) {
             if facts.can_modprobe {
                 changes.push(Change::LoadModule { name: m.to_owned() });
@@ -401,18 +399,26 @@ pub fn plan_node(
             }
         }
     }
-    changes.extend(file_change(
-        facts,
-        MODULES_LOAD,
-        render_modules_load(),
-        0o644,
-    ));
+    if !balancer {
+        changes.extend(file_change(
+            facts,
+            MODULES_LOAD,
+            render_modules_load(),
+            0o644,
+        ));
+    }
 
-    let wanted = wanted_sysctls(inv)?;
     let from_inventory = inventory_sysctls(inv)?;
-    let drop_in = render_sysctl_drop_in(&wanted);
-    warnings.extend(boot_sysctls::overridden(facts, &wanted, drop_in.as_bytes()));
-    changes.extend(file_change(facts, SYSCTL_DROP_IN, drop_in, 0o644));
+    let wanted = if balancer {
+        from_inventory.clone()
+    } else {
+        wanted_sysctls(inv)?
+    };
+    if !wanted.is_empty() {
+        let drop_in = render_sysctl_drop_in(&wanted);
+        warnings.extend(boot_sysctls::overridden(facts, &wanted, drop_in.as_bytes()));
+        changes.extend(file_change(facts, SYSCTL_DROP_IN, drop_in, 0o644));
+    }
     if facts.file(Path::new(OLD_SYSCTL_DROP_IN)).is_some() {
         // Left where it is, it would still be applied at boot, before Debian's sysctl.conf.
         changes.push(Change::RemoveFile {
@@ -444,6 +450,9 @@ pub fn plan_node(
         changes.push(Change::SetSysctls { values: sysctls });
     }
 
+    if balancer {
+        return Ok((changes, warnings));
+    }
     if facts.swap_active > 0 {
         changes.push(Change::SwapOff);
     }

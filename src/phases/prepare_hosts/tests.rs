@@ -479,10 +479,11 @@ fn a_joining_control_plane_s_line_goes_through_its_member_then_to_loopback() {
     assert_eq!(hosts_for_join(&vip, &vip.nodes[0], &f, via, None), None);
 }
 
-/// A dedicated load-balancer node runs only khagent: no sysctls, modules, swap rules or
-/// `/etc/hosts` line, even on a host with swap on and nothing set.
+/// A dedicated load-balancer node runs only khagent: none of the kubelet's sysctls, modules,
+/// swap rules or `/etc/hosts` line, even on a host with swap on and nothing set; only the
+/// sysctls the inventory asks for.
 #[test]
-fn a_load_balancer_node_is_left_as_it_is() {
+fn a_load_balancer_node_gets_only_the_inventory_s_sysctls() {
     let text = include_str!("../../../inventories/alpine-keepalived-haproxy-lb-nodes.yaml");
     let inv = crate::inventory::parse(text).unwrap().inventory;
     let mut facts = fresh();
@@ -491,4 +492,25 @@ fn a_load_balancer_node_is_left_as_it_is() {
     assert!(changes.is_empty() && warnings.is_empty(), "{changes:?}");
     let (cp, _) = plan_node(&inv, inv.node("master1").unwrap(), &facts, None).unwrap();
     assert!(!cp.is_empty());
+
+    let tuned = crate::inventory::parse(&text.replace(
+        "ssh:\n",
+        "sysctls: { net.core.somaxconn: \"4096\" }\nssh:\n",
+    ))
+    .unwrap()
+    .inventory;
+    facts
+        .sysctls
+        .insert("net/core/somaxconn".into(), Some("128".into()));
+    let (changes, _) = plan_node(&tuned, tuned.node("lb1").unwrap(), &facts, None).unwrap();
+    let heads: Vec<String> = changes.iter().map(Change::headline).collect();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[0].contains(SYSCTL_DROP_IN), "{heads:?}");
+    assert!(heads[1].contains("net.core.somaxconn"), "{heads:?}");
+    let Change::WriteFile { contents, .. } = &changes[0] else {
+        panic!("{heads:?}")
+    };
+    let drop_in = String::from_utf8_lossy(contents);
+    assert!(drop_in.contains("net.core.somaxconn = 4096"), "{drop_in}");
+    assert!(!drop_in.contains("ip_forward"), "{drop_in}");
 }
