@@ -227,7 +227,11 @@ impl Phase for InstallAgent {
 
             let holder = vip::holder_in_facts(&c.inventory, &c.facts);
             let fleet = c.fleet()?;
-            let order = restart_order(pending.iter().map(|(n, _)| n.as_str()), holder);
+            let order = restart_order(
+                pending.iter().map(|(n, _)| n.as_str()),
+                holder,
+                &first_start,
+            );
             let ordered: Vec<(String, Vec<Change>)> = order
                 .iter()
                 .filter_map(|name| pending.iter().find(|(n, _)| n == name).cloned())
@@ -352,13 +356,18 @@ pub fn vip_problems(inv: &Inventory, node: &Node, facts: &HostFacts) -> Vec<Stri
     problems
 }
 
-/// Nodes in inventory order with the VIP holder moved last.
+/// Nodes in inventory order with the VIP holder moved last, then the agents that start for
+/// the first time (`fresh`): by then every running agent was reloaded with them as peers.
+/// Started earlier, a new agent would hear no advert (the holder still sends them to its old
+/// peers only), take the VIP after its Master_Down_Interval, and cut the connections on it.
 pub fn restart_order<'a>(
     nodes: impl Iterator<Item = &'a str>,
     holder: Option<&str>,
+    fresh: &[String],
 ) -> Vec<&'a str> {
     let (mut order, last): (Vec<&str>, Vec<&str>) = nodes.partition(|n| Some(*n) != holder);
     order.extend(last);
+    order.sort_by_key(|n| fresh.iter().any(|f| f == n));
     order
 }
 

@@ -382,12 +382,21 @@ fn the_vip_holder_restarts_last() {
     let holder = vip_holder(&inv, &facts);
     assert_eq!(holder, Some("cp1"));
     assert_eq!(
-        restart_order(["cp1", "cp2", "cp3"].into_iter(), holder),
+        restart_order(["cp1", "cp2", "cp3"].into_iter(), holder, &[]),
         ["cp2", "cp3", "cp1"]
     );
     assert_eq!(
-        restart_order(["cp1", "cp2", "cp3"].into_iter(), None),
+        restart_order(["cp1", "cp2", "cp3"].into_iter(), None, &[]),
         ["cp1", "cp2", "cp3"]
+    );
+    // A new node's first start comes after the holder learnt it as a peer.
+    assert_eq!(
+        restart_order(
+            ["cp1", "cp2", "cp4", "cp3"].into_iter(),
+            holder,
+            &["cp4".to_owned()]
+        ),
+        ["cp2", "cp3", "cp1", "cp4"]
     );
 }
 
