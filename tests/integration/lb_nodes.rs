@@ -205,7 +205,7 @@ fn openrc_balancer_nodes_hold_the_vip_survive_an_agent_crash_and_leave_gracefull
     assert!(parent.ends_with("/supervise-daemon"), "{parent}");
 
     // remove-node of whichever balancer holds the VIP now, under four clients calling
-    // /readyz through it: the VIP moves once, no request fails, the other balancer is
+    // /readyz through it: the VIP ends on the other balancer, no request fails, that one is
     // reloaded in place with its peer gone, and the one that left has no agent left.
     let holders = vip_holders(&lab, &BALANCERS);
     assert_eq!(holders.len(), 1, "{holders:?}");
