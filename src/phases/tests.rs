@@ -1601,3 +1601,39 @@ async fn dry_runs_of_add_master_and_remove_node_pass_the_read_only_seam() {
         .unwrap();
     assert!(changed_nodes(&nodes).is_empty());
 }
+
+/// A node still in the inventory that holds more than it should (here w1, once a control
+/// plane, with khagent left): the way out is removing that by hand, never `remove-node`,
+/// which would take w1 out of the cluster.
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_still_listed_with_a_leftover_agent_is_told_to_remove_it_by_hand() {
+    use crate::state::record::{Placed, Placements};
+    let dir = tempfile::tempdir().unwrap();
+    let path = record_former_cp9(dir.path());
+    let mut record = Placements::load(&path).unwrap();
+    let cp9 = record.nodes.remove("cp9").unwrap();
+    let w1 = Placed {
+        address: "10.0.0.21".parse().unwrap(),
+        ..cp9
+    };
+    record.nodes.insert("w1".into(), w1);
+    record.save(&path).unwrap();
+    let nodes = Nodes::new(None).with_agent("w1", false);
+    let mut ctx = context(dir.path(), Mode::Apply, &nodes, &Lines::default());
+    let err = run(&mut ctx, up_phases()).await.unwrap_err();
+    let hints = crate::diagnostics::hints_of(&err, |_| Vec::new());
+    assert!(
+        !hints.iter().any(|h| h.contains("remove-node w1")),
+        "{hints:?}"
+    );
+    let by_hand = hints
+        .iter()
+        .find(|h| h.starts_with("w1 stays in the cluster"))
+        .unwrap_or_else(|| panic!("{hints:?}"));
+    assert!(
+        by_hand.contains("systemctl disable --now khagent"),
+        "{by_hand}"
+    );
+    // Its CA keys were not found there: nothing to remove.
+    assert!(!by_hand.contains("ca.key"), "{by_hand}");
+}

@@ -82,7 +82,7 @@ impl Phase for WaitForVip {
                     strays.extend(vip::holders(away, &strays_away, vip).await?);
                 }
                 if let Some(stray) = strays.first() {
-                    return Err(leftovers(former, Some(stray), vip));
+                    return Err(leftovers(c, former, Some(stray), vip));
                 }
                 let seen = vip::holders(c.fleet()?, &names, vip).await?;
                 let outcome = match seen.as_slice() {
@@ -112,7 +112,7 @@ impl Phase for WaitForVip {
                             ctx.cluster.vip_holder = Some(one.clone());
                             ctx.settle(summaries)?;
                             if ctx.cluster.former.iter().any(|f| !f.is_clean()) {
-                                return Err(leftovers(&ctx.cluster.former, None, vip));
+                                return Err(leftovers(ctx, &ctx.cluster.former, None, vip));
                             }
                             return Ok(());
                         }
@@ -163,8 +163,16 @@ impl Phase for WaitForVip {
 }
 
 /// The run cannot succeed while a former control plane may still run khagent (or hold the CA
-/// keys): the error names each, what is there, and the way out.
-fn leftovers(former: &[FormerNode], holder: Option<&str>, vip: Ipv4Addr) -> anyhow::Error {
+/// keys): the error names each, what is there, and the way out: `remove-node` for a node that
+/// left the inventory; for one still in it (a control plane whose agent moved to the
+/// load-balancer nodes, a balancer that was a control plane), removing by hand only what it
+/// should no longer have, since remove-node would take the node out of the cluster.
+fn leftovers(
+    ctx: &Context,
+    former: &[FormerNode],
+    holder: Option<&str>,
+    vip: Ipv4Addr,
+) -> anyhow::Error {
     let left: Vec<&FormerNode> = former.iter().filter(|f| !f.is_clean()).collect();
     let names: Vec<&str> = left.iter().map(|f| f.node.as_str()).collect();
     let mut message = match holder {
@@ -183,23 +191,52 @@ fn leftovers(former: &[FormerNode], holder: Option<&str>, vip: Ipv4Addr) -> anyh
     for f in &left {
         message.push_str(&format!("\n  {}: {}", f.node, f.describe()));
     }
-    let first = names.first().copied().unwrap_or("NODE");
-    Hinted::new(message)
-        .hint(format!(
-            "run `khactl remove-node {first}` for each of them (coming in a later release: it \
-             stops the agent, removes the keys and forgets the node)"
-        ))
-        .hint(format!(
-            "until then, by hand on {first}: `systemctl disable --now khagent` (OpenRC: \
-             `rc-service khagent stop && rc-update del khagent`); `rm -f /usr/local/bin/khagent \
-             /etc/khagent/khagent.yaml /etc/systemd/system/khagent.service /etc/init.d/khagent`; \
-             `rm -f /etc/kubernetes/pki/ca.key /etc/kubernetes/pki/front-proxy-ca.key \
-             /etc/kubernetes/pki/etcd/ca.key /etc/kubernetes/pki/sa.key`; the next `khactl up` \
-             sees they are gone and forgets the node"
-        ))
-        .hint(
-            "a machine that is gone for good: delete its entry from placements.json in the \
-             state directory",
-        )
-        .into()
+    let mut hinted = Hinted::new(message);
+    let gone: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| ctx.node(n).is_err())
+        .collect();
+    if let Some(first) = gone.first() {
+        hinted = hinted
+            .hint(format!(
+                "run `khactl remove-node {first}` for each of {}: it stops the agent, removes \
+                 the keys and forgets the node",
+                gone.join(", ")
+            ))
+            .hint(
+                "a machine that is gone for good: delete its entry from placements.json in the \
+                 state directory",
+            );
+    }
+    for f in &left {
+        let mut steps = Vec::new();
+        if f.agent {
+            steps.push(
+                "`systemctl disable --now khagent` (OpenRC: `rc-service khagent stop && \
+                 rc-update del khagent`); `rm -f /usr/local/bin/khagent \
+                 /etc/khagent/khagent.yaml /etc/systemd/system/khagent.service \
+                 /etc/init.d/khagent`",
+            );
+        }
+        if f.ca_keys {
+            steps.push(
+                "`rm -f /etc/kubernetes/pki/ca.key /etc/kubernetes/pki/front-proxy-ca.key \
+                 /etc/kubernetes/pki/etcd/ca.key /etc/kubernetes/pki/sa.key`",
+            );
+        }
+        let who = if ctx.node(&f.node).is_ok() {
+            format!(
+                "{} stays in the cluster, so not remove-node: on it, by hand,",
+                f.node
+            )
+        } else {
+            format!("or by hand on {}:", f.node)
+        };
+        hinted = hinted.hint(format!(
+            "{who} {}; the next `khactl up` sees it is gone",
+            steps.join("; ")
+        ));
+    }
+    hinted.into()
 }
