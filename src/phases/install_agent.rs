@@ -102,7 +102,7 @@ impl Phase for InstallAgent {
         let mut files = files_read();
         files.extend(conflicts::files().into_iter().map(PathBuf::from));
         let mut digests = digests_read();
-        if node.role != Role::ControlPlane {
+        if agent_ca(node) == NODE_LOCAL_CA {
             digests.push(NODE_LOCAL_CA.into());
         }
         ProbeRequest {
@@ -150,7 +150,12 @@ impl Phase for InstallAgent {
             // Agents outside the control planes (workers' node-local ones, dedicated
             // load-balancer nodes) verify the API servers against their own copy of the
             // cluster CA.
-            let cluster_ca = if c.inventory.node_local().is_some() || c.inventory.dedicated_lb() {
+            let own_copies = c
+                .inventory
+                .nodes
+                .iter()
+                .any(|n| c.inventory.runs_agent(n) && agent_ca(n) == NODE_LOCAL_CA);
+            let cluster_ca = if own_copies {
                 Some(c.pki()?.authority_cert(Authority::Kubernetes).to_vec())
             } else {
                 None
@@ -178,7 +183,7 @@ impl Phase for InstallAgent {
                     )?;
                     if let Some(ca) = cluster_ca
                         .as_ref()
-                        .filter(|_| node.role != Role::ControlPlane)
+                        .filter(|_| agent_ca(node) == NODE_LOCAL_CA)
                     {
                         let sha = sha256_hex(ca);
                         // Before the config, so the agent never starts without it.
@@ -437,27 +442,37 @@ pub fn agent_config_with(
     }
 }
 
-/// A node-local balancer: `127.0.0.1:port` to every API server, health-checked like the VIP's
-/// balancer; no tracked check and no VRRP (nothing to elect). Every node's file is the same
-/// but for the CA's path and the comment, so a control plane added or removed is a reload.
-fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentConfig {
-    let backends = inv
-        .control_plane()
+/// Every API server, in inventory order: the backends of every agent. (Behind dedicated
+/// balancers a control plane may be IPv6: only VRRP is IPv4.)
+fn api_backends(inv: &Inventory) -> Vec<AgentBackend> {
+    inv.control_plane()
         .map(|n| AgentBackend {
             name: n.name.to_string(),
             address: SocketAddr::new(n.address, APISERVER_PORT),
         })
-        .collect();
+        .collect()
+}
+
+/// The CA an agent checks the API servers against: kubeadm's on a control plane; elsewhere
+/// (workers, load-balancer nodes) its own copy, since kubeadm join refuses a worker that
+/// already has `ca.crt`, and a balancer has no kubeadm files at all.
+fn agent_ca(node: &Node) -> &'static str {
+    if node.role == Role::ControlPlane {
+        CLUSTER_CA
+    } else {
+        NODE_LOCAL_CA
+    }
+}
+
+/// A node-local balancer: `127.0.0.1:port` to every API server, health-checked like the VIP's
+/// balancer; no tracked check and no VRRP (nothing to elect). Every node's file is the same
+/// but for the CA's path and the comment, so a control plane added or removed is a reload.
+fn node_local_agent_config(inv: &Inventory, node: &Node, port: Port) -> AgentConfig {
     AgentConfig {
         node: node.name.to_string(),
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.get()),
-        backends,
-        ca_file: match node.role {
-            Role::ControlPlane => CLUSTER_CA,
-            // Etcd and load-balancer nodes run no node-local agent (`Inventory::runs_agent`).
-            Role::Worker | Role::Etcd | Role::LoadBalancer => NODE_LOCAL_CA,
-        }
-        .to_owned(),
+        backends: api_backends(inv),
+        ca_file: agent_ca(node).to_owned(),
         status_listen: STATUS_LISTEN,
         stats: stats_page::section(inv, node),
         track: None,
@@ -516,25 +531,12 @@ fn vip_agent_config(
             peers.push(v4(n)?);
         }
     }
-    // Behind dedicated balancers a control plane may be IPv6: only VRRP is IPv4.
-    let backends = inv
-        .control_plane()
-        .map(|n| AgentBackend {
-            name: n.name.to_string(),
-            address: SocketAddr::new(n.address, APISERVER_PORT),
-        })
-        .collect();
     let own_api_server = node.role == Role::ControlPlane;
     Ok(AgentConfig {
         node: node.name.to_string(),
         listen: SocketAddr::new(IpAddr::V4(vip.address), vip.port.get()),
-        backends,
-        ca_file: if own_api_server {
-            CLUSTER_CA
-        } else {
-            NODE_LOCAL_CA
-        }
-        .to_owned(),
+        backends: api_backends(inv),
+        ca_file: agent_ca(node).to_owned(),
         status_listen: STATUS_LISTEN,
         stats: stats_page::section(inv, node),
         // A dead local apiserver (a balancer with no backend up) costs the whole priority
