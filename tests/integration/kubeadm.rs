@@ -72,6 +72,22 @@ pub(crate) fn kubectl(state: &Path, args: &[&str]) -> Output {
         .expect("run Debian's kubectl (tests/lab/install-deps.sh unpacks it)")
 }
 
+/// The names of the Node objects, sorted, as Debian's kubectl reads them with khactl's
+/// admin.conf.
+pub(crate) fn registered_nodes(state: &Path) -> Vec<String> {
+    let nodes = kubectl(state, &["get", "--raw", "/api/v1/nodes"]);
+    assert!(nodes.status.success(), "{}", text(&nodes));
+    let list: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort_unstable();
+    names
+}
+
 /// `/readyz` through the VIP from this machine, for `host` resolved to the VIP, with TLS
 /// verified against khactl's CA.
 fn readyz_through_vip(lab: &Lab, state: &Path, host: &str) -> Output {
@@ -177,17 +193,7 @@ fn up_builds_a_cluster_that_answers_through_the_vip_and_a_second_up_changes_noth
         "{}",
         text(&readyz)
     );
-    let nodes = kubectl(state.path(), &["get", "--raw", "/api/v1/nodes"]);
-    assert!(nodes.status.success(), "{}", text(&nodes));
-    let list: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
-    let mut names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["metadata"]["name"].as_str().unwrap())
-        .collect();
-    names.sort_unstable();
-    assert_eq!(names, ALL);
+    assert_eq!(registered_nodes(state.path()), ALL);
 
     // The join token: never in argv on any node, never in a run log.
     let tokens = cluster_tokens(state.path());
