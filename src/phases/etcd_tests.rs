@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use super::*;
+use crate::phases::test_support::fake_probe;
 use crate::remote::fake::{FakeConnector, Record, Responder, Seen, output};
 use crate::remote::{CommandOutput, RemoteCommand, RemoteError};
 use crate::render::etcd::{CONFIG_FILE, PACKAGE_BINARY};
@@ -132,48 +133,20 @@ impl Fake {
     }
 
     fn probe(&self, node: &str, cmd: &RemoteCommand) -> String {
-        let mut out = format!(
-            "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
-             swap active 0\nmodule overlay present\nmodule br_netfilter present\nos modprobe no\n\
-             addr lo 127.0.0.1/8\naddr eth0 10.0.0.{}/24\n",
-            octet(node)
-        );
         use base64::Engine as _;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        for arg in cmd.argv().iter().skip(4) {
-            if let Some(key) = arg.strip_prefix("sysctl:") {
-                out.push_str(&format!("sysctl {key} 0\n"));
-            } else if let Some(path) = arg.strip_prefix("file:") {
-                match self.configs.get(node).filter(|_| path == CONFIG_FILE) {
-                    Some(c) => out.push_str(&format!("file {path} ={}\n", b64(c))),
-                    None => out.push_str(&format!("file {path} -\n")),
-                }
-            } else if let Some(path) = arg.strip_prefix("hash:") {
-                let there = (path == PACKAGE_BINARY && !self.no_binary.contains(node))
-                    || (path.starts_with("/etc/") && self.configs.contains_key(node));
-                if there {
-                    out.push_str(&format!("sum 00  {path}\nmode 644 {path}\n"));
-                } else {
-                    out.push_str(&format!("hash {path} -\n"));
-                }
-            } else if let Some(tool) = arg.strip_prefix("version:") {
-                out.push_str(&format!("version {tool} v1.31.2\n"));
-            } else if let Some(port) = arg.strip_prefix("port:") {
-                out.push_str(&format!("port {port} free\n"));
-            } else if let Some(path) = arg.strip_prefix("dir:") {
-                let state = if self.data.contains(node) {
-                    "full"
-                } else {
-                    "absent"
-                };
-                out.push_str(&format!("dir {path} {state}\n"));
-            } else if let Some(path) = arg.strip_prefix("socket:") {
-                out.push_str(&format!("socket {path} yes\n"));
-            } else if let Some(path) = arg.strip_prefix("server:") {
-                out.push_str(&format!("server {path} -\n"));
-            }
-        }
-        out
+        fake_probe(octet(node), cmd, |kind, path| match kind {
+            "file" => self
+                .configs
+                .get(node)
+                .filter(|_| path == CONFIG_FILE)
+                .map(|c| format!("file {path} ={}", b64(c))),
+            "hash" => ((path == PACKAGE_BINARY && !self.no_binary.contains(node))
+                || (path.starts_with("/etc/") && self.configs.contains_key(node)))
+            .then(|| format!("sum 00  {path}\nmode 644 {path}")),
+            "dir" => self.data.contains(node).then(|| format!("dir {path} full")),
+            _ => None,
+        })
     }
 
     fn answer(&mut self, node: &str, cmd: &RemoteCommand) -> CommandOutput {

@@ -66,3 +66,40 @@ pub fn applied(mut host: HostFacts, changes: &[Change]) -> HostFacts {
     }
     host
 }
+
+/// What a fake host answers the facts probe (`cmd`): a fresh Debian 12 host with systemd at
+/// 10.0.0.`octet`, and for each fact asked (`kind:value`) `answer(kind, value)`'s line, or
+/// that of a host where nothing of Kubernetes or khactl is: no such file or digest, tools at
+/// v1.31.2, ports free, directories absent, sockets there, no kubeconfig server.
+pub fn fake_probe(
+    octet: u64,
+    cmd: &crate::remote::RemoteCommand,
+    mut answer: impl FnMut(&str, &str) -> Option<String>,
+) -> String {
+    let mut out = format!(
+        "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
+         swap active 0\nmodule overlay present\nmodule br_netfilter present\nos modprobe no\n\
+         addr lo 127.0.0.1/8\naddr eth0 10.0.0.{octet}/24\n"
+    );
+    for arg in cmd.argv().iter().skip(4) {
+        let Some((kind, value)) = arg.split_once(':') else {
+            continue;
+        };
+        let line = answer(kind, value).or_else(|| {
+            Some(match kind {
+                "sysctl" => format!("sysctl {value} 0"),
+                "file" | "hash" | "server" => format!("{kind} {value} -"),
+                "version" => format!("version {value} v1.31.2"),
+                "port" => format!("port {value} free"),
+                "dir" => format!("dir {value} absent"),
+                "socket" => format!("socket {value} yes"),
+                _ => return None,
+            })
+        });
+        if let Some(line) = line {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::agent::AgentBinary;
 use crate::facts::sha256_hex;
+use crate::phases::test_support::fake_probe;
 use crate::remote::fake::{FakeConnector, Record, Responder, Seen, output};
 use crate::remote::{CommandOutput, RemoteCommand, RemoteError};
 use crate::report::Reporter;
@@ -118,37 +119,16 @@ fn verb_node(argv: &[String], verb: &str) -> Option<String> {
 /// The probe's answer on `node`: a fresh Debian host with Kubernetes installed, plus the
 /// kubeadm files of a node in `cluster.joined`.
 fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
-    let mut out = format!(
-        "os id debian\nos version 12\nos arch x86_64\nos init systemd\nos uid 0\n\
-         swap active 0\nmodule overlay present\nmodule br_netfilter present\nos modprobe no\n\
-         addr lo 127.0.0.1/8\naddr eth0 10.0.0.{}/24\n",
-        last_octet(node)
-    );
     let joined = cluster.joined.iter().any(|n| n == node);
-    for arg in cmd.argv().iter().skip(4) {
-        if let Some(key) = arg.strip_prefix("sysctl:") {
-            out.push_str(&format!("sysctl {key} 0\n"));
-        } else if let Some(path) = arg.strip_prefix("file:") {
-            out.push_str(&format!("file {path} -\n"));
-        } else if let Some(path) = arg.strip_prefix("hash:") {
+    fake_probe(u64::from(last_octet(node)), cmd, |kind, path| match kind {
+        "hash" => {
             let kubeadms = path.starts_with("/etc/kubernetes/kubelet.conf")
                 || path.starts_with("/etc/kubernetes/manifests/")
                 // A member control plane runs khagent (an older build: its digest differs).
                 || (path == "/usr/local/bin/khagent" && node.starts_with("cp"));
-            if kubeadms && joined {
-                out.push_str(&format!("sum 00  {path}\nmode 600 {path}\n"));
-            } else {
-                out.push_str(&format!("hash {path} -\n"));
-            }
-        } else if let Some(tool) = arg.strip_prefix("version:") {
-            out.push_str(&format!("version {tool} v1.31.2\n"));
-        } else if let Some(port) = arg.strip_prefix("port:") {
-            out.push_str(&format!("port {port} free\n"));
-        } else if let Some(path) = arg.strip_prefix("dir:") {
-            out.push_str(&format!("dir {path} absent\n"));
-        } else if let Some(path) = arg.strip_prefix("socket:") {
-            out.push_str(&format!("socket {path} yes\n"));
-        } else if let Some(path) = arg.strip_prefix("server:") {
+            (kubeadms && joined).then(|| format!("sum 00  {path}\nmode 600 {path}"))
+        }
+        "server" => {
             // A member's kubelet reaches the API through the endpoint it joined with; control
             // planes' kubelets use their own API server (ControlPlaneKubeletLocalMode, 1.33+),
             // while their admin.conf names the endpoint.
@@ -161,10 +141,10 @@ fn probe_output(node: &str, cmd: &RemoteCommand, cluster: &Cluster) -> String {
                 }
                 _ => "-".to_owned(),
             };
-            out.push_str(&format!("server {path} {server}\n"));
+            Some(format!("server {path} {server}"))
         }
-    }
-    out
+        _ => None,
+    })
 }
 
 impl Nodes {
