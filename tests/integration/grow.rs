@@ -265,6 +265,19 @@ fn add_master_grows_two_to_three_to_four_with_no_failed_request_and_no_vip_move(
         !nodes.contains("node/w1") && !nodes.contains(&format!("node/{removed}")),
         "{nodes}"
     );
+    // add-worker brings the reset worker back: joined with a fresh token, registered again.
+    let out = khactl_with(&lab, &["add-worker", "w1"], &without, state.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        lab.read_file("w1", "/etc/kubernetes/kubelet.conf")
+            .is_some()
+    );
+    let nodes = sh(
+        &lab,
+        rest[0],
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o name",
+    );
+    assert!(nodes.contains("node/w1"), "{nodes}");
 }
 
 #[test]
